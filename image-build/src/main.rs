@@ -1,0 +1,3 @@
+//! `mallee-image-build` (being written).
+
+fn main() {}
