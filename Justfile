@@ -1,0 +1,31 @@
+# Mallee: the verbs people type. `just --list` shows them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Show the verbs.
+default:
+    @just --list
+
+# Install what a fresh Debian 12 machine lacks (apt packages, cargo tools). Idempotent.
+setup:
+    scripts/setup.sh
+
+# Build the netboot bundle (target/images/node) and test images.
+images:
+    scripts/images.sh
+
+# Build the images, boot a compute node under QEMU and show its console until it is ready.
+demo: images
+    cargo run --release -q -p mallee-qemu-tests --bin mallee-demo
+
+# Unit, integration and end-to-end (QEMU) tests.
+test: images
+    cargo test --workspace --all-targets
+
+# Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|api`.
+bench which="all":
+    scripts/bench.sh {{which}}
+
+# Format and lint as CI expects.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
