@@ -196,6 +196,14 @@ impl ModuleLoader {
             source,
         })?;
         match rustix::system::finit_module(&file, c"", 0) {
+            // EEXIST means "already loaded" only if the kernel lists the module; kvm_intel's
+            // init returns EEXIST when kvm_amd is the loaded vendor module.
+            Err(rustix::io::Errno::EXIST) if !Path::new("/sys/module").join(&name).exists() => {
+                Err(ModuleError::Load {
+                    name,
+                    source: rustix::io::Errno::EXIST,
+                })
+            }
             Ok(()) | Err(rustix::io::Errno::EXIST) => {
                 self.loaded.insert(name);
                 Ok(())

@@ -138,8 +138,7 @@ impl DhcpClient {
     }
 
     fn message(&self, kind: MessageType, xid: u32, ciaddr: Ipv4Addr, broadcast: bool) -> Message {
-        let zero = Ipv4Addr::UNSPECIFIED;
-        let mut msg = Message::new_with_id(xid, ciaddr, zero, zero, zero, &self.mac);
+        let mut msg = blank_request(xid, ciaddr, self.mac);
         if broadcast {
             msg.set_flags(Flags::default().set_broadcast());
         }
@@ -320,6 +319,24 @@ impl DhcpClient {
         self.deadline = now + lease.t1;
         self.state = State::Bound { lease, since: now };
         actions
+    }
+}
+
+/// A BOOTREQUEST with no options, built by decoding bytes. `Message::new*` and `Default` call
+/// `rand::random()`, which blocks in early boot until the kernel's entropy pool is ready
+/// (tens of seconds under QEMU TCG without virtio-rng); decoding never does.
+pub fn blank_request(xid: u32, ciaddr: Ipv4Addr, mac: [u8; 6]) -> Message {
+    let mut bytes = [0u8; 241];
+    bytes[..4].copy_from_slice(&[1, 1, 6, 0]); // BOOTREQUEST, Ethernet, hlen 6, hops 0
+    bytes[4..8].copy_from_slice(&xid.to_be_bytes());
+    bytes[12..16].copy_from_slice(&ciaddr.octets());
+    bytes[28..34].copy_from_slice(&mac);
+    bytes[236..240].copy_from_slice(&[99, 130, 83, 99]); // magic cookie
+    bytes[240] = 255; // end of options
+    match Message::from_bytes(&bytes) {
+        Ok(msg) => msg,
+        // The bytes above are a fixed, valid header; decoding them cannot fail.
+        Err(e) => unreachable!("fixed BOOTREQUEST header failed to decode: {e}"),
     }
 }
 
