@@ -44,8 +44,8 @@ fn handled_set() -> libc::sigset_t {
     set
 }
 
-/// Blocks the handled signals in this thread (threads spawned later inherit the mask; spawned
-/// programs get an empty mask from `std::process::Command`).
+/// Blocks the handled signals in this thread (threads spawned later inherit the mask; programs
+/// init starts must reset it, see [`run`]).
 fn block_signals() {
     let set = handled_set();
     // SAFETY: `set` is initialised; the old mask is not requested.
