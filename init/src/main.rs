@@ -162,7 +162,7 @@ fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
 }
 
 /// The readiness callback: prints the one readiness line and starts `mallee.run`, once.
-fn readiness(settings: &Settings) -> Arc<dyn Fn(String) + Send + Sync> {
+fn readiness(settings: &Settings) -> net::client::OnReady {
     let (role, run, test_panic) = (settings.role, settings.run.clone(), settings.test_panic);
     let once = Once::new();
     Arc::new(move |ip: String| {

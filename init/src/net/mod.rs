@@ -11,6 +11,7 @@ pub mod link;
 
 use crate::info;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
 
 /// Sets lo and every NIC up and starts a DHCP client thread per NIC. `on_ready` receives
 /// `ADDR/PREFIX` of each configured lease (the caller keeps only the first).
-pub fn start(nics: &[Nic], hostname: &str, on_ready: Arc<dyn Fn(String) + Send + Sync>) {
+pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
     match link::Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = nl.set_up(1) {
@@ -88,9 +89,15 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: Arc<dyn Fn(String) + Send +
         }
         Err(e) => info!("lo: {e}"),
     }
+    let config = client::ClientConfig {
+        hostname: hostname.to_owned(),
+        resolv_conf: "/etc/resolv.conf".into(),
+    };
+    let never = Arc::new(AtomicBool::new(false));
     for nic in nics {
-        let (nic, hostname, on_ready) = (nic.clone(), hostname.to_owned(), on_ready.clone());
-        std::thread::spawn(move || client::run(nic, hostname, on_ready));
+        let (nic, config, on_ready, never) =
+            (nic.clone(), config.clone(), on_ready.clone(), never.clone());
+        std::thread::spawn(move || client::run(nic, config, on_ready, never));
     }
 }
 
