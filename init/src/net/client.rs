@@ -6,7 +6,8 @@
 //! device; no AF_PACKET socket is needed. Renewals go unicast to the server from the leased
 //! address. The loop never ends; errors are logged and the state machine's timers retry.
 
-use super::dhcp::{Action, Destination, DhcpClient, Lease};
+use super::dhcp::{Action, Destination, DhcpClient};
+use super::lease::Lease;
 use super::link::Netlink;
 use super::Nic;
 use crate::info;

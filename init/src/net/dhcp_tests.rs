@@ -260,13 +260,6 @@ fn requesting_gives_up_after_four_tries_and_rediscovers() {
 }
 
 #[test]
-fn netmask_prefix_lengths() {
-    assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 0)), 24);
-    assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 240, 0)), 20);
-    assert_eq!(prefix_len(Ipv4Addr::UNSPECIFIED), 0);
-}
-
-#[test]
 fn blank_request_matches_the_library_constructor() {
     let ours = blank_request(0x1234_5678, ADDR, MAC);
     let theirs = Message::new_with_id(

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dhcp;
+pub mod lease;
 pub mod link;
 
 use crate::info;
