@@ -68,6 +68,9 @@ fn signal_loop() -> ! {
 
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|panic| {
+        if net::dhcp::decoding_untrusted() {
+            return; // caught by decode_untrusted and reported as an error value
+        }
         log::line(&format!("PANIC: {panic}").replace('\n', " "));
         for left in (1..=10).rev() {
             log::line(&format!("rebooting in {left} s"));

@@ -12,6 +12,7 @@
 use super::lease::{lease_from, Lease};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
+use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use std::time::Duration;
 pub enum DhcpError {
     #[error("undecodable DHCP message: {0}")]
     Decode(#[from] dhcproto::error::DecodeError),
+    #[error("undecodable DHCP message: the decoder panicked on it")]
+    DecoderPanic,
     #[error("cannot encode DHCP message: {0}")]
     Encode(#[from] dhcproto::error::EncodeError),
 }
@@ -255,8 +258,9 @@ impl DhcpClient {
     /// Handles one received DHCP payload (UDP data). Messages for other clients or
     /// transactions, and messages unexpected in the current state, are ignored.
     pub fn on_packet(&mut self, now: Duration, bytes: &[u8]) -> Result<Vec<Action>, DhcpError> {
-        let msg = Message::from_bytes(bytes)?;
-        if msg.opcode() != Opcode::BootReply || msg.chaddr().get(..6) != Some(&self.mac[..]) {
+        let msg = decode_untrusted(bytes)?;
+        // `Message::chaddr` slices by the wire's hlen and panics past 16: check hlen first.
+        if msg.opcode() != Opcode::BootReply || msg.hlen() != 6 || msg.chaddr() != self.mac {
             return Ok(vec![]);
         }
         let kind = msg.opts().msg_type();
@@ -307,6 +311,28 @@ impl DhcpClient {
         self.deadline = now + lease.t1;
         self.state = State::Bound { lease, since: now };
         actions
+    }
+}
+
+thread_local! {
+    static DECODING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread decodes a received datagram. PID 1's panic hook checks it: a panic
+/// inside the decoder (dhcproto has debug assertions and slicing that hostile bytes can trip)
+/// becomes [`DhcpError::DecoderPanic`] instead of a reboot.
+pub fn decoding_untrusted() -> bool {
+    DECODING.with(Cell::get)
+}
+
+/// Decodes received bytes, turning a panic inside dhcproto into an error.
+pub fn decode_untrusted(bytes: &[u8]) -> Result<Message, DhcpError> {
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(|| Message::from_bytes(bytes));
+    DECODING.with(|d| d.set(false));
+    match result {
+        Ok(decoded) => Ok(decoded?),
+        Err(_) => Err(DhcpError::DecoderPanic),
     }
 }
 

@@ -272,3 +272,27 @@ fn blank_request_matches_the_library_constructor() {
     );
     assert_eq!(ours.to_vec().unwrap(), theirs.to_vec().unwrap());
 }
+
+#[test]
+fn truncated_and_random_datagrams_never_panic() {
+    let mut client = DhcpClient::new(MAC, None, 11);
+    let (discover, _) = sent(&client.on_timeout(secs(0)).unwrap());
+    let offer = reply(&discover, MessageType::Offer, ADDR);
+    for len in 0..offer.len() {
+        let mut probe = DhcpClient::new(MAC, None, 11);
+        sent(&probe.on_timeout(secs(0)).unwrap());
+        let _ = probe.on_packet(secs(0), &offer[..len]);
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..2000 {
+        let mut bytes = offer.clone();
+        for _ in 0..(round % 16 + 1) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = (rng % bytes.len() as u64) as usize;
+            bytes[at] = (rng >> 32) as u8;
+        }
+        let _ = client.on_packet(secs(0), &bytes);
+    }
+}
