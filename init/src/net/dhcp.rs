@@ -5,9 +5,10 @@
 //! (broadcast or unicast to the server) and leases to configure or remove. States: INIT →
 //! SELECTING (DISCOVER, wait for OFFER) → REQUESTING (REQUEST, wait for ACK/NAK) → BOUND →
 //! RENEWING at T1 (unicast REQUEST) → REBINDING at T2 (broadcast REQUEST) → lease expiry back to
-//! INIT. A NAK restarts discovery; silence is retried with exponential backoff (4 s doubling to
-//! 64 s, ±1 s jitter). Messages are encoded and decoded with `dhcproto`. Time is a `Duration`
-//! since an arbitrary origin chosen by the caller.
+//! INIT. Silence is retried with exponential backoff (4 s doubling to 64 s, ±1 s jitter); a NAK
+//! returns to INIT and discovers again after the next backoff step (only a bind resets the
+//! steps). Messages are encoded and decoded with `dhcproto`. Time is a `Duration` since an
+//! arbitrary origin chosen by the caller.
 
 use super::lease::{lease_from, Lease};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
@@ -120,12 +121,18 @@ impl DhcpClient {
         self.rng
     }
 
-    /// 4 s, 8 s, ... 64 s (capped), each ±1 s of jitter; advances the step.
+    /// `base_secs` ±1 s of jitter.
+    fn jittered(&mut self, base_secs: u64) -> Duration {
+        let jitter_ms = self.random() % 2001; // 0..=2000 → -1 s..=+1 s
+        Duration::from_millis(base_secs * 1000 + jitter_ms - 1000)
+    }
+
+    /// 4 s, 8 s, ... 64 s (capped), each ±1 s of jitter; advances the step, which only a
+    /// successful bind resets (so a server that NAKs every request is not hammered).
     fn backoff(&mut self) -> Duration {
         let base = 4u64 << self.backoff_step.min(4);
         self.backoff_step += 1;
-        let jitter_ms = self.random() % 2001; // 0..=2000 → -1 s..=+1 s
-        Duration::from_millis(base * 1000 + jitter_ms - 1000)
+        self.jittered(base)
     }
 
     fn message(&self, kind: MessageType, xid: u32, ciaddr: Ipv4Addr, broadcast: bool) -> Message {
@@ -180,7 +187,7 @@ impl DhcpClient {
         msg.opts_mut()
             .insert(DhcpOption::ServerIdentifier(offer.server));
         self.state = State::Requesting { xid, offer, tries };
-        self.deadline = now + self.backoff();
+        self.deadline = now + self.jittered(4 << tries.min(4));
         Ok(vec![Self::send(&msg, Destination::Broadcast)?])
     }
 
@@ -221,10 +228,16 @@ impl DhcpClient {
         mut actions: Vec<Action>,
     ) -> Result<Vec<Action>, DhcpError> {
         self.state = State::Init;
-        self.backoff_step = 0;
         self.deadline = now;
         actions.extend(self.discover(now)?);
         Ok(actions)
+    }
+
+    /// After a NAK: back to INIT, discovering again after the next backoff step.
+    fn restart_after_nak(&mut self, now: Duration, actions: Vec<Action>) -> Vec<Action> {
+        self.state = State::Init;
+        self.deadline = now + self.backoff();
+        actions
     }
 
     /// Handles the deadline passing.
@@ -267,10 +280,7 @@ impl DhcpClient {
         match (self.state.clone(), kind) {
             (State::Selecting { xid }, Some(MessageType::Offer)) if msg.xid() == xid => {
                 match lease_from(&msg, None) {
-                    Some(offer) => {
-                        self.backoff_step = 0;
-                        self.request_offer(now, xid, offer, 0)
-                    }
+                    Some(offer) => self.request_offer(now, xid, offer, 0),
                     None => Ok(vec![]),
                 }
             }
@@ -282,12 +292,14 @@ impl DhcpClient {
                 Some(MessageType::Ack),
             ) if msg.xid() == xid => Ok(self.bind(now, &msg, lease.server, Some(lease))),
             (State::Requesting { xid, .. }, Some(MessageType::Nak)) if msg.xid() == xid => {
-                self.restart(now, vec![])
+                Ok(self.restart_after_nak(now, vec![]))
             }
             (
                 State::Renewing { xid, lease, .. } | State::Rebinding { xid, lease, .. },
                 Some(MessageType::Nak),
-            ) if msg.xid() == xid => self.restart(now, vec![Action::Deconfigure(lease)]),
+            ) if msg.xid() == xid => {
+                Ok(self.restart_after_nak(now, vec![Action::Deconfigure(lease)]))
+            }
             _ => Ok(vec![]),
         }
     }

@@ -99,22 +99,25 @@ fn discover_offer_request_ack_configures_the_lease() {
 }
 
 #[test]
-fn nak_while_requesting_restarts_discovery() {
+fn nak_while_requesting_restarts_discovery_after_a_growing_backoff() {
     let mut client = DhcpClient::new(MAC, None, 7);
-    let (discover, _) = sent(&client.on_timeout(secs(0)).unwrap());
-    let (request, _) = sent(
-        &client
-            .on_packet(secs(0), &reply(&discover, MessageType::Offer, ADDR))
-            .unwrap(),
+    let mut now = secs(0);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let (discover, _) = sent(&client.on_timeout(now).unwrap());
+        assert_eq!(discover.opts().msg_type(), Some(MessageType::Discover));
+        let offer = reply(&discover, MessageType::Offer, ADDR);
+        let (request, _) = sent(&client.on_packet(now, &offer).unwrap());
+        let nak = reply(&request, MessageType::Nak, ADDR);
+        assert_eq!(client.on_packet(now, &nak).unwrap(), vec![]);
+        assert_eq!(client.state_name(), "INIT");
+        waits.push(client.deadline() - now);
+        now = client.deadline();
+    }
+    assert!(
+        waits[0] >= secs(7) && waits[1] > waits[0] && waits[2] > waits[1],
+        "{waits:?}"
     );
-    let (again, to) = sent(
-        &client
-            .on_packet(secs(1), &reply(&request, MessageType::Nak, ADDR))
-            .unwrap(),
-    );
-    assert_eq!(to, Destination::Broadcast);
-    assert_eq!(again.opts().msg_type(), Some(MessageType::Discover));
-    assert_eq!(client.state_name(), "SELECTING");
 }
 
 #[test]
@@ -204,14 +207,19 @@ fn ack_with_a_new_address_while_renewing_replaces_the_old_one() {
 }
 
 #[test]
-fn nak_while_renewing_drops_the_lease() {
+fn nak_while_renewing_drops_the_lease_and_rediscovers() {
     let mut client = bound_client();
     let (renew, _) = sent(&client.on_timeout(secs(1800)).unwrap());
     let actions = client
         .on_packet(secs(1800), &reply(&renew, MessageType::Nak, ADDR))
         .unwrap();
-    assert!(matches!(&actions[0], Action::Deconfigure(l) if l.addr == ADDR));
-    assert_eq!(client.state_name(), "SELECTING");
+    assert!(
+        matches!(&actions[..], [Action::Deconfigure(l)] if l.addr == ADDR),
+        "{actions:?}"
+    );
+    assert_eq!(client.state_name(), "INIT");
+    let (discover, _) = sent(&client.on_timeout(client.deadline()).unwrap());
+    assert_eq!(discover.opts().msg_type(), Some(MessageType::Discover));
 }
 
 #[test]
