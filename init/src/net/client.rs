@@ -1,10 +1,12 @@
 //! One NIC's DHCP client loop: a UDP socket on port 68 bound to the interface, driving
-//! [`DhcpClient`] and applying its actions (address, default route, `/etc/resolv.conf`).
+//! [`DhcpClient`] and applying its actions (address; on the [`Uplink`] NIC also the default
+//! route, `/etc/resolv.conf` and the readiness callback).
 //!
 //! Replies arrive before the interface has an address because every request asks the server to
 //! broadcast (flag 0x8000) and Linux delivers limited broadcasts to a socket bound to the
 //! device; no AF_PACKET socket is needed. Renewals go unicast to the server from the leased
-//! address. The loop never ends; errors are logged and the state machine's timers retry.
+//! address. The loop runs until its stop flag is set (never, in PID 1); errors are logged and the
+//! state machine's timers retry.
 
 use super::dhcp::{Action, Destination, DhcpClient};
 use super::lease::Lease;
@@ -16,7 +18,7 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CLIENT_PORT: u16 = 68;
@@ -27,8 +29,31 @@ const SERVER_PORT: u16 = 67;
 pub struct ClientConfig {
     /// Sent to the server (option 12).
     pub hostname: String,
-    /// Written from the DNS servers of each lease (normally `/etc/resolv.conf`).
+    /// Written from the DNS servers of the uplink's lease (normally `/etc/resolv.conf`).
     pub resolv_conf: PathBuf,
+    /// Shared by all clients of one machine.
+    pub uplink: Arc<Uplink>,
+}
+
+/// Which NIC owns the default route, DNS and the readiness report: the first to get a lease,
+/// until it loses that lease. Other NICs only get their addresses.
+#[derive(Debug, Default)]
+pub struct Uplink(Mutex<Option<String>>);
+
+impl Uplink {
+    /// True if `nic` is (now) the uplink.
+    pub fn claim(&self, nic: &str) -> bool {
+        let mut owner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        owner.get_or_insert_with(|| nic.to_owned()) == nic
+    }
+
+    /// Gives up the uplink role if `nic` holds it.
+    pub fn release(&self, nic: &str) {
+        let mut owner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if owner.as_deref() == Some(nic) {
+            *owner = None;
+        }
+    }
 }
 
 /// Why the DHCP socket could not be set up.
@@ -120,17 +145,18 @@ struct Client {
 }
 
 impl Client {
-    fn configure(&mut self, lease: &Lease) -> Result<(), super::link::LinkError> {
+    /// Sets the address; the uplink NIC also gets the default route and DNS.
+    fn configure(&mut self, lease: &Lease, uplink: bool) -> Result<(), super::link::LinkError> {
         self.nl
             .add_address(self.nic.ifindex, lease.addr, lease.prefix)?;
-        if let Some(router) = lease.router {
+        if let Some(router) = lease.router.filter(|_| uplink) {
             self.nl.set_default_route(self.nic.ifindex, router)?;
         }
         Ok(())
     }
 
     fn apply(&mut self, action: Action) {
-        let name = &self.nic.name;
+        let name = self.nic.name.clone();
         match action {
             Action::Send { bytes, to } => {
                 let dest = match to {
@@ -151,8 +177,12 @@ impl Client {
                     lease.server,
                     lease.lease_time.as_secs()
                 );
-                if let Err(e) = self.configure(&lease) {
-                    return info!("{}: configuring lease: {e}", self.nic.name);
+                let uplink = self.config.uplink.claim(&name);
+                if let Err(e) = self.configure(&lease, uplink) {
+                    return info!("{name}: configuring lease: {e}");
+                }
+                if !uplink {
+                    return info!("{name}: not the uplink; default route and DNS stay as they are");
                 }
                 if !lease.dns.is_empty() {
                     if let Err(e) = write_resolv_conf(&self.config.resolv_conf, &lease.dns) {
@@ -163,6 +193,7 @@ impl Client {
             }
             Action::Deconfigure(lease) => {
                 info!("{name}: dropping lease {}/{}", lease.addr, lease.prefix);
+                self.config.uplink.release(&name);
                 if let Err(e) = self
                     .nl
                     .del_address(self.nic.ifindex, lease.addr, lease.prefix)
@@ -254,6 +285,18 @@ mod dnsmasq_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_nic_to_claim_is_the_uplink_until_it_releases() {
+        let uplink = Uplink::default();
+        assert!(uplink.claim("eth1"));
+        assert!(!uplink.claim("eth0"));
+        assert!(uplink.claim("eth1"), "renewal keeps the role");
+        uplink.release("eth0");
+        assert!(!uplink.claim("eth0"), "only the holder can release");
+        uplink.release("eth1");
+        assert!(uplink.claim("eth0"));
+    }
 
     #[test]
     fn resolv_conf_lists_each_server() {

@@ -132,6 +132,7 @@ fn gets_and_renews_a_lease_from_dnsmasq_and_configures_address_route_and_dns() {
     let config = ClientConfig {
         hostname: "t1".into(),
         resolv_conf: dir.join("resolv.conf"),
+        uplink: Arc::new(Uplink::default()),
     };
     let (tx, rx) = channel();
     let tx = std::sync::Mutex::new(tx);

@@ -2,8 +2,9 @@
 //!
 //! A wired NIC is an interface under `/sys/class/net` with a `device` link (so not lo, bridges,
 //! veths or taps), ARP type 1 (Ethernet) and no `wireless` directory. The first lease any NIC
-//! gets is announced through the `on_ready` callback. What the leases change on the system (address, route,
-//! resolv.conf) is in [`client`]; the netlink messages in [`link`]; the protocol in [`dhcp`].
+//! gets makes that NIC the uplink (default route, DNS) and is announced through `on_ready`. What
+//! the leases change on the system is in [`client`]; the netlink messages in [`link`]; the
+//! protocol in [`dhcp`].
 
 pub mod client;
 pub mod dhcp;
@@ -80,7 +81,7 @@ pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
 }
 
 /// Sets lo and every NIC up and starts a DHCP client thread per NIC. `on_ready` receives
-/// `ADDR/PREFIX` of each configured lease (the caller keeps only the first).
+/// `ADDR/PREFIX` of each lease the uplink NIC configures (the caller keeps only the first).
 pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
     match link::Netlink::open() {
         Ok(mut nl) => {
@@ -93,6 +94,7 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
     let config = client::ClientConfig {
         hostname: hostname.to_owned(),
         resolv_conf: "/etc/resolv.conf".into(),
+        uplink: Arc::new(client::Uplink::default()),
     };
     let never = Arc::new(AtomicBool::new(false));
     for nic in nics {
