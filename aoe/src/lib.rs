@@ -4,6 +4,9 @@
 //! both ends share; `target` exports block backends; `initiator` is the synchronous block
 //! client the VMM uses. Nothing here knows about the frontend or the VMM.
 
+pub mod ata;
+pub mod net;
+pub mod target;
 pub mod wire;
 
 /// Parses `frame` and, when it parses, checks that emit → parse gives the same message.
