@@ -234,9 +234,7 @@ fn probe(
         body: Body::Config(ConfigRepr::request(ConfigCommand::Read, &[])),
     };
     let mut buf = vec![0u8; socket.mtu().max(req.buffer_len()) + ETHERNET_HEADER_LEN];
-    let n = req
-        .emit(&mut buf)
-        .expect("a Query Config request fits any MTU buffer");
+    let n = req.emit(&mut buf)?;
     socket.send(&buf[..n])?;
     let deadline = Instant::now() + timeout;
     socket.set_recv_timeout(Duration::from_millis(50))?;
