@@ -5,6 +5,7 @@
 //! client the VMM uses. Nothing here knows about the frontend or the VMM.
 
 pub mod ata;
+pub mod initiator;
 pub mod net;
 pub mod target;
 pub mod wire;
