@@ -22,6 +22,8 @@ pub struct AtaOutcome {
 pub struct AtaLimits<'a> {
     pub max_sectors: u8,
     pub identify: &'a [u8; 512],
+    /// Must not block: writes, flushes and reads missing the page cache are deferred.
+    pub inline: bool,
 }
 
 fn failed(req: &AtaRepr, error: u8) -> AtaOutcome {
@@ -58,14 +60,41 @@ fn range(req: &AtaRepr, limits: &AtaLimits, sectors: u64) -> Result<(u64, usize)
 }
 
 /// Executes `req` (with `data` following it in the frame) and writes response data into `out`.
+/// `None` when `limits.inline` is set and the command would block: run it again on a thread
+/// that may block.
 pub fn execute(
     req: &AtaRepr,
     data: &[u8],
     backend: &Backend,
     limits: &AtaLimits,
     out: &mut [u8],
-) -> AtaOutcome {
-    let ok = |data_len, read, written| AtaOutcome {
+) -> Option<AtaOutcome> {
+    let blocking = matches!(
+        req.cmd_status,
+        CMD_WRITE | CMD_WRITE_EXT | CMD_FLUSH | CMD_FLUSH_EXT
+    );
+    if limits.inline && blocking {
+        return None;
+    }
+    if limits.inline && matches!(req.cmd_status, CMD_READ | CMD_READ_EXT) {
+        let (offset, len) = match range(req, limits, backend.sectors()) {
+            Ok(r) => r,
+            Err(e) => return Some(failed(req, e)),
+        };
+        let Some(dst) = out.get_mut(..len) else {
+            return Some(failed(req, ERROR_ABRT));
+        };
+        return match backend.read_cached(dst, offset) {
+            Ok(true) => Some(succeeded(req, len, len, 0)),
+            Ok(false) => None,
+            Err(_) => Some(failed(req, ERROR_UNC)),
+        };
+    }
+    Some(execute_now(req, data, backend, limits, out))
+}
+
+fn succeeded(req: &AtaRepr, data_len: usize, read: usize, written: usize) -> AtaOutcome {
+    AtaOutcome {
         regs: AtaRepr {
             err_feature: 0,
             cmd_status: STATUS_DRDY,
@@ -74,7 +103,17 @@ pub fn execute(
         data_len,
         read,
         written,
-    };
+    }
+}
+
+fn execute_now(
+    req: &AtaRepr,
+    data: &[u8],
+    backend: &Backend,
+    limits: &AtaLimits,
+    out: &mut [u8],
+) -> AtaOutcome {
+    let ok = |data_len, read, written| succeeded(req, data_len, read, written);
     match req.cmd_status {
         CMD_IDENTIFY => match out.get_mut(..512) {
             Some(dst) => {
@@ -153,14 +192,42 @@ mod tests {
     const LIMITS: AtaLimits = AtaLimits {
         max_sectors: 2,
         identify: &PAGE,
+        inline: false,
     };
+
+    fn run(req: &AtaRepr, data: &[u8], b: &Backend, l: &AtaLimits, out: &mut [u8]) -> AtaOutcome {
+        execute(req, data, b, l, out).expect("blocking mode never defers")
+    }
+
+    #[test]
+    fn inline_mode_defers_writes_and_serves_cached_reads() {
+        let (b, _) = backend("inline", 16);
+        let inline = AtaLimits {
+            inline: true,
+            ..LIMITS
+        };
+        let mut out = [0u8; 1024];
+        let w = req(CMD_WRITE_EXT, 0, 1, AFLAG_EXTENDED | AFLAG_WRITE);
+        assert!(execute(&w, &[1; 512], &b, &inline, &mut out).is_none());
+        run(&w, &[1; 512], &b, &LIMITS, &mut out);
+        // Just written, so cached: served inline.
+        let r = execute(
+            &req(CMD_READ_EXT, 0, 1, AFLAG_EXTENDED),
+            &[],
+            &b,
+            &inline,
+            &mut out,
+        );
+        assert_eq!(r.map(|o| o.data_len), Some(512));
+        assert_eq!(out[..512], [1; 512]);
+    }
 
     #[test]
     fn write_then_read_returns_the_data_at_the_lba() {
         let (b, path) = backend("rw", 16);
         let mut out = [0u8; 1024];
         let data = [0x5a; 1024];
-        let w = execute(
+        let w = run(
             &req(CMD_WRITE_EXT, 3, 2, AFLAG_EXTENDED | AFLAG_WRITE),
             &data,
             &b,
@@ -168,7 +235,7 @@ mod tests {
             &mut out,
         );
         assert_eq!((w.regs.cmd_status, w.written), (STATUS_DRDY, 1024));
-        let r = execute(
+        let r = run(
             &req(CMD_READ_EXT, 3, 2, AFLAG_EXTENDED),
             &[],
             &b,
@@ -184,7 +251,7 @@ mod tests {
     fn lba28_ignores_device_register_bits() {
         let (b, _) = backend("lba28", 16);
         let mut out = [0u8; 1024];
-        let r = execute(
+        let r = run(
             &req(CMD_READ, 0xe000_0001, 1, 0),
             &[],
             &b,
@@ -198,7 +265,7 @@ mod tests {
     fn read_past_end_is_idnf_error() {
         let (b, _) = backend("end", 16);
         let mut out = [0u8; 1024];
-        let r = execute(
+        let r = run(
             &req(CMD_READ_EXT, 15, 2, AFLAG_EXTENDED),
             &[],
             &b,
@@ -209,7 +276,7 @@ mod tests {
             (r.regs.cmd_status, r.regs.err_feature),
             (STATUS_DRDY | STATUS_ERR, ERROR_IDNF)
         );
-        let r = execute(
+        let r = run(
             &req(CMD_READ_EXT, u64::MAX >> 16, 2, AFLAG_EXTENDED),
             &[],
             &b,
@@ -223,7 +290,7 @@ mod tests {
     fn write_with_short_data_or_too_many_sectors_is_aborted() {
         let (b, _) = backend("short", 16);
         let mut out = [0u8; 1024];
-        let r = execute(
+        let r = run(
             &req(CMD_WRITE_EXT, 0, 2, AFLAG_EXTENDED | AFLAG_WRITE),
             &[1; 600],
             &b,
@@ -231,7 +298,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(r.regs.err_feature, ERROR_ABRT);
-        let r = execute(
+        let r = run(
             &req(CMD_READ_EXT, 0, 3, AFLAG_EXTENDED),
             &[],
             &b,
@@ -245,9 +312,9 @@ mod tests {
     fn identify_power_flush_and_unknown_commands() {
         let (b, _) = backend("misc", 16);
         let mut out = [0u8; 1024];
-        let r = execute(&req(CMD_IDENTIFY, 0, 1, 0), &[], &b, &LIMITS, &mut out);
+        let r = run(&req(CMD_IDENTIFY, 0, 1, 0), &[], &b, &LIMITS, &mut out);
         assert_eq!((r.data_len, out[0]), (512, 7));
-        let r = execute(
+        let r = run(
             &req(CMD_CHECK_POWER_MODE, 0, 0, 0),
             &[],
             &b,
@@ -255,9 +322,9 @@ mod tests {
             &mut out,
         );
         assert_eq!(r.regs.sector_count, POWER_ACTIVE);
-        let r = execute(&req(CMD_FLUSH_EXT, 0, 0, 0), &[], &b, &LIMITS, &mut out);
+        let r = run(&req(CMD_FLUSH_EXT, 0, 0, 0), &[], &b, &LIMITS, &mut out);
         assert_eq!(r.regs.cmd_status, STATUS_DRDY);
-        let r = execute(&req(0x99, 0, 1, 0), &[], &b, &LIMITS, &mut out);
+        let r = run(&req(0x99, 0, 1, 0), &[], &b, &LIMITS, &mut out);
         assert_eq!(
             (r.regs.cmd_status, r.regs.err_feature),
             (STATUS_DRDY | STATUS_ERR, ERROR_ABRT)

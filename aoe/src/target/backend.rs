@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -90,6 +91,34 @@ impl Backend {
 
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+
+    /// Reads only if the data is already in the page cache (`preadv2` with `RWF_NOWAIT`);
+    /// `Ok(false)` means the read would block and should be done by a pool thread.
+    pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: iov describes `buf`, which is valid and writable for its whole length, and
+        // the descriptor belongs to `self.file` for the duration of the call.
+        let n = unsafe {
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                offset as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => Ok(false),
+                _ => Err(err),
+            };
+        }
+        Ok(n as usize == buf.len())
     }
 
     /// Writes `data` at `offset` and returns once it is durable.

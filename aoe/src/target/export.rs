@@ -28,6 +28,8 @@ pub enum Outcome {
     DropAcl,
     /// Unparseable and not answerable.
     DropMalformed,
+    /// Would block: hand the frame to a thread that may (only in inline mode).
+    Defer,
 }
 
 /// An exported device: its address, identity, backend and mutable protocol state.
@@ -73,7 +75,8 @@ impl Export {
     }
 
     /// Serves one received frame, writing any response into `out` (at least MTU + 14 bytes).
-    pub fn handle(&self, frame: &[u8], out: &mut [u8]) -> Outcome {
+    /// With `inline` set it never blocks on storage and returns `Defer` instead.
+    pub fn handle(&self, frame: &[u8], out: &mut [u8], inline: bool) -> Outcome {
         let msg = match Message::parse(frame) {
             Ok(msg) => msg,
             Err(e) => return self.handle_unparsed(frame, e, out),
@@ -86,7 +89,6 @@ impl Export {
             self.stats.drop_acl();
             return Outcome::DropAcl;
         }
-        self.stats.frame_in();
         let answer = match &msg.body {
             Body::Ata { ata, data } => {
                 if h.shelf == SHELF_ANY || h.slot == SLOT_ANY {
@@ -95,7 +97,7 @@ impl Export {
                 if lock(&self.acl).reserved_against(msg.src) {
                     Err(AoeError::TargetReserved)
                 } else {
-                    return self.handle_ata(&msg, ata, data, out);
+                    return self.handle_ata(&msg, ata, data, out, inline);
                 }
             }
             Body::Config(req) => {
@@ -150,13 +152,23 @@ impl Export {
         }
     }
 
-    fn handle_ata(&self, msg: &Message, req: &AtaRepr, data: &[u8], out: &mut [u8]) -> Outcome {
+    fn handle_ata(
+        &self,
+        msg: &Message,
+        req: &AtaRepr,
+        data: &[u8],
+        out: &mut [u8],
+        inline: bool,
+    ) -> Outcome {
         let limits = AtaLimits {
             max_sectors: self.max_sectors,
             identify: &self.identify,
+            inline,
         };
         let (head, body) = out.split_at_mut(FRAME_HEADER_LEN + ATA_HEADER_LEN);
-        let done = ata::execute(req, data, &self.backend, &limits, body);
+        let Some(done) = ata::execute(req, data, &self.backend, &limits, body) else {
+            return Outcome::Defer;
+        };
         self.stats.read(done.read);
         self.stats.written(done.written);
         if done.regs.cmd_status & crate::ata::STATUS_ERR != 0 {

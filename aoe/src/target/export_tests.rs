@@ -65,7 +65,7 @@ fn config(src: Mac, command: ConfigCommand, s: &[u8]) -> Vec<u8> {
 
 fn run(e: &Export, req: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![0u8; 1514];
-    match e.handle(req, &mut out) {
+    match e.handle(req, &mut out, false) {
         Outcome::Reply(n) => Some(out[..n].to_vec()),
         _ => None,
     }

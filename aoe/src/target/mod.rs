@@ -1,8 +1,9 @@
 //! The AoE target: serves one block backend at one shelf/slot on one interface.
 //!
-//! Several worker threads receive from the same AF_PACKET socket, so many requests are in
-//! flight at once; each worker runs `Export::handle` (pure frame-in/frame-out logic) and
-//! sends the reply. Writes are durable before they are acknowledged (`backend`). Before
+//! One receive thread answers what cannot block (Query Config, reads already in the page
+//! cache) inline and hands writes, flushes and uncached reads to a pool of worker threads,
+//! so many requests are in flight at once; both run `Export::handle` (pure
+//! frame-in/frame-out logic). Retransmissions of a request still in the pool are dropped. Writes are durable before they are acknowledged (`backend`). Before
 //! claiming its address the target broadcasts a Query Config and refuses to start if
 //! another target answers for the same shelf/slot. This module owns threads and lifecycle,
 //! not protocol rules (those are in `export`, `ata` and `acl`).
@@ -18,8 +19,9 @@ pub use backend::{Backend, BackendError};
 pub use export::{query_config, Export, Outcome, SHELF_ANY, SLOT_ANY};
 pub use stats::{ExportStats, StatsSnapshot};
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,7 +56,7 @@ pub enum TargetError {
 pub struct TargetConfig {
     pub shelf: u16,
     pub slot: u8,
-    /// Worker threads serving requests concurrently.
+    /// Pool threads serving writes, flushes and uncached reads concurrently.
     pub workers: usize,
     /// Frames the target advertises it can queue (Query Config buffer count).
     pub buffer_count: u16,
@@ -135,24 +137,32 @@ impl Target {
             config: Mutex::new(cfg.config_string.clone()),
             stats: ExportStats::default(),
         });
-        let socket = Arc::new(socket);
+        let server = Arc::new(Server {
+            export: Arc::clone(&export),
+            socket,
+            replies: AtomicU64::new(0),
+            drop_one_in: cfg.drop_response_one_in,
+            busy: Mutex::new(HashSet::new()),
+        });
         let stop = Arc::new(AtomicBool::new(false));
-        let replies = Arc::new(AtomicU64::new(0));
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE_LIMIT);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
-            let (export, socket, stop, replies) = (
-                Arc::clone(&export),
-                Arc::clone(&socket),
-                Arc::clone(&stop),
-                Arc::clone(&replies),
-            );
-            let drop_one_in = cfg.drop_response_one_in;
+            let (server, stop, jobs) =
+                (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&jobs_rx));
             let handle = std::thread::Builder::new()
-                .name(format!("aoe-target-{i}"))
-                .spawn(move || serve(&export, &socket, &stop, &replies, drop_one_in))
+                .name(format!("aoe-pool-{i}"))
+                .spawn(move || server.pool_worker(&jobs, &stop))
                 .map_err(TargetError::Spawn)?;
             workers.push(handle);
         }
+        let (rx_server, rx_stop) = (Arc::clone(&server), Arc::clone(&stop));
+        let handle = std::thread::Builder::new()
+            .name("aoe-target-rx".into())
+            .spawn(move || rx_server.receive(jobs_tx, &rx_stop))
+            .map_err(TargetError::Spawn)?;
+        workers.push(handle);
         Ok(Target {
             export,
             stop,
@@ -187,34 +197,103 @@ impl Drop for Target {
     }
 }
 
-/// One worker: receive, handle, reply, until told to stop.
-fn serve(
-    export: &Export,
-    socket: &PacketSocket,
-    stop: &AtomicBool,
-    replies: &AtomicU64,
+/// Deferred frames waiting for a pool thread, at most.
+const QUEUE_LIMIT: usize = 4096;
+
+/// What the receive thread and the pool share.
+struct Server {
+    export: Arc<Export>,
+    socket: PacketSocket,
+    replies: AtomicU64,
     drop_one_in: u64,
-) {
-    let size = socket.mtu() + ETHERNET_HEADER_LEN;
-    let (mut frame, mut out) = (vec![0u8; size], vec![0u8; size]);
-    while !stop.load(Ordering::Relaxed) {
-        let n = match socket.recv(&mut frame) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
+    /// (initiator, tag) of deferred requests not yet answered, to drop retransmissions.
+    busy: Mutex<HashSet<(Mac, u32)>>,
+}
+
+/// Initiator MAC and tag of a frame that already parsed once.
+fn request_key(frame: &[u8]) -> Option<(Mac, u32)> {
+    let msg = Message::parse(frame).ok()?;
+    Some((msg.src, msg.header.tag))
+}
+
+impl Server {
+    /// The receive thread: serves what cannot block inline (config, cached reads) and hands
+    /// writes, flushes and uncached reads to the pool, dropping retransmissions of requests
+    /// the pool is still working on.
+    fn receive(&self, jobs: mpsc::SyncSender<Vec<u8>>, stop: &AtomicBool) {
+        let size = self.socket.mtu() + ETHERNET_HEADER_LEN;
+        let (mut frame, mut out) = (vec![0u8; size], vec![0u8; size]);
+        while !stop.load(Ordering::Relaxed) {
+            let n = match self.socket.recv(&mut frame) {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            match self.export.handle(&frame[..n], &mut out, true) {
+                Outcome::Reply(len) => self.reply(&out[..len]),
+                Outcome::Defer => {
+                    let Some(key) = request_key(&frame[..n]) else {
+                        continue;
+                    };
+                    if !self
+                        .busy
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key)
+                    {
+                        self.export.stats.drop_duplicate();
+                        continue;
+                    }
+                    if jobs.try_send(frame[..n].to_vec()).is_err() {
+                        self.busy
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                    }
+                }
+                Outcome::Ignore | Outcome::DropAcl | Outcome::DropMalformed => {}
             }
-        };
-        if let Outcome::Reply(len) = export.handle(&frame[..n], &mut out) {
-            let count = replies.fetch_add(1, Ordering::Relaxed) + 1;
-            if drop_one_in != 0 && count.is_multiple_of(drop_one_in) {
-                export.stats.drop_by_hook();
-                continue;
+        }
+    }
+
+    /// A pool thread: runs deferred requests, which may block on storage.
+    fn pool_worker(&self, jobs: &Mutex<mpsc::Receiver<Vec<u8>>>, stop: &AtomicBool) {
+        let mut out = vec![0u8; self.socket.mtu() + ETHERNET_HEADER_LEN];
+        while !stop.load(Ordering::Relaxed) {
+            let job = jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .recv_timeout(Duration::from_millis(100));
+            let frame = match job {
+                Ok(frame) => frame,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            if let Outcome::Reply(len) = self.export.handle(&frame, &mut out, false) {
+                self.reply(&out[..len]);
             }
-            if socket.send(&out[..len]).is_ok() {
-                export.stats.frame_out();
+            if let Some(key) = request_key(&frame) {
+                self.busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
             }
+        }
+    }
+
+    fn reply(&self, frame: &[u8]) {
+        let stats = &self.export.stats;
+        stats.frame_in();
+        let count = self.replies.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.drop_one_in != 0 && count.is_multiple_of(self.drop_one_in) {
+            stats.drop_by_hook();
+            return;
+        }
+        if self.socket.send(frame).is_ok() {
+            stats.frame_out();
         }
     }
 }

@@ -13,6 +13,7 @@ pub struct ExportStats {
     dropped_acl: AtomicU64,
     dropped_malformed: AtomicU64,
     dropped_by_hook: AtomicU64,
+    dropped_duplicate: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -32,6 +33,8 @@ pub struct StatsSnapshot {
     pub dropped_malformed: u64,
     /// Responses withheld by the loss test hook.
     pub dropped_by_hook: u64,
+    /// Retransmitted requests dropped because the original is still being served.
+    pub dropped_duplicate: u64,
 }
 
 impl ExportStats {
@@ -60,6 +63,10 @@ impl ExportStats {
         self.dropped_by_hook.fetch_add(1, Relaxed);
     }
 
+    pub fn drop_duplicate(&self) {
+        self.dropped_duplicate.fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             frames_in: self.frames_in.load(Relaxed),
@@ -70,6 +77,7 @@ impl ExportStats {
             dropped_acl: self.dropped_acl.load(Relaxed),
             dropped_malformed: self.dropped_malformed.load(Relaxed),
             dropped_by_hook: self.dropped_by_hook.load(Relaxed),
+            dropped_duplicate: self.dropped_duplicate.load(Relaxed),
         }
     }
 }
