@@ -51,14 +51,15 @@ for who in ours vblade; do
     start_target "$who"
     for c in "${cases[@]}"; do
         set -- $c
-        out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs")
+        out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1) ||
+            echo "bench-aoe: $who $1 failed: $(tail -n 1 <<<"$out")" >&2
         result["$who $1"]=$(sed -n 's/^MB\/s=\([0-9.]*\).*/\1/p' <<<"$out")
     done
     stop_target
 done
 for c in "${cases[@]}"; do
     set -- $c
-    o=${result["ours $1"]}; v=${result["vblade $1"]}
+    o=${result["ours $1"]:-0}; v=${result["vblade $1"]:-0}
     ratio=$(awk -v o="$o" -v v="$v" 'BEGIN { printf (v > 0 ? "%.2f" : "inf"), (v > 0 ? o / v : 0) }')
     echo "bench: aoe $1 ours=$o vblade=$v ratio=$ratio"
 done

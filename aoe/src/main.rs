@@ -31,12 +31,17 @@ where
 }
 
 fn open(args: &[String]) -> Result<Initiator> {
+    open_with(args, Duration::from_secs(10))
+}
+
+/// Opens the target named by IFACE SHELF SLOT; calls fail after `timeout` without progress.
+fn open_with(args: &[String], timeout: Duration) -> Result<Initiator> {
     let iface: String = arg(args, 1, "IFACE")?;
     let shelf: u16 = arg(args, 2, "SHELF")?;
     let slot: u8 = arg(args, 3, "SLOT")?;
     let sock = PacketSocket::open(&iface)?;
     let cfg = InitiatorConfig {
-        total_timeout: Duration::from_secs(10),
+        total_timeout: timeout,
         ..Default::default()
     };
     Initiator::open(sock, shelf, slot, cfg)
@@ -144,7 +149,8 @@ fn verify(ini: &Initiator, path: &Path) -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    let ini = Arc::new(open(args)?);
+    // Slow peers (vblade -s at 16 MiB in flight) need long to drain the last requests.
+    let ini = Arc::new(open_with(args, Duration::from_secs(300))?);
     let random = arg::<String>(args, 4, "seq|rand")? == "rand";
     let write = arg::<String>(args, 5, "read|write")? == "write";
     let block: usize = arg(args, 6, "BLOCK_BYTES")?;

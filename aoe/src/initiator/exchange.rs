@@ -182,7 +182,11 @@ impl Shared {
                         continue;
                     };
                     self.release(1);
-                    if f.retries == 0 {
+                    // Sampled from the first transmission even after retransmits: targets
+                    // queue requests behind slow syncs, and skipping those samples (Karn)
+                    // would keep the timeout below the queueing delay. A reply to a
+                    // retransmission overestimates, which only errs towards patience.
+                    {
                         let rtt = reply.at.saturating_duration_since(f.sent);
                         self.rtt
                             .lock()

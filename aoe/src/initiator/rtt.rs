@@ -1,5 +1,5 @@
-//! Retransmission timeout from measured round trips (RFC 6298 smoothing, Karn's rule left to
-//! the caller: only frames answered on their first transmission are sampled).
+//! Retransmission timeout from measured round trips (RFC 6298 smoothing and backoff). The
+//! caller decides what to sample (see `exchange`: always from the first transmission).
 
 use std::time::Duration;
 

@@ -75,7 +75,7 @@ impl Default for TargetConfig {
         TargetConfig {
             shelf: 0,
             slot: 0,
-            workers: 8,
+            workers: 64,
             buffer_count: 64,
             probe_timeout: Duration::from_millis(500),
             acl: AccessControl::default(),
