@@ -182,11 +182,9 @@ impl Shared {
                         continue;
                     };
                     self.release(1);
-                    // Sampled from the first transmission even after retransmits: targets
-                    // queue requests behind slow syncs, and skipping those samples (Karn)
-                    // would keep the timeout below the queueing delay. A reply to a
-                    // retransmission overestimates, which only errs towards patience.
-                    {
+                    // Karn: only frames answered on their first transmission are sampled,
+                    // so a lost frame's backoff never inflates the estimate.
+                    if f.retries == 0 {
                         let rtt = reply.at.saturating_duration_since(f.sent);
                         self.rtt
                             .lock()

@@ -1,5 +1,6 @@
 //! Retransmission timeout from measured round trips (RFC 6298 smoothing and backoff). The
-//! caller decides what to sample (see `exchange`: always from the first transmission).
+//! caller applies Karn's rule (see `exchange`: only frames answered on their first
+//! transmission are sampled).
 
 use std::time::Duration;
 
