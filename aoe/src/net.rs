@@ -223,6 +223,109 @@ impl PacketSocket {
         }
     }
 
+    /// Receives up to `bufs.len()` frames with one `recvmmsg`: waits (up to the receive
+    /// timeout) for the first, then takes whatever else is already queued. Returns how many
+    /// entries of `lens` were filled; a length of 0 marks a frame filtered out (sent by this
+    /// host or for another host).
+    pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> Result<usize, NetError> {
+        let count = bufs.len().min(lens.len());
+        let mut addrs: Vec<libc::sockaddr_ll> =
+            (0..count).map(|_| sockaddr_ll(0, Mac::default())).collect();
+        let mut iovs: Vec<libc::iovec> = bufs[..count]
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(addrs.iter_mut())
+            .map(|(iov, addr)| {
+                // SAFETY: mmsghdr is a plain C struct; all-zero is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_ll).cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: every header points at a live iovec over a buffer of the stated length and
+        // at a live sockaddr_ll; the vectors outlive the call and are not moved during it.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(self.recv_err(err)),
+            };
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let pkttype = addrs[i].sll_pkttype;
+            let foreign = pkttype == libc::PACKET_OUTGOING || pkttype == libc::PACKET_OTHERHOST;
+            lens[i] = if foreign { 0 } else { msgs[i].msg_len as usize };
+        }
+        Ok(n)
+    }
+
+    /// Sends several whole frames with one `sendmmsg`; returns how many were sent.
+    pub fn send_batch(&self, frames: &[&[u8]]) -> Result<usize, NetError> {
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: mmsghdr is a plain C struct; all-zero is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            // SAFETY: each header points at a live iovec over a frame the kernel only reads;
+            // the vectors outlive the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (msgs.len() - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(NetError::Send {
+                    iface: self.iface.clone(),
+                    source: err,
+                });
+            }
+            sent += n as usize;
+        }
+        Ok(sent)
+    }
+
     fn recv_err(&self, source: io::Error) -> NetError {
         NetError::Recv {
             iface: self.iface.clone(),

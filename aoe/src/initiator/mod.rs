@@ -94,7 +94,7 @@ impl Default for InitiatorConfig {
             total_timeout: Duration::from_secs(30),
             max_window: 64,
             initial_rto: Duration::from_millis(200),
-            min_rto: Duration::from_millis(20),
+            min_rto: Duration::from_millis(50),
             max_rto: Duration::from_secs(2),
             drop_request_one_in: 0,
         }

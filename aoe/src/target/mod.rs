@@ -58,6 +58,8 @@ pub struct TargetConfig {
     pub slot: u8,
     /// Pool threads serving writes, flushes and uncached reads concurrently.
     pub workers: usize,
+    /// Threads receiving frames and serving cached reads inline.
+    pub receivers: usize,
     /// Frames the target advertises it can queue (Query Config buffer count).
     pub buffer_count: u16,
     /// How long to listen for another target's answer before claiming the address.
@@ -76,6 +78,7 @@ impl Default for TargetConfig {
             shelf: 0,
             slot: 0,
             workers: 64,
+            receivers: 2,
             buffer_count: 64,
             probe_timeout: Duration::from_millis(500),
             acl: AccessControl::default(),
@@ -157,12 +160,16 @@ impl Target {
                 .map_err(TargetError::Spawn)?;
             workers.push(handle);
         }
-        let (rx_server, rx_stop) = (Arc::clone(&server), Arc::clone(&stop));
-        let handle = std::thread::Builder::new()
-            .name("aoe-target-rx".into())
-            .spawn(move || rx_server.receive(jobs_tx, &rx_stop))
-            .map_err(TargetError::Spawn)?;
-        workers.push(handle);
+        for i in 0..cfg.receivers.max(1) {
+            let (rx_server, rx_stop, jobs) =
+                (Arc::clone(&server), Arc::clone(&stop), jobs_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("aoe-target-rx-{i}"))
+                .spawn(move || rx_server.receive(jobs, &rx_stop))
+                .map_err(TargetError::Spawn)?;
+            workers.push(handle);
+        }
+        drop(jobs_tx);
         Ok(Target {
             export,
             stop,
@@ -197,6 +204,9 @@ impl Drop for Target {
     }
 }
 
+/// Frames one receive thread takes per `recvmmsg`.
+const BATCH: usize = 32;
+
 /// Deferred frames waiting for a pool thread, at most.
 const QUEUE_LIMIT: usize = 4096;
 
@@ -222,40 +232,54 @@ impl Server {
     /// the pool is still working on.
     fn receive(&self, jobs: mpsc::SyncSender<Vec<u8>>, stop: &AtomicBool) {
         let size = self.socket.mtu() + ETHERNET_HEADER_LEN;
-        let (mut frame, mut out) = (vec![0u8; size], vec![0u8; size]);
+        let mut frames = vec![vec![0u8; size]; BATCH];
+        let mut outs = vec![vec![0u8; size]; BATCH];
+        let mut lens = [0usize; BATCH];
+        let mut replies: Vec<usize> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
-            let n = match self.socket.recv(&mut frame) {
-                Ok(Some(n)) => n,
-                Ok(None) => continue,
+            let count = match self.socket.recv_batch(&mut frames, &mut lens) {
+                Ok(n) => n,
                 Err(_) => {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
-            match self.export.handle(&frame[..n], &mut out, true) {
-                Outcome::Reply(len) => self.reply(&out[..len]),
-                Outcome::Defer => {
-                    let Some(key) = request_key(&frame[..n]) else {
-                        continue;
-                    };
-                    if !self
-                        .busy
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key)
-                    {
-                        self.export.stats.drop_duplicate();
-                        continue;
-                    }
-                    if jobs.try_send(frame[..n].to_vec()).is_err() {
-                        self.busy
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key);
-                    }
+            replies.clear();
+            for i in 0..count {
+                let frame = &frames[i][..lens[i]];
+                if frame.is_empty() {
+                    continue;
                 }
-                Outcome::Ignore | Outcome::DropAcl | Outcome::DropMalformed => {}
+                match self.export.handle(frame, &mut outs[i], true) {
+                    Outcome::Reply(len) if self.keep_reply() => {
+                        lens[i] = len;
+                        replies.push(i);
+                    }
+                    Outcome::Defer => self.defer(frame, &jobs),
+                    _ => {}
+                }
             }
+            let batch: Vec<&[u8]> = replies.iter().map(|&i| &outs[i][..lens[i]]).collect();
+            if let Ok(sent) = self.socket.send_batch(&batch) {
+                for _ in 0..sent {
+                    self.export.stats.frame_out();
+                }
+            }
+        }
+    }
+
+    /// Queues a frame for the pool unless the same request is already there.
+    fn defer(&self, frame: &[u8], jobs: &mpsc::SyncSender<Vec<u8>>) {
+        let Some(key) = request_key(frame) else {
+            return;
+        };
+        let busy = || self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy().insert(key) {
+            self.export.stats.drop_duplicate();
+            return;
+        }
+        if jobs.try_send(frame.to_vec()).is_err() {
+            busy().remove(&key);
         }
     }
 
@@ -284,16 +308,21 @@ impl Server {
         }
     }
 
-    fn reply(&self, frame: &[u8]) {
+    /// Counts a request answered; false when the loss test hook withholds its reply.
+    fn keep_reply(&self) -> bool {
         let stats = &self.export.stats;
         stats.frame_in();
         let count = self.replies.fetch_add(1, Ordering::Relaxed) + 1;
         if self.drop_one_in != 0 && count.is_multiple_of(self.drop_one_in) {
             stats.drop_by_hook();
-            return;
+            return false;
         }
-        if self.socket.send(frame).is_ok() {
-            stats.frame_out();
+        true
+    }
+
+    fn reply(&self, frame: &[u8]) {
+        if self.keep_reply() && self.socket.send(frame).is_ok() {
+            self.export.stats.frame_out();
         }
     }
 }
