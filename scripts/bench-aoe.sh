@@ -31,6 +31,7 @@ ip link set "$ifa" netns "$nsa"; ip link set "$ifb" netns "$nsb"
 ip -n "$nsa" link set "$ifa" mtu "$mtu" up; ip -n "$nsb" link set "$ifb" mtu "$mtu" up
 disk="$work/disk.img"
 head -c "${size_mb}M" /dev/zero > "$disk"
+sync "$disk"
 
 start_target() { # ours|vblade
     if [ "$1" = ours ]; then
@@ -47,15 +48,16 @@ cases=("seq-1M-read seq read 1048576 1" "seq-1M-write seq write 1048576 1"
        "rand-4K-read rand read 4096 1" "rand-4K-write rand write 4096 1"
        "rand-4K-read-qd16 rand read 4096 16" "rand-4K-write-qd16 rand write 4096 16")
 declare -A result
-for who in ours vblade; do
-    start_target "$who"
-    for c in "${cases[@]}"; do
-        set -- $c
+# Interleaved per case (ours, then vblade) so background load hits both alike.
+for c in "${cases[@]}"; do
+    set -- $c
+    for who in ours vblade; do
+        start_target "$who"
         out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1) ||
             echo "bench-aoe: $who $1 failed: $(tail -n 1 <<<"$out")" >&2
         result["$who $1"]=$(sed -n 's/^MB\/s=\([0-9.]*\).*/\1/p' <<<"$out")
+        stop_target
     done
-    stop_target
 done
 for c in "${cases[@]}"; do
     set -- $c
