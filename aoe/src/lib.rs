@@ -7,6 +7,7 @@
 pub mod ata;
 pub mod initiator;
 pub mod net;
+pub mod pattern;
 pub mod target;
 pub mod wire;
 
