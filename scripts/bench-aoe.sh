@@ -2,10 +2,14 @@
 # AoE benchmark: our target vs `vblade -s` (both durable) on one veth pair between two
 # network namespaces, same backing file, same initiator (ours). Prints one line per case:
 #   bench: aoe <case> ours=<MB/s> vblade=<MB/s> ratio=<x>
-# Env: AOE_BENCH_SECS (default 3), AOE_BENCH_MTU (default 1500), AOE_BENCH_MB (default 256).
+# Each case runs AOE_BENCH_ROUNDS times per target, alternating, and keeps each target's best
+# (the machine is shared, so the best run is the least disturbed one).
+# Env: AOE_BENCH_SECS (default 3), AOE_BENCH_ROUNDS (default 2), AOE_BENCH_MTU (default 1500),
+# AOE_BENCH_MB (default 256).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 secs=${AOE_BENCH_SECS:-3}
+rounds=${AOE_BENCH_ROUNDS:-2}
 mtu=${AOE_BENCH_MTU:-1500}
 size_mb=${AOE_BENCH_MB:-256}
 command -v vblade >/dev/null || { echo "bench-aoe: vblade missing: run \`just setup\`" >&2; exit 1; }
@@ -51,12 +55,16 @@ declare -A result
 # Interleaved per case (ours, then vblade) so background load hits both alike.
 for c in "${cases[@]}"; do
     set -- $c
-    for who in ours vblade; do
-        start_target "$who"
-        out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1) ||
-            echo "bench-aoe: $who $1 failed: $(tail -n 1 <<<"$out")" >&2
-        result["$who $1"]=$(sed -n 's/^MB\/s=\([0-9.]*\).*/\1/p' <<<"$out")
-        stop_target
+    for ((r = 0; r < rounds; r++)); do
+        for who in ours vblade; do
+            start_target "$who"
+            out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1) ||
+                echo "bench-aoe: $who $1 failed: $(tail -n 1 <<<"$out")" >&2
+            mbps=$(sed -n 's/^MB\/s=\([0-9.]*\).*/\1/p' <<<"$out")
+            best=${result["$who $1"]:-0}
+            result["$who $1"]=$(awk -v a="${mbps:-0}" -v b="$best" 'BEGIN { print (a > b ? a : b) }')
+            stop_target
+        done
     done
 done
 for c in "${cases[@]}"; do

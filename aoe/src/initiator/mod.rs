@@ -74,6 +74,9 @@ pub enum InitiatorError {
     Spawn(std::io::Error),
 }
 
+/// Frames the receive thread takes per `recvmmsg`.
+const RX_BATCH: usize = 32;
+
 /// Tuning of the initiator.
 #[derive(Debug, Clone)]
 pub struct InitiatorConfig {
@@ -320,48 +323,59 @@ impl Drop for Initiator {
 impl Shared {
     /// Delivers each response to the caller waiting on its tag; duplicates find no waiter.
     fn receive_loop(&self) {
-        let mut buf = vec![0u8; self.sock.mtu() + 14];
+        let size = self.sock.mtu() + 14;
+        let mut frames = vec![vec![0u8; size]; RX_BATCH];
+        let mut lens = [0usize; RX_BATCH];
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match self.sock.recv(&mut buf) {
-                Ok(Some(n)) => n,
-                Ok(None) => continue,
+            let count = match self.sock.recv_batch(&mut frames, &mut lens) {
+                Ok(n) => n,
                 Err(_) => {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
-            let Ok(msg) = Message::parse(&buf[..n]) else {
-                continue;
-            };
-            let h = msg.header;
-            if !h.response
-                || msg.src != self.target.mac
-                || (h.shelf, h.slot) != (self.target.shelf, self.target.slot)
-                || h.command != Command::Ata
-                || h.tag & 0x8000_0000 == 0
-            {
-                continue;
+            let at = Instant::now();
+            for (frame, &len) in frames.iter().zip(&lens).take(count) {
+                if len > 0 {
+                    self.deliver(&frame[..len], at);
+                }
             }
-            let Some(waiter) = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&h.tag)
-            else {
-                continue;
-            };
-            let (ata, data) = match msg.body {
-                Body::Ata { ata, data } => (Some(ata), data.to_vec()),
-                _ => (None, Vec::new()),
-            };
-            let _ = waiter.send(Reply {
-                tag: h.tag,
-                error: h.error,
-                ata,
-                data,
-                at: Instant::now(),
-            });
         }
+    }
+
+    /// Hands one received frame to the caller waiting for its tag, if any.
+    fn deliver(&self, frame: &[u8], at: Instant) {
+        let Ok(msg) = Message::parse(frame) else {
+            return;
+        };
+        let h = msg.header;
+        if !h.response
+            || msg.src != self.target.mac
+            || (h.shelf, h.slot) != (self.target.shelf, self.target.slot)
+            || h.command != Command::Ata
+            || h.tag & 0x8000_0000 == 0
+        {
+            return;
+        }
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&h.tag);
+        let Some(waiter) = waiter else {
+            return;
+        };
+        let (ata, data) = match msg.body {
+            Body::Ata { ata, data } => (Some(ata), data.to_vec()),
+            _ => (None, Vec::new()),
+        };
+        let _ = waiter.send(Reply {
+            tag: h.tag,
+            error: h.error,
+            ata,
+            data,
+            at,
+        });
     }
 
     fn target_mac(&self) -> Mac {

@@ -139,11 +139,13 @@ impl Backend {
         st.written += 1;
         let mine = st.written;
         loop {
-            if st.synced >= mine {
-                return Ok(());
-            }
+            // Failure first: after a failed fdatasync the kernel may have dropped our dirty
+            // pages, and a later successful sync would not bring them back.
             if st.failed_upto >= mine {
                 return Err(io::Error::other("fdatasync of the backing store failed"));
+            }
+            if st.synced >= mine {
+                return Ok(());
             }
             if st.syncing {
                 st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
