@@ -12,7 +12,9 @@ use common::{in_ns, pattern, NetPair, TempDir};
 use mallee_aoe::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use mallee_aoe::net::PacketSocket;
 use mallee_aoe::target::{AccessControl, Backend, Target, TargetConfig};
-use mallee_aoe::wire::Mac;
+use mallee_aoe::wire::{
+    AoeError, Body, Command, HeaderRepr, Mac, Message, ReserveCommand, ReserveRepr,
+};
 
 fn start(pair: &NetPair, file: &Path, cfg: TargetConfig) -> Target {
     let backend = Backend::open(file).unwrap();
@@ -228,4 +230,73 @@ fn second_target_for_the_same_address_is_refused() {
         Target::start(sock, backend, addr()).unwrap_err()
     });
     assert!(err.to_string().contains("already answered"), "{err}");
+}
+
+/// Sends one raw request from a socket in the initiator's namespace and returns the reply.
+fn exchange_raw(sock: &PacketSocket, dst: Mac, command: Command, body: Body) -> Vec<u8> {
+    let msg = Message {
+        dst,
+        src: sock.mac(),
+        header: HeaderRepr::request(9, 1, command, 0x8000_7777),
+        body,
+    };
+    let mut buf = vec![0u8; 1514];
+    let n = msg.emit(&mut buf).unwrap();
+    sock.send(&buf[..n]).unwrap();
+    sock.set_recv_timeout(Duration::from_millis(100)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(n) = sock.recv(&mut buf).unwrap() {
+            let reply = Message::parse(&buf[..n]).unwrap();
+            if reply.header.response && reply.header.tag == 0x8000_7777 {
+                return buf[..n].to_vec();
+            }
+        }
+    }
+    panic!("no reply to {command:?}");
+}
+
+#[test]
+fn remote_reservation_over_the_wire_locks_out_others_until_released() {
+    let pair = NetPair::new(1500);
+    let dir = TempDir::new("ours-reserve");
+    let file = dir.file("disk.img", 1 << 20);
+    let acl = AccessControl {
+        remote_edit: true,
+        ..Default::default()
+    };
+    let target = start(&pair, &file, TargetConfig { acl, ..addr() });
+    let ini = open(&pair, quick()).unwrap();
+    let target_mac = ini.target().mac;
+    let sock = in_ns(&pair.b, || PacketSocket::open(&pair.b_if).unwrap());
+    let set = |macs: Vec<Mac>| {
+        let body = Body::Reserve(ReserveRepr {
+            command: ReserveCommand::ForceSet,
+            macs,
+        });
+        let reply = exchange_raw(&sock, target_mac, Command::ReserveRelease, body);
+        let msg = Message::parse(&reply).unwrap();
+        assert_eq!(msg.header.error, None);
+        match msg.body {
+            Body::Reserve(r) => r.macs,
+            other => panic!("not a reserve reply: {other:?}"),
+        }
+    };
+    let someone_else = Mac([2, 0, 0, 0, 0, 0x99]);
+    assert_eq!(set(vec![someone_else]), vec![someone_else]);
+    let mut buf = vec![0u8; 4096];
+    let err = ini.read_at(&mut buf, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InitiatorError::Aoe {
+                error: AoeError::TargetReserved,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(set(vec![]), vec![]);
+    ini.read_at(&mut buf, 0).unwrap();
+    assert!(target.stats().errors >= 1);
 }
