@@ -10,6 +10,8 @@ pub mod block;
 pub mod net;
 pub mod pci;
 pub mod rng;
+#[cfg(test)]
+pub mod test_utils;
 pub mod worker;
 
 use std::os::fd::RawFd;

@@ -26,6 +26,17 @@ pub trait QueueHandler: Send + 'static {
 }
 
 const STOP_TOKEN: u64 = u64::MAX;
+
+/// Extra fds are edge-triggered (a handler may stop reading before they would block, e.g. when
+/// the guest has no receive buffers, and must not be woken again until something changes);
+/// eventfds are level-triggered and drained by a read.
+fn edge(token: u64) -> EventSet {
+    if token >= EXTRA_BASE && token != STOP_TOKEN {
+        EventSet::EDGE_TRIGGERED
+    } else {
+        EventSet::empty()
+    }
+}
 const EXTRA_BASE: u64 = 1 << 32;
 
 /// A running worker thread.
@@ -48,7 +59,7 @@ impl<H: QueueHandler> Worker<H> {
             epoll.ctl(
                 ControlOperation::Add,
                 fd,
-                EpollEvent::new(EventSet::IN, token),
+                EpollEvent::new(EventSet::IN | edge(token), token),
             )
         };
         add(stop.as_raw_fd(), STOP_TOKEN)?;

@@ -2,10 +2,8 @@
 //! device's worker thread.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -15,85 +13,7 @@ use crate::devices::virtio::block::backend::MemBackend;
 use crate::devices::virtio::block::request::{types, RequestHeader};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::rng::Rng;
-
-struct Driver {
-    dev: VirtioPci,
-}
-
-impl Driver {
-    fn w32(&mut self, off: u64, v: u32) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    fn w16(&mut self, off: u64, v: u16) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    fn r32(&mut self, off: u64) -> u32 {
-        let mut d = [0u8; 4];
-        self.dev.bar_read(0, off, &mut d);
-        u32::from_le_bytes(d)
-    }
-    fn status(&mut self, s: u8) -> u8 {
-        self.dev.bar_write(0, 0x14, &[s]);
-        let mut d = [0u8];
-        self.dev.bar_read(0, 0x14, &mut d);
-        d[0]
-    }
-    fn features(&mut self) -> u64 {
-        self.w32(0, 0);
-        let lo = self.r32(4);
-        self.w32(0, 1);
-        u64::from(self.r32(4)) << 32 | u64::from(lo)
-    }
-    fn ack(&mut self, f: u64) -> u8 {
-        self.status(status::ACKNOWLEDGE | status::DRIVER);
-        self.w32(8, 0);
-        self.w32(0xc, f as u32);
-        self.w32(8, 1);
-        self.w32(0xc, (f >> 32) as u32);
-        self.status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK)
-    }
-    fn setup_queue(&mut self, vq: &MockSplitQueue<GuestMemoryMmap>, vector: u16) {
-        self.w16(0x16, 0);
-        self.w16(0x18, 16);
-        self.w16(0x1a, vector);
-        for (off, a) in [
-            (0x20, vq.desc_table_addr()),
-            (0x28, vq.avail_addr()),
-            (0x30, vq.used_addr()),
-        ] {
-            self.w32(off, a.0 as u32);
-            self.w32(off + 4, (a.0 >> 32) as u32);
-        }
-        self.w16(0x1c, 1);
-    }
-}
-
-fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
-}
-
-fn wait_used(vq: &MockSplitQueue<GuestMemoryMmap>, n: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while vq.used().idx().load() < n {
-        assert!(
-            Instant::now() < deadline,
-            "device never completed the request"
-        );
-        std::thread::yield_now();
-    }
-}
-
-fn chain(descs: &[(u64, u32, u32)]) -> Vec<RawDescriptor> {
-    descs
-        .iter()
-        .enumerate()
-        .map(|(i, (a, l, f))| {
-            let more = i + 1 < descs.len();
-            let flags = *f | if more { VRING_DESC_F_NEXT } else { 0 };
-            RawDescriptor::from(SplitDescriptor::new(*a, *l, flags as u16, i as u16 + 1))
-        })
-        .collect()
-}
+use crate::devices::virtio::test_utils::{chain, memory, wait_used, Driver};
 
 #[test]
 fn block_device_serves_a_read_after_driver_init() {
@@ -116,7 +36,7 @@ fn block_device_serves_a_read_after_driver_init() {
     assert_eq!(drv.r32(DEVICE_OFFSET), 8);
     assert_ne!(drv.ack(VIRTIO_F_VERSION_1) & status::FEATURES_OK, 0);
     let vq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
-    drv.setup_queue(&vq, 1);
+    drv.setup_queue(0, &vq, 1);
     drv.status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
     assert_eq!(drv.dev.device_status() & status::NEEDS_RESET, 0);
 
@@ -203,7 +123,7 @@ fn rng_fills_guest_buffers() {
     let mut drv = Driver { dev };
     drv.ack(VIRTIO_F_VERSION_1);
     let vq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
-    drv.setup_queue(&vq, 0);
+    drv.setup_queue(0, &vq, 0);
     drv.status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
     vq.add_desc_chains(&chain(&[(0x9000, 64, VRING_DESC_F_WRITE)]), 0)
         .unwrap();
