@@ -12,6 +12,7 @@ pub mod bus;
 pub mod config;
 pub mod devices;
 pub mod exit;
+pub mod instance;
 pub mod layout;
 pub mod vcpu;
 pub mod vm;
