@@ -17,6 +17,10 @@ images:
 demo: images
     cargo run --release -q -p mallee-qemu-tests --bin mallee-demo
 
+# Move the kernel pin (newest bookworm linux-image-6.1.0-*-amd64, or PACKAGE); rewrites image-build/kernel.lock.
+pin-kernel package="":
+    cargo run --release -q -p mallee-image-build -- pin {{package}}
+
 # Unit, integration and end-to-end (QEMU) tests.
 test: images
     cargo test --workspace --all-targets

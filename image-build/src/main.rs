@@ -1,3 +1,145 @@
-//! `mallee-image-build` (being written).
+//! `mallee-image-build`: builds the node netboot bundle and moves the kernel pin.
 
-fn main() {}
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mallee_image_build::initramfs::mib;
+use mallee_image_build::{fetch, kernel, lock, netboot};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "Build Mallee's bootable images from the pinned Debian kernel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the compute node bundle: OUT/{vmlinuz,initramfs,cmdline}.
+    Node {
+        /// Static mallee-init binary.
+        #[arg(long)]
+        init: PathBuf,
+        /// Static mallee-vmm binary.
+        #[arg(long)]
+        vmm: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/node"))]
+        out: PathBuf,
+    },
+    /// Move the kernel pin to the newest `linux-image-6.1.0-*-amd64` apt knows (or PACKAGE),
+    /// download it and rewrite image-build/kernel.lock with its version and SHA-256.
+    Pin {
+        /// Exact package name, e.g. linux-image-6.1.0-50-amd64.
+        package: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Node { init, vmm, out } => build_node(init, vmm, out),
+        Cmd::Pin { package } => pin(package),
+    }
+}
+
+fn build_node(init: PathBuf, vmm: PathBuf, out: PathBuf) -> Result<()> {
+    let kernel = mallee_image_build::pinned_kernel()?;
+    eprintln!(
+        "image-build: kernel {} ({} modules in the package)",
+        kernel.release(),
+        kernel.module_count()
+    );
+    let spec = netboot::NetbootSpec::node(&init, &vmm);
+    let report = netboot::build(&spec, &kernel, &out)?;
+    println!(
+        "image-build: node bundle in {}\n  vmlinuz   {:>7.1} MiB  (Debian {})\n  initramfs {:>7.1} MiB  gzip ({:.1} MiB cpio, {} entries, {} modules)\n  cmdline   {}",
+        report.out_dir.display(),
+        mib(report.vmlinuz_bytes),
+        report.kernel_release,
+        mib(report.initramfs.compressed),
+        mib(report.initramfs.uncompressed),
+        report.initramfs.files,
+        report.modules,
+        spec.cmdline
+    );
+    Ok(())
+}
+
+fn pin(package: Option<String>) -> Result<()> {
+    let package = match package {
+        Some(p) => p,
+        None => newest_kernel_package()?,
+    };
+    let version = candidate_version(&package)?;
+    let cache = fetch::cache_dir();
+    let dir = cache.join("debs");
+    std::fs::create_dir_all(&dir)?;
+    fetch::download(&format!("{package}={version}"), &dir)?;
+    let mut new = lock::KernelLock {
+        package,
+        version,
+        sha256: String::new(),
+    };
+    new.sha256 = fetch::sha256_file(&dir.join(new.deb_file_name()))?;
+    let deb = dir.join(new.deb_file_name());
+    kernel::KernelTree::unpack(&new, &deb, &cache).context("the new package does not unpack")?;
+    let path = mallee_image_build::default_lock_path();
+    new.store(&path)?;
+    println!(
+        "pinned {} {} sha256 {} in {}",
+        new.package,
+        new.version,
+        new.sha256,
+        path.display()
+    );
+    Ok(())
+}
+
+fn apt_output(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The highest ABI of bookworm's generic signed kernel that apt knows.
+fn newest_kernel_package() -> Result<String> {
+    let list = apt_output(&[
+        "apt-cache",
+        "search",
+        "--names-only",
+        "^linux-image-6.1.0-[0-9]+-amd64$",
+    ])?;
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| {
+            let abi: u32 = name
+                .strip_prefix("linux-image-6.1.0-")?
+                .strip_suffix("-amd64")?
+                .parse()
+                .ok()?;
+            Some((abi, name.to_string()))
+        })
+        .max()
+        .map(|(_, name)| name)
+        .context("apt knows no linux-image-6.1.0-*-amd64; run `apt-get update`")
+}
+
+fn candidate_version(package: &str) -> Result<String> {
+    let policy = apt_output(&["apt-cache", "policy", package])?;
+    policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .map(str::to_string)
+        .with_context(|| format!("apt has no candidate version of {package}"))
+}

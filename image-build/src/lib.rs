@@ -1,0 +1,36 @@
+//! Builds Mallee's bootable artifacts from the pinned Debian kernel and our static binaries.
+//!
+//! `lock` (the pin) → `fetch` (apt-get download, verified, cached) → `kernel` (unpacked tree)
+//! → `kmod` (module dependency closure) → `initramfs` (`cpio` + gzip) → `netboot` (bundles).
+//! Tests use the same pieces to build custom guest images (`netboot::NetbootSpec`).
+
+pub mod cpio;
+pub mod elf;
+pub mod fetch;
+pub mod initramfs;
+pub mod kernel;
+pub mod kmod;
+pub mod lock;
+pub mod netboot;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's kernel lock file.
+pub fn default_lock_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel.lock")
+}
+
+/// The workspace's `target/` directory (honouring `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Fetches (once per machine) and unpacks the pinned kernel.
+pub fn pinned_kernel() -> anyhow::Result<kernel::KernelTree> {
+    let lock = lock::KernelLock::load(&default_lock_path())?;
+    let cache = fetch::cache_dir();
+    let deb = fetch::fetch_package(&lock, &cache)?;
+    Ok(kernel::KernelTree::unpack(&lock, &deb, &cache)?)
+}

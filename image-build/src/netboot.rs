@@ -1,0 +1,199 @@
+//! Netboot bundles: `vmlinuz`, `initramfs` and `cmdline` for a role (the compute node now; the
+//! frontend later), and the module lists `mallee-init` reads at boot.
+//!
+//! Module list files, under `/lib/modules/mallee/` in the initramfs (paths relative to
+//! `/lib/modules/<release>/`; one record per line, fields separated by one space):
+//! * `load-order`: `NAME PATH` — loaded unconditionally at boot, already in dependency order.
+//! * `all`: `NAME PATH` — every module the image carries.
+//! * `aliases`: `PATTERN NAME DEPS` — a modalias glob of a coldplug module, its name, and the
+//!   modules to load before it in order, comma-separated (`-` when none).
+
+use crate::initramfs::{Initramfs, InitramfsError, PackedSize};
+use crate::kernel::KernelTree;
+use crate::kmod::{Module, ModuleError, Resolver};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetbootError {
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Modules every compute node loads at boot: virtio devices, KVM, and the networking and
+/// storage pieces instances need. `af_packet` is built into Debian's kernel and is skipped.
+pub const NODE_BOOT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+    "virtio_rng",
+    "irqbypass",
+    "ccp",
+    "kvm",
+    "kvm_amd",
+    "kvm_intel",
+    "tun",
+    "bridge",
+    "8021q",
+    "dm_thin_pool",
+    "nf_tables",
+    "af_packet",
+];
+
+/// NIC drivers loaded only when a PCI device needs them (coldplug by modalias), so a real rack
+/// with Intel, Broadcom or Mellanox NICs boots.
+pub const NODE_NIC_MODULES: &[&str] = &[
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "bnxt_en",
+    "mlx5_core",
+];
+
+/// The kernel command line a node boots with when nothing else (PXE) adds to it.
+pub const NODE_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=node";
+
+/// What goes into one netboot bundle.
+#[derive(Debug, Clone)]
+pub struct NetbootSpec {
+    pub boot_modules: Vec<String>,
+    pub coldplug_modules: Vec<String>,
+    /// `(path in the initramfs, host path)` of static binaries; `init` must be among them.
+    pub binaries: Vec<(String, PathBuf)>,
+    /// Extra data files `(path in the initramfs, bytes)`.
+    pub files: Vec<(String, Vec<u8>)>,
+    pub cmdline: String,
+}
+
+impl NetbootSpec {
+    /// The compute node: `mallee-init` as `/init`, `mallee-vmm` beside it.
+    pub fn node(init: &Path, vmm: &Path) -> Self {
+        Self {
+            boot_modules: NODE_BOOT_MODULES.iter().map(|s| s.to_string()).collect(),
+            coldplug_modules: NODE_NIC_MODULES.iter().map(|s| s.to_string()).collect(),
+            binaries: vec![
+                ("init".into(), init.to_path_buf()),
+                ("bin/mallee-vmm".into(), vmm.to_path_buf()),
+            ],
+            files: Vec::new(),
+            cmdline: NODE_CMDLINE.to_string(),
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct NetbootReport {
+    pub out_dir: PathBuf,
+    pub kernel_release: String,
+    pub vmlinuz_bytes: u64,
+    pub initramfs: PackedSize,
+    pub modules: usize,
+}
+
+/// Assembles the initramfs tree for `spec` (no I/O beyond reading inputs).
+pub fn assemble(
+    spec: &NetbootSpec,
+    kernel: &KernelTree,
+) -> Result<(Initramfs, usize), NetbootError> {
+    let mut fs = Initramfs::with_skeleton();
+    for (dest, src) in &spec.binaries {
+        fs.add_static_binary(dest, src)?;
+    }
+    for (dest, bytes) in &spec.files {
+        fs.add_file(dest, 0o644, bytes.clone())?;
+    }
+
+    let mut resolver = Resolver::new(kernel);
+    let boot: Vec<&str> = spec.boot_modules.iter().map(String::as_str).collect();
+    let boot_order = resolver.load_order(&boot)?;
+    let mut all: BTreeMap<String, Module> = BTreeMap::new();
+    for m in &boot_order {
+        all.insert(m.name.clone(), m.clone());
+    }
+    let mut aliases = String::new();
+    for name in &spec.coldplug_modules {
+        let order = resolver.load_order(&[name.as_str()])?;
+        let Some((module, deps)) = order.split_last() else {
+            continue; // built in: nothing to coldplug
+        };
+        let deps = if deps.is_empty() {
+            "-".to_string()
+        } else {
+            deps.iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for pattern in &module.info.aliases {
+            aliases.push_str(&format!("{pattern} {} {deps}\n", module.name));
+        }
+        for m in order {
+            all.insert(m.name.clone(), m);
+        }
+    }
+
+    let release = kernel.release();
+    for m in all.values() {
+        fs.add_host_file(
+            &format!("lib/modules/{release}/{}", m.path),
+            &kernel.modules_dir().join(&m.path),
+        )?;
+    }
+    let line = |m: &Module| format!("{} {}\n", m.name, m.path);
+    fs.add_file(
+        "lib/modules/mallee/load-order",
+        0o644,
+        boot_order.iter().map(line).collect::<String>().into_bytes(),
+    )?;
+    fs.add_file(
+        "lib/modules/mallee/all",
+        0o644,
+        all.values().map(line).collect::<String>().into_bytes(),
+    )?;
+    fs.add_file("lib/modules/mallee/aliases", 0o644, aliases.into_bytes())?;
+    Ok((fs, all.len()))
+}
+
+/// Builds `out_dir/{vmlinuz,initramfs,cmdline}`.
+pub fn build(
+    spec: &NetbootSpec,
+    kernel: &KernelTree,
+    out_dir: &Path,
+) -> Result<NetbootReport, NetbootError> {
+    let werr = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| NetbootError::Write { path, source }
+    };
+    std::fs::create_dir_all(out_dir).map_err(werr(out_dir))?;
+    eprintln!(
+        "image-build: resolving modules for kernel {}",
+        kernel.release()
+    );
+    let (fs, modules) = assemble(spec, kernel)?;
+    let initramfs = fs.write_gz(&out_dir.join("initramfs"))?;
+
+    let vmlinuz = out_dir.join("vmlinuz");
+    let tmp = out_dir.join("vmlinuz.partial");
+    std::fs::copy(kernel.vmlinuz(), &tmp).map_err(werr(&tmp))?;
+    std::fs::rename(&tmp, &vmlinuz).map_err(werr(&vmlinuz))?;
+    let cmdline = out_dir.join("cmdline");
+    std::fs::write(&cmdline, format!("{}\n", spec.cmdline)).map_err(werr(&cmdline))?;
+    let vmlinuz_bytes = std::fs::metadata(&vmlinuz).map_err(werr(&vmlinuz))?.len();
+    Ok(NetbootReport {
+        out_dir: out_dir.to_path_buf(),
+        kernel_release: kernel.release().to_string(),
+        vmlinuz_bytes,
+        initramfs,
+        modules,
+    })
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Build the static binaries that go into images, then the images themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir=${CARGO_TARGET_DIR:-target}
+triple=x86_64-unknown-linux-gnu
+
+echo "images: building static mallee-init and mallee-vmm ($triple, +crt-static)"
+# RUSTFLAGS with an explicit --target apply to our binaries only, not to build scripts or
+# proc-macros, which must stay dynamic.
+RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target "$triple" -p mallee-init -p mallee-vmm
+
+bin="$target_dir/$triple/release"
+cargo run --release --locked -q -p mallee-image-build -- node \
+    --init "$bin/mallee-init" --vmm "$bin/mallee-vmm" --out "$target_dir/images/node"
