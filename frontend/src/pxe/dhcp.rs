@@ -63,6 +63,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    pub fn kind(&self) -> Option<MessageType> {
+        self.message.opts().msg_type()
+    }
+
+    pub fn boot_file(&self) -> Option<String> {
+        match self.message.opts().get(OptionCode::BootfileName) {
+            Some(DhcpOption::BootfileName(f)) => Some(String::from_utf8_lossy(f).into_owned()),
+            _ => None,
+        }
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>, DhcpError> {
         let mut bytes = self.message.to_vec()?;
         if bytes.len() < MIN_REPLY_LEN {
@@ -93,19 +104,12 @@ impl DhcpServer {
 
     /// Parses one datagram and answers it. `Ok(None)`: nothing to send (a reply from another
     /// server, a RELEASE, a REQUEST for another server).
-    pub fn handle_bytes(
-        &mut self,
-        bytes: &[u8],
-        now: u64,
-    ) -> Result<Option<(Vec<u8>, Destination)>, DhcpError> {
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: u64) -> Result<Option<Reply>, DhcpError> {
         if bytes.get(236..240) != Some(&MAGIC_COOKIE[..]) {
             return Err(DhcpError::NotDhcp(bytes.len()));
         }
         let msg = Message::decode(&mut Decoder::new(bytes))?;
-        match self.handle(&msg, now)? {
-            Some(reply) => Ok(Some((reply.to_bytes()?, reply.to))),
-            None => Ok(None),
-        }
+        self.handle(&msg, now)
     }
 
     /// Answers one parsed message.

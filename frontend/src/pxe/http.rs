@@ -4,7 +4,10 @@
 //! The script and the node's kernel command line are plain functions; the handlers only render
 //! them. File serving (ranges, HEAD, conditional requests) is tower-http's `ServeFile`.
 
+use super::events::{EventLog, PxeEvent};
+use axum::extract::Request;
 use axum::http::header;
+use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -75,7 +78,7 @@ pub struct NodeBoot {
     pub initramfs: PathBuf,
 }
 
-pub fn router(boot: NodeBoot) -> Router {
+pub fn router(boot: NodeBoot, events: EventLog) -> Router {
     let script = Arc::new(boot.script);
     Router::new()
         .route(
@@ -93,6 +96,20 @@ pub fn router(boot: NodeBoot) -> Router {
         )
         .route_service("/node/vmlinuz", ServeFile::new(boot.vmlinuz))
         .route_service("/node/initramfs", ServeFile::new(boot.initramfs))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let events = events.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let range = req.headers().contains_key(header::RANGE);
+                let response = next.run(req).await;
+                events.push(PxeEvent::Http {
+                    path,
+                    status: response.status().as_u16(),
+                    range,
+                });
+                response
+            }
+        }))
 }
 
 #[cfg(test)]

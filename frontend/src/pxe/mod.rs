@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod dhcp;
+pub mod events;
 pub mod http;
 pub mod leases;
 pub mod pool;
@@ -16,6 +17,8 @@ pub mod tftp_server;
 
 use boot::BootFiles;
 use dhcp::DhcpServer;
+use dhcproto::v4::MessageType;
+use events::{EventLog, PxeEvent};
 use http::{NodeBoot, NodeParams};
 use leases::{LeaseStore, LeaseStoreError, Mac, SqliteLeaseStore};
 use pool::{Pool, PoolConfig, PoolError};
@@ -37,6 +40,11 @@ pub enum PxeError {
     },
     #[error("reading the node image's {path}: {source}")]
     Image {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("creating the lease directory {path}: {source}")]
+    LeaseDir {
         path: String,
         source: std::io::Error,
     },
@@ -77,7 +85,8 @@ pub struct PxeConfig {
 
 impl PxeConfig {
     /// Defaults for a /24 around `server_ip`: pool .100–.199, one-hour leases, standard ports,
-    /// HTTP on 8069, iPXE binaries from `/usr/lib/ipxe`.
+    /// HTTP on 8069, iPXE binaries from `/usr/lib/ipxe`, leases in
+    /// `/var/lib/mallee/pxe-leases.db`.
     pub fn new(
         interface: &str,
         server_ip: Ipv4Addr,
@@ -99,7 +108,7 @@ impl PxeConfig {
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
             bios_file: "undionly.kpxe".into(),
             uefi_file: "snponly.efi".into(),
-            lease_db: node_image.join("pxe-leases.db"),
+            lease_db: PathBuf::from("/var/lib/mallee/pxe-leases.db"),
             node_image,
             node,
         }
@@ -111,6 +120,7 @@ pub struct PxeHandle {
     pub http_addr: SocketAddr,
     pub tftp_addr: SocketAddr,
     pub boot_script_url: String,
+    pub events: EventLog,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -124,6 +134,12 @@ impl Drop for PxeHandle {
 
 /// Starts DHCP, TFTP and HTTP with leases in `config.lease_db`. Must run inside a tokio runtime.
 pub async fn serve(config: PxeConfig) -> Result<PxeHandle, PxeError> {
+    if let Some(dir) = config.lease_db.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| PxeError::LeaseDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
     let store = SqliteLeaseStore::open(&config.lease_db)?;
     serve_with_store(config, Box::new(store)).await
 }
@@ -192,15 +208,20 @@ pub async fn serve_with_store(
         },
     );
 
-    let router = http::router(node_boot);
+    let events = EventLog::default();
+    let router = http::router(node_boot, events.clone());
     let tasks = vec![
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router).await {
                 tracing::error!("pxe http: {e}");
             }
         }),
-        tokio::spawn(tftp_server::run(tftp_socket, config.tftp_root.clone())),
-        tokio::spawn(run_dhcp(dhcp_socket, dhcp)),
+        tokio::spawn(tftp_server::run(
+            tftp_socket,
+            config.tftp_root.clone(),
+            events.clone(),
+        )),
+        tokio::spawn(run_dhcp(dhcp_socket, dhcp, events.clone())),
     ];
     tracing::info!(
         "pxe: DHCP on {}:{}, TFTP on {tftp_addr}, HTTP on {http_addr}",
@@ -211,6 +232,7 @@ pub async fn serve_with_store(
         http_addr,
         tftp_addr,
         boot_script_url,
+        events,
         tasks,
     })
 }
@@ -234,7 +256,7 @@ fn dhcp_socket(interface: &str, port: u16) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-async fn run_dhcp(socket: UdpSocket, mut server: DhcpServer) {
+async fn run_dhcp(socket: UdpSocket, mut server: DhcpServer, events: EventLog) {
     let mut buf = vec![0u8; 1500];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -249,9 +271,19 @@ async fn run_dhcp(socket: UdpSocket, mut server: DhcpServer) {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         match server.handle_bytes(&buf[..n], now) {
-            Ok(Some((reply, to))) => {
-                if let Err(e) = socket.send_to(&reply, to.socket_addr()).await {
-                    tracing::warn!("dhcp: reply to {to:?}: {e}");
+            Ok(Some(reply)) => {
+                let sent = match reply.to_bytes() {
+                    Ok(bytes) => socket.send_to(&bytes, reply.to.socket_addr()).await,
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                match sent {
+                    Ok(_) => events.push(PxeEvent::Dhcp {
+                        kind: format!("{:?}", reply.kind().unwrap_or(MessageType::Unknown(0))),
+                        mac: Mac(reply.message.chaddr().try_into().unwrap_or_default()),
+                        ip: reply.message.yiaddr(),
+                        boot_file: reply.boot_file(),
+                    }),
+                    Err(e) => tracing::warn!("dhcp: reply to {:?}: {e}", reply.to),
                 }
             }
             Ok(None) => {}

@@ -4,6 +4,7 @@
 //! Names are resolved under the root with `..`, absolute paths and symlinks leading outside
 //! refused. The protocol itself (packets, options, retransmission) is [`super::tftp`].
 
+use super::events::{EventLog, PxeEvent};
 use super::tftp::{ErrorCode, Packet, ReadTransfer, Step};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
@@ -57,7 +58,7 @@ pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, TftpRequestError> {
 }
 
 /// Serves read requests arriving on `socket` from files under `root`, until the task is dropped.
-pub async fn run(socket: UdpSocket, root: PathBuf) {
+pub async fn run(socket: UdpSocket, root: PathBuf, events: EventLog) {
     let local_ip = socket
         .local_addr()
         .map(|a| a.ip())
@@ -78,11 +79,14 @@ pub async fn run(socket: UdpSocket, root: PathBuf) {
                 options,
             }) => {
                 let root = root.clone();
+                let events = events.clone();
                 tokio::spawn(async move {
-                    if let Err(e) =
-                        transfer(local_ip, peer, &root, &filename, &mode, &options).await
-                    {
-                        tracing::warn!("tftp: {peer} {filename}: {e}");
+                    match transfer(local_ip, peer, &root, &filename, &mode, &options).await {
+                        Ok(()) => events.push(PxeEvent::TftpSent {
+                            file: filename,
+                            peer,
+                        }),
+                        Err(e) => tracing::warn!("tftp: {peer} {filename}: {e}"),
                     }
                 });
             }
@@ -136,10 +140,7 @@ async fn transfer(
                 socket.send(&p).await?;
             }
             Step::Wait => {}
-            Step::Done => {
-                tracing::info!("tftp: sent {} to {peer}", path.display());
-                return Ok(());
-            }
+            Step::Done => return Ok(()),
             Step::Abort(why) => return Err(std::io::Error::other(why)),
         }
     }
