@@ -2,6 +2,7 @@
 //! it, the reply is parsed back from the bytes the server would put on the wire.
 
 use super::*;
+use crate::pxe::boot::{classify, ClientKind};
 use crate::pxe::leases::SqliteLeaseStore;
 use crate::pxe::pool::tests::config;
 use dhcproto::v4::{Architecture, Flags, UnknownOption};
@@ -272,4 +273,65 @@ fn server_replies_are_ignored() {
     let mut m = request(MessageType::Offer, vec![]);
     m.set_opcode(Opcode::BootReply);
     assert!(exchange(&mut s, &m, 0).is_none());
+}
+
+/// A DISCOVER captured from QEMU's iPXE ROM (virtio-net, BIOS) on the `pxe_boot` test's tap.
+const CAPTURED_IPXE_DISCOVER: &[u8] = include_bytes!("testdata/ipxe-bios-discover.bin");
+
+/// `bytes` with the options whose codes are in `drop` removed, walking the wire format.
+fn without_options(bytes: &[u8], drop: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..240].to_vec();
+    let mut i = 240;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => i += 1,
+            255 => {
+                out.push(255);
+                break;
+            }
+            code => {
+                let end = i + 2 + usize::from(bytes[i + 1]);
+                if !drop.contains(&code) {
+                    out.extend_from_slice(&bytes[i..end]);
+                }
+                i = end;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn captured_ipxe_discover_round_trips_and_gets_the_http_script() {
+    let msg = Message::decode(&mut Decoder::new(CAPTURED_IPXE_DISCOVER)).unwrap();
+    let again = Message::decode(&mut Decoder::new(&msg.to_vec().unwrap())).unwrap();
+    assert_eq!(again, msg, "parse → emit → parse");
+    assert_eq!(classify(&msg), ClientKind::Ipxe);
+
+    let mut s = server();
+    let reply = s.handle_bytes(CAPTURED_IPXE_DISCOVER, 0).unwrap().unwrap();
+    assert_eq!(reply.kind(), Some(MessageType::Offer));
+    assert_eq!(
+        reply.boot_file().as_deref(),
+        Some("http://10.9.0.1:8069/boot.ipxe")
+    );
+    assert_eq!(reply.message.chaddr(), &[0x52, 0x54, 0, 0x21, 0x30, 0x01]);
+}
+
+#[test]
+fn captured_discover_without_ipxe_options_is_chainloaded() {
+    // The same ROM minus iPXE's own options (175, user class 77) is what a plain PXE ROM sends.
+    let plain = without_options(CAPTURED_IPXE_DISCOVER, &[175, 77]);
+    let msg = Message::decode(&mut Decoder::new(&plain)).unwrap();
+    assert_eq!(classify(&msg), ClientKind::PxeBios);
+    let mut s = server();
+    let offer = s.handle_bytes(&plain, 0).unwrap().unwrap();
+    assert_eq!(offer.boot_file().as_deref(), Some("undionly.kpxe"));
+
+    // Architecture 7 (EFI BC, as OVMF sends) gets the EFI build instead.
+    let mut uefi = without_options(&plain, &[93]);
+    uefi.pop();
+    uefi.extend_from_slice(&[93, 2, 0, 7, 255]);
+    let offer = s.handle_bytes(&uefi, 0).unwrap().unwrap();
+    assert_eq!(offer.boot_file().as_deref(), Some("snponly.efi"));
 }

@@ -1,0 +1,113 @@
+//! End to end: a diskless QEMU node network-boots from our PXE service. Its NIC's iPXE ROM gets
+//! our DHCP offer (detected as iPXE, so it is sent straight to HTTP), fetches `boot.ipxe`, the
+//! kernel and the initramfs, and the Linux kernel starts with the node command line we built.
+//!
+//! The service and QEMU share a tap device inside a network namespace this test creates; nothing
+//! outside that namespace is touched.
+
+mod common;
+
+use common::{wait_until, RunningPxe, TapNamespace};
+use mallee_frontend::pxe::events::PxeEvent;
+use mallee_frontend::pxe::http::NodeParams;
+use mallee_frontend::pxe::leases::Mac;
+use mallee_frontend::pxe::PxeConfig;
+use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
+const NODE_MAC: &str = "52:54:00:21:30:01";
+
+fn served(pxe: &RunningPxe, want_path: &str) -> bool {
+    pxe.events
+        .snapshot()
+        .iter()
+        .any(|(_, e)| matches!(e, PxeEvent::Http { path, status: 200, .. } if path == want_path))
+}
+
+#[test]
+fn node_network_boots_kernel_from_our_dhcp_and_http() {
+    let image = Images::node().unwrap_or_else(|e| panic!("{e}"));
+    let image_dir = image.vmlinuz.parent().unwrap().to_path_buf();
+    let dir = TestDir::new("pxe_boot");
+    let net = TapNamespace::new(&format!("{SERVER}/24"));
+
+    let mut config = PxeConfig::new(
+        &net.tap,
+        SERVER,
+        image_dir,
+        NodeParams {
+            frontend: format!("{SERVER}:8773").parse().unwrap(),
+            cluster: "pxe-test".into(),
+            enrollment_secret: "pxe-test-secret".into(),
+        },
+    );
+    config.lease_db = dir.file("leases.db");
+    let pxe = RunningPxe::start(config, Some(&net.name));
+
+    let mut vm = VmConfig::new("node")
+        .netns(&net.name)
+        .memory_mib(1024)
+        .nic(Nic::tap(&net.tap).mac(NODE_MAC).boot())
+        .launch(&dir)
+        .expect("start QEMU");
+
+    // DHCP: the ROM is iPXE, so the ACK carries the HTTP script, not a TFTP chainload.
+    let mac: Mac = NODE_MAC.parse().unwrap();
+    let (ip, boot_file) = wait_until("DHCP ACK to the node", Duration::from_secs(120), || {
+        pxe.events
+            .snapshot()
+            .into_iter()
+            .find_map(|(_, e)| match e {
+                PxeEvent::Dhcp {
+                    kind,
+                    mac: m,
+                    ip,
+                    boot_file,
+                } if kind == "Ack" && m == mac => Some((ip, boot_file)),
+                _ => None,
+            })
+    });
+    assert_eq!(boot_file.as_deref(), Some(pxe.boot_script_url.as_str()));
+    assert!(
+        (Ipv4Addr::new(10, 213, 0, 100)..=Ipv4Addr::new(10, 213, 0, 199)).contains(&ip),
+        "address {ip} outside the pool"
+    );
+
+    for path in ["/boot.ipxe", "/node/vmlinuz", "/node/initramfs"] {
+        wait_until(
+            &format!("HTTP GET {path}"),
+            Duration::from_secs(180),
+            || served(&pxe, path).then_some(()),
+        );
+    }
+    vm.wait_for(r"Linux version 6\.1\.", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cmdline = vm
+        .wait_for(r"Command line: (.*)", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for want in [
+        "mallee.role=node",
+        "mallee.frontend=10.213.0.1:8773",
+        "mallee.cluster=pxe-test",
+        "mallee.secret=pxe-test-secret",
+    ] {
+        assert!(
+            cmdline[1].contains(want),
+            "kernel command line: {}",
+            cmdline[1]
+        );
+    }
+    assert!(
+        !pxe.events
+            .snapshot()
+            .iter()
+            .any(|(_, e)| matches!(e, PxeEvent::TftpSent { .. })),
+        "an iPXE ROM was chainloaded over TFTP instead of going straight to HTTP"
+    );
+    println!(
+        "pxe boot: QEMU start to kernel running {:.1} s",
+        vm.started().elapsed().as_secs_f64()
+    );
+}
