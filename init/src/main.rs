@@ -1,6 +1,212 @@
-//! `mallee-init`: PID 1 of the Mallee appliances (being written).
+//! `mallee-init`: PID 1 of the Mallee appliances.
+//!
+//! Boot order: block the signals PID 1 handles (so they queue for [`signal_loop`]), install the
+//! panic hook (print, count down 10 s, orderly reboot), mount the API file systems, open the
+//! console, read `mallee.*` from `/proc/cmdline`, load modules and coldplug, report KVM, set the
+//! hostname, bring the network up, print the readiness line once the first lease is configured
+//! (and start the `mallee.run` program if asked), then reap children and wait for power signals
+//! forever. `main` never returns.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("mallee-init: not implemented yet");
-    std::process::ExitCode::FAILURE
+mod cmdline;
+mod coldplug;
+mod log;
+mod modules;
+mod mounts;
+mod net;
+mod power;
+mod reaper;
+mod run;
+
+use cmdline::Settings;
+use power::{shutdown, PowerAction};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// The signals PID 1 acts on; all are blocked in every thread and taken with sigwaitinfo.
+const HANDLED_SIGNALS: [i32; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn handled_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for signal in HANDLED_SIGNALS {
+        // SAFETY: as above; the signal numbers are valid constants.
+        unsafe { libc::sigaddset(&mut set, signal) };
+    }
+    set
+}
+
+/// Blocks the handled signals in this thread (threads spawned later inherit the mask; spawned
+/// programs get an empty mask from `std::process::Command`).
+fn block_signals() {
+    let set = handled_set();
+    // SAFETY: `set` is initialised; the old mask is not requested.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for signals forever: SIGCHLD reaps, the others shut down.
+fn signal_loop() -> ! {
+    let set = handled_set();
+    loop {
+        reaper::reap_all();
+        // SAFETY: `set` is initialised and the info pointer may be null.
+        let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if let Some(action) = PowerAction::for_signal(signal) {
+            info!("signal {signal}: {action:?}");
+            shutdown(action);
+        }
+    }
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|panic| {
+        log::line(&format!("PANIC: {panic}"));
+        for left in (1..=10).rev() {
+            log::line(&format!("rebooting in {left} s"));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        shutdown(PowerAction::Reboot);
+    }));
+}
+
+/// Points fds 0, 1 and 2 at /dev/console (the kernel may have had no console node to open).
+fn attach_stdio_to_console() {
+    if let Some(console) = log::console_handle() {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `console` stays open across the call.
+            unsafe { libc::dup2(rustix::fd::AsRawFd::as_raw_fd(&console), fd) };
+        }
+    }
+}
+
+fn load_modules() {
+    let kver = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let base = PathBuf::from("/lib/modules").join(&kver);
+    let (order, mut errors) = modules::read_list("load-order", modules::parse_module_list);
+    let (mut all, e2) = modules::read_list("all", modules::parse_module_list);
+    let (aliases, e3) = modules::read_list("aliases", modules::parse_aliases);
+    errors.extend(e2.into_iter().chain(e3));
+    for e in &errors {
+        info!("{e}");
+    }
+    all.extend(order.iter().cloned());
+    let mut loader = modules::ModuleLoader::new(base, &all);
+    let mut failed = 0;
+    for entry in &order {
+        if let Err(e) = loader.load(&entry.name) {
+            info!("{e}");
+            failed += 1;
+        }
+    }
+    info!(
+        "modules: {} listed, {} failed (kernel {kver})",
+        order.len(),
+        failed
+    );
+    coldplug::coldplug(&mut loader, &aliases);
+}
+
+/// Why /dev/kvm is missing, as far as we can tell.
+fn kvm_unavailable_reason() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    if !has("vmx") && !has("svm") {
+        "CPU has neither vmx nor svm".to_owned()
+    } else if !Path::new("/sys/module/kvm").exists() {
+        "module kvm not loaded".to_owned()
+    } else if !Path::new("/sys/module/kvm_amd").exists()
+        && !Path::new("/sys/module/kvm_intel").exists()
+    {
+        format!(
+            "neither kvm_amd nor kvm_intel loaded (cpu has {})",
+            if has("svm") { "svm" } else { "vmx" }
+        )
+    } else {
+        "kvm modules loaded but /dev/kvm is missing".to_owned()
+    }
+}
+
+fn report_kvm() {
+    if Path::new("/dev/kvm").exists() {
+        info!("kvm available");
+    } else {
+        info!("kvm unavailable: {}", kvm_unavailable_reason());
+    }
+}
+
+fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
+    let name = settings
+        .hostname
+        .clone()
+        .or_else(|| nics.first().map(|n| cmdline::hostname_from_mac(n.mac)))
+        .unwrap_or_else(|| "mallee".to_owned());
+    if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
+        info!("sethostname {name}: {e}");
+    }
+    name
+}
+
+/// The readiness callback: prints the one readiness line and starts `mallee.run`, once.
+fn readiness(settings: &Settings) -> Arc<dyn Fn(String) + Send + Sync> {
+    let (role, run) = (settings.role, settings.run.clone());
+    let once = Once::new();
+    Arc::new(move |ip: String| {
+        once.call_once(|| {
+            info!("ready role={role} ip={ip} boot_ms={}", log::boottime_ms());
+            if let Some(path) = run.clone() {
+                run::start(path);
+            }
+        })
+    })
+}
+
+fn main() {
+    block_signals();
+    install_panic_hook();
+    for e in mounts::mount_all() {
+        log::line(&e.to_string());
+    }
+    log::open_sinks();
+    attach_stdio_to_console();
+    info!("starting, pid {}", std::process::id());
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        info!("PR_SET_CHILD_SUBREAPER: {e}");
+    }
+    // Ctrl-alt-del sends SIGINT to PID 1 instead of rebooting at once.
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
+        info!("reboot(CAD_OFF): {e}");
+    }
+    let settings = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    for warning in &settings.warnings {
+        info!("{warning}");
+    }
+    info!("role={}", settings.role);
+    load_modules();
+    report_kvm();
+    let nics = net::wait_for_nics(Duration::from_secs(5));
+    let hostname = set_hostname(&settings, &nics);
+    let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
+    info!("hostname {hostname}, wired NICs: {names:?}");
+    let on_ready = readiness(&settings);
+    if nics.is_empty() {
+        info!("no wired NIC found; continuing without network");
+        on_ready("none".to_owned());
+    }
+    net::start(&nics, &hostname, on_ready);
+    signal_loop();
 }

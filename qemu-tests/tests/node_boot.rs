@@ -15,6 +15,9 @@ fn node_boots_to_ready_with_dhcp_address_and_kvm() {
         .nested_kvm(true)
         .memory_mib(1024)
         .nic(Nic::user())
+        // A second NIC of a real-rack model: its driver is not loaded at boot, only coldplugged
+        // by PCI modalias (8086:100e -> e1000).
+        .nic(Nic::user().model("e1000"))
         .launch(&dir)
         .expect("start QEMU");
 
@@ -33,6 +36,17 @@ fn node_boots_to_ready_with_dhcp_address_and_kvm() {
         "no `kvm available` line before readiness in {}",
         vm.console().path().display()
     );
+    assert!(
+        console.contains(": loaded e1000"),
+        "the e1000 NIC's driver was not coldplugged: {}",
+        vm.console().tail(30)
+    );
+    // Every boot module loads, except the KVM module of the other CPU vendor.
+    let failures: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("finit_module failed") && !l.contains("module kvm_intel:"))
+        .collect();
+    assert!(failures.is_empty(), "modules failed to load: {failures:#?}");
     assert!(
         !console.contains("Kernel panic"),
         "kernel panicked: {}",

@@ -1,0 +1,173 @@
+//! The `mallee.*` settings on the kernel command line.
+//!
+//! Recognised keys: `mallee.role=node|frontend` (default `node`), `mallee.run=/path` (test hook:
+//! run that program once ready, then power off) and `mallee.hostname=NAME`. Other `mallee.*` keys
+//! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
+//! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What this appliance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Node,
+    Frontend,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Node => "node",
+            Role::Frontend => "frontend",
+        })
+    }
+}
+
+/// Settings taken from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub role: Role,
+    pub run: Option<PathBuf>,
+    pub hostname: Option<String>,
+    /// Human-readable notes about ignored keys or values, one per problem.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            role: Role::Node,
+            run: None,
+            hostname: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Splits a command line into words; double quotes group spaces into one word (as the kernel
+/// does: `a="b c"` is the single word `a=b c`).
+pub fn split_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_quotes = false;
+    let mut has_word = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                has_word = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if has_word {
+                    words.push(std::mem::take(&mut word));
+                    has_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                has_word = true;
+            }
+        }
+    }
+    if has_word {
+        words.push(word);
+    }
+    words
+}
+
+/// True for a hostname the kernel and resolvers accept: 1–64 of `[A-Za-z0-9.-]`, not starting
+/// with `-` or `.`.
+pub fn is_valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['-', '.'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Parses the `mallee.*` settings out of a kernel command line.
+pub fn parse(cmdline: &str) -> Settings {
+    let mut settings = Settings::default();
+    for word in split_words(cmdline) {
+        let Some(rest) = word.strip_prefix("mallee.") else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        match key {
+            "role" => match value {
+                "node" => settings.role = Role::Node,
+                "frontend" => settings.role = Role::Frontend,
+                other => settings.warnings.push(format!(
+                    "ignoring mallee.role={other:?}: expected node or frontend"
+                )),
+            },
+            "run" if value.starts_with('/') => settings.run = Some(PathBuf::from(value)),
+            "run" => settings.warnings.push(format!(
+                "ignoring mallee.run={value:?}: not an absolute path"
+            )),
+            "hostname" if is_valid_hostname(value) => settings.hostname = Some(value.to_owned()),
+            "hostname" => settings.warnings.push(format!(
+                "ignoring mallee.hostname={value:?}: not a valid hostname"
+            )),
+            other => settings
+                .warnings
+                .push(format!("ignoring unknown setting mallee.{other}")),
+        }
+    }
+    settings
+}
+
+/// The hostname used when the command line gives none: `mallee-` and the MAC's hex digits.
+pub fn hostname_from_mac(mac: [u8; 6]) -> String {
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("mallee-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_run_and_hostname_are_read() {
+        let s =
+            parse("console=ttyS0 mallee.role=frontend mallee.run=/bin/t mallee.hostname=n1 quiet");
+        assert_eq!(s.role, Role::Frontend);
+        assert_eq!(s.run, Some(PathBuf::from("/bin/t")));
+        assert_eq!(s.hostname.as_deref(), Some("n1"));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn missing_role_defaults_to_node() {
+        let s = parse("console=ttyS0");
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn unknown_key_and_bad_values_warn_and_keep_defaults() {
+        let s = parse("mallee.colour=red mallee.role=router mallee.run=rel mallee.hostname=-x");
+        assert_eq!(s.role, Role::Node);
+        assert_eq!(s.run, None);
+        assert_eq!(s.hostname, None);
+        assert_eq!(s.warnings.len(), 4);
+        assert!(s.warnings[0].contains("mallee.colour"));
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(split_words("a=\"b c\"  d\n"), vec!["a=b c", "d"]);
+        assert_eq!(split_words(""), Vec::<String>::new());
+        assert_eq!(split_words("x=\"\""), vec!["x="]);
+    }
+
+    #[test]
+    fn mac_hostname_is_hex() {
+        assert_eq!(
+            hostname_from_mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            "mallee-525400123456"
+        );
+        assert!(is_valid_hostname(&hostname_from_mac([0xff; 6])));
+    }
+}

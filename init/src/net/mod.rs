@@ -1,0 +1,143 @@
+//! Network bring-up: find the wired NICs, set lo and each NIC up, and run one DHCP client per NIC.
+//!
+//! A wired NIC is an interface under `/sys/class/net` with a `device` link (so not lo, bridges,
+//! veths or taps), ARP type 1 (Ethernet) and no `wireless` directory. The first lease any NIC
+//! gets is announced through the `on_ready` callback. What the leases change on the system (address, route,
+//! resolv.conf) is in [`client`]; the netlink messages in [`link`]; the protocol in [`dhcp`].
+
+pub mod client;
+pub mod dhcp;
+pub mod link;
+
+use crate::info;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An Ethernet interface backed by a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The wired NICs under `root` (normally `/sys/class/net`), sorted by name.
+pub fn wired_nics(root: &Path) -> Vec<Nic> {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut nics: Vec<Nic> = dir
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let wired = path.join("device").exists()
+                && !path.join("wireless").exists()
+                && read_trimmed(&path.join("type")).as_deref() == Some("1");
+            if !wired {
+                return None;
+            }
+            Some(Nic {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                ifindex: read_trimmed(&path.join("ifindex"))?.parse().ok()?,
+                mac: parse_mac(&read_trimmed(&path.join("address"))?)?,
+            })
+        })
+        .collect();
+    nics.sort_by(|a, b| a.name.cmp(&b.name));
+    nics
+}
+
+/// Polls `/sys/class/net` until a wired NIC shows up or `patience` passes (drivers may probe
+/// asynchronously after their module loads).
+pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let nics = wired_nics(Path::new("/sys/class/net"));
+        if !nics.is_empty() || Instant::now() >= deadline {
+            return nics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets lo and every NIC up and starts a DHCP client thread per NIC. `on_ready` receives
+/// `ADDR/PREFIX` of each configured lease (the caller keeps only the first).
+pub fn start(nics: &[Nic], hostname: &str, on_ready: Arc<dyn Fn(String) + Send + Sync>) {
+    match link::Netlink::open() {
+        Ok(mut nl) => {
+            if let Err(e) = nl.set_up(1) {
+                info!("lo: {e}");
+            }
+        }
+        Err(e) => info!("lo: {e}"),
+    }
+    for nic in nics {
+        let (nic, hostname, on_ready) = (nic.clone(), hostname.to_owned(), on_ready.clone());
+        std::thread::spawn(move || client::run(nic, hostname, on_ready));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_and_rejects_bad_text() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56\n"),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_mac("52:54:00:12:34"), None);
+        assert_eq!(parse_mac("52:54:00:12:34:56:78"), None);
+        assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
+    }
+
+    #[test]
+    fn only_device_backed_ethernet_interfaces_are_wired() {
+        let root = std::env::temp_dir().join(format!("mallee-init-nics-{}", std::process::id()));
+        let make = |name: &str, device: bool, kind: &str, wireless: bool| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("type"), kind).unwrap();
+            std::fs::write(dir.join("ifindex"), "7\n").unwrap();
+            std::fs::write(dir.join("address"), "52:54:00:12:34:56\n").unwrap();
+            if device {
+                std::fs::create_dir_all(dir.join("device")).unwrap();
+            }
+            if wireless {
+                std::fs::create_dir_all(dir.join("wireless")).unwrap();
+            }
+        };
+        make("lo", false, "772\n", false);
+        make("br0", false, "1\n", false);
+        make("wlan0", true, "1\n", true);
+        make("eth0", true, "1\n", false);
+        let nics = wired_nics(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            nics,
+            vec![Nic {
+                name: "eth0".into(),
+                ifindex: 7,
+                mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56]
+            }]
+        );
+    }
+}

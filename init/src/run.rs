@@ -1,0 +1,48 @@
+//! The `mallee.run=/path` test hook: run one program once the node is ready, then power off.
+//!
+//! The program inherits `/dev/console` as stdout and stderr (so its output streams straight to
+//! the console), stdin is `/dev/null`. When it ends, init prints `mallee-init: run /path exit=N`
+//! (N is the exit status, or 128 + signal) and powers off. A program that cannot be started is
+//! reported as exit 127. This module owns nothing else.
+
+use crate::power::{shutdown, PowerAction};
+use crate::{info, log, reaper};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn console_stdio() -> Stdio {
+    log::console_handle()
+        .map(Stdio::from)
+        .unwrap_or_else(Stdio::inherit)
+}
+
+fn run_program(path: &Path) -> i32 {
+    let mut command = Command::new(path);
+    command
+        .stdin(Stdio::null())
+        .stdout(console_stdio())
+        .stderr(console_stdio())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", "/")
+        .current_dir("/");
+    match reaper::spawn_watched(&mut command) {
+        Ok((pid, exited)) => {
+            info!("run {}: started pid {pid}", path.display());
+            exited.recv().unwrap_or(-1)
+        }
+        Err(e) => {
+            info!("run {}: cannot start: {e}", path.display());
+            127
+        }
+    }
+}
+
+/// Starts the program on its own thread; when it ends, reports and powers off.
+pub fn start(path: PathBuf) {
+    std::thread::spawn(move || {
+        let code = run_program(&path);
+        info!("run {} exit={code}", path.display());
+        shutdown(PowerAction::PowerOff);
+    });
+}
