@@ -1,6 +1,7 @@
 //! End to end: a diskless QEMU node network-boots from our PXE service. Its NIC's iPXE ROM gets
 //! our DHCP offer (detected as iPXE, so it is sent straight to HTTP), fetches `boot.ipxe`, the
-//! kernel and the initramfs, and the Linux kernel starts with the node command line we built.
+//! kernel and the initramfs; the Linux kernel starts with the node command line we built, and
+//! `mallee-init` leases the same address again from our DHCP server and reports ready.
 //!
 //! The service and QEMU share a tap device inside a network namespace this test creates; nothing
 //! outside that namespace is touched.
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 const NODE_MAC: &str = "52:54:00:21:30:01";
+const READY: &str = r"mallee-init: ready role=node ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
 
 fn served(pxe: &RunningPxe, want_path: &str) -> bool {
     pxe.events
@@ -48,6 +50,7 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
 
     let mut vm = VmConfig::new("node")
         .netns(&net.name)
+        .nested_kvm(true)
         .memory_mib(1024)
         .nic(Nic::tap(&net.tap).mac(NODE_MAC).boot())
         .launch(&dir)
@@ -99,6 +102,26 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
             cmdline[1]
         );
     }
+    // mallee-init's own DHCP client (no PXE options) gets the same address, without a boot file.
+    let ready = vm
+        .wait_for(READY, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ready[1],
+        ip.to_string(),
+        "init's address differs from the ROM's lease"
+    );
+    assert_eq!(ready[2], "24");
+    let acks_without_boot_file = pxe
+        .events
+        .snapshot()
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, PxeEvent::Dhcp { kind, mac: m, boot_file: None, .. }
+                if kind == "Ack" && *m == mac)
+        })
+        .count();
+    assert!(acks_without_boot_file >= 1, "no plain ACK for mallee-init");
     assert!(
         !pxe.events
             .snapshot()
@@ -107,7 +130,7 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
         "an iPXE ROM was chainloaded over TFTP instead of going straight to HTTP"
     );
     println!(
-        "pxe boot: QEMU start to kernel running {:.1} s",
+        "pxe boot: QEMU start to mallee-init ready {:.1} s",
         vm.started().elapsed().as_secs_f64()
     );
 }
