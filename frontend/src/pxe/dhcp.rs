@@ -6,7 +6,7 @@
 //! the frontend as server identifier, router and next-server, and carries the boot file the
 //! client's kind gets (see [`super::boot`]). Addresses come from [`super::pool`].
 
-use super::boot::{classify, BootFiles, ClientKind};
+use super::boot::{classify, BootFiles};
 use super::leases::Mac;
 use super::pool::{Pool, PoolError};
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
@@ -204,10 +204,9 @@ impl DhcpServer {
         if let Some(file) = self.boot.for_client(kind) {
             opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
             opts.insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
-            if matches!(kind, ClientKind::PxeBios | ClientKind::PxeUefi) {
-                // PXE clients look for this to accept the offer as a boot offer.
-                opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-            }
+            // No option 60 "PXEClient" in the reply: with it (and no option 43) UEFI PXE clients
+            // take the offer as needing boot-server discovery on port 4011 (seen with OVMF);
+            // without it the boot file in this offer is used directly.
             if file.len() < 128 {
                 m.set_fname_str(file);
             }

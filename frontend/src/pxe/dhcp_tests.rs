@@ -109,10 +109,8 @@ fn plain_bios_pxe_is_chainloaded_to_undionly_over_tftp() {
     let (offer, _) = exchange(&mut s, &request(MessageType::Discover, pxe), 0).unwrap();
     assert_eq!(boot_file(&offer).as_deref(), Some("undionly.kpxe"));
     assert_eq!(offer.siaddr(), SERVER);
-    assert_eq!(
-        opt(&offer, OptionCode::ClassIdentifier),
-        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
-    );
+    // No PXEClient class: that would send UEFI clients to boot-server discovery (port 4011).
+    assert_eq!(opt(&offer, OptionCode::ClassIdentifier), None);
 }
 
 #[test]
