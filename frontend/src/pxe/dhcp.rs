@@ -25,6 +25,8 @@ pub enum DhcpError {
     Malformed(#[from] dhcproto::error::DecodeError),
     #[error("not a DHCP message ({0} bytes, no magic cookie at offset 236)")]
     NotDhcp(usize),
+    #[error("DHCP option {code} runs past the end of the message")]
+    TruncatedOption { code: u8 },
     #[error("DHCP message without a message type (option 53)")]
     NoMessageType,
     #[error("DHCP client hardware address is not Ethernet (htype {htype:?}, hlen {hlen})")]
@@ -105,10 +107,8 @@ impl DhcpServer {
     /// Parses one datagram and answers it. `Ok(None)`: nothing to send (a reply from another
     /// server, a RELEASE, a REQUEST for another server).
     pub fn handle_bytes(&mut self, bytes: &[u8], now: u64) -> Result<Option<Reply>, DhcpError> {
-        if bytes.get(236..240) != Some(&MAGIC_COOKIE[..]) {
-            return Err(DhcpError::NotDhcp(bytes.len()));
-        }
-        let msg = Message::decode(&mut Decoder::new(bytes))?;
+        let checked = checked_request(bytes)?;
+        let msg = Message::decode(&mut Decoder::new(&checked))?;
         self.handle(&msg, now)
     }
 
@@ -226,6 +226,52 @@ impl DhcpServer {
             message: m,
         }
     }
+}
+
+/// The request with only the options this server reads, each of a length the decoder handles;
+/// anything else is dropped before `dhcproto` sees it (0.13 asserts, or slices past `chaddr`,
+/// on some malformed lengths). Option 93 keeps its first architecture.
+fn checked_request(bytes: &[u8]) -> Result<Vec<u8>, DhcpError> {
+    if bytes.get(236..240) != Some(&MAGIC_COOKIE[..]) {
+        return Err(DhcpError::NotDhcp(bytes.len()));
+    }
+    if (bytes[1], bytes[2]) != (1, 6) {
+        return Err(DhcpError::NotEthernet {
+            htype: bytes[1].into(),
+            hlen: bytes[2],
+        });
+    }
+    let mut out = bytes[..240].to_vec();
+    let mut i = 240;
+    while let Some(&code) = bytes.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let len = usize::from(
+                    *bytes
+                        .get(i + 1)
+                        .ok_or(DhcpError::TruncatedOption { code })?,
+                );
+                let value = bytes
+                    .get(i + 2..i + 2 + len)
+                    .ok_or(DhcpError::TruncatedOption { code })?;
+                let kept = match (code, len) {
+                    (53, 1) | (50 | 51 | 54, 4) | (57, 2) | (94, 3) => Some(value),
+                    (93, n) if n >= 2 => Some(&value[..2]),
+                    (55 | 60 | 61 | 77 | 97 | 175, _) => Some(value),
+                    _ => None,
+                };
+                if let Some(v) = kept {
+                    out.extend_from_slice(&[code, v.len() as u8]);
+                    out.extend_from_slice(v);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    out.push(255);
+    Ok(out)
 }
 
 fn client_mac(msg: &Message) -> Result<Mac, DhcpError> {

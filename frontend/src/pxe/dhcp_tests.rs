@@ -333,3 +333,28 @@ fn captured_discover_without_ipxe_options_is_chainloaded() {
     let offer = s.handle_bytes(&uefi, 0).unwrap().unwrap();
     assert_eq!(offer.boot_file().as_deref(), Some("snponly.efi"));
 }
+
+#[test]
+fn mutated_and_truncated_captures_never_panic() {
+    let mut s = server();
+    let mut x: u32 = 0x2545_f491;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for len in 0..CAPTURED_IPXE_DISCOVER.len() {
+        let _ = s.handle_bytes(&CAPTURED_IPXE_DISCOVER[..len], 0);
+    }
+    for _ in 0..5_000 {
+        let mut bytes = CAPTURED_IPXE_DISCOVER.to_vec();
+        for _ in 0..1 + next() % 4 {
+            let i = next() as usize % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        if let Ok(Some(reply)) = s.handle_bytes(&bytes, 0) {
+            reply.to_bytes().unwrap();
+        }
+    }
+}

@@ -180,3 +180,31 @@ fn duplicate_and_stray_acks_are_ignored_error_aborts() {
         Step::Abort(_)
     ));
 }
+
+#[test]
+fn mutated_requests_never_panic_and_reparse_the_same() {
+    let rrq = b"\x00\x01undionly.kpxe\x00octet\x00blksize\x001468\x00tsize\x000\x00".to_vec();
+    let mut x: u32 = 0x9e37_79b9;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for _ in 0..5_000 {
+        let mut bytes = rrq.clone();
+        bytes.truncate(2 + next() as usize % (rrq.len() - 1));
+        for _ in 0..next() % 3 {
+            let i = next() as usize % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        if let Ok(p) = Packet::parse(&bytes) {
+            assert_eq!(Packet::parse(&p.emit()), Ok(p.clone()));
+            if let Packet::Rrq { options, .. } = p {
+                let (mut t, _) =
+                    ReadTransfer::start(Cursor::new(vec![0u8; 3000]), &options).unwrap();
+                t.on_packet(&bytes).unwrap();
+            }
+        }
+    }
+}
