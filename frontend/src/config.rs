@@ -91,14 +91,20 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.listen.port(), 8773);
         assert_eq!(c.region, "us-east-1");
-        assert_eq!(c.credentials_path(), PathBuf::from("/var/lib/mallee/admin-credentials"));
+        assert_eq!(
+            c.credentials_path(),
+            PathBuf::from("/var/lib/mallee/admin-credentials")
+        );
     }
 
     #[test]
     fn fields_override_defaults_and_unknown_fields_are_refused() {
         let c = Config::parse("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"").unwrap();
         assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.credentials_path(), PathBuf::from("/tmp/x/admin-credentials"));
+        assert_eq!(
+            c.credentials_path(),
+            PathBuf::from("/tmp/x/admin-credentials")
+        );
         assert!(Config::parse("bogus = 1").is_err());
     }
 }

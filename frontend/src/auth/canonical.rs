@@ -17,7 +17,10 @@ pub enum UriMode {
 pub fn uri_encode(bytes: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -69,7 +72,10 @@ pub fn canonical_query(raw_query: &str, skip: Option<&str>) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
+            (
+                uri_encode(&percent_decode(k), false),
+                uri_encode(&percent_decode(v), false),
+            )
         })
         .filter(|(k, _)| Some(k.as_str()) != skip)
         .collect();
@@ -148,8 +154,14 @@ mod tests {
 
     #[test]
     fn s3_path_is_encoded_once_and_keeps_slashes() {
-        assert_eq!(canonical_uri("/b/test%24file.text", UriMode::S3), "/b/test%24file.text");
-        assert_eq!(canonical_uri("/b/a%20b/c~d+e", UriMode::S3), "/b/a%20b/c~d%2Be");
+        assert_eq!(
+            canonical_uri("/b/test%24file.text", UriMode::S3),
+            "/b/test%24file.text"
+        );
+        assert_eq!(
+            canonical_uri("/b/a%20b/c~d+e", UriMode::S3),
+            "/b/a%20b/c~d%2Be"
+        );
         assert_eq!(canonical_uri("", UriMode::S3), "/");
     }
 
@@ -162,8 +174,14 @@ mod tests {
 
     #[test]
     fn query_is_sorted_reencoded_and_skips_the_signature() {
-        assert_eq!(canonical_query("b=2&a=1&lifecycle", None), "a=1&b=2&lifecycle=");
-        assert_eq!(canonical_query("k=a b&X-Amz-Signature=ff", Some("X-Amz-Signature")), "k=a%20b");
+        assert_eq!(
+            canonical_query("b=2&a=1&lifecycle", None),
+            "a=1&b=2&lifecycle="
+        );
+        assert_eq!(
+            canonical_query("k=a b&X-Amz-Signature=ff", Some("X-Amz-Signature")),
+            "k=a%20b"
+        );
         assert_eq!(canonical_query("p=%2f%7e", None), "p=%2F~");
     }
 }

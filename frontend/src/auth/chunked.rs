@@ -58,7 +58,10 @@ impl ChunkSigner {
 
     /// The trailer signature over the canonical trailer text.
     pub fn sign_trailer(&mut self, canonical_trailers: &str) -> String {
-        let sig = self.next("TRAILER", &hex::encode(Sha256::digest(canonical_trailers.as_bytes())));
+        let sig = self.next(
+            "TRAILER",
+            &hex::encode(Sha256::digest(canonical_trailers.as_bytes())),
+        );
         self.prev_signature = sig.clone();
         sig
     }
@@ -141,7 +144,11 @@ impl ChunkedDecoder {
                     }
                 }
                 State::DataCr | State::DataLf | State::FinalCrlf => {
-                    let want = if self.state == State::DataLf { b'\n' } else { b'\r' };
+                    let want = if self.state == State::DataLf {
+                        b'\n'
+                    } else {
+                        b'\r'
+                    };
                     if input[pos] != want {
                         return Err(ChunkError::MissingCrlf);
                     }
@@ -251,7 +258,9 @@ impl ChunkedDecoder {
             return Err(ChunkError::LineTooLong);
         }
         if !line.is_empty() {
-            let (name, value) = line.split_once(':').ok_or_else(|| ChunkError::BadTrailer(line.to_string()))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| ChunkError::BadTrailer(line.to_string()))?;
             let name = name.trim().to_ascii_lowercase();
             if name == "x-amz-trailer-signature" {
                 self.trailer_sig = Some(value.trim().to_string());
@@ -261,7 +270,11 @@ impl ChunkedDecoder {
             return Ok(());
         }
         if let Some(signer) = &mut self.signer {
-            let canonical: String = self.trailers.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+            let canonical: String = self
+                .trailers
+                .iter()
+                .map(|(n, v)| format!("{n}:{v}\n"))
+                .collect();
             let expected = signer.sign_trailer(&canonical);
             if self.trailer_sig.as_deref() != Some(expected.as_str()) {
                 return Err(ChunkError::BadTrailerSignature);

@@ -43,9 +43,13 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Anonymous | AuthError::Expired => "AccessDenied",
-            AuthError::Malformed(_) | AuthError::UnsupportedAlgorithm(_) => "AuthorizationHeaderMalformed",
+            AuthError::Malformed(_) | AuthError::UnsupportedAlgorithm(_) => {
+                "AuthorizationHeaderMalformed"
+            }
             AuthError::UnknownAccessKey => "InvalidAccessKeyId",
-            AuthError::SignatureDoesNotMatch | AuthError::MissingSignedHeader(_) => "SignatureDoesNotMatch",
+            AuthError::SignatureDoesNotMatch | AuthError::MissingSignedHeader(_) => {
+                "SignatureDoesNotMatch"
+            }
             AuthError::RequestTimeTooSkewed => "RequestTimeTooSkewed",
             AuthError::BadContentSha256(_) => "InvalidArgument",
             AuthError::ContentSha256Mismatch => "XAmzContentSHA256Mismatch",

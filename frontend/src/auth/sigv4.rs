@@ -49,7 +49,9 @@ impl PayloadMode {
     pub fn is_chunked(&self) -> bool {
         matches!(
             self,
-            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer | PayloadMode::StreamingUnsignedTrailer
+            PayloadMode::StreamingSigned
+                | PayloadMode::StreamingSignedTrailer
+                | PayloadMode::StreamingUnsignedTrailer
         )
     }
 }
@@ -65,7 +67,8 @@ pub struct Scope {
 impl Scope {
     fn parse(s: &str) -> Option<(String, Scope)> {
         let mut it = s.split('/');
-        let (key, date, region, service, term) = (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+        let (key, date, region, service, term) =
+            (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
         if it.next().is_some() || term != "aws4_request" || key.is_empty() {
             return None;
         }
@@ -78,7 +81,10 @@ impl Scope {
     }
 
     pub fn render(&self) -> String {
-        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -101,14 +107,18 @@ pub struct SignedRequest {
 /// Parses the `Authorization` header or presigned query; `Ok(None)` for an anonymous request.
 pub fn parse(headers: &HeaderMap, raw_query: &str) -> Result<Option<SignedRequest>, AuthError> {
     if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
-        let auth = auth.to_str().map_err(|_| AuthError::Malformed("non-ASCII Authorization".into()))?;
+        let auth = auth
+            .to_str()
+            .map_err(|_| AuthError::Malformed("non-ASCII Authorization".into()))?;
         return parse_header(auth, headers).map(Some);
     }
     let params: Vec<(String, String)> = raw_query
         .split('&')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| {
-            let dec = |s: &str| String::from_utf8_lossy(&super::canonical::percent_decode(s)).into_owned();
+            let dec = |s: &str| {
+                String::from_utf8_lossy(&super::canonical::percent_decode(s)).into_owned()
+            };
             (dec(k), dec(v))
         })
         .collect();
@@ -119,9 +129,9 @@ pub fn parse(headers: &HeaderMap, raw_query: &str) -> Result<Option<SignedReques
 }
 
 fn parse_header(auth: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthError> {
-    let rest = auth
-        .strip_prefix(ALGORITHM)
-        .ok_or_else(|| AuthError::UnsupportedAlgorithm(auth.split(' ').next().unwrap_or("").to_string()))?;
+    let rest = auth.strip_prefix(ALGORITHM).ok_or_else(|| {
+        AuthError::UnsupportedAlgorithm(auth.split(' ').next().unwrap_or("").to_string())
+    })?;
     let (mut cred, mut signed, mut sig) = (None, None, None);
     for part in rest.split(',') {
         let part = part.trim();
@@ -134,10 +144,12 @@ fn parse_header(auth: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthEr
         }
     }
     let missing = |what: &str| AuthError::Malformed(format!("Authorization header lacks {what}"));
-    let (access_key, scope) =
-        Scope::parse(cred.ok_or_else(|| missing("Credential"))?).ok_or_else(|| missing("a valid Credential"))?;
-    let amz_date = header_str(headers, "x-amz-date").ok_or_else(|| missing("an X-Amz-Date header"))?;
-    let time = parse_amz_date(&amz_date).ok_or_else(|| AuthError::Malformed(format!("bad X-Amz-Date {amz_date}")))?;
+    let (access_key, scope) = Scope::parse(cred.ok_or_else(|| missing("Credential"))?)
+        .ok_or_else(|| missing("a valid Credential"))?;
+    let amz_date =
+        header_str(headers, "x-amz-date").ok_or_else(|| missing("an X-Amz-Date header"))?;
+    let time = parse_amz_date(&amz_date)
+        .ok_or_else(|| AuthError::Malformed(format!("bad X-Amz-Date {amz_date}")))?;
     Ok(SignedRequest {
         access_key,
         amz_date,
@@ -150,7 +162,10 @@ fn parse_header(auth: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthEr
     })
 }
 
-fn parse_presigned(params: &[(String, String)], headers: &HeaderMap) -> Result<SignedRequest, AuthError> {
+fn parse_presigned(
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<SignedRequest, AuthError> {
     let get = |name: &str| {
         params
             .iter()
@@ -162,10 +177,11 @@ fn parse_presigned(params: &[(String, String)], headers: &HeaderMap) -> Result<S
     if alg != ALGORITHM {
         return Err(AuthError::UnsupportedAlgorithm(alg));
     }
-    let (access_key, scope) =
-        Scope::parse(&get("X-Amz-Credential")?).ok_or_else(|| AuthError::Malformed("bad X-Amz-Credential".into()))?;
+    let (access_key, scope) = Scope::parse(&get("X-Amz-Credential")?)
+        .ok_or_else(|| AuthError::Malformed("bad X-Amz-Credential".into()))?;
     let amz_date = get("X-Amz-Date")?;
-    let time = parse_amz_date(&amz_date).ok_or_else(|| AuthError::Malformed(format!("bad X-Amz-Date {amz_date}")))?;
+    let time = parse_amz_date(&amz_date)
+        .ok_or_else(|| AuthError::Malformed(format!("bad X-Amz-Date {amz_date}")))?;
     let expires: i64 = get("X-Amz-Expires")?
         .parse()
         .ok()
@@ -190,11 +206,17 @@ fn parse_presigned(params: &[(String, String)], headers: &HeaderMap) -> Result<S
 }
 
 fn split_signed(s: &str) -> Vec<String> {
-    s.split(';').filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase()).collect()
+    s.split(';')
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_ascii_lowercase())
+        .collect()
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// The request as received, for recomputing its signature.
@@ -208,7 +230,8 @@ pub struct RequestView<'a> {
 /// Server-side expectations.
 pub struct Policy<'a> {
     pub service: &'a str,
-    pub region: &'a str,
+    /// The region the scope must name; `None` accepts any (a single-region private cloud).
+    pub region: Option<&'a str>,
     pub uri_mode: UriMode,
     pub now: i64,
     pub max_skew_secs: i64,
@@ -228,21 +251,33 @@ pub struct Verified {
 }
 
 /// Checks the clock, then the signature.
-pub fn verify(req: &SignedRequest, secret: &str, view: &RequestView<'_>, policy: &Policy<'_>) -> Result<Verified, AuthError> {
-    if req.scope.service != policy.service || req.scope.region != policy.region {
+pub fn verify(
+    req: &SignedRequest,
+    secret: &str,
+    view: &RequestView<'_>,
+    policy: &Policy<'_>,
+) -> Result<Verified, AuthError> {
+    let region_ok = policy.region.is_none_or(|r| r == req.scope.region);
+    if req.scope.service != policy.service || !region_ok {
         return Err(AuthError::Malformed(format!(
             "credential scope {} does not match region {} service {}",
             req.scope.render(),
-            policy.region,
+            policy.region.unwrap_or("*"),
             policy.service
         )));
     }
     if !req.amz_date.starts_with(&req.scope.date) {
-        return Err(AuthError::Malformed("credential date does not match X-Amz-Date".into()));
+        return Err(AuthError::Malformed(
+            "credential date does not match X-Amz-Date".into(),
+        ));
     }
     match req.presigned_expires {
-        None if (policy.now - req.time).abs() > policy.max_skew_secs => return Err(AuthError::RequestTimeTooSkewed),
-        Some(_) if req.time - policy.now > policy.max_skew_secs => return Err(AuthError::RequestTimeTooSkewed),
+        None if (policy.now - req.time).abs() > policy.max_skew_secs => {
+            return Err(AuthError::RequestTimeTooSkewed)
+        }
+        Some(_) if req.time - policy.now > policy.max_skew_secs => {
+            return Err(AuthError::RequestTimeTooSkewed)
+        }
         Some(exp) if policy.now > req.time + exp => return Err(AuthError::Expired),
         _ => {}
     }
@@ -273,7 +308,12 @@ pub fn verify(req: &SignedRequest, secret: &str, view: &RequestView<'_>, policy:
     let canonical = canonical_request(&input).map_err(AuthError::MissingSignedHeader)?;
     let scope = req.scope.render();
     let sts = string_to_sign(&req.amz_date, &scope, &canonical);
-    let key = signing_key(secret, &req.scope.date, &req.scope.region, &req.scope.service);
+    let key = signing_key(
+        secret,
+        &req.scope.date,
+        &req.scope.region,
+        &req.scope.service,
+    );
     let expected = hex::encode(hmac_sha256(&key, sts.as_bytes()));
     if !constant_time_eq(expected.as_bytes(), req.signature.as_bytes()) {
         tracing::debug!(%canonical, "signature mismatch");

@@ -81,12 +81,21 @@ mod tests {
         assert_eq!(format_amz_date(1_440_938_160), "20150830T123600Z");
         assert_eq!(format_amz_date(0), "19700101T000000Z");
         assert_eq!(parse_amz_date("20240229T000000Z"), Some(1_709_164_800));
-        assert_eq!(format_iso8601_millis(1_440_938_160_123), "2015-08-30T12:36:00.123Z");
+        assert_eq!(
+            format_iso8601_millis(1_440_938_160_123),
+            "2015-08-30T12:36:00.123Z"
+        );
     }
 
     #[test]
     fn malformed_dates_are_refused() {
-        for bad in ["", "20150830T123600", "2015083OT123600Z", "20151330T123600Z", "+0150830T123600Z"] {
+        for bad in [
+            "",
+            "20150830T123600",
+            "2015083OT123600Z",
+            "20151330T123600Z",
+            "+0150830T123600Z",
+        ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
     }

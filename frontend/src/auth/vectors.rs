@@ -16,13 +16,24 @@ const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b785
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
     }
     h
 }
 
 /// Signs as a client would and returns the hex signature.
-fn sign(secret: &str, scope: &str, method: &str, target: &str, h: &HeaderMap, payload: &str, mode: UriMode) -> String {
+fn sign(
+    secret: &str,
+    scope: &str,
+    method: &str,
+    target: &str,
+    h: &HeaderMap,
+    payload: &str,
+    mode: UriMode,
+) -> String {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut signed: Vec<String> = h.keys().map(|k| k.as_str().to_string()).collect();
     signed.sort();
@@ -41,26 +52,59 @@ fn sign(secret: &str, scope: &str, method: &str, target: &str, h: &HeaderMap, pa
     .unwrap();
     let parts: Vec<&str> = scope.split('/').collect();
     let key = signing_key(secret, parts[0], parts[1], parts[2]);
-    hex::encode(hmac_sha256(&key, string_to_sign(amz_date, scope, &cr).as_bytes()))
+    hex::encode(hmac_sha256(
+        &key,
+        string_to_sign(amz_date, scope, &cr).as_bytes(),
+    ))
 }
 
 #[test]
 fn sigv4_test_suite_vanilla_cases() {
     let scope = "20150830/us-east-1/service/aws4_request";
-    let h = headers(&[("host", "example.amazonaws.com"), ("x-amz-date", "20150830T123600Z")]);
+    let h = headers(&[
+        ("host", "example.amazonaws.com"),
+        ("x-amz-date", "20150830T123600Z"),
+    ]);
     for (method, target, want) in [
-        ("GET", "/", "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
-        ("GET", "/?Param2=value2&Param1=value1", "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
-        ("POST", "/", "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"),
+        (
+            "GET",
+            "/",
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        (
+            "GET",
+            "/?Param2=value2&Param1=value1",
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+        ),
+        (
+            "POST",
+            "/",
+            "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+        ),
     ] {
-        assert_eq!(sign(SUITE_SECRET, scope, method, target, &h, EMPTY, UriMode::Normalized), want, "{method} {target}");
+        assert_eq!(
+            sign(
+                SUITE_SECRET,
+                scope,
+                method,
+                target,
+                &h,
+                EMPTY,
+                UriMode::Normalized
+            ),
+            want,
+            "{method} {target}"
+        );
     }
 }
 
 #[test]
 fn s3_reference_header_examples() {
     let scope = "20130524/us-east-1/s3/aws4_request";
-    let base = [("host", "examplebucket.s3.amazonaws.com"), ("x-amz-date", "20130524T000000Z")];
+    let base = [
+        ("host", "examplebucket.s3.amazonaws.com"),
+        ("x-amz-date", "20130524T000000Z"),
+    ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut v: Vec<(&str, &str)> = base.to_vec();
         v.extend_from_slice(extra);
@@ -78,16 +122,40 @@ fn s3_reference_header_examples() {
         ("x-amz-content-sha256", put_hash),
     ]);
     assert_eq!(
-        sign(S3_SECRET, scope, "PUT", "/test%24file.text", &h, put_hash, UriMode::S3),
+        sign(
+            S3_SECRET,
+            scope,
+            "PUT",
+            "/test%24file.text",
+            &h,
+            put_hash,
+            UriMode::S3
+        ),
         "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
     );
     let h = with(&[("x-amz-content-sha256", EMPTY)]);
     assert_eq!(
-        sign(S3_SECRET, scope, "GET", "/?lifecycle", &h, EMPTY, UriMode::S3),
+        sign(
+            S3_SECRET,
+            scope,
+            "GET",
+            "/?lifecycle",
+            &h,
+            EMPTY,
+            UriMode::S3
+        ),
         "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
     );
     assert_eq!(
-        sign(S3_SECRET, scope, "GET", "/?max-keys=2&prefix=J", &h, EMPTY, UriMode::S3),
+        sign(
+            S3_SECRET,
+            scope,
+            "GET",
+            "/?max-keys=2&prefix=J",
+            &h,
+            EMPTY,
+            UriMode::S3
+        ),
         "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
     );
 }
@@ -95,7 +163,7 @@ fn s3_reference_header_examples() {
 fn s3_policy(now: i64) -> Policy<'static> {
     Policy {
         service: "s3",
-        region: "us-east-1",
+        region: Some("us-east-1"),
         uri_mode: UriMode::S3,
         now,
         max_skew_secs: 900,
@@ -108,18 +176,35 @@ const PRESIGNED_QUERY: &str = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential
 #[test]
 fn s3_reference_presigned_example_verifies_until_it_expires() {
     let h = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
-    let view = RequestView { method: "GET", raw_path: "/test.txt", raw_query: PRESIGNED_QUERY, headers: &h };
+    let view = RequestView {
+        method: "GET",
+        raw_path: "/test.txt",
+        raw_query: PRESIGNED_QUERY,
+        headers: &h,
+    };
     let req = parse(&h, PRESIGNED_QUERY).unwrap().unwrap();
     assert_eq!(req.presigned_expires, Some(86400));
     let t0 = req.time;
     let v = verify(&req, S3_SECRET, &view, &s3_policy(t0 + 100)).unwrap();
     assert_eq!(v.payload, PayloadMode::Unsigned);
-    assert_eq!(verify(&req, S3_SECRET, &view, &s3_policy(t0 + 86401)).unwrap_err(), AuthError::Expired);
-    assert_eq!(verify(&req, "wrong", &view, &s3_policy(t0)).unwrap_err(), AuthError::SignatureDoesNotMatch);
+    assert_eq!(
+        verify(&req, S3_SECRET, &view, &s3_policy(t0 + 86401)).unwrap_err(),
+        AuthError::Expired
+    );
+    assert_eq!(
+        verify(&req, "wrong", &view, &s3_policy(t0)).unwrap_err(),
+        AuthError::SignatureDoesNotMatch
+    );
     let tampered = PRESIGNED_QUERY.replace("86400", "86401");
     let req = parse(&h, &tampered).unwrap().unwrap();
-    let view = RequestView { raw_query: &tampered, ..view };
-    assert_eq!(verify(&req, S3_SECRET, &view, &s3_policy(t0)).unwrap_err(), AuthError::SignatureDoesNotMatch);
+    let view = RequestView {
+        raw_query: &tampered,
+        ..view
+    };
+    assert_eq!(
+        verify(&req, S3_SECRET, &view, &s3_policy(t0)).unwrap_err(),
+        AuthError::SignatureDoesNotMatch
+    );
 }
 
 fn chunked_example_request() -> (HeaderMap, String) {
@@ -136,25 +221,51 @@ fn chunked_example_request() -> (HeaderMap, String) {
     h.insert("authorization", HeaderValue::from_static(auth));
     let mut body = String::new();
     for (size, sig) in [
-        (65536, "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"),
-        (1024, "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497"),
-        (0, "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9"),
+        (
+            65536,
+            "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+        ),
+        (
+            1024,
+            "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497",
+        ),
+        (
+            0,
+            "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9",
+        ),
     ] {
-        body.push_str(&format!("{size:x};chunk-signature={sig}\r\n{}\r\n", "a".repeat(size)));
+        body.push_str(&format!(
+            "{size:x};chunk-signature={sig}\r\n{}\r\n",
+            "a".repeat(size)
+        ));
     }
     (h, body)
 }
 
 fn example_signer() -> ChunkSigner {
     let (h, _) = chunked_example_request();
-    let view = RequestView { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &h };
+    let view = RequestView {
+        method: "PUT",
+        raw_path: "/examplebucket/chunkObject.txt",
+        raw_query: "",
+        headers: &h,
+    };
     let req = parse(&h, "").unwrap().unwrap();
     let v = verify(&req, S3_SECRET, &view, &s3_policy(req.time)).unwrap();
     assert_eq!(v.payload, PayloadMode::StreamingSigned);
-    ChunkSigner { signing_key: v.signing_key, amz_date: v.amz_date, scope: v.scope, prev_signature: v.seed_signature }
+    ChunkSigner {
+        signing_key: v.signing_key,
+        amz_date: v.amz_date,
+        scope: v.scope,
+        prev_signature: v.seed_signature,
+    }
 }
 
-fn decode_in_pieces(mut d: ChunkedDecoder, body: &[u8], piece: usize) -> Result<Vec<u8>, ChunkError> {
+fn decode_in_pieces(
+    mut d: ChunkedDecoder,
+    body: &[u8],
+    piece: usize,
+) -> Result<Vec<u8>, ChunkError> {
     let mut out = Vec::new();
     for p in body.chunks(piece) {
         d.push(Bytes::copy_from_slice(p), &mut out)?;
@@ -168,7 +279,12 @@ fn s3_reference_chunked_upload_decodes_in_any_slicing() {
     let (_, body) = chunked_example_request();
     assert_eq!(body.len(), 66824);
     for piece in [1, 7, 4096, 70000] {
-        let out = decode_in_pieces(ChunkedDecoder::new(Some(example_signer()), false), body.as_bytes(), piece).unwrap();
+        let out = decode_in_pieces(
+            ChunkedDecoder::new(Some(example_signer()), false),
+            body.as_bytes(),
+            piece,
+        )
+        .unwrap();
         assert_eq!(out, vec![b'a'; 66560]);
     }
 }
@@ -178,9 +294,18 @@ fn tampered_chunk_or_truncated_body_is_refused() {
     let (_, body) = chunked_example_request();
     let mut bad = body.clone().into_bytes();
     bad[66000] = b'b';
-    let err = decode_in_pieces(ChunkedDecoder::new(Some(example_signer()), false), &bad, 4096).unwrap_err();
+    let err = decode_in_pieces(
+        ChunkedDecoder::new(Some(example_signer()), false),
+        &bad,
+        4096,
+    )
+    .unwrap_err();
     assert_eq!(err, ChunkError::BadChunkSignature);
-    let err = decode_in_pieces(ChunkedDecoder::new(Some(example_signer()), false), &body.as_bytes()[..60000], 4096);
+    let err = decode_in_pieces(
+        ChunkedDecoder::new(Some(example_signer()), false),
+        &body.as_bytes()[..60000],
+        4096,
+    );
     assert_eq!(err.unwrap_err(), ChunkError::Truncated);
 }
 
@@ -191,7 +316,10 @@ fn unsigned_chunks_with_trailer_decode_and_report_the_checksum() {
     let mut out = Vec::new();
     d.push(Bytes::from_static(body), &mut out).unwrap();
     assert_eq!(out.concat(), b"hello world");
-    assert_eq!(d.finish().unwrap(), vec![("x-amz-checksum-crc32".to_string(), "DUoRhQ==".to_string())]);
+    assert_eq!(
+        d.finish().unwrap(),
+        vec![("x-amz-checksum-crc32".to_string(), "DUoRhQ==".to_string())]
+    );
 }
 
 #[test]
@@ -203,17 +331,31 @@ fn signed_chunks_with_trailer_check_the_trailer_signature() {
     let body = format!(
         "5;chunk-signature={c1}\r\nhello\r\n0;chunk-signature={c0}\r\nx-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:{ts}\r\n\r\n"
     );
-    let out = decode_in_pieces(ChunkedDecoder::new(Some(example_signer()), true), body.as_bytes(), 3).unwrap();
+    let out = decode_in_pieces(
+        ChunkedDecoder::new(Some(example_signer()), true),
+        body.as_bytes(),
+        3,
+    )
+    .unwrap();
     assert_eq!(out, b"hello");
     let forged = body.replace("NhCmhg==", "AAAAAA==");
-    let err = decode_in_pieces(ChunkedDecoder::new(Some(example_signer()), true), forged.as_bytes(), 3);
+    let err = decode_in_pieces(
+        ChunkedDecoder::new(Some(example_signer()), true),
+        forged.as_bytes(),
+        3,
+    );
     assert_eq!(err.unwrap_err(), ChunkError::BadTrailerSignature);
 }
 
 #[test]
 fn header_form_checks_clock_and_key() {
     let (h, _) = chunked_example_request();
-    let view = RequestView { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &h };
+    let view = RequestView {
+        method: "PUT",
+        raw_path: "/examplebucket/chunkObject.txt",
+        raw_query: "",
+        headers: &h,
+    };
     let req = parse(&h, "").unwrap().unwrap();
     assert_eq!(req.access_key, "AKIAIOSFODNN7EXAMPLE");
     let err = verify(&req, S3_SECRET, &view, &s3_policy(req.time + 901)).unwrap_err();
