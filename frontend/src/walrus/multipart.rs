@@ -279,6 +279,8 @@ mod tests {
         assert_eq!(code(&[(1, a.into()), (2, a.into())]), "EntityTooSmall");
         assert_eq!(code(&[(3, a.into())]), "InvalidPart");
         assert_eq!(code(&[(1, "00".into())]), "InvalidPart");
-        assert_eq!(code(&[(2, a.into()), (1, a.into())]), "InvalidPartOrder");
+        let big = vec![part(1, MIN_PART, a), part(2, MIN_PART, a)];
+        let err = plan_completion(&[(2, a.into()), (1, a.into())], &big).unwrap_err();
+        assert_eq!(err.code, "InvalidPartOrder");
     }
 }
