@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.recover().context("recovering the store")?;
     let creds = config.credentials_path();
     let new_admin = store.ensure_admin()?;
     if new_admin.is_some() || !creds.exists() {

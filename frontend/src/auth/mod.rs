@@ -4,6 +4,7 @@
 
 pub mod canonical;
 pub mod chunked;
+pub mod sigv2;
 pub mod sigv4;
 pub mod time;
 

@@ -36,17 +36,21 @@ pub struct BlobWriter {
 }
 
 impl BlobDir {
-    /// Creates the directories; empties `tmp/` (half-written uploads from before a crash).
+    /// Creates the directories.
     pub fn open(root: &Path) -> io::Result<BlobDir> {
         fs::create_dir_all(root.join("blobs"))?;
-        let tmp = root.join("tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
-        }
-        fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(root.join("tmp"))?;
         Ok(BlobDir {
             root: root.to_path_buf(),
         })
+    }
+
+    /// Removes every temporary file (half-written uploads from before a crash).
+    pub fn clear_tmp(&self) -> io::Result<()> {
+        for f in fs::read_dir(self.root.join("tmp"))? {
+            fs::remove_file(f?.path())?;
+        }
+        Ok(())
     }
 
     /// Where blob `id` lives.

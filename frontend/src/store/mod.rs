@@ -57,8 +57,8 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, migrates it, and removes garbage left
-    /// by a crash: temporary files and blobs no row refers to.
+    /// Opens (creating if needed) the store in `dir` and migrates it. Safe while the daemon
+    /// runs (the admin CLI uses it); only the daemon calls `recover`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let mut conn = Connection::open(dir.join("state.sqlite3"))?;
@@ -67,13 +67,18 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::migrate(&mut conn)?;
-        let store = Store {
+        Ok(Store {
             conn: Mutex::new(conn),
             blobs: BlobDir::open(dir)?,
             dir: dir.to_path_buf(),
-        };
-        store.collect_garbage()?;
-        Ok(store)
+        })
+    }
+
+    /// Removes what a crash left behind: temporary files of unfinished uploads and blobs no
+    /// row refers to. Only at daemon start, before serving.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        self.blobs.clear_tmp()?;
+        self.collect_garbage()
     }
 
     /// The data directory.
