@@ -181,7 +181,7 @@ pub fn content_sha256_mismatch() -> S3Error {
     )
 }
 
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
 /// Bodies up to this size are read in one go rather than streamed.
 const INLINE_MAX: u64 = 256 << 10;
 
@@ -196,7 +196,7 @@ pub fn file_body(path: PathBuf, offset: u64, len: u64) -> Result<RespBody, S3Err
         })?;
         return Ok(full(buf));
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::task::spawn_blocking(move || {
         let mut left = len;
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
