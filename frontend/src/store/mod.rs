@@ -41,9 +41,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The state store: one SQLite connection (serialized) and the blob directory.
+/// The state store: a writing and a reading SQLite connection (WAL: readers never wait for
+/// a writer's fsync) and the blob directory.
 pub struct Store {
     conn: Mutex<Connection>,
+    read: Mutex<Connection>,
     blobs: BlobDir,
     dir: PathBuf,
 }
@@ -61,14 +63,19 @@ impl Store {
     /// runs (the admin CLI uses it); only the daemon calls `recover`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let mut conn = Connection::open(dir.join("state.sqlite3"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(dir.join("state.sqlite3"))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(conn)
+        };
+        let mut conn = open()?;
         migrations::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            read: Mutex::new(open()?),
             blobs: BlobDir::open(dir)?,
             dir: dir.to_path_buf(),
         })
@@ -91,8 +98,14 @@ impl Store {
         &self.blobs
     }
 
+    /// The connection every change goes through.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for reads: quick, never behind a commit's fsync.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn collect_garbage(&self) -> Result<(), StoreError> {

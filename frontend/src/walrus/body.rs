@@ -182,8 +182,9 @@ pub fn content_sha256_mismatch() -> S3Error {
 }
 
 const READ_CHUNK: usize = 256 << 10;
-/// Bodies up to this size are read in one go rather than streamed.
-const INLINE_MAX: u64 = 256 << 10;
+/// Bodies up to this size are read in one go (a page-cache read of a few pages) rather than
+/// streamed from a blocking thread.
+const INLINE_MAX: u64 = 64 << 10;
 
 /// Streams `len` bytes of `path` from `offset`, read on a blocking thread (small bodies are
 /// read at once).

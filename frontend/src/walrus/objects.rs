@@ -230,7 +230,10 @@ fn object_headers(headers: &mut HeaderMap, o: &ObjectRow) {
 
 pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Result {
     w.bucket_for(r, bucket, Access::Read)?;
-    let o = db(|| w.store.object(bucket, key))?.ok_or_else(|| S3Error::no_such_key(key))?;
+    let o = w
+        .store
+        .object(bucket, key)?
+        .ok_or_else(|| S3Error::no_such_key(key))?;
     if let Some(status) = check_conditions(&r.headers, &o)? {
         let mut resp = empty_response(status);
         object_headers(resp.headers_mut(), &o);
