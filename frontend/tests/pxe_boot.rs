@@ -6,9 +6,9 @@
 //! The service and QEMU share a tap device inside a network namespace this test creates; nothing
 //! outside that namespace is touched.
 
-mod common;
+mod pxe_common;
 
-use common::{wait_until, RunningPxe, TapNamespace};
+use pxe_common::{wait_until, RunningPxe, TapNamespace};
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
 use mallee_frontend::pxe::leases::Mac;
