@@ -316,7 +316,7 @@ pub async fn delete_many(w: &Walrus, r: &S3Request, bucket: &str, body: ReqBody)
 }
 
 /// Parses `x-amz-copy-source` (`[/]bucket/key[?versionId=..]`, URL-encoded).
-fn parse_copy_source(v: &str) -> std::result::Result<(String, String), S3Error> {
+pub fn parse_copy_source(v: &str) -> std::result::Result<(String, String), S3Error> {
     let v = v.split_once('?').map_or(v, |(p, _)| p);
     let decoded = String::from_utf8(crate::auth::canonical::percent_decode(
         v.trim_start_matches('/'),
