@@ -34,6 +34,16 @@ pub enum TapSource {
     Fd(i32),
 }
 
+/// What a guest reboot does to the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnReboot {
+    /// Exit with status 2 and let the node agent decide.
+    #[default]
+    Exit,
+    /// Build the VM again from the same configuration and boot it.
+    Restart,
+}
+
 /// One virtio-blk disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -77,6 +87,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// Whether to add a virtio-rng device.
     pub rng: bool,
+    /// What a guest reboot does.
+    pub on_reboot: OnReboot,
 }
 
 /// The JSON form: the same fields, with disks and nets as the CLI's strings or as objects.
@@ -95,6 +107,7 @@ struct RawConfig {
     serial: Option<String>,
     api_socket: Option<String>,
     rng: Option<bool>,
+    on_reboot: Option<String>,
 }
 
 /// Default guest RAM when `mem` is not given.
@@ -278,6 +291,16 @@ impl VmConfig {
             serial: raw.serial.map(PathBuf::from),
             api_socket: raw.api_socket.map(PathBuf::from),
             rng: raw.rng.unwrap_or(true),
+            on_reboot: match raw.on_reboot.as_deref() {
+                None | Some("exit") => OnReboot::Exit,
+                Some("restart") => OnReboot::Restart,
+                Some(other) => {
+                    return Err(err(
+                        "on_reboot",
+                        format!("`{other}` is neither exit nor restart"),
+                    ))
+                }
+            },
         })
     }
 
@@ -310,6 +333,7 @@ impl VmConfig {
             serial: None,
             api_socket: None,
             rng: None,
+            on_reboot: None,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -339,6 +363,7 @@ impl VmConfig {
                 "net" => raw.net.push(value),
                 "serial" => raw.serial = Some(value),
                 "api-socket" => raw.api_socket = Some(value),
+                "on-reboot" => raw.on_reboot = Some(value),
                 _ => return Err(err(name, "unknown option")),
             }
         }
@@ -394,10 +419,19 @@ mod tests {
             ("--kernel /k --net mac=52:54:00:00:00:01", "net"),
             ("--kernel /k --bogus 1", "bogus"),
             ("--kernel", "kernel"),
+            ("--kernel /k --on-reboot sometimes", "on_reboot"),
         ] {
             let e = VmConfig::from_args(args(a)).unwrap_err();
             assert_eq!(e.field, field, "{a}: {e}");
         }
+    }
+
+    #[test]
+    fn on_reboot_defaults_to_exit_and_takes_restart() {
+        let c = VmConfig::from_args(args("--kernel /k")).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Exit);
+        let c = VmConfig::from_json(r#"{"kernel":"/k","on_reboot":"restart"}"#).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Restart);
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! One instance from its [`VmConfig`]: open the disks, taps and console, build the VM, load
-//! Linux, configure the vCPUs, start the API socket and run until the guest or the API ends it.
+//! Linux, configure the vCPUs and run until the guest or the API ends it.
 //!
 //! This is the glue between configuration and the VM; each step's failure names what it was
 //! doing and with which file.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::time::Instant;
+use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
-use crate::api::{self, ApiSocketError, ApiState};
+use crate::api::Control;
 use crate::boot::{self, cpuid, regs, BootError, BootSpec};
 use crate::config::{TapSource, VmConfig};
 use crate::devices::virtio::block::backend::RawFile;
@@ -60,9 +60,6 @@ pub enum InstanceError {
     /// KVM CPUID setup failed.
     #[error("cannot set up CPUID: {0}")]
     Cpuid(kvm_ioctls::Error),
-    /// The API socket failed.
-    #[error(transparent)]
-    Api(#[from] ApiSocketError),
 }
 
 fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
@@ -82,9 +79,9 @@ fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
     }
 }
 
-/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end.
-pub fn run(cfg: &VmConfig) -> Result<ExitReason, InstanceError> {
-    let started = Instant::now();
+/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
+/// (the API's handle) can stop it.
+pub fn run(cfg: &VmConfig, control: &Arc<Control>) -> Result<ExitReason, InstanceError> {
     let mut vm = Vm::new(cfg.mem_bytes)?;
     vm.add_serial(console(cfg)?)?;
     for d in &cfg.disks {
@@ -130,16 +127,6 @@ pub fn run(cfg: &VmConfig) -> Result<ExitReason, InstanceError> {
         }
         vcpus.push(fd);
     }
-    if let Some(path) = &cfg.api_socket {
-        api::serve(
-            path,
-            ApiState {
-                exit: vm.exit.clone(),
-                started,
-                vcpus: cfg.vcpus,
-                mem_bytes: cfg.mem_bytes,
-            },
-        )?;
-    }
+    control.attach(&vm.exit);
     Ok(vm.run(vcpus))
 }
