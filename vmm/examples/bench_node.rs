@@ -24,7 +24,6 @@ const CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=4";
 const KERNEL: &str = "/vmm-e2e/vmlinuz";
 const INITRD: &str = "/vmm-e2e/guest.img";
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
-const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 const RUNS: usize = 2;
 
 /// (total resident KiB, resident KiB of the guest RAM mapping).
@@ -57,9 +56,9 @@ fn command(monitor: &str) -> Command {
             c
         }
         machine => {
-            // QEMU is dynamically linked; the loader runs it from the initramfs.
-            let mut c = Command::new(LOADER);
-            c.arg(QEMU)
+            // QEMU is dynamically linked; its libraries and loader are in the node image.
+            let mut c = Command::new(QEMU);
+            c.args(["-L", "/usr/share/qemu", "-L", "/usr/share/seabios"])
                 .args([
                     "-M",
                     &machine["qemu-".len()..],
@@ -78,9 +77,11 @@ fn command(monitor: &str) -> Command {
 /// One boot: returns (ms to marker, overhead KiB).
 fn run(monitor: &str) -> Result<(u128, u64), String> {
     let started = Instant::now();
+    let err_path = format!("/tmp/{monitor}.stderr");
+    let err_file = std::fs::File::create(&err_path).map_err(|e| format!("{err_path}: {e}"))?;
     let mut child: Child = command(monitor)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(err_file)
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let out = child.stdout.take().ok_or("no stdout")?;
@@ -97,7 +98,11 @@ fn run(monitor: &str) -> Result<(u128, u64), String> {
     let mem = rss(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    seen.map_err(|_| "no init marker within 300 s".to_string())?;
+    seen.map_err(|_| {
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        format!("no init marker within 300 s; stderr: {tail:?}")
+    })?;
     let (total, guest) = mem.ok_or("cannot read smaps")?;
     Ok((elapsed, total.saturating_sub(guest)))
 }
