@@ -105,6 +105,11 @@ impl KernelTree {
         self.builtin.contains(&module_name(name))
     }
 
+    /// Every module name the package ships as a file.
+    pub fn module_names(&self) -> Vec<String> {
+        self.modules.keys().cloned().collect()
+    }
+
     pub fn module_count(&self) -> usize {
         self.modules.len()
     }

@@ -29,6 +29,9 @@ pub enum ModuleError {
 pub struct ModInfo {
     pub name: String,
     pub depends: Vec<String>,
+    /// `softdep=pre:` entries: modules (or aliases) to load first when they exist, such as
+    /// `crc32c` for `libcrc32c`, which otherwise asks a user-space modprobe that is not there.
+    pub soft_pre: Vec<String>,
     pub aliases: Vec<String>,
 }
 
@@ -52,10 +55,26 @@ pub fn parse_modinfo(section: &[u8]) -> ModInfo {
                     .collect()
             }
             "alias" => info.aliases.push(value.to_string()),
+            "softdep" => info.soft_pre.extend(soft_pre(value)),
             _ => {}
         }
     }
     info
+}
+
+/// The names after `pre:` in a softdep value (`pre: a b post: c` → `a`, `b`).
+fn soft_pre(value: &str) -> Vec<String> {
+    let mut pre = Vec::new();
+    let mut in_pre = false;
+    for word in value.split_whitespace() {
+        match word {
+            "pre:" => in_pre = true,
+            "post:" => in_pre = false,
+            name if in_pre => pre.push(name.to_string()),
+            _ => {}
+        }
+    }
+    pre
 }
 
 /// Reads `.modinfo` out of a module file's bytes.
@@ -91,6 +110,8 @@ pub struct Module {
 pub struct Resolver<'k> {
     kernel: &'k KernelTree,
     cache: BTreeMap<String, Module>,
+    /// alias → module names, built on first need by reading every module of the package.
+    alias_index: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl<'k> Resolver<'k> {
@@ -98,6 +119,7 @@ impl<'k> Resolver<'k> {
         Self {
             kernel,
             cache: BTreeMap::new(),
+            alias_index: None,
         }
     }
 
@@ -139,6 +161,38 @@ impl<'k> Resolver<'k> {
         Ok(order)
     }
 
+    /// The module that provides `name`: itself if it is a module, else the module with that
+    /// exact alias (preferring the portable `*_generic` one, as `crc32c_generic` over the
+    /// SSE4.2-only `crc32c_intel`). `None` when nothing provides it or it is built in.
+    fn provider(&mut self, name: &str) -> Result<Option<String>, ModuleError> {
+        let as_module = module_name(name);
+        if self.kernel.module_path(&as_module).is_some() {
+            return Ok(Some(as_module));
+        }
+        if self.alias_index.is_none() {
+            let mut index: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for module_name in self.kernel.module_names() {
+                if let Some(m) = self.module(&module_name)? {
+                    for alias in &m.info.aliases {
+                        index.entry(alias.clone()).or_default().push(m.name.clone());
+                    }
+                }
+            }
+            self.alias_index = Some(index);
+        }
+        let providers = self
+            .alias_index
+            .as_ref()
+            .and_then(|i| i.get(name))
+            .cloned()
+            .unwrap_or_default();
+        Ok(providers
+            .iter()
+            .find(|p| p.ends_with("_generic"))
+            .or(providers.first())
+            .cloned())
+    }
+
     fn visit(
         &mut self,
         name: &str,
@@ -157,6 +211,12 @@ impl<'k> Resolver<'k> {
             return Ok(());
         };
         path.push(name.to_string());
+        for soft in &module.info.soft_pre {
+            // Optional by definition: a softdep nothing provides is left out.
+            if let Some(provider) = self.provider(soft)? {
+                self.visit(&provider, path, done, order)?;
+            }
+        }
         for dep in &module.info.depends {
             self.visit(dep, path, done, order)?;
         }
@@ -178,6 +238,12 @@ mod tests {
         assert_eq!(info.name, "kvm_amd");
         assert_eq!(info.depends, ["kvm", "ccp"]);
         assert_eq!(info.aliases, ["pci:v00008086d0000100Esv*sd*bc*sc*i*"]);
+    }
+
+    #[test]
+    fn softdep_pre_names_are_kept_and_post_ignored() {
+        let info = parse_modinfo(b"softdep=pre: crc32c sha256 post: foo\0name=libcrc32c\0");
+        assert_eq!(info.soft_pre, ["crc32c", "sha256"]);
     }
 
     #[test]

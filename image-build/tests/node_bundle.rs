@@ -59,6 +59,9 @@ fn load_order_puts_dependencies_first_and_nics_are_coldplug_only() {
     assert!(pos("kvm") < pos("kvm_amd"));
     assert!(pos("irqbypass") < pos("kvm"));
     assert!(pos("virtio_pci") < pos("virtio_net"));
+    // libcrc32c's softdep: the crc32c provider must load first or nf_tables/dm-thin fail.
+    assert!(pos("crc32c_generic") < pos("libcrc32c"));
+    assert!(pos("libcrc32c") < pos("nf_tables"));
     assert!(
         !order.iter().any(|m| m == "e1000"),
         "NICs are coldplugged, not always loaded"

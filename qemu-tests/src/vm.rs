@@ -44,6 +44,9 @@ pub enum NicBackend {
     User { forwards: Vec<(u16, u16)> },
     /// A private segment shared with other VMs of the same test.
     Segment(Segment),
+    /// An existing tap device (`-netdev tap,ifname=...,script=no,downscript=no`); with
+    /// [`VmConfig::netns`] it is looked up in that network namespace.
+    Tap { ifname: String },
 }
 
 impl Nic {
@@ -61,6 +64,12 @@ impl Nic {
 
     pub fn segment(segment: &Segment) -> Self {
         Self::with(NicBackend::Segment(segment.clone()))
+    }
+
+    pub fn tap(ifname: &str) -> Self {
+        Self::with(NicBackend::Tap {
+            ifname: ifname.to_string(),
+        })
     }
 
     pub fn mac(mut self, mac: &str) -> Self {
@@ -101,6 +110,9 @@ pub struct VmConfig {
     pub nics: Vec<Nic>,
     pub disks: Vec<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Run QEMU inside this network namespace (`ip netns exec NAME`), e.g. to reach a tap
+    /// device the test created there.
+    pub netns: Option<String>,
 }
 
 impl VmConfig {
@@ -115,6 +127,7 @@ impl VmConfig {
             nics: Vec::new(),
             disks: Vec::new(),
             extra_args: Vec::new(),
+            netns: None,
         }
     }
 
@@ -154,6 +167,11 @@ impl VmConfig {
 
     pub fn disk(mut self, path: PathBuf) -> Self {
         self.disks.push(path);
+        self
+    }
+
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
         self
     }
 
@@ -230,6 +248,9 @@ impl VmConfig {
                     s
                 }
                 NicBackend::Segment(seg) => seg.netdev_arg(&id),
+                NicBackend::Tap { ifname } => {
+                    format!("tap,id={id},ifname={ifname},script=no,downscript=no")
+                }
             };
             a.extend(["-netdev".into(), netdev]);
             let mut device = format!("{},netdev={id}", nic.model);
@@ -265,14 +286,21 @@ impl VmConfig {
 
     /// Starts QEMU.
     pub fn launch(&self, dir: &TestDir) -> Result<Vm, VmError> {
-        let binary = std::env::var("MALLEE_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        let qemu = std::env::var("MALLEE_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        let (binary, mut args) = match &self.netns {
+            Some(ns) => (
+                "ip".to_string(),
+                vec!["netns".into(), "exec".into(), ns.clone(), qemu],
+            ),
+            None => (qemu, Vec::new()),
+        };
+        args.extend(self.qemu_args(dir));
         let log_path = dir.file(&format!("{}.qemu.log", self.name));
         let log = std::fs::File::create(&log_path).map_err(|source| VmError::Files {
             path: log_path.display().to_string(),
             source,
         })?;
         let console_path = dir.file(&format!("{}.console", self.name));
-        let args = self.qemu_args(dir);
         std::fs::write(
             dir.file(&format!("{}.cmd", self.name)),
             format!("{binary} {}\n", shell_words(&args)),
