@@ -44,11 +44,27 @@ pub enum OnReboot {
     Restart,
 }
 
+/// Where a disk's blocks come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A raw image file or block device.
+    File(PathBuf),
+    /// An AoE target (`aoe:IFACE:SHELF.SLOT`), reached with the user-space initiator.
+    Aoe {
+        /// The interface the target's segment is on.
+        iface: String,
+        /// AoE shelf (major) address.
+        shelf: u16,
+        /// AoE slot (minor) address.
+        slot: u8,
+    },
+}
+
 /// One virtio-blk disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// The raw image file or block device.
-    pub path: PathBuf,
+    /// The backing store.
+    pub source: DiskSource,
     /// Reject guest writes with an I/O error status and advertise VIRTIO_BLK_F_RO.
     pub read_only: bool,
     /// The serial string the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
@@ -160,15 +176,40 @@ fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
     Ok(n)
 }
 
-/// Parses `PATH[,ro][,serial=S]`.
+/// Parses `aoe:IFACE:SHELF.SLOT`.
+fn parse_aoe(spec: &str) -> Result<DiskSource, ConfigError> {
+    let bad = || err("disk", format!("`{spec}` is not aoe:IFACE:SHELF.SLOT"));
+    let rest = spec.strip_prefix("aoe:").ok_or_else(bad)?;
+    let (iface, addr) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (shelf, slot) = addr.split_once('.').ok_or_else(bad)?;
+    if iface.is_empty() || iface.len() >= 16 {
+        return Err(bad());
+    }
+    Ok(DiskSource::Aoe {
+        iface: iface.to_string(),
+        shelf: shelf
+            .parse()
+            .ok()
+            .filter(|s| *s != 0xffff)
+            .ok_or_else(bad)?,
+        slot: slot.parse().ok().filter(|s| *s != 0xff).ok_or_else(bad)?,
+    })
+}
+
+/// Parses `PATH[,ro][,serial=S]` or `aoe:IFACE:SHELF.SLOT[,ro][,serial=S]`.
 pub fn parse_disk(s: &str) -> Result<DiskConfig, ConfigError> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or_default();
     if path.is_empty() {
         return Err(err("disk", "empty path"));
     }
+    let source = if path.starts_with("aoe:") {
+        parse_aoe(path)?
+    } else {
+        DiskSource::File(PathBuf::from(path))
+    };
     let mut disk = DiskConfig {
-        path: PathBuf::from(path),
+        source,
         read_only: false,
         serial: None,
     };
@@ -440,6 +481,29 @@ mod tests {
         assert_eq!(e.field, "memory");
         let e = VmConfig::from_json(r#"{"kernel":"/k","vcpus":[1]}"#).unwrap_err();
         assert_eq!(e.field, "vcpus");
+    }
+
+    #[test]
+    fn aoe_disks_parse_and_bad_addresses_name_the_field() {
+        let d = parse_disk("aoe:eth1:12.3,ro").unwrap();
+        assert_eq!(
+            d.source,
+            DiskSource::Aoe {
+                iface: "eth1".into(),
+                shelf: 12,
+                slot: 3
+            }
+        );
+        assert!(d.read_only);
+        for bad in [
+            "aoe:eth1",
+            "aoe::1.2",
+            "aoe:eth1:1",
+            "aoe:eth1:65535.1",
+            "aoe:eth1:1.255",
+        ] {
+            assert_eq!(parse_disk(bad).unwrap_err().field, "disk", "{bad}");
+        }
     }
 
     #[test]

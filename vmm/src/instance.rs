@@ -12,8 +12,9 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::api::Control;
 use crate::boot::{self, cpuid, regs, BootError, BootSpec};
-use crate::config::{TapSource, VmConfig};
-use crate::devices::virtio::block::backend::RawFile;
+use crate::config::{DiskSource, TapSource, VmConfig};
+use crate::devices::virtio::block::aoe::AoeDisk;
+use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
@@ -62,6 +63,13 @@ pub enum InstanceError {
     Cpuid(kvm_ioctls::Error),
 }
 
+fn open_disk(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
+    Ok(match source {
+        DiskSource::File(path) => Box::new(RawFile::open(path, read_only)?),
+        DiskSource::Aoe { iface, shelf, slot } => Box::new(AoeDisk::open(iface, *shelf, *slot)?),
+    })
+}
+
 fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
     match &cfg.serial {
         None => Ok(Box::new(std::io::stdout())),
@@ -85,11 +93,14 @@ pub fn run(cfg: &VmConfig, control: &Arc<Control>) -> Result<ExitReason, Instanc
     let mut vm = Vm::new(cfg.mem_bytes)?;
     vm.add_serial(console(cfg)?)?;
     for d in &cfg.disks {
-        let raw = RawFile::open(&d.path, d.read_only).map_err(|err| InstanceError::Disk {
-            path: d.path.display().to_string(),
+        let backend = open_disk(&d.source, d.read_only).map_err(|err| InstanceError::Disk {
+            path: match &d.source {
+                DiskSource::File(p) => p.display().to_string(),
+                DiskSource::Aoe { iface, shelf, slot } => format!("aoe:{iface}:{shelf}.{slot}"),
+            },
             err,
         })?;
-        let blk = Block::new(Box::new(raw), d.read_only, d.serial.as_deref());
+        let blk = Block::new(backend, d.read_only, d.serial.as_deref());
         vm.add_virtio(Box::new(blk))?;
     }
     for n in &cfg.nets {
