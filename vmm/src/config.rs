@@ -34,11 +34,37 @@ pub enum TapSource {
     Fd(i32),
 }
 
+/// What a guest reboot does to the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnReboot {
+    /// Exit with status 2 and let the node agent decide.
+    #[default]
+    Exit,
+    /// Build the VM again from the same configuration and boot it.
+    Restart,
+}
+
+/// Where a disk's blocks come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A raw image file or block device.
+    File(PathBuf),
+    /// An AoE target (`aoe:IFACE:SHELF.SLOT`), reached with the user-space initiator.
+    Aoe {
+        /// The interface the target's segment is on.
+        iface: String,
+        /// AoE shelf (major) address.
+        shelf: u16,
+        /// AoE slot (minor) address.
+        slot: u8,
+    },
+}
+
 /// One virtio-blk disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// The raw image file or block device.
-    pub path: PathBuf,
+    /// The backing store.
+    pub source: DiskSource,
     /// Reject guest writes with an I/O error status and advertise VIRTIO_BLK_F_RO.
     pub read_only: bool,
     /// The serial string the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
@@ -77,6 +103,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// Whether to add a virtio-rng device.
     pub rng: bool,
+    /// What a guest reboot does.
+    pub on_reboot: OnReboot,
 }
 
 /// The JSON form: the same fields, with disks and nets as the CLI's strings or as objects.
@@ -95,6 +123,7 @@ struct RawConfig {
     serial: Option<String>,
     api_socket: Option<String>,
     rng: Option<bool>,
+    on_reboot: Option<String>,
 }
 
 /// Default guest RAM when `mem` is not given.
@@ -147,15 +176,40 @@ fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
     Ok(n)
 }
 
-/// Parses `PATH[,ro][,serial=S]`.
+/// Parses `aoe:IFACE:SHELF.SLOT`.
+fn parse_aoe(spec: &str) -> Result<DiskSource, ConfigError> {
+    let bad = || err("disk", format!("`{spec}` is not aoe:IFACE:SHELF.SLOT"));
+    let rest = spec.strip_prefix("aoe:").ok_or_else(bad)?;
+    let (iface, addr) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (shelf, slot) = addr.split_once('.').ok_or_else(bad)?;
+    if iface.is_empty() || iface.len() >= 16 {
+        return Err(bad());
+    }
+    Ok(DiskSource::Aoe {
+        iface: iface.to_string(),
+        shelf: shelf
+            .parse()
+            .ok()
+            .filter(|s| *s != 0xffff)
+            .ok_or_else(bad)?,
+        slot: slot.parse().ok().filter(|s| *s != 0xff).ok_or_else(bad)?,
+    })
+}
+
+/// Parses `PATH[,ro][,serial=S]` or `aoe:IFACE:SHELF.SLOT[,ro][,serial=S]`.
 pub fn parse_disk(s: &str) -> Result<DiskConfig, ConfigError> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or_default();
     if path.is_empty() {
         return Err(err("disk", "empty path"));
     }
+    let source = if path.starts_with("aoe:") {
+        parse_aoe(path)?
+    } else {
+        DiskSource::File(PathBuf::from(path))
+    };
     let mut disk = DiskConfig {
-        path: PathBuf::from(path),
+        source,
         read_only: false,
         serial: None,
     };
@@ -278,6 +332,16 @@ impl VmConfig {
             serial: raw.serial.map(PathBuf::from),
             api_socket: raw.api_socket.map(PathBuf::from),
             rng: raw.rng.unwrap_or(true),
+            on_reboot: match raw.on_reboot.as_deref() {
+                None | Some("exit") => OnReboot::Exit,
+                Some("restart") => OnReboot::Restart,
+                Some(other) => {
+                    return Err(err(
+                        "on_reboot",
+                        format!("`{other}` is neither exit nor restart"),
+                    ))
+                }
+            },
         })
     }
 
@@ -310,6 +374,7 @@ impl VmConfig {
             serial: None,
             api_socket: None,
             rng: None,
+            on_reboot: None,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -339,6 +404,7 @@ impl VmConfig {
                 "net" => raw.net.push(value),
                 "serial" => raw.serial = Some(value),
                 "api-socket" => raw.api_socket = Some(value),
+                "on-reboot" => raw.on_reboot = Some(value),
                 _ => return Err(err(name, "unknown option")),
             }
         }
@@ -394,10 +460,19 @@ mod tests {
             ("--kernel /k --net mac=52:54:00:00:00:01", "net"),
             ("--kernel /k --bogus 1", "bogus"),
             ("--kernel", "kernel"),
+            ("--kernel /k --on-reboot sometimes", "on_reboot"),
         ] {
             let e = VmConfig::from_args(args(a)).unwrap_err();
             assert_eq!(e.field, field, "{a}: {e}");
         }
+    }
+
+    #[test]
+    fn on_reboot_defaults_to_exit_and_takes_restart() {
+        let c = VmConfig::from_args(args("--kernel /k")).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Exit);
+        let c = VmConfig::from_json(r#"{"kernel":"/k","on_reboot":"restart"}"#).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Restart);
     }
 
     #[test]
@@ -406,6 +481,29 @@ mod tests {
         assert_eq!(e.field, "memory");
         let e = VmConfig::from_json(r#"{"kernel":"/k","vcpus":[1]}"#).unwrap_err();
         assert_eq!(e.field, "vcpus");
+    }
+
+    #[test]
+    fn aoe_disks_parse_and_bad_addresses_name_the_field() {
+        let d = parse_disk("aoe:eth1:12.3,ro").unwrap();
+        assert_eq!(
+            d.source,
+            DiskSource::Aoe {
+                iface: "eth1".into(),
+                shelf: 12,
+                slot: 3
+            }
+        );
+        assert!(d.read_only);
+        for bad in [
+            "aoe:eth1",
+            "aoe::1.2",
+            "aoe:eth1:1",
+            "aoe:eth1:65535.1",
+            "aoe:eth1:1.255",
+        ] {
+            assert_eq!(parse_disk(bad).unwrap_err().field, "disk", "{bad}");
+        }
     }
 
     #[test]
