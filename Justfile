@@ -23,7 +23,9 @@ pin-kernel package="":
 
 # Unit, integration and end-to-end (QEMU) tests.
 test: images
+    rm -f target/qemu-tests/figures.txt
     cargo test --workspace --all-targets
+    @cat target/qemu-tests/figures.txt 2>/dev/null || true
 
 # Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|api`.
 bench which="all":

@@ -9,8 +9,8 @@ echo "images: building static mallee-init and mallee-vmm ($triple, +crt-static)"
 # RUSTFLAGS with an explicit --target apply to our binaries only, not to build scripts or
 # proc-macros, which must stay dynamic.
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$triple" -p mallee-init -p mallee-vmm
+    cargo build --profile image --locked --target "$triple" -p mallee-init -p mallee-vmm
 
-bin="$target_dir/$triple/release"
+bin="$target_dir/$triple/image"
 cargo run --release --locked -q -p mallee-image-build -- node \
     --init "$bin/mallee-init" --vmm "$bin/mallee-vmm" --out "$target_dir/images/node"

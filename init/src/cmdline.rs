@@ -1,7 +1,8 @@
 //! The `mallee.*` settings on the kernel command line.
 //!
 //! Recognised keys: `mallee.role=node|frontend` (default `node`), `mallee.run=/path` (test hook:
-//! run that program once ready, then power off) and `mallee.hostname=NAME`. Other `mallee.*` keys
+//! run that program once ready, then power off), `mallee.hostname=NAME` and
+//! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path). Other `mallee.*` keys
 //! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
 //! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
@@ -30,6 +31,7 @@ pub struct Settings {
     pub role: Role,
     pub run: Option<PathBuf>,
     pub hostname: Option<String>,
+    pub test_panic: bool,
     /// Human-readable notes about ignored keys or values, one per problem.
     pub warnings: Vec<String>,
 }
@@ -40,6 +42,7 @@ impl Default for Settings {
             role: Role::Node,
             run: None,
             hostname: None,
+            test_panic: false,
             warnings: Vec::new(),
         }
     }
@@ -99,6 +102,7 @@ pub fn parse(cmdline: &str) -> Settings {
             "role" => match value {
                 "node" => settings.role = Role::Node,
                 "frontend" => settings.role = Role::Frontend,
+                "test_panic" => settings.test_panic = value == "1",
                 other => settings.warnings.push(format!(
                     "ignoring mallee.role={other:?}: expected node or frontend"
                 )),
@@ -111,6 +115,7 @@ pub fn parse(cmdline: &str) -> Settings {
             "hostname" => settings.warnings.push(format!(
                 "ignoring mallee.hostname={value:?}: not a valid hostname"
             )),
+            "test_panic" => settings.test_panic = value == "1",
             other => settings
                 .warnings
                 .push(format!("ignoring unknown setting mallee.{other}")),
@@ -132,10 +137,11 @@ mod tests {
     #[test]
     fn role_run_and_hostname_are_read() {
         let s =
-            parse("console=ttyS0 mallee.role=frontend mallee.run=/bin/t mallee.hostname=n1 quiet");
+            parse("console=ttyS0 mallee.role=frontend mallee.run=/bin/t mallee.hostname=n1 quiet mallee.test_panic=1");
         assert_eq!(s.role, Role::Frontend);
         assert_eq!(s.run, Some(PathBuf::from("/bin/t")));
         assert_eq!(s.hostname.as_deref(), Some("n1"));
+        assert!(s.test_panic);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     }
 

@@ -2,9 +2,9 @@
 //!
 //! Every line goes to `/dev/console` as `[    1.234] mallee-init: ...` (monotonic time since boot)
 //! and to `/dev/kmsg` at debug level (`<15>`), so `dmesg` keeps a record without the kernel echoing
-//! each line a second time onto the console. Before devtmpfs is mounted neither device may exist;
-//! lines then go to stderr (the console the kernel opened for us, if any). This module does not
-//! decide what is logged, only where and how.
+//! each line a second time onto the console (the /dev/kmsg rate limit is switched off). Before
+//! devtmpfs is mounted neither device may exist; lines then go to stderr (the console the kernel
+//! opened for us, if any). This module does not decide what is logged, only where and how.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,7 +21,10 @@ static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
 });
 
 /// Opens `/dev/console` and `/dev/kmsg` (after devtmpfs is mounted); missing devices are skipped.
+/// Also lifts the kernel's /dev/kmsg rate limit (10 records per 5 s by default), which would
+/// drop most boot lines; when `printk.devkmsg=` on the command line locked it, that choice stays.
 pub fn open_sinks() {
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
     let console = OpenOptions::new().write(true).open("/dev/console").ok();
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
     let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());

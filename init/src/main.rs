@@ -44,8 +44,8 @@ fn handled_set() -> libc::sigset_t {
     set
 }
 
-/// Blocks the handled signals in this thread (threads spawned later inherit the mask; spawned
-/// programs get an empty mask from `std::process::Command`).
+/// Blocks the handled signals in this thread (threads spawned later inherit the mask; programs
+/// init starts must reset it, see [`run`]).
 fn block_signals() {
     let set = handled_set();
     // SAFETY: `set` is initialised; the old mask is not requested.
@@ -68,7 +68,10 @@ fn signal_loop() -> ! {
 
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|panic| {
-        log::line(&format!("PANIC: {panic}"));
+        if net::dhcp::decoding_untrusted() {
+            return; // caught by decode_untrusted and reported as an error value
+        }
+        log::line(&format!("PANIC: {panic}").replace('\n', " "));
         for left in (1..=10).rev() {
             log::line(&format!("rebooting in {left} s"));
             std::thread::sleep(Duration::from_secs(1));
@@ -162,14 +165,17 @@ fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
 }
 
 /// The readiness callback: prints the one readiness line and starts `mallee.run`, once.
-fn readiness(settings: &Settings) -> Arc<dyn Fn(String) + Send + Sync> {
-    let (role, run) = (settings.role, settings.run.clone());
+fn readiness(settings: &Settings) -> net::client::OnReady {
+    let (role, run, test_panic) = (settings.role, settings.run.clone(), settings.test_panic);
     let once = Once::new();
     Arc::new(move |ip: String| {
         once.call_once(|| {
             info!("ready role={role} ip={ip} boot_ms={}", log::boottime_ms());
             if let Some(path) = run.clone() {
                 run::start(path);
+            }
+            if test_panic {
+                std::thread::spawn(|| panic!("mallee.test_panic=1 asked for a panic"));
             }
         })
     })

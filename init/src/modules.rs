@@ -51,11 +51,23 @@ pub enum ModuleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("module {name}: finit_module failed: {source}")]
+    #[error("module {name}: finit_module failed: {source}{}", load_hint(*.source))]
     Load {
         name: String,
         source: rustix::io::Errno,
     },
+}
+
+/// A plain-words reading of a `finit_module` errno, appended to the error message.
+pub fn load_hint(errno: rustix::io::Errno) -> &'static str {
+    use rustix::io::Errno;
+    match errno {
+        Errno::EXIST => " (its init refused because another module holds the role, e.g. kvm_intel after kvm_amd)",
+        Errno::NODEV => " (no device or CPU feature it needs)",
+        Errno::NOEXEC => " (not a valid module for this kernel)",
+        Errno::NOENT => " (a symbol or firmware it needs is missing; check the dependency order)",
+        _ => "",
+    }
 }
 
 /// Parsed records of a list file and the errors of the lines that were skipped.
@@ -265,6 +277,20 @@ mod tests {
         assert_eq!(entries[1].deps, vec!["mlxfw", "pci_hyperv_intf"]);
         assert_eq!(entries[2].deps, Vec::<String>::new());
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn load_failure_message_names_module_errno_and_hint() {
+        let err = ModuleError::Load {
+            name: "kvm_intel".into(),
+            source: rustix::io::Errno::EXIST,
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("module kvm_intel: finit_module failed: File exists"),
+            "{text}"
+        );
+        assert!(text.contains("another module holds the role"), "{text}");
     }
 
     #[test]

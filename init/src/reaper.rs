@@ -7,6 +7,7 @@
 
 use rustix::process::{waitpid, WaitOptions, WaitStatus};
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
@@ -23,7 +24,20 @@ pub fn exit_code(status: WaitStatus) -> i32 {
 }
 
 /// Spawns `command` and returns its pid and a channel that receives its exit code once reaped.
+/// The program starts with an empty signal mask: init's threads block the signals init waits
+/// for, and `Command` would otherwise keep that mask across exec (the program would then
+/// ignore SIGTERM at shutdown).
 pub fn spawn_watched(command: &mut Command) -> std::io::Result<(u32, Receiver<i32>)> {
+    // SAFETY: the closure runs between fork and exec and only calls sigemptyset and
+    // sigprocmask, which are async-signal-safe, on a local set.
+    unsafe {
+        command.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     // Holding the lock across spawn means the child cannot be reaped before it is registered.
     let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
     let child = command.spawn()?;
@@ -56,19 +70,37 @@ pub fn reap_all() -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn watched_child_status_arrives_after_reaping() {
-        let (pid, rx) = spawn_watched(Command::new("sh").args(["-c", "exit 7"])).unwrap();
-        assert!(pid > 0);
+    fn wait_code(rx: &Receiver<i32>) -> i32 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             reap_all();
             if let Ok(code) = rx.try_recv() {
-                assert_eq!(code, 7);
-                break;
+                return code;
             }
             assert!(std::time::Instant::now() < deadline, "child never reaped");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn spawned_program_starts_with_no_signals_blocked() {
+        // Block SIGTERM in this thread, as init's threads do.
+        // SAFETY: plain sigset manipulation on locals; only this test thread's mask changes.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let script = "grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status";
+        let (_, rx) = spawn_watched(Command::new("sh").args(["-c", script])).unwrap();
+        assert_eq!(wait_code(&rx), 0, "child inherited a blocked signal");
+    }
+
+    #[test]
+    fn watched_child_status_arrives_after_reaping() {
+        let (pid, rx) = spawn_watched(Command::new("sh").args(["-c", "exit 7"])).unwrap();
+        assert!(pid > 0);
+        assert_eq!(wait_code(&rx), 7);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The program inherits `/dev/console` as stdout and stderr (so its output streams straight to
 //! the console), stdin is `/dev/null`. When it ends, init prints `mallee-init: run /path exit=N`
-//! (N is the exit status, or 128 + signal) and powers off. A program that cannot be started is
+//! (N is the exit status, or 128 + signal) and powers off. The program starts with no
+//! signals blocked (see [`reaper::spawn_watched`]). A program that cannot be started is
 //! reported as exit 127. This module owns nothing else.
 
 use crate::power::{shutdown, PowerAction};

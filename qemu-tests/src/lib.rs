@@ -15,3 +15,20 @@ pub use images::{Images, NetbootImage};
 pub use segment::Segment;
 pub use testdir::TestDir;
 pub use vm::{Nic, Vm, VmConfig, VmError};
+
+/// Records a measured figure (boot time, throughput) in `target/qemu-tests/figures.txt`, which
+/// `just test` prints after the run: test output is captured, and timings are reported, never
+/// asserted.
+pub fn report_figure(line: &str) {
+    use std::io::Write;
+    let path = testdir::root().join("figures.txt");
+    let _ = std::fs::create_dir_all(testdir::root());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+    println!("{line}");
+}

@@ -52,9 +52,9 @@ fn node_boots_to_ready_with_dhcp_address_and_kvm() {
         "kernel panicked: {}",
         vm.console().tail(20)
     );
-    println!(
-        "node boot: QEMU start to ready {:.1} s (guest boot_ms={})",
+    mallee_qemu_tests::report_figure(&format!(
+        "figure: node boot, QEMU start to ready {:.1} s (guest boot_ms={})",
         wall.as_secs_f64(),
         ready[3]
-    );
+    ));
 }

@@ -1,22 +1,60 @@
 //! One NIC's DHCP client loop: a UDP socket on port 68 bound to the interface, driving
-//! [`DhcpClient`] and applying its actions (address, default route, `/etc/resolv.conf`).
+//! [`DhcpClient`] and applying its actions (address; on the [`Uplink`] NIC also the default
+//! route, `/etc/resolv.conf` and the readiness callback).
 //!
 //! Replies arrive before the interface has an address because every request asks the server to
 //! broadcast (flag 0x8000) and Linux delivers limited broadcasts to a socket bound to the
 //! device; no AF_PACKET socket is needed. Renewals go unicast to the server from the leased
-//! address. The loop never ends; errors are logged and the state machine's timers retry.
+//! address. The loop runs until its stop flag is set (never, in PID 1); errors are logged and the
+//! state machine's timers retry.
 
-use super::dhcp::{Action, Destination, DhcpClient, Lease};
+use super::dhcp::{Action, Destination, DhcpClient};
+use super::lease::Lease;
 use super::link::Netlink;
 use super::Nic;
 use crate::info;
 use rustix::net::{bind, ipproto, socket, sockopt, AddressFamily, SocketAddrV4, SocketType};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CLIENT_PORT: u16 = 68;
 const SERVER_PORT: u16 = 67;
+
+/// What a client needs besides its NIC.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Sent to the server (option 12).
+    pub hostname: String,
+    /// Written from the DNS servers of the uplink's lease (normally `/etc/resolv.conf`).
+    pub resolv_conf: PathBuf,
+    /// Shared by all clients of one machine.
+    pub uplink: Arc<Uplink>,
+}
+
+/// Which NIC owns the default route, DNS and the readiness report: the first to get a lease,
+/// until it loses that lease. Other NICs only get their addresses.
+#[derive(Debug, Default)]
+pub struct Uplink(Mutex<Option<String>>);
+
+impl Uplink {
+    /// True if `nic` is (now) the uplink.
+    pub fn claim(&self, nic: &str) -> bool {
+        let mut owner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        owner.get_or_insert_with(|| nic.to_owned()) == nic
+    }
+
+    /// Gives up the uplink role if `nic` holds it.
+    pub fn release(&self, nic: &str) {
+        let mut owner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if owner.as_deref() == Some(nic) {
+            *owner = None;
+        }
+    }
+}
 
 /// Why the DHCP socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -65,18 +103,18 @@ fn dhcp_socket(nic: &str) -> Result<UdpSocket, SocketError> {
     Ok(UdpSocket::from(fd))
 }
 
-/// Waits (polling sysfs) until the NIC reports carrier, at most `patience`.
+/// Waits (polling sysfs) until the NIC reports carrier, at most `patience`. An interface this
+/// sysfs does not show (another network namespace) is not waited for.
 fn wait_for_carrier(nic: &str, patience: Duration) -> bool {
     let path = format!("/sys/class/net/{nic}/carrier");
     let deadline = Instant::now() + patience;
     loop {
-        if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1") {
-            return true;
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim() == "1" => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            _ if Instant::now() >= deadline => return false,
+            _ => std::thread::sleep(Duration::from_millis(20)),
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -85,79 +123,119 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
 }
 
-fn write_resolv_conf(dns: &[Ipv4Addr]) -> std::io::Result<()> {
-    std::fs::create_dir_all("/etc")?;
-    std::fs::write("/etc/resolv.conf.tmp", resolv_conf(dns))?;
-    std::fs::rename("/etc/resolv.conf.tmp", "/etc/resolv.conf")
-}
-
-fn configure(nl: &mut Netlink, nic: &Nic, lease: &Lease) -> Result<(), super::link::LinkError> {
-    nl.add_address(nic.ifindex, lease.addr, lease.prefix)?;
-    if let Some(router) = lease.router {
-        nl.set_default_route(nic.ifindex, router)?;
+fn write_resolv_conf(path: &Path, dns: &[Ipv4Addr]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    Ok(())
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, resolv_conf(dns))?;
+    std::fs::rename(&tmp, path)
 }
 
-fn apply(
-    nl: &mut Netlink,
-    nic: &Nic,
-    action: Action,
-    socket: &UdpSocket,
-    on_ready: &(dyn Fn(String) + Send + Sync),
-) {
-    match action {
-        Action::Send { bytes, to } => {
-            let dest = match to {
-                Destination::Broadcast => Ipv4Addr::BROADCAST,
-                Destination::Unicast(server) => server,
-            };
-            if let Err(e) = socket.send_to(&bytes, (dest, SERVER_PORT)) {
-                info!("{}: dhcp send to {dest}: {e}", nic.name);
-            }
+/// Called with `ADDR/PREFIX` each time a lease is configured.
+pub type OnReady = Arc<dyn Fn(String) + Send + Sync>;
+
+/// The I/O half of one NIC's client: socket, netlink and where results go.
+struct Client {
+    nic: Nic,
+    config: ClientConfig,
+    nl: Netlink,
+    socket: UdpSocket,
+    on_ready: OnReady,
+}
+
+impl Client {
+    /// Sets the address; the uplink NIC also gets the default route and DNS.
+    fn configure(&mut self, lease: &Lease, uplink: bool) -> Result<(), super::link::LinkError> {
+        self.nl
+            .add_address(self.nic.ifindex, lease.addr, lease.prefix)?;
+        if let Some(router) = lease.router.filter(|_| uplink) {
+            self.nl.set_default_route(self.nic.ifindex, router)?;
         }
-        Action::Configure(lease) => {
-            info!(
-                "{}: lease {}/{} router {:?} dns {:?} from {} for {} s",
-                nic.name,
-                lease.addr,
-                lease.prefix,
-                lease.router,
-                lease.dns,
-                lease.server,
-                lease.lease_time.as_secs()
-            );
-            if let Err(e) = configure(nl, nic, &lease) {
-                info!("{}: configuring lease: {e}", nic.name);
-                return;
-            }
-            if !lease.dns.is_empty() {
-                if let Err(e) = write_resolv_conf(&lease.dns) {
-                    info!("writing /etc/resolv.conf: {e}");
+        Ok(())
+    }
+
+    fn apply(&mut self, action: Action) {
+        let name = self.nic.name.clone();
+        match action {
+            Action::Send { bytes, to } => {
+                let dest = match to {
+                    Destination::Broadcast => Ipv4Addr::BROADCAST,
+                    Destination::Unicast(server) => server,
+                };
+                if let Err(e) = self.socket.send_to(&bytes, (dest, SERVER_PORT)) {
+                    info!("{name}: dhcp send to {dest}: {e}");
                 }
             }
-            on_ready(format!("{}/{}", lease.addr, lease.prefix));
+            Action::Configure(lease) => {
+                info!(
+                    "{name}: lease {}/{} router {:?} dns {:?} from {} for {} s",
+                    lease.addr,
+                    lease.prefix,
+                    lease.router,
+                    lease.dns,
+                    lease.server,
+                    lease.lease_time.as_secs()
+                );
+                let uplink = self.config.uplink.claim(&name);
+                if let Err(e) = self.configure(&lease, uplink) {
+                    return info!("{name}: configuring lease: {e}");
+                }
+                if !uplink {
+                    return info!("{name}: not the uplink; default route and DNS stay as they are");
+                }
+                if !lease.dns.is_empty() {
+                    if let Err(e) = write_resolv_conf(&self.config.resolv_conf, &lease.dns) {
+                        info!("writing {}: {e}", self.config.resolv_conf.display());
+                    }
+                }
+                (self.on_ready)(format!("{}/{}", lease.addr, lease.prefix));
+            }
+            Action::Deconfigure(lease) => {
+                info!("{name}: dropping lease {}/{}", lease.addr, lease.prefix);
+                self.config.uplink.release(&name);
+                if let Err(e) = self
+                    .nl
+                    .del_address(self.nic.ifindex, lease.addr, lease.prefix)
+                {
+                    info!("{name}: {e}");
+                }
+            }
         }
-        Action::Deconfigure(lease) => {
-            info!(
-                "{}: dropping lease {}/{}",
-                nic.name, lease.addr, lease.prefix
-            );
-            if let Err(e) = nl.del_address(nic.ifindex, lease.addr, lease.prefix) {
-                info!("{}: {e}", nic.name);
+    }
+
+    /// Waits for the next datagram until `deadline` (at most 1 s, so `stop` is noticed).
+    fn receive(&self, buf: &mut [u8], wait: Duration) -> Option<usize> {
+        let _ = self
+            .socket
+            .set_read_timeout(Some(wait.min(Duration::from_secs(1))));
+        match self.socket.recv_from(buf) {
+            Ok((n, _)) => Some(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(e) => {
+                info!("{}: dhcp receive: {e}", self.nic.name);
+                std::thread::sleep(Duration::from_secs(1));
+                None
             }
         }
     }
 }
 
-/// Runs the DHCP client of `nic` forever.
-pub fn run(nic: Nic, hostname: String, on_ready: Arc<dyn Fn(String) + Send + Sync>) {
+/// Runs the DHCP client of `nic` until `stop` is set (in PID 1: forever).
+pub fn run(nic: Nic, config: ClientConfig, on_ready: OnReady, stop: Arc<AtomicBool>) {
     let setup = || -> anyhow::Result<(Netlink, UdpSocket)> {
         let mut nl = Netlink::open()?;
         nl.set_up(nic.ifindex)?;
         Ok((nl, dhcp_socket(&nic.name)?))
     };
-    let (mut nl, socket) = match setup() {
+    let (nl, socket) = match setup() {
         Ok(pair) => pair,
         Err(e) => return info!("{}: network setup failed: {e:#}", nic.name),
     };
@@ -166,55 +244,59 @@ pub fn run(nic: Nic, hostname: String, on_ready: Arc<dyn Fn(String) + Send + Syn
     }
     let origin = Instant::now();
     let seed = nic.mac.iter().fold(
-        origin.elapsed().as_nanos() as u64 ^ crate::log::boottime_ms(),
+        crate::log::boottime_ms() ^ u64::from(std::process::id()),
         |a, &b| a.rotate_left(8) ^ u64::from(b),
     );
-    let mut dhcp = DhcpClient::new(nic.mac, Some(hostname), seed);
+    let mut dhcp = DhcpClient::new(nic.mac, Some(config.hostname.clone()), seed);
+    let mut client = Client {
+        nic,
+        config,
+        nl,
+        socket,
+        on_ready,
+    };
     let mut buf = vec![0u8; 1500];
     let mut state = dhcp.state_name();
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         let now = origin.elapsed();
         let result = if now >= dhcp.deadline() {
             dhcp.on_timeout(now)
         } else {
-            let _ = socket.set_read_timeout(Some(dhcp.deadline() - now));
-            match socket.recv_from(&mut buf) {
-                Ok((n, _)) => dhcp.on_packet(origin.elapsed(), &buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    info!("{}: dhcp receive: {e}", nic.name);
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
+            match client.receive(&mut buf, dhcp.deadline() - now) {
+                Some(n) => dhcp.on_packet(origin.elapsed(), &buf[..n]),
+                None => continue,
             }
         };
         if dhcp.state_name() != state {
-            info!("{}: dhcp {state} -> {}", nic.name, dhcp.state_name());
+            info!("{}: dhcp {state} -> {}", client.nic.name, dhcp.state_name());
             state = dhcp.state_name();
         }
         match result {
-            Ok(actions) => {
-                for action in actions {
-                    apply(&mut nl, &nic, action, &socket, on_ready.as_ref());
-                }
-            }
-            Err(e) => info!("{}: dhcp: {e}", nic.name),
+            Ok(actions) => actions.into_iter().for_each(|action| client.apply(action)),
+            Err(e) => info!("{}: dhcp: {e}", client.nic.name),
         }
     }
 }
 
 #[cfg(test)]
+#[path = "client_tests.rs"]
+mod dnsmasq_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_nic_to_claim_is_the_uplink_until_it_releases() {
+        let uplink = Uplink::default();
+        assert!(uplink.claim("eth1"));
+        assert!(!uplink.claim("eth0"));
+        assert!(uplink.claim("eth1"), "renewal keeps the role");
+        uplink.release("eth0");
+        assert!(!uplink.claim("eth0"), "only the holder can release");
+        uplink.release("eth1");
+        assert!(uplink.claim("eth0"));
+    }
 
     #[test]
     fn resolv_conf_lists_each_server() {

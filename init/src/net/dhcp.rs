@@ -5,12 +5,15 @@
 //! (broadcast or unicast to the server) and leases to configure or remove. States: INIT →
 //! SELECTING (DISCOVER, wait for OFFER) → REQUESTING (REQUEST, wait for ACK/NAK) → BOUND →
 //! RENEWING at T1 (unicast REQUEST) → REBINDING at T2 (broadcast REQUEST) → lease expiry back to
-//! INIT. A NAK restarts discovery; silence is retried with exponential backoff (4 s doubling to
-//! 64 s, ±1 s jitter). Messages are encoded and decoded with `dhcproto`. Time is a `Duration`
-//! since an arbitrary origin chosen by the caller.
+//! INIT. Silence is retried with exponential backoff (4 s doubling to 64 s, ±1 s jitter); a NAK
+//! returns to INIT and discovers again after the next backoff step (only a bind resets the
+//! steps). Messages are encoded and decoded with `dhcproto`. Time is a `Duration` since an
+//! arbitrary origin chosen by the caller.
 
+use super::lease::{lease_from, Lease};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
+use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -19,21 +22,10 @@ use std::time::Duration;
 pub enum DhcpError {
     #[error("undecodable DHCP message: {0}")]
     Decode(#[from] dhcproto::error::DecodeError),
+    #[error("undecodable DHCP message: the decoder panicked on it")]
+    DecoderPanic,
     #[error("cannot encode DHCP message: {0}")]
     Encode(#[from] dhcproto::error::EncodeError),
-}
-
-/// An address lease as the server granted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub server: Ipv4Addr,
-    pub lease_time: Duration,
-    pub t1: Duration,
-    pub t2: Duration,
 }
 
 /// Where a datagram goes: broadcast on the link, or unicast to a server.
@@ -129,12 +121,18 @@ impl DhcpClient {
         self.rng
     }
 
-    /// 4 s, 8 s, ... 64 s (capped), each ±1 s of jitter; advances the step.
+    /// `base_secs` ±1 s of jitter.
+    fn jittered(&mut self, base_secs: u64) -> Duration {
+        let jitter_ms = self.random() % 2001; // 0..=2000 → -1 s..=+1 s
+        Duration::from_millis(base_secs * 1000 + jitter_ms - 1000)
+    }
+
+    /// 4 s, 8 s, ... 64 s (capped), each ±1 s of jitter; advances the step, which only a
+    /// successful bind resets (so a server that NAKs every request is not hammered).
     fn backoff(&mut self) -> Duration {
         let base = 4u64 << self.backoff_step.min(4);
         self.backoff_step += 1;
-        let jitter_ms = self.random() % 2001; // 0..=2000 → -1 s..=+1 s
-        Duration::from_millis(base * 1000 + jitter_ms - 1000)
+        self.jittered(base)
     }
 
     fn message(&self, kind: MessageType, xid: u32, ciaddr: Ipv4Addr, broadcast: bool) -> Message {
@@ -189,7 +187,7 @@ impl DhcpClient {
         msg.opts_mut()
             .insert(DhcpOption::ServerIdentifier(offer.server));
         self.state = State::Requesting { xid, offer, tries };
-        self.deadline = now + self.backoff();
+        self.deadline = now + self.jittered(4 << tries.min(4));
         Ok(vec![Self::send(&msg, Destination::Broadcast)?])
     }
 
@@ -230,10 +228,16 @@ impl DhcpClient {
         mut actions: Vec<Action>,
     ) -> Result<Vec<Action>, DhcpError> {
         self.state = State::Init;
-        self.backoff_step = 0;
         self.deadline = now;
         actions.extend(self.discover(now)?);
         Ok(actions)
+    }
+
+    /// After a NAK: back to INIT, discovering again after the next backoff step.
+    fn restart_after_nak(&mut self, now: Duration, actions: Vec<Action>) -> Vec<Action> {
+        self.state = State::Init;
+        self.deadline = now + self.backoff();
+        actions
     }
 
     /// Handles the deadline passing.
@@ -267,18 +271,16 @@ impl DhcpClient {
     /// Handles one received DHCP payload (UDP data). Messages for other clients or
     /// transactions, and messages unexpected in the current state, are ignored.
     pub fn on_packet(&mut self, now: Duration, bytes: &[u8]) -> Result<Vec<Action>, DhcpError> {
-        let msg = Message::from_bytes(bytes)?;
-        if msg.opcode() != Opcode::BootReply || msg.chaddr().get(..6) != Some(&self.mac[..]) {
+        let msg = decode_untrusted(bytes)?;
+        // `Message::chaddr` slices by the wire's hlen and panics past 16: check hlen first.
+        if msg.opcode() != Opcode::BootReply || msg.hlen() != 6 || msg.chaddr() != self.mac {
             return Ok(vec![]);
         }
         let kind = msg.opts().msg_type();
         match (self.state.clone(), kind) {
             (State::Selecting { xid }, Some(MessageType::Offer)) if msg.xid() == xid => {
                 match lease_from(&msg, None) {
-                    Some(offer) => {
-                        self.backoff_step = 0;
-                        self.request_offer(now, xid, offer, 0)
-                    }
+                    Some(offer) => self.request_offer(now, xid, offer, 0),
                     None => Ok(vec![]),
                 }
             }
@@ -290,12 +292,14 @@ impl DhcpClient {
                 Some(MessageType::Ack),
             ) if msg.xid() == xid => Ok(self.bind(now, &msg, lease.server, Some(lease))),
             (State::Requesting { xid, .. }, Some(MessageType::Nak)) if msg.xid() == xid => {
-                self.restart(now, vec![])
+                Ok(self.restart_after_nak(now, vec![]))
             }
             (
                 State::Renewing { xid, lease, .. } | State::Rebinding { xid, lease, .. },
                 Some(MessageType::Nak),
-            ) if msg.xid() == xid => self.restart(now, vec![Action::Deconfigure(lease)]),
+            ) if msg.xid() == xid => {
+                Ok(self.restart_after_nak(now, vec![Action::Deconfigure(lease)]))
+            }
             _ => Ok(vec![]),
         }
     }
@@ -322,6 +326,28 @@ impl DhcpClient {
     }
 }
 
+thread_local! {
+    static DECODING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread decodes a received datagram. PID 1's panic hook checks it: a panic
+/// inside the decoder (dhcproto has debug assertions and slicing that hostile bytes can trip)
+/// becomes [`DhcpError::DecoderPanic`] instead of a reboot.
+pub fn decoding_untrusted() -> bool {
+    DECODING.with(Cell::get)
+}
+
+/// Decodes received bytes, turning a panic inside dhcproto into an error.
+pub fn decode_untrusted(bytes: &[u8]) -> Result<Message, DhcpError> {
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(|| Message::from_bytes(bytes));
+    DECODING.with(|d| d.set(false));
+    match result {
+        Ok(decoded) => Ok(decoded?),
+        Err(_) => Err(DhcpError::DecoderPanic),
+    }
+}
+
 /// A BOOTREQUEST with no options, built by decoding bytes. `Message::new*` and `Default` call
 /// `rand::random()`, which blocks in early boot until the kernel's entropy pool is ready
 /// (tens of seconds under QEMU TCG without virtio-rng); decoding never does.
@@ -338,55 +364,6 @@ pub fn blank_request(xid: u32, ciaddr: Ipv4Addr, mac: [u8; 6]) -> Message {
         // The bytes above are a fixed, valid header; decoding them cannot fail.
         Err(e) => unreachable!("fixed BOOTREQUEST header failed to decode: {e}"),
     }
-}
-
-/// Prefix length of a contiguous netmask (leading one bits).
-pub fn prefix_len(mask: Ipv4Addr) -> u8 {
-    u32::from(mask).leading_ones() as u8
-}
-
-/// Reads a lease out of an OFFER or ACK; `None` without an address or server identifier.
-pub fn lease_from(msg: &Message, known_server: Option<Ipv4Addr>) -> Option<Lease> {
-    let opts = msg.opts();
-    let addr = msg.yiaddr();
-    let server = match opts.get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(s)) => *s,
-        _ => known_server?,
-    };
-    if addr.is_unspecified() {
-        return None;
-    }
-    let prefix = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => prefix_len(*mask),
-        _ => 24,
-    };
-    let router = match opts.get(OptionCode::Router) {
-        Some(DhcpOption::Router(r)) => r.first().copied(),
-        _ => None,
-    };
-    let dns = match opts.get(OptionCode::DomainNameServer) {
-        Some(DhcpOption::DomainNameServer(d)) => d.clone(),
-        _ => Vec::new(),
-    };
-    let secs = |code, default: u32| match opts.get(code) {
-        Some(
-            DhcpOption::AddressLeaseTime(s) | DhcpOption::Renewal(s) | DhcpOption::Rebinding(s),
-        ) => *s,
-        _ => default,
-    };
-    let lease = secs(OptionCode::AddressLeaseTime, 3600).max(1);
-    let t1 = secs(OptionCode::Renewal, lease / 2).min(lease);
-    let t2 = secs(OptionCode::Rebinding, lease / 8 * 7).clamp(t1, lease);
-    Some(Lease {
-        addr,
-        prefix,
-        router,
-        dns,
-        server,
-        lease_time: Duration::from_secs(lease.into()),
-        t1: Duration::from_secs(t1.into()),
-        t2: Duration::from_secs(t2.into()),
-    })
 }
 
 #[cfg(test)]

@@ -99,22 +99,25 @@ fn discover_offer_request_ack_configures_the_lease() {
 }
 
 #[test]
-fn nak_while_requesting_restarts_discovery() {
+fn nak_while_requesting_restarts_discovery_after_a_growing_backoff() {
     let mut client = DhcpClient::new(MAC, None, 7);
-    let (discover, _) = sent(&client.on_timeout(secs(0)).unwrap());
-    let (request, _) = sent(
-        &client
-            .on_packet(secs(0), &reply(&discover, MessageType::Offer, ADDR))
-            .unwrap(),
+    let mut now = secs(0);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let (discover, _) = sent(&client.on_timeout(now).unwrap());
+        assert_eq!(discover.opts().msg_type(), Some(MessageType::Discover));
+        let offer = reply(&discover, MessageType::Offer, ADDR);
+        let (request, _) = sent(&client.on_packet(now, &offer).unwrap());
+        let nak = reply(&request, MessageType::Nak, ADDR);
+        assert_eq!(client.on_packet(now, &nak).unwrap(), vec![]);
+        assert_eq!(client.state_name(), "INIT");
+        waits.push(client.deadline() - now);
+        now = client.deadline();
+    }
+    assert!(
+        waits[0] >= secs(7) && waits[1] > waits[0] && waits[2] > waits[1],
+        "{waits:?}"
     );
-    let (again, to) = sent(
-        &client
-            .on_packet(secs(1), &reply(&request, MessageType::Nak, ADDR))
-            .unwrap(),
-    );
-    assert_eq!(to, Destination::Broadcast);
-    assert_eq!(again.opts().msg_type(), Some(MessageType::Discover));
-    assert_eq!(client.state_name(), "SELECTING");
 }
 
 #[test]
@@ -204,14 +207,19 @@ fn ack_with_a_new_address_while_renewing_replaces_the_old_one() {
 }
 
 #[test]
-fn nak_while_renewing_drops_the_lease() {
+fn nak_while_renewing_drops_the_lease_and_rediscovers() {
     let mut client = bound_client();
     let (renew, _) = sent(&client.on_timeout(secs(1800)).unwrap());
     let actions = client
         .on_packet(secs(1800), &reply(&renew, MessageType::Nak, ADDR))
         .unwrap();
-    assert!(matches!(&actions[0], Action::Deconfigure(l) if l.addr == ADDR));
-    assert_eq!(client.state_name(), "SELECTING");
+    assert!(
+        matches!(&actions[..], [Action::Deconfigure(l)] if l.addr == ADDR),
+        "{actions:?}"
+    );
+    assert_eq!(client.state_name(), "INIT");
+    let (discover, _) = sent(&client.on_timeout(client.deadline()).unwrap());
+    assert_eq!(discover.opts().msg_type(), Some(MessageType::Discover));
 }
 
 #[test]
@@ -260,13 +268,6 @@ fn requesting_gives_up_after_four_tries_and_rediscovers() {
 }
 
 #[test]
-fn netmask_prefix_lengths() {
-    assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 0)), 24);
-    assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 240, 0)), 20);
-    assert_eq!(prefix_len(Ipv4Addr::UNSPECIFIED), 0);
-}
-
-#[test]
 fn blank_request_matches_the_library_constructor() {
     let ours = blank_request(0x1234_5678, ADDR, MAC);
     let theirs = Message::new_with_id(
@@ -278,4 +279,28 @@ fn blank_request_matches_the_library_constructor() {
         &MAC,
     );
     assert_eq!(ours.to_vec().unwrap(), theirs.to_vec().unwrap());
+}
+
+#[test]
+fn truncated_and_random_datagrams_never_panic() {
+    let mut client = DhcpClient::new(MAC, None, 11);
+    let (discover, _) = sent(&client.on_timeout(secs(0)).unwrap());
+    let offer = reply(&discover, MessageType::Offer, ADDR);
+    for len in 0..offer.len() {
+        let mut probe = DhcpClient::new(MAC, None, 11);
+        sent(&probe.on_timeout(secs(0)).unwrap());
+        let _ = probe.on_packet(secs(0), &offer[..len]);
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..2000 {
+        let mut bytes = offer.clone();
+        for _ in 0..(round % 16 + 1) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = (rng % bytes.len() as u64) as usize;
+            bytes[at] = (rng >> 32) as u8;
+        }
+        let _ = client.on_packet(secs(0), &bytes);
+    }
 }

@@ -98,3 +98,20 @@ fn kernel_accepts_link_address_and_route_requests() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn random_reply_buffers_never_panic() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for len in 0..200 {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // mostly small values so lengths and types look plausible
+                (rng % 24) as u8
+            })
+            .collect();
+        let _ = find_ack(&bytes, 0);
+    }
+}

@@ -2,15 +2,18 @@
 //!
 //! A wired NIC is an interface under `/sys/class/net` with a `device` link (so not lo, bridges,
 //! veths or taps), ARP type 1 (Ethernet) and no `wireless` directory. The first lease any NIC
-//! gets is announced through the `on_ready` callback. What the leases change on the system (address, route,
-//! resolv.conf) is in [`client`]; the netlink messages in [`link`]; the protocol in [`dhcp`].
+//! gets makes that NIC the uplink (default route, DNS) and is announced through `on_ready`. What
+//! the leases change on the system is in [`client`]; the netlink messages in [`link`]; the
+//! protocol in [`dhcp`].
 
 pub mod client;
 pub mod dhcp;
+pub mod lease;
 pub mod link;
 
 use crate::info;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,8 +81,8 @@ pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
 }
 
 /// Sets lo and every NIC up and starts a DHCP client thread per NIC. `on_ready` receives
-/// `ADDR/PREFIX` of each configured lease (the caller keeps only the first).
-pub fn start(nics: &[Nic], hostname: &str, on_ready: Arc<dyn Fn(String) + Send + Sync>) {
+/// `ADDR/PREFIX` of each lease the uplink NIC configures (the caller keeps only the first).
+pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
     match link::Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = nl.set_up(1) {
@@ -88,9 +91,16 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: Arc<dyn Fn(String) + Send +
         }
         Err(e) => info!("lo: {e}"),
     }
+    let config = client::ClientConfig {
+        hostname: hostname.to_owned(),
+        resolv_conf: "/etc/resolv.conf".into(),
+        uplink: Arc::new(client::Uplink::default()),
+    };
+    let never = Arc::new(AtomicBool::new(false));
     for nic in nics {
-        let (nic, hostname, on_ready) = (nic.clone(), hostname.to_owned(), on_ready.clone());
-        std::thread::spawn(move || client::run(nic, hostname, on_ready));
+        let (nic, config, on_ready, never) =
+            (nic.clone(), config.clone(), on_ready.clone(), never.clone());
+        std::thread::spawn(move || client::run(nic, config, on_ready, never));
     }
 }
 

@@ -1,0 +1,262 @@
+//! One caller's batch of ATA frames: keep up to the shared window in flight, match replies,
+//! retransmit on timeout with backoff, give up after the total deadline. Frames of one call
+//! may complete in any order; each carries its own slice of the caller's buffer.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use super::{InitiatorError, Shared};
+use crate::ata::STATUS_ERR;
+use crate::wire::{AtaRepr, Body, Command, HeaderRepr, Message};
+
+/// One frame to send: its ATA registers and the byte range of the caller's buffer it reads
+/// into or writes from.
+#[derive(Debug, Clone)]
+pub(super) struct Op {
+    pub ata: AtaRepr,
+    pub range: Range<usize>,
+}
+
+/// The caller's buffer.
+pub(super) enum Data<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+    None,
+}
+
+/// A response, handed from the receive thread to the caller.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub tag: u32,
+    pub error: Option<crate::wire::AoeError>,
+    pub ata: Option<AtaRepr>,
+    pub data: Vec<u8>,
+    pub at: Instant,
+}
+
+struct InFlight {
+    op: usize,
+    sent: Instant,
+    deadline: Instant,
+    retries: u32,
+}
+
+impl Shared {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, mpsc::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a window slot; blocks (until `until`) only when `block` is set.
+    fn acquire(&self, block: bool, until: Instant) -> bool {
+        let w = &self.window;
+        let mut n = w.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *n < w.limit {
+                *n += 1;
+                return true;
+            }
+            let now = Instant::now();
+            if !block || now >= until {
+                return false;
+            }
+            n = w
+                .freed
+                .wait_timeout(n, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut n = self
+            .window
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *n -= count.min(*n);
+        self.window.freed.notify_all();
+    }
+
+    fn send_op(
+        &self,
+        tag: u32,
+        op: &Op,
+        data: &Data,
+        frame: &mut Vec<u8>,
+    ) -> Result<(), InitiatorError> {
+        let payload = match data {
+            Data::Write(buf) => &buf[op.range.clone()],
+            _ => &[][..],
+        };
+        let msg = Message {
+            dst: self.target_mac(),
+            src: self.sock.mac(),
+            header: HeaderRepr::request(self.target.shelf, self.target.slot, Command::Ata, tag),
+            body: Body::Ata {
+                ata: op.ata,
+                data: payload,
+            },
+        };
+        frame.resize(msg.buffer_len(), 0);
+        let n = msg.emit(frame)?;
+        let sent = self.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let hook = self.cfg.drop_request_one_in;
+        if hook != 0 && sent.is_multiple_of(hook) {
+            self.dropped_by_hook.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.sock.send(&frame[..n])?;
+        Ok(())
+    }
+
+    /// Runs every op to completion or to the first error.
+    pub(super) fn run(&self, ops: &[Op], mut data: Data) -> Result<(), InitiatorError> {
+        let (tx, rx) = mpsc::channel();
+        let mut inflight: HashMap<u32, InFlight> = HashMap::new();
+        let result = self.run_inner(ops, &mut data, &tx, &rx, &mut inflight);
+        let mut pending = self.lock_pending();
+        for tag in inflight.keys() {
+            pending.remove(tag);
+        }
+        drop(pending);
+        self.release(inflight.len());
+        result
+    }
+
+    fn run_inner(
+        &self,
+        ops: &[Op],
+        data: &mut Data,
+        tx: &mpsc::Sender<Reply>,
+        rx: &mpsc::Receiver<Reply>,
+        inflight: &mut HashMap<u32, InFlight>,
+    ) -> Result<(), InitiatorError> {
+        let start = Instant::now();
+        let give_up = start + self.cfg.total_timeout;
+        let timed_out = || InitiatorError::TimedOut {
+            shelf: self.target.shelf,
+            slot: self.target.slot,
+            after: start.elapsed(),
+        };
+        let mut frame = Vec::new();
+        let mut next = 0;
+        loop {
+            while next < ops.len() && self.acquire(inflight.is_empty(), give_up) {
+                let tag =
+                    0x8000_0000 | (self.next_tag.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff);
+                self.lock_pending().insert(tag, tx.clone());
+                let rto = self.rtt.lock().unwrap_or_else(|p| p.into_inner()).rto();
+                let now = Instant::now();
+                inflight.insert(
+                    tag,
+                    InFlight {
+                        op: next,
+                        sent: now,
+                        deadline: now + rto,
+                        retries: 0,
+                    },
+                );
+                self.send_op(tag, &ops[next], data, &mut frame)?;
+                next += 1;
+            }
+            if inflight.is_empty() {
+                if next == ops.len() {
+                    return Ok(());
+                }
+                return Err(timed_out());
+            }
+            let earliest = inflight
+                .values()
+                .map(|f| f.deadline)
+                .min()
+                .unwrap_or(give_up);
+            match rx.recv_timeout(earliest.saturating_duration_since(Instant::now())) {
+                Ok(reply) => {
+                    let Some(f) = inflight.remove(&reply.tag) else {
+                        continue;
+                    };
+                    self.release(1);
+                    // Karn: only frames answered on their first transmission are sampled,
+                    // so a lost frame's backoff never inflates the estimate.
+                    if f.retries == 0 {
+                        let rtt = reply.at.saturating_duration_since(f.sent);
+                        self.rtt
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .sample(rtt);
+                    }
+                    self.complete(&ops[f.op], &reply, data)?;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= give_up {
+                        return Err(timed_out());
+                    }
+                    let expired: Vec<u32> = inflight
+                        .iter()
+                        .filter(|(_, f)| f.deadline <= now)
+                        .map(|(t, _)| *t)
+                        .collect();
+                    for tag in expired {
+                        let Some(f) = inflight.get_mut(&tag) else {
+                            continue;
+                        };
+                        f.retries += 1;
+                        let wait = self
+                            .rtt
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .backed_off(f.retries);
+                        f.deadline = (now + wait).min(give_up.max(now + Duration::from_millis(1)));
+                        self.retransmits.fetch_add(1, Ordering::Relaxed);
+                        self.send_op(tag, &ops[f.op], data, &mut frame)?;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(timed_out()),
+            }
+        }
+    }
+
+    /// Checks one reply and copies read data into place.
+    fn complete(&self, op: &Op, reply: &Reply, data: &mut Data) -> Result<(), InitiatorError> {
+        if let Some(error) = reply.error {
+            return Err(InitiatorError::Aoe {
+                shelf: self.target.shelf,
+                slot: self.target.slot,
+                error,
+            });
+        }
+        let ata = reply.ata.ok_or(InitiatorError::ShortResponse {
+            lba: op.ata.lba,
+            got: 0,
+            want: 12,
+        })?;
+        if ata.cmd_status & STATUS_ERR != 0 {
+            return Err(InitiatorError::Ata {
+                command: op.ata.cmd_status,
+                lba: op.ata.lba,
+                status: ata.cmd_status,
+                error: ata.err_feature,
+            });
+        }
+        if let Data::Read(buf) = data {
+            let want = op.range.len();
+            let src = reply
+                .data
+                .get(..want)
+                .ok_or(InitiatorError::ShortResponse {
+                    lba: op.ata.lba,
+                    got: reply.data.len(),
+                    want,
+                })?;
+            buf[op.range.clone()].copy_from_slice(src);
+        }
+        Ok(())
+    }
+}

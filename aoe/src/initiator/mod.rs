@@ -1,0 +1,384 @@
+//! The user-space AoE initiator: one target at one shelf/slot, reached over an AF_PACKET
+//! socket, presented as a synchronous block device (`read_at`, `write_at`, `flush`, `size`)
+//! that any number of threads may call at once (it is `Send + Sync`).
+//!
+//! A receive thread matches responses to requests by tag (bit 31 always set, so the Linux
+//! driver ignores ours); callers keep up to a window of frames in flight, sized from the
+//! target's buffer count, and retransmit on an RTT-estimated timeout with backoff until a
+//! total deadline, after which the call fails with `TimedOut`. Requests are cut into frames
+//! of as many sectors as both the target and the local MTU allow (jumbo frames included).
+
+mod discover;
+mod exchange;
+mod rtt;
+
+pub use discover::{discover, DiscoverError, Found};
+pub use rtt::RttEstimator;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ata::{self, SECTOR_SIZE};
+use crate::net::{NetError, PacketSocket};
+use crate::target::sectors_per_frame;
+use crate::wire::{
+    AoeError, AtaRepr, Body, Command, Mac, Message, WireError, AFLAG_EXTENDED, AFLAG_WRITE,
+};
+use exchange::{Op, Reply};
+
+/// A block operation through the initiator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitiatorError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("emit frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("no target answered for shelf {shelf} slot {slot}")]
+    NoTarget { shelf: u16, slot: u8 },
+    #[error("target e{shelf}.{slot} did not answer within {after:?}")]
+    TimedOut {
+        shelf: u16,
+        slot: u8,
+        after: Duration,
+    },
+    #[error("target e{shelf}.{slot} answered with AoE error: {error}")]
+    Aoe {
+        shelf: u16,
+        slot: u8,
+        error: AoeError,
+    },
+    #[error(
+        "ATA command {command:#04x} at LBA {lba} failed: status {status:#04x} error {error:#04x}"
+    )]
+    Ata {
+        command: u8,
+        lba: u64,
+        status: u8,
+        error: u8,
+    },
+    #[error("response for LBA {lba} carried {got} data bytes, expected {want}")]
+    ShortResponse { lba: u64, got: usize, want: usize },
+    #[error("offset {offset} length {len} is not sector aligned")]
+    Unaligned { offset: u64, len: usize },
+    #[error("offset {offset} length {len} is beyond the device size {size}")]
+    OutOfRange { offset: u64, len: usize, size: u64 },
+    #[error("IDENTIFY DEVICE response is unusable")]
+    BadIdentify,
+    #[error("spawn receive thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Frames the receive thread takes per `recvmmsg`.
+const RX_BATCH: usize = 32;
+
+/// Tuning of the initiator.
+#[derive(Debug, Clone)]
+pub struct InitiatorConfig {
+    /// A call fails with `TimedOut` after this long without completing.
+    pub total_timeout: Duration,
+    /// Upper bound on frames in flight (the target's buffer count bounds it too).
+    pub max_window: usize,
+    pub initial_rto: Duration,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    /// Test hook: do not actually send every n-th frame (0 = never), as if it were lost.
+    pub drop_request_one_in: u64,
+}
+
+impl Default for InitiatorConfig {
+    fn default() -> Self {
+        InitiatorConfig {
+            total_timeout: Duration::from_secs(30),
+            max_window: 64,
+            initial_rto: Duration::from_millis(200),
+            min_rto: Duration::from_millis(50),
+            max_rto: Duration::from_secs(2),
+            drop_request_one_in: 0,
+        }
+    }
+}
+
+/// Counters of one initiator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitiatorStats {
+    pub frames_sent: u64,
+    pub retransmits: u64,
+    pub dropped_by_hook: u64,
+}
+
+/// Frames allowed in flight, shared by all callers.
+#[derive(Debug)]
+struct Window {
+    inflight: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sock: PacketSocket,
+    target: Found,
+    max_sectors: usize,
+    cfg: InitiatorConfig,
+    window: Window,
+    pending: Mutex<HashMap<u32, Sender<Reply>>>,
+    rtt: Mutex<RttEstimator>,
+    next_tag: AtomicU32,
+    stop: AtomicBool,
+    frames_sent: AtomicU64,
+    retransmits: AtomicU64,
+    dropped_by_hook: AtomicU64,
+}
+
+/// A connection to one AoE target.
+#[derive(Debug)]
+pub struct Initiator {
+    shared: Arc<Shared>,
+    sectors: u64,
+    rx: Option<JoinHandle<()>>,
+}
+
+impl Initiator {
+    /// Finds shelf/slot on the socket's segment (retrying discovery until the total timeout),
+    /// starts the receive thread and reads the capacity with IDENTIFY DEVICE.
+    pub fn open(
+        sock: PacketSocket,
+        shelf: u16,
+        slot: u8,
+        cfg: InitiatorConfig,
+    ) -> Result<Self, InitiatorError> {
+        let start = Instant::now();
+        let target = loop {
+            let found = discover(&sock, shelf, slot, Duration::from_millis(250), Some(1))?;
+            if let Some(f) = found.into_iter().next() {
+                break f;
+            }
+            if start.elapsed() > cfg.total_timeout {
+                return Err(InitiatorError::NoTarget { shelf, slot });
+            }
+        };
+        sock.set_recv_timeout(Duration::from_millis(50))?;
+        let max_sectors = sectors_per_frame(sock.mtu())
+            .min(usize::from(target.sector_count))
+            .max(1);
+        let limit = usize::from(target.buffer_count).clamp(1, cfg.max_window.max(1));
+        let shared = Arc::new(Shared {
+            sock,
+            target,
+            max_sectors,
+            window: Window {
+                inflight: Mutex::new(0),
+                freed: Condvar::new(),
+                limit,
+            },
+            pending: Mutex::new(HashMap::new()),
+            rtt: Mutex::new(RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto)),
+            next_tag: AtomicU32::new(1),
+            stop: AtomicBool::new(false),
+            frames_sent: AtomicU64::new(0),
+            retransmits: AtomicU64::new(0),
+            dropped_by_hook: AtomicU64::new(0),
+            cfg,
+        });
+        let rx_shared = Arc::clone(&shared);
+        let rx = std::thread::Builder::new()
+            .name("aoe-initiator-rx".into())
+            .spawn(move || rx_shared.receive_loop())
+            .map_err(InitiatorError::Spawn)?;
+        let mut ini = Initiator {
+            shared,
+            sectors: 0,
+            rx: Some(rx),
+        };
+        let mut page = [0u8; 512];
+        let identify = AtaRepr {
+            sector_count: 1,
+            cmd_status: ata::CMD_IDENTIFY,
+            ..Default::default()
+        };
+        ini.shared.run(
+            &[Op {
+                ata: identify,
+                range: 0..512,
+            }],
+            exchange::Data::Read(&mut page),
+        )?;
+        ini.sectors = ata::identify_sectors(&page).ok_or(InitiatorError::BadIdentify)?;
+        Ok(ini)
+    }
+
+    /// Device size in bytes.
+    pub fn size(&self) -> u64 {
+        self.sectors * SECTOR_SIZE as u64
+    }
+
+    /// The target's address and advertised limits.
+    pub fn target(&self) -> &Found {
+        &self.shared.target
+    }
+
+    /// Frames in flight at most, and sectors per frame.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.shared.window.limit, self.shared.max_sectors)
+    }
+
+    pub fn stats(&self) -> InitiatorStats {
+        let s = &self.shared;
+        InitiatorStats {
+            frames_sent: s.frames_sent.load(Ordering::Relaxed),
+            retransmits: s.retransmits.load(Ordering::Relaxed),
+            dropped_by_hook: s.dropped_by_hook.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<(), InitiatorError> {
+        if !offset.is_multiple_of(SECTOR_SIZE as u64) || !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(InitiatorError::Unaligned { offset, len });
+        }
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.size())
+        {
+            return Err(InitiatorError::OutOfRange {
+                offset,
+                len,
+                size: self.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One frame per `max_sectors` sectors of `len` bytes at `offset`.
+    fn ops(&self, offset: u64, len: usize, write: bool) -> Vec<Op> {
+        let per = self.shared.max_sectors * SECTOR_SIZE;
+        (0..len)
+            .step_by(per)
+            .map(|at| {
+                let n = per.min(len - at);
+                Op {
+                    ata: AtaRepr {
+                        aflags: AFLAG_EXTENDED | if write { AFLAG_WRITE } else { 0 },
+                        err_feature: 0,
+                        sector_count: (n / SECTOR_SIZE) as u8,
+                        cmd_status: if write {
+                            ata::CMD_WRITE_EXT
+                        } else {
+                            ata::CMD_READ_EXT
+                        },
+                        lba: (offset + at as u64) / SECTOR_SIZE as u64,
+                    },
+                    range: at..at + n,
+                }
+            })
+            .collect()
+    }
+
+    /// Reads `buf.len()` bytes at `offset` (both sector aligned).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), InitiatorError> {
+        self.check(offset, buf.len())?;
+        let ops = self.ops(offset, buf.len(), false);
+        self.shared.run(&ops, exchange::Data::Read(buf))
+    }
+
+    /// Writes `buf` at `offset` (both sector aligned); returns once the target acknowledged
+    /// every frame (our target acknowledges only durable writes).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), InitiatorError> {
+        self.check(offset, buf.len())?;
+        let ops = self.ops(offset, buf.len(), true);
+        self.shared.run(&ops, exchange::Data::Write(buf))
+    }
+
+    /// FLUSH CACHE EXT.
+    pub fn flush(&self) -> Result<(), InitiatorError> {
+        let flush = AtaRepr {
+            aflags: AFLAG_EXTENDED,
+            cmd_status: ata::CMD_FLUSH_EXT,
+            ..Default::default()
+        };
+        self.shared.run(
+            &[Op {
+                ata: flush,
+                range: 0..0,
+            }],
+            exchange::Data::None,
+        )
+    }
+}
+
+impl Drop for Initiator {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(rx) = self.rx.take() {
+            let _ = rx.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Delivers each response to the caller waiting on its tag; duplicates find no waiter.
+    fn receive_loop(&self) {
+        let size = self.sock.mtu() + 14;
+        let mut frames = vec![vec![0u8; size]; RX_BATCH];
+        let mut lens = [0usize; RX_BATCH];
+        while !self.stop.load(Ordering::Relaxed) {
+            let count = match self.sock.recv_batch(&mut frames, &mut lens) {
+                Ok(n) => n,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let at = Instant::now();
+            for (frame, &len) in frames.iter().zip(&lens).take(count) {
+                if len > 0 {
+                    self.deliver(&frame[..len], at);
+                }
+            }
+        }
+    }
+
+    /// Hands one received frame to the caller waiting for its tag, if any.
+    fn deliver(&self, frame: &[u8], at: Instant) {
+        let Ok(msg) = Message::parse(frame) else {
+            return;
+        };
+        let h = msg.header;
+        if !h.response
+            || msg.src != self.target.mac
+            || (h.shelf, h.slot) != (self.target.shelf, self.target.slot)
+            || h.command != Command::Ata
+            || h.tag & 0x8000_0000 == 0
+        {
+            return;
+        }
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&h.tag);
+        let Some(waiter) = waiter else {
+            return;
+        };
+        let (ata, data) = match msg.body {
+            Body::Ata { ata, data } => (Some(ata), data.to_vec()),
+            _ => (None, Vec::new()),
+        };
+        let _ = waiter.send(Reply {
+            tag: h.tag,
+            error: h.error,
+            ata,
+            data,
+            at,
+        });
+    }
+
+    fn target_mac(&self) -> Mac {
+        self.target.mac
+    }
+}

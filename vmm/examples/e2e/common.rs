@@ -1,0 +1,85 @@
+//! What the end-to-end programs agree on: disk patterns, the frame marker, the guest MAC.
+
+/// Bytes in each test disk.
+pub const DISK_BYTES: usize = 1 << 20;
+/// The payload the guest sends and the node looks for on the tap.
+pub const FRAME_MARKER: &[u8] = b"mallee-e2e-frame";
+/// The guest NIC's MAC.
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x01];
+/// A local experimental EtherType.
+pub const ETHERTYPE: u16 = 0x88b5;
+
+/// Byte `i` of disk `disk` (1: written by the node, read by the guest; 2: written by the guest).
+pub fn pattern(disk: u8, i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9) ^ (usize::from(disk) * 0x5a)) as u8
+}
+
+/// The whole pattern of `disk`.
+pub fn disk_image(disk: u8) -> Vec<u8> {
+    (0..DISK_BYTES).map(|i| pattern(disk, i)).collect()
+}
+
+/// Writes one line to the console (stdout), flushed.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Sets a network interface up.
+pub fn link_up(name: &str) -> std::io::Result<i32> {
+    // SAFETY: plain socket creation.
+    let ctl = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if ctl < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFINDEX/SIOCGIFFLAGS/SIOCSIFFLAGS read and write a 40-byte struct ifreq.
+    let index = unsafe {
+        if libc::ioctl(ctl, libc::SIOCGIFINDEX, ifr.as_mut_ptr()) < 0 {
+            libc::close(ctl);
+            return Err(std::io::Error::last_os_error());
+        }
+        let index = i32::from_ne_bytes([ifr[16], ifr[17], ifr[18], ifr[19]]);
+        ifr[16..20].fill(0);
+        libc::ioctl(ctl, libc::SIOCGIFFLAGS, ifr.as_mut_ptr());
+        let flags = i16::from_ne_bytes([ifr[16], ifr[17]]) | libc::IFF_UP as i16;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        let rc = libc::ioctl(ctl, libc::SIOCSIFFLAGS, ifr.as_mut_ptr());
+        libc::close(ctl);
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        index
+    };
+    Ok(index)
+}
+
+/// A raw AF_PACKET socket bound to interface `index`.
+pub fn packet_socket(index: i32) -> std::io::Result<i32> {
+    let proto = 0x0003u16.to_be(); // ETH_P_ALL
+                                   // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index;
+    // SAFETY: the pointer and length describe `sll`.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}

@@ -1,0 +1,160 @@
+//! End-to-end node program: run by `mallee-init` (`mallee.run=`) inside a nested QEMU node. It
+//! makes two disk images (one with a known pattern, one blank), a persistent tap it watches with
+//! an AF_PACKET socket, runs `mallee-vmm` on the Debian kernel and the test initramfs, then checks
+//! what the guest did: the frame on the tap, the exit status, the pattern on the second disk.
+//!
+//! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
+//! image.
+
+#[path = "e2e/common.rs"]
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{say, ETHERTYPE, FRAME_MARKER, GUEST_MAC};
+
+const TAP: &str = "vmtap0";
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+
+fn make_persistent_tap() -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut ifr = [0u8; 40];
+    ifr[..TAP.len()].copy_from_slice(TAP.as_bytes());
+    let flags: i16 = 0x2 | 0x1000 | 0x4000; // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF takes a 40-byte ifreq; TUNSETPERSIST takes an int by value.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) < 0
+            || libc::ioctl(f.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Watches the tap until `stop`, returning whether the guest's marked frame went by.
+fn sniff(fd: i32, stop: Arc<AtomicBool>) -> bool {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 14 {
+            let f = &buf[..n as usize];
+            if f[6..12] == GUEST_MAC
+                && f[12..14] == ETHERTYPE.to_be_bytes()
+                && f.windows(FRAME_MARKER.len()).any(|w| w == FRAME_MARKER)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn run() -> Result<(), String> {
+    std::fs::create_dir_all("/tmp").map_err(|e| e.to_string())?;
+    std::fs::write("/tmp/disk1.img", common::disk_image(1)).map_err(|e| e.to_string())?;
+    std::fs::write("/tmp/disk2.img", vec![0u8; common::DISK_BYTES]).map_err(|e| e.to_string())?;
+    make_persistent_tap().map_err(|e| format!("tap: {e}"))?;
+    let index = common::link_up(TAP).map_err(|e| format!("tap up: {e}"))?;
+    let fd = common::packet_socket(index).map_err(|e| format!("packet socket: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sniffer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || sniff(fd, stop))
+    };
+
+    let mac = GUEST_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    say("vmm-e2e-node: starting mallee-vmm");
+    let started = Instant::now();
+    let mut child = Command::new("/bin/mallee-vmm")
+        .args([
+            "--kernel",
+            "/vmm-e2e/vmlinuz",
+            "--initrd",
+            "/vmm-e2e/guest.img",
+        ])
+        .args([
+            "--cmdline",
+            "console=ttyS0 panic=-1 reboot=k quiet loglevel=4",
+        ])
+        .args(["--mem", "256M", "--vcpus", "2"])
+        .args([
+            "--disk",
+            "/tmp/disk1.img,ro,serial=e2e-disk1",
+            "--disk",
+            "/tmp/disk2.img",
+        ])
+        .args(["--net", &format!("tap={TAP},mac={mac}")])
+        .args(["--api-socket", "/tmp/vmm.sock"])
+        .spawn()
+        .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
+    let deadline = started + Duration::from_secs(600);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                return Err("mallee-vmm did not finish in 600 s".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    };
+    say(&format!(
+        "vmm-e2e-node: vmm exit={} after {} ms",
+        status.code().unwrap_or(-1),
+        started.elapsed().as_millis()
+    ));
+    stop.store(true, Ordering::SeqCst);
+    let seen = sniffer.join().unwrap_or(false);
+    say(&format!("vmm-e2e-node: frame seen on tap={seen}"));
+    let mut disk2 = Vec::new();
+    File::open("/tmp/disk2.img")
+        .and_then(|mut f| f.read_to_end(&mut disk2))
+        .map_err(|e| format!("read disk2: {e}"))?;
+    let pattern_ok = disk2 == common::disk_image(2);
+    say(&format!("vmm-e2e-node: disk2 pattern ok={pattern_ok}"));
+    if status.code() == Some(2) && seen && pattern_ok {
+        Ok(())
+    } else {
+        Err("checks failed".into())
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => {
+            say("vmm-e2e-node: PASS");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(&format!("vmm-e2e-node: FAIL {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}

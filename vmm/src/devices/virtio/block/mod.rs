@@ -1,0 +1,149 @@
+//! The virtio-blk device: feature bits, configuration space, and the queue handler that runs
+//! requests (parsing and checks live in [`request`], storage in [`backend`]).
+
+pub mod backend;
+pub mod request;
+#[cfg(test)]
+mod tests;
+
+use virtio_queue::QueueT;
+
+use self::backend::BlockBackend;
+use self::request::{Disk, ID_BYTES, SECTOR_SIZE};
+use super::worker::{QueueHandler, Worker};
+use super::{check_queues, read_config_bytes, ActivateError, ActiveQueue, GuestMemoryMmap};
+use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// virtio device ID of a block device.
+pub const TYPE_BLOCK: u16 = 2;
+/// Queue size offered.
+pub const QUEUE_SIZE: u16 = 256;
+
+const F_SEG_MAX: u64 = 1 << 2;
+const F_RO: u64 = 1 << 5;
+const F_BLK_SIZE: u64 = 1 << 6;
+const F_FLUSH: u64 = 1 << 9;
+const F_DISCARD: u64 = 1 << 13;
+const F_WRITE_ZEROES: u64 = 1 << 14;
+
+/// A virtio-blk device over any [`BlockBackend`].
+pub struct Block {
+    disk: Option<Disk<Box<dyn BlockBackend>>>,
+    worker: Option<Worker<BlockHandler>>,
+    features: u64,
+    config: Vec<u8>,
+    queue_sizes: [u16; 1],
+}
+
+impl Block {
+    /// A device serving `backend`; `serial` is truncated to 20 bytes.
+    pub fn new(backend: Box<dyn BlockBackend>, read_only: bool, serial: Option<&str>) -> Block {
+        let discard = backend.supports_discard() && !read_only;
+        let mut features = VIRTIO_F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        if read_only {
+            features |= F_RO;
+        } else {
+            features |= F_WRITE_ZEROES;
+        }
+        if discard {
+            features |= F_DISCARD;
+        }
+        let mut id = [0u8; ID_BYTES];
+        if let Some(s) = serial {
+            let n = s.len().min(ID_BYTES);
+            id[..n].copy_from_slice(&s.as_bytes()[..n]);
+        }
+        let config = config_space(backend.size() / SECTOR_SIZE);
+        Block {
+            disk: Some(Disk {
+                backend,
+                read_only,
+                serial: id,
+                discard,
+            }),
+            worker: None,
+            features,
+            config,
+            queue_sizes: [QUEUE_SIZE],
+        }
+    }
+}
+
+/// The virtio_blk_config image (60 bytes, little-endian).
+fn config_space(sectors: u64) -> Vec<u8> {
+    let mut c = vec![0u8; 60];
+    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    // seg_max: a chain has a header and a status descriptor besides data.
+    c[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+    c[20..24].copy_from_slice(&512u32.to_le_bytes());
+    c[34..36].copy_from_slice(&1u16.to_le_bytes());
+    let max_sectors = u32::MAX / 512;
+    c[36..40].copy_from_slice(&max_sectors.to_le_bytes()); // max_discard_sectors
+    c[40..44].copy_from_slice(&1u32.to_le_bytes()); // max_discard_seg
+    c[44..48].copy_from_slice(&8u32.to_le_bytes()); // discard_sector_alignment
+    c[48..52].copy_from_slice(&max_sectors.to_le_bytes()); // max_write_zeroes_sectors
+    c[52..56].copy_from_slice(&1u32.to_le_bytes()); // max_write_zeroes_seg
+    c
+}
+
+struct BlockHandler {
+    disk: Disk<Box<dyn BlockBackend>>,
+}
+
+impl QueueHandler for BlockHandler {
+    fn process_queue(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
+        let q = &mut queues[index];
+        let mut any = false;
+        while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let done = request::process(mem, chain, &mut self.disk);
+            // add_used only fails for an out-of-range head, which pop never returns.
+            let _ = q.queue.add_used(mem, head, done.used_len);
+            any = true;
+        }
+        if any {
+            q.signal_used(mem);
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u16 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        _acked_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        check_queues(&mem, &queues, 1)?;
+        let disk = self.disk.take().ok_or(ActivateError::AlreadyActive)?;
+        self.worker = Some(Worker::spawn(
+            "virtio-blk",
+            mem,
+            queues,
+            BlockHandler { disk },
+        )?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(h) = self.worker.take().and_then(Worker::stop) {
+            self.disk = Some(h.disk);
+        }
+    }
+}

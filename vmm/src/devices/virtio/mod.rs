@@ -1,0 +1,144 @@
+//! The virtio device model: the [`VirtioDevice`] trait a transport drives, the queues a device
+//! gets at activation, and the worker thread that serves them.
+//!
+//! A device's queue processing runs on its own worker thread, woken by the queues' notification
+//! eventfds (ioeventfds in the VM) and by any extra fds the device has (a tap). Interrupts go out
+//! through one eventfd per queue (an irqfd in the VM). This module does not know about PCI: the
+//! transport in [`pci`] does.
+
+pub mod block;
+pub mod net;
+pub mod pci;
+pub mod rng;
+#[cfg(test)]
+pub mod test_utils;
+pub mod worker;
+
+use std::os::fd::RawFd;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Guest memory as the devices see it.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+/// VIRTIO_F_VERSION_1: the modern interface; every device offers it.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device status bits (virtio 1.2 section 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u8 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u8 = 2;
+    /// The driver is ready: activate.
+    pub const DRIVER_OK: u8 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = 8;
+    /// The device hit an error it cannot recover from.
+    pub const NEEDS_RESET: u8 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = 0x80;
+}
+
+/// A queue handed to a device at activation, with its notification and interrupt eventfds.
+pub struct ActiveQueue {
+    /// The queue state as the driver configured it.
+    pub queue: Queue,
+    /// Signalled by the guest (through an ioeventfd) when it adds buffers.
+    pub notify: EventFd,
+    /// Written to interrupt the guest; `None` when the driver assigned no MSI-X vector.
+    pub irq: Option<EventFd>,
+}
+
+impl ActiveQueue {
+    /// Interrupts the guest if the driver wants to hear about the used buffers just added.
+    pub fn signal_used(&mut self, mem: &GuestMemoryMmap) {
+        let wanted = self.queue.needs_notification(mem).unwrap_or(true);
+        if let (true, Some(irq)) = (wanted, &self.irq) {
+            // A failed eventfd write means the counter is saturated: an interrupt is pending.
+            let _ = irq.write(1);
+        }
+    }
+}
+
+/// Why a device could not start serving its queues.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up a different number of queues than the device has.
+    #[error("driver enabled {got} queues, device needs {want}")]
+    QueueCount {
+        /// Queues the device needs.
+        want: usize,
+        /// Queues the driver enabled.
+        got: usize,
+    },
+    /// A queue's addresses or size do not fit guest memory.
+    #[error("queue {0} is not valid in guest memory")]
+    InvalidQueue(usize),
+    /// The device was activated twice without a reset.
+    #[error("device is already active")]
+    AlreadyActive,
+    /// The worker thread could not be started.
+    #[error("cannot start the device worker: {0}")]
+    Worker(#[from] std::io::Error),
+}
+
+/// A virtio device as a transport sees it.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (1 net, 2 block, 4 entropy).
+    fn device_type(&self) -> u16;
+    /// The maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The feature bits the device offers.
+    fn features(&self) -> u64;
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space (most devices ignore it).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Starts serving `queues` with the features the driver accepted.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        acked_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError>;
+    /// Stops serving queues so the device can be activated again.
+    fn reset(&mut self);
+}
+
+/// Copies `data.len()` bytes of a config-space image at `offset`, zero past its end.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// Checks the queues a driver enabled against what the device needs and guest memory.
+pub fn check_queues(
+    mem: &GuestMemoryMmap,
+    queues: &[ActiveQueue],
+    want: usize,
+) -> Result<(), ActivateError> {
+    if queues.len() != want {
+        return Err(ActivateError::QueueCount {
+            want,
+            got: queues.len(),
+        });
+    }
+    match queues.iter().position(|q| !q.queue.is_valid(mem)) {
+        Some(i) => Err(ActivateError::InvalidQueue(i)),
+        None => Ok(()),
+    }
+}
+
+/// The raw fds of the queues' notification eventfds, in queue order.
+pub fn notify_fds(queues: &[ActiveQueue]) -> Vec<RawFd> {
+    use std::os::fd::AsRawFd;
+    queues.iter().map(|q| q.notify.as_raw_fd()).collect()
+}

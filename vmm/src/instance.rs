@@ -1,0 +1,145 @@
+//! One instance from its [`VmConfig`]: open the disks, taps and console, build the VM, load
+//! Linux, configure the vCPUs, start the API socket and run until the guest or the API ends it.
+//!
+//! This is the glue between configuration and the VM; each step's failure names what it was
+//! doing and with which file.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::Instant;
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+
+use crate::api::{self, ApiSocketError, ApiState};
+use crate::boot::{self, cpuid, regs, BootError, BootSpec};
+use crate::config::{TapSource, VmConfig};
+use crate::devices::virtio::block::backend::RawFile;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::tap::Tap;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::rng::Rng;
+use crate::exit::ExitReason;
+use crate::vm::{Vm, VmError};
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// Building the VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Loading the kernel failed.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// Setting up a vCPU failed.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// A disk image could not be opened.
+    #[error("cannot open disk {path}: {err}")]
+    Disk {
+        /// The path.
+        path: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// A tap could not be opened.
+    #[error("cannot open tap {tap}: {err}")]
+    Tap {
+        /// The tap name or fd.
+        tap: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// The serial output file could not be opened.
+    #[error("cannot open serial output {path}: {err}")]
+    Serial {
+        /// The path.
+        path: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// KVM CPUID setup failed.
+    #[error("cannot set up CPUID: {0}")]
+    Cpuid(kvm_ioctls::Error),
+    /// The API socket failed.
+    #[error(transparent)]
+    Api(#[from] ApiSocketError),
+}
+
+fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
+    match &cfg.serial {
+        None => Ok(Box::new(std::io::stdout())),
+        Some(path) => {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| InstanceError::Serial {
+                    path: path.display().to_string(),
+                    err,
+                })?;
+            Ok(Box::new(f))
+        }
+    }
+}
+
+/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end.
+pub fn run(cfg: &VmConfig) -> Result<ExitReason, InstanceError> {
+    let started = Instant::now();
+    let mut vm = Vm::new(cfg.mem_bytes)?;
+    vm.add_serial(console(cfg)?)?;
+    for d in &cfg.disks {
+        let raw = RawFile::open(&d.path, d.read_only).map_err(|err| InstanceError::Disk {
+            path: d.path.display().to_string(),
+            err,
+        })?;
+        let blk = Block::new(Box::new(raw), d.read_only, d.serial.as_deref());
+        vm.add_virtio(Box::new(blk))?;
+    }
+    for n in &cfg.nets {
+        let (tap, name) = match &n.tap {
+            TapSource::Name(name) => (Tap::open(name), name.clone()),
+            TapSource::Fd(fd) => (Tap::from_fd(*fd), format!("fd {fd}")),
+        };
+        let tap = tap.map_err(|err| InstanceError::Tap { tap: name, err })?;
+        vm.add_virtio(Box::new(Net::new(tap, n.mac)))?;
+    }
+    if cfg.rng {
+        vm.add_virtio(Box::new(Rng::new()))?;
+    }
+    let entry = boot::load(
+        &vm.mem,
+        &BootSpec {
+            kernel: &cfg.kernel,
+            initrd: cfg.initrd.as_deref(),
+            cmdline: &cfg.cmdline,
+            vcpus: cfg.vcpus,
+        },
+    )?;
+    let supported = vm
+        .kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(InstanceError::Cpuid)?;
+    let mut vcpus = Vec::new();
+    for id in 0..cfg.vcpus {
+        let fd = vm.create_vcpu(u64::from(id))?;
+        fd.set_cpuid2(&cpuid::for_vcpu(&supported, id, cfg.vcpus))
+            .map_err(InstanceError::Cpuid)?;
+        regs::setup_lint(&fd)?;
+        if id == 0 {
+            regs::setup_long_mode(&fd, &vm.mem, entry.entry)?;
+        }
+        vcpus.push(fd);
+    }
+    if let Some(path) = &cfg.api_socket {
+        api::serve(
+            path,
+            ApiState {
+                exit: vm.exit.clone(),
+                started,
+                vcpus: cfg.vcpus,
+                mem_bytes: cfg.mem_bytes,
+            },
+        )?;
+    }
+    Ok(vm.run(vcpus))
+}
