@@ -23,7 +23,11 @@ nsa="mallee-aoeb-$id-a"; nsb="mallee-aoeb-$id-b"; ifa="mab${id}a"; ifb="mab${id}
 work=$(mktemp -d "$here/target/bench-aoe.XXXXXX")
 target_pid=""
 cleanup() {
-    [ -n "$target_pid" ] && kill "$target_pid" 2>/dev/null && wait "$target_pid" 2>/dev/null
+    set +e # a failing kill/wait must not skip the namespace removal
+    if [ -n "$target_pid" ]; then
+        kill "$target_pid" 2>/dev/null
+        wait "$target_pid" 2>/dev/null
+    fi
     ip netns del "$nsa" 2>/dev/null || true
     ip netns del "$nsb" 2>/dev/null || true
     rm -rf "$work"

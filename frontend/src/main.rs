@@ -1,6 +1,78 @@
-//! `mallee-frontend`: cloud controller, Walrus, scheduler and PXE service (not yet implemented).
+//! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon; `[--config FILE] admin
+//! user create|list|delete` manages users.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("mallee-frontend: not implemented yet (see the frontend issues)");
-    std::process::ExitCode::FAILURE
+use anyhow::{bail, Context};
+use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // State, object data and credentials are private to the daemon's user.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config_path: Option<PathBuf> = None;
+    if args.first().map(String::as_str) == Some("--config") {
+        if args.len() < 2 {
+            bail!("--config needs a file");
+        }
+        config_path = Some(PathBuf::from(args.remove(1)));
+        args.remove(0);
+    }
+    let config = Config::load(config_path.as_deref())?;
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(config),
+        Some("admin") => {
+            let store = Store::open(&config.data_dir).context("opening the store")?;
+            println!("{}", admin::run(&store, &args[1..])?);
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}; try `serve` or `admin`"),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.recover().context("recovering the store")?;
+    let creds = config.credentials_path();
+    let new_admin = store.ensure_admin()?;
+    if new_admin.is_some() || !creds.exists() {
+        let admin = store
+            .list_users()?
+            .into_iter()
+            .find(|u| u.name == "admin")
+            .context("no admin user")?;
+        admin::write_credentials(&creds, &admin)?;
+        tracing::info!(path = %creds.display(), "wrote the admin credentials file");
+    }
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    if let Some(user) = privilege::drop_root(&config.run_as, &config.data_dir, &creds)? {
+        tracing::info!(%user, "dropped root privileges");
+    }
+    let store = Arc::new(store);
+    let walrus = Arc::new(Walrus::new(
+        store,
+        &config.region,
+        config.max_clock_skew_secs,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        println!("mallee-frontend: listening on http://{addr}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        server::serve(listener, walrus).await?;
+        Ok(())
+    })
 }

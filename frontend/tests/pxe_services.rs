@@ -2,12 +2,12 @@
 //! binaries come back byte for byte with and without TFTP options, traversal is refused, the
 //! boot script carries the node parameters, and kernel/initramfs downloads resume with `Range`.
 
-mod common;
+mod pxe_common;
 
-use common::{wait_until, RunningPxe};
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
 use mallee_frontend::pxe::PxeConfig;
+use pxe_common::{wait_until, RunningPxe};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,148 +1,247 @@
-//! Test fixtures for the PXE service: a network namespace with a tap device (removed on drop)
-//! and the service running on its own thread and runtime, optionally inside that namespace.
+//! Test harness: runs the real `mallee-frontend` binary on a loopback port in a temporary data
+//! directory, and runs the Python client scripts (AWS CLI, boto3) against it.
 
 #![allow(dead_code)]
 
-use mallee_frontend::pxe::{self, events::EventLog, PxeConfig};
-use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::JoinHandle;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+pub const BIN: &str = env!("CARGO_BIN_EXE_mallee-frontend");
 
-/// Runs `cmd`, failing the test with its output (and how to get the tool) if it fails.
-pub fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}; run `just setup`"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A running frontend; killed on drop.
+pub struct Frontend {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    starts: u32,
 }
 
-/// A network namespace named for this process, holding one tap device with an address.
-pub struct TapNamespace {
-    pub name: String,
-    pub tap: String,
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().unwrap().port()
 }
 
-impl TapNamespace {
-    /// Namespace `mpxe-<pid>-<n>` with `tap0` at `cidr` (e.g. `10.213.0.1/24`), up.
-    pub fn new(cidr: &str) -> Self {
-        let name = format!(
-            "mpxe-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Self {
-            name,
-            tap: "tap0".into(),
+impl Frontend {
+    /// Starts a frontend with a fresh data directory.
+    pub fn start() -> Frontend {
+        let dir = tempfile::Builder::new()
+            .prefix("mallee-frontend-test")
+            .tempdir()
+            .unwrap();
+        // The daemon drops root; it must be able to reach its data dir inside ours.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("frontend.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut f = Frontend {
+            dir,
+            port,
+            child: None,
+            starts: 0,
         };
-        let ip = |args: &[&str]| run(Command::new("ip").args(["-n", &ns.name]).args(args));
-        ip(&["link", "set", "lo", "up"]);
-        ip(&["tuntap", "add", "dev", &ns.tap, "mode", "tap"]);
-        ip(&["addr", "add", cidr, "dev", &ns.tap]);
-        ip(&["link", "set", &ns.tap, "up"]);
-        ns
+        f.spawn();
+        f
     }
-}
 
-impl Drop for TapNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("frontend.toml")
     }
-}
 
-/// The PXE service on its own thread (inside `netns` if given), stopped on drop.
-pub struct RunningPxe {
-    pub http_addr: SocketAddr,
-    pub tftp_addr: SocketAddr,
-    pub boot_script_url: String,
-    pub events: EventLog,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
 
-impl RunningPxe {
-    pub fn start(config: PxeConfig, netns: Option<&str>) -> Self {
-        let netns = netns.map(|n| format!("/run/netns/{n}"));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            if let Some(path) = netns {
-                let fd = std::fs::File::open(&path).expect("open netns");
-                // Only this thread (and the runtime it builds) moves into the namespace.
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&fd),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns into the test namespace");
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn credentials(&self) -> PathBuf {
+        self.data_dir().join("admin-credentials")
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("frontend-{}.log", self.starts));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config())
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start mallee-frontend");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("listening on") {
+                return;
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                match pxe::serve(config).await {
-                    Ok(handle) => {
-                        ready_tx
-                            .send(Ok((
-                                handle.http_addr,
-                                handle.tftp_addr,
-                                handle.boot_script_url.clone(),
-                                handle.events.clone(),
-                            )))
-                            .ok();
-                        let _ = stop_rx.await;
-                        drop(handle);
-                    }
-                    Err(e) => {
-                        ready_tx.send(Err(e.to_string())).ok();
-                    }
-                }
-            });
-        });
-        let (http_addr, tftp_addr, boot_script_url, events) = ready_rx
-            .recv()
-            .expect("PXE thread died")
-            .unwrap_or_else(|e| panic!("starting the PXE service: {e}"));
-        Self {
-            http_addr,
-            tftp_addr,
-            boot_script_url,
-            events,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mallee-frontend exited ({status}) before listening:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mallee-frontend not listening after 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("frontend running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / 1024
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `mallee-frontend admin ARGS` against the same data dir; returns stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config())
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A `python3 tests/<script>` command with the client environment set.
+    pub fn python(&self, script: &str) -> Command {
+        require_tool("python3");
+        require_tool("aws");
+        require_tool("curl");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(script);
+        let mut cmd = Command::new("python3");
+        cmd.arg(path)
+            .arg(self.endpoint())
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.credentials())
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PYTHONUNBUFFERED", "1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    /// Runs a script to completion; panics with its output if it fails.
+    pub fn run_script(&self, script: &str, extra_env: &[(&str, &str)]) -> String {
+        let mut cmd = self.python(script);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{text}");
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{text}\n--- frontend log ---\n{}",
+            self.log()
+        );
+        text
+    }
+
+    /// The current log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("frontend-{}.log", self.starts)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Drives a script that asks for crashes: on each `KILL` line, kill -9 and restart the
+    /// frontend, then answer `RESTARTED`.
+    pub fn run_crash_script(&mut self, script: &str) -> String {
+        let mut child = self
+            .python(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut transcript = String::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            println!("{line}");
+            transcript.push_str(&line);
+            transcript.push('\n');
+            if line.trim() == "KILL" {
+                self.restart();
+                writeln!(stdin, "RESTARTED").unwrap();
+                stdin.flush().unwrap();
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "{script} failed:\n{transcript}\n--- frontend log ---\n{}",
+            self.log()
+        );
+        transcript
     }
 }
 
-impl Drop for RunningPxe {
+impl Drop for Frontend {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.kill9();
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Fails with a pointer to `just setup` when a client tool is missing.
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run `just setup`");
 }

@@ -1,0 +1,104 @@
+//! Dropping root: when the daemon starts as root it opens its sockets and data directory,
+//! hands the data directory to an unprivileged user (created as a system user if missing,
+//! else `nobody`) and switches to that user before serving any request. The admin
+//! credentials file stays root's, mode 0600.
+
+use nix::unistd::{Gid, Uid, User};
+use std::path::Path;
+
+/// Why privileges could not be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("looking up user {user}: {source}")]
+    Lookup { user: String, source: nix::Error },
+    #[error("no unprivileged user to run as (tried {0} and nobody)")]
+    NoUser(String),
+    #[error("handing {path} to uid {uid}: {source}")]
+    Chown {
+        path: String,
+        uid: u32,
+        source: std::io::Error,
+    },
+    #[error("switching to uid {uid}: {source}")]
+    Switch { uid: u32, source: nix::Error },
+}
+
+fn lookup(name: &str) -> Result<Option<User>, PrivilegeError> {
+    User::from_name(name).map_err(|source| PrivilegeError::Lookup {
+        user: name.to_string(),
+        source,
+    })
+}
+
+fn find_or_create(name: &str) -> Result<User, PrivilegeError> {
+    if let Some(u) = lookup(name)? {
+        return Ok(u);
+    }
+    let status = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        tracing::warn!(user = name, "cannot create user; falling back to nobody");
+    }
+    if let Some(u) = lookup(name)? {
+        return Ok(u);
+    }
+    lookup("nobody")?.ok_or_else(|| PrivilegeError::NoUser(name.to_string()))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32, keep: &Path) -> Result<(), PrivilegeError> {
+    let err = |source| PrivilegeError::Chown {
+        path: path.display().to_string(),
+        uid,
+        source,
+    };
+    if path == keep {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(err)?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).map_err(err)? {
+            chown_tree(&entry.map_err(err)?.path(), uid, gid, keep)?;
+        }
+    }
+    Ok(())
+}
+
+/// If running as root: gives `data_dir` (except `keep`) to `run_as` and becomes that user.
+/// Returns the user switched to, or `None` when not root.
+pub fn drop_root(
+    run_as: &str,
+    data_dir: &Path,
+    keep: &Path,
+) -> Result<Option<String>, PrivilegeError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = find_or_create(run_as)?;
+    if user.uid.is_root() {
+        return Err(PrivilegeError::NoUser(run_as.to_string()));
+    }
+    chown_tree(data_dir, user.uid.as_raw(), user.gid.as_raw(), keep)?;
+    let switch = |source| PrivilegeError::Switch {
+        uid: user.uid.as_raw(),
+        source,
+    };
+    nix::unistd::setgroups(&[user.gid]).map_err(switch)?;
+    nix::unistd::setgid(user.gid).map_err(switch)?;
+    nix::unistd::setuid(user.uid).map_err(switch)?;
+    if Uid::current().is_root()
+        || Uid::effective().is_root()
+        || Gid::current().as_raw() == 0 && user.gid.as_raw() != 0
+    {
+        return Err(switch(nix::Error::EPERM));
+    }
+    Ok(Some(user.name))
+}

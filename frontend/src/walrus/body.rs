@@ -1,0 +1,267 @@
+//! Request and response bodies. `PayloadReader` turns the wire body into the verified payload
+//! (aws-chunked decoded, SHA-256 claim checked at the end); `file_body` streams a stored blob
+//! out through a small bounded channel. Neither holds more than a few chunks in memory.
+
+use super::error::S3Error;
+use crate::auth::chunked::{ChunkSigner, ChunkedDecoder};
+use crate::auth::{PayloadMode, Verified};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// The response body type of every handler.
+pub type RespBody = BoxBody<Bytes, std::io::Error>;
+
+/// A whole body in memory (XML, errors).
+pub fn full(data: impl Into<Bytes>) -> RespBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> RespBody {
+    full(Bytes::new())
+}
+
+/// The verified payload of a request, read chunk by chunk.
+pub struct PayloadReader<B> {
+    body: B,
+    decoder: Option<ChunkedDecoder>,
+    claimed_sha256: Option<String>,
+    hasher: Option<Sha256>,
+    pending: VecDeque<Bytes>,
+    decoded_len_header: Option<u64>,
+    total: u64,
+    done: bool,
+}
+
+impl<B> PayloadReader<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    /// `hash_here`: check the SHA-256 claim in this reader (false when the caller hashes
+    /// the payload anyway and checks `claimed_sha256` itself).
+    pub fn new(
+        body: B,
+        auth: &Verified,
+        decoded_len_header: Option<u64>,
+        hash_here: bool,
+    ) -> PayloadReader<B> {
+        let signer = || ChunkSigner {
+            signing_key: auth.signing_key,
+            amz_date: auth.amz_date.clone(),
+            scope: auth.scope.clone(),
+            prev_signature: auth.seed_signature.clone(),
+        };
+        let decoder = match auth.payload {
+            PayloadMode::StreamingSigned => Some(ChunkedDecoder::new(Some(signer()), false)),
+            PayloadMode::StreamingSignedTrailer => Some(ChunkedDecoder::new(Some(signer()), true)),
+            PayloadMode::StreamingUnsignedTrailer => Some(ChunkedDecoder::new(None, true)),
+            _ => None,
+        };
+        let claimed_sha256 = match &auth.payload {
+            PayloadMode::Sha256(h) => Some(h.clone()),
+            _ => None,
+        };
+        PayloadReader {
+            body,
+            decoder,
+            hasher: claimed_sha256
+                .as_ref()
+                .filter(|_| hash_here)
+                .map(|_| Sha256::new()),
+            claimed_sha256,
+            pending: VecDeque::new(),
+            decoded_len_header,
+            total: 0,
+            done: false,
+        }
+    }
+
+    /// The signed SHA-256 of the payload, if the client signed one.
+    pub fn claimed_sha256(&self) -> Option<&str> {
+        self.claimed_sha256.as_deref()
+    }
+
+    /// The next slice of payload; `None` at the end, after every check passed.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                self.total += b.len() as u64;
+                if let Some(h) = &mut self.hasher {
+                    h.update(&b);
+                }
+                return Ok(Some(b));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    match &mut self.decoder {
+                        Some(d) => {
+                            let mut out = Vec::new();
+                            d.push(data, &mut out)?;
+                            self.pending.extend(out);
+                        }
+                        None => self.pending.push_back(data),
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(S3Error::new(
+                        400,
+                        "IncompleteBody",
+                        format!("reading the request body: {e}"),
+                    ));
+                }
+                None => {
+                    self.done = true;
+                    self.finish_checks()?;
+                }
+            }
+        }
+    }
+
+    fn finish_checks(&mut self) -> Result<(), S3Error> {
+        if let Some(d) = self.decoder.take() {
+            let decoded = d.decoded_len();
+            d.finish()?;
+            if self.decoded_len_header.is_some_and(|n| n != decoded) {
+                return Err(S3Error::new(
+                    400,
+                    "IncompleteBody",
+                    "x-amz-decoded-content-length does not match the body",
+                ));
+            }
+        }
+        if let (Some(h), Some(claim)) = (self.hasher.take(), &self.claimed_sha256) {
+            if hex::encode(h.finalize()) != *claim {
+                return Err(content_sha256_mismatch());
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole payload, refused past `limit` bytes.
+    pub async fn read_all(mut self, limit: usize) -> Result<Bytes, S3Error> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next_chunk().await? {
+            if out.len() + b.len() > limit {
+                return Err(S3Error::new(
+                    400,
+                    "MaxMessageLengthExceeded",
+                    "Your request was too big.",
+                ));
+            }
+            out.extend_from_slice(&b);
+        }
+        Ok(out.into())
+    }
+}
+
+/// The error for a body that does not hash to its signed SHA-256.
+pub fn content_sha256_mismatch() -> S3Error {
+    S3Error::new(
+        400,
+        "XAmzContentSHA256Mismatch",
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    )
+}
+
+const READ_CHUNK: usize = 256 << 10;
+/// Bodies up to this size are read in one go (a page-cache read of a few pages) rather than
+/// streamed from a blocking thread.
+const INLINE_MAX: u64 = 64 << 10;
+
+/// Streams `len` bytes of `path` from `offset`, read on a blocking thread (small bodies are
+/// read at once).
+pub fn file_body(path: PathBuf, offset: u64, len: u64) -> Result<RespBody, S3Error> {
+    let mut file = std::fs::File::open(&path)?;
+    if len <= INLINE_MAX {
+        let mut buf = vec![0u8; len as usize];
+        tokio::task::block_in_place(|| {
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)
+        })?;
+        return Ok(full(buf));
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        while left > 0 {
+            let mut buf = vec![0u8; READ_CHUNK.min(left as usize)];
+            let r = file.read(&mut buf);
+            let msg = match r {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = msg.is_err();
+            if tx.blocking_send(msg).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(ChannelBody { rx, left: len }.boxed())
+}
+
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    left: u64,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.left = self.left.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                Poll::Ready(Some(Err(std::io::Error::other("blob reader stopped"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}

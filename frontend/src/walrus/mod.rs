@@ -1,0 +1,362 @@
+//! Walrus: the S3-compatible object store, path-style. This module authenticates each request
+//! (with `auth`), decides which operation it is and which bucket it may touch, and renders
+//! errors; the operations themselves live in `buckets`, `objects`, `listing` and `multipart`,
+//! over the `store`.
+
+mod body;
+mod buckets;
+pub mod error;
+mod listing;
+mod multipart;
+mod objects;
+pub mod xml;
+
+pub use body::RespBody;
+pub use error::S3Error;
+
+use crate::auth::{self, AuthError, Policy, RequestView, UriMode, Verified};
+use crate::store::{Bucket, Role, Store, User};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use rand::RngCore;
+use std::sync::Arc;
+
+/// The request body type handlers read.
+pub type ReqBody = Incoming;
+
+/// The S3 service.
+pub struct Walrus {
+    store: Arc<Store>,
+    region: String,
+    max_skew_secs: i64,
+}
+
+/// Query parameters, decoded.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: &str) -> Query {
+        let dec = |s: &str| {
+            String::from_utf8_lossy(&auth::canonical::percent_decode(&s.replace('+', "%20")))
+                .into_owned()
+        };
+        Query(
+            raw.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (dec(k), dec(v))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// An authenticated S3 request, body aside.
+pub struct S3Request {
+    pub method: Method,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub query: Query,
+    pub headers: HeaderMap,
+    pub user: User,
+    pub auth: Verified,
+}
+
+impl S3Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What a request wants to do with a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Whether `user` may `access` a bucket owned by `owner`: the admin may do anything, nodes
+/// may read everything (images), users only their own.
+pub fn may_access(user: &User, owner: &str, access: Access) -> bool {
+    match user.role {
+        Role::Admin => true,
+        Role::Node if access == Access::Read => true,
+        _ => user.name == owner,
+    }
+}
+
+/// Runs a store change (a commit waits for fsync) without stalling the runtime's other
+/// tasks. Reads go to the store directly: they are quick and never wait for a commit.
+pub fn db<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn now_secs() -> i64 {
+    crate::store::now_ms() / 1000
+}
+
+impl Walrus {
+    pub fn new(store: Arc<Store>, region: &str, max_skew_secs: u64) -> Walrus {
+        Walrus {
+            store,
+            region: region.to_string(),
+            max_skew_secs: max_skew_secs as i64,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle(&self, req: Request<ReqBody>) -> Response<RespBody> {
+        let mut raw = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let request_id = hex::encode_upper(raw);
+        let is_head = req.method() == Method::HEAD;
+        let (parts, body) = req.into_parts();
+        let result = match self.authenticate(&parts) {
+            Ok(r) => self.dispatch(r, body).await,
+            Err(e) => Err(e),
+        };
+        let mut resp = result.unwrap_or_else(|e| {
+            tracing::debug!(code = e.code, message = %e.message, method = %parts.method, uri = %parts.uri, "request failed");
+            error_response(&e, &request_id, is_head)
+        });
+        if let Ok(v) = request_id.parse() {
+            resp.headers_mut().insert("x-amz-request-id", v);
+        }
+        resp
+    }
+
+    fn authenticate(&self, parts: &http::request::Parts) -> Result<S3Request, S3Error> {
+        let raw_query = parts.uri.query().unwrap_or("");
+        let raw_path = parts.uri.path();
+        let (user, verified) = match auth::sigv2::parse(raw_query)? {
+            Some(v2) if !parts.headers.contains_key(http::header::AUTHORIZATION) => {
+                self.authenticate_v2(parts, &v2)?
+            }
+            _ => self.authenticate_v4(parts)?,
+        };
+        let (bucket, key) = split_path(raw_path)?;
+        Ok(S3Request {
+            method: parts.method.clone(),
+            bucket,
+            key,
+            query: Query::parse(raw_query),
+            headers: parts.headers.clone(),
+            user,
+            auth: verified,
+        })
+    }
+
+    fn user(&self, access_key: &str) -> Result<User, S3Error> {
+        Ok(self
+            .store
+            .user_by_access_key(access_key)?
+            .ok_or(AuthError::UnknownAccessKey)?)
+    }
+
+    fn authenticate_v4(&self, parts: &http::request::Parts) -> Result<(User, Verified), S3Error> {
+        let raw_query = parts.uri.query().unwrap_or("");
+        let claim = auth::parse(&parts.headers, raw_query)?.ok_or(AuthError::Anonymous)?;
+        let user = self.user(&claim.access_key)?;
+        let view = RequestView {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query,
+            headers: &parts.headers,
+        };
+        let policy = Policy {
+            service: "s3",
+            region: None,
+            uri_mode: UriMode::S3,
+            now: now_secs(),
+            max_skew_secs: self.max_skew_secs,
+            body_sha256: None,
+        };
+        let verified = auth::verify(&claim, &user.secret, &view, &policy)?;
+        Ok((user, verified))
+    }
+
+    /// SigV2 presigned URLs (what AWS CLI v1 `s3 presign` and boto3's `generate_presigned_url`
+    /// produce by default): unsigned payload.
+    fn authenticate_v2(
+        &self,
+        parts: &http::request::Parts,
+        claim: &auth::sigv2::PresignedV2,
+    ) -> Result<(User, Verified), S3Error> {
+        let user = self.user(&claim.access_key)?;
+        let raw_query = parts.uri.query().unwrap_or("");
+        let sts = auth::sigv2::string_to_sign(
+            parts.method.as_str(),
+            parts.uri.path(),
+            raw_query,
+            &parts.headers,
+            claim.expires,
+        );
+        auth::sigv2::verify(claim, &user.secret, &sts, now_secs())?;
+        let verified = Verified {
+            access_key: claim.access_key.clone(),
+            payload: auth::PayloadMode::Unsigned,
+            signing_key: [0; 32],
+            amz_date: String::new(),
+            scope: String::new(),
+            seed_signature: String::new(),
+        };
+        Ok((user, verified))
+    }
+
+    /// The bucket `name` if `r`'s user may access it.
+    fn bucket_for(&self, r: &S3Request, name: &str, access: Access) -> Result<Bucket, S3Error> {
+        let bucket = self
+            .store
+            .bucket(name)?
+            .ok_or_else(|| S3Error::no_such_bucket(name))?;
+        if !may_access(&r.user, &bucket.owner, access) {
+            return Err(S3Error::access_denied().with_resource(name));
+        }
+        Ok(bucket)
+    }
+
+    async fn dispatch(&self, r: S3Request, body: ReqBody) -> Result<Response<RespBody>, S3Error> {
+        let (bucket, key) = (r.bucket.clone(), r.key.clone());
+        let q = &r.query;
+        match (&r.method, bucket.as_deref(), key.as_deref()) {
+            (&Method::GET, None, _) => buckets::list_buckets(self, &r),
+            (&Method::PUT, Some(b), None) => buckets::create_bucket(self, &r, b, body).await,
+            (&Method::DELETE, Some(b), None) => buckets::delete_bucket(self, &r, b),
+            (&Method::HEAD, Some(b), None) => buckets::head_bucket(self, &r, b),
+            (&Method::GET, Some(b), None) if q.has("location") => buckets::location(self, &r, b),
+            (&Method::GET, Some(b), None) if q.has("uploads") => {
+                multipart::list_uploads(self, &r, b)
+            }
+            (&Method::GET, Some(b), None) if q.get("list-type") == Some("2") => {
+                listing::list_v2(self, &r, b)
+            }
+            (&Method::GET, Some(_), None) if !q.0.is_empty() && !listing::is_list_query(q) => {
+                Err(S3Error::not_implemented("this bucket subresource"))
+            }
+            (&Method::GET, Some(b), None) => listing::list_v1(self, &r, b),
+            (&Method::POST, Some(b), None) if q.has("delete") => {
+                objects::delete_many(self, &r, b, body).await
+            }
+            (&Method::PUT, Some(b), Some(k)) if q.has("uploadId") => {
+                multipart::upload_part(self, &r, b, k, body).await
+            }
+            (&Method::PUT, Some(b), Some(k)) if r.headers.contains_key("x-amz-copy-source") => {
+                objects::copy(self, &r, b, k).await
+            }
+            (&Method::PUT, Some(b), Some(k)) => objects::put(self, &r, b, k, body).await,
+            (&Method::GET, Some(b), Some(k)) if q.has("uploadId") => {
+                multipart::list_parts(self, &r, b, k)
+            }
+            (&Method::GET, Some(b), Some(k)) => objects::get(self, &r, b, k, false),
+            (&Method::HEAD, Some(b), Some(k)) => objects::get(self, &r, b, k, true),
+            (&Method::DELETE, Some(b), Some(k)) if q.has("uploadId") => {
+                multipart::abort(self, &r, b, k)
+            }
+            (&Method::DELETE, Some(b), Some(k)) => objects::delete(self, &r, b, k),
+            (&Method::POST, Some(b), Some(k)) if q.has("uploads") => {
+                multipart::create(self, &r, b, k)
+            }
+            (&Method::POST, Some(b), Some(k)) if q.has("uploadId") => {
+                multipart::complete(self, &r, b, k, body).await
+            }
+            _ => Err(S3Error::new(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+            )),
+        }
+    }
+}
+
+/// Splits a raw path-style path into bucket and key (both decoded).
+fn split_path(raw: &str) -> Result<(Option<String>, Option<String>), S3Error> {
+    let decode = |s: &str| {
+        String::from_utf8(auth::canonical::percent_decode(s))
+            .map_err(|_| S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI."))
+    };
+    let trimmed = raw.strip_prefix('/').unwrap_or(raw);
+    let (b, k) = match trimmed.split_once('/') {
+        Some((b, k)) => (b, Some(k)),
+        None => (trimmed, None),
+    };
+    let bucket = if b.is_empty() { None } else { Some(decode(b)?) };
+    let key = match k {
+        Some(k) if !k.is_empty() => Some(decode(k)?),
+        _ => None,
+    };
+    Ok((bucket, key))
+}
+
+/// An XML response.
+pub fn xml_response(status: StatusCode, xml: String) -> Response<RespBody> {
+    let mut resp = Response::new(body::full(xml));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// An empty response with `status`.
+pub fn empty_response(status: StatusCode) -> Response<RespBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn error_response(e: &S3Error, request_id: &str, is_head: bool) -> Response<RespBody> {
+    if is_head {
+        return empty_response(e.status);
+    }
+    xml_response(e.status, e.to_xml(request_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_splits_into_decoded_bucket_and_key() {
+        assert_eq!(split_path("/").unwrap(), (None, None));
+        assert_eq!(split_path("/b").unwrap(), (Some("b".into()), None));
+        assert_eq!(split_path("/b/").unwrap(), (Some("b".into()), None));
+        assert_eq!(
+            split_path("/b/a%20b/c%2Bd").unwrap(),
+            (Some("b".into()), Some("a b/c+d".into()))
+        );
+        assert!(split_path("/b/%ff").is_err());
+    }
+
+    #[test]
+    fn users_reach_only_their_own_buckets_nodes_read_all() {
+        let u = |role| User {
+            name: "u".into(),
+            access_key: "k".into(),
+            secret: "s".into(),
+            role,
+        };
+        assert!(may_access(&u(Role::User), "u", Access::Write));
+        assert!(!may_access(&u(Role::User), "other", Access::Read));
+        assert!(may_access(&u(Role::Admin), "other", Access::Write));
+        assert!(may_access(&u(Role::Node), "other", Access::Read));
+        assert!(!may_access(&u(Role::Node), "other", Access::Write));
+    }
+}

@@ -1,0 +1,286 @@
+//! Multipart uploads: create, upload part, complete (parts concatenated into one blob, ETag
+//! `md5-of-md5s-N`), abort, list parts, list uploads.
+
+use super::objects::receive_blob;
+use super::xml::{self, XmlWriter};
+use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
+use crate::auth::time::format_iso8601_millis;
+use crate::store::{now_ms, ObjectRow, PartRow, Upload};
+use http::{HeaderValue, Response, StatusCode};
+use md5::{Digest, Md5};
+
+type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+
+const MIN_PART: u64 = 5 << 20;
+const MAX_PART_NUMBER: u32 = 10_000;
+
+/// The upload `id` for `bucket`/`key`, if `r` may write there.
+fn upload_for(
+    w: &Walrus,
+    r: &S3Request,
+    bucket: &str,
+    key: &str,
+) -> std::result::Result<Upload, S3Error> {
+    w.bucket_for(r, bucket, Access::Write)?;
+    let id = r.query.get("uploadId").unwrap_or("");
+    match db(|| w.store.upload(id))? {
+        Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+        _ => Err(S3Error::no_such_upload(id)),
+    }
+}
+
+pub fn create(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
+    w.bucket_for(r, bucket, Access::Write)?;
+    let ctype = r.header("content-type").map(str::to_string);
+    let up = db(|| {
+        w.store.create_upload(
+            bucket,
+            key,
+            ctype,
+            super::objects::user_metadata(&r.headers),
+        )
+    })?;
+    let mut x = XmlWriter::new();
+    x.open("InitiateMultipartUploadResult");
+    x.elem("Bucket", bucket);
+    x.elem("Key", key);
+    x.elem("UploadId", &up.upload_id);
+    x.close("InitiateMultipartUploadResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+pub async fn upload_part(
+    w: &Walrus,
+    r: &S3Request,
+    bucket: &str,
+    key: &str,
+    body: ReqBody,
+) -> Result {
+    if r.headers.contains_key("x-amz-copy-source") {
+        return Err(S3Error::not_implemented("UploadPartCopy"));
+    }
+    let up = upload_for(w, r, bucket, key)?;
+    let number: u32 = r
+        .query
+        .get("partNumber")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
+    let blob = receive_blob(w, r, body).await?;
+    let part = PartRow {
+        part_number: number,
+        blob: blob.id.clone(),
+        size: blob.size,
+        etag: blob.md5_hex.clone(),
+        sha256: blob.sha256_hex.clone(),
+        modified_ms: now_ms(),
+    };
+    db(|| w.store.put_part(&up.upload_id, &part))
+        .inspect_err(|_| w.store.blobs().remove(&blob.id))?;
+    let mut resp = empty_response(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", part.etag)) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// Checks the client's part list against the stored parts; returns the blobs in order and
+/// the multipart ETag.
+pub fn plan_completion(
+    requested: &[(u32, String)],
+    stored: &[PartRow],
+) -> std::result::Result<(Vec<String>, String), S3Error> {
+    let invalid_part = || {
+        S3Error::new(
+            400,
+            "InvalidPart",
+            "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+        )
+    };
+    let mut blobs = Vec::with_capacity(requested.len());
+    let mut md5s = Md5::new();
+    let mut prev = 0;
+    for (i, (number, etag)) in requested.iter().enumerate() {
+        if *number <= prev {
+            return Err(S3Error::new(
+                400,
+                "InvalidPartOrder",
+                "The list of parts was not in ascending order.",
+            ));
+        }
+        prev = *number;
+        let part = stored
+            .iter()
+            .find(|p| p.part_number == *number)
+            .ok_or_else(invalid_part)?;
+        if part.etag != *etag {
+            return Err(invalid_part());
+        }
+        if i + 1 < requested.len() && part.size < MIN_PART {
+            return Err(S3Error::new(
+                400,
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            ));
+        }
+        md5s.update(hex::decode(&part.etag).map_err(|_| invalid_part())?);
+        blobs.push(part.blob.clone());
+    }
+    Ok((
+        blobs,
+        format!("{}-{}", hex::encode(md5s.finalize()), requested.len()),
+    ))
+}
+
+pub async fn complete(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBody) -> Result {
+    let up = upload_for(w, r, bucket, key)?;
+    let payload = super::body::PayloadReader::new(body, &r.auth, None, true)
+        .read_all(4 << 20)
+        .await?;
+    let requested = xml::parse_complete(&payload)?;
+    let stored = db(|| w.store.list_parts(&up.upload_id))?;
+    let (blobs, etag) = plan_completion(&requested, &stored)?;
+    let dir = w.store.blobs().clone();
+    let blob = tokio::task::spawn_blocking(move || dir.concat(&blobs))
+        .await
+        .map_err(|e| S3Error::internal(e.to_string()))??;
+    let row = ObjectRow::new(
+        key,
+        &blob,
+        etag,
+        up.content_type.clone(),
+        up.metadata.clone(),
+    );
+    db(|| w.store.complete_upload(&up, &row)).inspect_err(|_| w.store.blobs().remove(&blob.id))?;
+    let mut x = XmlWriter::new();
+    x.open("CompleteMultipartUploadResult");
+    x.elem("Location", &format!("/{bucket}/{key}"));
+    x.elem("Bucket", bucket);
+    x.elem("Key", key);
+    x.elem("ETag", &format!("\"{}\"", row.etag));
+    x.close("CompleteMultipartUploadResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+pub fn abort(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
+    let up = upload_for(w, r, bucket, key)?;
+    db(|| w.store.abort_upload(&up.upload_id))?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+pub fn list_parts(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
+    let up = upload_for(w, r, bucket, key)?;
+    let marker: u32 = r
+        .query
+        .get("part-number-marker")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let max: usize = r
+        .query
+        .get("max-parts")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let parts = db(|| w.store.list_parts(&up.upload_id))?;
+    let after: Vec<&PartRow> = parts.iter().filter(|p| p.part_number > marker).collect();
+    let page = &after[..after.len().min(max)];
+    let mut x = XmlWriter::new();
+    x.open("ListPartsResult");
+    x.elem("Bucket", bucket);
+    x.elem("Key", key);
+    x.elem("UploadId", &up.upload_id);
+    x.elem("PartNumberMarker", &marker.to_string());
+    if let Some(last) = page.last() {
+        x.elem("NextPartNumberMarker", &last.part_number.to_string());
+    }
+    x.elem("MaxParts", &max.to_string());
+    x.elem(
+        "IsTruncated",
+        if after.len() > page.len() {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    x.elem("StorageClass", "STANDARD");
+    for p in page {
+        x.open("Part");
+        x.elem("PartNumber", &p.part_number.to_string());
+        x.elem("LastModified", &format_iso8601_millis(p.modified_ms));
+        x.elem("ETag", &format!("\"{}\"", p.etag));
+        x.elem("Size", &p.size.to_string());
+        x.close("Part");
+    }
+    x.close("ListPartsResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+pub fn list_uploads(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
+    w.bucket_for(r, bucket, Access::Read)?;
+    let prefix = r.query.get("prefix").unwrap_or("");
+    let uploads = db(|| w.store.list_uploads(bucket))?;
+    let mut x = XmlWriter::new();
+    x.open("ListMultipartUploadsResult");
+    x.elem("Bucket", bucket);
+    x.elem("KeyMarker", "");
+    x.elem("UploadIdMarker", "");
+    x.elem("Prefix", prefix);
+    x.elem("MaxUploads", "1000");
+    x.elem("IsTruncated", "false");
+    for u in uploads.iter().filter(|u| u.key.starts_with(prefix)) {
+        x.open("Upload");
+        x.elem("Key", &u.key);
+        x.elem("UploadId", &u.upload_id);
+        x.elem("StorageClass", "STANDARD");
+        x.elem("Initiated", &format_iso8601_millis(u.initiated_ms));
+        x.close("Upload");
+    }
+    x.close("ListMultipartUploadsResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(n: u32, size: u64, etag: &str) -> PartRow {
+        PartRow {
+            part_number: n,
+            blob: format!("b{n}"),
+            size,
+            etag: etag.into(),
+            sha256: String::new(),
+            modified_ms: 0,
+        }
+    }
+
+    #[test]
+    fn completion_etag_is_md5_of_part_md5s_with_count() {
+        let a = "5d41402abc4b2a76b9719d911017c592";
+        let b = "7d793037a0760186574b0282f2f435e7";
+        let stored = vec![part(1, MIN_PART, a), part(2, 3, b)];
+        let (blobs, etag) = plan_completion(&[(1, a.into()), (2, b.into())], &stored).unwrap();
+        assert_eq!(blobs, vec!["b1", "b2"]);
+        let mut m = Md5::new();
+        m.update(hex::decode(a).unwrap());
+        m.update(hex::decode(b).unwrap());
+        assert_eq!(etag, format!("{}-2", hex::encode(m.finalize())));
+    }
+
+    #[test]
+    fn completion_refuses_small_missing_or_unordered_parts() {
+        let a = "5d41402abc4b2a76b9719d911017c592";
+        let stored = vec![part(1, 10, a), part(2, 10, a)];
+        let code = |req: &[(u32, String)]| plan_completion(req, &stored).unwrap_err().code;
+        assert_eq!(code(&[(1, a.into()), (2, a.into())]), "EntityTooSmall");
+        assert_eq!(code(&[(3, a.into())]), "InvalidPart");
+        assert_eq!(code(&[(1, "00".into())]), "InvalidPart");
+        let big = vec![part(1, MIN_PART, a), part(2, MIN_PART, a)];
+        let err = plan_completion(&[(2, a.into()), (1, a.into())], &big).unwrap_err();
+        assert_eq!(err.code, "InvalidPartOrder");
+    }
+}

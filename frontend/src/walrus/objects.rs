@@ -1,0 +1,386 @@
+//! Object operations: put (streamed to a blob, digests checked), get and head (ranges,
+//! conditionals), delete, multi-delete and copy.
+
+use super::body::{content_sha256_mismatch, file_body, PayloadReader};
+use super::xml::{self, XmlWriter};
+use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
+use crate::auth::time::format_iso8601_millis;
+use crate::store::{FinishedBlob, ObjectRow};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use std::time::{Duration, UNIX_EPOCH};
+
+type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+
+const MAX_KEY_LEN: usize = 1024;
+
+/// `x-amz-meta-*` headers, names lower-cased.
+pub fn user_metadata(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-amz-meta-"))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Checks a `Content-MD5` header against the payload's MD5 (hex).
+pub fn check_content_md5(r: &S3Request, md5_hex: &str) -> std::result::Result<(), S3Error> {
+    let Some(claim) = r.header("content-md5") else {
+        return Ok(());
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(claim.trim())
+        .ok()
+        .filter(|b| b.len() == 16)
+        .ok_or_else(|| {
+            S3Error::new(
+                400,
+                "InvalidDigest",
+                "The Content-MD5 you specified was invalid.",
+            )
+        })?;
+    if hex::encode(raw) != md5_hex {
+        return Err(S3Error::new(
+            400,
+            "BadDigest",
+            "The Content-MD5 you specified did not match what we received.",
+        ));
+    }
+    Ok(())
+}
+
+/// Streams the request payload into a new durable blob, checking the signed SHA-256 and
+/// Content-MD5 before it is made durable.
+pub async fn receive_blob(
+    w: &Walrus,
+    r: &S3Request,
+    body: ReqBody,
+) -> std::result::Result<FinishedBlob, S3Error> {
+    let decoded_len = r
+        .header("x-amz-decoded-content-length")
+        .and_then(|v| v.parse().ok());
+    let mut reader = PayloadReader::new(body, &r.auth, decoded_len, false);
+    let mut writer = db(|| w.store.blobs().writer())?;
+    while let Some(chunk) = reader.next_chunk().await? {
+        tokio::task::block_in_place(|| writer.write(&chunk))?;
+    }
+    let (md5, sha) = writer.digests();
+    if reader.claimed_sha256().is_some_and(|c| c != sha) {
+        return Err(content_sha256_mismatch());
+    }
+    check_content_md5(r, &md5)?;
+    Ok(tokio::task::block_in_place(|| writer.finish())?)
+}
+
+fn check_key(key: &str) -> std::result::Result<(), S3Error> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(S3Error::new(400, "KeyTooLongError", "Your key is too long"));
+    }
+    Ok(())
+}
+
+/// Stores `row` in `bucket`; on failure the new blob is removed again.
+pub fn commit_object(
+    w: &Walrus,
+    bucket: &str,
+    row: &ObjectRow,
+) -> std::result::Result<(), S3Error> {
+    db(|| w.store.put_object(bucket, row)).inspect_err(|_| w.store.blobs().remove(&row.blob))?;
+    Ok(())
+}
+
+fn etag_response(etag: &str) -> Response<super::RespBody> {
+    let mut resp = empty_response(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
+pub async fn put(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBody) -> Result {
+    w.bucket_for(r, bucket, Access::Write)?;
+    check_key(key)?;
+    let blob = receive_blob(w, r, body).await?;
+    let ctype = r.header("content-type").map(str::to_string);
+    let row = ObjectRow::new(
+        key,
+        &blob,
+        blob.md5_hex.clone(),
+        ctype,
+        user_metadata(&r.headers),
+    );
+    commit_object(w, bucket, &row)?;
+    Ok(etag_response(&row.etag))
+}
+
+/// A satisfiable byte range `(start, end_inclusive)`; `Ok(None)` means "whole object".
+pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, S3Error> {
+    let unsatisfiable = || {
+        S3Error::new(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+        )
+    };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable());
+        }
+        (size - n.min(size), size - 1)
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if b.is_empty() {
+            u64::MAX
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e,
+                _ => return Ok(None),
+            }
+        };
+        if start >= size {
+            return Err(unsatisfiable());
+        }
+        (start, end.min(size - 1))
+    };
+    Ok(Some(range))
+}
+
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Evaluates If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since: `Ok(Some)`
+/// is a 304 to send, `Err` a 412.
+fn check_conditions(
+    headers: &HeaderMap,
+    o: &ObjectRow,
+) -> std::result::Result<Option<StatusCode>, S3Error> {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let modified = o.modified_ms / 1000;
+    let date = |n: &str| {
+        h(n).and_then(|v| httpdate::parse_http_date(v).ok())
+            .map(|t| {
+                t.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            })
+    };
+    let failed = || {
+        S3Error::new(
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        )
+    };
+    if let Some(m) = h("if-match") {
+        if !etag_matches(m, &o.etag) {
+            return Err(failed());
+        }
+    } else if date("if-unmodified-since").is_some_and(|t| modified > t) {
+        return Err(failed());
+    }
+    if let Some(m) = h("if-none-match") {
+        if etag_matches(m, &o.etag) {
+            return Ok(Some(StatusCode::NOT_MODIFIED));
+        }
+    } else if date("if-modified-since").is_some_and(|t| modified <= t) {
+        return Ok(Some(StatusCode::NOT_MODIFIED));
+    }
+    Ok(None)
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn object_headers(headers: &mut HeaderMap, o: &ObjectRow) {
+    set(headers, "etag", &format!("\"{}\"", o.etag));
+    let modified = UNIX_EPOCH + Duration::from_millis(o.modified_ms.max(0) as u64);
+    set(headers, "last-modified", &httpdate::fmt_http_date(modified));
+    set(headers, "accept-ranges", "bytes");
+    for (k, v) in &o.metadata {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+}
+
+pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Result {
+    w.bucket_for(r, bucket, Access::Read)?;
+    let o = w
+        .store
+        .object(bucket, key)?
+        .ok_or_else(|| S3Error::no_such_key(key))?;
+    if let Some(status) = check_conditions(&r.headers, &o)? {
+        let mut resp = empty_response(status);
+        object_headers(resp.headers_mut(), &o);
+        return Ok(resp);
+    }
+    let range = match r.header("range") {
+        Some(h) => parse_range(h, o.size)?,
+        None => None,
+    };
+    let (start, len, status) = match range {
+        Some((s, e)) => (s, e - s + 1, StatusCode::PARTIAL_CONTENT),
+        None => (0, o.size, StatusCode::OK),
+    };
+    let body = if head {
+        super::body::empty()
+    } else {
+        file_body(w.store.blobs().path(&o.blob), start, len)?
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let hs = resp.headers_mut();
+    object_headers(hs, &o);
+    set(hs, "content-length", &len.to_string());
+    set(
+        hs,
+        "content-type",
+        o.content_type.as_deref().unwrap_or("binary/octet-stream"),
+    );
+    if let Some((s, e)) = range {
+        set(hs, "content-range", &format!("bytes {s}-{e}/{}", o.size));
+    }
+    for (param, header) in [
+        ("response-content-type", "content-type"),
+        ("response-content-disposition", "content-disposition"),
+        ("response-content-encoding", "content-encoding"),
+        ("response-content-language", "content-language"),
+        ("response-cache-control", "cache-control"),
+        ("response-expires", "expires"),
+    ] {
+        if let Some(v) = r.query.get(param) {
+            set(hs, header, v);
+        }
+    }
+    Ok(resp)
+}
+
+pub fn delete(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
+    w.bucket_for(r, bucket, Access::Write)?;
+    db(|| w.store.delete_object(bucket, key))?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+pub async fn delete_many(w: &Walrus, r: &S3Request, bucket: &str, body: ReqBody) -> Result {
+    w.bucket_for(r, bucket, Access::Write)?;
+    let payload = PayloadReader::new(body, &r.auth, None, true)
+        .read_all(2 << 20)
+        .await?;
+    check_content_md5(r, &hex::encode(<md5::Md5 as md5::Digest>::digest(&payload)))?;
+    let (keys, quiet) = xml::parse_delete(&payload)?;
+    let mut x = XmlWriter::new();
+    x.open("DeleteResult");
+    for key in keys {
+        db(|| w.store.delete_object(bucket, &key))?;
+        if !quiet {
+            x.open("Deleted");
+            x.elem("Key", &key);
+            x.close("Deleted");
+        }
+    }
+    x.close("DeleteResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+/// Parses `x-amz-copy-source` (`[/]bucket/key[?versionId=..]`, URL-encoded).
+fn parse_copy_source(v: &str) -> std::result::Result<(String, String), S3Error> {
+    let v = v.split_once('?').map_or(v, |(p, _)| p);
+    let decoded = String::from_utf8(crate::auth::canonical::percent_decode(
+        v.trim_start_matches('/'),
+    ))
+    .map_err(|_| S3Error::invalid_argument("bad x-amz-copy-source"))?;
+    match decoded.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
+        _ => Err(S3Error::invalid_argument(
+            "x-amz-copy-source must be bucket/key",
+        )),
+    }
+}
+
+pub async fn copy(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
+    check_key(key)?;
+    let (src_bucket, src_key) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
+    w.bucket_for(r, &src_bucket, Access::Read)?;
+    w.bucket_for(r, bucket, Access::Write)?;
+    let src = db(|| w.store.object(&src_bucket, &src_key))?
+        .ok_or_else(|| S3Error::no_such_key(&src_key))?;
+    let blobs = w.store.blobs().clone();
+    let src_blob = src.blob.clone();
+    let blob = tokio::task::spawn_blocking(move || blobs.concat(&[src_blob]))
+        .await
+        .map_err(|e| S3Error::internal(e.to_string()))??;
+    let (ctype, meta) = if r.header("x-amz-metadata-directive") == Some("REPLACE") {
+        (
+            r.header("content-type").map(str::to_string),
+            user_metadata(&r.headers),
+        )
+    } else {
+        (src.content_type.clone(), src.metadata.clone())
+    };
+    let row = ObjectRow::new(key, &blob, src.etag.clone(), ctype, meta);
+    commit_object(w, bucket, &row)?;
+    let mut x = XmlWriter::new();
+    x.open("CopyObjectResult");
+    x.elem("LastModified", &format_iso8601_millis(row.modified_ms));
+    x.elem("ETag", &format!("\"{}\"", row.etag));
+    x.close("CopyObjectResult");
+    Ok(xml_response(StatusCode::OK, x.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_7233_as_s3_does() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100).unwrap(), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-1000", 100).unwrap(), Some((50, 99)));
+        assert_eq!(
+            parse_range("bytes=100-", 100).unwrap_err().code,
+            "InvalidRange"
+        );
+        assert_eq!(parse_range("bytes=9-1", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn copy_source_is_decoded_and_version_dropped() {
+        assert_eq!(
+            parse_copy_source("/b/a%20c?versionId=1").unwrap(),
+            ("b".into(), "a c".into())
+        );
+        assert_eq!(
+            parse_copy_source("b/k/x").unwrap(),
+            ("b".into(), "k/x".into())
+        );
+        assert!(parse_copy_source("b").is_err());
+    }
+}
