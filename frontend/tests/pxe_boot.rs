@@ -10,7 +10,7 @@ mod pxe_common;
 
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
-use mallee_frontend::pxe::leases::Mac;
+use mallee_frontend::pxe::leases::{LeaseState, LeaseStore, Mac, SqliteLeaseStore};
 use mallee_frontend::pxe::PxeConfig;
 use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
 use pxe_common::{wait_until, RunningPxe, TapNamespace};
@@ -149,6 +149,16 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
         })
         .count();
     assert!(acks_without_boot_file >= 1, "no plain ACK for mallee-init");
+    // The lease is in the database, bound to the node.
+    let leases = SqliteLeaseStore::open(&dir.file("leases.db"))
+        .and_then(|mut s| s.load())
+        .expect("read the lease database");
+    assert!(
+        leases
+            .iter()
+            .any(|l| l.mac == mac && l.ip == ip && l.state == LeaseState::Bound),
+        "no bound lease for {mac} at {ip}: {leases:?}"
+    );
     assert!(
         !pxe.events
             .snapshot()
