@@ -125,7 +125,7 @@ pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     })?;
     ec2.changes.bump();
     let mut x = Xml::new(c.action, c.rid);
-    x.field("return", "true").field("associationId", assoc);
+    x.field("associationId", assoc);
     Ok(x.finish())
 }
 

@@ -80,7 +80,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Ok(g.id)
     })?;
     let mut x = Xml::new(c.action, c.rid);
-    x.field("return", "true").field("groupId", id);
+    x.field("groupId", id);
     Ok(x.finish())
 }
 

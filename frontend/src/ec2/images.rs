@@ -44,6 +44,13 @@ fn linked(
 pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("Name")?;
     let location = c.p.req("ImageLocation")?;
+    if !(3..=128).contains(&name.len()) {
+        return Err(Ec2Error::invalid(
+            "Name",
+            name,
+            "AMI names are 3 to 128 characters.",
+        ));
+    }
     let (bucket, key) = location
         .trim_start_matches('/')
         .split_once('/')
