@@ -10,6 +10,14 @@ fn aws_cli_copies_100_mib_up_and_down_lists_ranges_presigns_and_removes() {
     let fe = Frontend::start();
     let out = fe.run_script("s3_cli.py", &[]);
     assert!(out.contains("ok rm + rb"), "{out}");
+    // Bodies stream: 100 MiB went up and down (10 parts at a time) without the server
+    // holding anything like the object in memory.
+    let peak = fe.peak_rss_mib();
+    println!("server peak RSS: {peak} MiB");
+    assert!(
+        peak < 64,
+        "server peak RSS {peak} MiB while moving a 100 MiB object"
+    );
 }
 
 #[test]

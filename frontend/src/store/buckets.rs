@@ -88,19 +88,17 @@ impl Store {
 
     /// The bucket called `name`.
     pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, StoreError> {
-        let b = self
-            .conn()
-            .query_row(
-                "SELECT name, owner, created_ms FROM buckets WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(Bucket {
-                        name: r.get(0)?,
-                        owner: r.get(1)?,
-                        created_ms: r.get(2)?,
-                    })
-                },
-            )
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, owner, created_ms FROM buckets WHERE name = ?1")?;
+        let b = stmt
+            .query_row([name], |r| {
+                Ok(Bucket {
+                    name: r.get(0)?,
+                    owner: r.get(1)?,
+                    created_ms: r.get(2)?,
+                })
+            })
             .optional()?;
         Ok(b)
     }
@@ -155,14 +153,11 @@ impl Store {
 
     /// The object `key` in `bucket`.
     pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRow>, StoreError> {
-        let o = self
-            .conn()
-            .query_row(
-                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"),
-                [bucket, key],
-                row_to_object,
-            )
-            .optional()?;
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"
+        ))?;
+        let o = stmt.query_row([bucket, key], row_to_object).optional()?;
         Ok(o)
     }
 

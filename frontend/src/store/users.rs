@@ -109,13 +109,10 @@ impl Store {
     /// The user holding `access_key`.
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
         let conn = self.conn();
-        let user = conn
-            .query_row(
-                "SELECT name, access_key, secret, role FROM users WHERE access_key = ?1",
-                [access_key],
-                row_to_user,
-            )
-            .optional()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, access_key, secret, role FROM users WHERE access_key = ?1",
+        )?;
+        let user = stmt.query_row([access_key], row_to_user).optional()?;
         Ok(user)
     }
 

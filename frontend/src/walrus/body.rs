@@ -181,12 +181,22 @@ pub fn content_sha256_mismatch() -> S3Error {
     )
 }
 
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
+/// Bodies up to this size are read in one go rather than streamed.
+const INLINE_MAX: u64 = 256 << 10;
 
-/// Streams `len` bytes of `path` from `offset`, read on a blocking thread.
+/// Streams `len` bytes of `path` from `offset`, read on a blocking thread (small bodies are
+/// read at once).
 pub fn file_body(path: PathBuf, offset: u64, len: u64) -> Result<RespBody, S3Error> {
     let mut file = std::fs::File::open(&path)?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    if len <= INLINE_MAX {
+        let mut buf = vec![0u8; len as usize];
+        tokio::task::block_in_place(|| {
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)
+        })?;
+        return Ok(full(buf));
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::task::spawn_blocking(move || {
         let mut left = len;
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
