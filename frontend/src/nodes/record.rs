@@ -233,26 +233,33 @@ pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, S
     })
 }
 
-/// Capacity and use of every registered node, for the scheduler.
+/// Capacity and use of every registered node, for the scheduler. Use is summed by SQLite
+/// over the instance documents (every instance but terminated ones holds its room).
 pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
     let nodes: Vec<Node> = tx.list(NODE, None)?;
-    let instances: Vec<Instance> = tx.list(INSTANCE, None)?;
+    let used = tx.sum_by(
+        INSTANCE,
+        "node",
+        ["vcpus", "memory_mib"],
+        ("state", "terminated"),
+    )?;
     Ok(nodes
         .into_iter()
         .filter_map(|n| {
             let info = n.info?;
-            let mine = instances
+            let [cpu, mib] = used
                 .iter()
-                .filter(|i| i.node == n.id && i.holds_capacity());
-            let (cpu, mib) = mine.fold((0, 0), |(c, m), i| (c + i.vcpus, m + i.memory_mib));
+                .find(|(id, _)| *id == n.id)
+                .map(|(_, u)| *u)
+                .unwrap_or([0, 0]);
             Some(NodeLoad {
                 id: n.id,
                 zone: n.cluster,
                 up: !n.down,
                 cpus: info.cpus,
                 memory_mib: info.memory_mib,
-                used_vcpus: cpu,
-                used_mib: mib,
+                used_vcpus: cpu as u32,
+                used_mib: mib as u64,
             })
         })
         .collect())

@@ -89,6 +89,37 @@ impl CloudTx<'_> {
         Ok(out)
     }
 
+    /// Sums of the integer fields `sums` of the records of `kind`, grouped by the string field
+    /// `group`, skipping records whose field `skip.0` equals `skip.1`. Field names are JSON
+    /// object keys of the documents; SQLite reads them without building the records.
+    pub fn sum_by(
+        &self,
+        kind: &str,
+        group: &str,
+        sums: [&str; 2],
+        skip: (&str, &str),
+    ) -> Result<Vec<(String, [i64; 2])>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT json_extract(body, '$.' || ?2) AS g,
+                    SUM(json_extract(body, '$.' || ?3)), SUM(json_extract(body, '$.' || ?4))
+             FROM cloud WHERE kind = ?1 AND json_extract(body, '$.' || ?5) IS NOT ?6
+             GROUP BY g",
+        )?;
+        let rows = stmt.query_map(
+            params![kind, group, sums[0], sums[1], skip.0, skip.1],
+            |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    [
+                        r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    ],
+                ))
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Inserts or updates a record; fails if another record of the kind and owner has `name`.
     pub fn put<T: Serialize>(
         &self,
@@ -158,6 +189,36 @@ mod tests {
                 assert!(tx
                     .put("thing", "t-9", "alice", Some("a"), &vec![9])
                     .is_err());
+                tx.put(
+                    "sized",
+                    "s-1",
+                    "u",
+                    None,
+                    &serde_json::json!({"at": "a", "n": 2, "m": 5, "st": "on"}),
+                )?;
+                tx.put(
+                    "sized",
+                    "s-2",
+                    "u",
+                    None,
+                    &serde_json::json!({"at": "a", "n": 3, "m": 1, "st": "on"}),
+                )?;
+                tx.put(
+                    "sized",
+                    "s-3",
+                    "u",
+                    None,
+                    &serde_json::json!({"at": "a", "n": 9, "m": 9, "st": "off"}),
+                )?;
+                tx.put(
+                    "sized",
+                    "s-4",
+                    "u",
+                    None,
+                    &serde_json::json!({"at": "b", "n": 1, "m": 1, "st": "on"}),
+                )?;
+                let sums = tx.sum_by("sized", "at", ["n", "m"], ("st", "off"))?;
+                assert_eq!(sums, vec![("a".into(), [5, 6]), ("b".into(), [1, 1])]);
                 assert_eq!(tx.next_counter("c")?, 1);
                 assert_eq!(tx.next_counter("c")?, 2);
                 assert!(tx.delete("thing", "t-1")?);
