@@ -16,8 +16,10 @@ fuzz_target!(|data: &[u8]| {
         });
         let mut d = ChunkedDecoder::new(signer, trailer);
         let mut out = Vec::new();
-        if d.push(Bytes::copy_from_slice(&data[..split]), &mut out).is_ok()
-            && d.push(Bytes::copy_from_slice(&data[split..]), &mut out).is_ok()
+        if d.push(Bytes::copy_from_slice(&data[..split]), &mut out)
+            .is_ok()
+            && d.push(Bytes::copy_from_slice(&data[split..]), &mut out)
+                .is_ok()
         {
             let _ = d.finish();
         }

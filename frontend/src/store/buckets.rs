@@ -88,7 +88,7 @@ impl Store {
 
     /// The bucket called `name`.
     pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT name, owner, created_ms FROM buckets WHERE name = ?1")?;
         let b = stmt
@@ -105,7 +105,7 @@ impl Store {
 
     /// Buckets owned by `owner`, or all buckets when `None`.
     pub fn list_buckets(&self, owner: Option<&str>) -> Result<Vec<Bucket>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT name, owner, created_ms FROM buckets WHERE ?1 IS NULL OR owner = ?1 ORDER BY name")?;
         let rows = stmt.query_map([owner], |r| {
@@ -153,7 +153,7 @@ impl Store {
 
     /// The object `key` in `bucket`.
     pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"
         ))?;
@@ -186,7 +186,7 @@ impl Store {
         limit: usize,
     ) -> Result<ListPage, StoreError> {
         let op = if inclusive { ">=" } else { ">" };
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key {op} ?2 ORDER BY key LIMIT ?3"
         ))?;

@@ -98,7 +98,7 @@ impl Store {
 
     /// Uploads in progress in `bucket`, by key then start time.
     pub fn list_uploads(&self, bucket: &str) -> Result<Vec<Upload>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!(
             "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket = ?1 ORDER BY key, initiated_ms"
         ))?;
@@ -140,7 +140,7 @@ impl Store {
 
     /// The parts of an upload, by number.
     pub fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT part_number, blob, size, etag, sha256, modified_ms FROM parts WHERE upload_id = ?1 ORDER BY part_number",
         )?;

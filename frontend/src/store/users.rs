@@ -88,7 +88,7 @@ impl Store {
 
     /// Every user, by name.
     pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT name, access_key, secret, role FROM users ORDER BY name")?;
         let users = stmt.query_map([], row_to_user)?.collect::<Result<_, _>>()?;
@@ -108,7 +108,7 @@ impl Store {
 
     /// The user holding `access_key`.
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT name, access_key, secret, role FROM users WHERE access_key = ?1",
         )?;

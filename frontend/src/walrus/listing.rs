@@ -3,7 +3,7 @@
 //! store; the two handlers only differ in parameters and XML.
 
 use super::xml::XmlWriter;
-use super::{db, xml_response, Access, Query, S3Error, S3Request, Walrus};
+use super::{xml_response, Access, Query, S3Error, S3Request, Walrus};
 use crate::auth::canonical::uri_encode;
 use crate::auth::time::format_iso8601_millis;
 use crate::store::{ObjectRow, Store, StoreError};
@@ -178,7 +178,7 @@ pub fn list_v1(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
     let q = &r.query;
     let marker = q.get("marker").unwrap_or("").to_string();
     let p = params(q, marker.clone())?;
-    let res = db(|| list(&w.store, bucket, &p))?;
+    let res = list(&w.store, bucket, &p)?;
     let e = Encoder(q.get("encoding-type") == Some("url"));
     let mut x = XmlWriter::new();
     write_header(&mut x, bucket, &p, &e);
@@ -207,7 +207,7 @@ pub fn list_v2(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
         None => q.get("start-after").unwrap_or("").to_string(),
     };
     let p = params(q, after)?;
-    let res = db(|| list(&w.store, bucket, &p))?;
+    let res = list(&w.store, bucket, &p)?;
     let e = Encoder(q.get("encoding-type") == Some("url"));
     let mut x = XmlWriter::new();
     write_header(&mut x, bucket, &p, &e);
