@@ -240,6 +240,8 @@ for params, code in [
 ]:
     status, body = raw(params, key, secret)
     assert status == 400 and f"<Code>{code}</Code>" in body, (params, status, body)
+status, body = raw({"Action": "DescribeRegions", "Version": "2016-11-15"}, key, secret, method="GET")
+assert status == 200 and "<regionName>us-east-1</regionName>" in body, (status, body)
 status, body = raw({"Action": "DescribeRegions"}, key, "wrong-secret")
 assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, (status, body)
 assert cli("ec2", "describe-regions")["Regions"][0]["RegionName"] == "us-east-1"
