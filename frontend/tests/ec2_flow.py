@@ -260,6 +260,10 @@ step("records survive kill -9, node reconciles after restart")
 
 # --- terminate everything ---------------------------------------------------------------------
 everyone = pair + more + [late]
+addr = ec2.allocate_address()
+ec2.associate_address(AllocationId=addr["AllocationId"], InstanceId=late)
+vol = ec2.create_volume(Size=2, AvailabilityZone=zone)["VolumeId"]
+ec2.attach_volume(VolumeId=vol, InstanceId=late, Device="/dev/vdc")
 expect("InvalidGroup.InUse", ec2.delete_security_group, GroupName="web")
 out = ec2.terminate_instances(InstanceIds=everyone)["TerminatingInstances"]
 assert {c["CurrentState"]["Name"] for c in out} == {"shutting-down"}, out
@@ -267,6 +271,11 @@ wait_state(ec2, everyone, "terminated")
 ec2.delete_security_group(GroupName="web")
 ec2.deregister_image(ImageId=emi)
 assert states(ec2, everyone) == {i: "terminated" for i in everyone}
+left = ec2.describe_addresses(AllocationIds=[addr["AllocationId"]])["Addresses"][0]
+assert "InstanceId" not in left and "AssociationId" not in left, left
+assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available"
+ec2.release_address(AllocationId=addr["AllocationId"])
+ec2.delete_volume(VolumeId=vol)
 step("terminate")
 
 # --- no input gets a 5xx --------------------------------------------------------------------

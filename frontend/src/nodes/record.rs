@@ -186,6 +186,7 @@ pub fn report(
                 if i.state == State::Terminated && before != State::Terminated {
                     n.used[0] = n.used[0].saturating_sub(i.vcpus.into());
                     n.used[1] = n.used[1].saturating_sub(i.memory_mib);
+                    crate::ec2::instances::release_on_termination(tx, &mut i)?;
                 }
                 if i.state != before {
                     tracing::info!(instance = %i.id, node, from = before.name(), to = i.state.name(), "instance state");
