@@ -38,6 +38,8 @@ pub struct Config {
     /// Unprivileged user the HTTP server runs as when started as root. Created (system user)
     /// if missing; `nobody` is used when it cannot be created.
     pub run_as: String,
+    /// The EC2 API, scheduler and node protocol (`[ec2]` table).
+    pub ec2: crate::ec2::Ec2Config,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             region: "us-east-1".to_string(),
             max_clock_skew_secs: 15 * 60,
             run_as: "mallee".to_string(),
+            ec2: Default::default(),
         }
     }
 }

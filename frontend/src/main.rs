@@ -2,6 +2,8 @@
 //! user create|list|delete` manages users.
 
 use anyhow::{bail, Context};
+use mallee_frontend::ec2::{Changes, Ec2};
+use mallee_frontend::nodes::NodeApi;
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,11 +61,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%user, "dropped root privileges");
     }
     let store = Arc::new(store);
-    let walrus = Arc::new(Walrus::new(
-        store,
-        &config.region,
-        config.max_clock_skew_secs,
-    ));
+    let changes = Arc::new(Changes::default());
+    let apis = Arc::new(server::Apis {
+        walrus: Walrus::new(store.clone(), &config.region, config.max_clock_skew_secs),
+        ec2: Ec2::new(
+            store.clone(),
+            config.ec2.clone(),
+            changes.clone(),
+            &config.region,
+            config.max_clock_skew_secs,
+        ),
+        nodes: Arc::new(NodeApi {
+            store,
+            cfg: config.ec2.clone(),
+            changes,
+        }),
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -72,7 +85,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         println!("mallee-frontend: listening on http://{addr}");
         use std::io::Write;
         std::io::stdout().flush()?;
-        server::serve(listener, walrus).await?;
+        tokio::spawn(apis.nodes.clone().watch_liveness());
+        server::serve(listener, apis).await?;
         Ok(())
     })
 }

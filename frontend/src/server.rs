@@ -1,15 +1,43 @@
 //! The HTTP server: accepts connections on the listener and hands each request to the API
-//! that owns it (Walrus now; the EC2 Query API will be told apart by path or Action).
+//! that owns it: `/_node/...` to the node protocol, EC2 Query requests (see
+//! `ec2::is_ec2_request`) to EC2, everything else to Walrus.
 
-use crate::walrus::Walrus;
+use crate::ec2::Ec2;
+use crate::nodes::NodeApi;
+use crate::walrus::{RespBody, Walrus};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The APIs sharing the listener.
+pub struct Apis {
+    pub walrus: Walrus,
+    pub ec2: Ec2,
+    pub nodes: Arc<NodeApi>,
+}
+
+impl Apis {
+    async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<RespBody> {
+        let path = req.uri().path();
+        if path.starts_with(mallee_proto::PATH_PREFIX) {
+            return self.nodes.handle(req).await;
+        }
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let query = req.uri().query().unwrap_or("");
+        if crate::ec2::is_ec2_request(req.method(), path, content_type, query) {
+            return self.ec2.handle(req).await;
+        }
+        self.walrus.handle(req).await
+    }
+}
+
 /// Serves until the process is stopped.
-pub async fn serve(listener: TcpListener, walrus: Arc<Walrus>) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, apis: Arc<Apis>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -20,11 +48,11 @@ pub async fn serve(listener: TcpListener, walrus: Arc<Walrus>) -> std::io::Resul
             }
         };
         let _ = stream.set_nodelay(true);
-        let walrus = walrus.clone();
+        let apis = apis.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let walrus = walrus.clone();
-                async move { Ok::<_, std::convert::Infallible>(walrus.handle(req).await) }
+                let apis = apis.clone();
+                async move { Ok::<_, std::convert::Infallible>(apis.handle(req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

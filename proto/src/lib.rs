@@ -1,3 +1,241 @@
 //! Types and JSON of the node <-> frontend protocol, and the instance metadata document.
 //!
-//! Not yet implemented: this crate is filled in by the frontend and node-agent issues.
+//! The protocol is JSON over HTTP on the frontend's API port, under `/_node/` (no S3 bucket
+//! name can start with `_`, so it never collides with Walrus):
+//!
+//! 1. `POST /_node/enroll` with [`EnrollRequest`] (the cluster secret from the node's kernel
+//!    command line) → [`EnrollResponse`] carrying a per-node token. Every later request sends
+//!    `Authorization: Bearer <token>`.
+//! 2. `POST /_node/register` with [`NodeInfo`] → [`RegisterResponse`] (timing the node uses).
+//! 3. `GET /_node/desired?generation=G` → [`DesiredState`]: answered at once when the stored
+//!    desired state differs from generation `G`, else held until it changes or the long-poll
+//!    time passes. The node reconciles towards it (level-triggered: the whole state each time).
+//! 4. `POST /_node/report` with [`ActualState`] (every instance the node knows, its image cache);
+//!    it doubles as the heartbeat. `POST /_node/console` with [`ConsoleReport`].
+//!
+//! Errors come back as a non-2xx status with an [`ErrorBody`]. This crate knows nothing of
+//! HTTP clients, servers or storage; it only fixes the shapes and their JSON.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+mod metadata;
+pub use metadata::{MetadataDocument, PublicKey};
+
+pub const PATH_PREFIX: &str = "/_node/";
+pub const PATH_ENROLL: &str = "/_node/enroll";
+pub const PATH_REGISTER: &str = "/_node/register";
+pub const PATH_DESIRED: &str = "/_node/desired";
+pub const PATH_REPORT: &str = "/_node/report";
+pub const PATH_CONSOLE: &str = "/_node/console";
+
+/// Why a protocol message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("malformed protocol message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Serializes a message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Every message type is plain data (strings, numbers, vectors): serializing cannot fail.
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+/// Parses a message.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// First contact: proves knowledge of the cluster secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub node_id: String,
+    pub cluster: String,
+    pub secret: String,
+}
+
+/// The node's own credential for every later request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub token: String,
+}
+
+/// What a node has to offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub cluster: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub macs: Vec<String>,
+    pub agent_version: String,
+}
+
+/// Timing the frontend expects from the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// Report at least this often, or be marked down.
+    pub report_every_secs: u64,
+    /// How long `desired` may hold a request.
+    pub long_poll_secs: u64,
+}
+
+/// What the node should be running: every instance placed on it that is not yet terminated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Opaque; send it back to wait for the next change.
+    pub generation: String,
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// The state the frontend wants an instance in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    Running,
+    Stopped,
+    Terminated,
+}
+
+/// One instance as the node must run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub instance_id: String,
+    pub goal: Goal,
+    /// Bumped by RebootInstances: a node that last saw a lower value reboots the instance.
+    pub reboot_count: u32,
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub image: ImageRef,
+    pub kernel: Option<ImageRef>,
+    pub ramdisk: Option<ImageRef>,
+    /// Base64, as the client gave it.
+    pub user_data: Option<String>,
+    pub mac: String,
+    pub metadata: MetadataDocument,
+}
+
+/// An image the node fetches from Walrus and verifies before use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub image_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the whole object.
+    pub sha256: String,
+}
+
+/// What the node sees an instance doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Observed {
+    /// Fetching images or booting.
+    Pending,
+    Running,
+    Stopped,
+    /// Gone from the node (after a terminate goal).
+    Terminated,
+    /// Could not be started or died; `reason` says why.
+    Failed,
+}
+
+/// One instance as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub instance_id: String,
+    pub state: Observed,
+    pub reason: Option<String>,
+    pub reboot_count: u32,
+}
+
+/// An image held in the node's cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedImage {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Everything the node knows, each time (so a lost report costs nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualState {
+    pub instances: Vec<InstanceReport>,
+    pub image_cache: Vec<CachedImage>,
+}
+
+/// The recent console output of one instance (the whole retained tail, not a delta).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleReport {
+    pub instance_id: String,
+    pub output: String,
+}
+
+/// Body of a non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        let image = ImageRef {
+            image_id: "emi-0123abcd".into(),
+            bucket: "images".into(),
+            key: "root.img".into(),
+            size: 4096,
+            sha256: "ab".repeat(32),
+        };
+        InstanceSpec {
+            instance_id: "i-0123456789abcdef0".into(),
+            goal: Goal::Running,
+            reboot_count: 0,
+            instance_type: "m1.small".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            kernel: Some(ImageRef {
+                image_id: "eki-0123abcd".into(),
+                ..image.clone()
+            }),
+            ramdisk: None,
+            image,
+            user_data: Some("aGVsbG8=".into()),
+            mac: "d0:0d:01:23:45:67".into(),
+            metadata: MetadataDocument::default(),
+        }
+    }
+
+    #[test]
+    fn desired_state_round_trips_through_json() {
+        let d = DesiredState {
+            generation: "e1-7".into(),
+            instances: vec![spec()],
+        };
+        let bytes = encode(&d);
+        assert_eq!(decode::<DesiredState>(&bytes).unwrap(), d);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"goal\":\"running\""), "{text}");
+    }
+
+    #[test]
+    fn report_parses_from_the_documented_json() {
+        let text = r#"{"instances":[{"instance_id":"i-1","state":"failed",
+            "reason":"image sha256 mismatch","reboot_count":0}],
+            "image_cache":[{"sha256":"00","size":1}]}"#;
+        let r: ActualState = decode(text.as_bytes()).unwrap();
+        assert_eq!(r.instances[0].state, Observed::Failed);
+        assert_eq!(decode::<ActualState>(&encode(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        assert!(decode::<ActualState>(b"{\"instances\":[{\"state\":\"dancing\"}]}").is_err());
+        assert!(decode::<NodeInfo>(b"\xff\xfe").is_err());
+        assert!(decode::<EnrollRequest>(b"").is_err());
+    }
+}

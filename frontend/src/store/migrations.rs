@@ -48,6 +48,18 @@ const MIGRATIONS: &[&str] = &[
         modified_ms INTEGER NOT NULL,
         PRIMARY KEY (upload_id, part_number)
     ) WITHOUT ROWID;",
+    // 2: cloud records (images, instances, key pairs, groups, addresses, volumes, nodes...):
+    // one JSON document per record, owner-scoped, names unique per kind and owner.
+    "CREATE TABLE cloud (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        name TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX cloud_names ON cloud (kind, owner, name) WHERE name IS NOT NULL;
+    CREATE INDEX cloud_owners ON cloud (kind, owner, id);",
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -5,12 +5,14 @@
 
 mod blobs;
 mod buckets;
+mod cloud;
 mod migrations;
 mod multipart;
 mod users;
 
 pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
 pub use buckets::{Bucket, ListPage, ObjectRow};
+pub use cloud::CloudTx;
 pub use multipart::{PartRow, Upload};
 pub use users::{Role, User};
 

@@ -1,0 +1,202 @@
+//! Elastic IPs from the configured pool: Allocate, Associate (the instance's public address
+//! and metadata follow), Disassociate, Release, Describe.
+
+use super::instances::owned;
+use super::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
+use super::params::filter_matches;
+use super::xml::Xml;
+use super::{Call, Ec2, Ec2Error};
+use crate::store::CloudTx;
+
+fn find(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Address, Ec2Error> {
+    let user = &c.user.name;
+    if let Some(id) = c.p.get("AllocationId") {
+        return tx
+            .list::<Address>(ADDRESS, Some(user))?
+            .into_iter()
+            .find(|a| a.allocation_id == id)
+            .ok_or_else(|| {
+                Ec2Error::client(
+                    "InvalidAllocationID.NotFound",
+                    format!("The allocation ID '{id}' does not exist"),
+                )
+            });
+    }
+    if let Some(id) = c.p.get("AssociationId") {
+        return tx
+            .list::<Address>(ADDRESS, Some(user))?
+            .into_iter()
+            .find(|a| a.association_id.as_deref() == Some(id))
+            .ok_or_else(|| {
+                Ec2Error::client(
+                    "InvalidAssociationID.NotFound",
+                    format!("The association ID '{id}' does not exist"),
+                )
+            });
+    }
+    let ip = c.p.req("PublicIp")?;
+    tx.get::<Address>(ADDRESS, ip)?
+        .filter(|a| &a.owner == user)
+        .ok_or_else(|| {
+            Ec2Error::client(
+                "InvalidAddress.NotFound",
+                format!("Address '{ip}' not found."),
+            )
+        })
+}
+
+fn set_instance_ip(tx: &CloudTx<'_>, id: &str, ip: Option<&str>) -> Result<(), Ec2Error> {
+    if let Some(mut i) = tx.get::<Instance>(INSTANCE, id)? {
+        i.public_ip = ip.map(str::to_string);
+        i.metadata.public_ipv4 = i.public_ip.clone();
+        tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+    }
+    Ok(())
+}
+
+fn unlink(tx: &CloudTx<'_>, a: &mut Address) -> Result<(), Ec2Error> {
+    if let Some(id) = a.instance_id.take() {
+        set_instance_ip(tx, &id, None)?;
+    }
+    a.association_id = None;
+    Ok(())
+}
+
+pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let a = ec2.store.cloud(|tx| {
+        let taken: Vec<Address> = tx.list(ADDRESS, None)?;
+        let free = ec2
+            .cfg
+            .public_ips
+            .iter()
+            .map(|ip| ip.to_string())
+            .find(|ip| !taken.iter().any(|a| a.public_ip == *ip))
+            .ok_or_else(|| {
+                Ec2Error::client("AddressLimitExceeded", "The address pool is exhausted.")
+            })?;
+        let a = Address {
+            public_ip: free,
+            allocation_id: new_id("eipalloc", 17),
+            owner: c.user.name.clone(),
+            instance_id: None,
+            association_id: None,
+        };
+        tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+        Ok::<_, Ec2Error>(a)
+    })?;
+    let mut x = Xml::new(c.action, c.rid);
+    x.field("publicIp", &a.public_ip)
+        .field("domain", "standard")
+        .field("allocationId", &a.allocation_id);
+    Ok(x.finish())
+}
+
+pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let instance_id = c.p.req("InstanceId")?;
+    let reassociate = c.p.bool("AllowReassociation")?.unwrap_or(false);
+    let assoc = ec2.store.cloud(|tx| {
+        let inst = owned(tx, instance_id, &c.user.name)?;
+        if inst.state == State::Terminated {
+            return Err(Ec2Error::client(
+                "IncorrectInstanceState",
+                format!("The instance '{instance_id}' is terminated."),
+            ));
+        }
+        let mut a = find(tx, c)?;
+        if a.instance_id.is_some() && a.instance_id.as_deref() != Some(instance_id) && !reassociate
+        {
+            return Err(Ec2Error::client(
+                "Resource.AlreadyAssociated",
+                format!("{} is already associated", a.public_ip),
+            ));
+        }
+        unlink(tx, &mut a)?;
+        for mut other in tx.list::<Address>(ADDRESS, Some(&c.user.name))? {
+            if other.instance_id.as_deref() == Some(instance_id) {
+                unlink(tx, &mut other)?;
+                tx.put(ADDRESS, &other.public_ip, &other.owner, None, &other)?;
+            }
+        }
+        a.instance_id = Some(instance_id.to_string());
+        a.association_id = Some(new_id("eipassoc", 17));
+        set_instance_ip(tx, instance_id, Some(&a.public_ip))?;
+        tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+        Ok(a.association_id.clone().unwrap_or_default())
+    })?;
+    ec2.changes.bump();
+    let mut x = Xml::new(c.action, c.rid);
+    x.field("associationId", assoc);
+    Ok(x.finish())
+}
+
+pub fn disassociate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    ec2.store.cloud(|tx| {
+        let mut a = find(tx, c)?;
+        unlink(tx, &mut a)?;
+        tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+        Ok::<_, Ec2Error>(())
+    })?;
+    ec2.changes.bump();
+    Ok(Xml::ok(c.action, c.rid))
+}
+
+pub fn release(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    ec2.store.cloud(|tx| {
+        let mut a = find(tx, c)?;
+        unlink(tx, &mut a)?;
+        tx.delete(ADDRESS, &a.public_ip)?;
+        Ok::<_, Ec2Error>(())
+    })?;
+    ec2.changes.bump();
+    Ok(Xml::ok(c.action, c.rid))
+}
+
+pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let ips = c.p.list("PublicIp");
+    let allocs = c.p.list("AllocationId");
+    let filters = c.p.filters()?;
+    let all: Vec<Address> = ec2.store.cloud(|tx| tx.list(ADDRESS, Some(&c.user.name)))?;
+    for ip in &ips {
+        if !all.iter().any(|a| &a.public_ip == ip) {
+            return Err(Ec2Error::client(
+                "InvalidAddress.NotFound",
+                format!("Address '{ip}' not found."),
+            ));
+        }
+    }
+    for id in &allocs {
+        if !all.iter().any(|a| &a.allocation_id == id) {
+            return Err(Ec2Error::client(
+                "InvalidAllocationID.NotFound",
+                format!("The allocation ID '{id}' does not exist"),
+            ));
+        }
+    }
+    let shown: Vec<&Address> = all
+        .iter()
+        .filter(|a| ips.is_empty() || ips.contains(&a.public_ip))
+        .filter(|a| allocs.is_empty() || allocs.contains(&a.allocation_id))
+        .filter(|a| {
+            filters.iter().all(|f| {
+                let opt = |v: &Option<String>| v.as_deref().is_some_and(|v| filter_matches(f, v));
+                match f.name.as_str() {
+                    "public-ip" => filter_matches(f, &a.public_ip),
+                    "allocation-id" => filter_matches(f, &a.allocation_id),
+                    "instance-id" => opt(&a.instance_id),
+                    "association-id" => opt(&a.association_id),
+                    "domain" => filter_matches(f, "standard"),
+                    _ => false,
+                }
+            })
+        })
+        .collect();
+    let mut x = Xml::new(c.action, c.rid);
+    x.set("addressesSet", &shown, |x, a| {
+        x.field("publicIp", &a.public_ip)
+            .field("allocationId", &a.allocation_id)
+            .field("domain", "standard")
+            .opt("instanceId", a.instance_id.as_ref())
+            .opt("associationId", a.association_id.as_ref());
+    });
+    Ok(x.finish())
+}

@@ -1,0 +1,326 @@
+//! Images: RegisterImage makes an emi-/eki-/eri- record from a Walrus object (its size and
+//! SHA-256 come from the object store, the kind from the object's `x-amz-meta-mallee-image-type`
+//! metadata: `machine` (default), `kernel` or `ramdisk`); DescribeImages with owners,
+//! executable-by and filters; DeregisterImage; launch permissions.
+
+use super::model::{new_id, well_formed, Image, ImageKind, IMAGE};
+use super::params::{filter_matches, Params};
+use super::xml::{time, Xml};
+use super::{Call, Ec2, Ec2Error};
+use crate::store::CloudTx;
+use crate::walrus::{may_access, Access};
+
+pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
+const KIND_META: &str = "x-amz-meta-mallee-image-type";
+
+/// The image `id` if `user` may see it, else the error clients expect.
+pub fn visible(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Image, Ec2Error> {
+    if !well_formed(id, IMAGE_PREFIXES) {
+        return Err(Ec2Error::malformed("InvalidAMIID", id));
+    }
+    tx.get::<Image>(IMAGE, id)?
+        .filter(|i| i.launchable_by(user))
+        .ok_or_else(|| Ec2Error::not_found("InvalidAMIID", id))
+}
+
+fn linked(
+    tx: &CloudTx<'_>,
+    id: Option<&str>,
+    user: &str,
+    kind: ImageKind,
+) -> Result<Option<String>, Ec2Error> {
+    let Some(id) = id else { return Ok(None) };
+    let img = visible(tx, id, user)?;
+    if img.kind != kind {
+        return Err(Ec2Error::invalid(
+            "ImageId",
+            id,
+            &format!("It is not a {} image.", kind.as_str()),
+        ));
+    }
+    Ok(Some(img.id))
+}
+
+pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let name = c.p.req("Name")?;
+    let location = c.p.req("ImageLocation")?;
+    if !(3..=128).contains(&name.len()) {
+        return Err(Ec2Error::invalid(
+            "Name",
+            name,
+            "AMI names are 3 to 128 characters.",
+        ));
+    }
+    let (bucket, key) = location
+        .trim_start_matches('/')
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| Ec2Error::invalid("ImageLocation", location, "Expected bucket/key."))?;
+    let no_object = || Ec2Error::invalid("ImageLocation", location, "No such object in Walrus.");
+    let b = ec2.store.bucket(bucket)?.ok_or_else(no_object)?;
+    if !may_access(c.user, &b.owner, Access::Read) {
+        return Err(no_object());
+    }
+    let obj = ec2.store.object(bucket, key)?.ok_or_else(no_object)?;
+    let kind_text = obj
+        .metadata
+        .iter()
+        .find(|(k, _)| k == KIND_META)
+        .map(|(_, v)| v.as_str());
+    let kind = match kind_text {
+        None => ImageKind::Machine,
+        Some(t) => ImageKind::parse(t)
+            .ok_or_else(|| Ec2Error::invalid(KIND_META, t, "Use machine, kernel or ramdisk."))?,
+    };
+    let arch = c.p.get("Architecture").unwrap_or("x86_64");
+    if !["x86_64", "i386", "arm64"].contains(&arch) {
+        return Err(Ec2Error::invalid("Architecture", arch, "Use x86_64."));
+    }
+    let owner = &c.user.name;
+    let id = ec2.store.cloud(|tx| {
+        if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
+            return Err(Ec2Error::client(
+                "InvalidAMIName.Duplicate",
+                format!("AMI name {name} is already in use by an AMI owned by you"),
+            ));
+        }
+        let kernel_id = linked(tx, c.p.get("KernelId"), owner, ImageKind::Kernel)?;
+        let ramdisk_id = linked(tx, c.p.get("RamdiskId"), owner, ImageKind::Ramdisk)?;
+        if kind != ImageKind::Machine && (kernel_id.is_some() || ramdisk_id.is_some()) {
+            return Err(Ec2Error::combination(
+                "Only machine images take a kernel or ramdisk",
+            ));
+        }
+        let img = Image {
+            id: new_id(kind.prefix(), 8),
+            owner: owner.clone(),
+            name: name.to_string(),
+            description: c.p.get("Description").map(str::to_string),
+            kind,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: obj.size,
+            sha256: obj.sha256.clone(),
+            architecture: arch.to_string(),
+            kernel_id,
+            ramdisk_id,
+            public: false,
+            launch_users: Vec::new(),
+            created_ms: c.now,
+        };
+        tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
+        Ok(img.id)
+    })?;
+    tracing::info!(image = %id, kind = kind.as_str(), bucket, key, size = obj.size, sha256 = %obj.sha256, "registered image");
+    let mut x = Xml::new(c.action, c.rid);
+    x.field("imageId", id);
+    Ok(x.finish())
+}
+
+fn keep(img: &Image, user: &str, p: &Params, filters: &[super::params::Filter]) -> bool {
+    let owners = p.list("Owner");
+    let exec = p.list("ExecutableBy");
+    let owner_ok = owners.is_empty()
+        || owners
+            .iter()
+            .any(|o| (o == "self" && img.owner == user) || *o == img.owner);
+    let exec_ok = exec.is_empty()
+        || exec.iter().any(|e| match e.as_str() {
+            "all" => img.public,
+            "self" => img.launchable_by(user),
+            u => img.public || img.launch_users.iter().any(|x| x == u),
+        });
+    owner_ok
+        && exec_ok
+        && filters.iter().all(|f| match f.name.as_str() {
+            "image-id" => filter_matches(f, &img.id),
+            "name" => filter_matches(f, &img.name),
+            "image-type" => filter_matches(f, img.kind.as_str()),
+            "state" => filter_matches(f, "available"),
+            "owner-id" => filter_matches(f, &img.owner),
+            "is-public" => filter_matches(f, if img.public { "true" } else { "false" }),
+            "architecture" => filter_matches(f, &img.architecture),
+            "kernel-id" => filter_matches(f, img.kernel_id.as_deref().unwrap_or("")),
+            "ramdisk-id" => filter_matches(f, img.ramdisk_id.as_deref().unwrap_or("")),
+            _ => false,
+        })
+}
+
+pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let ids = c.p.list("ImageId");
+    let filters = c.p.filters()?;
+    let user = &c.user.name;
+    let images: Vec<Image> = ec2.store.cloud(|tx| {
+        for id in &ids {
+            visible(tx, id, user)?;
+        }
+        Ok::<_, Ec2Error>(tx.list::<Image>(IMAGE, None)?)
+    })?;
+    let shown: Vec<&Image> = images
+        .iter()
+        .filter(|i| i.launchable_by(user))
+        .filter(|i| ids.is_empty() || ids.contains(&i.id))
+        .filter(|i| keep(i, user, c.p, &filters))
+        .collect();
+    let mut x = Xml::new(c.action, c.rid);
+    x.set("imagesSet", &shown, |x, i| {
+        x.field("imageId", &i.id)
+            .field("imageLocation", format!("{}/{}", i.bucket, i.key))
+            .field("imageState", "available")
+            .field("imageOwnerId", &i.owner)
+            .field("creationDate", time(i.created_ms))
+            .field("isPublic", i.public)
+            .field("architecture", &i.architecture)
+            .field("imageType", i.kind.as_str())
+            .opt("kernelId", i.kernel_id.as_ref())
+            .opt("ramdiskId", i.ramdisk_id.as_ref())
+            .field("name", &i.name)
+            .opt("description", i.description.as_ref())
+            .field("rootDeviceType", "instance-store")
+            .field("virtualizationType", "hvm");
+        x.open("blockDeviceMapping").close("blockDeviceMapping");
+    });
+    Ok(x.finish())
+}
+
+fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Image, Ec2Error> {
+    let img = visible(tx, id, user)?;
+    if img.owner != user {
+        return Err(Ec2Error::new(
+            403,
+            "AuthFailure",
+            format!("Not authorized for image:{id}"),
+        ));
+    }
+    Ok(img)
+}
+
+pub fn deregister(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let id = c.p.req("ImageId")?;
+    ec2.store.cloud(|tx| {
+        let img = owned(tx, id, &c.user.name)?;
+        tx.delete(IMAGE, &img.id)?;
+        Ok::<_, Ec2Error>(())
+    })?;
+    Ok(Xml::ok(c.action, c.rid))
+}
+
+pub fn describe_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let id = c.p.req("ImageId")?;
+    let attr = c.p.req("Attribute")?;
+    let img = ec2.store.cloud(|tx| owned(tx, id, &c.user.name))?;
+    let mut x = Xml::new(c.action, c.rid);
+    x.field("imageId", &img.id);
+    match attr {
+        "launchPermission" => {
+            let mut perms: Vec<(&str, &str)> = img
+                .launch_users
+                .iter()
+                .map(|u| ("userId", u.as_str()))
+                .collect();
+            if img.public {
+                perms.insert(0, ("group", "all"));
+            }
+            x.set("launchPermission", &perms, |x, (k, v)| {
+                x.field(k, v);
+            });
+        }
+        "description" => {
+            x.open("description")
+                .opt("value", img.description.as_ref())
+                .close("description");
+        }
+        "kernel" => {
+            x.open("kernel")
+                .opt("value", img.kernel_id.as_ref())
+                .close("kernel");
+        }
+        "ramdisk" => {
+            x.open("ramdisk")
+                .opt("value", img.ramdisk_id.as_ref())
+                .close("ramdisk");
+        }
+        other => {
+            return Err(Ec2Error::invalid(
+                "Attribute",
+                other,
+                "Use launchPermission, description, kernel or ramdisk.",
+            ))
+        }
+    }
+    Ok(x.finish())
+}
+
+/// (add?, group `all`?, user) triples from both the old and the structured parameter forms.
+fn permission_changes(p: &Params) -> Result<Vec<(bool, Option<String>)>, Ec2Error> {
+    let mut out = Vec::new();
+    for (add, prefix) in [
+        (true, "LaunchPermission.Add"),
+        (false, "LaunchPermission.Remove"),
+    ] {
+        for s in p.structs(prefix) {
+            match (s.get("Group"), s.get("UserId")) {
+                (Some("all"), _) => out.push((add, None)),
+                (Some(g), _) => {
+                    return Err(Ec2Error::invalid("Group", g, "Only the group all exists."))
+                }
+                (None, Some(u)) => out.push((add, Some(u.to_string()))),
+                (None, None) => return Err(Ec2Error::missing("LaunchPermission.UserId")),
+            }
+        }
+    }
+    if let Some(op) = p.get("OperationType") {
+        let add = match op {
+            "add" => true,
+            "remove" => false,
+            other => {
+                return Err(Ec2Error::invalid(
+                    "OperationType",
+                    other,
+                    "Use add or remove.",
+                ))
+            }
+        };
+        for g in p.list("UserGroup") {
+            if g != "all" {
+                return Err(Ec2Error::invalid(
+                    "UserGroup",
+                    &g,
+                    "Only the group all exists.",
+                ));
+            }
+            out.push((add, None));
+        }
+        out.extend(p.list("UserId").into_iter().map(|u| (add, Some(u))));
+    }
+    Ok(out)
+}
+
+pub fn modify_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let id = c.p.req("ImageId")?;
+    let changes = permission_changes(c.p)?;
+    let description = c.p.get("Description.Value");
+    if changes.is_empty() && description.is_none() {
+        return Err(Ec2Error::missing("LaunchPermission"));
+    }
+    ec2.store.cloud(|tx| {
+        let mut img = owned(tx, id, &c.user.name)?;
+        for (add, user) in &changes {
+            match (add, user) {
+                (true, None) => img.public = true,
+                (false, None) => img.public = false,
+                (true, Some(u)) if !img.launch_users.contains(u) => {
+                    img.launch_users.push(u.clone())
+                }
+                (true, Some(_)) => {}
+                (false, Some(u)) => img.launch_users.retain(|x| x != u),
+            }
+        }
+        if let Some(d) = description {
+            img.description = Some(d.to_string());
+        }
+        tx.put(IMAGE, &img.id, &img.owner, Some(&img.name), &img)?;
+        Ok::<_, Ec2Error>(())
+    })?;
+    Ok(Xml::ok(c.action, c.rid))
+}

@@ -1,0 +1,265 @@
+//! Instance calls after launch: DescribeInstances (filters, MaxResults/NextToken),
+//! Terminate/Stop/Start/Reboot (they change the goal the node reconciles towards),
+//! GetConsoleOutput and DescribeInstanceStatus.
+
+use super::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
+use super::params::{filter_matches, Filter};
+use super::render;
+use super::xml::{time, Xml};
+use super::{Call, Ec2, Ec2Error};
+use crate::store::CloudTx;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use mallee_proto::Goal;
+
+/// The caller's instance `id`.
+pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Error> {
+    if !well_formed(id, &["i"]) {
+        return Err(Ec2Error::malformed("InvalidInstanceID", id));
+    }
+    tx.get::<Instance>(INSTANCE, id)?
+        .filter(|i| i.owner == user)
+        .ok_or_else(|| Ec2Error::not_found("InvalidInstanceID", id))
+}
+
+fn matches(i: &Instance, f: &Filter) -> Result<bool, Ec2Error> {
+    let opt = |v: &Option<String>| v.as_deref().is_some_and(|v| filter_matches(f, v));
+    Ok(match f.name.as_str() {
+        "instance-id" => filter_matches(f, &i.id),
+        "instance-state-name" => filter_matches(f, i.state.name()),
+        "instance-state-code" => filter_matches(f, &i.state.code().to_string()),
+        "image-id" => filter_matches(f, &i.image_id),
+        "availability-zone" => filter_matches(f, &i.zone),
+        "instance-type" => filter_matches(f, &i.instance_type),
+        "reservation-id" => filter_matches(f, &i.reservation_id),
+        "private-ip-address" => filter_matches(f, &i.private_ip),
+        "ip-address" => opt(&i.public_ip),
+        "key-name" => opt(&i.key_name),
+        "kernel-id" => opt(&i.kernel_id),
+        "ramdisk-id" => opt(&i.ramdisk_id),
+        "group-id" | "instance.group-id" => i.groups.iter().any(|(id, _)| filter_matches(f, id)),
+        "group-name" | "instance.group-name" => i.groups.iter().any(|(_, n)| filter_matches(f, n)),
+        "client-token" => opt(&i.client_token),
+        other => {
+            return Err(Ec2Error::invalid(
+                "Filter.Name",
+                other,
+                "The filter is not supported.",
+            ))
+        }
+    })
+}
+
+pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let ids = c.p.list("InstanceId");
+    let filters = c.p.filters()?;
+    let max = c.p.int("MaxResults")?;
+    if let Some(m) = max {
+        if !ids.is_empty() {
+            return Err(Ec2Error::combination(
+                "The parameter instancesSet cannot be used with the parameter maxResults",
+            ));
+        }
+        if !(5..=1000).contains(&m) {
+            return Err(Ec2Error::invalid(
+                "MaxResults",
+                &m.to_string(),
+                "MaxResults must be 5..1000.",
+            ));
+        }
+    }
+    let after = match c.p.get("NextToken").filter(|t| !t.is_empty()) {
+        Some(t) => Some(
+            hex::decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|id| well_formed(id, &["i"]))
+                .ok_or_else(|| Ec2Error::invalid("NextToken", t, "The token is not valid."))?,
+        ),
+        None => None,
+    };
+    let all = ec2.store.cloud(|tx| {
+        for id in &ids {
+            owned(tx, id, &c.user.name)?;
+        }
+        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
+    })?;
+    let mut shown = Vec::new();
+    for i in &all {
+        if !ids.is_empty() && !ids.contains(&i.id) {
+            continue;
+        }
+        if after.as_ref().is_some_and(|a| i.id <= *a) {
+            continue;
+        }
+        let mut keep = true;
+        for f in &filters {
+            keep &= matches(i, f)?;
+        }
+        if keep {
+            shown.push(i);
+        }
+    }
+    let mut next = None;
+    if let Some(m) = max {
+        if shown.len() > m as usize {
+            shown.truncate(m as usize);
+            next = shown.last().map(|i| hex::encode(&i.id));
+        }
+    }
+    let mut x = Xml::new(c.action, c.rid);
+    render::reservations(&mut x, &shown);
+    x.opt("nextToken", next);
+    Ok(x.finish())
+}
+
+/// Applies `change` to each named instance; answers with the state changes.
+fn change_each(
+    ec2: &Ec2,
+    c: &Call<'_>,
+    change: impl Fn(&mut Instance, i64) -> Result<(), Ec2Error>,
+) -> Result<String, Ec2Error> {
+    let ids = c.p.list("InstanceId");
+    if ids.is_empty() {
+        return Err(Ec2Error::missing("InstanceId"));
+    }
+    let changes = ec2.store.cloud(|tx| {
+        let mut out = Vec::new();
+        for id in &ids {
+            let mut i = owned(tx, id, &c.user.name)?;
+            let before = i.state;
+            change(&mut i, c.now)?;
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+            out.push((i.id.clone(), before, i.state));
+        }
+        Ok::<_, Ec2Error>(out)
+    })?;
+    ec2.changes.bump();
+    let mut x = Xml::new(c.action, c.rid);
+    render::state_changes(&mut x, &changes);
+    Ok(x.finish())
+}
+
+fn incorrect(i: &Instance, what: &str) -> Ec2Error {
+    Ec2Error::client(
+        "IncorrectInstanceState",
+        format!(
+            "The instance '{}' is not in a state from which it can be {what}.",
+            i.id
+        ),
+    )
+}
+
+pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    change_each(ec2, c, |i, now| {
+        if i.state != State::Terminated {
+            i.goal = Goal::Terminated;
+            i.set_state(State::ShuttingDown, now);
+        }
+        Ok(())
+    })
+}
+
+pub fn stop(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    change_each(ec2, c, |i, now| match i.state {
+        State::Pending | State::Running => {
+            i.goal = Goal::Stopped;
+            i.set_state(State::Stopping, now);
+            Ok(())
+        }
+        State::Stopping | State::Stopped => Ok(()),
+        _ => Err(incorrect(i, "stopped")),
+    })
+}
+
+pub fn start(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    change_each(ec2, c, |i, now| match i.state {
+        State::Stopped => {
+            i.goal = Goal::Running;
+            i.set_state(State::Pending, now);
+            Ok(())
+        }
+        State::Pending | State::Running => Ok(()),
+        _ => Err(incorrect(i, "started")),
+    })
+}
+
+pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    change_each(ec2, c, |i, _| match i.state {
+        State::Running | State::Pending => {
+            i.reboot_count += 1;
+            Ok(())
+        }
+        _ => Err(incorrect(i, "rebooted")),
+    })?;
+    Ok(Xml::ok(c.action, c.rid))
+}
+
+pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let id = c.p.req("InstanceId")?;
+    let (inst, console) = ec2.store.cloud(|tx| {
+        let inst = owned(tx, id, &c.user.name)?;
+        let console: Option<(i64, String)> = tx.get(CONSOLE, &inst.id)?;
+        Ok::<_, Ec2Error>((inst, console))
+    })?;
+    let mut x = Xml::new(c.action, c.rid);
+    x.field("instanceId", &inst.id);
+    match console {
+        Some((ms, text)) => {
+            x.field("timestamp", time(ms))
+                .field("output", B64.encode(text));
+        }
+        None => {
+            x.field("timestamp", time(c.now));
+        }
+    }
+    Ok(x.finish())
+}
+
+pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let ids = c.p.list("InstanceId");
+    let include_all = c.p.bool("IncludeAllInstances")?.unwrap_or(false);
+    let filters = c.p.filters()?;
+    let all = ec2.store.cloud(|tx| {
+        for id in &ids {
+            owned(tx, id, &c.user.name)?;
+        }
+        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
+    })?;
+    let mut shown = Vec::new();
+    for i in &all {
+        let wanted =
+            (ids.is_empty() || ids.contains(&i.id)) && (include_all || i.state == State::Running);
+        let mut keep = wanted;
+        for f in &filters {
+            keep = keep
+                && match f.name.as_str() {
+                    "availability-zone" => filter_matches(f, &i.zone),
+                    "instance-state-name" => filter_matches(f, i.state.name()),
+                    _ => matches(i, f)?,
+                };
+        }
+        if keep {
+            shown.push(i);
+        }
+    }
+    let mut x = Xml::new(c.action, c.rid);
+    x.set("instanceStatusSet", &shown, |x, i| {
+        x.field("instanceId", &i.id)
+            .field("availabilityZone", &i.zone);
+        render::state(x, "instanceState", i.state);
+        let (status, check) = match (i.state, i.node_down) {
+            (State::Running, false) => ("ok", "passed"),
+            (State::Running, true) => ("impaired", "failed"),
+            _ => ("not-applicable", "initializing"),
+        };
+        for part in ["systemStatus", "instanceStatus"] {
+            x.open(part).field("status", status);
+            x.set("details", &[check], |x, s| {
+                x.field("name", "reachability").field("status", s);
+            });
+            x.close(part);
+        }
+    });
+    Ok(x.finish())
+}

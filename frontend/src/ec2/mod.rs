@@ -1,0 +1,313 @@
+//! The EC2 Query API (the cloud controller): authenticates each request with the same SigV4
+//! verifier Walrus uses (service `ec2`), decodes its parameters and dispatches on `Action` to
+//! the resource modules, which do their work in one store transaction and render XML in the
+//! EC2 namespace. It does not own the node protocol (`nodes`) or placement (`scheduler`).
+//!
+//! Routing rule (see [`is_ec2_request`]): a request is EC2 when its path is `/` and it is a
+//! POST with a form-encoded body (what botocore sends) or a GET whose query names an
+//! `Action`. S3 never POSTs to `/`, and S3's only `GET /` (ListBuckets) carries no `Action`.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod params;
+pub mod xml;
+
+mod addresses;
+mod groups;
+mod images;
+mod instances;
+mod keypairs;
+mod render;
+mod run;
+mod volumes;
+mod zones;
+
+pub use config::Ec2Config;
+pub use error::Ec2Error;
+
+use crate::auth::{self, Policy, RequestView, UriMode};
+use crate::store::{Store, User};
+use crate::walrus::{db, RespBody};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use params::Params;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Largest request body accepted (user data is at most 16 KiB before base64).
+const MAX_BODY: usize = 1 << 20;
+
+/// Wakes nodes long-polling their desired state whenever instance records change.
+pub struct Changes {
+    epoch: String,
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        let mut raw = [0u8; 4];
+        rand::thread_rng().fill_bytes(&mut raw);
+        Changes {
+            epoch: hex::encode(raw),
+            tx: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Changes {
+    /// Records that desired state may have changed.
+    pub fn bump(&self) {
+        self.tx.send_modify(|g| *g += 1);
+    }
+
+    /// The current generation, as nodes see it.
+    pub fn generation(&self) -> String {
+        format!("{}-{}", self.epoch, *self.tx.borrow())
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+/// The EC2 service.
+pub struct Ec2 {
+    pub store: Arc<Store>,
+    pub cfg: Ec2Config,
+    pub changes: Arc<Changes>,
+    pub region: String,
+    max_skew_secs: i64,
+}
+
+/// One decoded, authenticated call.
+pub struct Call<'a> {
+    pub user: &'a User,
+    pub p: &'a Params,
+    pub rid: &'a str,
+    pub action: &'a str,
+    pub now: i64,
+}
+
+/// Whether a request belongs to the EC2 API rather than Walrus (see the module text).
+pub fn is_ec2_request(
+    method: &http::Method,
+    path: &str,
+    content_type: Option<&str>,
+    query: &str,
+) -> bool {
+    if path != "/" {
+        return false;
+    }
+    let form = content_type.is_some_and(|c| {
+        c.to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    (method == http::Method::POST && form)
+        || (method == http::Method::GET && query.split('&').any(|p| p.starts_with("Action=")))
+}
+
+fn request_id() -> String {
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let h = hex::encode(raw);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl Ec2 {
+    pub fn new(
+        store: Arc<Store>,
+        cfg: Ec2Config,
+        changes: Arc<Changes>,
+        region: &str,
+        max_skew: u64,
+    ) -> Ec2 {
+        Ec2 {
+            store,
+            cfg,
+            changes,
+            region: region.to_string(),
+            max_skew_secs: max_skew as i64,
+        }
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<RespBody> {
+        let rid = request_id();
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let err = Ec2Error::client("InvalidRequest", format!("cannot read the body: {e}"));
+                return respond(Err(err), &rid);
+            }
+        };
+        let result = db(|| self.call(&parts, &body, &rid));
+        respond(result, &rid)
+    }
+
+    fn call(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        rid: &str,
+    ) -> Result<String, Ec2Error> {
+        let raw_query = parts.uri.query().unwrap_or("");
+        let user = self.authenticate(parts, raw_query, body)?;
+        let text = std::str::from_utf8(body)
+            .map_err(|_| Ec2Error::client("InvalidRequest", "the body is not UTF-8"))?;
+        let p = if parts.method == http::Method::GET {
+            Params::parse(raw_query)
+        } else {
+            Params::parse(text)
+        };
+        let action = p.req("Action")?.to_string();
+        if p.bool("DryRun")? == Some(true) {
+            return Err(Ec2Error::new(
+                412,
+                "DryRunOperation",
+                "Request would have succeeded, but DryRun flag is set.",
+            ));
+        }
+        let call = Call {
+            user: &user,
+            p: &p,
+            rid,
+            action: &action,
+            now: crate::store::now_ms(),
+        };
+        let out = self.dispatch(&call);
+        if let Err(e) = &out {
+            tracing::info!(action = %action, user = %user.name, code = %e.code, message = %e.message, "ec2 request failed");
+        }
+        out
+    }
+
+    fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+        raw_query: &str,
+        body: &[u8],
+    ) -> Result<User, Ec2Error> {
+        let claim = auth::parse(&parts.headers, raw_query)?.ok_or(auth::AuthError::Anonymous)?;
+        let user = self
+            .store
+            .user_by_access_key(&claim.access_key)?
+            .ok_or(auth::AuthError::UnknownAccessKey)?;
+        let body_sha = hex::encode(Sha256::digest(body));
+        let view = RequestView {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query,
+            headers: &parts.headers,
+        };
+        let policy = Policy {
+            service: "ec2",
+            region: None,
+            uri_mode: UriMode::Normalized,
+            now: crate::store::now_ms() / 1000,
+            max_skew_secs: self.max_skew_secs,
+            body_sha256: Some(&body_sha),
+        };
+        auth::verify(&claim, &user.secret, &view, &policy)?;
+        Ok(user)
+    }
+
+    fn dispatch(&self, c: &Call<'_>) -> Result<String, Ec2Error> {
+        match c.action {
+            "RegisterImage" => images::register(self, c),
+            "DescribeImages" => images::describe(self, c),
+            "DeregisterImage" => images::deregister(self, c),
+            "DescribeImageAttribute" => images::describe_attribute(self, c),
+            "ModifyImageAttribute" => images::modify_attribute(self, c),
+            "CreateKeyPair" => keypairs::create(self, c),
+            "ImportKeyPair" => keypairs::import(self, c),
+            "DescribeKeyPairs" => keypairs::describe(self, c),
+            "DeleteKeyPair" => keypairs::delete(self, c),
+            "CreateSecurityGroup" => groups::create(self, c),
+            "DeleteSecurityGroup" => groups::delete(self, c),
+            "DescribeSecurityGroups" => groups::describe(self, c),
+            "AuthorizeSecurityGroupIngress" => groups::change_ingress(self, c, true),
+            "RevokeSecurityGroupIngress" => groups::change_ingress(self, c, false),
+            "RunInstances" => run::run_instances(self, c),
+            "DescribeInstances" => instances::describe(self, c),
+            "TerminateInstances" => instances::terminate(self, c),
+            "StopInstances" => instances::stop(self, c),
+            "StartInstances" => instances::start(self, c),
+            "RebootInstances" => instances::reboot(self, c),
+            "GetConsoleOutput" => instances::console_output(self, c),
+            "DescribeInstanceStatus" => instances::describe_status(self, c),
+            "DescribeInstanceTypes" => zones::describe_instance_types(self, c),
+            "DescribeAvailabilityZones" => zones::describe_zones(self, c),
+            "DescribeRegions" => zones::describe_regions(self, c),
+            "AllocateAddress" => addresses::allocate(self, c),
+            "AssociateAddress" => addresses::associate(self, c),
+            "DisassociateAddress" => addresses::disassociate(self, c),
+            "ReleaseAddress" => addresses::release(self, c),
+            "DescribeAddresses" => addresses::describe(self, c),
+            "CreateVolume" => volumes::create(self, c),
+            "DeleteVolume" => volumes::delete(self, c),
+            "DescribeVolumes" => volumes::describe(self, c),
+            "AttachVolume" => volumes::attach(self, c),
+            "DetachVolume" => volumes::detach(self, c),
+            "CreateSnapshot" => volumes::create_snapshot(self, c),
+            "DeleteSnapshot" => volumes::delete_snapshot(self, c),
+            "DescribeSnapshots" => volumes::describe_snapshots(self, c),
+            other => Err(Ec2Error::client(
+                "InvalidAction",
+                format!("The action {other} is not valid for this web service."),
+            )),
+        }
+    }
+}
+
+fn respond(result: Result<String, Ec2Error>, rid: &str) -> Response<RespBody> {
+    let (status, text) = match result {
+        Ok(xml) => (StatusCode::OK, xml),
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            e.to_xml(rid),
+        ),
+    };
+    let mut resp = crate::walrus::xml_response(status, text);
+    if let Ok(v) = rid.parse() {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn form_posts_and_action_gets_to_root_are_ec2_everything_else_s3() {
+        let form = Some("application/x-www-form-urlencoded; charset=utf-8");
+        assert!(is_ec2_request(&Method::POST, "/", form, ""));
+        assert!(is_ec2_request(
+            &Method::GET,
+            "/",
+            None,
+            "Action=DescribeRegions&Version=x"
+        ));
+        assert!(!is_ec2_request(&Method::GET, "/", None, ""));
+        assert!(!is_ec2_request(&Method::POST, "/bucket", form, ""));
+        assert!(!is_ec2_request(
+            &Method::POST,
+            "/",
+            Some("application/xml"),
+            ""
+        ));
+        assert!(!is_ec2_request(&Method::PUT, "/", form, ""));
+    }
+}

@@ -1,0 +1,349 @@
+//! The EC2 records as stored (one JSON document each in the store's `cloud` table): their
+//! kinds, ids and the plain rules about them (instance type table, state codes). Handlers
+//! read and write these; nothing here touches HTTP.
+
+use mallee_proto::Goal;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub const IMAGE: &str = "image";
+pub const KEY_PAIR: &str = "keypair";
+pub const GROUP: &str = "group";
+pub const INSTANCE: &str = "instance";
+pub const CLIENT_TOKEN: &str = "client-token";
+pub const ADDRESS: &str = "address";
+pub const VOLUME: &str = "volume";
+pub const SNAPSHOT: &str = "snapshot";
+pub const CONSOLE: &str = "console";
+
+/// `prefix-` and `len` random lower-case hex digits.
+pub fn new_id(prefix: &str, len: usize) -> String {
+    let mut rng = rand::thread_rng();
+    let digits: String = (0..len)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+        .collect();
+    format!("{prefix}-{digits}")
+}
+
+/// Whether `id` looks like an id with one of `prefixes` (8 or 17 hex digits).
+pub fn well_formed(id: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|p| {
+        id.strip_prefix(p)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|hex| {
+                (hex.len() == 8 || hex.len() == 17)
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+    })
+}
+
+/// What an image holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    Machine,
+    Kernel,
+    Ramdisk,
+}
+
+impl ImageKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ImageKind::Machine => "emi",
+            ImageKind::Kernel => "eki",
+            ImageKind::Ramdisk => "eri",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Machine => "machine",
+            ImageKind::Kernel => "kernel",
+            ImageKind::Ramdisk => "ramdisk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ImageKind> {
+        match s {
+            "machine" => Some(ImageKind::Machine),
+            "kernel" => Some(ImageKind::Kernel),
+            "ramdisk" => Some(ImageKind::Ramdisk),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub kind: ImageKind,
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub architecture: String,
+    pub kernel_id: Option<String>,
+    pub ramdisk_id: Option<String>,
+    pub public: bool,
+    pub launch_users: Vec<String>,
+    pub created_ms: i64,
+}
+
+impl Image {
+    /// Whether `user` may see and launch it.
+    pub fn launchable_by(&self, user: &str) -> bool {
+        self.owner == user || self.public || self.launch_users.iter().any(|u| u == user)
+    }
+
+    pub fn proto_ref(&self) -> mallee_proto::ImageRef {
+        mallee_proto::ImageRef {
+            image_id: self.id.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPair {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub key_type: String,
+    /// One OpenSSH line.
+    pub public_key: String,
+    pub created_ms: i64,
+}
+
+/// Where an ingress rule lets traffic in from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    Cidr(String),
+    Group {
+        id: String,
+        name: String,
+        owner: String,
+    },
+}
+
+/// One ingress permission: protocol (`tcp`, `udp`, `icmp` or `-1`), port range, source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub protocol: String,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub description: String,
+    pub rules: Vec<Rule>,
+}
+
+/// An instance type: name, vCPUs, memory (MiB), root disk (GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: &'static str,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+/// The instance types, Eucalyptus's classic five.
+pub const INSTANCE_TYPES: &[InstanceType] = &[
+    InstanceType {
+        name: "m1.small",
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 5,
+    },
+    InstanceType {
+        name: "c1.medium",
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 10,
+    },
+    InstanceType {
+        name: "m1.large",
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_gib: 10,
+    },
+    InstanceType {
+        name: "m1.xlarge",
+        vcpus: 2,
+        memory_mib: 2048,
+        disk_gib: 20,
+    },
+    InstanceType {
+        name: "c1.xlarge",
+        vcpus: 4,
+        memory_mib: 4096,
+        disk_gib: 20,
+    },
+];
+
+pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
+    INSTANCE_TYPES.iter().find(|t| t.name == name)
+}
+
+/// EC2 instance states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::ShuttingDown => "shutting-down",
+            State::Terminated => "terminated",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+
+    pub fn code(self) -> u32 {
+        match self {
+            State::Pending => 0,
+            State::Running => 16,
+            State::ShuttingDown => 32,
+            State::Terminated => 48,
+            State::Stopping => 64,
+            State::Stopped => 80,
+        }
+    }
+}
+
+/// Why an instance is in its state (DescribeInstances' `stateReason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub owner: String,
+    pub reservation_id: String,
+    pub image_id: String,
+    pub kernel_id: Option<String>,
+    pub ramdisk_id: Option<String>,
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub key_name: Option<String>,
+    pub user_data: Option<String>,
+    /// (group id, group name).
+    pub groups: Vec<(String, String)>,
+    pub zone: String,
+    pub node: String,
+    pub private_ip: String,
+    pub public_ip: Option<String>,
+    pub mac: String,
+    pub launch_index: u32,
+    pub client_token: Option<String>,
+    pub state: State,
+    pub goal: Goal,
+    pub reboot_count: u32,
+    pub launch_ms: i64,
+    pub state_ms: i64,
+    pub reason: Option<Reason>,
+    /// Set while the node is silent past its deadline.
+    pub node_down: bool,
+    pub image: mallee_proto::ImageRef,
+    pub kernel: Option<mallee_proto::ImageRef>,
+    pub ramdisk: Option<mallee_proto::ImageRef>,
+    pub metadata: mallee_proto::MetadataDocument,
+}
+
+impl Instance {
+    /// Whether it still holds room on its node.
+    pub fn holds_capacity(&self) -> bool {
+        self.state != State::Terminated
+    }
+
+    pub fn set_state(&mut self, state: State, now_ms: i64) {
+        if self.state != state {
+            self.state = state;
+            self.state_ms = now_ms;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub public_ip: String,
+    pub allocation_id: String,
+    pub owner: String,
+    pub instance_id: Option<String>,
+    pub association_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub instance_id: String,
+    pub device: String,
+    pub attached_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub owner: String,
+    pub size_gib: u64,
+    pub zone: String,
+    pub snapshot_id: Option<String>,
+    /// creating | available | in-use | deleting
+    pub state: String,
+    pub created_ms: i64,
+    pub attachment: Option<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub owner: String,
+    pub volume_id: String,
+    pub volume_size: u64,
+    pub description: String,
+    /// pending | completed | error
+    pub state: String,
+    pub started_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_well_formed_and_malformed_ones_are_told_apart() {
+        let id = new_id("i", 17);
+        assert!(well_formed(&id, &["i"]));
+        assert!(well_formed("emi-0123abcd", &["emi", "ami"]));
+        assert!(!well_formed("i-xyz", &["i"]));
+        assert!(!well_formed("i-0123ABCD", &["i"]));
+        assert!(!well_formed("vol-01234567", &["i"]));
+    }
+}

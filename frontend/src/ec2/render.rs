@@ -1,0 +1,124 @@
+//! XML for instances, shared by RunInstances and DescribeInstances (botocore's `Reservation`
+//! and `Instance` shapes) and the state-change lists of Terminate/Stop/Start.
+
+use super::model::{Instance, State};
+use super::xml::{time, Xml};
+
+/// `instanceState`-like element `name` for `state`.
+pub fn state(x: &mut Xml, name: &str, state: State) {
+    x.open(name)
+        .field("code", state.code())
+        .field("name", state.name())
+        .close(name);
+}
+
+/// The `stateReason` shown: a node silent past its deadline wins over the stored reason.
+pub fn reason(i: &Instance) -> Option<(String, String)> {
+    if i.node_down && i.state != State::Terminated {
+        return Some((
+            "Server.NodeDown".into(),
+            format!("Server.NodeDown: node {} has stopped reporting; the instance state is its last known", i.node),
+        ));
+    }
+    i.reason
+        .as_ref()
+        .map(|r| (r.code.clone(), r.message.clone()))
+}
+
+fn groups(x: &mut Xml, groups: &[(String, String)]) {
+    x.set("groupSet", groups, |x, (id, name)| {
+        x.field("groupId", id).field("groupName", name);
+    });
+}
+
+fn instance(x: &mut Xml, i: &Instance) {
+    x.field("instanceId", &i.id).field("imageId", &i.image_id);
+    state(x, "instanceState", i.state);
+    let dns = format!("ip-{}.mallee.internal", i.private_ip.replace('.', "-"));
+    x.field(
+        "privateDnsName",
+        if i.state == State::Terminated {
+            ""
+        } else {
+            &dns
+        },
+    )
+    .field("dnsName", i.public_ip.as_deref().unwrap_or(""))
+    .field("reason", transition_reason(i))
+    .opt("keyName", i.key_name.as_ref())
+    .field("amiLaunchIndex", i.launch_index);
+    x.open("productCodes").close("productCodes");
+    x.field("instanceType", &i.instance_type)
+        .field("launchTime", time(i.launch_ms));
+    x.open("placement")
+        .field("availabilityZone", &i.zone)
+        .field("tenancy", "default")
+        .close("placement");
+    x.opt("kernelId", i.kernel_id.as_ref())
+        .opt("ramdiskId", i.ramdisk_id.as_ref());
+    x.open("monitoring")
+        .field("state", "disabled")
+        .close("monitoring");
+    if i.state != State::Terminated {
+        x.field("privateIpAddress", &i.private_ip);
+        x.opt("ipAddress", i.public_ip.as_ref());
+    }
+    groups(x, &i.groups);
+    if let Some((code, message)) = reason(i) {
+        x.open("stateReason")
+            .field("code", code)
+            .field("message", message)
+            .close("stateReason");
+    }
+    x.field("architecture", "x86_64")
+        .field("rootDeviceType", "instance-store");
+    x.open("blockDeviceMapping").close("blockDeviceMapping");
+    x.field("virtualizationType", "hvm")
+        .opt("clientToken", i.client_token.as_ref());
+}
+
+fn transition_reason(i: &Instance) -> String {
+    match i.state {
+        State::Pending | State::Running => String::new(),
+        s => format!("{} ({})", s.name(), time(i.state_ms)),
+    }
+}
+
+/// A `Reservation` body (no wrapper element), instances in the order given.
+pub fn reservation(x: &mut Xml, owner: &str, instances: &[&Instance]) {
+    let Some(first) = instances.first() else {
+        return;
+    };
+    x.field("reservationId", &first.reservation_id)
+        .field("ownerId", owner);
+    groups(x, &first.groups);
+    x.set("instancesSet", instances, |x, i| instance(x, i));
+}
+
+/// `reservationSet`: instances grouped by reservation, in order of first appearance.
+pub fn reservations(x: &mut Xml, instances: &[&Instance]) {
+    let mut order: Vec<&str> = Vec::new();
+    for i in instances {
+        if !order.contains(&i.reservation_id.as_str()) {
+            order.push(&i.reservation_id);
+        }
+    }
+    x.set("reservationSet", &order, |x, r| {
+        let members: Vec<&Instance> = instances
+            .iter()
+            .copied()
+            .filter(|i| i.reservation_id == *r)
+            .collect();
+        let owner = members.first().map(|i| i.owner.clone()).unwrap_or_default();
+        reservation(x, &owner, &members);
+    });
+}
+
+/// `instancesSet` of state changes.
+pub fn state_changes(x: &mut Xml, changes: &[(String, State, State)]) {
+    x.set("instancesSet", changes, |x, (id, before, after)| {
+        x.field("instanceId", id);
+        state(x, "currentState", *after);
+        state(x, "previousState", *before);
+    });
+}

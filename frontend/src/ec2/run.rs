@@ -1,0 +1,345 @@
+//! RunInstances: validates the request, resolves image, kernel, ramdisk, key and groups, asks
+//! the scheduler for nodes, and writes the instances (the nodes' desired state) in one
+//! transaction. A repeated ClientToken returns the original reservation.
+
+use super::groups;
+use super::images::visible;
+use super::model::{
+    instance_type, new_id, Image, ImageKind, Instance, KeyPair, State, CLIENT_TOKEN, INSTANCE,
+    KEY_PAIR,
+};
+use super::render;
+use super::xml::Xml;
+use super::{Call, Ec2, Ec2Error};
+use crate::scheduler::{self, Need};
+use crate::store::CloudTx;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use mallee_proto::{Goal, MetadataDocument, PublicKey};
+use serde::{Deserialize, Serialize};
+
+const MAX_USER_DATA: usize = 16 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    image_id: String,
+    instances: Vec<String>,
+}
+
+/// Everything RunInstances resolved before placement.
+struct Launch {
+    image: Image,
+    kernel: Option<Image>,
+    ramdisk: Option<Image>,
+    itype: &'static super::model::InstanceType,
+    key: Option<KeyPair>,
+    groups: Vec<(String, String)>,
+    user_data: Option<String>,
+    min: u32,
+    max: u32,
+}
+
+fn counts(c: &Call<'_>) -> Result<(u32, u32), Ec2Error> {
+    let min = c.p.int("MinCount")?.unwrap_or(1);
+    let max = c.p.int("MaxCount")?.unwrap_or(min);
+    if !(1..=1000).contains(&min) {
+        return Err(Ec2Error::invalid(
+            "MinCount",
+            &min.to_string(),
+            "MinCount must be 1..1000.",
+        ));
+    }
+    if max < min || max > 1000 {
+        return Err(Ec2Error::invalid(
+            "MaxCount",
+            &max.to_string(),
+            "MaxCount must be >= MinCount and <= 1000.",
+        ));
+    }
+    Ok((min as u32, max as u32))
+}
+
+fn linked(
+    tx: &CloudTx<'_>,
+    c: &Call<'_>,
+    param: &str,
+    fallback: Option<&String>,
+    kind: ImageKind,
+) -> Result<Option<Image>, Ec2Error> {
+    let Some(id) = c.p.get(param).or(fallback.map(String::as_str)) else {
+        return Ok(None);
+    };
+    let img = visible(tx, id, &c.user.name)?;
+    if img.kind != kind {
+        return Err(Ec2Error::invalid(
+            param,
+            id,
+            &format!("It is not a {} image.", kind.as_str()),
+        ));
+    }
+    Ok(Some(img))
+}
+
+fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
+    let (min, max) = counts(c)?;
+    let image_id = c.p.req("ImageId")?;
+    let image = visible(tx, image_id, &c.user.name)?;
+    if image.kind != ImageKind::Machine {
+        return Err(Ec2Error::invalid(
+            "ImageId",
+            image_id,
+            "It is a kernel or ramdisk image.",
+        ));
+    }
+    let kernel = linked(
+        tx,
+        c,
+        "KernelId",
+        image.kernel_id.as_ref(),
+        ImageKind::Kernel,
+    )?;
+    let ramdisk = linked(
+        tx,
+        c,
+        "RamdiskId",
+        image.ramdisk_id.as_ref(),
+        ImageKind::Ramdisk,
+    )?;
+    let tname = c.p.get("InstanceType").unwrap_or("m1.small");
+    let itype = instance_type(tname).ok_or_else(|| {
+        Ec2Error::invalid(
+            "InstanceType",
+            tname,
+            "Unknown instance type; see DescribeInstanceTypes.",
+        )
+    })?;
+    let key = match c.p.get("KeyName") {
+        Some(k) => Some(
+            tx.by_name::<KeyPair>(KEY_PAIR, &c.user.name, k)?
+                .ok_or_else(|| {
+                    Ec2Error::client(
+                        "InvalidKeyPair.NotFound",
+                        format!("The key pair '{k}' does not exist"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut wanted = c.p.list("SecurityGroup");
+    wanted.extend(c.p.list("SecurityGroupId"));
+    if wanted.is_empty() {
+        wanted.push("default".into());
+    }
+    let mut groups = Vec::new();
+    for g in wanted {
+        let g = groups::find(tx, &c.user.name, &g)?;
+        if !groups.iter().any(|(id, _)| *id == g.id) {
+            groups.push((g.id, g.name));
+        }
+    }
+    let user_data =
+        c.p.get("UserData")
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+    if let Some(u) = &user_data {
+        let raw = B64.decode(u).map_err(|_| {
+            Ec2Error::invalid(
+                "UserData",
+                "(omitted)",
+                "Invalid BASE64 encoding of user data.",
+            )
+        })?;
+        if raw.len() > MAX_USER_DATA {
+            return Err(Ec2Error::invalid(
+                "UserData",
+                "(omitted)",
+                "User data is limited to 16384 bytes.",
+            ));
+        }
+    }
+    Ok(Launch {
+        image,
+        kernel,
+        ramdisk,
+        itype,
+        key,
+        groups,
+        user_data,
+        min,
+        max,
+    })
+}
+
+/// The zone to use and one node per instance.
+fn place(
+    ec2: &Ec2,
+    tx: &CloudTx<'_>,
+    c: &Call<'_>,
+    l: &Launch,
+) -> Result<(String, Vec<String>), Ec2Error> {
+    let loads = crate::nodes::record::loads(tx)?;
+    let need = Need {
+        vcpus: l.itype.vcpus,
+        memory_mib: l.itype.memory_mib,
+    };
+    let zones: Vec<String> = match c
+        .p
+        .get("Placement.AvailabilityZone")
+        .filter(|z| !z.is_empty())
+    {
+        Some(z) if ec2.cfg.clusters.iter().any(|c| c == z) => vec![z.to_string()],
+        Some(z) => {
+            return Err(Ec2Error::invalid(
+                "Placement.AvailabilityZone",
+                z,
+                "No such availability zone; see DescribeAvailabilityZones.",
+            ))
+        }
+        None => ec2.cfg.clusters.clone(),
+    };
+    let mut shortages = Vec::new();
+    for zone in &zones {
+        match scheduler::place(&loads, zone, need, l.min, l.max) {
+            Ok(nodes) => return Ok((zone.clone(), nodes)),
+            Err(s) => shortages.push(s.0),
+        }
+    }
+    tracing::info!(user = %c.user.name, instance_type = l.itype.name, min = l.min, reasons = ?shortages, "RunInstances: insufficient capacity");
+    Err(Ec2Error::new(
+        500,
+        "InsufficientInstanceCapacity",
+        format!(
+            "Insufficient capacity for {} ({}): {}",
+            l.itype.name,
+            l.min,
+            shortages.join("; ")
+        ),
+    ))
+}
+
+fn build(
+    ec2: &Ec2,
+    tx: &CloudTx<'_>,
+    c: &Call<'_>,
+    l: &Launch,
+    zone: &str,
+    nodes: &[String],
+) -> Result<Vec<Instance>, Ec2Error> {
+    let reservation_id = new_id("r", 17);
+    let mut out = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let n = tx.next_counter("instance-address")?;
+        let base = u32::from(ec2.cfg.private_base);
+        let private_ip = std::net::Ipv4Addr::from(base.wrapping_add(n as u32 - 1)).to_string();
+        let b = (n as u32).to_be_bytes();
+        let mac = format!("d0:0d:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]);
+        let id = new_id("i", 17);
+        let metadata = MetadataDocument {
+            instance_id: id.clone(),
+            ami_id: l.image.id.clone(),
+            ami_launch_index: index as u32,
+            reservation_id: reservation_id.clone(),
+            instance_type: l.itype.name.to_string(),
+            hostname: format!("ip-{}", private_ip.replace('.', "-")),
+            local_ipv4: private_ip.clone(),
+            public_ipv4: None,
+            mac: mac.clone(),
+            availability_zone: zone.to_string(),
+            kernel_id: l.kernel.as_ref().map(|k| k.id.clone()),
+            ramdisk_id: l.ramdisk.as_ref().map(|r| r.id.clone()),
+            security_groups: l.groups.iter().map(|(_, n)| n.clone()).collect(),
+            public_keys: l
+                .key
+                .iter()
+                .map(|k| PublicKey {
+                    name: k.name.clone(),
+                    openssh: format!("{} {}", k.public_key, k.name),
+                })
+                .collect(),
+        };
+        let inst = Instance {
+            id,
+            owner: c.user.name.clone(),
+            reservation_id: reservation_id.clone(),
+            image_id: l.image.id.clone(),
+            kernel_id: metadata.kernel_id.clone(),
+            ramdisk_id: metadata.ramdisk_id.clone(),
+            instance_type: l.itype.name.to_string(),
+            vcpus: l.itype.vcpus,
+            memory_mib: l.itype.memory_mib,
+            key_name: l.key.as_ref().map(|k| k.name.clone()),
+            user_data: l.user_data.clone(),
+            groups: l.groups.clone(),
+            zone: zone.to_string(),
+            node: node.clone(),
+            private_ip,
+            public_ip: None,
+            mac,
+            launch_index: index as u32,
+            client_token: c.p.get("ClientToken").map(str::to_string),
+            state: State::Pending,
+            goal: Goal::Running,
+            reboot_count: 0,
+            launch_ms: c.now,
+            state_ms: c.now,
+            reason: None,
+            node_down: false,
+            image: l.image.proto_ref(),
+            kernel: l.kernel.as_ref().map(Image::proto_ref),
+            ramdisk: l.ramdisk.as_ref().map(Image::proto_ref),
+            metadata,
+        };
+        tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
+        tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
+        out.push(inst);
+    }
+    Ok(out)
+}
+
+pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let token = c.p.get("ClientToken").filter(|t| !t.is_empty());
+    if token.is_some_and(|t| t.len() > 64) {
+        return Err(Ec2Error::invalid(
+            "ClientToken",
+            token.unwrap_or(""),
+            "At most 64 characters.",
+        ));
+    }
+    let instances = ec2.store.cloud(|tx| {
+        let token_id = token.map(|t| format!("{}:{t}", c.user.name));
+        if let Some(tid) = &token_id {
+            if let Some(prev) = tx.get::<TokenRecord>(CLIENT_TOKEN, tid)? {
+                if c.p.get("ImageId").is_some_and(|i| i != prev.image_id) {
+                    return Err(Ec2Error::client(
+                        "IdempotentParameterMismatch",
+                        "The client token was used with different parameters.",
+                    ));
+                }
+                let mut out = Vec::new();
+                for id in &prev.instances {
+                    out.extend(tx.get::<Instance>(INSTANCE, id)?);
+                }
+                return Ok((out, false));
+            }
+        }
+        let launch = resolve(tx, c)?;
+        let (zone, nodes) = place(ec2, tx, c, &launch)?;
+        let made = build(ec2, tx, c, &launch, &zone, &nodes)?;
+        if let Some(tid) = &token_id {
+            let rec = TokenRecord {
+                image_id: launch.image.id.clone(),
+                instances: made.iter().map(|i| i.id.clone()).collect(),
+            };
+            tx.put(CLIENT_TOKEN, tid, &c.user.name, None, &rec)?;
+        }
+        Ok((made, true))
+    })?;
+    let (instances, fresh) = instances;
+    if fresh {
+        ec2.changes.bump();
+    }
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let mut x = Xml::new(c.action, c.rid);
+    render::reservation(&mut x, &c.user.name, &refs);
+    Ok(x.finish())
+}

@@ -1,0 +1,153 @@
+//! The node protocol's HTTP side (`/_node/...`, types in `mallee-proto`): enroll, register,
+//! long-poll desired state, report actual state and console output; plus the task that marks
+//! silent nodes down. Handlers only decode, authenticate and call `record`.
+
+pub mod reconcile;
+pub mod record;
+
+use crate::ec2::{Changes, Ec2Config};
+use crate::store::Store;
+use crate::walrus::{db, RespBody};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mallee_proto as proto;
+use record::NodeError;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAX_BODY: usize = 4 << 20;
+
+/// The node protocol service.
+pub struct NodeApi {
+    pub store: Arc<Store>,
+    pub cfg: Ec2Config,
+    pub changes: Arc<Changes>,
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<RespBody> {
+    let full = http_body_util::Full::new(bytes::Bytes::from(proto::encode(body)));
+    let mut resp = Response::new(full.map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NodeError> {
+    proto::decode(body).map_err(|e| NodeError::Mismatch(e.to_string()))
+}
+
+fn failure(e: &NodeError) -> Response<RespBody> {
+    if matches!(e, NodeError::Store(_)) {
+        tracing::error!(error = %e, "node request failed");
+    } else {
+        tracing::info!(error = %e, "node request refused");
+    }
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json(
+        status,
+        &proto::ErrorBody {
+            error: e.to_string(),
+        },
+    )
+}
+
+impl NodeApi {
+    /// Answers one `/_node/...` request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<RespBody> {
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => failure(&e),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<RespBody>, NodeError> {
+        let (parts, body) = req.into_parts();
+        let bad = |m: String| NodeError::Mismatch(m);
+        let body = http_body_util::Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| bad(format!("cannot read the body: {e}")))?
+            .to_bytes();
+        let now = crate::store::now_ms();
+        let path = parts.uri.path();
+        if path == proto::PATH_ENROLL && parts.method == http::Method::POST {
+            let req: proto::EnrollRequest = decode(&body)?;
+            let token = db(|| record::enroll(&self.store, &self.cfg, &req, now))?;
+            return Ok(json(StatusCode::OK, &proto::EnrollResponse { token }));
+        }
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(NodeError::Unauthorized)?;
+        let node = db(|| record::authenticate(&self.store, token))?;
+        match (parts.method.clone(), path) {
+            (http::Method::POST, proto::PATH_REGISTER) => {
+                let info: proto::NodeInfo = decode(&body)?;
+                db(|| record::register(&self.store, &node, info, now))?;
+                self.changes.bump();
+                Ok(json(
+                    StatusCode::OK,
+                    &proto::RegisterResponse {
+                        report_every_secs: (self.cfg.node_deadline_secs / 3).max(1),
+                        long_poll_secs: self.cfg.long_poll_secs,
+                    },
+                ))
+            }
+            (http::Method::GET, proto::PATH_DESIRED) => {
+                let seen = parts
+                    .uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("generation="));
+                let mut rx = self.changes.subscribe();
+                if seen == Some(self.changes.generation().as_str()) {
+                    let wait = Duration::from_secs(self.cfg.long_poll_secs);
+                    let _ = tokio::time::timeout(wait, rx.changed()).await;
+                }
+                let generation = self.changes.generation();
+                let instances = db(|| record::desired(&self.store, &node.id))?;
+                Ok(json(
+                    StatusCode::OK,
+                    &proto::DesiredState {
+                        generation,
+                        instances,
+                    },
+                ))
+            }
+            (http::Method::POST, proto::PATH_REPORT) => {
+                let actual: proto::ActualState = decode(&body)?;
+                if db(|| record::report(&self.store, &node.id, &actual, now))? {
+                    self.changes.bump();
+                }
+                Ok(json(StatusCode::OK, &serde_json::json!({})))
+            }
+            (http::Method::POST, proto::PATH_CONSOLE) => {
+                let rep: proto::ConsoleReport = decode(&body)?;
+                db(|| record::console(&self.store, &node.id, &rep, now))?;
+                Ok(json(StatusCode::OK, &serde_json::json!({})))
+            }
+            (m, p) => Err(bad(format!("no node endpoint {m} {p}"))),
+        }
+    }
+
+    /// Marks nodes down when they stop reporting; runs until the process ends.
+    pub async fn watch_liveness(self: Arc<Self>) {
+        let deadline_ms = (self.cfg.node_deadline_secs * 1000) as i64;
+        let every = Duration::from_millis((deadline_ms as u64 / 4).clamp(200, 5000));
+        loop {
+            tokio::time::sleep(every).await;
+            match db(|| record::sweep(&self.store, deadline_ms, crate::store::now_ms())) {
+                Ok(downed) if !downed.is_empty() => self.changes.bump(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "node liveness sweep failed"),
+            }
+        }
+    }
+}

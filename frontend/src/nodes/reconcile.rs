@@ -1,0 +1,176 @@
+//! How a node's report moves an instance through its states. Plain functions over records:
+//! pending → running → shutting-down → terminated (and stopping → stopped), a failed launch
+//! ending terminated with its reason, and the desired state handed back to the node.
+
+use crate::ec2::model::{Instance, Reason, State};
+use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
+
+/// Applies what the node saw (`None`: the node did not list the instance). Returns whether
+/// the record changed.
+pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool {
+    let before = (i.state, i.goal, i.reason.clone());
+    let observed = seen.map(|s| s.state);
+    match (i.goal, observed) {
+        (_, _) if i.state == State::Terminated => {}
+        (Goal::Running, Some(Observed::Failed)) => {
+            let why = seen
+                .and_then(|s| s.reason.clone())
+                .unwrap_or_else(|| "unknown".into());
+            i.goal = Goal::Terminated;
+            i.reason = Some(Reason {
+                code: "Server.InternalError".into(),
+                message: format!(
+                    "Server.InternalError: launch failed on node {}: {why}",
+                    i.node
+                ),
+            });
+            i.set_state(State::Terminated, now);
+        }
+        (Goal::Running, Some(Observed::Running)) => i.set_state(State::Running, now),
+        (Goal::Running, _) => {
+            if i.state != State::Running {
+                i.set_state(State::Pending, now);
+            }
+        }
+        (
+            Goal::Stopped,
+            None | Some(Observed::Stopped | Observed::Terminated | Observed::Failed),
+        ) => i.set_state(State::Stopped, now),
+        (Goal::Stopped, Some(_)) => i.set_state(State::Stopping, now),
+        (Goal::Terminated, None | Some(Observed::Terminated | Observed::Failed)) => {
+            if i.reason.is_none() {
+                i.reason = Some(Reason {
+                    code: "Client.UserInitiatedShutdown".into(),
+                    message: "Client.UserInitiatedShutdown: User initiated shutdown".into(),
+                });
+            }
+            i.set_state(State::Terminated, now)
+        }
+        (Goal::Terminated, Some(_)) => i.set_state(State::ShuttingDown, now),
+    }
+    (i.state, i.goal, i.reason.clone()) != before
+}
+
+/// What the node must do with `i`, or `None` once it is terminated.
+pub fn spec(i: &Instance) -> Option<InstanceSpec> {
+    if i.state == State::Terminated {
+        return None;
+    }
+    Some(InstanceSpec {
+        instance_id: i.id.clone(),
+        goal: i.goal,
+        reboot_count: i.reboot_count,
+        instance_type: i.instance_type.clone(),
+        vcpus: i.vcpus,
+        memory_mib: i.memory_mib,
+        image: i.image.clone(),
+        kernel: i.kernel.clone(),
+        ramdisk: i.ramdisk.clone(),
+        user_data: i.user_data.clone(),
+        mac: i.mac.clone(),
+        metadata: i.metadata.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn instance() -> Instance {
+        let image = mallee_proto::ImageRef {
+            image_id: "emi-00000001".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 1,
+            sha256: "00".into(),
+        };
+        Instance {
+            id: "i-00000001".into(),
+            owner: "u".into(),
+            reservation_id: "r-00000001".into(),
+            image_id: image.image_id.clone(),
+            kernel_id: None,
+            ramdisk_id: None,
+            instance_type: "m1.small".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            key_name: None,
+            user_data: None,
+            groups: vec![],
+            zone: "z".into(),
+            node: "n1".into(),
+            private_ip: "172.31.0.10".into(),
+            public_ip: None,
+            mac: "d0:0d:00:00:00:01".into(),
+            launch_index: 0,
+            client_token: None,
+            state: State::Pending,
+            goal: Goal::Running,
+            reboot_count: 0,
+            launch_ms: 0,
+            state_ms: 0,
+            reason: None,
+            node_down: false,
+            image,
+            kernel: None,
+            ramdisk: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn seen(state: Observed, reason: Option<&str>) -> InstanceReport {
+        InstanceReport {
+            instance_id: "i-00000001".into(),
+            state,
+            reason: reason.map(str::to_string),
+            reboot_count: 0,
+        }
+    }
+
+    #[test]
+    fn pending_instance_runs_when_the_node_says_so_and_records_the_time() {
+        let mut i = instance();
+        assert!(!apply(&mut i, None, 5));
+        assert!(apply(&mut i, Some(&seen(Observed::Running, None)), 7));
+        assert_eq!((i.state, i.state_ms), (State::Running, 7));
+    }
+
+    #[test]
+    fn failed_launch_terminates_with_the_nodes_reason() {
+        let mut i = instance();
+        apply(
+            &mut i,
+            Some(&seen(Observed::Failed, Some("sha256 mismatch"))),
+            3,
+        );
+        assert_eq!(i.state, State::Terminated);
+        let r = i.reason.unwrap();
+        assert!(
+            r.message.contains("sha256 mismatch") && r.message.contains("n1"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn terminate_goes_through_shutting_down_until_the_node_drops_it() {
+        let mut i = instance();
+        i.goal = Goal::Terminated;
+        apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+        assert_eq!(i.state, State::ShuttingDown);
+        assert!(spec(&i).is_some());
+        apply(&mut i, None, 2);
+        assert_eq!(i.state, State::Terminated);
+        assert!(spec(&i).is_none());
+        assert!(!apply(&mut i, Some(&seen(Observed::Running, None)), 3));
+    }
+
+    #[test]
+    fn stop_goal_passes_stopping_then_stopped() {
+        let mut i = instance();
+        i.goal = Goal::Stopped;
+        apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+        assert_eq!(i.state, State::Stopping);
+        apply(&mut i, Some(&seen(Observed::Stopped, None)), 2);
+        assert_eq!(i.state, State::Stopped);
+    }
+}

@@ -1,0 +1,266 @@
+//! Node records and what the node protocol does to the store: enrollment (cluster secret →
+//! per-node token, only its SHA-256 kept), registration, the desired state of a node, applying
+//! a node's report, console output, marking silent nodes down, and node loads for the
+//! scheduler. Each operation is one store transaction.
+
+use super::reconcile;
+use crate::ec2::model::{Instance, CONSOLE, INSTANCE};
+use crate::scheduler::NodeLoad;
+use crate::store::{CloudTx, Store, StoreError};
+use mallee_proto::{
+    ActualState, CachedImage, ConsoleReport, EnrollRequest, InstanceSpec, NodeInfo,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const NODE: &str = "node";
+const SYSTEM: &str = "_system";
+/// Console output kept per instance (EC2 keeps the last 64 KiB).
+const CONSOLE_MAX: usize = 64 * 1024;
+
+/// Why a node request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("missing or unknown node token")]
+    Unauthorized,
+    #[error("wrong cluster secret")]
+    BadSecret,
+    #[error("cluster {0:?} is not configured")]
+    UnknownCluster(String),
+    #[error("node id {0:?} is not valid (1-64 of [A-Za-z0-9._-])")]
+    BadId(String),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl NodeError {
+    pub fn status(&self) -> u16 {
+        match self {
+            NodeError::Unauthorized => 401,
+            NodeError::BadSecret => 403,
+            NodeError::Store(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+    pub token_sha256: String,
+    pub info: Option<NodeInfo>,
+    pub last_seen_ms: i64,
+    pub down: bool,
+    pub image_cache: Vec<CachedImage>,
+}
+
+fn sha_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Constant-time equality for secrets.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the cluster secret and issues a fresh token (replacing any older one of the node).
+pub fn enroll(
+    store: &Store,
+    cfg: &crate::ec2::Ec2Config,
+    req: &EnrollRequest,
+    now: i64,
+) -> Result<String, NodeError> {
+    if !same(req.secret.as_bytes(), cfg.cluster_secret.as_bytes()) {
+        return Err(NodeError::BadSecret);
+    }
+    if !cfg.clusters.contains(&req.cluster) {
+        return Err(NodeError::UnknownCluster(req.cluster.clone()));
+    }
+    if !valid_id(&req.node_id) {
+        return Err(NodeError::BadId(req.node_id.clone()));
+    }
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = hex::encode(raw);
+    store.cloud(|tx| {
+        let old: Option<Node> = tx.get(NODE, &req.node_id)?;
+        let node = Node {
+            id: req.node_id.clone(),
+            cluster: req.cluster.clone(),
+            token_sha256: sha_hex(&token),
+            info: old.as_ref().and_then(|n| n.info.clone()),
+            last_seen_ms: now,
+            down: false,
+            image_cache: old.map(|n| n.image_cache).unwrap_or_default(),
+        };
+        tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), &node)?;
+        Ok::<_, NodeError>(())
+    })?;
+    tracing::info!(node = %req.node_id, cluster = %req.cluster, "node enrolled");
+    Ok(token)
+}
+
+/// The node a bearer token belongs to.
+pub fn authenticate(store: &Store, token: &str) -> Result<Node, NodeError> {
+    store
+        .cloud(|tx| tx.by_name::<Node>(NODE, SYSTEM, &sha_hex(token)))?
+        .ok_or(NodeError::Unauthorized)
+}
+
+fn save(tx: &CloudTx<'_>, node: &Node) -> Result<(), StoreError> {
+    tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), node)
+}
+
+/// Records what the node offers.
+pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<(), NodeError> {
+    if info.node_id != node.id || info.cluster != node.cluster {
+        return Err(NodeError::Mismatch(format!(
+            "token belongs to node {} in cluster {}, not {} in {}",
+            node.id, node.cluster, info.node_id, info.cluster
+        )));
+    }
+    store.cloud(|tx| {
+        let mut n: Node = tx.get(NODE, &node.id)?.ok_or(NodeError::Unauthorized)?;
+        tracing::info!(node = %n.id, cpus = info.cpus, memory_mib = info.memory_mib, disk_gib = info.disk_gib, macs = ?info.macs, agent = %info.agent_version, "node registered");
+        n.info = Some(info);
+        n.last_seen_ms = now;
+        n.down = false;
+        save(tx, &n)?;
+        Ok(())
+    })
+}
+
+fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, StoreError> {
+    Ok(tx
+        .list::<Instance>(INSTANCE, None)?
+        .into_iter()
+        .filter(|i| i.node == node)
+        .collect())
+}
+
+/// Every instance the node should hold, with its goal.
+pub fn desired(store: &Store, node: &str) -> Result<Vec<InstanceSpec>, NodeError> {
+    let all = store.cloud(|tx| instances_on(tx, node))?;
+    Ok(all.iter().filter_map(reconcile::spec).collect())
+}
+
+/// Applies a report (also the heartbeat). Returns whether any instance changed.
+pub fn report(
+    store: &Store,
+    node: &str,
+    actual: &ActualState,
+    now: i64,
+) -> Result<bool, NodeError> {
+    store.cloud(|tx| {
+        let mut n: Node = tx.get(NODE, node)?.ok_or(NodeError::Unauthorized)?;
+        if n.down {
+            tracing::info!(node, "node is reporting again");
+        }
+        n.down = false;
+        n.last_seen_ms = now;
+        n.image_cache = actual.image_cache.clone();
+        save(tx, &n)?;
+        let mut changed = false;
+        for mut i in instances_on(tx, node)? {
+            let seen = actual.instances.iter().find(|r| r.instance_id == i.id);
+            let before = i.state;
+            let mut dirty = reconcile::apply(&mut i, seen, now);
+            dirty |= std::mem::take(&mut i.node_down);
+            if dirty {
+                if i.state != before {
+                    tracing::info!(instance = %i.id, node, from = before.name(), to = i.state.name(), "instance state");
+                }
+                tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    })
+}
+
+/// Keeps the console tail of an instance placed on `node`.
+pub fn console(store: &Store, node: &str, rep: &ConsoleReport, now: i64) -> Result<(), NodeError> {
+    store.cloud(|tx| {
+        let inst: Option<Instance> = tx.get(INSTANCE, &rep.instance_id)?;
+        let inst = inst.filter(|i| i.node == node).ok_or_else(|| {
+            NodeError::Mismatch(format!(
+                "instance {} is not on node {node}",
+                rep.instance_id
+            ))
+        })?;
+        let text = &rep.output;
+        let mut start = text.len().saturating_sub(CONSOLE_MAX);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        tx.put(CONSOLE, &inst.id, &inst.owner, None, &(now, &text[start..]))?;
+        Ok(())
+    })
+}
+
+/// Marks nodes silent for longer than `deadline_ms` down, and flags their instances. Returns
+/// the ids newly marked.
+pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, StoreError> {
+    store.cloud(|tx| {
+        let mut downed = Vec::new();
+        for mut n in tx.list::<Node>(NODE, None)? {
+            if n.down || now - n.last_seen_ms <= deadline_ms {
+                continue;
+            }
+            n.down = true;
+            save(tx, &n)?;
+            for mut i in instances_on(tx, &n.id)? {
+                if i.holds_capacity() && !i.node_down {
+                    i.node_down = true;
+                    tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+                }
+            }
+            tracing::warn!(node = %n.id, silent_ms = now - n.last_seen_ms, "node marked down");
+            downed.push(n.id);
+        }
+        Ok(downed)
+    })
+}
+
+/// Capacity and use of every registered node, for the scheduler. Use is summed by SQLite
+/// over the instance documents (every instance but terminated ones holds its room).
+pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
+    let nodes: Vec<Node> = tx.list(NODE, None)?;
+    let used = tx.sum_by(
+        INSTANCE,
+        "node",
+        ["vcpus", "memory_mib"],
+        ("state", "terminated"),
+    )?;
+    Ok(nodes
+        .into_iter()
+        .filter_map(|n| {
+            let info = n.info?;
+            let [cpu, mib] = used
+                .iter()
+                .find(|(id, _)| *id == n.id)
+                .map(|(_, u)| *u)
+                .unwrap_or([0, 0]);
+            Some(NodeLoad {
+                id: n.id,
+                zone: n.cluster,
+                up: !n.down,
+                cpus: info.cpus,
+                memory_mib: info.memory_mib,
+                used_vcpus: cpu as u32,
+                used_mib: mib as u64,
+            })
+        })
+        .collect())
+}

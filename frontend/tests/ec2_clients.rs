@@ -1,0 +1,95 @@
+//! The EC2 API driven by the AWS CLI and boto3 (every response checked against botocore's
+//! model) with a test node speaking the node protocol over loopback, against the real
+//! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
+//! input, other users, capacity, kill -9 mid-flow, node silence.
+
+mod common;
+mod ec2_support;
+
+use ec2_support::{new_user, run_driven, start_frontend, TestNode};
+
+#[test]
+fn aws_cli_and_boto3_run_the_whole_flow_and_survive_kill_9() {
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let out = run_driven(
+        &mut fe,
+        "ec2_flow.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |fe, line| {
+            (line == "KILL").then(|| {
+                fe.restart();
+                "RESTARTED".to_string()
+            })
+        },
+    );
+    assert!(out.contains("ok terminate"), "{out}");
+    assert!(out.contains("model-checked"), "{out}");
+    // The node was handed the image exactly as stored: location, size and SHA-256.
+    let sha = out
+        .lines()
+        .find_map(|l| l.strip_prefix("image-sha256 "))
+        .expect("script printed the image hash");
+    let ids = out
+        .lines()
+        .find_map(|l| l.strip_prefix("instances "))
+        .expect("script printed the instance ids");
+    let seen = node.seen.lock().unwrap();
+    for id in ids.split(' ') {
+        let spec = &seen.specs[id];
+        assert_eq!(spec.image.sha256, sha);
+        assert_eq!(
+            (
+                spec.image.bucket.as_str(),
+                spec.image.key.as_str(),
+                spec.image.size
+            ),
+            ("images", "root.img", 65536)
+        );
+        assert!(spec.kernel.as_ref().is_some_and(|k| k.key == "vmlinuz"));
+        assert_eq!((spec.vcpus, spec.memory_mib), (1, 256));
+        assert_eq!(spec.metadata.instance_id, id);
+        assert_eq!(spec.metadata.public_keys[0].name, "k1");
+        assert!(spec.metadata.public_keys[0]
+            .openssh
+            .starts_with("ssh-ed25519 "));
+    }
+    assert_eq!(
+        seen.enrollments, 1,
+        "the node's token must survive the restart"
+    );
+    drop(seen);
+    node.wait("every instance to leave the desired state", |s| {
+        s.desired.is_empty()
+    });
+    assert!(
+        fe.log()
+            .contains("scheduled: node with the most free vCPUs"),
+        "no scheduling log line"
+    );
+}
+
+#[test]
+fn a_node_silent_past_its_deadline_is_marked_down_and_its_instances_say_so() {
+    use std::sync::atomic::Ordering;
+    let mut fe = start_frontend(2);
+    let node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let paused = node.paused.clone();
+    let out = run_driven(&mut fe, "ec2_node_down.py", &[], |_, line| match line {
+        "PAUSE" => {
+            paused.store(true, Ordering::SeqCst);
+            Some("PAUSED".into())
+        }
+        "RESUME" => {
+            paused.store(false, Ordering::SeqCst);
+            Some("RESUMED".into())
+        }
+        _ => None,
+    });
+    assert!(
+        out.contains("ok node back, instance running again"),
+        "{out}"
+    );
+    assert!(fe.log().contains("node marked down"), "{}", fe.log());
+}

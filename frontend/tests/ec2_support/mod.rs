@@ -1,0 +1,351 @@
+//! Support for the EC2 tests: a frontend started with an `[ec2]` configuration, a test node
+//! that speaks the real node protocol (`mallee-proto` JSON over HTTP on loopback) from a
+//! thread, and a driver for scripts that ask the harness to act (`KILL`, `PAUSE`, `RESUME`).
+
+#![allow(dead_code)]
+
+use crate::common::Frontend;
+use base64::Engine;
+use mallee_proto::{
+    ActualState, CachedImage, ConsoleReport, DesiredState, EnrollRequest, EnrollResponse, Goal,
+    InstanceReport, InstanceSpec, NodeInfo, Observed,
+};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "test-cluster-secret";
+pub const ZONE: &str = "zone-a";
+
+/// Starts a frontend, then restarts it with `[ec2]` settings for tests.
+pub fn start_frontend(deadline_secs: u64) -> Frontend {
+    let mut fe = Frontend::start();
+    let mut text = std::fs::read_to_string(fe.config()).unwrap();
+    text.push_str(&format!(
+        "\n[ec2]\nclusters = [\"{ZONE}\"]\ncluster_secret = \"{SECRET}\"\n\
+         node_deadline_secs = {deadline_secs}\nlong_poll_secs = 1\n"
+    ));
+    std::fs::write(fe.config(), text).unwrap();
+    fe.restart();
+    fe
+}
+
+/// One HTTP/1.1 exchange (Connection: close); returns (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// What the node learned, for assertions.
+#[derive(Default)]
+pub struct Seen {
+    /// Every instance spec ever received, by id (latest wins).
+    pub specs: BTreeMap<String, InstanceSpec>,
+    /// The latest desired state.
+    pub desired: Vec<String>,
+    pub enrollments: u32,
+    pub reports: u32,
+}
+
+/// A node agent stand-in on a thread: enrolls, registers, long-polls, and reports every
+/// desired instance as running (or failed, when its user data says `fail-launch`).
+pub struct TestNode {
+    pub seen: Arc<Mutex<Seen>>,
+    pub paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Agent {
+    port: u16,
+    id: String,
+    cpus: u32,
+    memory_mib: u64,
+    token: Option<String>,
+    generation: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Agent {
+    fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<T, String> {
+        let (status, body) = http(self.port, method, path, self.token.as_deref(), body)
+            .map_err(|e| e.to_string())?;
+        if status == 401 {
+            return Err("unauthorized".into());
+        }
+        if status != 200 {
+            return Err(format!(
+                "{path}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        mallee_proto::decode(&body).map_err(|e| e.to_string())
+    }
+
+    fn enroll(&mut self) -> Result<(), String> {
+        self.token = None;
+        let req = EnrollRequest {
+            node_id: self.id.clone(),
+            cluster: ZONE.into(),
+            secret: SECRET.into(),
+        };
+        let r: EnrollResponse = self.call(
+            "POST",
+            mallee_proto::PATH_ENROLL,
+            &mallee_proto::encode(&req),
+        )?;
+        self.token = Some(r.token);
+        let info = NodeInfo {
+            node_id: self.id.clone(),
+            cluster: ZONE.into(),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            disk_gib: 100,
+            macs: vec!["52:54:00:12:34:56".into()],
+            agent_version: "test-node".into(),
+        };
+        let _: serde_json::Value = self.call(
+            "POST",
+            mallee_proto::PATH_REGISTER,
+            &mallee_proto::encode(&info),
+        )?;
+        self.seen.lock().unwrap().enrollments += 1;
+        Ok(())
+    }
+
+    fn observe(spec: &InstanceSpec) -> Option<(Observed, Option<String>)> {
+        let data = spec
+            .user_data
+            .as_deref()
+            .and_then(|u| base64::engine::general_purpose::STANDARD.decode(u).ok())
+            .unwrap_or_default();
+        match spec.goal {
+            Goal::Running if String::from_utf8_lossy(&data).contains("fail-launch") => Some((
+                Observed::Failed,
+                Some("refused by the test node: user data asked for fail-launch".into()),
+            )),
+            Goal::Running => Some((Observed::Running, None)),
+            Goal::Stopped => Some((Observed::Stopped, None)),
+            Goal::Terminated => None,
+        }
+    }
+
+    fn round(&mut self) -> Result<(), String> {
+        if self.token.is_none() {
+            self.enroll()?;
+        }
+        let path = format!(
+            "{}?generation={}",
+            mallee_proto::PATH_DESIRED,
+            self.generation
+        );
+        let desired: DesiredState = self.call("GET", &path, b"")?;
+        self.generation = desired.generation.clone();
+        let mut reports = Vec::new();
+        let mut cache = Vec::new();
+        for spec in &desired.instances {
+            if !cache
+                .iter()
+                .any(|c: &CachedImage| c.sha256 == spec.image.sha256)
+            {
+                cache.push(CachedImage {
+                    sha256: spec.image.sha256.clone(),
+                    size: spec.image.size,
+                });
+            }
+            if let Some((state, reason)) = Self::observe(spec) {
+                reports.push(InstanceReport {
+                    instance_id: spec.instance_id.clone(),
+                    state,
+                    reason,
+                    reboot_count: spec.reboot_count,
+                });
+            }
+        }
+        let actual = ActualState {
+            instances: reports.clone(),
+            image_cache: cache,
+        };
+        let _: serde_json::Value = self.call(
+            "POST",
+            mallee_proto::PATH_REPORT,
+            &mallee_proto::encode(&actual),
+        )?;
+        for r in reports.iter().filter(|r| r.state == Observed::Running) {
+            let console = ConsoleReport {
+                instance_id: r.instance_id.clone(),
+                output: format!(
+                    "mallee test node: booted {} (reboots {})\n",
+                    r.instance_id, r.reboot_count
+                ),
+            };
+            let _: serde_json::Value = self.call(
+                "POST",
+                mallee_proto::PATH_CONSOLE,
+                &mallee_proto::encode(&console),
+            )?;
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.reports += 1;
+        seen.desired = desired
+            .instances
+            .iter()
+            .map(|s| s.instance_id.clone())
+            .collect();
+        for spec in desired.instances {
+            seen.specs.insert(spec.instance_id.clone(), spec);
+        }
+        Ok(())
+    }
+}
+
+impl TestNode {
+    pub fn start(port: u16, id: &str, cpus: u32, memory_mib: u64) -> TestNode {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let paused = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut agent = Agent {
+            port,
+            id: id.into(),
+            cpus,
+            memory_mib,
+            token: None,
+            generation: String::new(),
+            seen: seen.clone(),
+        };
+        let (p, s) = (paused.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if p.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                if let Err(e) = agent.round() {
+                    if e == "unauthorized" {
+                        agent.token = None;
+                    }
+                    // The frontend is restarting or refused us: back off a little and retry.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let node = TestNode {
+            seen,
+            paused,
+            stop,
+            thread: Some(thread),
+        };
+        node.wait("the node to register", |s| s.reports > 0);
+        node
+    }
+
+    /// Polls the node's view until `cond` holds (30 s deadline).
+    pub fn wait(&self, what: &str, cond: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(&self.seen.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs a script that prints requests for the harness: each line `act` answers with
+/// `Some(reply)` is answered on the script's stdin. Returns the transcript.
+pub fn run_driven(
+    fe: &mut Frontend,
+    script: &str,
+    env: &[(&str, &str)],
+    mut act: impl FnMut(&mut Frontend, &str) -> Option<String>,
+) -> String {
+    let mut cmd = fe.python(script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut transcript = String::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        println!("{line}");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if let Some(reply) = act(fe, line.trim()) {
+            writeln!(stdin, "{reply}").unwrap();
+            stdin.flush().unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    let err = err_thread.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "{script} failed:\n{transcript}\n{err}\n--- frontend log ---\n{}",
+        fe.log()
+    );
+    transcript
+}
+
+/// `admin user create NAME` → (access key, secret).
+pub fn new_user(fe: &Frontend, name: &str) -> (String, String) {
+    let line = fe.admin(&["user", "create", name]);
+    let f: Vec<&str> = line.trim().split('\t').collect();
+    (f[2].to_string(), f[3].to_string())
+}
