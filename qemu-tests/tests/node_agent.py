@@ -5,7 +5,6 @@ then does it again (the node should not fetch the images again). Prints `figure 
 lines and `ok STEP` lines for the Rust test. Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT
 (MARKER and TIMEOUT in the environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
 
-import base64
 import os
 import sys
 import time
@@ -37,11 +36,8 @@ def state(iid):
 
 
 def console(iid):
-    out = ec2.get_console_output(InstanceId=iid).get("Output") or ""
-    try:
-        return base64.b64decode(out).decode("utf-8", "replace")
-    except Exception:
-        return out
+    # botocore already base64-decodes GetConsoleOutput's Output.
+    return ec2.get_console_output(InstanceId=iid).get("Output") or ""
 
 
 s3.create_bucket(Bucket="images")

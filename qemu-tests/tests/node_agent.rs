@@ -128,9 +128,7 @@ fn build_static() -> PathBuf {
         ],
         true,
     );
-    mallee_image_build::target_dir()
-        .join(TRIPLE)
-        .join("release")
+    mallee_image_build::target_dir().join(TRIPLE).join("image")
 }
 
 /// The node image (from this tree's binaries) and the guest's ramdisk.

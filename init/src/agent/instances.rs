@@ -101,7 +101,7 @@ pub fn vmm_config(
     serde_json::json!({
         "kernel": kernel,
         "initrd": initrd,
-        "cmdline": format!("console=ttyS0 root=/dev/vda mallee.instance={}", spec.instance_id),
+        "cmdline": "console=ttyS0 root=/dev/vda",
         "mem": format!("{}M", spec.memory_mib),
         "vcpus": spec.vcpus,
         "disk": [format!("{},serial=root", dir.join("root.img").display())],
