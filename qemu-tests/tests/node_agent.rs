@@ -295,9 +295,16 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     for l in transcript.lines() {
         if let Some(rest) = l.strip_prefix("figure ") {
             let (name, secs) = rest.split_once(' ').unwrap_or((rest, "?"));
-            report_figure(&format!(
-                "figure: node agent, RunInstances to {name} {secs} s"
-            ));
+            let line = match name.split_once('-') {
+                Some((launch, "terminated")) => {
+                    format!("TerminateInstances to terminated ({launch} launch) {secs} s")
+                }
+                Some((launch, state)) => {
+                    format!("RunInstances to {state} ({launch} launch) {secs} s")
+                }
+                None => format!("{name} {secs} s"),
+            };
+            report_figure(&format!("figure: node agent, {line}"));
         }
     }
     for l in &fetches {
