@@ -370,6 +370,10 @@ impl Instances {
                 r.local.stopping = true;
                 r.target = target;
             }
+            if r.pid.is_none() {
+                // Not started yet: a reboot is moot; a stop is seen before the VMM starts.
+                r.rebooting = false;
+            }
             (r.pid, r.dir.join("api.sock"))
         };
         self.notify();
