@@ -1,7 +1,8 @@
 """Drives one instance life twice through the EC2 and S3 APIs of a host frontend whose compute
 node is a QEMU guest running the node agent: uploads kernel, ramdisk and root image, registers
 them, runs an instance, waits for `running` and for MARKER in GetConsoleOutput, terminates it,
-then does it again (the node should not fetch the images again). Prints `figure NAME SECONDS`
+then does it again (the node should not fetch the images again); then an image whose kernel
+is garbage must end `terminated` with the VMM's failure as the reason. Prints `figure NAME SECONDS`
 lines and `ok STEP` lines for the Rust test. Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT
 (MARKER and TIMEOUT in the environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
 
@@ -74,4 +75,17 @@ for launch in ("first", "cached"):
     wait_for(f"{iid} terminated", lambda: state(iid)[0] == "terminated", timeout=120)
     print(f"figure {launch}-terminated {time.monotonic() - t2:.1f}", flush=True)
     print(f"ok terminated {launch}", flush=True)
+# A VMM that cannot boot its kernel: the instance ends terminated with the node's reason.
+s3.put_object(Bucket="images", Key="bad-vmlinuz", Body=b"not a kernel" * 100,
+              Metadata={"mallee-image-type": "kernel"})
+s3.put_object(Bucket="images", Key="tiny.img", Body=b"\x01" * 4096)
+bad_eki = ec2.register_image(Name="bad-kernel", ImageLocation="images/bad-vmlinuz")["ImageId"]
+bad_emi = ec2.register_image(Name="bad", ImageLocation="images/tiny.img", KernelId=bad_eki,
+                             Architecture="x86_64")["ImageId"]
+iid = ec2.run_instances(ImageId=bad_emi, MinCount=1, MaxCount=1, InstanceType="m1.small")["Instances"][0]["InstanceId"]
+wait_for(f"{iid} terminated", lambda: state(iid)[0] == "terminated", timeout=300)
+why = state(iid)[1]
+print(f"failed-reason {why}", flush=True)
+assert "mallee-vmm failed" in why, why
+print("ok failed launch reported", flush=True)
 print("ok done", flush=True)
