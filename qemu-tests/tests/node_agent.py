@@ -2,7 +2,8 @@
 node is a QEMU guest running the node agent: uploads kernel, ramdisk and root image, registers
 them, runs an instance, waits for `running` and for MARKER in GetConsoleOutput, terminates it,
 then does it again (the node should not fetch the images again); then an image whose kernel
-is garbage must end `terminated` with the VMM's failure as the reason. Prints `figure NAME SECONDS`
+is garbage must end `terminated` with the VMM's failure as the reason. After the first
+launch it prints KILL and waits for RESTARTED (the harness kill -9s and restarts the frontend). Prints `figure NAME SECONDS`
 lines and `ok STEP` lines for the Rust test. Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT
 (MARKER and TIMEOUT in the environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
 
@@ -71,6 +72,12 @@ for launch in ("first", "cached"):
     t2 = time.monotonic()
     print(f"figure {launch}-marker {t2 - t0:.1f}", flush=True)
     print(f"ok marker {launch}", flush=True)
+    if launch == "first":
+        # kill -9 the frontend and restart it: the node and its instance carry on.
+        print("KILL", flush=True)
+        assert sys.stdin.readline().strip() == "RESTARTED"
+        assert state(iid)[0] == "running", state(iid)
+        print("ok running after frontend restart", flush=True)
     ec2.terminate_instances(InstanceIds=[iid])
     wait_for(f"{iid} terminated", lambda: state(iid)[0] == "terminated", timeout=120)
     print(f"figure {launch}-terminated {time.monotonic() - t2:.1f}", flush=True)

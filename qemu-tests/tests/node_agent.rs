@@ -4,9 +4,12 @@
 //! `mallee-init` as the guest's PID 1, whose readiness line is the marker) and a small root
 //! image to Walrus, registers them and runs an instance twice: each time it must reach
 //! `running`, show the marker in GetConsoleOutput and end `terminated`; the second launch must
-//! not fetch any image again (the node's log of its cache). Timings go to `report_figure`.
+//! not fetch any image again (the node's log of its cache). Between the two, the frontend is
+//! killed (-9) and restarted: the running instance stays `running` and is then terminated as
+//! usual. Last, an image whose kernel is garbage must end `terminated` with the VMM's failure
+//! as the reason. Timings go to `report_figure`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,9 +48,11 @@ fn require_tool(tool: &str) {
 /// The frontend on 127.0.0.1:<free port> with a cluster secret; killed and its data removed
 /// on drop.
 struct Frontend {
+    bin: PathBuf,
     dir: PathBuf,
     port: u16,
-    child: Child,
+    child: Option<Child>,
+    starts: u32,
 }
 
 impl Frontend {
@@ -61,9 +66,8 @@ impl Frontend {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let config = dir.join("frontend.toml");
         std::fs::write(
-            &config,
+            dir.join("frontend.toml"),
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[ec2]\nclusters = [\"{CLUSTER}\"]\n\
                  cluster_secret = \"{SECRET}\"\nnode_deadline_secs = 60\nlong_poll_secs = 5\n",
@@ -71,38 +75,66 @@ impl Frontend {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join("frontend.log")).unwrap();
-        let child = Command::new(bin)
+        let mut fe = Frontend {
+            bin: bin.to_path_buf(),
+            dir,
+            port,
+            child: None,
+            starts: 0,
+        };
+        fe.spawn();
+        fe
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(&self.bin)
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.join("frontend.toml"))
             .arg("serve")
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start mallee-frontend");
-        let fe = Frontend { dir, port, child };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !fe.log().contains("listening on") {
+        while !self.log().contains("listening on") {
             assert!(
                 Instant::now() < deadline,
                 "frontend not listening:\n{}",
-                fe.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        fe
+    }
+
+    /// kill -9, then start again on the same port and data.
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("frontend-{}.log", self.starts))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("frontend.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
 impl Drop for Frontend {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -181,7 +213,7 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     let (node_image, ramdisk) = images(&dir, &bin);
     let root_img = dir.file("root.img");
     root_image(&root_img);
-    let fe = Frontend::start(&fe_bin);
+    let mut fe = Frontend::start(&fe_bin);
 
     let cmdline = format!(
         "mallee.frontend=10.0.2.2:{} mallee.cluster={CLUSTER} mallee.secret={SECRET}",
@@ -243,16 +275,23 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_PROFILE")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run python3");
     let mut transcript = String::new();
+    let mut stdin = child.stdin.take().unwrap();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         println!("{line}");
         transcript.push_str(&line);
         transcript.push('\n');
+        if line == "KILL" {
+            fe.restart();
+            let _ = writeln!(stdin, "RESTARTED");
+            let _ = stdin.flush();
+        }
     }
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
@@ -265,6 +304,10 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         );
     }
     assert!(transcript.contains("ok done"), "{transcript}");
+    assert!(
+        transcript.contains("ok running after frontend restart"),
+        "{transcript}"
+    );
     assert!(
         transcript.contains("ok failed launch reported"),
         "{transcript}"
