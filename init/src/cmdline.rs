@@ -5,9 +5,8 @@
 //! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path); the
 //! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
 //! there by the frontend's PXE service; the agent starts only when all three are set). Other
-//! `mallee.*` keys
-//! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
-//! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
+//! `mallee.*` keys and bad values become warnings the caller logs; keys without the `mallee.`
+//! prefix belong to the kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
 use std::fmt;
 use std::path::PathBuf;
