@@ -266,4 +266,28 @@ ec2.delete_security_group(GroupName="web")
 ec2.deregister_image(ImageId=emi)
 assert states(ec2, everyone) == {i: "terminated" for i in everyone}
 step("terminate")
+
+# --- no input gets a 5xx --------------------------------------------------------------------
+import random  # noqa: E402
+
+rng = random.Random(6)
+junk = ["", "-1", "0", "99999999999999999999", "i-", "emi-", "sg-", "vol-x", "\x00", "é", "<x>", "a" * 300,
+        "true", "maybe", "%ff", "emi-00000000", "i-0123456789abcdef0", "0.0.0.0/0", "tcp", "all"]
+fields = ["ImageId", "InstanceId.1", "MinCount", "MaxCount", "InstanceType", "KeyName", "GroupName", "GroupId",
+          "IpProtocol", "FromPort", "ToPort", "CidrIp", "IpPermissions.1.IpProtocol", "IpPermissions.1.IpRanges.1.CidrIp",
+          "Filter.1.Name", "Filter.1.Value.1", "MaxResults", "NextToken", "PublicIp", "AllocationId", "VolumeId",
+          "SnapshotId", "Size", "AvailabilityZone", "Device", "Name", "ImageLocation", "Attribute", "UserData",
+          "PublicKeyMaterial", "LaunchPermission.Add.1.Group", "ZoneName.1", "Placement.AvailabilityZone", "DryRun"]
+actions = sorted({op for op, _ in CHECK.responses})
+sent = 0
+for action in actions:
+    for _ in range(12):
+        params = {"Action": action, "Version": "2016-11-15"}
+        for f in rng.sample(fields, rng.randint(0, 6)):
+            params[f] = rng.choice(junk)
+        status, body = raw(params, key, secret)
+        sent += 1
+        assert status < 500 or "<Code>InsufficientInstanceCapacity</Code>" in body, (params, status, body)
+        assert body.startswith("<?xml"), (params, status, body)
+step(f"{sent} junk requests over {len(actions)} actions: no 5xx")
 print(CHECK.summary(), flush=True)
