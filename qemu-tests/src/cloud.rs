@@ -1,0 +1,166 @@
+//! A whole Mallee cloud under QEMU: the frontend appliance VM (public NIC on QEMU user
+//! networking with the API forwarded to a host port, private NIC on a [`Segment`], a data disk
+//! file) and diskless node VMs that PXE-boot from it over that segment. Shared by the
+//! end-to-end tests and `just demo`; the AWS CLI reaches the API through the forwarded port.
+
+use crate::{Images, Nic, Segment, TestDir, Vm, VmConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The API port inside the frontend.
+pub const API_PORT: u16 = 8773;
+/// The frontend's address on the private segment (its default `mallee.private`).
+pub const PRIVATE_IP: &str = "10.77.0.1";
+/// The frontend's readiness line: public address.
+pub const FRONTEND_READY: &str =
+    r"mallee-init: ready role=frontend ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
+/// A node's readiness line: the address our DHCP server leased it.
+pub const NODE_READY: &str =
+    r"mallee-init: ready role=node ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error(transparent)]
+    Image(#[from] anyhow::Error),
+    #[error(transparent)]
+    Vm(#[from] crate::VmError),
+    #[error("the frontend did not come up: {0}")]
+    Frontend(crate::ConsoleError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("aws {args}: {reason}")]
+    Aws { args: String, reason: String },
+}
+
+/// A running frontend and what a client needs to reach it.
+pub struct Frontend {
+    pub vm: Vm,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// An AWS credentials file with the admin key pair (written in the test directory).
+    pub credentials: PathBuf,
+    pub access_key: String,
+}
+
+/// A free TCP port on the host's loopback (released again at once; QEMU binds it next).
+pub fn free_port() -> Result<u16, CloudError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| CloudError::Io {
+            what: "finding a free port".into(),
+            source,
+        })
+}
+
+/// Creates a sparse data disk of `mib` MiB unless it exists (a second boot keeps its data).
+pub fn data_disk(path: &Path, mib: u64) -> Result<(), CloudError> {
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(mib << 20))
+        .map_err(|source| CloudError::Io {
+            what: format!("creating {}", path.display()),
+            source,
+        })
+}
+
+/// Boots the frontend VM `name` and waits for its readiness line and admin credentials
+/// (`mallee.show_credentials=1` prints them on its console).
+pub fn start_frontend(
+    dir: &TestDir,
+    name: &str,
+    segment: &Segment,
+    disk: &Path,
+    timeout: Duration,
+) -> Result<Frontend, CloudError> {
+    let image = Images::netboot("frontend")?;
+    let port = free_port()?;
+    let mut vm = VmConfig::new(name)
+        .netboot(&image)
+        .memory_mib(1024)
+        .cmdline("mallee.show_credentials=1")
+        .nic(Nic::user_forwarding(&[(port, API_PORT)]))
+        .nic(Nic::segment(segment))
+        .disk(disk.to_path_buf())
+        .launch(dir)?;
+    vm.wait_for(FRONTEND_READY, timeout)
+        .map_err(CloudError::Frontend)?;
+    let key = |field: &str| {
+        let pattern = format!(r"admin-credentials: {field} = (\S+)");
+        vm.console()
+            .wait_for(&pattern, Duration::from_secs(1))
+            .map(|c| c[1].clone())
+            .map_err(CloudError::Frontend)
+    };
+    let access_key = key("aws_access_key_id")?;
+    let secret = key("aws_secret_access_key")?;
+    let credentials = dir.file(&format!("{name}-credentials"));
+    std::fs::write(
+        &credentials,
+        format!("[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret}\n"),
+    )
+    .map_err(|source| CloudError::Io {
+        what: format!("writing {}", credentials.display()),
+        source,
+    })?;
+    Ok(Frontend {
+        vm,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        credentials,
+        access_key,
+    })
+}
+
+/// A diskless node VM that network-boots (its NIC's iPXE ROM) from the segment.
+pub fn node_config(name: &str, segment: &Segment, mac: &str) -> VmConfig {
+    VmConfig::new(name)
+        .nested_kvm(true)
+        .memory_mib(1024)
+        .nic(Nic::segment(segment).mac(mac).boot())
+}
+
+impl Frontend {
+    /// Runs the AWS CLI against this frontend; returns its stdout.
+    pub fn aws(&self, args: &[&str]) -> Result<String, CloudError> {
+        let err = |reason: String| CloudError::Aws {
+            args: args.join(" "),
+            reason,
+        };
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg("--output")
+            .arg("json")
+            .args(args)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .map_err(|e| err(format!("cannot run the AWS CLI ({e}); run `just setup`")))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The shell commands a person types to use this cloud.
+    pub fn cli_hint(&self) -> String {
+        format!(
+            "export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1\n\
+             aws --endpoint-url {ep} ec2 describe-availability-zones\n\
+             aws --endpoint-url {ep} ec2 describe-instances\n\
+             aws --endpoint-url {ep} s3 ls",
+            self.credentials.display(),
+            ep = self.endpoint
+        )
+    }
+}

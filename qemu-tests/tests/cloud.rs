@@ -1,0 +1,94 @@
+//! End to end: the frontend appliance boots under QEMU, formats its blank data disk, serves PXE
+//! on its private NIC and the EC2/S3 API on its public one (forwarded to a host port); a
+//! diskless node PXE-boots from it with the frontend's address, cluster and enrollment secret
+//! on its command line; the AWS CLI works through the forwarded API; and a second boot of the
+//! frontend on the same disk keeps its state (no reformat, same admin key, same buckets).
+
+use mallee_qemu_tests::cloud::{self, NODE_READY, PRIVATE_IP};
+use mallee_qemu_tests::{report_figure, Segment, TestDir};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+#[test]
+fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
+    let dir = TestDir::new("cloud");
+    let segment = Segment::new();
+    let disk = dir.file("frontend-data.img");
+    cloud::data_disk(&disk, 512).unwrap();
+
+    let started = Instant::now();
+    let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let frontend_up = started.elapsed();
+    let console = fe.vm.console().text();
+    assert!(
+        console.contains("is blank: formatting ext4"),
+        "the blank data disk was not formatted: {}",
+        fe.vm.console().tail(30)
+    );
+    assert!(
+        console.contains("mallee-frontend: pxe serving http://10.77.0.1:8069/boot.ipxe"),
+        "the daemon did not start its PXE service: {}",
+        fe.vm.console().tail(30)
+    );
+
+    // The API answers through the forwarded port with the admin credentials.
+    let zones = fe
+        .aws(&["ec2", "describe-availability-zones"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(zones.contains("cluster1"), "zones: {zones}");
+    fe.aws(&["s3", "mb", "s3://kept-across-reboots"])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A diskless node PXE-boots from the frontend and gets an address from its pool.
+    let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
+        .launch(&dir)
+        .expect("start the node VM");
+    let ready = node
+        .wait_for(NODE_READY, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let node_up = node.started().elapsed();
+    let ip: Ipv4Addr = ready[1].parse().unwrap();
+    let [a, b, c, d] = ip.octets();
+    assert!(
+        [a, b, c] == [10, 77, 0] && (100..=199).contains(&d) && ready[2] == "24",
+        "node address {ip}/{} is not from the frontend's pool",
+        ready[2]
+    );
+    let node_console = node.console().text();
+    assert!(
+        node_console.contains(&format!(
+            "mallee.frontend={PRIVATE_IP}:8773 mallee.cluster=cluster1 mallee.secret="
+        )),
+        "the node kernel did not get the frontend's parameters: {}",
+        node.console().tail(40)
+    );
+    report_figure(&format!(
+        "figure: cloud, frontend QEMU start to ready {:.1} s; node power-on to ready over the frontend's PXE {:.1} s (guest boot_ms={})",
+        frontend_up.as_secs_f64(),
+        node_up.as_secs_f64(),
+        ready[3]
+    ));
+    drop(node);
+
+    // Power the frontend off hard and boot it again on the same disk: nothing is lost.
+    let first_key = fe.access_key.clone();
+    drop(fe);
+    let fe = cloud::start_frontend(&dir, "frontend2", &segment, &disk, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let console = fe.vm.console().text();
+    assert!(
+        console.contains("ext file system found") && !console.contains("formatting ext4"),
+        "second boot did not reuse the data disk: {}",
+        fe.vm.console().tail(30)
+    );
+    assert_eq!(
+        fe.access_key, first_key,
+        "the admin key changed across a reboot"
+    );
+    let buckets = fe.aws(&["s3", "ls"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        buckets.contains("kept-across-reboots"),
+        "bucket lost across a reboot: {buckets}"
+    );
+}
