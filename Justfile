@@ -35,3 +35,7 @@ bench which="all":
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Run every cargo-fuzz target for SECONDS each (CI runs this bounded).
+fuzz seconds="20":
+    scripts/fuzz.sh {{seconds}}

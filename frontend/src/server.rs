@@ -7,7 +7,7 @@ use crate::nodes::NodeApi;
 use crate::walrus::{RespBody, Walrus};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -54,10 +54,12 @@ pub async fn serve(listener: TcpListener, apis: Arc<Apis>) -> std::io::Result<()
                 let apis = apis.clone();
                 async move { Ok::<_, std::convert::Infallible>(apis.handle(req).await) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            // A client gets 30 s to send a request head; bodies stream at the client's pace.
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

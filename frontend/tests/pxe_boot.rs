@@ -8,12 +8,12 @@
 
 mod pxe_common;
 
-use pxe_common::{wait_until, RunningPxe, TapNamespace};
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
 use mallee_frontend::pxe::leases::Mac;
 use mallee_frontend::pxe::PxeConfig;
 use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
+use pxe_common::{wait_until, RunningPxe, TapNamespace};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 

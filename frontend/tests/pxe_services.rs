@@ -4,10 +4,10 @@
 
 mod pxe_common;
 
-use pxe_common::{wait_until, RunningPxe};
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
 use mallee_frontend::pxe::PxeConfig;
+use pxe_common::{wait_until, RunningPxe};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

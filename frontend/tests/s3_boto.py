@@ -168,8 +168,12 @@ tampering.meta.events.register("before-send.s3.PutObject", tamper)
 assert error_code(tampering.put_object, Bucket=B, Key="tampered", Body=b"hello world") == "XAmzContentSHA256Mismatch"
 assert error_code(s3.head_object, Bucket=B, Key="tampered") == "404"
 assert error_code(s3.put_object, Bucket=B, Key="md5", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==") == "BadDigest"
+assert error_code(s3.put_object, Bucket=B, Key="crc", Body=b"abc", ChecksumCRC32="AAAAAA==") == "BadDigest"
+s3.put_object(Bucket=B, Key="sha", Body=b"abc", ChecksumAlgorithm="SHA256")
+s3.delete_object(Bucket=B, Key="sha")
+assert "Contents" not in s3.list_objects_v2(Bucket=B, Prefix="crc")
 print("ok errors: SignatureDoesNotMatch, InvalidAccessKeyId, RequestTimeTooSkewed, expired presign, "
-      "XAmzContentSHA256Mismatch, BadDigest")
+      "XAmzContentSHA256Mismatch, BadDigest (Content-MD5 and x-amz-checksum-crc32)")
 
 # --- isolation between users
 u2 = client(os.environ["USER2_KEY"], os.environ["USER2_SECRET"])

@@ -44,8 +44,13 @@ fn kill_9_during_multipart_and_put_loses_nothing_acknowledged_and_shows_nothing_
     let tmp = std::fs::read_dir(fe.data_dir().join("tmp"))
         .unwrap()
         .count();
-    // Only the one finished upload may have used tmp/, and it was renamed away.
     assert_eq!(tmp, 0, "temporary files left behind");
+    // Three objects remain (kept, multi, partial): one blob each, no parts, no orphans.
+    let mut blobs = 0;
+    for sub in std::fs::read_dir(fe.data_dir().join("blobs")).unwrap() {
+        blobs += std::fs::read_dir(sub.unwrap().path()).unwrap().count();
+    }
+    assert_eq!(blobs, 3, "blob files other than the three objects' remain");
 }
 
 #[test]

@@ -106,6 +106,29 @@ impl BlobDir {
         w.finish()
     }
 
+    /// A new blob holding `len` bytes of blob `id` from `start` (UploadPartCopy). Blocking.
+    pub fn copy_range(&self, id: &str, start: u64, len: u64) -> io::Result<FinishedBlob> {
+        let mut f = File::open(self.path(id))?;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(start))?;
+        let mut src = io::Read::take(f, len);
+        let mut w = self.writer()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = io::Read::read(&mut src, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        if w.size() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob shorter than recorded",
+            ));
+        }
+        w.finish()
+    }
+
     /// Every blob id on disk (for garbage collection).
     pub fn all_ids(&self) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();

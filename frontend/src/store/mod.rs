@@ -143,3 +143,44 @@ fn meta_from_json(text: &str) -> Result<Vec<(String, String)>, rusqlite::Error> 
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recover_removes_unfinished_and_unreferenced_blobs_but_keeps_committed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_user("u", Role::User).unwrap();
+        store.create_bucket("b", "u").unwrap();
+        let mut w = store.blobs().writer().unwrap();
+        w.write(b"kept").unwrap();
+        let kept = w.finish().unwrap();
+        store
+            .put_object(
+                "b",
+                &ObjectRow::new("k", &kept, kept.md5_hex.clone(), None, vec![]),
+            )
+            .unwrap();
+        // A crash after the rename but before the commit, and one in the middle of a body.
+        let mut w = store.blobs().writer().unwrap();
+        w.write(b"orphan").unwrap();
+        let orphan = w.finish().unwrap();
+        let mut w = store.blobs().writer().unwrap();
+        w.write(b"half").unwrap();
+        std::mem::forget(w);
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        store.recover().unwrap();
+        assert_eq!(store.blobs().all_ids().unwrap(), vec![kept.id.clone()]);
+        assert!(!store.blobs().path(&orphan.id).exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        let o = store.object("b", "k").unwrap().unwrap();
+        assert_eq!(std::fs::read(store.blobs().path(&o.blob)).unwrap(), b"kept");
+    }
+}

@@ -40,6 +40,7 @@ pub struct PayloadReader<B> {
     hasher: Option<Sha256>,
     pending: VecDeque<Bytes>,
     decoded_len_header: Option<u64>,
+    trailers: Vec<(String, String)>,
     total: u64,
     done: bool,
 }
@@ -83,6 +84,7 @@ where
             claimed_sha256,
             pending: VecDeque::new(),
             decoded_len_header,
+            trailers: Vec::new(),
             total: 0,
             done: false,
         }
@@ -138,7 +140,7 @@ where
     fn finish_checks(&mut self) -> Result<(), S3Error> {
         if let Some(d) = self.decoder.take() {
             let decoded = d.decoded_len();
-            d.finish()?;
+            self.trailers = d.finish()?;
             if self.decoded_len_header.is_some_and(|n| n != decoded) {
                 return Err(S3Error::new(
                     400,
@@ -153,6 +155,11 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The aws-chunked trailers (checksums), once the payload has been read to its end.
+    pub fn trailers(&self) -> &[(String, String)] {
+        &self.trailers
     }
 
     /// The whole payload, refused past `limit` bytes.

@@ -5,6 +5,7 @@
 
 mod body;
 mod buckets;
+mod checksum;
 pub mod error;
 mod listing;
 mod multipart;

@@ -1,11 +1,11 @@
 //! Multipart uploads: create, upload part, complete (parts concatenated into one blob, ETag
 //! `md5-of-md5s-N`), abort, list parts, list uploads.
 
-use super::objects::receive_blob;
+use super::objects::{parse_copy_source, parse_range, receive_blob};
 use super::xml::{self, XmlWriter};
 use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
-use crate::store::{now_ms, ObjectRow, PartRow, Upload};
+use crate::store::{now_ms, FinishedBlob, ObjectRow, PartRow, Upload};
 use http::{HeaderValue, Response, StatusCode};
 use md5::{Digest, Md5};
 
@@ -56,9 +56,6 @@ pub async fn upload_part(
     key: &str,
     body: ReqBody,
 ) -> Result {
-    if r.headers.contains_key("x-amz-copy-source") {
-        return Err(S3Error::not_implemented("UploadPartCopy"));
-    }
     let up = upload_for(w, r, bucket, key)?;
     let number: u32 = r
         .query
@@ -70,7 +67,12 @@ pub async fn upload_part(
                 "Part number must be an integer between 1 and 10000, inclusive",
             )
         })?;
-    let blob = receive_blob(w, r, body).await?;
+    let copying = r.headers.contains_key("x-amz-copy-source");
+    let blob = if copying {
+        copy_part_data(w, r).await?
+    } else {
+        receive_blob(w, r, body).await?
+    };
     let part = PartRow {
         part_number: number,
         blob: blob.id.clone(),
@@ -81,11 +83,47 @@ pub async fn upload_part(
     };
     db(|| w.store.put_part(&up.upload_id, &part))
         .inspect_err(|_| w.store.blobs().remove(&blob.id))?;
+    if copying {
+        let mut x = XmlWriter::new();
+        x.open("CopyPartResult");
+        x.elem("LastModified", &format_iso8601_millis(part.modified_ms));
+        x.elem("ETag", &format!("\"{}\"", part.etag));
+        x.close("CopyPartResult");
+        return Ok(xml_response(StatusCode::OK, x.finish()));
+    }
     let mut resp = empty_response(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", part.etag)) {
         resp.headers_mut().insert(http::header::ETAG, v);
     }
     Ok(resp)
+}
+
+/// UploadPartCopy: the part's data is (a range of) an existing object.
+async fn copy_part_data(w: &Walrus, r: &S3Request) -> std::result::Result<FinishedBlob, S3Error> {
+    let (src_bucket, src_key) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
+    w.bucket_for(r, &src_bucket, Access::Read)?;
+    let src = w
+        .store
+        .object(&src_bucket, &src_key)?
+        .ok_or_else(|| S3Error::no_such_key(&src_key))?;
+    let (start, len) = match r.header("x-amz-copy-source-range") {
+        Some(h) => match parse_range(h, src.size)? {
+            Some((s, e)) => (s, e - s + 1),
+            None => {
+                return Err(S3Error::invalid_argument(
+                    "x-amz-copy-source-range must be bytes=first-last",
+                ))
+            }
+        },
+        None => (0, src.size),
+    };
+    let dir = w.store.blobs().clone();
+    let id = src.blob.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || dir.copy_range(&id, start, len))
+            .await
+            .map_err(|e| S3Error::internal(e.to_string()))??,
+    )
 }
 
 /// Checks the client's part list against the stored parts; returns the blobs in order and

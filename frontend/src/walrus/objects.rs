@@ -2,6 +2,7 @@
 //! conditionals), delete, multi-delete and copy.
 
 use super::body::{content_sha256_mismatch, file_body, PayloadReader};
+use super::checksum::PayloadChecksum;
 use super::xml::{self, XmlWriter};
 use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
@@ -49,8 +50,8 @@ pub fn check_content_md5(r: &S3Request, md5_hex: &str) -> std::result::Result<()
     Ok(())
 }
 
-/// Streams the request payload into a new durable blob, checking the signed SHA-256 and
-/// Content-MD5 before it is made durable.
+/// Streams the request payload into a new durable blob, checking the signed SHA-256, any
+/// flexible checksum and Content-MD5 before it is made durable.
 pub async fn receive_blob(
     w: &Walrus,
     r: &S3Request,
@@ -61,12 +62,19 @@ pub async fn receive_blob(
         .and_then(|v| v.parse().ok());
     let mut reader = PayloadReader::new(body, &r.auth, decoded_len, false);
     let mut writer = db(|| w.store.blobs().writer())?;
+    let mut checksum = PayloadChecksum::from_headers(&r.headers);
     while let Some(chunk) = reader.next_chunk().await? {
+        if let Some(c) = &mut checksum {
+            c.update(&chunk);
+        }
         tokio::task::block_in_place(|| writer.write(&chunk))?;
     }
     let (md5, sha) = writer.digests();
     if reader.claimed_sha256().is_some_and(|c| c != sha) {
         return Err(content_sha256_mismatch());
+    }
+    if let Some(c) = checksum {
+        c.verify(reader.trailers())?;
     }
     check_content_md5(r, &md5)?;
     Ok(tokio::task::block_in_place(|| writer.finish())?)
@@ -308,7 +316,7 @@ pub async fn delete_many(w: &Walrus, r: &S3Request, bucket: &str, body: ReqBody)
 }
 
 /// Parses `x-amz-copy-source` (`[/]bucket/key[?versionId=..]`, URL-encoded).
-fn parse_copy_source(v: &str) -> std::result::Result<(String, String), S3Error> {
+pub fn parse_copy_source(v: &str) -> std::result::Result<(String, String), S3Error> {
     let v = v.split_once('?').map_or(v, |(p, _)| p);
     let decoded = String::from_utf8(crate::auth::canonical::percent_decode(
         v.trim_start_matches('/'),
