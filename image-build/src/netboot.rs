@@ -74,6 +74,9 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
     "virtio_net",
     "virtio_blk",
     "virtio_rng",
+    // ext4 and jbd2 ask the crypto API for crc32c (metadata_csum, on by default in mke2fs);
+    // a softdep only modprobe would follow, so it is listed here.
+    "crc32c_generic",
     "ext4",
     "8021q",
     "bridge",

@@ -308,8 +308,14 @@ fn show_credentials() {
     }
 }
 
-/// Starts everything; returns at once (the work runs on threads).
+/// Starts everything; returns at once (the work runs on threads, so PID 1's signal loop can
+/// reap `mke2fs` and the daemon meanwhile).
 pub fn start(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
+    let (settings, nics, hostname) = (settings.clone(), nics.to_vec(), hostname.to_owned());
+    std::thread::spawn(move || boot(&settings, &nics, &hostname, on_ready));
+}
+
+fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     if let Err(e) = mount_data(&settings.data) {
         info!("{e}; state lives in RAM this boot and is lost at power-off");
         let _ = std::fs::create_dir_all(DATA_MOUNT);
