@@ -270,6 +270,7 @@ fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
         .env_clear()
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .current_dir("/");
     let spawned = reaper::spawn_watched(&mut command);
     drop(command); // closes our copy of the pipe's write end
