@@ -2,10 +2,13 @@
 //!
 //! Recognised keys: `mallee.role=node|frontend` (default `node`), `mallee.run=/path` (test hook:
 //! run that program once ready, then power off), `mallee.hostname=NAME` and
-//! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path); for
+//! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path); the
+//! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
+//! there by the frontend's PXE service; the agent starts only when all three are set); for
 //! the frontend, `mallee.data=/dev/vdX` (data disk, default `/dev/vda`),
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
-//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other `mallee.*` keys
+//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other
+//! `mallee.*` keys
 //! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
 //! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
@@ -76,6 +79,10 @@ pub struct Settings {
     pub private: PrivateNic,
     /// Frontend test hook: print the admin credentials file on the console once ready.
     pub show_credentials: bool,
+    /// The frontend's API address (an IP: there is no DNS on a node).
+    pub frontend: Option<std::net::SocketAddr>,
+    pub cluster: Option<String>,
+    pub secret: Option<String>,
     /// Human-readable notes about ignored keys or values, one per problem.
     pub warnings: Vec<String>,
 }
@@ -90,6 +97,9 @@ impl Default for Settings {
             data: PathBuf::from("/dev/vda"),
             private: PrivateNic::default(),
             show_credentials: false,
+            frontend: None,
+            cluster: None,
+            secret: None,
             warnings: Vec::new(),
         }
     }
@@ -174,6 +184,17 @@ pub fn parse(cmdline: &str) -> Settings {
                 )),
             },
             "show_credentials" => settings.show_credentials = value == "1",
+            "frontend" => match value.parse() {
+                Ok(addr) => settings.frontend = Some(addr),
+                Err(_) => settings.warnings.push(format!(
+                    "ignoring mallee.frontend={value:?}: expected IP:PORT"
+                )),
+            },
+            "cluster" if !value.is_empty() => settings.cluster = Some(value.to_owned()),
+            "secret" if !value.is_empty() => settings.secret = Some(value.to_owned()),
+            "cluster" | "secret" => settings
+                .warnings
+                .push(format!("ignoring empty mallee.{key}")),
             other => settings
                 .warnings
                 .push(format!("ignoring unknown setting mallee.{other}")),
@@ -221,6 +242,17 @@ mod tests {
         assert_eq!(bad.data, PathBuf::from("/dev/vda"));
         assert_eq!(bad.private, PrivateNic::default());
         assert_eq!(bad.warnings.len(), 3);
+    }
+
+    #[test]
+    fn agent_settings_are_read_and_bad_address_warns() {
+        let s = parse("mallee.frontend=10.0.2.2:8773 mallee.cluster=zone-a mallee.secret=s3");
+        assert_eq!(s.frontend, Some("10.0.2.2:8773".parse().unwrap()));
+        assert_eq!(s.cluster.as_deref(), Some("zone-a"));
+        assert_eq!(s.secret.as_deref(), Some("s3"));
+        let s = parse("mallee.frontend=frontend.local:80 mallee.cluster=");
+        assert_eq!((s.frontend, s.cluster), (None, None));
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! (and start the `mallee.run` program if asked), then reap children and wait for power signals
 //! forever. `main` never returns.
 
+mod agent;
 mod cmdline;
 mod coldplug;
 mod frontend;
@@ -166,15 +167,35 @@ fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
     name
 }
 
-/// The readiness callback: prints the one readiness line and starts `mallee.run`, once.
-fn readiness(settings: &Settings) -> net::client::OnReady {
+/// The node agent's settings, when this is a node whose command line names a frontend.
+fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Option<agent::AgentConfig> {
+    if settings.role != cmdline::Role::Node {
+        return None;
+    }
+    Some(agent::AgentConfig {
+        frontend: settings.frontend?,
+        cluster: settings.cluster.clone()?,
+        secret: settings.secret.clone()?,
+        macs: nics.iter().map(|n| n.mac).collect(),
+        state_dir: PathBuf::from("/var/lib/mallee"),
+        vmm: PathBuf::from("/bin/mallee-vmm"),
+    })
+}
+
+/// The readiness callback: prints the one readiness line and starts `mallee.run` and the node
+/// agent, once.
+fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
     let (role, run, test_panic) = (settings.role, settings.run.clone(), settings.test_panic);
+    let agent = agent_config(settings, nics);
     let once = Once::new();
     Arc::new(move |ip: String| {
         once.call_once(|| {
             info!("ready role={role} ip={ip} boot_ms={}", log::boottime_ms());
             if let Some(path) = run.clone() {
                 run::start(path);
+            }
+            if let Some(cfg) = agent.clone() {
+                agent::start(cfg);
             }
             if test_panic {
                 std::thread::spawn(|| panic!("mallee.test_panic=1 asked for a panic"));
@@ -210,7 +231,7 @@ fn main() {
     let hostname = set_hostname(&settings, &nics);
     let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
     info!("hostname {hostname}, wired NICs: {names:?}");
-    let on_ready = readiness(&settings);
+    let on_ready = readiness(&settings, &nics);
     if nics.is_empty() {
         info!("no wired NIC found; continuing without network");
         on_ready("none".to_owned());

@@ -2,6 +2,7 @@
 //! long-poll desired state, report actual state and console output; plus the task that marks
 //! silent nodes down. Handlers only decode, authenticate and call `record`.
 
+pub mod object;
 pub mod reconcile;
 pub mod record;
 
@@ -86,6 +87,11 @@ impl NodeApi {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(NodeError::Unauthorized)?;
         let node = db(|| record::authenticate(&self.store, token))?;
+        if let Some(rest) = path.strip_prefix(object::PATH_OBJECT) {
+            let range = parts.headers.get(http::header::RANGE);
+            let range = range.and_then(|v| v.to_str().ok());
+            return object::serve(&self.store, &node.id, rest, range);
+        }
         match (parts.method.clone(), path) {
             (http::Method::POST, proto::PATH_REGISTER) => {
                 let info: proto::NodeInfo = decode(&body)?;

@@ -32,6 +32,12 @@ pub enum NodeError {
     BadId(String),
     #[error("{0}")]
     Mismatch(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("range {0:?} is not satisfiable")]
+    Range(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,7 +46,9 @@ impl NodeError {
     pub fn status(&self) -> u16 {
         match self {
             NodeError::Unauthorized => 401,
-            NodeError::BadSecret => 403,
+            NodeError::BadSecret | NodeError::Forbidden(_) => 403,
+            NodeError::NotFound(_) => 404,
+            NodeError::Range(_) => 416,
             NodeError::Store(_) => 500,
             _ => 400,
         }

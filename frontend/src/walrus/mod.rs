@@ -12,8 +12,9 @@ mod multipart;
 mod objects;
 pub mod xml;
 
-pub use body::RespBody;
+pub use body::{file_body, RespBody};
 pub use error::S3Error;
+pub use objects::parse_range;
 
 use crate::auth::{self, AuthError, Policy, RequestView, UriMode, Verified};
 use crate::store::{Bucket, Role, Store, User};

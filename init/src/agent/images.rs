@@ -1,0 +1,309 @@
+//! The node's image cache: one file per image, named by its SHA-256, in one directory under a
+//! size budget. A miss downloads through a [`Fetch`] into `<sha>.part` (resuming from the bytes
+//! already there when a transfer breaks), checks size and SHA-256 and renames it into place;
+//! concurrent requests for one image wait for the single download. A hit is re-verified
+//! before use, so a corrupted entry is dropped and fetched again. Room is made by evicting
+//! the least recently used entries that no launch holds ([`Pinned`]).
+
+use mallee_proto::{CachedImage, ImageRef};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Why an image could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image {0:?} has no valid SHA-256 (64 lower-case hex digits)")]
+    BadDigest(String),
+    #[error("image {sha} ({size} bytes) does not fit the {budget}-byte cache")]
+    NoRoom { sha: String, size: u64, budget: u64 },
+    #[error("fetching {key}: {message}")]
+    Fetch { key: String, message: String },
+    #[error("{key}: downloaded {got} bytes hashing to {sha}, expected {want_size} bytes {want}")]
+    Mismatch {
+        key: String,
+        got: u64,
+        sha: String,
+        want_size: u64,
+        want: String,
+    },
+    #[error("image cache file {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Downloads an object from `offset` to its end into `out`; returns the bytes written.
+pub trait Fetch: Sync {
+    fn fetch(&self, image: &ImageRef, offset: u64, out: &mut dyn Write) -> Result<u64, String>;
+}
+
+struct Entry {
+    size: u64,
+    last_used: u64,
+    pins: u32,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    fetching: HashSet<String>,
+    /// Bytes promised to downloads in flight.
+    reserved: u64,
+    clock: u64,
+    /// Downloads started (a hit costs none), for the report and the tests.
+    downloads: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    budget: u64,
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+/// The cache; cheap to clone.
+#[derive(Clone)]
+pub struct Cache(Arc<Shared>);
+
+/// An image held for use: not evicted until dropped.
+pub struct Pinned {
+    cache: Cache,
+    sha: String,
+    pub path: PathBuf,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(e) = self.cache.lock().entries.get_mut(&self.sha) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+}
+
+const FETCH_ATTEMPTS: u32 = 6;
+
+fn valid_sha(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Size and lower-case hex SHA-256 of a file.
+pub fn digest_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let got = f.read(&mut buf)?;
+        if got == 0 {
+            break;
+        }
+        h.update(&buf[..got]);
+        n += got as u64;
+    }
+    Ok((n, format!("{:x}", h.finalize())))
+}
+
+impl Cache {
+    /// Opens the cache in `dir` (created if missing), keeping entries found there; they are
+    /// verified when first used.
+    pub fn open(dir: &Path, budget: u64) -> Result<Cache, ImageError> {
+        let io = |e| ImageError::Io(dir.to_path_buf(), e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut state = State::default();
+        for ent in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let (true, Ok(meta)) = (valid_sha(&name), ent.metadata()) {
+                let entry = Entry {
+                    size: meta.len(),
+                    last_used: 0,
+                    pins: 0,
+                };
+                state.entries.insert(name, entry);
+            }
+        }
+        Ok(Cache(Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            budget,
+            state: Mutex::new(state),
+            done: Condvar::new(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, sha: &str) -> PathBuf {
+        self.0.dir.join(sha)
+    }
+
+    /// What the cache holds, for the node's report.
+    pub fn list(&self) -> Vec<CachedImage> {
+        let mut v: Vec<CachedImage> = (self.lock().entries.iter())
+            .map(|(sha, e)| CachedImage {
+                sha256: sha.clone(),
+                size: e.size,
+            })
+            .collect();
+        v.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        v
+    }
+
+    /// Downloads started so far.
+    pub fn downloads(&self) -> u64 {
+        self.lock().downloads
+    }
+
+    /// The image, verified, pinned until the returned guard drops.
+    pub fn get(&self, image: &ImageRef, fetch: &dyn Fetch) -> Result<Pinned, ImageError> {
+        let sha = image.sha256.clone();
+        if !valid_sha(&sha) {
+            return Err(ImageError::BadDigest(sha));
+        }
+        let mut st = self.lock();
+        loop {
+            if st.fetching.contains(&sha) {
+                st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.clock += 1;
+            let now = st.clock;
+            if let Some(e) = st.entries.get_mut(&sha) {
+                e.pins += 1;
+                e.last_used = now;
+                let pinned = Pinned {
+                    cache: self.clone(),
+                    sha: sha.clone(),
+                    path: self.path(&sha),
+                };
+                drop(st);
+                match digest_file(&pinned.path) {
+                    Ok((n, d)) if n == image.size && d == sha => return Ok(pinned),
+                    found => crate::info!(
+                        "agent: cached image {sha} is corrupt ({found:?}); fetching it again"
+                    ),
+                }
+                drop(pinned);
+                st = self.lock();
+                st.entries.remove(&sha);
+                let _ = std::fs::remove_file(self.path(&sha));
+                continue;
+            }
+            make_room(&mut st, self.0.budget, &sha, image.size, |s| {
+                let _ = std::fs::remove_file(self.path(s));
+            })?;
+            st.fetching.insert(sha.clone());
+            st.reserved += image.size;
+            st.downloads += 1;
+            break;
+        }
+        drop(st);
+        let result = self.download(image, fetch);
+        let mut st = self.lock();
+        st.fetching.remove(&sha);
+        st.reserved -= image.size;
+        self.0.done.notify_all();
+        result?;
+        st.clock += 1;
+        let entry = Entry {
+            size: image.size,
+            last_used: st.clock,
+            pins: 1,
+        };
+        st.entries.insert(sha.clone(), entry);
+        Ok(Pinned {
+            cache: self.clone(),
+            path: self.path(&sha),
+            sha,
+        })
+    }
+
+    /// Fetches into `<sha>.part`, resuming after breaks, verifies, renames into place.
+    fn download(&self, image: &ImageRef, fetch: &dyn Fetch) -> Result<(), ImageError> {
+        let part = self.0.dir.join(format!("{}.part", image.sha256));
+        let io = |e| ImageError::Io(part.clone(), e);
+        let mut last = String::new();
+        for attempt in 0..FETCH_ATTEMPTS {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&part)
+                .map_err(io)?;
+            let have = f.metadata().map_err(io)?.len();
+            if have > image.size {
+                f.set_len(0).map_err(io)?;
+                continue;
+            }
+            if have == image.size {
+                break;
+            }
+            match fetch.fetch(image, have, &mut f) {
+                Ok(_) => break,
+                Err(e) => {
+                    crate::info!(
+                        "agent: fetching {} from byte {have} failed (attempt {}): {e}",
+                        image.key,
+                        attempt + 1
+                    );
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+                }
+            }
+        }
+        let (got, sha) = digest_file(&part).map_err(io)?;
+        if got < image.size && !last.is_empty() {
+            return Err(ImageError::Fetch {
+                key: image.key.clone(),
+                message: last,
+            });
+        }
+        if got != image.size || sha != image.sha256 {
+            let _ = std::fs::remove_file(&part);
+            return Err(ImageError::Mismatch {
+                key: image.key.clone(),
+                got,
+                sha,
+                want_size: image.size,
+                want: image.sha256.clone(),
+            });
+        }
+        std::fs::rename(&part, self.path(&image.sha256)).map_err(io)
+    }
+}
+
+/// Evicts least recently used, unpinned entries (calling `remove` for each) until `size` more
+/// bytes fit the budget; fails when they cannot.
+fn make_room(
+    st: &mut State,
+    budget: u64,
+    sha: &str,
+    size: u64,
+    mut remove: impl FnMut(&str),
+) -> Result<(), ImageError> {
+    let used = |st: &State| st.entries.values().map(|e| e.size).sum::<u64>() + st.reserved;
+    while used(st) + size > budget {
+        let victim = (st.entries.iter())
+            .filter(|(_, e)| e.pins == 0)
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(s, _)| s.clone());
+        let Some(victim) = victim else {
+            return Err(ImageError::NoRoom {
+                sha: sha.to_string(),
+                size,
+                budget,
+            });
+        };
+        crate::info!("agent: evicting cached image {victim}");
+        st.entries.remove(&victim);
+        remove(&victim);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "images_tests.rs"]
+mod tests;

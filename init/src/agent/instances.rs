@@ -1,0 +1,442 @@
+//! Instance supervision: one `mallee-vmm` per instance, started from a JSON config in the
+//! instance's directory (`root.img`, a sparse copy of the cached root image; `console.log`,
+//! the serial port; `api.sock`, the VMM's control socket; `vmm.log`). A launch fetches the
+//! images through the cache, pins the kernel and ramdisk while the instance lives, and runs
+//! the VMM on its own thread until it exits. A stop asks the VMM through its socket, then
+//! kills it after a deadline. A VMM that exits on its own makes the instance `failed` with the
+//! exit reason (a guest reset restarts it instead).
+
+use super::images::{Cache, Fetch, ImageError, Pinned};
+use super::reconcile::{Action, Local};
+use crate::{info, reaper};
+use mallee_proto::{InstanceReport, InstanceSpec, Observed};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("image {0} names no kernel (only kernel + ramdisk boot is supported)")]
+    NoKernel(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("instance directory {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("cannot start mallee-vmm: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Where instances live and what runs them.
+pub struct Env {
+    pub root: PathBuf,
+    pub vmm: PathBuf,
+    pub cache: Cache,
+    pub fetch: Arc<dyn Fetch + Send + Sync>,
+    pub stop_deadline: Duration,
+}
+
+struct Record {
+    local: Local,
+    target: Observed,
+    reason: Option<String>,
+    pid: Option<u32>,
+    rebooting: bool,
+    dir: PathBuf,
+}
+
+/// The node's instances; cheap to clone.
+#[derive(Clone)]
+pub struct Instances {
+    env: Arc<Env>,
+    table: Arc<Mutex<BTreeMap<String, Record>>>,
+    changed: Arc<(Mutex<u64>, Condvar)>,
+}
+
+/// Copies `src` to `dst`, leaving holes where `src` has all-zero blocks.
+pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<u64> {
+    let mut input = std::fs::File::open(src)?;
+    let mut out = std::fs::File::create(dst)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            out.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            out.write_all(&buf[..n])?;
+        }
+        len += n as u64;
+    }
+    out.set_len(len)?;
+    Ok(len)
+}
+
+/// Why the VMM stopped, in words, from its exit status (see mallee-vmm's README) and the last
+/// line it logged.
+pub fn exit_reason(code: i32, last_log_line: &str) -> String {
+    match code {
+        0 => "the guest powered off".into(),
+        1 => format!("mallee-vmm failed: {last_log_line}"),
+        2 => "the guest reset".into(),
+        3 => "mallee-vmm stopped through its API".into(),
+        c if c > 128 => format!("mallee-vmm was killed by signal {}", c - 128),
+        c => format!("mallee-vmm exited with status {c}"),
+    }
+}
+
+/// The VMM's JSON config.
+pub fn vmm_config(
+    spec: &InstanceSpec,
+    dir: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kernel": kernel,
+        "initrd": initrd,
+        "cmdline": format!("console=ttyS0 root=/dev/vda mallee.instance={}", spec.instance_id),
+        "mem": format!("{}M", spec.memory_mib),
+        "vcpus": spec.vcpus,
+        "disk": [format!("{},serial=root", dir.join("root.img").display())],
+        "serial": dir.join("console.log"),
+        "api_socket": dir.join("api.sock"),
+    })
+}
+
+/// Asks a VMM to stop through its control socket.
+fn api_shutdown(socket: &Path) -> std::io::Result<()> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"{\"op\":\"shutdown\"}\n")?;
+    let mut reply = [0u8; 256];
+    let _ = s.read(&mut reply);
+    Ok(())
+}
+
+fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().last().unwrap_or("").to_string()
+}
+
+impl Instances {
+    pub fn new(env: Env) -> Instances {
+        Instances {
+            env: Arc::new(env),
+            table: Arc::default(),
+            changed: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Record>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes whoever waits in [`Instances::wait_change`].
+    pub fn notify(&self) {
+        let (m, cv) = &*self.changed;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_all();
+    }
+
+    /// Waits until something changed after `seen` or `timeout` passes; returns the counter.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let (m, cv) = &*self.changed;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = cv
+            .wait_timeout_while(g, timeout, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.env.cache
+    }
+
+    pub fn locals(&self) -> BTreeMap<String, Local> {
+        self.lock()
+            .iter()
+            .map(|(k, r)| (k.clone(), r.local))
+            .collect()
+    }
+
+    /// Every instance the node knows, for the report.
+    pub fn report(&self) -> Vec<InstanceReport> {
+        (self.lock().iter())
+            .map(|(id, r)| InstanceReport {
+                instance_id: id.clone(),
+                state: r.local.state,
+                reason: r.reason.clone(),
+                reboot_count: r.local.reboot_count,
+            })
+            .collect()
+    }
+
+    /// Console files of the known instances.
+    pub fn consoles(&self) -> Vec<(String, PathBuf)> {
+        (self.lock().iter())
+            .map(|(id, r)| (id.clone(), r.dir.join("console.log")))
+            .collect()
+    }
+
+    /// Starts doing `action`.
+    pub fn apply(&self, action: Action) {
+        match action {
+            Action::Launch(spec) => self.launch(*spec),
+            Action::Stop(id, target) => self.stop(&id, target, false),
+            Action::Reboot(id, count) => {
+                if let Some(r) = self.lock().get_mut(&id) {
+                    r.local.reboot_count = count;
+                }
+                self.stop(&id, Observed::Running, true);
+            }
+            Action::Forget(id) => {
+                if let Some(r) = self.lock().remove(&id) {
+                    let _ = std::fs::remove_dir_all(&r.dir);
+                }
+                self.notify();
+            }
+        }
+    }
+
+    fn set(&self, id: &str, f: impl FnOnce(&mut Record)) {
+        if let Some(r) = self.lock().get_mut(id) {
+            f(r);
+        }
+        self.notify();
+    }
+
+    fn launch(&self, spec: InstanceSpec) {
+        let id = spec.instance_id.clone();
+        let dir = self.env.root.join(&id);
+        self.lock().insert(
+            id.clone(),
+            Record {
+                local: Local {
+                    state: Observed::Pending,
+                    stopping: false,
+                    reboot_count: spec.reboot_count,
+                },
+                target: Observed::Terminated,
+                reason: None,
+                pid: None,
+                rebooting: false,
+                dir,
+            },
+        );
+        self.notify();
+        info!("agent: launching {id}");
+        let me = self.clone();
+        std::thread::spawn(move || me.supervise(spec));
+    }
+
+    /// Fetches the images and lays out the instance directory; returns the config path and the
+    /// pins to hold while the instance lives.
+    fn prepare(
+        &self,
+        spec: &InstanceSpec,
+        dir: &Path,
+    ) -> Result<(PathBuf, Vec<Pinned>), LaunchError> {
+        let io = |e| LaunchError::Io(dir.to_path_buf(), e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let kref = (spec.kernel.as_ref())
+            .ok_or_else(|| LaunchError::NoKernel(spec.image.image_id.clone()))?;
+        let (cache, fetch) = (&self.env.cache, &*self.env.fetch);
+        let kernel = cache.get(kref, fetch)?;
+        let ramdisk = match &spec.ramdisk {
+            Some(r) => Some(cache.get(r, fetch)?),
+            None => None,
+        };
+        let root = cache.get(&spec.image, fetch)?;
+        sparse_copy(&root.path, &dir.join("root.img")).map_err(io)?;
+        drop(root);
+        let cfg = vmm_config(
+            spec,
+            dir,
+            &kernel.path,
+            ramdisk.as_ref().map(|p| p.path.as_path()),
+        );
+        let path = dir.join("vmm.json");
+        std::fs::write(&path, cfg.to_string()).map_err(io)?;
+        Ok((
+            path,
+            [Some(kernel), ramdisk].into_iter().flatten().collect(),
+        ))
+    }
+
+    fn spawn_vmm(
+        &self,
+        cfg: &Path,
+        dir: &Path,
+    ) -> Result<(u32, std::sync::mpsc::Receiver<i32>), LaunchError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("vmm.log"))
+            .map_err(|e| LaunchError::Io(dir.to_path_buf(), e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| LaunchError::Io(dir.to_path_buf(), e))?;
+        let _ = std::fs::remove_file(dir.join("api.sock"));
+        let mut cmd = Command::new(&self.env.vmm);
+        cmd.arg("--config")
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        reaper::spawn_watched(&mut cmd).map_err(LaunchError::Spawn)
+    }
+
+    /// The instance's whole life on the node, on its own thread.
+    fn supervise(&self, spec: InstanceSpec) {
+        let id = spec.instance_id.clone();
+        let dir = self.env.root.join(&id);
+        let started = Instant::now();
+        let (cfg, _pins) = match self.prepare(&spec, &dir) {
+            Ok(p) => p,
+            Err(e) => return self.ended(&id, Some(e.to_string())),
+        };
+        info!(
+            "agent: {id} prepared in {} ms (image downloads so far: {})",
+            started.elapsed().as_millis(),
+            self.env.cache.downloads()
+        );
+        loop {
+            if self.lock().get(&id).is_none_or(|r| r.local.stopping) {
+                return self.ended(&id, None);
+            }
+            let (pid, exited) = match self.spawn_vmm(&cfg, &dir) {
+                Ok(s) => s,
+                Err(e) => return self.ended(&id, Some(e.to_string())),
+            };
+            info!("agent: {id} running, mallee-vmm pid {pid}");
+            self.set(&id, |r| {
+                r.pid = Some(pid);
+                r.local.state = Observed::Running;
+            });
+            let code = exited.recv().unwrap_or(-1);
+            info!("agent: {id} mallee-vmm exited with status {code}");
+            let mut t = self.lock();
+            let Some(r) = t.get_mut(&id) else { return };
+            r.pid = None;
+            if r.rebooting || (code == 2 && !r.local.stopping) {
+                r.rebooting = false;
+                r.local.stopping = false;
+                continue;
+            }
+            let stopped = r.local.stopping;
+            drop(t);
+            let why = (!stopped).then(|| exit_reason(code, &last_line(&dir.join("vmm.log"))));
+            return self.ended(&id, why);
+        }
+    }
+
+    /// The instance is down: the stop target when a stop was asked for, else `failed`.
+    fn ended(&self, id: &str, failure: Option<String>) {
+        if let Some(why) = &failure {
+            info!("agent: {id} failed: {why}");
+        }
+        self.set(id, |r| {
+            r.pid = None;
+            match failure {
+                Some(why) if !r.local.stopping => {
+                    r.local.state = Observed::Failed;
+                    r.reason = Some(why);
+                }
+                _ => r.local.state = r.target,
+            }
+            r.local.stopping = false;
+            if r.local.state != Observed::Stopped {
+                let _ = std::fs::remove_file(r.dir.join("root.img"));
+                let _ = std::fs::remove_file(r.dir.join("api.sock"));
+            }
+        });
+    }
+
+    /// Asks the VMM to stop, then kills it after the deadline.
+    fn stop(&self, id: &str, target: Observed, reboot: bool) {
+        let (pid, socket) = {
+            let mut t = self.lock();
+            let Some(r) = t.get_mut(id) else { return };
+            if reboot {
+                r.rebooting = true;
+            } else {
+                r.local.stopping = true;
+                r.target = target;
+            }
+            (r.pid, r.dir.join("api.sock"))
+        };
+        self.notify();
+        let Some(pid) = pid else { return };
+        info!("agent: stopping {id} (mallee-vmm pid {pid})");
+        let (me, id, deadline) = (self.clone(), id.to_string(), self.env.stop_deadline);
+        std::thread::spawn(move || {
+            if let Err(e) = api_shutdown(&socket) {
+                info!("agent: {id}: control socket: {e}");
+            }
+            let until = Instant::now() + deadline;
+            while Instant::now() < until {
+                if me.lock().get(&id).is_none_or(|r| r.pid != Some(pid)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            info!("agent: {id}: mallee-vmm did not stop in {deadline:?}; killing it");
+            // SAFETY: kill(2) with a pid this process started and has not yet reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_content_and_leaves_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("a"), dir.path().join("b"));
+        let mut data = vec![0u8; 4 << 20];
+        data[100] = 1;
+        data[(4 << 20) - 1] = 2;
+        std::fs::write(&src, &data).unwrap();
+        assert_eq!(sparse_copy(&src, &dst).unwrap(), data.len() as u64);
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&dst).unwrap().blocks();
+        assert!(
+            blocks * 512 < 1 << 20,
+            "copy is not sparse: {blocks} blocks"
+        );
+    }
+
+    #[test]
+    fn exit_statuses_read_as_reasons() {
+        assert_eq!(exit_reason(0, ""), "the guest powered off");
+        assert!(exit_reason(1, "mallee-vmm: no kvm").ends_with("no kvm"));
+        assert!(exit_reason(137, "").contains("signal 9"));
+    }
+
+    #[test]
+    fn the_vmm_config_names_the_instance_files() {
+        let spec: InstanceSpec = serde_json::from_value(serde_json::json!({
+            "instance_id": "i-1", "goal": "running", "reboot_count": 0,
+            "instance_type": "m1.small", "vcpus": 2, "memory_mib": 256,
+            "image": {"image_id": "emi-1", "bucket": "b", "key": "k", "size": 1, "sha256": "00"},
+            "kernel": null, "ramdisk": null, "user_data": null, "mac": "d0:0d:00:00:00:01",
+            "metadata": mallee_proto::MetadataDocument::default(),
+        }))
+        .unwrap();
+        let v = vmm_config(&spec, Path::new("/i"), Path::new("/k"), None);
+        assert_eq!(v["mem"], "256M");
+        assert_eq!(v["disk"][0], "/i/root.img,serial=root");
+        assert_eq!(v["serial"], "/i/console.log");
+        assert!(v["initrd"].is_null());
+    }
+}

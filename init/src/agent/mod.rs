@@ -1,0 +1,288 @@
+//! The node agent (role node, started once the network is up when the command line names a
+//! frontend, cluster and secret): enrolls with the cluster secret (retrying with backoff until
+//! the frontend answers), registers, then long-polls the desired state and reconciles towards
+//! it, while a reporter thread posts the actual state (every instance and the image cache) on
+//! every change and as the heartbeat, and a console thread streams serial output. Everything
+//! is level-triggered: a frontend restart or a lost message costs nothing. A refused token
+//! sends the agent back to enrolling.
+
+pub mod client;
+mod console;
+pub mod images;
+mod instances;
+pub mod reconcile;
+
+use crate::info;
+use client::{Client, ClientError};
+use images::{Cache, Fetch};
+use instances::{Env, Instances};
+use mallee_proto as proto;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the agent needs to know from the command line and the hardware.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub frontend: SocketAddr,
+    pub cluster: String,
+    pub secret: String,
+    pub macs: Vec<[u8; 6]>,
+    pub state_dir: PathBuf,
+    pub vmm: PathBuf,
+}
+
+/// Shared handle to the client (its token changes on re-enrollment).
+type SharedClient = Arc<Mutex<Client>>;
+
+fn current(c: &SharedClient) -> Client {
+    c.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// The node id: `node-` and the first NIC's MAC in hex.
+pub fn node_id(macs: &[[u8; 6]]) -> String {
+    let hex: String = (macs.first().into_iter().flatten())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if hex.is_empty() {
+        "node-nonic".to_string()
+    } else {
+        format!("node-{hex}")
+    }
+}
+
+/// `MemTotal` from /proc/meminfo text, in MiB.
+pub fn mem_total_mib(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+/// Percent-encodes an object key for a URL path (`/` kept).
+pub fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fetches image objects over the node-authenticated object endpoint.
+struct NodeFetch(SharedClient);
+
+impl Fetch for NodeFetch {
+    fn fetch(
+        &self,
+        image: &proto::ImageRef,
+        offset: u64,
+        out: &mut dyn Write,
+    ) -> Result<u64, String> {
+        let path = format!(
+            "/_node/object/{}/{}",
+            encode_path(&image.bucket),
+            encode_path(&image.key)
+        );
+        let range = [("Range", format!("bytes={offset}-"))];
+        let extra: &[(&str, String)] = if offset > 0 { &range } else { &[] };
+        let started = Instant::now();
+        let c = current(&self.0);
+        let mut reply = (c.send("GET", &path, extra, &[], Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        if offset > 0 && reply.head.status != 206 {
+            return Err(format!(
+                "asked for a range, got status {}",
+                reply.head.status
+            ));
+        }
+        let n = reply.copy_to(out).map_err(|e| e.to_string())?;
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        info!(
+            "agent: fetched {}/{} bytes {offset}+{n} in {:.0} ms ({:.1} MiB/s)",
+            image.bucket,
+            image.key,
+            secs * 1000.0,
+            n as f64 / secs / (1 << 20) as f64
+        );
+        Ok(n)
+    }
+}
+
+/// Opens the image cache: a node without a disk keeps it in a tmpfs of half its memory.
+fn open_cache(state_dir: &std::path::Path) -> Result<Cache, images::ImageError> {
+    let dir = state_dir.join("images");
+    let _ = std::fs::create_dir_all(&dir);
+    let mem = mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
+    let budget = (mem << 20) / 2;
+    let data = std::ffi::CString::new(format!("size={budget},mode=0700")).unwrap_or_default();
+    match rustix::mount::mount(
+        "tmpfs",
+        &dir,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(data.as_c_str()),
+    ) {
+        Ok(()) => info!(
+            "agent: image cache in RAM (tmpfs), budget {} MiB",
+            budget >> 20
+        ),
+        Err(e) => info!(
+            "agent: cannot mount the cache tmpfs ({e}); using {}",
+            dir.display()
+        ),
+    }
+    Cache::open(&dir, budget)
+}
+
+fn node_info(cfg: &AgentConfig) -> proto::NodeInfo {
+    proto::NodeInfo {
+        node_id: node_id(&cfg.macs),
+        cluster: cfg.cluster.clone(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_mib: mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
+        disk_gib: 0,
+        macs: cfg.macs.iter().map(mac_text).collect(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Enrolls and registers, retrying with backoff until the frontend accepts.
+fn join(cfg: &AgentConfig, client: &SharedClient) -> proto::RegisterResponse {
+    let info = node_info(cfg);
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let attempt = || -> Result<proto::RegisterResponse, ClientError> {
+            let mut c = Client::new(cfg.frontend);
+            let req = proto::EnrollRequest {
+                node_id: info.node_id.clone(),
+                cluster: cfg.cluster.clone(),
+                secret: cfg.secret.clone(),
+            };
+            let t = Duration::from_secs(10);
+            let e: proto::EnrollResponse = c.call("POST", proto::PATH_ENROLL, Some(&req), t)?;
+            c.token = Some(e.token);
+            let r = c.call("POST", proto::PATH_REGISTER, Some(&info), t)?;
+            *client.lock().unwrap_or_else(|e| e.into_inner()) = c;
+            Ok(r)
+        };
+        match attempt() {
+            Ok(r) => {
+                info!(
+                    "agent: registered as {} with {} ({} cpus, {} MiB)",
+                    info.node_id, cfg.frontend, info.cpus, info.memory_mib
+                );
+                return r;
+            }
+            Err(e) => info!("agent: joining {}: {e}; retrying in {wait:?}", cfg.frontend),
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Posts the actual state on every change, and at least every `every` (the heartbeat).
+fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
+    let mut seen = 0;
+    loop {
+        let actual = proto::ActualState {
+            instances: instances.report(),
+            image_cache: instances.cache().list(),
+        };
+        let r: Result<serde_json::Value, _> = current(&client).call(
+            "POST",
+            proto::PATH_REPORT,
+            Some(&actual),
+            Duration::from_secs(10),
+        );
+        if let Err(e) = r {
+            info!("agent: report: {e}");
+        }
+        seen = instances.wait_change(seen, every);
+    }
+}
+
+fn run(cfg: AgentConfig) {
+    let client: SharedClient = Arc::new(Mutex::new(Client::new(cfg.frontend)));
+    let cache = match open_cache(&cfg.state_dir) {
+        Ok(c) => c,
+        Err(e) => return info!("agent: cannot open the image cache: {e}; agent not started"),
+    };
+    let instances = Instances::new(Env {
+        root: cfg.state_dir.join("instances"),
+        vmm: cfg.vmm.clone(),
+        cache,
+        fetch: Arc::new(NodeFetch(client.clone())),
+        stop_deadline: Duration::from_secs(10),
+    });
+    let timing = join(&cfg, &client);
+    let every = Duration::from_secs(timing.report_every_secs.clamp(1, 30));
+    let (i2, c2) = (instances.clone(), client.clone());
+    std::thread::spawn(move || report_loop(i2, c2, every));
+    let (i3, c3) = (instances.clone(), client.clone());
+    std::thread::spawn(move || console::stream(i3, c3, Duration::from_secs(1)));
+    let poll = Duration::from_secs(timing.long_poll_secs + 15);
+    let mut generation = String::new();
+    let mut failures = 0u32;
+    loop {
+        let path = format!("{}?generation={generation}", proto::PATH_DESIRED);
+        match current(&client).call::<(), proto::DesiredState>("GET", &path, None, poll) {
+            Ok(desired) => {
+                failures = 0;
+                generation = desired.generation;
+                for action in reconcile::plan(&desired.instances, &instances.locals()) {
+                    instances.apply(action);
+                }
+            }
+            Err(e) if e.unauthorized() => {
+                info!("agent: token refused; enrolling again");
+                join(&cfg, &client);
+            }
+            Err(e) => {
+                failures += 1;
+                info!("agent: desired state: {e}");
+                std::thread::sleep(Duration::from_millis(500 << failures.min(4)));
+            }
+        }
+    }
+}
+
+/// Starts the agent on its own thread.
+pub fn start(cfg: AgentConfig) {
+    info!(
+        "agent: starting for frontend {} cluster {}",
+        cfg.frontend, cfg.cluster
+    );
+    std::thread::spawn(move || run(cfg));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_facts_come_from_mac_and_meminfo() {
+        assert_eq!(
+            node_id(&[[0x52, 0x54, 0, 0x12, 0x34, 0x56]]),
+            "node-525400123456"
+        );
+        assert_eq!(node_id(&[]), "node-nonic");
+        assert_eq!(
+            mem_total_mib("MemTotal:       1530000 kB\nMemFree: 1 kB"),
+            1494
+        );
+        assert_eq!(mem_total_mib("garbage"), 0);
+        assert_eq!(encode_path("a b/c+d.img"), "a%20b/c%2Bd.img");
+    }
+}

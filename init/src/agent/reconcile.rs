@@ -1,0 +1,173 @@
+//! Reconciling: from the desired state the frontend sent and what the node holds, the actions
+//! to take. A plain function, run on every desired state (level-triggered: running it twice
+//! on the same input asks for nothing new once the first actions are under way).
+
+use mallee_proto::{Goal, InstanceSpec, Observed};
+use std::collections::BTreeMap;
+
+/// What the node knows of one local instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    pub state: Observed,
+    /// A stop is under way.
+    pub stopping: bool,
+    pub reboot_count: u32,
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Launch(Box<InstanceSpec>),
+    /// Stop the VMM; the instance ends in the given state.
+    Stop(String, Observed),
+    /// Stop the VMM and start it again (RebootInstances).
+    Reboot(String, u32),
+    /// Drop the record and its files: the frontend no longer lists it.
+    Forget(String),
+}
+
+fn live(l: &Local) -> bool {
+    matches!(l.state, Observed::Pending | Observed::Running) && !l.stopping
+}
+
+/// The actions that move `local` towards `desired`.
+pub fn plan(desired: &[InstanceSpec], local: &BTreeMap<String, Local>) -> Vec<Action> {
+    let mut out = Vec::new();
+    for spec in desired {
+        let id = &spec.instance_id;
+        let here = local.get(id);
+        match (spec.goal, here) {
+            (Goal::Running, None) => out.push(Action::Launch(Box::new(spec.clone()))),
+            (Goal::Running, Some(l)) if l.state == Observed::Stopped && !l.stopping => {
+                out.push(Action::Launch(Box::new(spec.clone())))
+            }
+            (Goal::Running, Some(l)) if live(l) && spec.reboot_count > l.reboot_count => {
+                out.push(Action::Reboot(id.clone(), spec.reboot_count))
+            }
+            (Goal::Stopped, Some(l)) if live(l) => {
+                out.push(Action::Stop(id.clone(), Observed::Stopped))
+            }
+            (Goal::Terminated, Some(l)) if live(l) => {
+                out.push(Action::Stop(id.clone(), Observed::Terminated))
+            }
+            _ => {}
+        }
+    }
+    for (id, l) in local {
+        if desired.iter().any(|s| &s.instance_id == id) {
+            continue;
+        }
+        if live(l) {
+            out.push(Action::Stop(id.clone(), Observed::Terminated));
+        } else if !l.stopping {
+            out.push(Action::Forget(id.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mallee_proto::{ImageRef, MetadataDocument};
+
+    fn spec(id: &str, goal: Goal, reboot_count: u32) -> InstanceSpec {
+        InstanceSpec {
+            instance_id: id.into(),
+            goal,
+            reboot_count,
+            instance_type: "m1.small".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            image: ImageRef {
+                image_id: "emi-1".into(),
+                bucket: "b".into(),
+                key: "k".into(),
+                size: 1,
+                sha256: "0".repeat(64),
+            },
+            kernel: None,
+            ramdisk: None,
+            user_data: None,
+            mac: "d0:0d:00:00:00:01".into(),
+            metadata: MetadataDocument::default(),
+        }
+    }
+
+    fn local(state: Observed, stopping: bool) -> Local {
+        Local {
+            state,
+            stopping,
+            reboot_count: 0,
+        }
+    }
+
+    fn map(items: &[(&str, Local)]) -> BTreeMap<String, Local> {
+        items.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn new_instances_launch_once() {
+        let d = [spec("i-1", Goal::Running, 0)];
+        assert!(matches!(&plan(&d, &map(&[]))[..], [Action::Launch(s)] if s.instance_id == "i-1"));
+        let pending = map(&[("i-1", local(Observed::Pending, false))]);
+        assert_eq!(plan(&d, &pending), vec![]);
+        let failed = map(&[("i-1", local(Observed::Failed, false))]);
+        assert_eq!(
+            plan(&d, &failed),
+            vec![],
+            "a failed launch is not retried by the node"
+        );
+    }
+
+    #[test]
+    fn terminate_and_stop_goals_stop_live_instances_once() {
+        let d = [
+            spec("i-1", Goal::Terminated, 0),
+            spec("i-2", Goal::Stopped, 0),
+        ];
+        let running = map(&[
+            ("i-1", local(Observed::Running, false)),
+            ("i-2", local(Observed::Pending, false)),
+        ]);
+        assert_eq!(
+            plan(&d, &running),
+            vec![
+                Action::Stop("i-1".into(), Observed::Terminated),
+                Action::Stop("i-2".into(), Observed::Stopped)
+            ]
+        );
+        let stopping = map(&[
+            ("i-1", local(Observed::Running, true)),
+            ("i-2", local(Observed::Running, true)),
+        ]);
+        assert_eq!(plan(&d, &stopping), vec![]);
+        // Unknown here and terminated there: nothing to do (the report omits it).
+        assert_eq!(plan(&d[..1], &map(&[])), vec![]);
+    }
+
+    #[test]
+    fn instances_the_frontend_dropped_are_stopped_then_forgotten() {
+        let l = map(&[
+            ("i-1", local(Observed::Running, false)),
+            ("i-2", local(Observed::Terminated, false)),
+            ("i-3", local(Observed::Running, true)),
+        ]);
+        assert_eq!(
+            plan(&[], &l),
+            vec![
+                Action::Stop("i-1".into(), Observed::Terminated),
+                Action::Forget("i-2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_higher_reboot_count_reboots_and_a_stopped_instance_starts_again() {
+        let d = [spec("i-1", Goal::Running, 2)];
+        let l = map(&[("i-1", local(Observed::Running, false))]);
+        assert_eq!(plan(&d, &l), vec![Action::Reboot("i-1".into(), 2)]);
+        let l = map(&[("i-1", local(Observed::Stopped, false))]);
+        assert!(matches!(&plan(&d, &l)[..], [Action::Launch(_)]));
+    }
+}
