@@ -152,6 +152,22 @@ impl Frontend {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// How many `m1.small` instances the up nodes could hold in all (the `max` of
+    /// `describe-availability-zones verbose`, one cluster): above 0 once a node registered.
+    pub fn capacity(&self) -> Result<u32, CloudError> {
+        let out = self.aws(&[
+            "ec2",
+            "describe-availability-zones",
+            "--zone-names",
+            "verbose",
+            "--query",
+            "AvailabilityZones[?ZoneName=='|- m1.small'].Messages[0].Message",
+            "--output",
+            "text",
+        ])?;
+        Ok(parse_capacity(&out))
+    }
+
     /// The shell commands a person types to use this cloud.
     pub fn cli_hint(&self) -> String {
         format!(
@@ -162,5 +178,25 @@ impl Frontend {
             self.credentials.display(),
             ep = self.endpoint
         )
+    }
+}
+
+/// The `max` of a verbose zone message `free / max  cpu  ram  disk`; 0 when unreadable.
+pub fn parse_capacity(message: &str) -> u32 {
+    match message.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [_free, "/", max, ..] => max.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_capacity;
+
+    #[test]
+    fn capacity_is_read_from_the_verbose_zone_message() {
+        assert_eq!(parse_capacity("0003 / 0004    1     512     5\n"), 4);
+        assert_eq!(parse_capacity("0000 / 0000    1     512     5"), 0);
+        assert_eq!(parse_capacity("None\n"), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! End to end: the frontend appliance boots under QEMU, formats its blank data disk, serves PXE
 //! on its private NIC and the EC2/S3 API on its public one (forwarded to a host port); a
 //! diskless node PXE-boots from it with the frontend's address, cluster and enrollment secret
-//! on its command line; the AWS CLI works through the forwarded API; and a second boot of the
+//! on its command line, and its agent registers (the zone's capacity grows); the AWS CLI works
+//! through the forwarded API; and a second boot of the
 //! frontend on the same disk keeps its state (no reformat, same admin key, same buckets).
 
 use mallee_qemu_tests::cloud::{self, NODE_READY, PRIVATE_IP};
@@ -63,11 +64,35 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         "the node kernel did not get the frontend's parameters: {}",
         node.console().tail(40)
     );
+    // The node agent enrolls with the secret from its command line and registers: the zone's
+    // capacity becomes non-zero.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let capacity = loop {
+        let c = fe.capacity().unwrap_or_else(|e| panic!("{e}"));
+        if c > 0 {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never registered; node console: {}",
+            node.console().tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let registered = node.started().elapsed();
+    assert!(
+        node.console()
+            .text()
+            .contains("agent: registered as node-525400770001"),
+        "{}",
+        node.console().tail(20)
+    );
     report_figure(&format!(
-        "figure: cloud, frontend QEMU start to ready {:.1} s; node power-on to ready over the frontend's PXE {:.1} s (guest boot_ms={})",
+        "figure: cloud, frontend QEMU start to ready {:.1} s; node power-on to ready over the frontend's PXE {:.1} s (guest boot_ms={}), to registered {:.1} s (m1.small capacity {capacity})",
         frontend_up.as_secs_f64(),
         node_up.as_secs_f64(),
-        ready[3]
+        ready[3],
+        registered.as_secs_f64()
     ));
     drop(node);
 
