@@ -200,3 +200,172 @@ mod tests {
         assert_eq!(parse_capacity("None\n"), 0);
     }
 }
+
+/// The line the test guest prints on its serial console once its init runs.
+pub const GUEST_MARKER: &str = "mallee-guest: hello from instance";
+
+/// Builds the test instance's ramdisk in `path`: static busybox (Debian's `busybox-static`) and
+/// an `/init` script printing [`GUEST_MARKER`] and the kernel version, then idling.
+pub fn guest_ramdisk(path: &Path) -> anyhow::Result<()> {
+    use mallee_image_build::initramfs::Initramfs;
+    let mut fs = Initramfs::with_skeleton();
+    fs.add_static_binary("bin/busybox", Path::new("/bin/busybox"))
+        .map_err(|e| anyhow::anyhow!("{e}; run `just setup` (busybox-static)"))?;
+    let script = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         echo \"{GUEST_MARKER} $(/bin/busybox uname -r)\"\n\
+         exec /bin/busybox sleep 2147483647\n"
+    );
+    fs.add_file("init", 0o755, script.into_bytes())?;
+    fs.write_gz(path)?;
+    Ok(())
+}
+
+/// The registered test image: kernel, ramdisk and machine image ids.
+pub struct TestImage {
+    pub eki: String,
+    pub eri: String,
+    pub emi: String,
+}
+
+fn json(text: &str) -> Result<serde_json::Value, CloudError> {
+    serde_json::from_str(text).map_err(|e| CloudError::Aws {
+        args: "(output)".into(),
+        reason: format!("not JSON ({e}): {text}"),
+    })
+}
+
+impl Frontend {
+    /// Uploads the node's Debian kernel, the test ramdisk and a small blank root disk to
+    /// Walrus bucket `bucket` and registers them.
+    pub fn upload_test_image(&self, dir: &TestDir, bucket: &str) -> anyhow::Result<TestImage> {
+        let kernel = Images::node()?.vmlinuz;
+        let ramdisk = dir.file("guest-ramdisk.gz");
+        guest_ramdisk(&ramdisk)?;
+        let root = dir.file("guest-root.img");
+        data_disk(&root, 16)?;
+        self.aws(&["s3", "mb", &format!("s3://{bucket}")])?;
+        // The image kind is the object's `mallee-image-type` metadata.
+        for (file, key, kind) in [
+            (&kernel, "vmlinuz", "kernel"),
+            (&ramdisk, "initrd", "ramdisk"),
+            (&root, "root.img", "machine"),
+        ] {
+            let file = file.display().to_string();
+            let meta = format!("mallee-image-type={kind}");
+            let dest = format!("s3://{bucket}/{key}");
+            self.aws(&["s3", "cp", &file, &dest, "--metadata", &meta])?;
+        }
+        let register = |args: &[&str]| -> anyhow::Result<String> {
+            let mut all = vec!["ec2", "register-image"];
+            all.extend_from_slice(args);
+            let v = json(&self.aws(&all)?)?;
+            v["ImageId"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("register-image gave no ImageId: {v}"))
+        };
+        let loc = |key: &str| format!("{bucket}/{key}");
+        let eki = register(&[
+            "--name",
+            &format!("{bucket}-kernel"),
+            "--image-location",
+            &loc("vmlinuz"),
+        ])?;
+        let eri = register(&[
+            "--name",
+            &format!("{bucket}-initrd"),
+            "--image-location",
+            &loc("initrd"),
+        ])?;
+        let emi = register(&[
+            "--name",
+            &format!("{bucket}-machine"),
+            "--image-location",
+            &loc("root.img"),
+            "--kernel-id",
+            &eki,
+            "--ramdisk-id",
+            &eri,
+            "--architecture",
+            "x86_64",
+        ])?;
+        Ok(TestImage { eki, eri, emi })
+    }
+
+    /// RunInstances of `count` m1.small instances of `emi`; their ids.
+    pub fn run_instances(&self, emi: &str, count: u32) -> anyhow::Result<Vec<String>> {
+        let n = count.to_string();
+        let v = json(&self.aws(&[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            emi,
+            "--instance-type",
+            "m1.small",
+            "--count",
+            &n,
+        ])?)?;
+        let ids: Vec<String> = v["Instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["InstanceId"].as_str().map(str::to_string))
+            .collect();
+        anyhow::ensure!(ids.len() == count as usize, "run-instances gave {v}");
+        Ok(ids)
+    }
+
+    /// The instance's state name and the node it was placed on (if the API tells).
+    pub fn instance_state(&self, id: &str) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "describe-instances", "--instance-ids", id])?)?;
+        v["Reservations"][0]["Instances"][0]["State"]["Name"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no state for {id}: {v}"))
+    }
+
+    /// Polls until `id` is in `state`; fails early on `terminated` when waiting for another.
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = self.instance_state(id)?;
+            if now == state {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                now != "terminated" && std::time::Instant::now() < deadline,
+                "{id} is {now}, not {state}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// GetConsoleOutput (decoded by the CLI).
+    pub fn console_output(&self, id: &str) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "get-console-output", "--instance-id", id])?)?;
+        Ok(v["Output"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Polls GetConsoleOutput until it contains `needle`.
+    pub fn wait_console(
+        &self,
+        id: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = self.console_output(id)?;
+            if out.contains(needle) {
+                return Ok(out);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{id}: no {needle:?} in its console output: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+    }
+}

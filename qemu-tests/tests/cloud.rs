@@ -94,6 +94,37 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         ready[3],
         registered.as_secs_f64()
     ));
+
+    // An instance: Debian kernel + test ramdisk + blank root disk, uploaded and registered with
+    // the AWS CLI, runs on the node under mallee-vmm (nested KVM) and prints its marker.
+    let image = fe
+        .upload_test_image(&dir, "cloud-images")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let asked = Instant::now();
+    let id = fe
+        .run_instances(&image.emi, 1)
+        .unwrap_or_else(|e| panic!("{e:#}"))[0]
+        .clone();
+    fe.wait_state(&id, "running", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
+    let running = asked.elapsed();
+    let out = fe
+        .wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
+    let marker = asked.elapsed();
+    assert!(
+        out.contains("6.1.0-"),
+        "the guest did not run the Debian kernel: {out}"
+    );
+    report_figure(&format!(
+        "figure: cloud, first launch RunInstances to running {:.1} s, to guest marker {:.1} s",
+        running.as_secs_f64(),
+        marker.as_secs_f64()
+    ));
+    fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id])
+        .unwrap_or_else(|e| panic!("{e}"));
+    fe.wait_state(&id, "terminated", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     drop(node);
 
     // Power the frontend off hard and boot it again on the same disk: nothing is lost.
