@@ -189,18 +189,6 @@ pub fn parse_capacity(message: &str) -> u32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_capacity;
-
-    #[test]
-    fn capacity_is_read_from_the_verbose_zone_message() {
-        assert_eq!(parse_capacity("0003 / 0004    1     512     5\n"), 4);
-        assert_eq!(parse_capacity("0000 / 0000    1     512     5"), 0);
-        assert_eq!(parse_capacity("None\n"), 0);
-    }
-}
-
 /// The line the test guest prints on its serial console once its init runs.
 pub const GUEST_MARKER: &str = "mallee-guest: hello from instance";
 
@@ -367,5 +355,17 @@ impl Frontend {
             );
             std::thread::sleep(Duration::from_millis(1000));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_capacity;
+
+    #[test]
+    fn capacity_is_read_from_the_verbose_zone_message() {
+        assert_eq!(parse_capacity("0003 / 0004    1     512     5\n"), 4);
+        assert_eq!(parse_capacity("0000 / 0000    1     512     5"), 0);
+        assert_eq!(parse_capacity("None\n"), 0);
     }
 }
