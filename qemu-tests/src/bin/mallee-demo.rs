@@ -1,11 +1,12 @@
 //! `just demo`: a Mallee cloud under QEMU for a person to try. Boots the frontend appliance
 //! (data disk, PXE on a private segment, API forwarded to a host port), PXE-boots a compute
-//! node from it, stores an object in Walrus with the AWS CLI, then prints the AWS CLI commands
-//! to try by hand and keeps the cloud running until Ctrl-C, which stops every VM.
+//! node from it, uploads and registers an image with the AWS CLI, runs an instance on the node
+//! and prints its console output, then prints the AWS CLI commands to try by hand and keeps the
+//! cloud running until Ctrl-C, which stops every VM.
 
 use anyhow::{Context, Result};
 use mallee_qemu_tests::cloud::{self, NODE_READY};
-use mallee_qemu_tests::{Images, Segment, TestDir};
+use mallee_qemu_tests::{Segment, TestDir};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,13 +63,25 @@ fn main() -> Result<()> {
         node.started().elapsed().as_secs_f64()
     );
 
-    let kernel = Images::node()?.vmlinuz;
-    let kernel_arg = kernel.display().to_string();
-    println!("demo: uploading the Debian kernel to Walrus with the AWS CLI");
-    fe.aws(&["s3", "mb", "s3://demo-images"])?;
-    fe.aws(&["s3", "cp", &kernel_arg, "s3://demo-images/vmlinuz"])?;
-    print!("{}", fe.aws(&["s3", "ls", "s3://demo-images"])?);
-    print!("{}", fe.aws(&["ec2", "describe-availability-zones"])?);
+    println!("demo: uploading the Debian kernel, a test ramdisk and a root disk to Walrus; registering them");
+    let image = fe.upload_test_image(&dir, "demo-images")?;
+    println!(
+        "demo: kernel {}, ramdisk {}, machine image {}",
+        image.eki, image.eri, image.emi
+    );
+    println!(
+        "demo: aws ec2 run-instances --image-id {} --instance-type m1.small",
+        image.emi
+    );
+    let id = fe.run_instances(&image.emi, 1)?.remove(0);
+    fe.wait_state(&id, "running", Duration::from_secs(600))?;
+    println!("demo: {id} is running on the node under mallee-vmm; waiting for its console");
+    let out = fe.wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(600))?;
+    println!("demo: aws ec2 get-console-output --instance-id {id} (last lines):");
+    let lines: Vec<&str> = out.lines().collect();
+    for line in &lines[lines.len().saturating_sub(15)..] {
+        println!("    {line}");
+    }
 
     println!(
         "\ndemo: the cloud is running. Consoles: {}/{{frontend,node1}}.console\n\
