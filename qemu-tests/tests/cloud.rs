@@ -4,7 +4,8 @@
 //! on its command line, and its agent registers (the zone's capacity grows); the AWS CLI works
 //! through the forwarded API to upload, register and run an instance (guest marker in
 //! GetConsoleOutput), a second launch is served from the node's cache, a node power cycle mid-run
-//! ends with the node registered again and its instance running again; and a second boot of the
+//! ends with the node registered again and its instance running again, a second node joins and
+//! RunInstances count 2 puts one instance on each; and a second boot of the
 //! frontend on the same disk keeps its state (no reformat, same admin key, same buckets).
 
 use mallee_qemu_tests::cloud::{self, NODE_READY, PRIVATE_IP};
@@ -159,6 +160,10 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let node = cloud::node_config("node1-again", &segment, "52:54:00:77:00:01")
         .launch(&dir)
         .expect("start the node VM again");
+    // A second node joins meanwhile.
+    let node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
+        .launch(&dir)
+        .expect("start the second node VM");
     let mut seen: Vec<String> = Vec::new();
     let deadline = cycled + Duration::from_secs(300);
     let ran_again = format!("agent: {id2} running");
@@ -193,6 +198,44 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id2, "terminated", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Two nodes up: RunInstances with count 2 puts one instance on each.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fe.capacity().unwrap_or_else(|e| panic!("{e}")) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second node never registered: {}",
+            node2.console().tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pair = fe
+        .run_instances(&image.emi, 2)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for id in &pair {
+        fe.wait_console(id, cloud::GUEST_MARKER, Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{e:#}; node2: {}", node2.console().tail(30)));
+    }
+    let on = |vm: &mallee_qemu_tests::Vm| -> Vec<String> {
+        let text = vm.console().text();
+        pair.iter()
+            .filter(|id| text.contains(&format!("agent: {id} running")))
+            .cloned()
+            .collect()
+    };
+    let (on1, on2) = (on(&node), on(&node2));
+    assert!(
+        on1.len() == 1 && on2.len() == 1 && on1 != on2,
+        "count 2 was not spread one per node: node1 ran {on1:?}, node2 ran {on2:?}"
+    );
+    let mut terminate = vec!["ec2", "terminate-instances", "--instance-ids"];
+    terminate.extend(pair.iter().map(String::as_str));
+    fe.aws(&terminate).unwrap_or_else(|e| panic!("{e}"));
+    for id in &pair {
+        fe.wait_state(id, "terminated", Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    drop(node2);
     drop(node);
 
     // Power the frontend off hard and boot it again on the same disk: nothing is lost.
