@@ -154,3 +154,6 @@ line "get-$big" "$ours_get_large" moto "$moto_get_large" MB/s
 ours_put_large=$(curl_mbs put "$(url ours put large)")
 moto_put_large=$(curl_mbs put "$(url moto put large)")
 line "put-$big" "$ours_put_large" moto "$moto_put_large" MB/s
+
+# The EC2 half (DescribeInstances x1000, Run/Terminate vs moto_server).
+"$(dirname "$0")/bench-api-ec2"

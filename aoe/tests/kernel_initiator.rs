@@ -121,9 +121,7 @@ fn guest_check_binary() -> PathBuf {
 }
 
 fn guest_image(dir: &Path) -> NetbootImage {
-    let init = mallee_image_build::target_dir()
-        .join(TRIPLE)
-        .join("release/mallee-init");
+    let init = mallee_image_build::static_bin_dir().join("mallee-init");
     assert!(
         init.exists(),
         "no static mallee-init at {}: run `just images`",

@@ -77,8 +77,11 @@ def expect(code, fn, *a, **kw):
 def raw(params, key, secret, method="POST"):
     """A SigV4-signed EC2 Query request built by hand; returns (status, body text)."""
     body = "&".join(f"{k}={urllib.parse.quote(str(v), safe='')}" for k, v in params.items())
-    req = AWSRequest(method=method, url=EP + "/", data=body.encode(),
-                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    if method == "GET":
+        req = AWSRequest(method="GET", url=f"{EP}/?{body}", data=b"")
+    else:
+        req = AWSRequest(method=method, url=EP + "/", data=body.encode(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
     SigV4Auth(Credentials(key, secret), "ec2", "us-east-1").add_auth(req)
     prepared = req.prepare()
     r = urllib.request.Request(prepared.url, data=prepared.body, headers=dict(prepared.headers), method=method)

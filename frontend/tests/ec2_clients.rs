@@ -93,3 +93,60 @@ fn a_node_silent_past_its_deadline_is_marked_down_and_its_instances_say_so() {
     );
     assert!(fe.log().contains("node marked down"), "{}", fe.log());
 }
+
+#[test]
+fn node_protocol_refuses_wrong_secrets_tokens_clusters_and_malformed_messages() {
+    use ec2_support::{http, SECRET, ZONE};
+    use mallee_proto::{
+        encode, EnrollRequest, ErrorBody, PATH_CONSOLE, PATH_DESIRED, PATH_ENROLL, PATH_REGISTER,
+    };
+    let fe = start_frontend(60);
+    let enroll = |secret: &str, cluster: &str, id: &str| {
+        let req = EnrollRequest {
+            node_id: id.into(),
+            cluster: cluster.into(),
+            secret: secret.into(),
+        };
+        http(fe.port, "POST", PATH_ENROLL, None, &encode(&req)).unwrap()
+    };
+    let status_and_error = |(status, body): (u16, Vec<u8>)| {
+        let err: ErrorBody =
+            mallee_proto::decode(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body:?}"));
+        (status, err.error)
+    };
+    let (status, err) = status_and_error(enroll("wrong", ZONE, "n1"));
+    assert_eq!((status, err.as_str()), (403, "wrong cluster secret"));
+    let (status, err) = status_and_error(enroll(SECRET, "elsewhere", "n1"));
+    assert_eq!(status, 400, "{err}");
+    assert!(err.contains("elsewhere"), "{err}");
+    let (status, _) = status_and_error(enroll(SECRET, ZONE, "../etc"));
+    assert_eq!(status, 400);
+    let (status, _) =
+        status_and_error(http(fe.port, "POST", PATH_ENROLL, None, b"{not json").unwrap());
+    assert_eq!(status, 400);
+    let (status, _) =
+        status_and_error(http(fe.port, "GET", PATH_DESIRED, Some("forged"), b"").unwrap());
+    assert_eq!(status, 401);
+    let (status, _) = status_and_error(http(fe.port, "GET", PATH_DESIRED, None, b"").unwrap());
+    assert_eq!(status, 401);
+
+    let (status, body) = enroll(SECRET, ZONE, "n1");
+    assert_eq!(status, 200);
+    let token = mallee_proto::decode::<mallee_proto::EnrollResponse>(&body)
+        .unwrap()
+        .token;
+    let wrong_id = br#"{"node_id":"n2","cluster":"zone-a","cpus":1,"memory_mib":1,"disk_gib":1,"macs":[],"agent_version":"t"}"#;
+    let (status, err) =
+        status_and_error(http(fe.port, "POST", PATH_REGISTER, Some(&token), wrong_id).unwrap());
+    assert_eq!(status, 400);
+    assert!(err.contains("token belongs to node n1"), "{err}");
+    let foreign = br#"{"instance_id":"i-0123456789abcdef0","output":"x"}"#;
+    let (status, _) =
+        status_and_error(http(fe.port, "POST", PATH_CONSOLE, Some(&token), foreign).unwrap());
+    assert_eq!(status, 400);
+    // A second enrollment replaces the token: the old one stops working.
+    assert_eq!(enroll(SECRET, ZONE, "n1").0, 200);
+    let (status, _) =
+        status_and_error(http(fe.port, "GET", PATH_DESIRED, Some(&token), b"").unwrap());
+    assert_eq!(status, 401);
+}

@@ -61,6 +61,7 @@ pub_blob = base64.b64decode(priv.public_key().public_bytes(
     serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1])
 assert kp["KeyFingerprint"] == base64.b64encode(hashlib.sha256(pub_blob).digest()).decode(), kp
 expect("InvalidKeyPair.Duplicate", ec2.create_key_pair, KeyName="k1")
+expect("InvalidParameterValue", ec2.create_key_pair, KeyName="k-rsa", KeyType="rsa")
 mine = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
     serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 with tempfile.NamedTemporaryFile(suffix=".pub") as f:
@@ -240,6 +241,8 @@ for params, code in [
 ]:
     status, body = raw(params, key, secret)
     assert status == 400 and f"<Code>{code}</Code>" in body, (params, status, body)
+status, body = raw({"Action": "DescribeRegions", "Version": "2016-11-15"}, key, secret, method="GET")
+assert status == 200 and "<regionName>us-east-1</regionName>" in body, (status, body)
 status, body = raw({"Action": "DescribeRegions"}, key, "wrong-secret")
 assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, (status, body)
 assert cli("ec2", "describe-regions")["Regions"][0]["RegionName"] == "us-east-1"
@@ -258,6 +261,10 @@ step("records survive kill -9, node reconciles after restart")
 
 # --- terminate everything ---------------------------------------------------------------------
 everyone = pair + more + [late]
+addr = ec2.allocate_address()
+ec2.associate_address(AllocationId=addr["AllocationId"], InstanceId=late)
+vol = ec2.create_volume(Size=2, AvailabilityZone=zone)["VolumeId"]
+ec2.attach_volume(VolumeId=vol, InstanceId=late, Device="/dev/vdc")
 expect("InvalidGroup.InUse", ec2.delete_security_group, GroupName="web")
 out = ec2.terminate_instances(InstanceIds=everyone)["TerminatingInstances"]
 assert {c["CurrentState"]["Name"] for c in out} == {"shutting-down"}, out
@@ -265,6 +272,11 @@ wait_state(ec2, everyone, "terminated")
 ec2.delete_security_group(GroupName="web")
 ec2.deregister_image(ImageId=emi)
 assert states(ec2, everyone) == {i: "terminated" for i in everyone}
+left = ec2.describe_addresses(AllocationIds=[addr["AllocationId"]])["Addresses"][0]
+assert "InstanceId" not in left and "AssociationId" not in left, left
+assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available"
+ec2.release_address(AllocationId=addr["AllocationId"])
+ec2.delete_volume(VolumeId=vol)
 step("terminate")
 
 # --- no input gets a 5xx --------------------------------------------------------------------

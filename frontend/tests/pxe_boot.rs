@@ -10,7 +10,7 @@ mod pxe_common;
 
 use mallee_frontend::pxe::events::PxeEvent;
 use mallee_frontend::pxe::http::NodeParams;
-use mallee_frontend::pxe::leases::Mac;
+use mallee_frontend::pxe::leases::{LeaseState, LeaseStore, Mac, SqliteLeaseStore};
 use mallee_frontend::pxe::PxeConfig;
 use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
 use pxe_common::{wait_until, RunningPxe, TapNamespace};
@@ -149,6 +149,16 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
         })
         .count();
     assert!(acks_without_boot_file >= 1, "no plain ACK for mallee-init");
+    // The lease is in the database, bound to the node.
+    let leases = SqliteLeaseStore::open(&dir.file("leases.db"))
+        .and_then(|mut s| s.load())
+        .expect("read the lease database");
+    assert!(
+        leases
+            .iter()
+            .any(|l| l.mac == mac && l.ip == ip && l.state == LeaseState::Bound),
+        "no bound lease for {mac} at {ip}: {leases:?}"
+    );
     assert!(
         !pxe.events
             .snapshot()
@@ -156,10 +166,10 @@ fn node_network_boots_kernel_from_our_dhcp_and_http() {
             .any(|(_, e)| matches!(e, PxeEvent::TftpSent { .. })),
         "an iPXE ROM was chainloaded over TFTP instead of going straight to HTTP"
     );
-    println!(
-        "pxe boot: QEMU start to mallee-init ready {:.1} s",
+    mallee_qemu_tests::report_figure(&format!(
+        "figure: pxe boot (iPXE ROM, DHCP + HTTP), QEMU start to mallee-init ready {:.1} s",
         vm.started().elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// UEFI firmware's own PXE client (OVMF, NIC option ROM disabled) does not speak HTTP: it is sent
@@ -209,8 +219,9 @@ fn uefi_pxe_client_is_chainloaded_into_ipxe_over_tftp() {
         .wait_for(READY, Duration::from_secs(240))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ready[1], ip.to_string());
-    println!(
-        "pxe boot (UEFI, chainloaded): QEMU start to mallee-init ready {:.1} s",
+    mallee_qemu_tests::report_figure(&format!(
+        "figure: pxe boot (OVMF UEFI PXE, TFTP snponly.efi, then HTTP), QEMU start to \
+         mallee-init ready {:.1} s",
         vm.started().elapsed().as_secs_f64()
-    );
+    ));
 }

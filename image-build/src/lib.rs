@@ -27,6 +27,15 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// The target triple our static binaries are built for (`+crt-static` works on it).
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Where `just images` (scripts/images.sh) leaves the static binaries that go into images:
+/// `target/x86_64-unknown-linux-gnu/image/` (the stripped `image` profile).
+pub fn static_bin_dir() -> PathBuf {
+    target_dir().join(STATIC_TARGET).join("image")
+}
+
 /// Fetches (once per machine) and unpacks the pinned kernel.
 pub fn pinned_kernel() -> anyhow::Result<kernel::KernelTree> {
     let lock = lock::KernelLock::load(&default_lock_path())?;

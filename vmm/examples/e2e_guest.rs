@@ -1,7 +1,7 @@
 //! End-to-end guest program: PID 1 of the test initramfs booted by `mallee-vmm` inside a nested
 //! node. It loads the virtio modules the initramfs lists, checks the read-only disk's pattern,
 //! writes the second disk's pattern, sends a marked frame on the NIC, prints a line per step and
-//! resets the machine (which ends `mallee-vmm` with exit status 2).
+//! powers the machine off through ACPI (which ends `mallee-vmm` with exit status 0).
 //!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
 //! image.
@@ -194,9 +194,9 @@ fn main() {
         },
     );
     say(&format!("vmm-e2e-guest: done ok={ok}"));
-    // SAFETY: sync and reboot take no pointers; as PID 1 we end the machine deliberately.
+    // SAFETY: sync and reboot take no pointers; as PID 1 we power the machine off deliberately.
     unsafe {
         libc::sync();
-        libc::reboot(libc::RB_AUTOBOOT);
+        libc::reboot(libc::RB_POWER_OFF);
     }
 }

@@ -7,18 +7,66 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bus::lock;
 use crate::exit::ExitReason;
 use crate::vm::latch::ExitLatch;
 
+/// The link between the API and whichever VM is running: a stop request outlives restarts (a
+/// guest rebooting under `--on-reboot restart` gets a new VM and a new exit latch).
+#[derive(Default)]
+pub struct Control {
+    stop: AtomicBool,
+    current: Mutex<Option<Arc<ExitLatch>>>,
+}
+
+impl Control {
+    /// No VM attached, no stop requested.
+    pub fn new() -> Control {
+        Control::default()
+    }
+
+    /// Makes `latch` the running VM's; a stop already requested stops it at once.
+    pub fn attach(&self, latch: &Arc<ExitLatch>) {
+        *lock(&self.current) = Some(latch.clone());
+        if self.stop_requested() {
+            latch.set(ExitReason::ApiShutdown);
+        }
+    }
+
+    /// Asks the running VM (and any later one) to stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(l) = lock(&self.current).as_ref() {
+            l.set(ExitReason::ApiShutdown);
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn state(&self) -> &'static str {
+        if self.stop_requested() {
+            return ExitReason::ApiShutdown.name();
+        }
+        lock(&self.current)
+            .as_ref()
+            .and_then(|l| l.get())
+            .map_or("running", ExitReason::name)
+    }
+}
+
 /// What the API can see of the VM.
 pub struct ApiState {
-    /// Set to stop the VM.
-    pub exit: Arc<ExitLatch>,
+    /// Stops the VM.
+    pub control: Arc<Control>,
     /// When the VMM started.
     pub started: Instant,
     /// vCPU count.
@@ -72,13 +120,7 @@ pub struct ApiSocketError {
 fn state_reply(state: &ApiState) -> Reply {
     Reply {
         ok: true,
-        state: Some(
-            state
-                .exit
-                .get()
-                .map_or("running", ExitReason::name)
-                .to_string(),
-        ),
+        state: Some(state.control.state().to_string()),
         vcpus: Some(state.vcpus),
         mem_bytes: Some(state.mem_bytes),
         uptime_ms: Some(state.started.elapsed().as_millis() as u64),
@@ -91,7 +133,7 @@ pub fn handle(line: &str, state: &ApiState) -> Reply {
     match serde_json::from_str::<Request>(line) {
         Ok(Request::Status) => state_reply(state),
         Ok(Request::Shutdown) => {
-            state.exit.set(ExitReason::ApiShutdown);
+            state.control.request_stop();
             state_reply(state)
         }
         Err(e) => Reply {
@@ -155,8 +197,10 @@ mod tests {
     use super::*;
 
     fn state() -> ApiState {
+        let control = Arc::new(Control::new());
+        control.attach(&Arc::new(ExitLatch::new()));
         ApiState {
-            exit: Arc::new(ExitLatch::new()),
+            control,
             started: Instant::now(),
             vcpus: 2,
             mem_bytes: 256 << 20,
@@ -167,7 +211,9 @@ mod tests {
     fn status_then_shutdown_over_a_real_socket() {
         let path = std::env::temp_dir().join(format!("mallee-vmm-api-{}.sock", std::process::id()));
         let st = state();
-        let exit = st.exit.clone();
+        let control = st.control.clone();
+        let exit = Arc::new(ExitLatch::new());
+        control.attach(&exit);
         serve(&path, st).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
@@ -181,6 +227,10 @@ mod tests {
         line.clear();
         r.read_line(&mut line).unwrap();
         assert_eq!(exit.wait(), ExitReason::ApiShutdown);
+        // A VM attached later (a restart) stops at once.
+        let next = Arc::new(ExitLatch::new());
+        control.attach(&next);
+        assert_eq!(next.get(), Some(ExitReason::ApiShutdown));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -192,6 +242,6 @@ mod tests {
             assert!(!r.ok, "{bad}");
             assert!(r.error.is_some());
         }
-        assert_eq!(st.exit.get(), None);
+        assert!(!st.control.stop_requested());
     }
 }

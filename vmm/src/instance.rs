@@ -1,19 +1,20 @@
 //! One instance from its [`VmConfig`]: open the disks, taps and console, build the VM, load
-//! Linux, configure the vCPUs, start the API socket and run until the guest or the API ends it.
+//! Linux, configure the vCPUs and run until the guest or the API ends it.
 //!
 //! This is the glue between configuration and the VM; each step's failure names what it was
 //! doing and with which file.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::time::Instant;
+use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
-use crate::api::{self, ApiSocketError, ApiState};
+use crate::api::Control;
 use crate::boot::{self, cpuid, regs, BootError, BootSpec};
-use crate::config::{TapSource, VmConfig};
-use crate::devices::virtio::block::backend::RawFile;
+use crate::config::{DiskSource, TapSource, VmConfig};
+use crate::devices::virtio::block::aoe::AoeDisk;
+use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
@@ -60,9 +61,13 @@ pub enum InstanceError {
     /// KVM CPUID setup failed.
     #[error("cannot set up CPUID: {0}")]
     Cpuid(kvm_ioctls::Error),
-    /// The API socket failed.
-    #[error(transparent)]
-    Api(#[from] ApiSocketError),
+}
+
+fn open_disk(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
+    Ok(match source {
+        DiskSource::File(path) => Box::new(RawFile::open(path, read_only)?),
+        DiskSource::Aoe { iface, shelf, slot } => Box::new(AoeDisk::open(iface, *shelf, *slot)?),
+    })
 }
 
 fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
@@ -82,17 +87,20 @@ fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
     }
 }
 
-/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end.
-pub fn run(cfg: &VmConfig) -> Result<ExitReason, InstanceError> {
-    let started = Instant::now();
+/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
+/// (the API's handle) can stop it.
+pub fn run(cfg: &VmConfig, control: &Arc<Control>) -> Result<ExitReason, InstanceError> {
     let mut vm = Vm::new(cfg.mem_bytes)?;
     vm.add_serial(console(cfg)?)?;
     for d in &cfg.disks {
-        let raw = RawFile::open(&d.path, d.read_only).map_err(|err| InstanceError::Disk {
-            path: d.path.display().to_string(),
+        let backend = open_disk(&d.source, d.read_only).map_err(|err| InstanceError::Disk {
+            path: match &d.source {
+                DiskSource::File(p) => p.display().to_string(),
+                DiskSource::Aoe { iface, shelf, slot } => format!("aoe:{iface}:{shelf}.{slot}"),
+            },
             err,
         })?;
-        let blk = Block::new(Box::new(raw), d.read_only, d.serial.as_deref());
+        let blk = Block::new(backend, d.read_only, d.serial.as_deref());
         vm.add_virtio(Box::new(blk))?;
     }
     for n in &cfg.nets {
@@ -130,16 +138,6 @@ pub fn run(cfg: &VmConfig) -> Result<ExitReason, InstanceError> {
         }
         vcpus.push(fd);
     }
-    if let Some(path) = &cfg.api_socket {
-        api::serve(
-            path,
-            ApiState {
-                exit: vm.exit.clone(),
-                started,
-                vcpus: cfg.vcpus,
-                mem_bytes: cfg.mem_bytes,
-            },
-        )?;
-    }
+    control.attach(&vm.exit);
     Ok(vm.run(vcpus))
 }

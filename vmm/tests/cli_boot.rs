@@ -157,3 +157,69 @@ fn missing_kernel_file_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/vmlinuz"), "{stderr}");
 }
+
+#[test]
+fn reboot_restarts_the_guest_until_the_api_shuts_it_down() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    require_kvm();
+    let dir = scratch("restart_api");
+    let kernel = dir.join("kernel.elf");
+    std::fs::write(&kernel, elf_kernel(GUEST)).unwrap();
+    let serial = dir.join("serial.log");
+    let sock = dir.join("api.sock");
+    let mut child = Command::new(VMM)
+        .args([
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "ok",
+            "--mem",
+            "32M",
+        ])
+        .args(["--serial", serial.to_str().unwrap()])
+        .args([
+            "--api-socket",
+            sock.to_str().unwrap(),
+            "--on-reboot",
+            "restart",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Every boot prints "L3ok" and resets; wait for a few boots.
+    while std::fs::read(&serial)
+        .unwrap_or_default()
+        .windows(4)
+        .filter(|w| w == b"L3ok")
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "guest did not boot three times");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "VMM exited on a reboot"
+        );
+        std::thread::yield_now();
+    }
+    let mut s = UnixStream::connect(&sock).expect("API socket");
+    s.write_all(b"{\"op\":\"status\"}\n{\"op\":\"shutdown\"}\n")
+        .unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let status = lines.next().unwrap().unwrap();
+    assert!(status.contains("\"ok\":true"), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VMM did not stop after the API shutdown"
+        );
+        std::thread::yield_now();
+    };
+    assert_eq!(code, Some(3), "API shutdown is exit status 3");
+}

@@ -139,8 +139,14 @@ fn store_new(
 pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("KeyName")?;
     match c.p.get("KeyType").unwrap_or("ed25519") {
-        "ed25519" | "rsa" => {}
-        other => return Err(Ec2Error::invalid("KeyType", other, "Use ed25519.")),
+        "ed25519" => {}
+        other => {
+            return Err(Ec2Error::invalid(
+                "KeyType",
+                other,
+                "Only ed25519 keys are generated; import an RSA key with ImportKeyPair.",
+            ))
+        }
     }
     if c.p.get("KeyFormat").is_some_and(|f| f != "pem") {
         return Err(Ec2Error::invalid(

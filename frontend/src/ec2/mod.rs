@@ -16,7 +16,7 @@ pub mod xml;
 mod addresses;
 mod groups;
 mod images;
-mod instances;
+pub mod instances;
 mod keypairs;
 mod render;
 mod run;

@@ -290,6 +290,7 @@ fn build(
             metadata,
         };
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
+        crate::nodes::record::charge(tx, node, inst.vcpus, inst.memory_mib)?;
         tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
         out.push(inst);
     }

@@ -27,11 +27,9 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
             i.set_state(State::Terminated, now);
         }
         (Goal::Running, Some(Observed::Running)) => i.set_state(State::Running, now),
-        (Goal::Running, _) => {
-            if i.state != State::Running {
-                i.set_state(State::Pending, now);
-            }
-        }
+        // Not (or no longer) running on the node, e.g. after a node reboot: it will start it
+        // again from the desired state; until it says so the instance is pending.
+        (Goal::Running, _) => i.set_state(State::Pending, now),
         (
             Goal::Stopped,
             None | Some(Observed::Stopped | Observed::Terminated | Observed::Failed),
@@ -133,6 +131,16 @@ mod tests {
         assert!(!apply(&mut i, None, 5));
         assert!(apply(&mut i, Some(&seen(Observed::Running, None)), 7));
         assert_eq!((i.state, i.state_ms), (State::Running, 7));
+    }
+
+    #[test]
+    fn running_instance_the_node_no_longer_lists_goes_back_to_pending() {
+        let mut i = instance();
+        apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+        assert!(apply(&mut i, None, 2));
+        assert_eq!((i.state, i.goal), (State::Pending, Goal::Running));
+        apply(&mut i, Some(&seen(Observed::Running, None)), 3);
+        assert_eq!(i.state, State::Running);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! scheduler. Each operation is one store transaction.
 
 use super::reconcile;
-use crate::ec2::model::{Instance, CONSOLE, INSTANCE};
+use crate::ec2::model::{Instance, State, CONSOLE, INSTANCE};
 use crate::scheduler::NodeLoad;
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
@@ -64,6 +64,10 @@ pub struct Node {
     pub last_seen_ms: i64,
     pub down: bool,
     pub image_cache: Vec<CachedImage>,
+    /// vCPUs and MiB held by its instances that are not terminated. Kept by `charge` as
+    /// instances are placed and terminated; recomputed from the instances at registration.
+    #[serde(default)]
+    pub used: [u64; 2],
 }
 
 fn sha_hex(s: &str) -> String {
@@ -110,6 +114,7 @@ pub fn enroll(
             info: old.as_ref().and_then(|n| n.info.clone()),
             last_seen_ms: now,
             down: false,
+            used: old.as_ref().map(|n| n.used).unwrap_or_default(),
             image_cache: old.map(|n| n.image_cache).unwrap_or_default(),
         };
         tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), &node)?;
@@ -144,6 +149,7 @@ pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<
         n.info = Some(info);
         n.last_seen_ms = now;
         n.down = false;
+        n.used = recount(tx, &n.id)?;
         save(tx, &n)?;
         Ok(())
     })
@@ -178,7 +184,6 @@ pub fn report(
         n.down = false;
         n.last_seen_ms = now;
         n.image_cache = actual.image_cache.clone();
-        save(tx, &n)?;
         let mut changed = false;
         for mut i in instances_on(tx, node)? {
             let seen = actual.instances.iter().find(|r| r.instance_id == i.id);
@@ -186,6 +191,11 @@ pub fn report(
             let mut dirty = reconcile::apply(&mut i, seen, now);
             dirty |= std::mem::take(&mut i.node_down);
             if dirty {
+                if i.state == State::Terminated && before != State::Terminated {
+                    n.used[0] = n.used[0].saturating_sub(i.vcpus.into());
+                    n.used[1] = n.used[1].saturating_sub(i.memory_mib);
+                    crate::ec2::instances::release_on_termination(tx, &mut i)?;
+                }
                 if i.state != before {
                     tracing::info!(instance = %i.id, node, from = before.name(), to = i.state.name(), "instance state");
                 }
@@ -193,6 +203,7 @@ pub fn report(
                 changed = true;
             }
         }
+        save(tx, &n)?;
         Ok(changed)
     })
 }
@@ -241,33 +252,45 @@ pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, S
     })
 }
 
-/// Capacity and use of every registered node, for the scheduler. Use is summed by SQLite
-/// over the instance documents (every instance but terminated ones holds its room).
-pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
-    let nodes: Vec<Node> = tx.list(NODE, None)?;
+/// What the node's instances hold, summed by SQLite over the instance documents.
+fn recount(tx: &CloudTx<'_>, node: &str) -> Result<[u64; 2], StoreError> {
     let used = tx.sum_by(
         INSTANCE,
         "node",
         ["vcpus", "memory_mib"],
         ("state", "terminated"),
     )?;
+    let found = used.into_iter().find(|(id, _)| id == node);
+    Ok(found
+        .map(|(_, [c, m])| [c as u64, m as u64])
+        .unwrap_or([0, 0]))
+}
+
+/// Adds an instance's vCPUs and memory to its node's use (RunInstances).
+pub fn charge(tx: &CloudTx<'_>, node: &str, vcpus: u32, memory_mib: u64) -> Result<(), StoreError> {
+    if let Some(mut n) = tx.get::<Node>(NODE, node)? {
+        n.used[0] += u64::from(vcpus);
+        n.used[1] += memory_mib;
+        save(tx, &n)?;
+    }
+    Ok(())
+}
+
+/// Capacity and use of every registered node, for the scheduler.
+pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
+    let nodes: Vec<Node> = tx.list(NODE, None)?;
     Ok(nodes
         .into_iter()
         .filter_map(|n| {
             let info = n.info?;
-            let [cpu, mib] = used
-                .iter()
-                .find(|(id, _)| *id == n.id)
-                .map(|(_, u)| *u)
-                .unwrap_or([0, 0]);
             Some(NodeLoad {
                 id: n.id,
                 zone: n.cluster,
                 up: !n.down,
                 cpus: info.cpus,
                 memory_mib: info.memory_mib,
-                used_vcpus: cpu as u32,
-                used_mib: mib as u64,
+                used_vcpus: u32::try_from(n.used[0]).unwrap_or(u32::MAX),
+                used_mib: n.used[1],
             })
         })
         .collect())

@@ -45,7 +45,8 @@ impl BootFiles {
     }
 }
 
-const IPXE_ENCAPSULATED: u8 = 175;
+/// iPXE's encapsulated options (its feature list in requests, its settings in replies).
+pub const IPXE_ENCAPSULATED: u8 = 175;
 
 /// Classifies the client that sent `msg`.
 pub fn classify(msg: &Message) -> ClientKind {

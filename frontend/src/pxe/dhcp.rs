@@ -6,15 +6,18 @@
 //! the frontend as server identifier, router and next-server, and carries the boot file the
 //! client's kind gets (see [`super::boot`]). Addresses come from [`super::pool`].
 
-use super::boot::{classify, BootFiles};
+use super::boot::{classify, BootFiles, ClientKind, IPXE_ENCAPSULATED};
 use super::leases::Mac;
 use super::pool::{Pool, PoolError};
-use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// BOOTP's minimum message size; some PXE ROMs drop shorter replies.
 const MIN_REPLY_LEN: usize = 300;
+
+/// iPXE's encapsulated setting "no-pxedhcp" (inside option 175).
+const IPXE_NO_PXEDHCP: u8 = 176;
 
 /// RFC 2131 §3: the four bytes after the BOOTP header that mark DHCP options.
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
@@ -207,6 +210,14 @@ impl DhcpServer {
             // No option 60 "PXEClient" in the reply: with it (and no option 43) UEFI PXE clients
             // take the offer as needing boot-server discovery on port 4011 (seen with OVMF);
             // without it the boot file in this offer is used directly.
+            if kind == ClientKind::Ipxe {
+                // iPXE setting 176 (no-pxedhcp): we are the boot server, so iPXE need not wait
+                // seconds for ProxyDHCP offers before requesting.
+                opts.insert(DhcpOption::Unknown(UnknownOption::new(
+                    OptionCode::Unknown(IPXE_ENCAPSULATED),
+                    vec![IPXE_NO_PXEDHCP, 1, 1],
+                )));
+            }
             if file.len() < 128 {
                 m.set_fname_str(file);
             }

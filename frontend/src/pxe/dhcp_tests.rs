@@ -97,6 +97,14 @@ fn ipxe_discover_gets_offer_with_http_script() {
         offer.fname_str().unwrap().unwrap().trim_end_matches('\0'),
         "http://10.9.0.1:8069/boot.ipxe"
     );
+    // no-pxedhcp: iPXE requests at once instead of waiting for ProxyDHCP offers.
+    assert_eq!(
+        opt(&offer, OptionCode::Unknown(175)),
+        Some(&DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::Unknown(175),
+            vec![176, 1, 1]
+        )))
+    );
 }
 
 #[test]
@@ -108,6 +116,7 @@ fn plain_bios_pxe_is_chainloaded_to_undionly_over_tftp() {
     ];
     let (offer, _) = exchange(&mut s, &request(MessageType::Discover, pxe), 0).unwrap();
     assert_eq!(boot_file(&offer).as_deref(), Some("undionly.kpxe"));
+    assert_eq!(opt(&offer, OptionCode::Unknown(175)), None);
     assert_eq!(offer.siaddr(), SERVER);
     // No PXEClient class: that would send UEFI clients to boot-server discovery (port 4011).
     assert_eq!(opt(&offer, OptionCode::ClassIdentifier), None);

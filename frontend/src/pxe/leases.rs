@@ -119,15 +119,17 @@ impl SqliteLeaseStore {
     pub fn open(path: &Path) -> Result<Self, LeaseStoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        Self::with(conn)
+        Self::from_connection(conn)
     }
 
     /// A store that lives only as long as the value (tests, throwaway servers).
     pub fn in_memory() -> Result<Self, LeaseStoreError> {
-        Self::with(Connection::open_in_memory()?)
+        Self::from_connection(Connection::open_in_memory()?)
     }
 
-    fn with(conn: Connection) -> Result<Self, LeaseStoreError> {
+    /// Keeps leases in an already open database (the frontend's state database), creating the
+    /// `pxe_leases` table if it is missing.
+    pub fn from_connection(conn: Connection) -> Result<Self, LeaseStoreError> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS pxe_leases (
                 ip TEXT PRIMARY KEY,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod leases;
 pub mod pool;
+pub mod ra;
 pub mod tftp;
 pub mod tftp_server;
 
@@ -81,6 +82,9 @@ pub struct PxeConfig {
     pub node: NodeParams,
     /// SQLite database holding the `pxe_leases` table.
     pub lease_db: PathBuf,
+    /// Answer IPv6 router solicitations with an empty advertisement, so iPXE does not wait
+    /// for an IPv6 router that does not exist (see [`ra`]).
+    pub answer_router_solicitations: bool,
 }
 
 impl PxeConfig {
@@ -109,6 +113,7 @@ impl PxeConfig {
             bios_file: "undionly.kpxe".into(),
             uefi_file: "snponly.efi".into(),
             lease_db: PathBuf::from("/var/lib/mallee/pxe-leases.db"),
+            answer_router_solicitations: true,
             node_image,
             node,
         }
@@ -209,8 +214,16 @@ pub async fn serve_with_store(
     );
 
     let events = EventLog::default();
+    let ra_socket = if config.answer_router_solicitations {
+        Some(ra::socket(&config.interface).map_err(bind_err(
+            "ICMPv6 (router solicitations)",
+            config.interface.clone(),
+        ))?)
+    } else {
+        None
+    };
     let router = http::router(node_boot, events.clone());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router).await {
                 tracing::error!("pxe http: {e}");
@@ -223,6 +236,9 @@ pub async fn serve_with_store(
         )),
         tokio::spawn(run_dhcp(dhcp_socket, dhcp, events.clone())),
     ];
+    if let Some((fd, index)) = ra_socket {
+        tasks.push(tokio::spawn(ra::run(fd, index)));
+    }
     tracing::info!(
         "pxe: DHCP on {}:{}, TFTP on {tftp_addr}, HTTP on {http_addr}",
         config.interface,

@@ -342,6 +342,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn restarted_pool_keeps_bound_leases() {
+        let path = std::env::temp_dir().join(format!("mallee-pool-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let open =
+            || Pool::new(config(), Box::new(SqliteLeaseStore::open(&path).unwrap())).unwrap();
+        let ip = {
+            let mut p = open();
+            let ip = p.offer(A, None, 0).unwrap().unwrap();
+            assert!(p.bind(A, ip, 0).unwrap());
+            ip
+        };
+        let mut p = open();
+        assert!(
+            !p.bind(B, ip, 10).unwrap(),
+            "another client got a bound address"
+        );
+        assert_eq!(p.offer(A, None, 10).unwrap(), Some(ip));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn release_frees_the_address_for_others() {
         let mut p = pool();
         let ip = p.offer(A, None, 0).unwrap().unwrap();

@@ -35,7 +35,7 @@ pub fn start_frontend(deadline_secs: u64) -> Frontend {
 }
 
 /// One HTTP/1.1 exchange (Connection: close); returns (status, body).
-fn http(
+pub fn http(
     port: u16,
     method: &str,
     path: &str,

@@ -1,10 +1,11 @@
 //! Booting Linux directly in 64-bit mode: load the kernel (bzImage or ELF vmlinux), the initramfs
-//! and the command line, write the zero page with the e820 map and the MP table, and put the boot
-//! vCPU in long mode at the kernel's 64-bit entry point.
+//! and the command line, write the zero page with the e820 map, the ACPI tables and the MP table,
+//! and put the boot vCPU in long mode at the kernel's 64-bit entry point.
 //!
-//! Registers, GDT and page tables are in [`regs`], CPUID in [`cpuid`], the MP table in
-//! [`mptable`]. Application processors are left to the guest's INIT/SIPI through KVM's local APIC.
+//! Registers, GDT and page tables are in [`regs`], CPUID in [`cpuid`], ACPI in [`acpi`], the MP
+//! table (for guests without ACPI) in [`mptable`]. Application processors are left to the guest's INIT/SIPI through KVM's local APIC.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod mptable;
 pub mod regs;
@@ -138,6 +139,8 @@ pub fn load(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<KernelEntry, B
         params.hdr.ramdisk_size = size as u32;
     }
 
+    params.acpi_rsdp_addr =
+        acpi::write(mem, spec.vcpus).map_err(|_| BootError::GuestWrite("the ACPI tables"))?;
     let e820 = e820_map(mem);
     params.e820_entries = e820.len() as u8;
     params.e820_table[..e820.len()].copy_from_slice(&e820);

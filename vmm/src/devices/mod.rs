@@ -3,6 +3,7 @@
 //! Each device lives in its own module and knows nothing of KVM; the VM wires their interrupts
 //! (eventfds registered as irqfds) and their notifications (ioeventfds).
 
+pub mod acpi_pm;
 pub mod i8042;
 pub mod pci;
 pub mod serial;

@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use self::latch::ExitLatch;
 use self::routes::GsiRoutes;
 use crate::bus::{Bus, BusOverlapError};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::i8042::I8042;
 use crate::devices::pci::root::{PciConfigIo, PciMmio, PciRoot, PciSlotsFullError};
 use crate::devices::serial::SerialDevice;
@@ -87,7 +88,8 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A VM with `mem_bytes` of RAM, an in-kernel irqchip and PIT, the PCI root and the i8042.
+    /// A VM with `mem_bytes` of RAM, an in-kernel irqchip and PIT, the PCI root, the i8042 and
+    /// the ACPI power-management block.
     pub fn new(mem_bytes: u64) -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = Arc::new(kvm.create_vm().map_err(VmError::Kvm)?);
@@ -149,6 +151,13 @@ impl Vm {
             })),
             layout::PCI_BAR_START,
             layout::PCI_BAR_END - layout::PCI_BAR_START,
+        )?;
+        let exit = vm.exit.clone();
+        let pm = AcpiPm::new(Box::new(move || exit.set(ExitReason::PowerOff)));
+        vm.io_bus.insert(
+            Arc::new(Mutex::new(pm)),
+            u64::from(crate::boot::acpi::PM1A_EVT),
+            6,
         )?;
         let exit = vm.exit.clone();
         let i8042 = I8042::new(Box::new(move || exit.set(ExitReason::Reboot)));

@@ -7,6 +7,8 @@
 //! transport in [`pci`] does.
 
 pub mod block;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod net;
 pub mod pci;
 pub mod rng;

@@ -1,6 +1,7 @@
 //! The virtio-blk device: feature bits, configuration space, and the queue handler that runs
 //! requests (parsing and checks live in [`request`], storage in [`backend`]).
 
+pub mod aoe;
 pub mod backend;
 pub mod request;
 #[cfg(test)]

@@ -333,3 +333,22 @@ fn random_descriptor_tables_never_panic() {
         assert_eq!(d.backend.data.len(), 8 * 512);
     }
 }
+
+#[test]
+fn random_inputs_to_the_fuzz_harnesses_never_panic() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    for round in 0..400 {
+        let len = 16 * 16 + 2 + (rng.next() % 512) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Bias half the descriptors toward the payload area so requests get parsed deeply.
+        if round % 2 == 0 {
+            for d in data[..256].chunks_exact_mut(16) {
+                let addr = crate::devices::virtio::fuzzing::PAYLOAD + (rng.next() % 1024);
+                d[..8].copy_from_slice(&addr.to_le_bytes());
+                d[8..12].copy_from_slice(&((rng.next() % 1100) as u32).to_le_bytes());
+            }
+        }
+        crate::devices::virtio::fuzzing::blk_request(&data);
+        crate::devices::virtio::fuzzing::desc_chain(&data);
+    }
+}

@@ -8,6 +8,13 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+mod fields;
+
+pub use fields::{
+    parse_disk, parse_mac, parse_net, parse_size, DEFAULT_MEM, MAX_DEVICES, MAX_VCPUS,
+};
+use fields::{parse_mem, parse_vcpus};
+
 /// A configuration value that could not be accepted, naming the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid configuration field `{field}`: {reason}")]
@@ -34,11 +41,37 @@ pub enum TapSource {
     Fd(i32),
 }
 
+/// What a guest reboot does to the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnReboot {
+    /// Exit with status 2 and let the node agent decide.
+    #[default]
+    Exit,
+    /// Build the VM again from the same configuration and boot it.
+    Restart,
+}
+
+/// Where a disk's blocks come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A raw image file or block device.
+    File(PathBuf),
+    /// An AoE target (`aoe:IFACE:SHELF.SLOT`), reached with the user-space initiator.
+    Aoe {
+        /// The interface the target's segment is on.
+        iface: String,
+        /// AoE shelf (major) address.
+        shelf: u16,
+        /// AoE slot (minor) address.
+        slot: u8,
+    },
+}
+
 /// One virtio-blk disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// The raw image file or block device.
-    pub path: PathBuf,
+    /// The backing store.
+    pub source: DiskSource,
     /// Reject guest writes with an I/O error status and advertise VIRTIO_BLK_F_RO.
     pub read_only: bool,
     /// The serial string the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
@@ -77,6 +110,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// Whether to add a virtio-rng device.
     pub rng: bool,
+    /// What a guest reboot does.
+    pub on_reboot: OnReboot,
 }
 
 /// The JSON form: the same fields, with disks and nets as the CLI's strings or as objects.
@@ -95,138 +130,7 @@ struct RawConfig {
     serial: Option<String>,
     api_socket: Option<String>,
     rng: Option<bool>,
-}
-
-/// Default guest RAM when `mem` is not given.
-pub const DEFAULT_MEM: u64 = 256 << 20;
-/// Most vCPUs the MP table and APIC ID space here allow.
-pub const MAX_VCPUS: u8 = 64;
-/// Most disks plus nets (PCI slots 1..=30 minus rng).
-pub const MAX_DEVICES: usize = 24;
-
-/// Parses a size like `256M`, `1G`, `65536` or `64K` into bytes.
-pub fn parse_size(field: &str, s: &str) -> Result<u64, ConfigError> {
-    let s = s.trim();
-    let (digits, shift) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| err(field, format!("`{s}` is not a size like 256M")))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| err(field, format!("`{s}` is too large")))
-}
-
-fn parse_mem(s: &str) -> Result<u64, ConfigError> {
-    let bytes = parse_size("mem", s)?;
-    if bytes < (16 << 20) {
-        return Err(err("mem", format!("`{s}` is below the 16M minimum")));
-    }
-    if bytes > (1 << 40) {
-        return Err(err("mem", format!("`{s}` is above the 1T maximum")));
-    }
-    if bytes % 4096 != 0 {
-        return Err(err("mem", format!("`{s}` is not a multiple of 4K")));
-    }
-    Ok(bytes)
-}
-
-fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
-    let n: u8 = s.trim().parse().map_err(|_| {
-        err(
-            "vcpus",
-            format!("`{s}` is not a number from 1 to {MAX_VCPUS}"),
-        )
-    })?;
-    if n == 0 || n > MAX_VCPUS {
-        return Err(err("vcpus", format!("`{s}` is not from 1 to {MAX_VCPUS}")));
-    }
-    Ok(n)
-}
-
-/// Parses `PATH[,ro][,serial=S]`.
-pub fn parse_disk(s: &str) -> Result<DiskConfig, ConfigError> {
-    let mut parts = s.split(',');
-    let path = parts.next().unwrap_or_default();
-    if path.is_empty() {
-        return Err(err("disk", "empty path"));
-    }
-    let mut disk = DiskConfig {
-        path: PathBuf::from(path),
-        read_only: false,
-        serial: None,
-    };
-    for opt in parts {
-        match opt.split_once('=') {
-            None if opt == "ro" => disk.read_only = true,
-            None if opt == "rw" => disk.read_only = false,
-            Some(("serial", v)) if v.len() <= 20 => disk.serial = Some(v.to_string()),
-            Some(("serial", v)) => {
-                return Err(err("disk", format!("serial `{v}` is longer than 20 bytes")));
-            }
-            _ => return Err(err("disk", format!("unknown option `{opt}` in `{s}`"))),
-        }
-    }
-    Ok(disk)
-}
-
-/// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], ConfigError> {
-    let bad = || {
-        err(
-            field,
-            format!("`{s}` is not a MAC address like 52:54:00:12:34:56"),
-        )
-    };
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next().ok_or_else(bad)?;
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    if mac[0] & 1 != 0 {
-        return Err(err(field, format!("`{s}` is a multicast address")));
-    }
-    Ok(mac)
-}
-
-/// Parses `tap=NAME,mac=M` or `fd=N,mac=M`.
-pub fn parse_net(s: &str) -> Result<NetConfig, ConfigError> {
-    let mut tap = None;
-    let mut mac = None;
-    for opt in s.split(',') {
-        match opt.split_once('=') {
-            Some(("tap", name)) if !name.is_empty() && name.len() < 16 => {
-                tap = Some(TapSource::Name(name.to_string()));
-            }
-            Some(("tap", name)) => {
-                return Err(err("net", format!("tap name `{name}` must be 1-15 bytes")));
-            }
-            Some(("fd", n)) => {
-                let fd = n
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|fd| *fd >= 0)
-                    .ok_or_else(|| err("net", format!("fd `{n}` is not a file descriptor")))?;
-                tap = Some(TapSource::Fd(fd));
-            }
-            Some(("mac", m)) => mac = Some(parse_mac("net", m)?),
-            _ => return Err(err("net", format!("unknown option `{opt}` in `{s}`"))),
-        }
-    }
-    Ok(NetConfig {
-        tap: tap.ok_or_else(|| err("net", format!("`{s}` names no tap= or fd=")))?,
-        mac: mac.ok_or_else(|| err("net", format!("`{s}` has no mac=")))?,
-    })
+    on_reboot: Option<String>,
 }
 
 impl VmConfig {
@@ -278,6 +182,16 @@ impl VmConfig {
             serial: raw.serial.map(PathBuf::from),
             api_socket: raw.api_socket.map(PathBuf::from),
             rng: raw.rng.unwrap_or(true),
+            on_reboot: match raw.on_reboot.as_deref() {
+                None | Some("exit") => OnReboot::Exit,
+                Some("restart") => OnReboot::Restart,
+                Some(other) => {
+                    return Err(err(
+                        "on_reboot",
+                        format!("`{other}` is neither exit nor restart"),
+                    ))
+                }
+            },
         })
     }
 
@@ -310,6 +224,7 @@ impl VmConfig {
             serial: None,
             api_socket: None,
             rng: None,
+            on_reboot: None,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -339,6 +254,7 @@ impl VmConfig {
                 "net" => raw.net.push(value),
                 "serial" => raw.serial = Some(value),
                 "api-socket" => raw.api_socket = Some(value),
+                "on-reboot" => raw.on_reboot = Some(value),
                 _ => return Err(err(name, "unknown option")),
             }
         }
@@ -394,10 +310,19 @@ mod tests {
             ("--kernel /k --net mac=52:54:00:00:00:01", "net"),
             ("--kernel /k --bogus 1", "bogus"),
             ("--kernel", "kernel"),
+            ("--kernel /k --on-reboot sometimes", "on_reboot"),
         ] {
             let e = VmConfig::from_args(args(a)).unwrap_err();
             assert_eq!(e.field, field, "{a}: {e}");
         }
+    }
+
+    #[test]
+    fn on_reboot_defaults_to_exit_and_takes_restart() {
+        let c = VmConfig::from_args(args("--kernel /k")).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Exit);
+        let c = VmConfig::from_json(r#"{"kernel":"/k","on_reboot":"restart"}"#).unwrap();
+        assert_eq!(c.on_reboot, OnReboot::Restart);
     }
 
     #[test]
@@ -406,12 +331,5 @@ mod tests {
         assert_eq!(e.field, "memory");
         let e = VmConfig::from_json(r#"{"kernel":"/k","vcpus":[1]}"#).unwrap_err();
         assert_eq!(e.field, "vcpus");
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("mem", "64K").unwrap(), 65536);
-        assert_eq!(parse_size("mem", "1G").unwrap(), 1 << 30);
-        assert!(parse_size("mem", "99999999999999G").is_err());
     }
 }
