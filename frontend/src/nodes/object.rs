@@ -94,4 +94,35 @@ mod tests {
         assert_eq!(split_path("images"), None);
         assert_eq!(split_path("%ff%fe/x"), None);
     }
+
+    #[test]
+    fn only_objects_of_instances_on_the_node_are_placed() {
+        let r = |key: &str| ImageRef {
+            image_id: "emi-1".into(),
+            bucket: "images".into(),
+            key: key.into(),
+            size: 1,
+            sha256: "00".into(),
+        };
+        let spec = InstanceSpec {
+            instance_id: "i-1".into(),
+            goal: mallee_proto::Goal::Running,
+            reboot_count: 0,
+            instance_type: "m1.small".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            image: r("root.img"),
+            kernel: Some(r("vmlinuz")),
+            ramdisk: None,
+            user_data: None,
+            mac: "d0:0d:00:00:00:01".into(),
+            metadata: Default::default(),
+        };
+        let specs = [spec];
+        assert!(placed(&specs, "images", "root.img"));
+        assert!(placed(&specs, "images", "vmlinuz"));
+        assert!(!placed(&specs, "images", "secret.txt"));
+        assert!(!placed(&specs, "other", "root.img"));
+        assert!(!placed(&[], "images", "root.img"));
+    }
 }

@@ -101,7 +101,7 @@ pub fn vmm_config(
     serde_json::json!({
         "kernel": kernel,
         "initrd": initrd,
-        "cmdline": format!("console=ttyS0 root=/dev/vda mallee.instance={}", spec.instance_id),
+        "cmdline": "console=ttyS0 root=/dev/vda",
         "mem": format!("{}M", spec.memory_mib),
         "vcpus": spec.vcpus,
         "disk": [format!("{},serial=root", dir.join("root.img").display())],
@@ -369,6 +369,10 @@ impl Instances {
             } else {
                 r.local.stopping = true;
                 r.target = target;
+            }
+            if r.pid.is_none() {
+                // Not started yet: a reboot is moot; a stop is seen before the VMM starts.
+                r.rebooting = false;
             }
             (r.pid, r.dir.join("api.sock"))
         };

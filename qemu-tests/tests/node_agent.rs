@@ -1,0 +1,358 @@
+//! End to end: the real `mallee-frontend` on the host's loopback, one compute node booted under
+//! QEMU (TCG with svm, user networking: the node reaches the host as 10.0.2.2) whose
+//! `mallee-init` runs the node agent. boto3 uploads the pinned Debian kernel, a ramdisk (our
+//! `mallee-init` as the guest's PID 1, whose readiness line is the marker) and a small root
+//! image to Walrus, registers them and runs an instance twice: each time it must reach
+//! `running`, show the marker in GetConsoleOutput and end `terminated`; the second launch must
+//! not fetch any image again (the node's log of its cache). Between the two, the frontend is
+//! killed (-9) and restarted: the running instance stays `running` and is then terminated as
+//! usual. Last, an image whose kernel is garbage must end `terminated` with the VMM's failure
+//! as the reason. Timings go to `report_figure`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mallee_image_build::netboot::{self, NetbootSpec};
+use mallee_qemu_tests::{report_figure, Images, NetbootImage, Nic, TestDir, VmConfig};
+
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+const CLUSTER: &str = "zone-a";
+const SECRET: &str = "node-agent-test-secret";
+const MARKER: &str = "mallee-init: ready role=node ip=none";
+const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_rng"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo(args: &[&str], static_build: bool) {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root()).args(args);
+    if static_build {
+        cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
+    }
+    let status = cmd.status().expect("run cargo");
+    assert!(status.success(), "cargo {args:?} failed");
+}
+
+fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run `just setup`");
+}
+
+/// The frontend on 127.0.0.1:<free port> with a cluster secret; killed and its data removed
+/// on drop.
+struct Frontend {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Frontend {
+    fn start(bin: &Path) -> Frontend {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        // The daemon drops root: its data dir must be reachable by its user.
+        let dir = std::env::temp_dir().join(format!("mallee-node-agent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.join("frontend.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[ec2]\nclusters = [\"{CLUSTER}\"]\n\
+                 cluster_secret = \"{SECRET}\"\nnode_deadline_secs = 60\nlong_poll_secs = 5\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut fe = Frontend {
+            bin: bin.to_path_buf(),
+            dir,
+            port,
+            child: None,
+            starts: 0,
+        };
+        fe.spawn();
+        fe
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.dir.join("frontend.toml"))
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start mallee-frontend");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("listening on") {
+            assert!(
+                Instant::now() < deadline,
+                "frontend not listening:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9, then start again on the same port and data.
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("frontend-{}.log", self.starts))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Static `mallee-init` and `mallee-vmm`, built as `just images` builds them (a no-op after it).
+fn build_static() -> PathBuf {
+    cargo(
+        &[
+            "build",
+            "--profile",
+            "image",
+            "--locked",
+            "--target",
+            TRIPLE,
+            "-p",
+            "mallee-init",
+            "-p",
+            "mallee-vmm",
+            "--bin",
+            "mallee-init",
+            "--bin",
+            "mallee-vmm",
+        ],
+        true,
+    );
+    mallee_image_build::target_dir().join(TRIPLE).join("image")
+}
+
+/// The node image (from this tree's binaries) and the guest's ramdisk.
+fn images(dir: &TestDir, bin: &Path) -> (NetbootImage, PathBuf) {
+    let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
+    let guest = NetbootSpec {
+        boot_modules: GUEST_MODULES.iter().map(|s| s.to_string()).collect(),
+        coldplug_modules: Vec::new(),
+        binaries: vec![("init".into(), bin.join("mallee-init"))],
+        files: Vec::new(),
+        cmdline: String::new(),
+    };
+    let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");
+    let ramdisk = dir.file("guest-initrd.img");
+    guest_fs.write_gz(&ramdisk).expect("write guest initramfs");
+    let spec = NetbootSpec::node(&bin.join("mallee-init"), &bin.join("mallee-vmm"));
+    let out = dir.file("node");
+    netboot::build(&spec, &kernel, &out).expect("node image");
+    let node = NetbootImage {
+        vmlinuz: out.join("vmlinuz"),
+        initramfs: out.join("initramfs"),
+        cmdline: std::fs::read_to_string(out.join("cmdline"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    };
+    (node, ramdisk)
+}
+
+/// A 16 MiB root image: a 1 MiB patterned head, the rest zero (sparse on the node).
+fn root_image(path: &Path) {
+    let mut data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    data.resize(16 << 20, 0);
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache() {
+    Images::node().expect("node image");
+    require_tool("python3");
+    let dir = TestDir::new("node_agent");
+    let bin = build_static();
+    cargo(
+        &["build", "-p", "mallee-frontend", "--bin", "mallee-frontend"],
+        false,
+    );
+    let fe_bin = mallee_image_build::target_dir().join("debug/mallee-frontend");
+    let (node_image, ramdisk) = images(&dir, &bin);
+    let root_img = dir.file("root.img");
+    root_image(&root_img);
+    let mut fe = Frontend::start(&fe_bin);
+
+    let cmdline = format!(
+        "mallee.frontend=10.0.2.2:{} mallee.cluster={CLUSTER} mallee.secret={SECRET}",
+        fe.port
+    );
+    let mut node = VmConfig::new("node")
+        .netboot(&node_image)
+        .nested_kvm(true)
+        .memory_mib(1536)
+        .cpus(2)
+        .nic(Nic::user())
+        .cmdline(&cmdline)
+        .launch(&dir)
+        .expect("start QEMU");
+    let fail = |what: &str, node: &mallee_qemu_tests::Vm, fe: &Frontend| -> ! {
+        panic!(
+            "{what}\n--- node console tail ---\n{}\n--- frontend log tail ---\n{}",
+            node.console().tail(80),
+            fe.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    if let Err(e) = node.wait_for(
+        r"mallee-init: agent: registered as (node-[0-9a-f]+)",
+        Duration::from_secs(300),
+    ) {
+        fail(&format!("node did not register: {e}"), &node, &fe);
+    }
+    let registered = node.started().elapsed();
+    report_figure(&format!(
+        "figure: node agent, QEMU start to registered {:.1} s",
+        registered.as_secs_f64()
+    ));
+
+    let kernel = mallee_image_build::pinned_kernel().unwrap().vmlinuz();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node_agent.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}", fe.port))
+        .arg(&kernel)
+        .arg(&ramdisk)
+        .arg(&root_img)
+        .env("MARKER", MARKER)
+        .env("TIMEOUT", "900")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            fe.dir.join("data/admin-credentials"),
+        )
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut transcript = String::new();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        println!("{line}");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if line == "KILL" {
+            fe.restart();
+            let _ = writeln!(stdin, "RESTARTED");
+            let _ = stdin.flush();
+        }
+    }
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    let status = child.wait().unwrap();
+    if !status.success() {
+        fail(
+            &format!("node_agent.py failed:\n{transcript}{err}"),
+            &node,
+            &fe,
+        );
+    }
+    assert!(transcript.contains("ok done"), "{transcript}");
+    assert!(
+        transcript.contains("ok running after frontend restart"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("ok failed launch reported"),
+        "{transcript}"
+    );
+
+    // The node fetched each image once: the two good launches were both prepared after three
+    // downloads (kernel, ramdisk, root); the bad image added two more.
+    let console = node.console().text();
+    let prepared: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("agent: i-") && l.contains("prepared in"))
+        .collect();
+    let counts: Vec<&str> = prepared
+        .iter()
+        .filter_map(|l| l.rsplit("so far: ").next())
+        .collect();
+    assert_eq!(counts, ["3)", "3)", "5)"], "{}", prepared.join("\n"));
+    let fetches: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("agent: fetched images/"))
+        .collect();
+    for key in ["vmlinuz", "initrd", "root.img", "bad-vmlinuz", "tiny.img"] {
+        let n = (fetches.iter())
+            .filter(|l| l.contains(&format!("images/{key} ")))
+            .count();
+        assert_eq!(n, 1, "{key} fetched {n} times:\n{}", fetches.join("\n"));
+    }
+    for l in transcript.lines() {
+        if let Some(rest) = l.strip_prefix("figure ") {
+            let (name, secs) = rest.split_once(' ').unwrap_or((rest, "?"));
+            let line = match name.split_once('-') {
+                Some((launch, "terminated")) => {
+                    format!("TerminateInstances to terminated ({launch} launch) {secs} s")
+                }
+                Some((launch, state)) => {
+                    format!("RunInstances to {state} ({launch} launch) {secs} s")
+                }
+                None => format!("{name} {secs} s"),
+            };
+            report_figure(&format!("figure: node agent, {line}"));
+        }
+    }
+    for l in fetches.iter().take(3) {
+        if let Some(i) = l.find("agent: fetched") {
+            report_figure(&format!("figure: node agent image fetch: {}", &l[i + 7..]));
+        }
+    }
+}
