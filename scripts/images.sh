@@ -5,12 +5,16 @@ cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
 triple=x86_64-unknown-linux-gnu
 
-echo "images: building static mallee-init and mallee-vmm ($triple, +crt-static)"
+echo "images: building static mallee-init, mallee-vmm and mallee-frontend ($triple, +crt-static)"
 # RUSTFLAGS with an explicit --target apply to our binaries only, not to build scripts or
 # proc-macros, which must stay dynamic.
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --profile image --locked --target "$triple" -p mallee-init -p mallee-vmm
+    cargo build --profile image --locked --target "$triple" \
+    -p mallee-init -p mallee-vmm -p mallee-frontend
 
 bin="$target_dir/$triple/image"
 cargo run --release --locked -q -p mallee-image-build -- node \
     --init "$bin/mallee-init" --vmm "$bin/mallee-vmm" --out "$target_dir/images/node"
+cargo run --release --locked -q -p mallee-image-build -- frontend \
+    --init "$bin/mallee-init" --frontend "$bin/mallee-frontend" \
+    --node "$target_dir/images/node" --out "$target_dir/images/frontend"

@@ -2,7 +2,7 @@
 //! tests need none. It owns parsing and defaults only; nothing here opens files or sockets.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Why the configuration could not be read.
@@ -40,6 +40,49 @@ pub struct Config {
     pub run_as: String,
     /// The EC2 API, scheduler and node protocol (`[ec2]` table).
     pub ec2: crate::ec2::Ec2Config,
+    /// The PXE service that boots the compute nodes (`[pxe]` table); off unless present.
+    pub pxe: Option<PxeSection>,
+}
+
+/// The `[pxe]` table: DHCP, TFTP and HTTP on the private NIC. Nodes enroll with the `[ec2]`
+/// cluster secret, which their kernel command line carries.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PxeSection {
+    /// The private NIC the DHCP server answers on.
+    pub interface: String,
+    /// The frontend's address on that NIC (server identifier, router, next-server).
+    pub server_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Address pool; `.100`–`.199` of the server's /24 when unset.
+    pub range_start: Option<Ipv4Addr>,
+    pub range_end: Option<Ipv4Addr>,
+    pub lease_secs: u32,
+    /// Port of the HTTP side (`boot.ipxe`, kernel, initramfs).
+    pub http_port: u16,
+    /// The node netboot bundle: `vmlinuz`, `initramfs`, `cmdline`.
+    pub image_dir: PathBuf,
+    /// iPXE binaries served over TFTP to plain PXE ROMs.
+    pub tftp_root: PathBuf,
+    /// Cluster the booted nodes join; the first `[ec2]` cluster when unset.
+    pub cluster: Option<String>,
+}
+
+impl Default for PxeSection {
+    fn default() -> Self {
+        PxeSection {
+            interface: "eth1".to_string(),
+            server_ip: Ipv4Addr::new(10, 77, 0, 1),
+            prefix_len: 24,
+            range_start: None,
+            range_end: None,
+            lease_secs: 3600,
+            http_port: 8069,
+            image_dir: PathBuf::from("/usr/share/mallee/node"),
+            tftp_root: PathBuf::from("/usr/lib/ipxe"),
+            cluster: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +95,7 @@ impl Default for Config {
             max_clock_skew_secs: 15 * 60,
             run_as: "mallee".to_string(),
             ec2: Default::default(),
+            pxe: None,
         }
     }
 }
@@ -75,6 +119,35 @@ impl Config {
     /// Parses TOML text; missing fields take their defaults.
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The PXE service's settings when `[pxe]` is present: nodes reach the API at the PXE
+    /// server address on the API's port and enroll with the `[ec2]` cluster secret.
+    pub fn pxe_config(&self) -> Option<crate::pxe::PxeConfig> {
+        let section = self.pxe.as_ref()?;
+        let node = crate::pxe::http::NodeParams {
+            frontend: SocketAddr::from((section.server_ip, self.listen.port())),
+            cluster: section
+                .cluster
+                .clone()
+                .or_else(|| self.ec2.clusters.first().cloned())
+                .unwrap_or_else(|| "cluster1".to_string()),
+            enrollment_secret: self.ec2.cluster_secret.clone(),
+        };
+        let mut c = crate::pxe::PxeConfig::new(
+            &section.interface,
+            section.server_ip,
+            section.image_dir.clone(),
+            node,
+        );
+        c.prefix_len = section.prefix_len;
+        c.range_start = section.range_start.unwrap_or(c.range_start);
+        c.range_end = section.range_end.unwrap_or(c.range_end);
+        c.lease_secs = section.lease_secs;
+        c.http_port = section.http_port;
+        c.tftp_root = section.tftp_root.clone();
+        c.lease_db = self.data_dir.join("pxe-leases.db");
+        Some(c)
     }
 
     /// Path of the admin credentials file.
@@ -109,5 +182,21 @@ mod tests {
             PathBuf::from("/tmp/x/admin-credentials")
         );
         assert!(Config::parse("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn pxe_is_off_unless_its_table_is_present() {
+        assert_eq!(Config::parse("").unwrap().pxe, None);
+        let c = Config::parse("[pxe]\ninterface = \"ens4\"\nserver_ip = \"10.1.2.1\"").unwrap();
+        let pxe = c.pxe.clone().unwrap();
+        assert_eq!(pxe.interface, "ens4");
+        assert_eq!(pxe.server_ip, Ipv4Addr::new(10, 1, 2, 1));
+        assert_eq!(pxe.http_port, 8069);
+        assert!(Config::parse("[pxe]\nbogus = 1").is_err());
+        let pxe = c.pxe_config().unwrap();
+        assert_eq!(pxe.node.frontend, "10.1.2.1:8773".parse().unwrap());
+        assert_eq!(pxe.node.enrollment_secret, c.ec2.cluster_secret);
+        assert_eq!(pxe.node.cluster, c.ec2.clusters[0]);
+        assert_eq!(pxe.lease_db, PathBuf::from("/var/lib/mallee/pxe-leases.db"));
     }
 }

@@ -57,6 +57,21 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // PXE binds port 67 on one device and 69: while still root.
+    let pxe = match config.pxe_config() {
+        Some(pxe) => {
+            let handle = rt
+                .block_on(mallee_frontend::pxe::serve(pxe))
+                .context("starting the PXE service")?;
+            println!("mallee-frontend: pxe serving {}", handle.boot_script_url);
+            Some(handle)
+        }
+        None => None,
+    };
+    // setuid applies to every thread of the process (the runtime's workers too).
     if let Some(user) = privilege::drop_root(&config.run_as, &config.data_dir, &creds)? {
         tracing::info!(%user, "dropped root privileges");
     }
@@ -77,10 +92,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             changes,
         }),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async move {
+        let _pxe = pxe;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         println!("mallee-frontend: listening on http://{addr}");
         use std::io::Write;

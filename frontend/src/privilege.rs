@@ -1,7 +1,8 @@
 //! Dropping root: when the daemon starts as root it opens its sockets and data directory,
 //! hands the data directory to an unprivileged user (created as a system user if missing,
 //! else `nobody`) and switches to that user before serving any request. The admin
-//! credentials file stays root's, mode 0600.
+//! credentials file stays root's, mode 0600. `run_as` may also be numeric (`UID` or
+//! `UID:GID`): the appliance's static binary has no NSS, so it names its user by number.
 
 use nix::unistd::{Gid, Uid, User};
 use std::path::Path;
@@ -28,6 +29,12 @@ fn lookup(name: &str) -> Result<Option<User>, PrivilegeError> {
         user: name.to_string(),
         source,
     })
+}
+
+/// `UID` or `UID:GID` (GID defaults to UID); `None` for a user name.
+pub fn parse_numeric(run_as: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = run_as.split_once(':').unwrap_or((run_as, run_as));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
 }
 
 fn find_or_create(name: &str) -> Result<User, PrivilegeError> {
@@ -82,23 +89,42 @@ pub fn drop_root(
     if !Uid::effective().is_root() {
         return Ok(None);
     }
-    let user = find_or_create(run_as)?;
-    if user.uid.is_root() {
+    let (name, uid, gid) = match parse_numeric(run_as) {
+        Some((uid, gid)) => (run_as.to_string(), Uid::from_raw(uid), Gid::from_raw(gid)),
+        None => {
+            let user = find_or_create(run_as)?;
+            (user.name, user.uid, user.gid)
+        }
+    };
+    if uid.is_root() {
         return Err(PrivilegeError::NoUser(run_as.to_string()));
     }
-    chown_tree(data_dir, user.uid.as_raw(), user.gid.as_raw(), keep)?;
+    chown_tree(data_dir, uid.as_raw(), gid.as_raw(), keep)?;
     let switch = |source| PrivilegeError::Switch {
-        uid: user.uid.as_raw(),
+        uid: uid.as_raw(),
         source,
     };
-    nix::unistd::setgroups(&[user.gid]).map_err(switch)?;
-    nix::unistd::setgid(user.gid).map_err(switch)?;
-    nix::unistd::setuid(user.uid).map_err(switch)?;
+    nix::unistd::setgroups(&[gid]).map_err(switch)?;
+    nix::unistd::setgid(gid).map_err(switch)?;
+    nix::unistd::setuid(uid).map_err(switch)?;
     if Uid::current().is_root()
         || Uid::effective().is_root()
-        || Gid::current().as_raw() == 0 && user.gid.as_raw() != 0
+        || Gid::current().as_raw() == 0 && gid.as_raw() != 0
     {
         return Err(switch(nix::Error::EPERM));
     }
-    Ok(Some(user.name))
+    Ok(Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_numeric;
+
+    #[test]
+    fn numeric_users_parse_and_names_do_not() {
+        assert_eq!(parse_numeric("65534"), Some((65534, 65534)));
+        assert_eq!(parse_numeric("1000:100"), Some((1000, 100)));
+        assert_eq!(parse_numeric("mallee"), None);
+        assert_eq!(parse_numeric("1000:x"), None);
+    }
 }

@@ -27,6 +27,8 @@ pub enum InitramfsError {
     NotStatic(#[from] StaticCheckError),
     #[error("{0:?} is not a clean relative path inside the archive")]
     BadPath(String),
+    #[error("listing the libraries of {path} with ldd: {reason}")]
+    Ldd { path: String, reason: String },
 }
 
 /// Sizes of what was written.
@@ -97,6 +99,46 @@ impl Initramfs {
         })?;
         check_static(&source.display().to_string(), &bytes)?;
         self.add_file(path, 0o755, bytes)
+    }
+
+    /// Adds a dynamically linked host program at `path` with everything `ldd` says it loads
+    /// (libraries and the ELF interpreter, each at its host path). For host tools no static
+    /// build exists of (`mke2fs`, QEMU); returns the library paths added.
+    pub fn add_dynamic_program(
+        &mut self,
+        path: &str,
+        source: &Path,
+    ) -> Result<Vec<String>, InitramfsError> {
+        let ldd_err = |reason: String| InitramfsError::Ldd {
+            path: source.display().to_string(),
+            reason,
+        };
+        let out = std::process::Command::new("ldd")
+            .arg(source)
+            .output()
+            .map_err(|e| ldd_err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(ldd_err(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout));
+        if libs.is_empty() {
+            return Err(ldd_err("no libraries listed (a static program?)".into()));
+        }
+        let bytes = std::fs::read(source).map_err(|e| InitramfsError::Read {
+            path: source.display().to_string(),
+            source: e,
+        })?;
+        self.add_file(path, 0o755, bytes)?;
+        for lib in &libs {
+            let bytes = std::fs::read(lib).map_err(|e| InitramfsError::Read {
+                path: lib.clone(),
+                source: e,
+            })?;
+            self.add_file(lib, 0o755, bytes)?;
+        }
+        Ok(libs)
     }
 
     /// Copies a host file in (modules, data).
@@ -193,6 +235,19 @@ impl Initramfs {
     }
 }
 
+/// The absolute library paths in `ldd` output: `name => /path (addr)` and the interpreter's
+/// `/path (addr)`; the vDSO and unresolved names are skipped.
+pub fn parse_ldd(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let target = line.split_once("=>").map_or(line, |(_, t)| t.trim());
+            let path = target.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -221,6 +276,32 @@ mod tests {
         assert!(fs.contains("/lib/modules"));
         let order: Vec<_> = fs.entries.keys().cloned().collect();
         assert_eq!(order, ["lib", "lib/modules", "lib/modules/x.ko"]);
+    }
+
+    #[test]
+    fn ldd_output_gives_libraries_and_interpreter() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\tlibgone.so => not found\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dynamic_program_brings_its_libraries() {
+        let mut fs = Initramfs::default();
+        let libs = fs
+            .add_dynamic_program("sbin/mke2fs", Path::new("/usr/sbin/mke2fs"))
+            .expect("mke2fs (e2fsprogs) on the host: run `just setup`");
+        assert!(fs.contains("sbin/mke2fs"));
+        assert!(libs.iter().any(|l| l.contains("libext2fs")), "{libs:?}");
+        assert!(libs.iter().any(|l| l.contains("ld-linux")), "{libs:?}");
+        for lib in &libs {
+            assert!(fs.contains(lib), "{lib}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `mallee-image-build`: builds the node netboot bundle and moves the kernel pin.
+//! `mallee-image-build`: builds the node and frontend netboot bundles and moves the kernel pin.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -28,6 +28,27 @@ enum Cmd {
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/node"))]
         out: PathBuf,
     },
+    /// Build the frontend appliance: OUT/{vmlinuz,initramfs,cmdline}, carrying the node bundle.
+    Frontend {
+        /// Static mallee-init binary.
+        #[arg(long)]
+        init: PathBuf,
+        /// Static mallee-frontend binary.
+        #[arg(long)]
+        frontend: PathBuf,
+        /// The node bundle the frontend serves over PXE.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/node"))]
+        node: PathBuf,
+        /// iPXE binaries (Debian's `ipxe` package).
+        #[arg(long, default_value = "/usr/lib/ipxe")]
+        ipxe: PathBuf,
+        /// mke2fs for the data disk (copied with its libraries).
+        #[arg(long, default_value = "/usr/sbin/mke2fs")]
+        mke2fs: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
+        out: PathBuf,
+    },
     /// Move the kernel pin to the newest `linux-image-6.1.0-*-amd64` apt knows (or PACKAGE),
     /// download it and rewrite image-build/kernel.lock with its version and SHA-256.
     Pin {
@@ -38,22 +59,34 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Node { init, vmm, out } => build_node(init, vmm, out),
+        Cmd::Node { init, vmm, out } => {
+            build("node", &netboot::NetbootSpec::node(&init, &vmm), out)
+        }
+        Cmd::Frontend {
+            init,
+            frontend,
+            node,
+            ipxe,
+            mke2fs,
+            out,
+        } => {
+            let spec = netboot::NetbootSpec::frontend(&init, &frontend, &mke2fs, &node, &ipxe)?;
+            build("frontend", &spec, out)
+        }
         Cmd::Pin { package } => pin(package),
     }
 }
 
-fn build_node(init: PathBuf, vmm: PathBuf, out: PathBuf) -> Result<()> {
+fn build(role: &str, spec: &netboot::NetbootSpec, out: PathBuf) -> Result<()> {
     let kernel = mallee_image_build::pinned_kernel()?;
     eprintln!(
         "image-build: kernel {} ({} modules in the package)",
         kernel.release(),
         kernel.module_count()
     );
-    let spec = netboot::NetbootSpec::node(&init, &vmm);
-    let report = netboot::build(&spec, &kernel, &out)?;
+    let report = netboot::build(spec, &kernel, &out)?;
     println!(
-        "image-build: node bundle in {}\n  vmlinuz   {:>7.1} MiB  (Debian {})\n  initramfs {:>7.1} MiB  gzip ({:.1} MiB cpio, {} entries, {} modules)\n  cmdline   {}",
+        "image-build: {role} bundle in {}\n  vmlinuz   {:>7.1} MiB  (Debian {})\n  initramfs {:>7.1} MiB  gzip ({:.1} MiB cpio, {} entries, {} modules)\n  cmdline   {}",
         report.out_dir.display(),
         mib(report.vmlinuz_bytes),
         report.kernel_release,

@@ -1,5 +1,6 @@
-//! Netboot bundles: `vmlinuz`, `initramfs` and `cmdline` for a role (the compute node now; the
-//! frontend later), and the module lists `mallee-init` reads at boot.
+//! Netboot bundles: `vmlinuz`, `initramfs` and `cmdline` for a role (the compute node, and the
+//! frontend appliance carrying the node bundle it serves over PXE), and the module lists
+//! `mallee-init` reads at boot.
 //!
 //! Module list files, under `/lib/modules/mallee/` in the initramfs (paths relative to
 //! `/lib/modules/<release>/`; one record per line, fields separated by one space):
@@ -25,6 +26,10 @@ pub enum NetbootError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the {role} image takes static binaries only, not the dynamic program {program}")]
+    DynamicRefused { role: String, program: String },
+    #[error("the frontend image needs the node bundle: {path} is missing (build the node first)")]
+    NodeBundleMissing { path: String },
 }
 
 /// Modules every compute node loads at boot: virtio devices, KVM, and the networking and
@@ -62,15 +67,46 @@ pub const NODE_NIC_MODULES: &[&str] = &[
 /// The kernel command line a node boots with when nothing else (PXE) adds to it.
 pub const NODE_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=node";
 
+/// Modules the frontend appliance loads at boot: virtio devices, its data disk's file system,
+/// and the networking pieces (VLANs, bridges, nftables) the cluster controller uses.
+pub const FRONTEND_BOOT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+    "virtio_rng",
+    // ext4 and jbd2 ask the crypto API for crc32c (metadata_csum, on by default in mke2fs);
+    // a softdep only modprobe would follow, so it is listed here.
+    "crc32c_generic",
+    "ext4",
+    "8021q",
+    "bridge",
+    "tun",
+    "nf_tables",
+    "af_packet",
+];
+
+/// The frontend's command line: its data disk and private NIC are `mallee.data=` and
+/// `mallee.private=` (defaults `/dev/vda` and `eth1:10.77.0.1/24`).
+pub const FRONTEND_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=frontend";
+
+/// iPXE binaries the frontend serves over TFTP to plain PXE ROMs (Debian's `ipxe`).
+pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
+
 /// What goes into one netboot bundle.
 #[derive(Debug, Clone)]
 pub struct NetbootSpec {
+    /// `node` or `frontend`: only the frontend may carry dynamic programs.
+    pub role: String,
     pub boot_modules: Vec<String>,
     pub coldplug_modules: Vec<String>,
     /// `(path in the initramfs, host path)` of static binaries; `init` must be among them.
     pub binaries: Vec<(String, PathBuf)>,
     /// Extra data files `(path in the initramfs, bytes)`.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Host files copied in `(path in the initramfs, host path)`.
+    pub host_files: Vec<(String, PathBuf)>,
+    /// Dynamically linked host programs, copied with their libraries (frontend only).
+    pub dynamic_programs: Vec<(String, PathBuf)>,
     pub cmdline: String,
 }
 
@@ -78,6 +114,7 @@ impl NetbootSpec {
     /// The compute node: `mallee-init` as `/init`, `mallee-vmm` beside it.
     pub fn node(init: &Path, vmm: &Path) -> Self {
         Self {
+            role: "node".into(),
             boot_modules: NODE_BOOT_MODULES.iter().map(|s| s.to_string()).collect(),
             coldplug_modules: NODE_NIC_MODULES.iter().map(|s| s.to_string()).collect(),
             binaries: vec![
@@ -85,8 +122,54 @@ impl NetbootSpec {
                 ("bin/mallee-vmm".into(), vmm.to_path_buf()),
             ],
             files: Vec::new(),
+            host_files: Vec::new(),
+            dynamic_programs: Vec::new(),
             cmdline: NODE_CMDLINE.to_string(),
         }
+    }
+
+    /// The frontend appliance: `mallee-init` as `/init`, `mallee-frontend`, `mke2fs` for its
+    /// data disk, the node bundle in `/usr/share/mallee/node` and the iPXE binaries found in
+    /// `ipxe_dir` in `/usr/lib/ipxe`.
+    pub fn frontend(
+        init: &Path,
+        frontend: &Path,
+        mke2fs: &Path,
+        node_bundle: &Path,
+        ipxe_dir: &Path,
+    ) -> Result<Self, NetbootError> {
+        let mut host_files = Vec::new();
+        for name in ["vmlinuz", "initramfs", "cmdline"] {
+            let path = node_bundle.join(name);
+            if !path.exists() {
+                return Err(NetbootError::NodeBundleMissing {
+                    path: path.display().to_string(),
+                });
+            }
+            host_files.push((format!("usr/share/mallee/node/{name}"), path));
+        }
+        for name in IPXE_FILES {
+            let path = ipxe_dir.join(name);
+            if path.exists() {
+                host_files.push((format!("usr/lib/ipxe/{name}"), path));
+            }
+        }
+        Ok(Self {
+            role: "frontend".into(),
+            boot_modules: FRONTEND_BOOT_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            coldplug_modules: NODE_NIC_MODULES.iter().map(|s| s.to_string()).collect(),
+            binaries: vec![
+                ("init".into(), init.to_path_buf()),
+                ("bin/mallee-frontend".into(), frontend.to_path_buf()),
+            ],
+            files: Vec::new(),
+            host_files,
+            dynamic_programs: vec![("sbin/mke2fs".into(), mke2fs.to_path_buf())],
+            cmdline: FRONTEND_CMDLINE.to_string(),
+        })
     }
 }
 
@@ -111,6 +194,18 @@ pub fn assemble(
     }
     for (dest, bytes) in &spec.files {
         fs.add_file(dest, 0o644, bytes.clone())?;
+    }
+    for (dest, src) in &spec.host_files {
+        fs.add_host_file(dest, src)?;
+    }
+    for (dest, src) in &spec.dynamic_programs {
+        if spec.role == "node" {
+            return Err(NetbootError::DynamicRefused {
+                role: spec.role.clone(),
+                program: src.display().to_string(),
+            });
+        }
+        fs.add_dynamic_program(dest, src)?;
     }
 
     let mut resolver = Resolver::new(kernel);

@@ -90,3 +90,67 @@ fn a_dynamic_binary_is_refused() {
     let err = netboot::build(&spec, &kernel, tmp.path()).unwrap_err();
     assert!(err.to_string().contains("ELF interpreter"), "{err}");
 }
+
+#[test]
+fn the_node_image_refuses_dynamic_programs() {
+    let kernel = mallee_image_build::pinned_kernel().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (init, vmm) = fake_binaries(tmp.path());
+    let mut spec = NetbootSpec::node(&init, &vmm);
+    spec.dynamic_programs
+        .push(("sbin/mke2fs".into(), "/usr/sbin/mke2fs".into()));
+    let err = netboot::assemble(&spec, &kernel).unwrap_err();
+    assert!(
+        matches!(err, netboot::NetbootError::DynamicRefused { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_frontend_carries_the_node_bundle_mke2fs_and_ext4() {
+    let kernel = mallee_image_build::pinned_kernel().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (init, vmm) = fake_binaries(tmp.path());
+    let node = tmp.path().join("node");
+    let missing = NetbootSpec::frontend(
+        &init,
+        &vmm,
+        Path::new("/usr/sbin/mke2fs"),
+        &node,
+        Path::new("/usr/lib/ipxe"),
+    );
+    assert!(matches!(
+        missing,
+        Err(netboot::NetbootError::NodeBundleMissing { .. })
+    ));
+    netboot::build(&NetbootSpec::node(&init, &vmm), &kernel, &node).unwrap();
+    let spec = NetbootSpec::frontend(
+        &init,
+        &vmm,
+        Path::new("/usr/sbin/mke2fs"),
+        &node,
+        Path::new("/usr/lib/ipxe"),
+    )
+    .unwrap();
+    let (fs, _) = netboot::assemble(&spec, &kernel).unwrap();
+    for path in [
+        "init",
+        "bin/mallee-frontend",
+        "sbin/mke2fs",
+        "usr/share/mallee/node/vmlinuz",
+        "usr/share/mallee/node/initramfs",
+        "usr/share/mallee/node/cmdline",
+        "lib64/ld-linux-x86-64.so.2",
+    ] {
+        assert!(fs.contains(path), "{path} missing from the frontend image");
+    }
+    let cpio = String::from_utf8_lossy(&fs.to_cpio()).into_owned();
+    assert!(
+        cpio.contains("ext4 kernel/fs/ext4/ext4.ko"),
+        "ext4 not loaded at boot"
+    );
+    assert!(
+        cpio.contains("jbd2 kernel/fs/jbd2/jbd2.ko"),
+        "ext4's dependency jbd2 missing"
+    );
+}

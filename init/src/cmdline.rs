@@ -4,12 +4,51 @@
 //! run that program once ready, then power off), `mallee.hostname=NAME` and
 //! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path); the
 //! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
-//! there by the frontend's PXE service; the agent starts only when all three are set). Other
-//! `mallee.*` keys and bad values become warnings the caller logs; keys without the `mallee.`
-//! prefix belong to the kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
+//! there by the frontend's PXE service; the agent starts only when all three are set); for
+//! the frontend, `mallee.data=/dev/vdX` (data disk, default `/dev/vda`),
+//! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
+//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other
+//! `mallee.*` keys
+//! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
+//! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+/// The frontend's private NIC: static address, PXE service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateNic {
+    pub interface: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl PrivateNic {
+    /// `IFACE:IP/PREFIX`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (interface, cidr) = text.split_once(':')?;
+        let (ip, prefix) = cidr.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok()?;
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let ok = !interface.is_empty() && interface.len() < 16 && (1..=30).contains(&prefix);
+        ok.then(|| PrivateNic {
+            interface: interface.to_owned(),
+            ip,
+            prefix,
+        })
+    }
+}
+
+impl Default for PrivateNic {
+    fn default() -> Self {
+        PrivateNic {
+            interface: "eth1".to_owned(),
+            ip: Ipv4Addr::new(10, 77, 0, 1),
+            prefix: 24,
+        }
+    }
+}
 
 /// What this appliance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +73,12 @@ pub struct Settings {
     pub run: Option<PathBuf>,
     pub hostname: Option<String>,
     pub test_panic: bool,
+    /// Frontend: the data disk.
+    pub data: PathBuf,
+    /// Frontend: the private NIC.
+    pub private: PrivateNic,
+    /// Frontend test hook: print the admin credentials file on the console once ready.
+    pub show_credentials: bool,
     /// The frontend's API address (an IP: there is no DNS on a node).
     pub frontend: Option<std::net::SocketAddr>,
     pub cluster: Option<String>,
@@ -49,6 +94,9 @@ impl Default for Settings {
             run: None,
             hostname: None,
             test_panic: false,
+            data: PathBuf::from("/dev/vda"),
+            private: PrivateNic::default(),
+            show_credentials: false,
             frontend: None,
             cluster: None,
             secret: None,
@@ -125,6 +173,17 @@ pub fn parse(cmdline: &str) -> Settings {
                 "ignoring mallee.hostname={value:?}: not a valid hostname"
             )),
             "test_panic" => settings.test_panic = value == "1",
+            "data" if value.starts_with("/dev/") => settings.data = PathBuf::from(value),
+            "data" => settings
+                .warnings
+                .push(format!("ignoring mallee.data={value:?}: not a /dev/ path")),
+            "private" => match PrivateNic::parse(value) {
+                Some(p) => settings.private = p,
+                None => settings.warnings.push(format!(
+                    "ignoring mallee.private={value:?}: expected IFACE:IP/PREFIX"
+                )),
+            },
+            "show_credentials" => settings.show_credentials = value == "1",
             "frontend" => match value.parse() {
                 Ok(addr) => settings.frontend = Some(addr),
                 Err(_) => settings.warnings.push(format!(
@@ -163,6 +222,26 @@ mod tests {
         assert_eq!(s.hostname.as_deref(), Some("n1"));
         assert!(s.test_panic);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn frontend_settings_are_read_and_bad_ones_warn() {
+        let s =
+            parse("mallee.data=/dev/vdb mallee.private=ens5:10.1.0.1/16 mallee.show_credentials=1");
+        assert_eq!(s.data, PathBuf::from("/dev/vdb"));
+        assert_eq!(
+            s.private,
+            PrivateNic {
+                interface: "ens5".into(),
+                ip: Ipv4Addr::new(10, 1, 0, 1),
+                prefix: 16
+            }
+        );
+        assert!(s.show_credentials);
+        let bad = parse("mallee.data=vdb mallee.private=eth1:10.1.0.1 mallee.private=eth1:x/24");
+        assert_eq!(bad.data, PathBuf::from("/dev/vda"));
+        assert_eq!(bad.private, PrivateNic::default());
+        assert_eq!(bad.warnings.len(), 3);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! panic hook (print, count down 10 s, orderly reboot), mount the API file systems, open the
 //! console, read `mallee.*` from `/proc/cmdline`, load modules and coldplug, report KVM, set the
 //! hostname, bring the network up, print the readiness line once the first lease is configured
+//! (role frontend: once the data disk is mounted and `mallee-frontend` listens, see [`frontend`])
 //! (and start the `mallee.run` program if asked), then reap children and wait for power signals
 //! forever. `main` never returns.
 
 mod agent;
 mod cmdline;
 mod coldplug;
+mod frontend;
 mod log;
 mod modules;
 mod mounts;
@@ -234,6 +236,9 @@ fn main() {
         info!("no wired NIC found; continuing without network");
         on_ready("none".to_owned());
     }
-    net::start(&nics, &hostname, on_ready);
+    match settings.role {
+        cmdline::Role::Node => net::start(&nics, &hostname, on_ready),
+        cmdline::Role::Frontend => frontend::start(&settings, &nics, &hostname, on_ready),
+    }
     signal_loop();
 }

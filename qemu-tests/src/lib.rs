@@ -1,9 +1,11 @@
 //! The QEMU harness for Mallee's end-to-end tests: per-test directories, virtual machines under
-//! TCG, private L2 segments between them, and console matching with deadlines.
+//! TCG, private L2 segments between them, console matching with deadlines, and a whole cloud
+//! (frontend appliance + PXE-booted nodes, [`cloud`]).
 //!
 //! It installs nothing (`just setup` does) and never sleeps for a fixed time: every wait is a
 //! condition polled until a deadline. VMs die with the `Vm` value (or the test process).
 
+pub mod cloud;
 pub mod console;
 pub mod images;
 pub mod segment;

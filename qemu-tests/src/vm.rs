@@ -25,6 +25,12 @@ pub enum VmError {
         path: String,
         source: std::io::Error,
     },
+    #[error("QMP {command} on {path}: {reason}")]
+    Qmp {
+        command: String,
+        path: String,
+        reason: String,
+    },
 }
 
 /// A network interface of the VM (virtio-net-pci unless `model` says otherwise).
@@ -334,6 +340,7 @@ impl VmConfig {
             child,
             console: Console::new(&console_path),
             log: log_path,
+            qmp: dir.file(&format!("{}.qmp", self.name)),
             started,
         })
     }
@@ -360,6 +367,7 @@ pub struct Vm {
     child: Child,
     console: Console,
     log: PathBuf,
+    qmp: PathBuf,
     started: Instant,
 }
 
@@ -394,6 +402,42 @@ impl Vm {
                 )),
                 Err(e) => Err(e.to_string()),
             })
+    }
+
+    /// Runs one QMP command without arguments (`system_reset`, `query-status`) on the VM's QMP
+    /// socket; returns QEMU's `return` object as JSON text.
+    pub fn qmp(&self, command: &str) -> Result<String, VmError> {
+        use std::io::{BufRead, BufReader, Write};
+        let err = |reason: String| VmError::Qmp {
+            command: command.to_string(),
+            path: self.qmp.display().to_string(),
+            reason,
+        };
+        let stream =
+            std::os::unix::net::UnixStream::connect(&self.qmp).map_err(|e| err(e.to_string()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| err(e.to_string()))?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(|e| err(e.to_string()))?);
+        let mut writer = stream;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| err(format!("greeting: {e}")))?;
+        for execute in ["qmp_capabilities", command] {
+            writeln!(writer, "{{\"execute\": \"{execute}\"}}").map_err(|e| err(e.to_string()))?;
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) => return Err(err("QEMU closed the socket".into())),
+                    Ok(_) if line.contains("\"return\"") => break,
+                    Ok(_) if line.contains("\"error\"") => return Err(err(line.trim().into())),
+                    Ok(_) => continue, // an event
+                    Err(e) => return Err(err(e.to_string())),
+                }
+            }
+        }
+        Ok(line.trim().to_string())
     }
 
     /// Whether QEMU is still running.

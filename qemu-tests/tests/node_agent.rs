@@ -167,10 +167,13 @@ fn build_static() -> PathBuf {
 fn images(dir: &TestDir, bin: &Path) -> (NetbootImage, PathBuf) {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
     let guest = NetbootSpec {
+        role: "node".into(),
         boot_modules: GUEST_MODULES.iter().map(|s| s.to_string()).collect(),
         coldplug_modules: Vec::new(),
         binaries: vec![("init".into(), bin.join("mallee-init"))],
         files: Vec::new(),
+        host_files: Vec::new(),
+        dynamic_programs: Vec::new(),
         cmdline: String::new(),
     };
     let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");

@@ -1,42 +1,104 @@
-//! `just demo`: boots the compute node image under QEMU, shows its console live and stays up
-//! until Ctrl-C (which stops QEMU too).
+//! `just demo`: a Mallee cloud under QEMU for a person to try. Boots the frontend appliance
+//! (data disk, PXE on a private segment, API forwarded to a host port), PXE-boots a compute
+//! node from it, uploads and registers an image with the AWS CLI, runs an instance on the node
+//! and prints its console output, then prints the AWS CLI commands to try by hand and keeps the
+//! cloud running until Ctrl-C, which stops every VM.
 
-use anyhow::Result;
-use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
-use std::io::Write;
+use anyhow::{Context, Result};
+use mallee_qemu_tests::cloud::{self, NODE_READY};
+use mallee_qemu_tests::{Segment, TestDir};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-fn main() -> Result<()> {
-    let image = Images::node()?;
-    let dir = TestDir::new("demo");
-    println!(
-        "demo: booting the compute node ({}) under QEMU TCG with nested KVM",
-        image.initramfs.display()
-    );
-    let mut vm = VmConfig::new("node")
-        .netboot(&image)
-        .nested_kvm(true)
-        .nic(Nic::user())
-        .launch(&dir)?;
-    let mut shown = 0;
-    let mut ready = false;
-    while vm.is_running() {
-        let text = vm.console().text();
-        if text.len() > shown {
-            print!("{}", &text[shown..]);
-            std::io::stdout().flush()?;
-            shown = text.len();
-        }
-        if !ready && text.contains("mallee-init: ready") {
-            ready = true;
-            println!(
-                "\ndemo: node ready {:.1} s after QEMU started; console log {}; Ctrl-C stops it",
-                vm.started().elapsed().as_secs_f64(),
-                vm.console().path().display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// Blocks SIGINT and SIGTERM in every thread and returns a flag a waiter thread sets when one
+/// arrives (QEMU children get the default mask back from std's spawn).
+fn stop_flag() -> Arc<AtomicBool> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the signals are constants.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    println!("demo: the node VM exited");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: `set` is initialised; `signal` is a valid out pointer.
+        unsafe { libc::sigwait(&set, &mut signal) };
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+fn main() -> Result<()> {
+    let stop = stop_flag();
+    let dir = TestDir::new("demo");
+    let segment = Segment::new();
+    let disk = dir.file("frontend-data.img");
+    cloud::data_disk(&disk, 1024)?;
+    println!(
+        "demo: booting the frontend appliance (QEMU TCG; data disk {})",
+        disk.display()
+    );
+    let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(600))?;
+    println!(
+        "demo: frontend ready {:.1} s after QEMU started; API at {}",
+        fe.vm.started().elapsed().as_secs_f64(),
+        fe.endpoint
+    );
+
+    println!("demo: powering on a diskless compute node; it PXE-boots from the frontend");
+    let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01").launch(&dir)?;
+    let ready = node
+        .wait_for(NODE_READY, Duration::from_secs(600))
+        .context("the node did not boot")?;
+    println!(
+        "demo: node ready at {}/{} {:.1} s after power-on",
+        ready[1],
+        ready[2],
+        node.started().elapsed().as_secs_f64()
+    );
+
+    println!("demo: uploading the Debian kernel, a test ramdisk and a root disk to Walrus; registering them");
+    let image = fe.upload_test_image(&dir, "demo-images")?;
+    println!(
+        "demo: kernel {}, ramdisk {}, machine image {}",
+        image.eki, image.eri, image.emi
+    );
+    println!(
+        "demo: aws ec2 run-instances --image-id {} --instance-type m1.small",
+        image.emi
+    );
+    let id = fe.run_instances(&image.emi, 1)?.remove(0);
+    fe.wait_state(&id, "running", Duration::from_secs(600))?;
+    println!("demo: {id} is running on the node under mallee-vmm; waiting for its console");
+    let out = fe.wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(600))?;
+    println!("demo: aws ec2 get-console-output --instance-id {id} (last lines):");
+    let lines: Vec<&str> = out.lines().collect();
+    for line in &lines[lines.len().saturating_sub(15)..] {
+        println!("    {line}");
+    }
+
+    println!(
+        "\ndemo: the cloud is running. Consoles: {}/{{frontend,node1}}.console\n\
+         Try it from another shell:\n\n{}\n\nCtrl-C stops everything.",
+        dir.path().display(),
+        fe.cli_hint()
+    );
+    let mut fe = fe;
+    while !stop.load(Ordering::SeqCst) {
+        if !fe.vm.is_running() || !node.is_running() {
+            println!("demo: a VM exited by itself; stopping");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(node);
+    drop(fe);
+    println!("demo: stopped the frontend and the node");
     Ok(())
 }

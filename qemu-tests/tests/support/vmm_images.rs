@@ -78,10 +78,13 @@ fn add_qemu(fs: &mut mallee_image_build::initramfs::Initramfs) {
 pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
     let guest = NetbootSpec {
+        role: "node".into(),
         boot_modules: GUEST_MODULES.iter().map(|s| s.to_string()).collect(),
         coldplug_modules: Vec::new(),
         binaries: vec![("init".into(), bin.join("examples/e2e_guest"))],
         files: Vec::new(),
+        host_files: Vec::new(),
+        dynamic_programs: Vec::new(),
         cmdline: String::new(),
     };
     let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");

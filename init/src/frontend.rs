@@ -1,0 +1,449 @@
+//! Role `frontend`: what PID 1 does on the frontend appliance besides the common boot.
+//!
+//! It mounts the data disk on `/var/lib/mallee` (formatting it with `mke2fs` only when its first
+//! 128 KiB are all zero, so a disk holding anything is never overwritten), gives the private NIC
+//! its static address, runs DHCP on every other NIC, writes the daemon's configuration (or uses
+//! `/var/lib/mallee/frontend.toml` when the operator put one there) and supervises
+//! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
+//! exits, and the readiness line is printed once it listens.
+
+use crate::cmdline::{PrivateNic, Settings};
+use crate::net::{self, client::OnReady, link::Netlink, Nic};
+use crate::{info, log, reaper};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the data disk is mounted.
+pub const DATA_MOUNT: &str = "/var/lib/mallee";
+const DAEMON: &str = "/bin/mallee-frontend";
+const MKE2FS: &str = "/sbin/mke2fs";
+/// Port of the EC2/S3 API.
+pub const API_PORT: u16 = 8773;
+/// How many leading bytes must be zero for a disk to count as blank.
+const BLANK_PROBE: usize = 128 * 1024;
+/// The unprivileged uid:gid the daemon runs as (no NSS in the appliance: numeric).
+const RUN_AS: &str = "65534:65534";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendBootError {
+    #[error("data disk {path} did not appear within {secs} s")]
+    NoDisk { path: String, secs: u64 },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("data disk {path} holds something that is not ext2/3/4; not formatting it")]
+    Foreign { path: String },
+    #[error("mke2fs {path} failed: {reason}")]
+    Format { path: String, reason: String },
+    #[error("mounting {path} on {DATA_MOUNT}: {source}")]
+    Mount {
+        path: String,
+        source: rustix::io::Errno,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("private NIC {interface}: {reason}")]
+    Private { interface: String, reason: String },
+}
+
+/// What the start of a disk says it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskContent {
+    Blank,
+    Ext,
+    Other,
+}
+
+/// Classifies a disk by its first bytes: the ext superblock magic 0xEF53 at byte 1080, all
+/// zeros, or anything else.
+pub fn classify(head: &[u8]) -> DiskContent {
+    if head.get(1080..1082) == Some(&[0x53, 0xEF][..]) {
+        DiskContent::Ext
+    } else if head.iter().all(|&b| b == 0) {
+        DiskContent::Blank
+    } else {
+        DiskContent::Other
+    }
+}
+
+fn wait_for_path(path: &Path, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn run_quiet(program: &str, args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(console_stdio())
+        .stderr(console_stdio());
+    let (_, exited) = reaper::spawn_watched(&mut command).map_err(|e| e.to_string())?;
+    match exited.recv() {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!("exit status {code}")),
+        Err(_) => Err("lost track of the process".into()),
+    }
+}
+
+/// Mounts the data disk on [`DATA_MOUNT`], formatting it first when blank.
+pub fn mount_data(device: &Path) -> Result<(), FrontendBootError> {
+    let path = device.display().to_string();
+    if !wait_for_path(device, Duration::from_secs(10)) {
+        return Err(FrontendBootError::NoDisk { path, secs: 10 });
+    }
+    let read_err = |source| FrontendBootError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut head = vec![0u8; BLANK_PROBE];
+    let mut disk = std::fs::File::open(device).map_err(read_err)?;
+    let n = read_up_to(&mut disk, &mut head).map_err(read_err)?;
+    head.truncate(n);
+    match classify(&head) {
+        DiskContent::Ext => info!("data disk {path}: ext file system found"),
+        DiskContent::Other => return Err(FrontendBootError::Foreign { path }),
+        DiskContent::Blank => {
+            info!("data disk {path} is blank: formatting ext4");
+            let started = Instant::now();
+            run_quiet(
+                MKE2FS,
+                &["-q", "-F", "-t", "ext4", "-L", "mallee-data", &path],
+            )
+            .map_err(|reason| FrontendBootError::Format {
+                path: path.clone(),
+                reason,
+            })?;
+            info!(
+                "data disk {path} formatted in {} ms",
+                started.elapsed().as_millis()
+            );
+        }
+    }
+    std::fs::create_dir_all(DATA_MOUNT).map_err(|source| FrontendBootError::Write {
+        path: DATA_MOUNT.into(),
+        source,
+    })?;
+    rustix::mount::mount(
+        device,
+        DATA_MOUNT,
+        "ext4",
+        rustix::mount::MountFlags::NOATIME,
+        c"",
+    )
+    .map_err(|source| FrontendBootError::Mount { path, source })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Brings the private NIC up with its static address.
+pub fn configure_private(nic: &PrivateNic) -> Result<(), FrontendBootError> {
+    let err = |reason: String| FrontendBootError::Private {
+        interface: nic.interface.clone(),
+        reason,
+    };
+    let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", nic.interface))
+        .map_err(|e| err(format!("no such interface ({e})")))?
+        .trim()
+        .parse()
+        .map_err(|_| err("unreadable ifindex".into()))?;
+    let mut nl = Netlink::open().map_err(|e| err(e.to_string()))?;
+    nl.set_up(ifindex).map_err(|e| err(e.to_string()))?;
+    nl.add_address(ifindex, nic.ip, nic.prefix)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// The daemon configuration the appliance writes: API on every address, state under the data
+/// disk, PXE on the private NIC, nodes enrolling with `secret`.
+pub fn daemon_config(private: &PrivateNic, secret: &str) -> String {
+    format!(
+        "# Written by mallee-init at boot. To change it, copy it to {DATA_MOUNT}/frontend.toml,\n\
+         # edit that file and reboot.\n\
+         listen = \"0.0.0.0:{API_PORT}\"\n\
+         data_dir = \"{DATA_MOUNT}/frontend\"\n\
+         run_as = \"{RUN_AS}\"\n\
+         \n\
+         [ec2]\n\
+         cluster_secret = \"{secret}\"\n\
+         \n\
+         [pxe]\n\
+         interface = \"{}\"\n\
+         server_ip = \"{}\"\n\
+         prefix_len = {}\n\
+         image_dir = \"/usr/share/mallee/node\"\n\
+         tftp_root = \"/usr/lib/ipxe\"\n",
+        private.interface, private.ip, private.prefix
+    )
+}
+
+/// The enrollment secret, made on first boot and kept on the data disk.
+fn cluster_secret() -> Result<String, FrontendBootError> {
+    let path = format!("{DATA_MOUNT}/cluster-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    let werr = |source| FrontendBootError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(werr)?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{secret}\n")).map_err(werr)?;
+    Ok(secret)
+}
+
+/// The configuration file the daemon is started with.
+fn config_file(settings: &Settings) -> Result<PathBuf, FrontendBootError> {
+    let operator = PathBuf::from(DATA_MOUNT).join("frontend.toml");
+    if operator.exists() {
+        info!("using {}", operator.display());
+        return Ok(operator);
+    }
+    let secret = cluster_secret()?;
+    let path = PathBuf::from("/run/mallee/frontend.toml");
+    let werr = |source| FrontendBootError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all("/run/mallee").map_err(werr)?;
+    std::fs::write(&path, daemon_config(&settings.private, &secret)).map_err(werr)?;
+    Ok(path)
+}
+
+fn console_stdio() -> Stdio {
+    log::console_handle()
+        .map(Stdio::from)
+        .unwrap_or_else(Stdio::inherit)
+}
+
+/// Delay before restart `n` (0-based): 1, 2, 4, … 30 s.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs((1u64 << n.min(5)).min(30))
+}
+
+/// Runs the daemon once; its stdout is copied to the console and each listening line is sent
+/// on `listening`. Returns its exit code.
+fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            info!("mallee-frontend: pipe: {e}");
+            return -1;
+        }
+    };
+    let mut command = Command::new(DAEMON);
+    command
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(console_stdio())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .current_dir("/");
+    let spawned = reaper::spawn_watched(&mut command);
+    drop(command); // closes our copy of the pipe's write end
+    let (pid, exited) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            info!("mallee-frontend: cannot start: {e}");
+            return 127;
+        }
+    };
+    info!("mallee-frontend started, pid {pid}");
+    let listening = listening.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if let Some(mut console) = log::console_handle() {
+                let _ = writeln!(console, "{line}");
+            }
+            if line.starts_with("mallee-frontend: listening on") {
+                let _ = listening.send(());
+            }
+        }
+    });
+    exited.recv().unwrap_or(-1)
+}
+
+fn show_credentials() {
+    let path = format!("{DATA_MOUNT}/frontend/admin-credentials");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                info!("admin-credentials: {line}");
+            }
+        }
+        Err(e) => info!("admin-credentials: reading {path}: {e}"),
+    }
+}
+
+/// Starts everything; returns at once (the work runs on threads, so PID 1's signal loop can
+/// reap `mke2fs` and the daemon meanwhile).
+pub fn start(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
+    let (settings, nics, hostname) = (settings.clone(), nics.to_vec(), hostname.to_owned());
+    std::thread::spawn(move || boot(&settings, &nics, &hostname, on_ready));
+}
+
+fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
+    if let Err(e) = mount_data(&settings.data) {
+        info!("{e}; state lives in RAM this boot and is lost at power-off");
+        let _ = std::fs::create_dir_all(DATA_MOUNT);
+    }
+    if let Err(e) = configure_private(&settings.private) {
+        info!("{e}");
+    }
+    let public: Vec<Nic> = nics
+        .iter()
+        .filter(|n| n.name != settings.private.interface)
+        .cloned()
+        .collect();
+    let lease: Arc<Mutex<Option<String>>> = Arc::default();
+    let lease_seen = lease.clone();
+    net::start(
+        &public,
+        hostname,
+        Arc::new(move |ip| {
+            lease_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(ip);
+        }),
+    );
+    let config = match config_file(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            info!("{e}; mallee-frontend not started");
+            return;
+        }
+    };
+    let private = settings.private.clone();
+    let show = settings.show_credentials;
+    let (tx, rx) = channel::<()>();
+    std::thread::spawn(move || {
+        // The first listening line makes the appliance ready (public address when it has one).
+        if rx.recv().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ip = loop {
+            let got = lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match got {
+                Some(ip) => break ip,
+                None if Instant::now() >= deadline || public.is_empty() => {
+                    break format!("{}/{}", private.ip, private.prefix)
+                }
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        if show {
+            show_credentials();
+        }
+        on_ready(ip);
+        while rx.recv().is_ok() {} // later restarts need no second readiness line
+    });
+    std::thread::spawn(move || {
+        let mut restarts = 0u32;
+        loop {
+            let started = Instant::now();
+            let code = run_daemon(&config, &tx);
+            if started.elapsed() > Duration::from_secs(60) {
+                restarts = 0;
+            }
+            let delay = backoff(restarts);
+            info!(
+                "mallee-frontend exited code={code}; restarting in {} s",
+                delay.as_secs()
+            );
+            std::thread::sleep(delay);
+            restarts += 1;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_are_classified_by_their_first_bytes() {
+        let mut head = vec![0u8; BLANK_PROBE];
+        assert_eq!(classify(&head), DiskContent::Blank);
+        head[1080] = 0x53;
+        head[1081] = 0xEF;
+        assert_eq!(classify(&head), DiskContent::Ext);
+        head[1080] = 0;
+        head[510] = 0x55; // an MBR boot signature: not ours to format
+        assert_eq!(classify(&head), DiskContent::Other);
+        assert_eq!(classify(&[]), DiskContent::Blank);
+    }
+
+    #[test]
+    fn a_real_mke2fs_image_is_recognised() {
+        let dir = std::env::temp_dir().join(format!("mallee-init-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let head = std::fs::read(&img).unwrap();
+        assert_eq!(classify(&head[..BLANK_PROBE]), DiskContent::Blank);
+        let ok = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg(&img)
+            .status()
+            .expect("mke2fs (e2fsprogs): run `just setup`")
+            .success();
+        assert!(ok);
+        let head = std::fs::read(&img).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(classify(&head[..BLANK_PROBE]), DiskContent::Ext);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds() {
+        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn the_written_config_is_the_daemons_format() {
+        let text = daemon_config(&PrivateNic::default(), "abc");
+        assert!(text.contains("interface = \"eth1\""));
+        assert!(text.contains("server_ip = \"10.77.0.1\""));
+        assert!(text.contains("cluster_secret = \"abc\""));
+        assert!(text.contains("run_as = \"65534:65534\""));
+    }
+}

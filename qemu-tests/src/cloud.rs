@@ -1,0 +1,371 @@
+//! A whole Mallee cloud under QEMU: the frontend appliance VM (public NIC on QEMU user
+//! networking with the API forwarded to a host port, private NIC on a [`Segment`], a data disk
+//! file) and diskless node VMs that PXE-boot from it over that segment. Shared by the
+//! end-to-end tests and `just demo`; the AWS CLI reaches the API through the forwarded port.
+
+use crate::{Images, Nic, Segment, TestDir, Vm, VmConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The API port inside the frontend.
+pub const API_PORT: u16 = 8773;
+/// The frontend's address on the private segment (its default `mallee.private`).
+pub const PRIVATE_IP: &str = "10.77.0.1";
+/// The frontend's readiness line: public address.
+pub const FRONTEND_READY: &str =
+    r"mallee-init: ready role=frontend ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
+/// A node's readiness line: the address our DHCP server leased it.
+pub const NODE_READY: &str =
+    r"mallee-init: ready role=node ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error(transparent)]
+    Image(#[from] anyhow::Error),
+    #[error(transparent)]
+    Vm(#[from] crate::VmError),
+    #[error("the frontend did not come up: {0}")]
+    Frontend(crate::ConsoleError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("aws {args}: {reason}")]
+    Aws { args: String, reason: String },
+}
+
+/// A running frontend and what a client needs to reach it.
+pub struct Frontend {
+    pub vm: Vm,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// An AWS credentials file with the admin key pair (written in the test directory).
+    pub credentials: PathBuf,
+    pub access_key: String,
+}
+
+/// A free TCP port on the host's loopback (released again at once; QEMU binds it next).
+pub fn free_port() -> Result<u16, CloudError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| CloudError::Io {
+            what: "finding a free port".into(),
+            source,
+        })
+}
+
+/// Creates a sparse data disk of `mib` MiB unless it exists (a second boot keeps its data).
+pub fn data_disk(path: &Path, mib: u64) -> Result<(), CloudError> {
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(mib << 20))
+        .map_err(|source| CloudError::Io {
+            what: format!("creating {}", path.display()),
+            source,
+        })
+}
+
+/// Boots the frontend VM `name` and waits for its readiness line and admin credentials
+/// (`mallee.show_credentials=1` prints them on its console).
+pub fn start_frontend(
+    dir: &TestDir,
+    name: &str,
+    segment: &Segment,
+    disk: &Path,
+    timeout: Duration,
+) -> Result<Frontend, CloudError> {
+    let image = Images::netboot("frontend")?;
+    let port = free_port()?;
+    let mut vm = VmConfig::new(name)
+        .netboot(&image)
+        .memory_mib(1024)
+        .cmdline("mallee.show_credentials=1")
+        .nic(Nic::user_forwarding(&[(port, API_PORT)]))
+        .nic(Nic::segment(segment))
+        .disk(disk.to_path_buf())
+        .launch(dir)?;
+    vm.wait_for(FRONTEND_READY, timeout)
+        .map_err(CloudError::Frontend)?;
+    let key = |field: &str| {
+        let pattern = format!(r"admin-credentials: {field} = (\S+)");
+        vm.console()
+            .wait_for(&pattern, Duration::from_secs(1))
+            .map(|c| c[1].clone())
+            .map_err(CloudError::Frontend)
+    };
+    let access_key = key("aws_access_key_id")?;
+    let secret = key("aws_secret_access_key")?;
+    let credentials = dir.file(&format!("{name}-credentials"));
+    std::fs::write(
+        &credentials,
+        format!("[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret}\n"),
+    )
+    .map_err(|source| CloudError::Io {
+        what: format!("writing {}", credentials.display()),
+        source,
+    })?;
+    Ok(Frontend {
+        vm,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        credentials,
+        access_key,
+    })
+}
+
+/// A diskless node VM that network-boots (its NIC's iPXE ROM) from the segment.
+pub fn node_config(name: &str, segment: &Segment, mac: &str) -> VmConfig {
+    VmConfig::new(name)
+        .nested_kvm(true)
+        .memory_mib(1024)
+        .nic(Nic::segment(segment).mac(mac).boot())
+}
+
+impl Frontend {
+    /// Runs the AWS CLI against this frontend; returns its stdout.
+    pub fn aws(&self, args: &[&str]) -> Result<String, CloudError> {
+        let err = |reason: String| CloudError::Aws {
+            args: args.join(" "),
+            reason,
+        };
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg("--output")
+            .arg("json")
+            .args(args)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .map_err(|e| err(format!("cannot run the AWS CLI ({e}); run `just setup`")))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// How many `m1.small` instances the up nodes could hold in all (the `max` of
+    /// `describe-availability-zones verbose`, one cluster): above 0 once a node registered.
+    pub fn capacity(&self) -> Result<u32, CloudError> {
+        let out = self.aws(&[
+            "ec2",
+            "describe-availability-zones",
+            "--zone-names",
+            "verbose",
+            "--query",
+            "AvailabilityZones[?ZoneName=='|- m1.small'].Messages[0].Message",
+            "--output",
+            "text",
+        ])?;
+        Ok(parse_capacity(&out))
+    }
+
+    /// The shell commands a person types to use this cloud.
+    pub fn cli_hint(&self) -> String {
+        format!(
+            "export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1\n\
+             aws --endpoint-url {ep} ec2 describe-availability-zones\n\
+             aws --endpoint-url {ep} ec2 describe-instances\n\
+             aws --endpoint-url {ep} s3 ls",
+            self.credentials.display(),
+            ep = self.endpoint
+        )
+    }
+}
+
+/// The `max` of a verbose zone message `free / max  cpu  ram  disk`; 0 when unreadable.
+pub fn parse_capacity(message: &str) -> u32 {
+    match message.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [_free, "/", max, ..] => max.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The line the test guest prints on its serial console once its init runs.
+pub const GUEST_MARKER: &str = "mallee-guest: hello from instance";
+
+/// Builds the test instance's ramdisk in `path`: static busybox (Debian's `busybox-static`) and
+/// an `/init` script printing [`GUEST_MARKER`] and the kernel version, then idling.
+pub fn guest_ramdisk(path: &Path) -> anyhow::Result<()> {
+    use mallee_image_build::initramfs::Initramfs;
+    let mut fs = Initramfs::with_skeleton();
+    fs.add_static_binary("bin/busybox", Path::new("/bin/busybox"))
+        .map_err(|e| anyhow::anyhow!("{e}; run `just setup` (busybox-static)"))?;
+    let script = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         echo \"{GUEST_MARKER} $(/bin/busybox uname -r)\"\n\
+         exec /bin/busybox sleep 2147483647\n"
+    );
+    fs.add_file("init", 0o755, script.into_bytes())?;
+    fs.write_gz(path)?;
+    Ok(())
+}
+
+/// The registered test image: kernel, ramdisk and machine image ids.
+pub struct TestImage {
+    pub eki: String,
+    pub eri: String,
+    pub emi: String,
+}
+
+fn json(text: &str) -> Result<serde_json::Value, CloudError> {
+    serde_json::from_str(text).map_err(|e| CloudError::Aws {
+        args: "(output)".into(),
+        reason: format!("not JSON ({e}): {text}"),
+    })
+}
+
+impl Frontend {
+    /// Uploads the node's Debian kernel, the test ramdisk and a small blank root disk to
+    /// Walrus bucket `bucket` and registers them.
+    pub fn upload_test_image(&self, dir: &TestDir, bucket: &str) -> anyhow::Result<TestImage> {
+        let kernel = Images::node()?.vmlinuz;
+        let ramdisk = dir.file("guest-ramdisk.gz");
+        guest_ramdisk(&ramdisk)?;
+        let root = dir.file("guest-root.img");
+        data_disk(&root, 16)?;
+        self.aws(&["s3", "mb", &format!("s3://{bucket}")])?;
+        // The image kind is the object's `mallee-image-type` metadata.
+        for (file, key, kind) in [
+            (&kernel, "vmlinuz", "kernel"),
+            (&ramdisk, "initrd", "ramdisk"),
+            (&root, "root.img", "machine"),
+        ] {
+            let file = file.display().to_string();
+            let meta = format!("mallee-image-type={kind}");
+            let dest = format!("s3://{bucket}/{key}");
+            self.aws(&["s3", "cp", &file, &dest, "--metadata", &meta])?;
+        }
+        let register = |args: &[&str]| -> anyhow::Result<String> {
+            let mut all = vec!["ec2", "register-image"];
+            all.extend_from_slice(args);
+            let v = json(&self.aws(&all)?)?;
+            v["ImageId"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("register-image gave no ImageId: {v}"))
+        };
+        let loc = |key: &str| format!("{bucket}/{key}");
+        let eki = register(&[
+            "--name",
+            &format!("{bucket}-kernel"),
+            "--image-location",
+            &loc("vmlinuz"),
+        ])?;
+        let eri = register(&[
+            "--name",
+            &format!("{bucket}-initrd"),
+            "--image-location",
+            &loc("initrd"),
+        ])?;
+        let emi = register(&[
+            "--name",
+            &format!("{bucket}-machine"),
+            "--image-location",
+            &loc("root.img"),
+            "--kernel-id",
+            &eki,
+            "--ramdisk-id",
+            &eri,
+            "--architecture",
+            "x86_64",
+        ])?;
+        Ok(TestImage { eki, eri, emi })
+    }
+
+    /// RunInstances of `count` m1.small instances of `emi`; their ids.
+    pub fn run_instances(&self, emi: &str, count: u32) -> anyhow::Result<Vec<String>> {
+        let n = count.to_string();
+        let v = json(&self.aws(&[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            emi,
+            "--instance-type",
+            "m1.small",
+            "--count",
+            &n,
+        ])?)?;
+        let ids: Vec<String> = v["Instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["InstanceId"].as_str().map(str::to_string))
+            .collect();
+        anyhow::ensure!(ids.len() == count as usize, "run-instances gave {v}");
+        Ok(ids)
+    }
+
+    /// The instance's state name and the node it was placed on (if the API tells).
+    pub fn instance_state(&self, id: &str) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "describe-instances", "--instance-ids", id])?)?;
+        v["Reservations"][0]["Instances"][0]["State"]["Name"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no state for {id}: {v}"))
+    }
+
+    /// Polls until `id` is in `state`; fails early on `terminated` when waiting for another.
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = self.instance_state(id)?;
+            if now == state {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                now != "terminated" && std::time::Instant::now() < deadline,
+                "{id} is {now}, not {state}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// GetConsoleOutput (decoded by the CLI).
+    pub fn console_output(&self, id: &str) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "get-console-output", "--instance-id", id])?)?;
+        Ok(v["Output"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Polls GetConsoleOutput until it contains `needle`.
+    pub fn wait_console(
+        &self,
+        id: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = self.console_output(id)?;
+            if out.contains(needle) {
+                return Ok(out);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{id}: no {needle:?} in its console output: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_capacity;
+
+    #[test]
+    fn capacity_is_read_from_the_verbose_zone_message() {
+        assert_eq!(parse_capacity("0003 / 0004    1     512     5\n"), 4);
+        assert_eq!(parse_capacity("0000 / 0000    1     512     5"), 0);
+        assert_eq!(parse_capacity("None\n"), 0);
+    }
+}
