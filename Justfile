@@ -13,7 +13,7 @@ setup:
 images:
     scripts/images.sh
 
-# Build the images, boot a compute node under QEMU and show its console until it is ready.
+# Boot the frontend appliance and a PXE-booted node under QEMU, run an instance, keep the cloud up.
 demo: images
     cargo run --release -q -p mallee-qemu-tests --bin mallee-demo
 
