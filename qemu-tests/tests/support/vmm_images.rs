@@ -10,7 +10,7 @@ use std::process::Command;
 use mallee_image_build::netboot::{self, NetbootSpec};
 use mallee_qemu_tests::{NetbootImage, TestDir};
 
-const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+const TRIPLE: &str = mallee_image_build::STATIC_TARGET;
 const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng"];
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// Firmware QEMU loads for `-M microvm` and `-M q35` with `-kernel` (from its search path).
@@ -22,15 +22,22 @@ const QEMU_FIRMWARE: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
 ];
 
-/// Builds the static `mallee-vmm` and `examples` the way `just images` builds binaries; returns
-/// the release directory.
+/// Builds the static `mallee-init`, `mallee-vmm` and `examples` the way `just images` builds
+/// binaries (a no-op for the first two after `just images`); returns that directory.
 pub fn build_static(examples: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(&root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "--locked", "--target", TRIPLE])
-        .args(["-p", "mallee-vmm", "--bin", "mallee-vmm"]);
+        .args([
+            "build",
+            "--profile",
+            "image",
+            "--locked",
+            "--target",
+            TRIPLE,
+        ])
+        .args(["-p", "mallee-init", "-p", "mallee-vmm"]);
     for e in examples {
         cmd.args(["--example", e]);
     }
@@ -39,9 +46,7 @@ pub fn build_static(examples: &[&str]) -> PathBuf {
         status.success(),
         "static build of mallee-vmm and {examples:?} failed"
     );
-    mallee_image_build::target_dir()
-        .join(TRIPLE)
-        .join("release")
+    mallee_image_build::static_bin_dir()
 }
 
 /// What goes on the node besides the standard node image.
