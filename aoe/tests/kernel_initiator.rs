@@ -130,6 +130,7 @@ fn guest_image(dir: &Path) -> NetbootImage {
     let mut boot: Vec<String> = NODE_BOOT_MODULES.iter().map(|s| s.to_string()).collect();
     boot.push("aoe".into());
     let spec = NetbootSpec {
+        role: "node".into(),
         boot_modules: boot,
         coldplug_modules: NODE_NIC_MODULES.iter().map(|s| s.to_string()).collect(),
         binaries: vec![
@@ -137,6 +138,8 @@ fn guest_image(dir: &Path) -> NetbootImage {
             ("bin/aoe-guest-check".into(), guest_check_binary()),
         ],
         files: Vec::new(),
+        host_files: Vec::new(),
+        dynamic_programs: Vec::new(),
         cmdline: format!("{NODE_CMDLINE} mallee.run=/bin/aoe-guest-check"),
     };
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just setup`)");
