@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{in_ns, pattern};
+use common::{in_ns, pattern, sh};
 use mallee_aoe::net::PacketSocket;
 use mallee_aoe::target::{Backend, Target, TargetConfig};
 use mallee_image_build::netboot::{
@@ -34,9 +34,9 @@ impl TapNs {
     fn new() -> Self {
         let id = format!("{}{}", std::process::id() % 100_000, rand_suffix());
         let (ns, tap) = (format!("mallee-aoek-{id}"), format!("mak{id}"));
-        run(&["ip", "netns", "add", &ns]);
+        sh(&["ip", "netns", "add", &ns]);
         let fd = in_ns(&ns, || open_tap(&tap));
-        run(&["ip", "-n", &ns, "link", "set", &tap, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", &tap, "up"]);
         TapNs { ns, tap, fd }
     }
 }
@@ -52,18 +52,6 @@ fn rand_suffix() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() % 1000)
         .unwrap_or(0)
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Creates tap `name` in the calling thread's namespace; the fd is inheritable by QEMU.

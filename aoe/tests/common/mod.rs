@@ -25,7 +25,8 @@ fn tool(name: &str) {
     assert!(found, "`{name}` is not installed: run `just setup`");
 }
 
-fn sh(args: &[&str]) {
+/// Runs a command, failing the test with its stderr.
+pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
