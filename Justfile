@@ -9,7 +9,7 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the netboot bundle (target/images/node) and test images.
+# Build the node and frontend bundles (target/images/{node,frontend}) from the pinned kernel.
 images:
     scripts/images.sh
 
@@ -27,7 +27,7 @@ test: images
     cargo test --workspace --all-targets
     @cat target/qemu-tests/figures.txt 2>/dev/null || true
 
-# Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|api`.
+# Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|api|pxe`.
 bench which="all":
     scripts/bench.sh {{which}}
 
