@@ -71,6 +71,10 @@ pub struct NodeInfo {
     pub disk_gib: u64,
     pub macs: Vec<String>,
     pub agent_version: String,
+    /// The kernel's random id of this boot (`/proc/sys/kernel/random/boot_id`): a node that
+    /// registers with a new one has rebooted, and lost the instances it was running.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// Timing the frontend expects from the node.
@@ -116,6 +120,10 @@ pub struct InstanceSpec {
     pub user_data: Option<String>,
     pub mac: String,
     pub metadata: MetadataDocument,
+    /// Size of the instance's ephemeral disk (`ephemeral0`, the guest's second disk) the
+    /// instance type names; 0 for none.
+    #[serde(default)]
+    pub ephemeral_gib: u64,
 }
 
 /// An image the node fetches from Walrus and verifies before use.
@@ -159,11 +167,37 @@ pub struct CachedImage {
     pub size: u64,
 }
 
+/// Where a node keeps its image cache and instance disks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storage {
+    /// A tmpfs in the node's memory (a diskless node).
+    #[default]
+    Ram,
+    /// The node's local disk.
+    Disk,
+}
+
+/// The image cache's totals, for operators (and the tests that check a cached launch fetched
+/// nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSummary {
+    pub storage: Storage,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    /// Downloads started since the node booted.
+    pub downloads: u64,
+    /// Requests served from the cache (verified, not fetched) since the node booted.
+    pub hits: u64,
+}
+
 /// Everything the node knows, each time (so a lost report costs nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActualState {
     pub instances: Vec<InstanceReport>,
     pub image_cache: Vec<CachedImage>,
+    #[serde(default)]
+    pub cache: CacheSummary,
 }
 
 /// The recent console output of one instance (the whole retained tail, not a delta).
@@ -207,6 +241,7 @@ mod tests {
             user_data: Some("aGVsbG8=".into()),
             mac: "d0:0d:01:23:45:67".into(),
             metadata: MetadataDocument::default(),
+            ephemeral_gib: 5,
         }
     }
 

@@ -117,6 +117,7 @@ mod tests {
             user_data: None,
             mac: "d0:0d:00:00:00:01".into(),
             metadata: Default::default(),
+            ephemeral_gib: 0,
         };
         let specs = [spec];
         assert!(placed(&specs, "images", "root.img"));

@@ -67,6 +67,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         user_data: i.user_data.clone(),
         mac: i.mac.clone(),
         metadata: i.metadata.clone(),
+        ephemeral_gib: crate::ec2::model::instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
     })
 }
 

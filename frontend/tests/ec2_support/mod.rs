@@ -141,6 +141,7 @@ impl Agent {
             disk_gib: 100,
             macs: vec!["52:54:00:12:34:56".into()],
             agent_version: "test-node".into(),
+            boot_id: "test-boot".into(),
         };
         let _: serde_json::Value = self.call(
             "POST",
@@ -203,6 +204,7 @@ impl Agent {
         let actual = ActualState {
             instances: reports.clone(),
             image_cache: cache,
+            cache: Default::default(),
         };
         let _: serde_json::Value = self.call(
             "POST",

@@ -5,7 +5,7 @@
 //! before use, so a corrupted entry is dropped and fetched again. Room is made by evicting
 //! the least recently used entries that no launch holds ([`Pinned`]).
 
-use mallee_proto::{CachedImage, ImageRef};
+use mallee_proto::{CacheSummary, CachedImage, ImageRef, Storage};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -54,11 +54,14 @@ struct State {
     clock: u64,
     /// Downloads started (a hit costs none), for the report and the tests.
     downloads: u64,
+    /// Requests answered by a verified entry.
+    hits: u64,
 }
 
 struct Shared {
     dir: PathBuf,
     budget: u64,
+    storage: Storage,
     state: Mutex<State>,
     done: Condvar,
 }
@@ -110,7 +113,7 @@ pub fn digest_file(path: &Path) -> std::io::Result<(u64, String)> {
 impl Cache {
     /// Opens the cache in `dir` (created if missing), keeping entries found there; they are
     /// verified when first used.
-    pub fn open(dir: &Path, budget: u64) -> Result<Cache, ImageError> {
+    pub fn open(dir: &Path, budget: u64, storage: Storage) -> Result<Cache, ImageError> {
         let io = |e| ImageError::Io(dir.to_path_buf(), e);
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut state = State::default();
@@ -128,6 +131,7 @@ impl Cache {
         Ok(Cache(Arc::new(Shared {
             dir: dir.to_path_buf(),
             budget,
+            storage,
             state: Mutex::new(state),
             done: Condvar::new(),
         })))
@@ -158,6 +162,18 @@ impl Cache {
         self.lock().downloads
     }
 
+    /// Totals for the node's report.
+    pub fn summary(&self) -> CacheSummary {
+        let st = self.lock();
+        CacheSummary {
+            storage: self.0.storage,
+            budget_bytes: self.0.budget,
+            used_bytes: used(&st),
+            downloads: st.downloads,
+            hits: st.hits,
+        }
+    }
+
     /// The image, verified, pinned until the returned guard drops.
     pub fn get(&self, image: &ImageRef, fetch: &dyn Fetch) -> Result<Pinned, ImageError> {
         let sha = image.sha256.clone();
@@ -182,7 +198,10 @@ impl Cache {
                 };
                 drop(st);
                 match digest_file(&pinned.path) {
-                    Ok((n, d)) if n == image.size && d == sha => return Ok(pinned),
+                    Ok((n, d)) if n == image.size && d == sha => {
+                        self.lock().hits += 1;
+                        return Ok(pinned);
+                    }
                     found => crate::info!(
                         "agent: cached image {sha} is corrupt ({found:?}); fetching it again"
                     ),
@@ -275,6 +294,11 @@ impl Cache {
     }
 }
 
+/// Bytes held by entries and promised to downloads in flight.
+fn used(st: &State) -> u64 {
+    st.entries.values().map(|e| e.size).sum::<u64>() + st.reserved
+}
+
 /// Evicts least recently used, unpinned entries (calling `remove` for each) until `size` more
 /// bytes fit the budget; fails when they cannot.
 fn make_room(
@@ -284,7 +308,6 @@ fn make_room(
     size: u64,
     mut remove: impl FnMut(&str),
 ) -> Result<(), ImageError> {
-    let used = |st: &State| st.entries.values().map(|e| e.size).sum::<u64>() + st.reserved;
     while used(st) + size > budget {
         let victim = (st.entries.iter())
             .filter(|(_, e)| e.pins == 0)

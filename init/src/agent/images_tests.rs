@@ -56,7 +56,7 @@ fn store(objs: &[(&str, Vec<u8>)]) -> Store {
 fn a_hit_is_not_fetched_again_and_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&[("a", vec![1; 1000])]);
-    let c = Cache::open(dir.path(), 10_000).unwrap();
+    let c = Cache::open(dir.path(), 10_000, Storage::Ram).unwrap();
     let a = image("a", &s.objects["a"]);
     let p = c.get(&a, &s).unwrap();
     assert_eq!(std::fs::read(&p.path).unwrap(), s.objects["a"]);
@@ -72,7 +72,7 @@ fn a_hit_is_not_fetched_again_and_is_listed() {
         }]
     );
     // A cache reopened on the same directory (a node with a disk) keeps the entry.
-    let c2 = Cache::open(dir.path(), 10_000).unwrap();
+    let c2 = Cache::open(dir.path(), 10_000, Storage::Ram).unwrap();
     c2.get(&a, &s).unwrap();
     assert_eq!(s.requests.load(Ordering::SeqCst), 1);
 }
@@ -90,7 +90,7 @@ fn least_recently_used_unpinned_entries_are_evicted() {
         image("b", &s.objects["b"]),
         image("c", &s.objects["c"]),
     );
-    let c = Cache::open(dir.path(), 1000).unwrap();
+    let c = Cache::open(dir.path(), 1000, Storage::Ram).unwrap();
     drop(c.get(&a, &s).unwrap());
     drop(c.get(&b, &s).unwrap());
     drop(c.get(&a, &s).unwrap()); // a is now the most recently used
@@ -113,7 +113,7 @@ fn a_corrupt_entry_is_detected_on_use_and_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&[("a", vec![7; 5000])]);
     let a = image("a", &s.objects["a"]);
-    let c = Cache::open(dir.path(), 1 << 20).unwrap();
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     drop(c.get(&a, &s).unwrap());
     let path = dir.path().join(&a.sha256);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -131,7 +131,7 @@ fn a_broken_transfer_resumes_from_where_it_stopped() {
     let s = store(&[("a", data.clone())]);
     s.break_after.store(4096, Ordering::SeqCst);
     let a = image("a", &data);
-    let c = Cache::open(dir.path(), 1 << 20).unwrap();
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     let p = c.get(&a, &s).unwrap();
     assert_eq!(std::fs::read(&p.path).unwrap(), data);
     assert_eq!(*s.offsets.lock().unwrap(), vec![0, 4096, 8192]);
@@ -142,7 +142,7 @@ fn wrong_bytes_from_the_store_are_refused_and_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&[("a", vec![1; 100])]);
     let mut a = image("a", &[2; 100]);
-    let c = Cache::open(dir.path(), 1 << 20).unwrap();
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     assert!(matches!(c.get(&a, &s), Err(ImageError::Mismatch { .. })));
     assert!(c.list().is_empty());
     a.sha256 = "../../etc/passwd".into();
@@ -155,7 +155,7 @@ fn concurrent_requests_for_one_image_fetch_it_once() {
     let mut s = store(&[("a", vec![9; 100_000])]);
     s.slow = true;
     let a = image("a", &s.objects["a"]);
-    let c = Cache::open(dir.path(), 1 << 20).unwrap();
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| c.get(&a, &s).map(|p| p.path.clone())))

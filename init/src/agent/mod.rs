@@ -143,7 +143,7 @@ fn open_cache(state_dir: &std::path::Path) -> Result<Cache, images::ImageError> 
             dir.display()
         ),
     }
-    Cache::open(&dir, budget)
+    Cache::open(&dir, budget, proto::Storage::Ram)
 }
 
 fn node_info(cfg: &AgentConfig) -> proto::NodeInfo {
@@ -155,6 +155,10 @@ fn node_info(cfg: &AgentConfig) -> proto::NodeInfo {
         disk_gib: 0,
         macs: cfg.macs.iter().map(mac_text).collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -199,6 +203,7 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
         let actual = proto::ActualState {
             instances: instances.report(),
             image_cache: instances.cache().list(),
+            cache: instances.cache().summary(),
         };
         let r: Result<serde_json::Value, _> = current(&client).call(
             "POST",

@@ -91,6 +91,7 @@ mod tests {
             user_data: None,
             mac: "d0:0d:00:00:00:01".into(),
             metadata: MetadataDocument::default(),
+            ephemeral_gib: 0,
         }
     }
 
