@@ -140,6 +140,10 @@ EOF
     wait_for "$run_dir/frontend.log" 'mallee-frontend: listening on' "$(now)" 60 "$frontend_pid" >/dev/null
 }
 
+# dnsmasq is set up as well as it can be for iPXE, as our daemon is: iPXE's `no-pxedhcp`
+# setting (option 175, setting 176) so it does not wait for a ProxyDHCP answer, and router
+# advertisements so it does not wait for an IPv6 router (without these two dnsmasq's arm is
+# ~13 s slower).
 # dnsmasq's TFTP root: iPXE for plain PXE ROMs, the node bundle, and boot.ipxe — the script
 # our daemon serves (taken from it in the first "ours" run) with its HTTP URLs turned into
 # TFTP ones, so both arms boot with the same command line.
@@ -155,6 +159,8 @@ start_dnsmasq() {
         --enable-tftp --tftp-root="$tftp" \
         --dhcp-userclass=set:ipxe,iPXE \
         --dhcp-boot=tag:!ipxe,undionly.kpxe --dhcp-boot=tag:ipxe,boot.ipxe \
+        --dhcp-option=encap:175,176,1b \
+        --enable-ra --dhcp-range=::,constructor:tap0,ra-only \
         >"$run_dir/dnsmasq.log" 2>&1 &
     local pid=$! deadline=$(($(date +%s) + 30))
     until ip netns exec "$ns" ss -uln | grep -q ':67 '; do
