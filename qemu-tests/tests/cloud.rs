@@ -3,10 +3,12 @@
 //! diskless node PXE-boots from it with the frontend's address, cluster and enrollment secret
 //! on its command line, and its agent registers (the zone's capacity grows); the AWS CLI works
 //! through the forwarded API to upload, register and run an instance (guest marker in
-//! GetConsoleOutput), a second launch is served from the node's cache, a node power cycle mid-run
-//! ends with the node registered again and its instance running again, a second node joins and
-//! RunInstances count 2 puts one instance on each; and a second boot of the
-//! frontend on the same disk keeps its state (no reformat, same admin key, same buckets).
+//! GetConsoleOutput); a second launch is served from the node's RAM cache (DescribeNodes: no new
+//! download, more hits); a reset of the node mid-run sends it through its firmware and PXE
+//! again, it registers with a new boot id, and DescribeInstances says `Server.NodeRebooted` while
+//! the instance runs again; a second node joins and RunInstances count 2 puts one instance on
+//! each; and a second boot of the frontend on the same disk keeps its state (no reformat, same
+//! admin key, same buckets).
 
 use mallee_qemu_tests::cloud::{self, NODE_READY, PRIVATE_IP};
 use mallee_qemu_tests::{report_figure, Segment, TestDir};
@@ -129,7 +131,19 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     fe.wait_state(&id, "terminated", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // A second launch of the same image fetches nothing: the node's cache serves all three.
+    // A second launch of the same image fetches nothing: the node's cache serves all three
+    // (kernel, ramdisk, root), as DescribeNodes tells.
+    let node_id = "node-525400770001";
+    let first = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        (
+            first.storage.as_str(),
+            first.downloads,
+            first.state.as_str()
+        ),
+        ("ram", 3, "up"),
+        "the diskless node's cache after the first launch: {first:?}"
+    );
     let asked = Instant::now();
     let id2 = fe
         .run_instances(&image.emi, 1)
@@ -138,60 +152,97 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     fe.wait_console(&id2, cloud::GUEST_MARKER, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
     let cached = asked.elapsed();
-    let prepared = node
-        .console()
-        .wait_for(
-            &format!(r"agent: {id2} prepared in \d+ ms \(image downloads so far: (\d+)\)"),
-            Duration::from_secs(1),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(prepared[1], "3", "the second launch fetched an image again");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let n = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+        if n.hits >= first.hits + 3 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        second.downloads == first.downloads && second.hits >= first.hits + 3,
+        "the second launch was not served from the cache: before {first:?}, after {second:?}"
+    );
+    assert!(second.instances.contains(&id2), "{second:?}");
     report_figure(&format!(
         "figure: cloud, cached launch RunInstances to guest marker {:.1} s",
         cached.as_secs_f64()
     ));
 
-    // Power-cycle the node mid-run (same MAC, RAM lost): it PXE-boots again, registers again,
-    // and the frontend has it run its instance again (level-triggered: still desired). QMP
-    // `system_reset` of a TCG node with a nested-KVM guest running never came back to the
-    // firmware here, so the cycle is QEMU stopped and started again.
-    drop(node);
-    let cycled = Instant::now();
-    let node = cloud::node_config("node1-again", &segment, "52:54:00:77:00:01")
-        .launch(&dir)
-        .expect("start the node VM again");
+    // Reset the node mid-run (QMP system_reset: RAM lost, back through its firmware and PXE).
+    // The harness launches QEMU with -no-reboot, which turns a reset into QEMU exiting, so the
+    // node is told to reset instead first. It registers with a new boot id; the frontend says
+    // the instance's node rebooted and has it run again (level-triggered: still desired).
+    // Ctrl-alt-delete (a clean reboot) comes back the same way, but the agent reports the
+    // instances the shutdown's SIGTERM stopped as failed, which terminates them.
+    let snapshot = fe.console_output(&id2).unwrap_or_else(|e| panic!("{e:#}"));
+    let before_reset = fe.instance_state(&id2).unwrap_or_else(|e| panic!("{e:#}"));
+    node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
+    let reset = Instant::now();
+    node.qmp("system_reset").unwrap_or_else(|e| panic!("{e}"));
     // A second node joins meanwhile.
     let node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
         .launch(&dir)
         .expect("start the second node VM");
-    let mut seen: Vec<String> = Vec::new();
-    let deadline = cycled + Duration::from_secs(300);
-    let ran_again = format!("agent: {id2} running");
-    while !node.console().text().contains(&ran_again)
-        || seen.last().map(String::as_str) != Some("running")
-    {
+    let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
+    node.wait_for(&rebooted, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("the node did not come back from its reset: {e}"));
+    let registered_again = reset.elapsed();
+    let mut seen = vec![before_reset];
+    let deadline = reset + Duration::from_secs(300);
+    let ran_again = regex::Regex::new(&format!("{rebooted}.*agent: {id2} running")).unwrap();
+    let reason = loop {
         let state = fe.instance_state(&id2).unwrap_or_else(|e| panic!("{e:#}"));
         if seen.last() != Some(&state) {
-            seen.push(state);
+            seen.push(state.clone());
+        }
+        let reason = fe.state_reason(&id2).unwrap_or_else(|e| panic!("{e:#}"));
+        if state == "running" && reason.is_some() && ran_again.is_match(&node.console().text()) {
+            break reason.unwrap_or_default();
         }
         assert!(
             Instant::now() < deadline,
-            "{id2} not running again after the node power cycle (states {seen:?}): {}",
+            "{id2} not running again after the node reset (states {seen:?}, reason {reason:?}): {}",
             node.console().tail(30)
         );
         std::thread::sleep(Duration::from_millis(300));
-    }
+    };
+    let running_again = reset.elapsed();
+    assert_eq!(reason.0, "Server.NodeRebooted", "{reason:?}");
     assert!(
-        node.console()
-            .text()
-            .contains("agent: registered as node-525400770001"),
-        "the node did not register again"
+        reason.1.contains(&format!("node {node_id} rebooted at"))
+            && reason.1.contains("disk contents lost"),
+        "{reason:?}"
     );
-    fe.wait_console(&id2, cloud::GUEST_MARKER, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = fe.console_output(&id2).unwrap_or_else(|e| panic!("{e:#}"));
+        if out != snapshot && out.contains(cloud::GUEST_MARKER) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id2} printed no new guest marker after the node reset: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let marker_again = reset.elapsed();
+    let third = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        third.boot_id != second.boot_id && !third.boot_id.is_empty() && third.state == "up",
+        "DescribeNodes after the reset: {third:?}, before: {second:?}"
+    );
+    assert_eq!(
+        (third.storage.as_str(), third.downloads),
+        ("ram", 3),
+        "the RAM cache is lost with a reset: the images are fetched again: {third:?}"
+    );
     report_figure(&format!(
-        "figure: cloud, node power cycle mid-run to its instance running again {:.1} s (states seen by DescribeInstances: {})",
-        cycled.elapsed().as_secs_f64(),
+        "figure: cloud, node reset mid-run to registered again {:.1} s, to its instance running again {:.1} s, to the guest marker {:.1} s (states seen by DescribeInstances: {})",
+        registered_again.as_secs_f64(),
+        running_again.as_secs_f64(),
+        marker_again.as_secs_f64(),
         seen.join(" -> ")
     ));
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id2])
