@@ -182,7 +182,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let reset = Instant::now();
     node.qmp("system_reset").unwrap_or_else(|e| panic!("{e}"));
     // A second node joins meanwhile.
-    let node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
+    let mut node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
         .launch(&dir)
         .expect("start the second node VM");
     let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
@@ -286,6 +286,33 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         fe.wait_state(id, "terminated", Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
+
+    // A clean reboot (ctrl-alt-delete: mallee-init stops everything, syncs and reboots) of the
+    // second node, now without instances, also goes back through PXE to a new registration.
+    let node2_id = "node-525400770002";
+    let boot_before = fe
+        .node(node2_id)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .boot_id;
+    node2.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
+    let pressed = Instant::now();
+    node2.ctrl_alt_delete().unwrap_or_else(|e| panic!("{e}"));
+    node2
+        .wait_for(
+            &format!("(?s)Reboot: now.*agent: registered as {node2_id}"),
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("the node did not come back from ctrl-alt-delete: {e}"));
+    let clean_reboot = pressed.elapsed();
+    let after = fe.node(node2_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        after.boot_id != boot_before && after.state == "up",
+        "DescribeNodes after the clean reboot: {after:?} (boot id before {boot_before})"
+    );
+    report_figure(&format!(
+        "figure: cloud, node ctrl-alt-delete (clean reboot, no instance) to registered again {:.1} s",
+        clean_reboot.as_secs_f64()
+    ));
     drop(node2);
     drop(node);
 
