@@ -72,6 +72,8 @@ pub fn node_rebooted(i: &mut Instance, at_ms: i64) -> bool {
         ),
     });
     i.set_state(State::Pending, at_ms);
+    // The node is back: whatever it said while silent no longer holds.
+    i.node_down = false;
     true
 }
 
@@ -203,7 +205,9 @@ pub(crate) mod tests {
     fn node_reboot_sends_a_running_instance_back_to_pending_with_a_reason_that_stays() {
         let mut i = instance();
         apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+        i.node_down = true;
         assert!(node_rebooted(&mut i, 1_764_201_600_000));
+        assert!(!i.node_down, "the node is back");
         assert_eq!((i.state, i.goal), (State::Pending, Goal::Running));
         let r = i.reason.clone().unwrap();
         assert_eq!(r.code, NODE_REBOOTED);
