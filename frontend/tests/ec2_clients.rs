@@ -1,7 +1,7 @@
 //! The EC2 API driven by the AWS CLI and boto3 (every response checked against botocore's
 //! model) with a test node speaking the node protocol over loopback, against the real
 //! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
-//! input, other users, capacity, kill -9 mid-flow, node silence.
+//! input, other users, capacity, kill -9 mid-flow, node silence, node reboot and DescribeNodes.
 
 mod common;
 mod ec2_support;
@@ -92,6 +92,37 @@ fn a_node_silent_past_its_deadline_is_marked_down_and_its_instances_say_so() {
         "{out}"
     );
     assert!(fe.log().contains("node marked down"), "{}", fe.log());
+}
+
+#[test]
+fn a_node_back_with_a_new_boot_id_reports_its_instances_rebooted_and_describe_nodes_shows_it() {
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let out = run_driven(
+        &mut fe,
+        "ec2_node_reboot.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |fe, line| match line {
+            "RESTART" => {
+                fe.restart();
+                node.rejoin(None);
+                Some("RESTARTED".into())
+            }
+            "REBOOT" => {
+                assert!(!fe.log().contains("node rebooted"), "{}", fe.log());
+                node.rejoin(Some("test-boot-2"));
+                Some("REBOOTED".into())
+            }
+            _ => None,
+        },
+    );
+    assert!(out.contains("ok terminated"), "{out}");
+    let log = fe.log();
+    assert!(
+        log.contains("node rebooted: its instances were lost"),
+        "no warning in the log: {log}"
+    );
 }
 
 #[test]

@@ -358,14 +358,162 @@ impl Frontend {
     }
 }
 
+/// One compute node as the admin-only `DescribeNodes` action reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub id: String,
+    pub zone: String,
+    /// `up` or `down`.
+    pub state: String,
+    pub boot_id: String,
+    pub instances: Vec<String>,
+    /// Where its image cache lives: `ram` (a diskless node) or `disk`.
+    pub storage: String,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    /// Image downloads and cache hits since the node booted.
+    pub downloads: u64,
+    pub hits: u64,
+}
+
+/// Signs a `DescribeNodes` Query request with botocore's SigV4 (no AWS client models the
+/// action) and prints the response as JSON: `item` lists become arrays, elements objects.
+const DESCRIBE_NODES_PY: &str = r#"
+import configparser, json, sys, urllib.error, urllib.request
+import xml.etree.ElementTree as ET
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+endpoint, credentials = sys.argv[1], sys.argv[2]
+cp = configparser.ConfigParser()
+cp.read(credentials)
+keys = Credentials(cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"])
+req = AWSRequest(method="POST", url=endpoint + "/", data=b"Action=DescribeNodes&Version=2016-11-15",
+                 headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+SigV4Auth(keys, "ec2", "us-east-1").add_auth(req)
+p = req.prepare()
+try:
+    with urllib.request.urlopen(urllib.request.Request(p.url, data=p.body, headers=dict(p.headers),
+                                                       method="POST"), timeout=30) as r:
+        body = r.read()
+except urllib.error.HTTPError as e:
+    sys.exit(f"HTTP {e.code}: {e.read().decode()}")
+
+def plain(e):
+    kids = list(e)
+    name = lambda k: k.tag.split("}")[-1]
+    if not kids:
+        return e.text or ""
+    if all(name(k) == "item" for k in kids):
+        return [plain(k) for k in kids]
+    return {name(k): plain(k) for k in kids}
+
+print(json.dumps(plain(ET.fromstring(body))))
+"#;
+
+/// The `NodeReport`s in `DescribeNodes`' JSON form (see `DESCRIBE_NODES_PY`).
+pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let num = |v: &serde_json::Value, k: &str| -> anyhow::Result<u64> {
+        let t = text(v, k);
+        t.parse()
+            .map_err(|e| anyhow::anyhow!("DescribeNodes {k} {t:?}: {e}"))
+    };
+    let set = |v: &serde_json::Value, k: &str| -> Vec<serde_json::Value> {
+        v[k].as_array().cloned().unwrap_or_default()
+    };
+    set(doc, "nodeSet")
+        .iter()
+        .map(|n| {
+            let cache = &n["imageCache"];
+            Ok(NodeReport {
+                id: text(n, "nodeId"),
+                zone: text(n, "zone"),
+                state: text(n, "state"),
+                boot_id: text(n, "bootId"),
+                instances: set(n, "instanceSet")
+                    .iter()
+                    .map(|i| text(i, "instanceId"))
+                    .collect(),
+                storage: text(cache, "storage"),
+                budget_bytes: num(cache, "budgetBytes")?,
+                used_bytes: num(cache, "usedBytes")?,
+                downloads: num(cache, "downloads")?,
+                hits: num(cache, "hits")?,
+            })
+        })
+        .collect()
+}
+
+impl Frontend {
+    /// The compute nodes, from `DescribeNodes` signed with the admin credentials.
+    pub fn describe_nodes(&self) -> anyhow::Result<Vec<NodeReport>> {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(DESCRIBE_NODES_PY)
+            .arg(&self.endpoint)
+            .arg(&self.credentials)
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run python3 ({e}); run `just setup`"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "DescribeNodes: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        parse_nodes(&json(&String::from_utf8_lossy(&out.stdout))?)
+    }
+
+    /// The node `id` as DescribeNodes reports it.
+    pub fn node(&self, id: &str) -> anyhow::Result<NodeReport> {
+        self.describe_nodes()?
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow::anyhow!("DescribeNodes does not list {id}"))
+    }
+
+    /// The instance's `stateReason` code, if DescribeInstances gives one.
+    pub fn state_reason(&self, id: &str) -> anyhow::Result<Option<(String, String)>> {
+        let v = json(&self.aws(&["ec2", "describe-instances", "--instance-ids", id])?)?;
+        let r = &v["Reservations"][0]["Instances"][0]["StateReason"];
+        Ok(r["Code"].as_str().map(|c| {
+            (
+                c.to_string(),
+                r["Message"].as_str().unwrap_or_default().to_string(),
+            )
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_capacity;
+    use super::{parse_capacity, parse_nodes};
 
     #[test]
     fn capacity_is_read_from_the_verbose_zone_message() {
         assert_eq!(parse_capacity("0003 / 0004    1     512     5\n"), 4);
         assert_eq!(parse_capacity("0000 / 0000    1     512     5"), 0);
         assert_eq!(parse_capacity("None\n"), 0);
+    }
+
+    #[test]
+    fn nodes_are_read_from_describe_nodes_json() {
+        let doc = serde_json::json!({"requestId": "r", "nodeSet": [{
+            "nodeId": "node-1", "zone": "cluster1", "state": "up", "bootId": "b",
+            "instanceSet": [{"instanceId": "i-1", "state": "running"}],
+            "imageCache": {"storage": "ram", "budgetBytes": "100", "usedBytes": "10",
+                           "downloads": "3", "hits": "6", "imageSet": ""}}]});
+        let nodes = parse_nodes(&doc).unwrap();
+        assert_eq!(nodes.len(), 1);
+        let n = &nodes[0];
+        assert_eq!(
+            (n.id.as_str(), n.storage.as_str(), n.downloads, n.hits),
+            ("node-1", "ram", 3, 6)
+        );
+        assert_eq!(n.instances, vec!["i-1".to_string()]);
+        let empty = serde_json::json!({"requestId": "r", "nodeSet": ""});
+        assert!(parse_nodes(&empty).unwrap().is_empty());
+        let bad = serde_json::json!({"nodeSet": [{"imageCache": {"downloads": "many"}}]});
+        assert!(parse_nodes(&bad).is_err());
     }
 }

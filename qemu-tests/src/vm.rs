@@ -407,6 +407,15 @@ impl Vm {
     /// Runs one QMP command without arguments (`system_reset`, `query-status`) on the VM's QMP
     /// socket; returns QEMU's `return` object as JSON text.
     pub fn qmp(&self, command: &str) -> Result<String, VmError> {
+        self.qmp_with(command, &serde_json::json!({}))
+    }
+
+    /// Runs one QMP command with `arguments` (a JSON object); returns QEMU's answer line.
+    pub fn qmp_with(
+        &self,
+        command: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<String, VmError> {
         use std::io::{BufRead, BufReader, Write};
         let err = |reason: String| VmError::Qmp {
             command: command.to_string(),
@@ -424,8 +433,10 @@ impl Vm {
         reader
             .read_line(&mut line)
             .map_err(|e| err(format!("greeting: {e}")))?;
-        for execute in ["qmp_capabilities", command] {
-            writeln!(writer, "{{\"execute\": \"{execute}\"}}").map_err(|e| err(e.to_string()))?;
+        let capabilities = serde_json::json!({"execute": "qmp_capabilities"});
+        let request = serde_json::json!({"execute": command, "arguments": arguments});
+        for execute in [capabilities, request] {
+            writeln!(writer, "{execute}").map_err(|e| err(e.to_string()))?;
             loop {
                 line.clear();
                 match reader.read_line(&mut line) {
@@ -438,6 +449,24 @@ impl Vm {
             }
         }
         Ok(line.trim().to_string())
+    }
+
+    /// From now on a guest reboot (or QMP `system_reset`) resets the machine, back through its
+    /// firmware, instead of ending QEMU (what `-no-reboot` makes it do at launch).
+    pub fn reset_on_reboot(&self) -> Result<(), VmError> {
+        self.qmp_with("set-action", &serde_json::json!({"reboot": "reset"}))
+            .map(drop)
+    }
+
+    /// Presses ctrl-alt-delete on the VM's PS/2 keyboard (Linux signals PID 1; mallee-init
+    /// reboots cleanly).
+    pub fn ctrl_alt_delete(&self) -> Result<(), VmError> {
+        let keys: Vec<serde_json::Value> = ["ctrl", "alt", "delete"]
+            .iter()
+            .map(|k| serde_json::json!({"type": "qcode", "data": k}))
+            .collect();
+        self.qmp_with("send-key", &serde_json::json!({"keys": keys}))
+            .map(drop)
     }
 
     /// Whether QEMU is still running.

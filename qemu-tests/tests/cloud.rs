@@ -3,13 +3,15 @@
 //! diskless node PXE-boots from it with the frontend's address, cluster and enrollment secret
 //! on its command line, and its agent registers (the zone's capacity grows); the AWS CLI works
 //! through the forwarded API to upload, register and run an instance (guest marker in
-//! GetConsoleOutput), a second launch is served from the node's cache, a node power cycle mid-run
-//! ends with the node registered again and its instance running again, a second node joins and
-//! RunInstances count 2 puts one instance on each; and a second boot of the
-//! frontend on the same disk keeps its state (no reformat, same admin key, same buckets).
+//! GetConsoleOutput); a second launch is served from the node's RAM cache (DescribeNodes: no new
+//! download, more hits); a reset of the node mid-run sends it through its firmware and PXE
+//! again, it registers with a new boot id, and DescribeInstances says `Server.NodeRebooted` while
+//! the instance runs again; a second node joins and RunInstances count 2 puts one instance on
+//! each; and a second boot of the frontend on the same disk keeps its state (no reformat, same
+//! admin key, same buckets).
 
-use mallee_qemu_tests::cloud::{self, NODE_READY, PRIVATE_IP};
-use mallee_qemu_tests::{report_figure, Segment, TestDir};
+use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
+use mallee_qemu_tests::{report_figure, Segment, TestDir, Vm};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -129,71 +131,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     fe.wait_state(&id, "terminated", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // A second launch of the same image fetches nothing: the node's cache serves all three.
-    let asked = Instant::now();
-    let id2 = fe
-        .run_instances(&image.emi, 1)
-        .unwrap_or_else(|e| panic!("{e:#}"))[0]
-        .clone();
-    fe.wait_console(&id2, cloud::GUEST_MARKER, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
-    let cached = asked.elapsed();
-    let prepared = node
-        .console()
-        .wait_for(
-            &format!(r"agent: {id2} prepared in \d+ ms \(image downloads so far: (\d+)\)"),
-            Duration::from_secs(1),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(prepared[1], "3", "the second launch fetched an image again");
-    report_figure(&format!(
-        "figure: cloud, cached launch RunInstances to guest marker {:.1} s",
-        cached.as_secs_f64()
-    ));
-
-    // Power-cycle the node mid-run (same MAC, RAM lost): it PXE-boots again, registers again,
-    // and the frontend has it run its instance again (level-triggered: still desired). QMP
-    // `system_reset` of a TCG node with a nested-KVM guest running never came back to the
-    // firmware here, so the cycle is QEMU stopped and started again.
-    drop(node);
-    let cycled = Instant::now();
-    let node = cloud::node_config("node1-again", &segment, "52:54:00:77:00:01")
-        .launch(&dir)
-        .expect("start the node VM again");
-    // A second node joins meanwhile.
-    let node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
+    // A second launch of the same image fetches nothing (DescribeNodes: the node's cache).
+    let node_id = "node-525400770001";
+    let (id2, cached) = cached_launch(&fe, &node, node_id, &image.emi);
+    // A second node starts joining; then the first is reset with its instance running.
+    let mut node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
         .launch(&dir)
         .expect("start the second node VM");
-    let mut seen: Vec<String> = Vec::new();
-    let deadline = cycled + Duration::from_secs(300);
-    let ran_again = format!("agent: {id2} running");
-    while !node.console().text().contains(&ran_again)
-        || seen.last().map(String::as_str) != Some("running")
-    {
-        let state = fe.instance_state(&id2).unwrap_or_else(|e| panic!("{e:#}"));
-        if seen.last() != Some(&state) {
-            seen.push(state);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id2} not running again after the node power cycle (states {seen:?}): {}",
-            node.console().tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    assert!(
-        node.console()
-            .text()
-            .contains("agent: registered as node-525400770001"),
-        "the node did not register again"
-    );
-    fe.wait_console(&id2, cloud::GUEST_MARKER, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    report_figure(&format!(
-        "figure: cloud, node power cycle mid-run to its instance running again {:.1} s (states seen by DescribeInstances: {})",
-        cycled.elapsed().as_secs_f64(),
-        seen.join(" -> ")
-    ));
+    reset_mid_run(&fe, &mut node, node_id, &id2, &cached);
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id2])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id2, "terminated", Duration::from_secs(120))
@@ -216,7 +161,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         fe.wait_console(id, cloud::GUEST_MARKER, Duration::from_secs(300))
             .unwrap_or_else(|e| panic!("{e:#}; node2: {}", node2.console().tail(30)));
     }
-    let on = |vm: &mallee_qemu_tests::Vm| -> Vec<String> {
+    let on = |vm: &Vm| -> Vec<String> {
         let text = vm.console().text();
         pair.iter()
             .filter(|id| text.contains(&format!("agent: {id} running")))
@@ -235,6 +180,8 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         fe.wait_state(id, "terminated", Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
+
+    clean_reboot(&fe, &mut node2, "node-525400770002");
     drop(node2);
     drop(node);
 
@@ -258,4 +205,141 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         buckets.contains("kept-across-reboots"),
         "bucket lost across a reboot: {buckets}"
     );
+}
+
+/// Launches `emi` again on the node that ran it before and checks, through DescribeNodes, that
+/// its cache served kernel, ramdisk and root (no download, three more hits) from RAM. Returns
+/// the instance and the node's report after the launch.
+fn cached_launch(fe: &Frontend, node: &Vm, node_id: &str, emi: &str) -> (String, NodeReport) {
+    let first = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        (
+            first.storage.as_str(),
+            first.downloads,
+            first.state.as_str()
+        ),
+        ("ram", 3, "up"),
+        "the diskless node's cache after the first launch: {first:?}"
+    );
+    let asked = Instant::now();
+    let id = fe.run_instances(emi, 1).unwrap_or_else(|e| panic!("{e:#}"))[0].clone();
+    fe.wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
+    let cached = asked.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let n = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+        if n.hits >= first.hits + 3 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        second.downloads == first.downloads && second.hits >= first.hits + 3,
+        "the second launch was not served from the cache: before {first:?}, after {second:?}"
+    );
+    assert!(second.instances.contains(&id), "{second:?}");
+    report_figure(&format!(
+        "figure: cloud, cached launch RunInstances to guest marker {:.1} s",
+        cached.as_secs_f64()
+    ));
+    (id, second)
+}
+
+/// Resets `node` while it runs instance `id` (QMP system_reset: RAM lost, back through its
+/// firmware and PXE). The harness launches QEMU with -no-reboot, which turns a reset into QEMU
+/// exiting, so the VM is told to reset instead first. The node registers with a new boot id;
+/// the frontend reports `Server.NodeRebooted` and has it run the instance again
+/// (level-triggered: still desired), which prints a new guest marker. Ctrl-alt-delete (a clean
+/// reboot) comes back the same way, but the agent reports the instances the shutdown's SIGTERM
+/// stopped as failed, which terminates them.
+fn reset_mid_run(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, before: &NodeReport) {
+    let snapshot = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut seen = vec![fe.instance_state(id).unwrap_or_else(|e| panic!("{e:#}"))];
+    node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
+    let reset = Instant::now();
+    node.qmp("system_reset").unwrap_or_else(|e| panic!("{e}"));
+    let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
+    node.wait_for(&rebooted, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("the node did not come back from its reset: {e}"));
+    let registered_again = reset.elapsed();
+    let deadline = reset + Duration::from_secs(300);
+    let ran_again = regex::Regex::new(&format!("{rebooted}.*agent: {id} running")).unwrap();
+    let (code, message) = loop {
+        let state = fe.instance_state(id).unwrap_or_else(|e| panic!("{e:#}"));
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        let reason = fe.state_reason(id).unwrap_or_else(|e| panic!("{e:#}"));
+        if state == "running" && reason.is_some() && ran_again.is_match(&node.console().text()) {
+            break reason.unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} not running again after the node reset (states {seen:?}, reason {reason:?}): {}",
+            node.console().tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let running_again = reset.elapsed();
+    assert_eq!(code, "Server.NodeRebooted", "{message}");
+    assert!(
+        message.contains(&format!("node {node_id} rebooted at"))
+            && message.contains("disk contents lost"),
+        "{message}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
+        if out != snapshot && out.contains(cloud::GUEST_MARKER) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} printed no new guest marker after the node reset: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let marker_again = reset.elapsed();
+    let after = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        after.boot_id != before.boot_id && !after.boot_id.is_empty() && after.state == "up",
+        "DescribeNodes after the reset: {after:?}, before: {before:?}"
+    );
+    assert_eq!(
+        (after.storage.as_str(), after.downloads),
+        ("ram", 3),
+        "the RAM cache is lost with a reset: the images are fetched again: {after:?}"
+    );
+    report_figure(&format!(
+        "figure: cloud, node reset mid-run to registered again {:.1} s, to its instance running again {:.1} s, to the guest marker {:.1} s (states seen by DescribeInstances: {})",
+        registered_again.as_secs_f64(),
+        running_again.as_secs_f64(),
+        marker_again.as_secs_f64(),
+        seen.join(" -> ")
+    ));
+}
+
+/// A clean reboot (ctrl-alt-delete: mallee-init stops everything, syncs and reboots) of an
+/// idle node goes back through PXE to a registration with a new boot id.
+fn clean_reboot(fe: &Frontend, node: &mut Vm, node_id: &str) {
+    let boot_before = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}")).boot_id;
+    node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
+    let pressed = Instant::now();
+    node.ctrl_alt_delete().unwrap_or_else(|e| panic!("{e}"));
+    node.wait_for(
+        &format!("(?s)Reboot: now.*agent: registered as {node_id}"),
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("the node did not come back from ctrl-alt-delete: {e}"));
+    let clean_reboot = pressed.elapsed();
+    let after = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        after.boot_id != boot_before && after.state == "up",
+        "DescribeNodes after the clean reboot: {after:?} (boot id before {boot_before})"
+    );
+    report_figure(&format!(
+        "figure: cloud, node ctrl-alt-delete (clean reboot, no instance) to registered again {:.1} s",
+        clean_reboot.as_secs_f64()
+    ));
 }

@@ -18,6 +18,7 @@ mod groups;
 mod images;
 pub mod instances;
 mod keypairs;
+mod nodes;
 mod render;
 mod run;
 mod volumes;
@@ -262,6 +263,7 @@ impl Ec2 {
             "CreateSnapshot" => volumes::create_snapshot(self, c),
             "DeleteSnapshot" => volumes::delete_snapshot(self, c),
             "DescribeSnapshots" => volumes::describe_snapshots(self, c),
+            "DescribeNodes" => nodes::describe(self, c),
             other => Err(Ec2Error::client(
                 "InvalidAction",
                 format!("The action {other} is not valid for this web service."),

@@ -1,6 +1,7 @@
 //! How a node's report moves an instance through its states. Plain functions over records:
 //! pending → running → shutting-down → terminated (and stopping → stopped), a failed launch
-//! ending terminated with its reason, and the desired state handed back to the node.
+//! ending terminated with its reason, an instance its node lost by rebooting, and the desired
+//! state handed back to the node.
 
 use crate::ec2::model::{Instance, Reason, State};
 use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
@@ -36,7 +37,8 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
         ) => i.set_state(State::Stopped, now),
         (Goal::Stopped, Some(_)) => i.set_state(State::Stopping, now),
         (Goal::Terminated, None | Some(Observed::Terminated | Observed::Failed)) => {
-            if i.reason.is_none() {
+            // A reboot notice is history once the instance is terminated on purpose.
+            if i.reason.as_ref().is_none_or(|r| r.code == NODE_REBOOTED) {
                 i.reason = Some(Reason {
                     code: "Client.UserInitiatedShutdown".into(),
                     message: "Client.UserInitiatedShutdown: User initiated shutdown".into(),
@@ -47,6 +49,32 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
         (Goal::Terminated, Some(_)) => i.set_state(State::ShuttingDown, now),
     }
     (i.state, i.goal, i.reason.clone()) != before
+}
+
+/// `stateReason` code of an instance whose node rebooted under it.
+pub const NODE_REBOOTED: &str = "Server.NodeRebooted";
+
+/// The node of `i` came back from a reboot at `at_ms` (a new boot id): whatever ran there is
+/// gone, disk contents included. An instance meant to run gets the reason and goes back to
+/// pending until the node, reading its desired state, starts it again; the reason stays
+/// visible after that. Instances on their way to stopped or terminated need nothing: the node
+/// no longer lists them, so its next report finishes them. Returns whether `i` changed.
+pub fn node_rebooted(i: &mut Instance, at_ms: i64) -> bool {
+    if i.goal != Goal::Running || i.state == State::Terminated {
+        return false;
+    }
+    i.reason = Some(Reason {
+        code: NODE_REBOOTED.into(),
+        message: format!(
+            "{NODE_REBOOTED}: node {} rebooted at {}; the instance was restarted from its image (disk contents lost)",
+            i.node,
+            crate::ec2::xml::time(at_ms)
+        ),
+    });
+    i.set_state(State::Pending, at_ms);
+    // The node is back: whatever it said while silent no longer holds.
+    i.node_down = false;
+    true
 }
 
 /// What the node must do with `i`, or `None` once it is terminated.
@@ -72,7 +100,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn instance() -> Instance {
@@ -171,6 +199,53 @@ mod tests {
         assert_eq!(i.state, State::Terminated);
         assert!(spec(&i).is_none());
         assert!(!apply(&mut i, Some(&seen(Observed::Running, None)), 3));
+    }
+
+    #[test]
+    fn node_reboot_sends_a_running_instance_back_to_pending_with_a_reason_that_stays() {
+        let mut i = instance();
+        apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+        i.node_down = true;
+        assert!(node_rebooted(&mut i, 1_764_201_600_000));
+        assert!(!i.node_down, "the node is back");
+        assert_eq!((i.state, i.goal), (State::Pending, Goal::Running));
+        let r = i.reason.clone().unwrap();
+        assert_eq!(r.code, NODE_REBOOTED);
+        assert!(
+            r.message
+                .starts_with("Server.NodeRebooted: node n1 rebooted at 2025-11-27T00:00:00.000Z;"),
+            "{r:?}"
+        );
+        assert!(r.message.contains("disk contents lost"), "{r:?}");
+        apply(&mut i, Some(&seen(Observed::Running, None)), 3);
+        assert_eq!(i.state, State::Running);
+        assert_eq!(
+            i.reason.as_ref().map(|r| r.code.as_str()),
+            Some(NODE_REBOOTED)
+        );
+    }
+
+    #[test]
+    fn node_reboot_leaves_stopping_and_terminated_instances_alone() {
+        let mut i = instance();
+        i.goal = Goal::Stopped;
+        i.state = State::Stopping;
+        assert!(!node_rebooted(&mut i, 5));
+        assert_eq!((i.state, i.reason.clone()), (State::Stopping, None));
+        let mut t = instance();
+        t.goal = Goal::Terminated;
+        t.state = State::Terminated;
+        assert!(!node_rebooted(&mut t, 5));
+    }
+
+    #[test]
+    fn terminating_after_a_node_reboot_says_user_initiated() {
+        let mut i = instance();
+        node_rebooted(&mut i, 5);
+        i.goal = Goal::Terminated;
+        apply(&mut i, None, 6);
+        assert_eq!(i.state, State::Terminated);
+        assert_eq!(i.reason.unwrap().code, "Client.UserInitiatedShutdown");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Node records and what the node protocol does to the store: enrollment (cluster secret →
-//! per-node token, only its SHA-256 kept), registration, the desired state of a node, applying
-//! a node's report, console output, marking silent nodes down, and node loads for the
+//! per-node token, only its SHA-256 kept), registration (a new boot id means the node
+//! rebooted and lost its instances), the desired state of a node, applying a node's report
+//! (instances, image cache), console output, marking silent nodes down, and node loads for the
 //! scheduler. Each operation is one store transaction.
 
 use super::reconcile;
@@ -8,7 +9,7 @@ use crate::ec2::model::{Instance, State, CONSOLE, INSTANCE};
 use crate::scheduler::NodeLoad;
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
-    ActualState, CachedImage, ConsoleReport, EnrollRequest, InstanceSpec, NodeInfo,
+    ActualState, CacheSummary, CachedImage, ConsoleReport, EnrollRequest, InstanceSpec, NodeInfo,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,7 @@ impl NodeError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
     pub cluster: String,
@@ -68,6 +69,15 @@ pub struct Node {
     /// instances are placed and terminated; recomputed from the instances at registration.
     #[serde(default)]
     pub used: [u64; 2],
+    /// The boot id the node last registered with (empty before its first registration).
+    #[serde(default)]
+    pub boot_id: String,
+    /// When the node registered with that boot id (ms).
+    #[serde(default)]
+    pub booted_ms: i64,
+    /// The image cache's totals from the node's last report.
+    #[serde(default)]
+    pub cache: CacheSummary,
 }
 
 fn sha_hex(s: &str) -> String {
@@ -107,15 +117,16 @@ pub fn enroll(
     let token = hex::encode(raw);
     store.cloud(|tx| {
         let old: Option<Node> = tx.get(NODE, &req.node_id)?;
+        // Everything else (boot id included) is kept until the node registers.
         let node = Node {
-            id: req.node_id.clone(),
             cluster: req.cluster.clone(),
             token_sha256: sha_hex(&token),
-            info: old.as_ref().and_then(|n| n.info.clone()),
             last_seen_ms: now,
             down: false,
-            used: old.as_ref().map(|n| n.used).unwrap_or_default(),
-            image_cache: old.map(|n| n.image_cache).unwrap_or_default(),
+            ..old.unwrap_or_else(|| Node {
+                id: req.node_id.clone(),
+                ..Node::default()
+            })
         };
         tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), &node)?;
         Ok::<_, NodeError>(())
@@ -135,7 +146,10 @@ fn save(tx: &CloudTx<'_>, node: &Node) -> Result<(), StoreError> {
     tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), node)
 }
 
-/// Records what the node offers.
+/// Records what the node offers. A node registering with a boot id other than the one stored
+/// has rebooted: its instances are gone, and each one meant to run says so (see
+/// [`reconcile::node_rebooted`]) until the node starts it again. The same boot id again (the
+/// frontend restarted, or the node re-enrolled) changes nothing.
 pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<(), NodeError> {
     if info.node_id != node.id || info.cluster != node.cluster {
         return Err(NodeError::Mismatch(format!(
@@ -145,7 +159,15 @@ pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<
     }
     store.cloud(|tx| {
         let mut n: Node = tx.get(NODE, &node.id)?.ok_or(NodeError::Unauthorized)?;
-        tracing::info!(node = %n.id, cpus = info.cpus, memory_mib = info.memory_mib, disk_gib = info.disk_gib, macs = ?info.macs, agent = %info.agent_version, "node registered");
+        tracing::info!(node = %n.id, cpus = info.cpus, memory_mib = info.memory_mib, disk_gib = info.disk_gib, macs = ?info.macs, agent = %info.agent_version, boot_id = %info.boot_id, "node registered");
+        // An agent that cannot tell its boot id (empty) proves nothing either way.
+        if !info.boot_id.is_empty() && info.boot_id != n.boot_id {
+            if !n.boot_id.is_empty() {
+                restart_after_reboot(tx, &n.id, now)?;
+            }
+            n.boot_id = info.boot_id.clone();
+            n.booted_ms = now;
+        }
         n.info = Some(info);
         n.last_seen_ms = now;
         n.down = false;
@@ -153,6 +175,21 @@ pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<
         save(tx, &n)?;
         Ok(())
     })
+}
+
+/// Marks the instances a rebooted node lost (see [`reconcile::node_rebooted`]).
+fn restart_after_reboot(tx: &CloudTx<'_>, node: &str, now: i64) -> Result<(), StoreError> {
+    let mut lost = Vec::new();
+    for mut i in instances_on(tx, node)? {
+        let before = i.state;
+        if reconcile::node_rebooted(&mut i, now) {
+            tracing::info!(instance = %i.id, node, from = before.name(), to = i.state.name(), "instance state");
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+            lost.push(i.id);
+        }
+    }
+    tracing::warn!(node, instances = ?lost, "node rebooted: its instances were lost and will be started again");
+    Ok(())
 }
 
 fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, StoreError> {
@@ -184,6 +221,7 @@ pub fn report(
         n.down = false;
         n.last_seen_ms = now;
         n.image_cache = actual.image_cache.clone();
+        n.cache = actual.cache.clone();
         let mut changed = false;
         for mut i in instances_on(tx, node)? {
             let seen = actual.instances.iter().find(|r| r.instance_id == i.id);
@@ -295,3 +333,7 @@ pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
         })
         .collect())
 }
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;

@@ -7,10 +7,10 @@
 use crate::common::Frontend;
 use base64::Engine;
 use mallee_proto::{
-    ActualState, CachedImage, ConsoleReport, DesiredState, EnrollRequest, EnrollResponse, Goal,
-    InstanceReport, InstanceSpec, NodeInfo, Observed,
+    ActualState, CacheSummary, CachedImage, ConsoleReport, DesiredState, EnrollRequest,
+    EnrollResponse, Goal, InstanceReport, InstanceSpec, NodeInfo, Observed, Storage,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
@@ -80,11 +80,15 @@ pub struct Seen {
     pub reports: u32,
 }
 
-/// A node agent stand-in on a thread: enrolls, registers, long-polls, and reports every
-/// desired instance as running (or failed, when its user data says `fail-launch`).
+/// A node agent stand-in on a thread: enrolls, registers (with a boot id the test may change),
+/// long-polls, and reports every desired instance as running (or failed, when its user data
+/// says `fail-launch`), and an image cache that "downloads" each image once.
 pub struct TestNode {
     pub seen: Arc<Mutex<Seen>>,
     pub paused: Arc<AtomicBool>,
+    /// The boot id it registers with (`/proc/sys/kernel/random/boot_id` on a real node).
+    pub boot_id: Arc<Mutex<String>>,
+    rejoin: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -97,6 +101,12 @@ struct Agent {
     token: Option<String>,
     generation: String,
     seen: Arc<Mutex<Seen>>,
+    boot_id: Arc<Mutex<String>>,
+    /// Images fetched once, and the instances already started (cache hits are counted once
+    /// per instance).
+    fetched: BTreeSet<String>,
+    started: BTreeSet<String>,
+    cache: CacheSummary,
 }
 
 impl Agent {
@@ -141,7 +151,7 @@ impl Agent {
             disk_gib: 100,
             macs: vec!["52:54:00:12:34:56".into()],
             agent_version: "test-node".into(),
-            boot_id: "test-boot".into(),
+            boot_id: self.boot_id.lock().unwrap().clone(),
         };
         let _: serde_json::Value = self.call(
             "POST",
@@ -192,6 +202,14 @@ impl Agent {
                     size: spec.image.size,
                 });
             }
+            if self.started.insert(spec.instance_id.clone()) {
+                if self.fetched.insert(spec.image.sha256.clone()) {
+                    self.cache.downloads += 1;
+                    self.cache.used_bytes += spec.image.size;
+                } else {
+                    self.cache.hits += 1;
+                }
+            }
             if let Some((state, reason)) = Self::observe(spec) {
                 reports.push(InstanceReport {
                     instance_id: spec.instance_id.clone(),
@@ -204,7 +222,7 @@ impl Agent {
         let actual = ActualState {
             instances: reports.clone(),
             image_cache: cache,
-            cache: Default::default(),
+            cache: self.cache.clone(),
         };
         let _: serde_json::Value = self.call(
             "POST",
@@ -244,6 +262,8 @@ impl TestNode {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let paused = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let boot_id = Arc::new(Mutex::new("test-boot-1".to_string()));
         let mut agent = Agent {
             port,
             id: id.into(),
@@ -252,13 +272,24 @@ impl TestNode {
             token: None,
             generation: String::new(),
             seen: seen.clone(),
+            boot_id: boot_id.clone(),
+            fetched: BTreeSet::new(),
+            started: BTreeSet::new(),
+            cache: CacheSummary {
+                storage: Storage::Disk,
+                budget_bytes: 1 << 30,
+                ..CacheSummary::default()
+            },
         };
-        let (p, s) = (paused.clone(), stop.clone());
+        let (p, s, r) = (paused.clone(), stop.clone(), rejoin.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 if p.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
+                }
+                if r.swap(false, Ordering::SeqCst) {
+                    agent.token = None;
                 }
                 if let Err(e) = agent.round() {
                     if e == "unauthorized" {
@@ -272,11 +303,26 @@ impl TestNode {
         let node = TestNode {
             seen,
             paused,
+            boot_id,
+            rejoin,
             stop,
             thread: Some(thread),
         };
         node.wait("the node to register", |s| s.reports > 0);
         node
+    }
+
+    /// Enrolls and registers again, with `boot_id` when given (a reboot: a real node comes
+    /// back without its instances, which this one only forgets to report until the frontend
+    /// hands them back), else with the same one (the agent lost its token); returns once
+    /// registered.
+    pub fn rejoin(&self, boot_id: Option<&str>) {
+        if let Some(b) = boot_id {
+            *self.boot_id.lock().unwrap() = b.to_string();
+        }
+        let before = self.seen.lock().unwrap().enrollments;
+        self.rejoin.store(true, Ordering::SeqCst);
+        self.wait("the node to register again", |s| s.enrollments > before);
     }
 
     /// Polls the node's view until `cond` holds (30 s deadline).

@@ -1,0 +1,198 @@
+//! DescribeNodes: the compute nodes as the frontend knows them, for administrators only
+//! (anyone else gets EC2's `UnauthorizedOperation`). Per node: zone, up or down, boot id and
+//! when it registered with it, capacity and use, last report, the instances placed on it and
+//! its image cache (where it lives, budget, use, downloads and hits since the node booted, the
+//! images held). A Mallee action: no AWS client models it, so callers sign a Query request
+//! themselves (botocore's `SigV4Auth` does). Eucalyptus's own `euca-describe-nodes` spoke
+//! another service (`services/Configuration`, its admin API), which this does not imitate.
+
+use super::model::{Instance, State, INSTANCE};
+use super::xml::{time, Xml};
+use super::{Call, Ec2, Ec2Error};
+use crate::nodes::record::{Node, NODE};
+use crate::store::{CloudTx, Role, User};
+use mallee_proto::{NodeInfo, Storage};
+
+/// A registered node, what it offered and the instances placed on it (not terminated).
+pub struct NodeView {
+    pub node: Node,
+    pub info: NodeInfo,
+    pub instances: Vec<(String, State)>,
+}
+
+/// Only administrators may see the nodes.
+pub fn authorize(user: &User) -> Result<(), Ec2Error> {
+    if user.role == Role::Admin {
+        return Ok(());
+    }
+    Err(Ec2Error::new(
+        403,
+        "UnauthorizedOperation",
+        "You are not authorized to perform this operation: DescribeNodes is for administrators.",
+    ))
+}
+
+/// Every registered node (or those named in `ids`, each of which must exist), by id.
+pub fn views(tx: &CloudTx<'_>, ids: &[String]) -> Result<Vec<NodeView>, Ec2Error> {
+    let nodes: Vec<Node> = tx.list(NODE, None)?;
+    for id in ids {
+        if !nodes.iter().any(|n| &n.id == id && n.info.is_some()) {
+            return Err(Ec2Error::client(
+                "InvalidNodeID.NotFound",
+                format!("The node '{id}' does not exist"),
+            ));
+        }
+    }
+    let instances: Vec<Instance> = tx.list(INSTANCE, None)?;
+    let views = nodes
+        .into_iter()
+        .filter(|n| ids.is_empty() || ids.contains(&n.id))
+        .filter_map(|node| {
+            let on = instances
+                .iter()
+                .filter(|i| i.node == node.id && i.state != State::Terminated)
+                .map(|i| (i.id.clone(), i.state))
+                .collect();
+            Some(NodeView {
+                info: node.info.clone()?,
+                node,
+                instances: on,
+            })
+        })
+        .collect();
+    Ok(views)
+}
+
+fn storage_name(s: Storage) -> &'static str {
+    match s {
+        Storage::Ram => "ram",
+        Storage::Disk => "disk",
+    }
+}
+
+/// One `item` of `nodeSet`.
+fn node_item(x: &mut Xml, v: &NodeView) {
+    let (n, info) = (&v.node, &v.info);
+    x.field("nodeId", &n.id)
+        .field("zone", &n.cluster)
+        .field("state", if n.down { "down" } else { "up" })
+        .field("bootId", &n.boot_id)
+        .field("bootTime", time(n.booted_ms))
+        .field("agentVersion", &info.agent_version)
+        .field("cpus", info.cpus)
+        .field("memoryMib", info.memory_mib)
+        .field("diskGib", info.disk_gib)
+        .field("usedVcpus", n.used[0])
+        .field("usedMemoryMib", n.used[1])
+        .field("lastSeen", time(n.last_seen_ms));
+    x.set("macSet", &info.macs, |x, m| {
+        x.field("mac", m);
+    });
+    x.set("instanceSet", &v.instances, |x, (id, state)| {
+        x.field("instanceId", id).field("state", state.name());
+    });
+    let c = &n.cache;
+    x.open("imageCache")
+        .field("storage", storage_name(c.storage))
+        .field("budgetBytes", c.budget_bytes)
+        .field("usedBytes", c.used_bytes)
+        .field("downloads", c.downloads)
+        .field("hits", c.hits);
+    x.set("imageSet", &n.image_cache, |x, img| {
+        x.field("sha256", &img.sha256).field("size", img.size);
+    });
+    x.close("imageCache");
+}
+
+/// The response document.
+pub fn render(action: &str, rid: &str, views: &[NodeView]) -> String {
+    let mut x = Xml::new(action, rid);
+    x.set("nodeSet", views, node_item);
+    x.finish()
+}
+
+pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    authorize(c.user)?;
+    let ids = c.p.list("NodeId");
+    let views = ec2.store.cloud(|tx| views(tx, &ids))?;
+    Ok(render(c.action, c.rid, &views))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mallee_proto::{CacheSummary, CachedImage};
+
+    fn view() -> NodeView {
+        let info = NodeInfo {
+            node_id: "node-1".into(),
+            cluster: "zone-a".into(),
+            cpus: 2,
+            memory_mib: 2048,
+            disk_gib: 0,
+            macs: vec!["52:54:00:77:00:01".into()],
+            agent_version: "0.1.0".into(),
+            boot_id: "b<1>".into(),
+        };
+        let node = Node {
+            id: "node-1".into(),
+            cluster: "zone-a".into(),
+            info: Some(info.clone()),
+            last_seen_ms: 1_000,
+            down: true,
+            used: [1, 256],
+            boot_id: "b<1>".into(),
+            booted_ms: 500,
+            image_cache: vec![CachedImage {
+                sha256: "ab".repeat(32),
+                size: 4096,
+            }],
+            cache: CacheSummary {
+                storage: Storage::Ram,
+                budget_bytes: 1 << 29,
+                used_bytes: 4096,
+                downloads: 3,
+                hits: 6,
+            },
+            ..Node::default()
+        };
+        NodeView {
+            node,
+            info,
+            instances: vec![("i-00000001".into(), State::Running)],
+        }
+    }
+
+    #[test]
+    fn a_node_renders_its_state_capacity_instances_and_cache() {
+        let xml = render("DescribeNodes", "R", &[view()]);
+        for part in [
+            "<DescribeNodesResponse xmlns=",
+            "<nodeSet><item><nodeId>node-1</nodeId><zone>zone-a</zone><state>down</state>",
+            "<bootId>b&lt;1&gt;</bootId><bootTime>1970-01-01T00:00:00.500Z</bootTime>",
+            "<cpus>2</cpus><memoryMib>2048</memoryMib><diskGib>0</diskGib>",
+            "<usedVcpus>1</usedVcpus><usedMemoryMib>256</usedMemoryMib>",
+            "<lastSeen>1970-01-01T00:00:01.000Z</lastSeen>",
+            "<instanceSet><item><instanceId>i-00000001</instanceId><state>running</state></item></instanceSet>",
+            "<imageCache><storage>ram</storage><budgetBytes>536870912</budgetBytes><usedBytes>4096</usedBytes><downloads>3</downloads><hits>6</hits>",
+            "<imageSet><item><sha256>abab",
+        ] {
+            assert!(xml.contains(part), "{part} not in {xml}");
+        }
+    }
+
+    #[test]
+    fn only_administrators_may_describe_nodes() {
+        let user = |role| User {
+            name: "u".into(),
+            access_key: "AK".into(),
+            secret: "s".into(),
+            role,
+        };
+        assert!(authorize(&user(Role::Admin)).is_ok());
+        for role in [Role::User, Role::Node] {
+            let e = authorize(&user(role)).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (403, "UnauthorizedOperation"));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Tests of the node records over a real store in a temporary directory (no socket).
+
+use super::*;
+use crate::ec2::model::Reason;
+use crate::ec2::Ec2Config;
+use crate::nodes::reconcile::{tests::instance, NODE_REBOOTED};
+use mallee_proto::{Goal, InstanceReport, Observed, Storage};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// Enrolls node `n1` and returns its record.
+fn enrolled(store: &Store) -> Node {
+    let cfg = Ec2Config::default();
+    let req = EnrollRequest {
+        node_id: "n1".into(),
+        cluster: cfg.clusters[0].clone(),
+        secret: cfg.cluster_secret.clone(),
+    };
+    let token = enroll(store, &cfg, &req, 1).unwrap();
+    authenticate(store, &token).unwrap()
+}
+
+fn info(node: &Node, boot_id: &str) -> NodeInfo {
+    NodeInfo {
+        node_id: node.id.clone(),
+        cluster: node.cluster.clone(),
+        cpus: 2,
+        memory_mib: 2048,
+        disk_gib: 0,
+        macs: vec![],
+        agent_version: "t".into(),
+        boot_id: boot_id.into(),
+    }
+}
+
+fn put(store: &Store, i: &Instance) {
+    store
+        .cloud(|tx| tx.put(INSTANCE, &i.id, &i.owner, None, i))
+        .unwrap();
+}
+
+fn get(store: &Store, id: &str) -> Instance {
+    store.cloud(|tx| tx.get(INSTANCE, id)).unwrap().unwrap()
+}
+
+/// `n1` registered with boot `b1`, running `i-00000001`, plus a terminated `i-00000002`.
+fn node_with_instances(store: &Store) -> Node {
+    let node = enrolled(store);
+    register(store, &node, info(&node, "b1"), 2).unwrap();
+    let mut running = instance();
+    running.state = State::Running;
+    put(store, &running);
+    let mut gone = instance();
+    gone.id = "i-00000002".into();
+    gone.goal = Goal::Terminated;
+    gone.state = State::Terminated;
+    gone.reason = Some(Reason {
+        code: "Client.UserInitiatedShutdown".into(),
+        message: "Client.UserInitiatedShutdown: User initiated shutdown".into(),
+    });
+    put(store, &gone);
+    node
+}
+
+#[test]
+fn a_new_boot_id_marks_the_nodes_instances_rebooted_and_pending() {
+    let (_d, store) = store();
+    let node = node_with_instances(&store);
+    register(&store, &node, info(&node, "b2"), 1_000).unwrap();
+    let i = get(&store, "i-00000001");
+    assert_eq!(i.state, State::Pending);
+    assert_eq!(i.state_ms, 1_000);
+    let r = i.reason.unwrap();
+    assert_eq!(r.code, NODE_REBOOTED);
+    assert!(r.message.contains("node n1 rebooted at"), "{r:?}");
+    let gone = get(&store, "i-00000002");
+    assert_eq!(gone.reason.unwrap().code, "Client.UserInitiatedShutdown");
+    let n: Node = store.cloud(|tx| tx.get(NODE, "n1")).unwrap().unwrap();
+    assert_eq!((n.boot_id.as_str(), n.booted_ms), ("b2", 1_000));
+    // The node starts it again: running, and the reason stays.
+    let report_running = ActualState {
+        instances: vec![InstanceReport {
+            instance_id: "i-00000001".into(),
+            state: Observed::Running,
+            reason: None,
+            reboot_count: 0,
+        }],
+        image_cache: vec![],
+        cache: Default::default(),
+    };
+    assert!(report(&store, "n1", &report_running, 1_500).unwrap());
+    let i = get(&store, "i-00000001");
+    assert_eq!(i.state, State::Running);
+    assert_eq!(i.reason.unwrap().code, NODE_REBOOTED);
+}
+
+#[test]
+fn the_same_boot_id_again_is_no_reboot() {
+    let (_d, store) = store();
+    let node = node_with_instances(&store);
+    // The frontend restarted, or the node lost its token and enrolled again: same boot.
+    register(&store, &node, info(&node, "b1"), 3).unwrap();
+    let node = enrolled(&store);
+    register(&store, &node, info(&node, "b1"), 4).unwrap();
+    let i = get(&store, "i-00000001");
+    assert_eq!((i.state, i.reason), (State::Running, None));
+    let n: Node = store.cloud(|tx| tx.get(NODE, "n1")).unwrap().unwrap();
+    assert_eq!((n.boot_id.as_str(), n.booted_ms), ("b1", 2));
+}
+
+#[test]
+fn a_first_registration_or_an_agent_without_boot_id_is_no_reboot() {
+    let (_d, store) = store();
+    let node = enrolled(&store);
+    let mut i = instance();
+    i.state = State::Running;
+    put(&store, &i);
+    register(&store, &node, info(&node, ""), 2).unwrap();
+    register(&store, &node, info(&node, "b1"), 3).unwrap();
+    let i = get(&store, "i-00000001");
+    assert_eq!((i.state, i.reason), (State::Running, None));
+}
+
+#[test]
+fn the_report_keeps_the_cache_summary() {
+    let (_d, store) = store();
+    let node = enrolled(&store);
+    register(&store, &node, info(&node, "b1"), 2).unwrap();
+    let cache = CacheSummary {
+        storage: Storage::Ram,
+        budget_bytes: 512 << 20,
+        used_bytes: 3 << 20,
+        downloads: 3,
+        hits: 6,
+    };
+    let actual = ActualState {
+        instances: vec![],
+        image_cache: vec![CachedImage {
+            sha256: "ab".repeat(32),
+            size: 3 << 20,
+        }],
+        cache: cache.clone(),
+    };
+    report(&store, "n1", &actual, 5).unwrap();
+    let n: Node = store.cloud(|tx| tx.get(NODE, "n1")).unwrap().unwrap();
+    assert_eq!((n.cache, n.image_cache.len()), (cache, 1));
+}
+
+#[test]
+fn a_node_record_stored_before_boot_ids_and_cache_totals_still_reads() {
+    let old = r#"{"id":"n1","cluster":"cluster1","token_sha256":"00","info":null,
+        "last_seen_ms":1,"down":false,"image_cache":[]}"#;
+    let n: Node = serde_json::from_str(old).unwrap();
+    assert_eq!((n.boot_id.as_str(), n.cache.downloads), ("", 0));
+}
