@@ -129,3 +129,18 @@ fn disk_names_are_whole_disks_only() {
         assert!(!is_disk_name(no), "{no}");
     }
 }
+
+#[test]
+fn a_disk_holding_data_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let mut data = vec![0u8; 1 << 20];
+    data[510] = 0x55;
+    data[511] = 0xAA; // an MBR: someone's disk
+    std::fs::write(&img, &data).unwrap();
+    let err = mount_ext4(&img, &dir.path().join("mnt"), "mallee-node", Init::Lazy).unwrap_err();
+    assert!(matches!(err, DiskError::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains("never written"), "{err}");
+    assert_eq!(std::fs::read(&img).unwrap(), data);
+    assert!(!dir.path().join("mnt").exists());
+}
