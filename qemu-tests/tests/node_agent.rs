@@ -200,6 +200,20 @@ fn images(dir: &TestDir, bin: &Path) -> (NetbootImage, PathBuf) {
     (node, ramdisk)
 }
 
+/// `text` without ANSI colour sequences (`ESC [ ... m`, as the frontend's log has them).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A 16 MiB root image: a 1 MiB patterned head, the rest zero (sparse on the node).
 fn root_image(path: &Path) {
     let mut data: Vec<u8> = (0..1u32 << 20)
@@ -231,16 +245,19 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         "mallee.frontend=10.0.2.2:{} mallee.cluster={CLUSTER} mallee.secret={SECRET}",
         fe.port
     );
-    let mut node = VmConfig::new("node")
-        .netboot(&node_image)
-        .nested_kvm(true)
-        .memory_mib(1536)
-        .cpus(2)
-        .nic(Nic::user())
-        .disk(node_disk.clone())
-        .cmdline(&cmdline)
-        .launch(&dir)
-        .expect("start QEMU");
+    let boot_node = |name: &str| {
+        VmConfig::new(name)
+            .netboot(&node_image)
+            .nested_kvm(true)
+            .memory_mib(1536)
+            .cpus(2)
+            .nic(Nic::user())
+            .disk(node_disk.clone())
+            .cmdline(&cmdline)
+            .launch(&dir)
+            .expect("start QEMU")
+    };
+    let mut node = boot_node("node");
     let fail = |what: &str, node: &mallee_qemu_tests::Vm, fe: &Frontend| -> ! {
         panic!(
             "{what}\n--- node console tail ---\n{}\n--- frontend log tail ---\n{}",
@@ -279,6 +296,17 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
             &fe,
         ),
     }
+    // It registered with that disk's size (the frontend logs what a node registers with,
+    // possibly a moment after it answered).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fe.log().contains("node registered") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        without_colours(&fe.log()).contains(&format!("disk_gib={}", NODE_DISK_MIB >> 10)),
+        "the node did not register its {NODE_DISK_MIB} MiB disk:\n{}",
+        fe.log()
+    );
     let console = node.console().text();
     assert!(
         console.contains("disk /dev/vda is blank: formatting ext4 (label mallee-node)"),
@@ -410,4 +438,25 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
             report_figure(&format!("figure: node agent image fetch: {}", &l[i + 7..]));
         }
     }
+
+    // Power-cycle the node (QEMU stopped and started again on the same disk and MAC): its disk
+    // is mounted as it is, and every image cached before is kept (re-verified on first use).
+    drop(node);
+    let mut node = boot_node("node-again");
+    let kept = r"agent: image cache on /dev/vda \(ext4, budget \d+ MiB, (\d+) cached images kept";
+    let kept: usize = match node.wait_for(kept, Duration::from_secs(300)) {
+        Ok(c) => c[1].parse().unwrap(),
+        Err(e) => fail(&format!("no cache after the power cycle: {e}"), &node, &fe),
+    };
+    assert_eq!(
+        kept,
+        fetches.len(),
+        "cached images kept across the power cycle"
+    );
+    let console = node.console().text();
+    assert!(
+        console.contains("disk /dev/vda: ext file system found") && !console.contains("formatting"),
+        "the node's disk was not reused as it was:\n{}",
+        node.console().tail(40)
+    );
 }
