@@ -414,48 +414,5 @@ impl Instances {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_statuses_read_as_reasons() {
-        assert_eq!(exit_reason(0, ""), "the guest powered off");
-        assert!(exit_reason(1, "mallee-vmm: no kvm").ends_with("no kvm"));
-        assert!(exit_reason(137, "").contains("signal 9"));
-    }
-
-    fn spec(ephemeral_gib: u64) -> InstanceSpec {
-        serde_json::from_value(serde_json::json!({
-            "instance_id": "i-1", "goal": "running", "reboot_count": 0,
-            "instance_type": "m1.small", "vcpus": 2, "memory_mib": 256,
-            "image": {"image_id": "emi-1", "bucket": "b", "key": "k", "size": 1, "sha256": "00"},
-            "kernel": null, "ramdisk": null, "user_data": null, "mac": "d0:0d:00:00:00:01",
-            "metadata": mallee_proto::MetadataDocument::default(),
-            "ephemeral_gib": ephemeral_gib,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn the_vmm_config_names_the_instance_files() {
-        let v = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None);
-        assert_eq!(v["mem"], "256M");
-        assert_eq!(v["disk"][0], "/i/root.img,serial=root");
-        assert_eq!(
-            v["disk"].as_array().unwrap().len(),
-            1,
-            "no ephemeral disk asked for"
-        );
-        assert_eq!(v["serial"], "/i/console.log");
-        assert!(v["initrd"].is_null());
-    }
-
-    #[test]
-    fn an_ephemeral_disk_is_the_second_disk() {
-        let v = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None);
-        let disks = v["disk"].as_array().unwrap();
-        assert_eq!(disks.len(), 2);
-        assert_eq!(disks[0], "/i/root.img,serial=root");
-        assert_eq!(disks[1], "/i/ephemeral0.img,serial=ephemeral0");
-    }
-}
+#[path = "instances_tests.rs"]
+mod tests;
