@@ -144,7 +144,10 @@ fn on_disk(device: &Path, state_dir: &Path) -> Result<NodeStorage, String> {
     info!(
         "agent: instance disks on {} ({} MiB free)",
         device.display(),
-        room_for_instances(available_bytes(&instances).unwrap_or(0), Some((budget, 0))) >> 20
+        room_for_instances(
+            available_bytes(&instances).unwrap_or(0),
+            Some((budget, cache.summary().used_bytes))
+        ) >> 20
     );
     Ok(NodeStorage {
         cache,
