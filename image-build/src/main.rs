@@ -24,6 +24,9 @@ enum Cmd {
         /// Static mallee-vmm binary.
         #[arg(long)]
         vmm: PathBuf,
+        /// mke2fs for the cache disk and ephemeral disks (copied with its libraries).
+        #[arg(long, default_value = netboot::HOST_MKE2FS)]
+        mke2fs: PathBuf,
         /// Output directory.
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/node"))]
         out: PathBuf,
@@ -43,7 +46,7 @@ enum Cmd {
         #[arg(long, default_value = "/usr/lib/ipxe")]
         ipxe: PathBuf,
         /// mke2fs for the data disk (copied with its libraries).
-        #[arg(long, default_value = "/usr/sbin/mke2fs")]
+        #[arg(long, default_value = netboot::HOST_MKE2FS)]
         mke2fs: PathBuf,
         /// Output directory.
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
@@ -59,8 +62,14 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Node { init, vmm, out } => {
-            build("node", &netboot::NetbootSpec::node(&init, &vmm), out)
+        Cmd::Node {
+            init,
+            vmm,
+            mke2fs,
+            out,
+        } => {
+            let spec = netboot::NetbootSpec::node(&init, &vmm).with_mke2fs(&mke2fs);
+            build("node", &spec, out)
         }
         Cmd::Frontend {
             init,

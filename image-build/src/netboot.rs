@@ -26,19 +26,26 @@ pub enum NetbootError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the {role} image takes static binaries only, not the dynamic program {program}")]
+    #[error(
+        "the {role} image takes static binaries only (and mke2fs as sbin/mke2fs), not the \
+         dynamic program {program}"
+    )]
     DynamicRefused { role: String, program: String },
     #[error("the frontend image needs the node bundle: {path} is missing (build the node first)")]
     NodeBundleMissing { path: String },
 }
 
-/// Modules every compute node loads at boot: virtio devices, KVM, and the networking and
-/// storage pieces instances need. `af_packet` is built into Debian's kernel and is skipped.
+/// Modules every compute node loads at boot: virtio devices, the file system of its cache disk,
+/// KVM, and the networking and storage pieces instances need. `af_packet` is built into
+/// Debian's kernel and is skipped.
 pub const NODE_BOOT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
     "virtio_blk",
     "virtio_rng",
+    // ext4 and jbd2 ask the crypto API for crc32c (see FRONTEND_BOOT_MODULES).
+    "crc32c_generic",
+    "ext4",
     "irqbypass",
     "ccp",
     "kvm",
@@ -89,13 +96,20 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
 /// `mallee.private=` (defaults `/dev/vda` and `eth1:10.77.0.1/24`).
 pub const FRONTEND_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=frontend";
 
+/// Where `mke2fs` is on the build host (Debian's e2fsprogs).
+pub const HOST_MKE2FS: &str = "/usr/sbin/mke2fs";
+/// The one dynamic program a node image may carry, at this path: `mke2fs`, which formats a
+/// node's blank cache disk and each instance's ephemeral disk. Everything else on a node is
+/// static (a node's programs must not depend on a library set nobody tests).
+pub const NODE_DYNAMIC_PROGRAMS: &[&str] = &["sbin/mke2fs"];
+
 /// iPXE binaries the frontend serves over TFTP to plain PXE ROMs (Debian's `ipxe`).
 pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
 
 /// What goes into one netboot bundle.
 #[derive(Debug, Clone)]
 pub struct NetbootSpec {
-    /// `node` or `frontend`: only the frontend may carry dynamic programs.
+    /// `node` or `frontend`: a node carries only [`NODE_DYNAMIC_PROGRAMS`] dynamically linked.
     pub role: String,
     pub boot_modules: Vec<String>,
     pub coldplug_modules: Vec<String>,
@@ -105,13 +119,15 @@ pub struct NetbootSpec {
     pub files: Vec<(String, Vec<u8>)>,
     /// Host files copied in `(path in the initramfs, host path)`.
     pub host_files: Vec<(String, PathBuf)>,
-    /// Dynamically linked host programs, copied with their libraries (frontend only).
+    /// Dynamically linked host programs, copied with their libraries (on a node only those in
+    /// [`NODE_DYNAMIC_PROGRAMS`]).
     pub dynamic_programs: Vec<(String, PathBuf)>,
     pub cmdline: String,
 }
 
 impl NetbootSpec {
-    /// The compute node: `mallee-init` as `/init`, `mallee-vmm` beside it.
+    /// The compute node: `mallee-init` as `/init`, `mallee-vmm` beside it, and the build host's
+    /// `mke2fs` ([`HOST_MKE2FS`]; [`NetbootSpec::with_mke2fs`] picks another).
     pub fn node(init: &Path, vmm: &Path) -> Self {
         Self {
             role: "node".into(),
@@ -123,9 +139,18 @@ impl NetbootSpec {
             ],
             files: Vec::new(),
             host_files: Vec::new(),
-            dynamic_programs: Vec::new(),
+            dynamic_programs: vec![("sbin/mke2fs".into(), PathBuf::from(HOST_MKE2FS))],
             cmdline: NODE_CMDLINE.to_string(),
         }
+    }
+
+    /// The same spec with `mke2fs` taken from `path`.
+    pub fn with_mke2fs(mut self, path: &Path) -> Self {
+        self.dynamic_programs
+            .retain(|(dest, _)| dest != "sbin/mke2fs");
+        self.dynamic_programs
+            .push(("sbin/mke2fs".into(), path.to_path_buf()));
+        self
     }
 
     /// The frontend appliance: `mallee-init` as `/init`, `mallee-frontend`, `mke2fs` for its
@@ -199,7 +224,7 @@ pub fn assemble(
         fs.add_host_file(dest, src)?;
     }
     for (dest, src) in &spec.dynamic_programs {
-        if spec.role == "node" {
+        if spec.role == "node" && !NODE_DYNAMIC_PROGRAMS.contains(&dest.as_str()) {
             return Err(NetbootError::DynamicRefused {
                 role: spec.role.clone(),
                 program: src.display().to_string(),

@@ -1,5 +1,5 @@
-//! The node bundle built from the pinned Debian kernel: reproducible, dependency-ordered, and
-//! refusing dynamic binaries.
+//! The node bundle built from the pinned Debian kernel: reproducible, dependency-ordered, with
+//! ext4 and mke2fs for its disks, and refusing any other dynamic binary.
 
 use mallee_image_build::elf::minimal_static_elf;
 use mallee_image_build::netboot::{self, NetbootSpec};
@@ -92,13 +92,29 @@ fn a_dynamic_binary_is_refused() {
 }
 
 #[test]
-fn the_node_image_refuses_dynamic_programs() {
+fn the_node_image_carries_mke2fs_and_ext4() {
+    let kernel = mallee_image_build::pinned_kernel().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (init, vmm) = fake_binaries(tmp.path());
+    let spec = NetbootSpec::node(&init, &vmm).with_mke2fs(Path::new("/usr/sbin/mke2fs"));
+    assert_eq!(spec.dynamic_programs.len(), 1);
+    let (fs, _) = netboot::assemble(&spec, &kernel).unwrap();
+    assert!(fs.contains("sbin/mke2fs") && fs.contains("lib64/ld-linux-x86-64.so.2"));
+    let cpio = String::from_utf8_lossy(&fs.to_cpio()).into_owned();
+    assert!(
+        cpio.contains("ext4 kernel/fs/ext4/ext4.ko"),
+        "ext4 not loaded at boot"
+    );
+}
+
+#[test]
+fn the_node_image_refuses_other_dynamic_programs() {
     let kernel = mallee_image_build::pinned_kernel().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (init, vmm) = fake_binaries(tmp.path());
     let mut spec = NetbootSpec::node(&init, &vmm);
     spec.dynamic_programs
-        .push(("sbin/mke2fs".into(), "/usr/sbin/mke2fs".into()));
+        .push(("bin/true".into(), "/bin/true".into()));
     let err = netboot::assemble(&spec, &kernel).unwrap_err();
     assert!(
         matches!(err, netboot::NetbootError::DynamicRefused { .. }),

@@ -4,7 +4,9 @@
 //! run that program once ready, then power off), `mallee.hostname=NAME` and
 //! `mallee.test_panic=1` (test hook: panic once ready, to exercise the panic → reboot path); the
 //! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
-//! there by the frontend's PXE service; the agent starts only when all three are set); for
+//! there by the frontend's PXE service; the agent starts only when all three are set) and
+//! `mallee.disk=auto|none|/dev/X` (the node's cache disk, default `auto`: see
+//! [`crate::agent::storage`]); for
 //! the frontend, `mallee.data=/dev/vdX` (data disk, default `/dev/vda`),
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
 //! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other
@@ -50,6 +52,18 @@ impl Default for PrivateNic {
     }
 }
 
+/// Which local disk a node keeps its image cache and instance disks on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NodeDisk {
+    /// The first suitable whole disk, if any ([`crate::disk::choose_auto`]).
+    #[default]
+    Auto,
+    /// None: everything in RAM.
+    None,
+    /// This device.
+    Device(PathBuf),
+}
+
 /// What this appliance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -83,6 +97,8 @@ pub struct Settings {
     pub frontend: Option<std::net::SocketAddr>,
     pub cluster: Option<String>,
     pub secret: Option<String>,
+    /// Node: the cache disk.
+    pub disk: NodeDisk,
     /// Human-readable notes about ignored keys or values, one per problem.
     pub warnings: Vec<String>,
 }
@@ -100,6 +116,7 @@ impl Default for Settings {
             frontend: None,
             cluster: None,
             secret: None,
+            disk: NodeDisk::Auto,
             warnings: Vec::new(),
         }
     }
@@ -190,6 +207,14 @@ pub fn parse(cmdline: &str) -> Settings {
                     "ignoring mallee.frontend={value:?}: expected IP:PORT"
                 )),
             },
+            "disk" => match value {
+                "auto" => settings.disk = NodeDisk::Auto,
+                "none" => settings.disk = NodeDisk::None,
+                v if v.starts_with("/dev/") => settings.disk = NodeDisk::Device(PathBuf::from(v)),
+                v => settings.warnings.push(format!(
+                    "ignoring mallee.disk={v:?}: expected auto, none or a /dev/ path"
+                )),
+            },
             "cluster" if !value.is_empty() => settings.cluster = Some(value.to_owned()),
             "secret" if !value.is_empty() => settings.secret = Some(value.to_owned()),
             "cluster" | "secret" => settings
@@ -253,6 +278,19 @@ mod tests {
         let s = parse("mallee.frontend=frontend.local:80 mallee.cluster=");
         assert_eq!((s.frontend, s.cluster), (None, None));
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn node_disk_is_auto_none_or_a_device() {
+        assert_eq!(parse("").disk, NodeDisk::Auto);
+        assert_eq!(parse("mallee.disk=none").disk, NodeDisk::None);
+        assert_eq!(
+            parse("mallee.disk=/dev/nvme0n1").disk,
+            NodeDisk::Device(PathBuf::from("/dev/nvme0n1"))
+        );
+        let bad = parse("mallee.disk=none mallee.disk=sdb");
+        assert_eq!(bad.disk, NodeDisk::None);
+        assert_eq!(bad.warnings.len(), 1, "{:?}", bad.warnings);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Role `frontend`: what PID 1 does on the frontend appliance besides the common boot.
 //!
-//! It mounts the data disk on `/var/lib/mallee` (formatting it with `mke2fs` only when its first
-//! 128 KiB are all zero, so a disk holding anything is never overwritten), gives the private NIC
+//! It mounts the data disk on `/var/lib/mallee` (through [`crate::disk`]: formatted only when
+//! its first 128 KiB are all zero, so a disk holding anything is never overwritten), gives the private NIC
 //! its static address, runs DHCP on every other NIC, writes the daemon's configuration (or uses
 //! `/var/lib/mallee/frontend.toml` when the operator put one there) and supervises
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
 //! exits, and the readiness line is printed once it listens.
 
 use crate::cmdline::{PrivateNic, Settings};
+use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::{info, log, reaper};
 use std::io::{BufRead, Read, Write};
@@ -20,32 +21,15 @@ use std::time::{Duration, Instant};
 /// Where the data disk is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/mallee";
 const DAEMON: &str = "/bin/mallee-frontend";
-const MKE2FS: &str = "/sbin/mke2fs";
 /// Port of the EC2/S3 API.
 pub const API_PORT: u16 = 8773;
-/// How many leading bytes must be zero for a disk to count as blank.
-const BLANK_PROBE: usize = 128 * 1024;
 /// The unprivileged uid:gid the daemon runs as (no NSS in the appliance: numeric).
 const RUN_AS: &str = "65534:65534";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendBootError {
-    #[error("data disk {path} did not appear within {secs} s")]
-    NoDisk { path: String, secs: u64 },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("data disk {path} holds something that is not ext2/3/4; not formatting it")]
-    Foreign { path: String },
-    #[error("mke2fs {path} failed: {reason}")]
-    Format { path: String, reason: String },
-    #[error("mounting {path} on {DATA_MOUNT}: {source}")]
-    Mount {
-        path: String,
-        source: rustix::io::Errno,
-    },
+    #[error("data disk: {0}")]
+    Disk(#[from] DiskError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -55,109 +39,15 @@ pub enum FrontendBootError {
     Private { interface: String, reason: String },
 }
 
-/// What the start of a disk says it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskContent {
-    Blank,
-    Ext,
-    Other,
-}
-
-/// Classifies a disk by its first bytes: the ext superblock magic 0xEF53 at byte 1080, all
-/// zeros, or anything else.
-pub fn classify(head: &[u8]) -> DiskContent {
-    if head.get(1080..1082) == Some(&[0x53, 0xEF][..]) {
-        DiskContent::Ext
-    } else if head.iter().all(|&b| b == 0) {
-        DiskContent::Blank
-    } else {
-        DiskContent::Other
-    }
-}
-
-fn wait_for_path(path: &Path, patience: Duration) -> bool {
-    let deadline = Instant::now() + patience;
-    while !path.exists() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
-fn run_quiet(program: &str, args: &[&str]) -> Result<(), String> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(console_stdio())
-        .stderr(console_stdio());
-    let (_, exited) = reaper::spawn_watched(&mut command).map_err(|e| e.to_string())?;
-    match exited.recv() {
-        Ok(0) => Ok(()),
-        Ok(code) => Err(format!("exit status {code}")),
-        Err(_) => Err("lost track of the process".into()),
-    }
-}
-
 /// Mounts the data disk on [`DATA_MOUNT`], formatting it first when blank.
 pub fn mount_data(device: &Path) -> Result<(), FrontendBootError> {
-    let path = device.display().to_string();
-    if !wait_for_path(device, Duration::from_secs(10)) {
-        return Err(FrontendBootError::NoDisk { path, secs: 10 });
-    }
-    let read_err = |source| FrontendBootError::Read {
-        path: path.clone(),
-        source,
-    };
-    let mut head = vec![0u8; BLANK_PROBE];
-    let mut disk = std::fs::File::open(device).map_err(read_err)?;
-    let n = read_up_to(&mut disk, &mut head).map_err(read_err)?;
-    head.truncate(n);
-    match classify(&head) {
-        DiskContent::Ext => info!("data disk {path}: ext file system found"),
-        DiskContent::Other => return Err(FrontendBootError::Foreign { path }),
-        DiskContent::Blank => {
-            info!("data disk {path} is blank: formatting ext4");
-            let started = Instant::now();
-            run_quiet(
-                MKE2FS,
-                &["-q", "-F", "-t", "ext4", "-L", "mallee-data", &path],
-            )
-            .map_err(|reason| FrontendBootError::Format {
-                path: path.clone(),
-                reason,
-            })?;
-            info!(
-                "data disk {path} formatted in {} ms",
-                started.elapsed().as_millis()
-            );
-        }
-    }
-    std::fs::create_dir_all(DATA_MOUNT).map_err(|source| FrontendBootError::Write {
-        path: DATA_MOUNT.into(),
-        source,
-    })?;
-    rustix::mount::mount(
+    disk::mount_ext4(
         device,
-        DATA_MOUNT,
-        "ext4",
-        rustix::mount::MountFlags::NOATIME,
-        c"",
-    )
-    .map_err(|source| FrontendBootError::Mount { path, source })
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+        Path::new(DATA_MOUNT),
+        "mallee-data",
+        disk::Init::Full,
+    )?;
+    Ok(())
 }
 
 /// Brings the private NIC up with its static address.
@@ -239,12 +129,6 @@ fn config_file(settings: &Settings) -> Result<PathBuf, FrontendBootError> {
     Ok(path)
 }
 
-fn console_stdio() -> Stdio {
-    log::console_handle()
-        .map(Stdio::from)
-        .unwrap_or_else(Stdio::inherit)
-}
-
 /// Delay before restart `n` (0-based): 1, 2, 4, … 30 s.
 pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((1u64 << n.min(5)).min(30))
@@ -266,7 +150,7 @@ fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
         .arg(config)
         .stdin(Stdio::null())
         .stdout(writer)
-        .stderr(console_stdio())
+        .stderr(log::console_stdio())
         .env_clear()
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
         .env("RUST_LOG", "info")
@@ -395,42 +279,6 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn disks_are_classified_by_their_first_bytes() {
-        let mut head = vec![0u8; BLANK_PROBE];
-        assert_eq!(classify(&head), DiskContent::Blank);
-        head[1080] = 0x53;
-        head[1081] = 0xEF;
-        assert_eq!(classify(&head), DiskContent::Ext);
-        head[1080] = 0;
-        head[510] = 0x55; // an MBR boot signature: not ours to format
-        assert_eq!(classify(&head), DiskContent::Other);
-        assert_eq!(classify(&[]), DiskContent::Blank);
-    }
-
-    #[test]
-    fn a_real_mke2fs_image_is_recognised() {
-        let dir = std::env::temp_dir().join(format!("mallee-init-ext-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("disk.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(8 << 20)
-            .unwrap();
-        let head = std::fs::read(&img).unwrap();
-        assert_eq!(classify(&head[..BLANK_PROBE]), DiskContent::Blank);
-        let ok = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4"])
-            .arg(&img)
-            .status()
-            .expect("mke2fs (e2fsprogs): run `just setup`")
-            .success();
-        assert!(ok);
-        let head = std::fs::read(&img).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(classify(&head[..BLANK_PROBE]), DiskContent::Ext);
-    }
 
     #[test]
     fn backoff_doubles_up_to_thirty_seconds() {

@@ -78,6 +78,13 @@ pub fn console_handle() -> Option<File> {
     sinks.console.as_ref().and_then(|c| c.try_clone().ok())
 }
 
+/// The console as a child's stdout or stderr (inherited when there is no console).
+pub fn console_stdio() -> std::process::Stdio {
+    console_handle()
+        .map(std::process::Stdio::from)
+        .unwrap_or_else(std::process::Stdio::inherit)
+}
+
 /// `info!("...", args)` writes one formatted line through [`line`].
 #[macro_export]
 macro_rules! info {

@@ -2,7 +2,8 @@
 //!
 //! Boot order: block the signals PID 1 handles (so they queue for [`signal_loop`]), install the
 //! panic hook (print, count down 10 s, orderly reboot), mount the API file systems, open the
-//! console, read `mallee.*` from `/proc/cmdline`, load modules and coldplug, report KVM, set the
+//! console, read `mallee.*` from `/proc/cmdline`, load modules and coldplug, log the disks
+//! ([`disk::log_inventory`]), report KVM, set the
 //! hostname, bring the network up, print the readiness line once the first lease is configured
 //! (role frontend: once the data disk is mounted and `mallee-frontend` listens, see [`frontend`])
 //! (and start the `mallee.run` program if asked), then reap children and wait for power signals
@@ -11,6 +12,7 @@
 mod agent;
 mod cmdline;
 mod coldplug;
+mod disk;
 mod frontend;
 mod log;
 mod modules;
@@ -121,6 +123,7 @@ fn load_modules() {
         failed
     );
     coldplug::coldplug(&mut loader, &aliases);
+    disk::log_inventory(Path::new("/sys/block"));
 }
 
 /// Why /dev/kvm is missing, as far as we can tell.
@@ -179,6 +182,7 @@ fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Option<agent::AgentCo
         macs: nics.iter().map(|n| n.mac).collect(),
         state_dir: PathBuf::from("/var/lib/mallee"),
         vmm: PathBuf::from("/bin/mallee-vmm"),
+        disk: settings.disk.clone(),
     })
 }
 

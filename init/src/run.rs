@@ -11,18 +11,12 @@ use crate::{info, log, reaper};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn console_stdio() -> Stdio {
-    log::console_handle()
-        .map(Stdio::from)
-        .unwrap_or_else(Stdio::inherit)
-}
-
 fn run_program(path: &Path) -> i32 {
     let mut command = Command::new(path);
     command
         .stdin(Stdio::null())
-        .stdout(console_stdio())
-        .stderr(console_stdio())
+        .stdout(log::console_stdio())
+        .stderr(log::console_stdio())
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("HOME", "/")

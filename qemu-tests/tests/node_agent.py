@@ -4,8 +4,10 @@ them, runs an instance, waits for `running` and for MARKER in GetConsoleOutput, 
 then does it again (the node should not fetch the images again); then an image whose kernel
 is garbage must end `terminated` with the VMM's failure as the reason. After the first
 launch it prints KILL and waits for RESTARTED (the harness kill -9s and restarts the frontend). Prints `figure NAME SECONDS`
-lines and `ok STEP` lines for the Rust test. Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT
-(MARKER and TIMEOUT in the environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
+lines and `ok STEP` lines for the Rust test, and `guest-disk LINE` for each disk line the guest logged. Each good
+launch must show EPHEMERAL_LINE (its ephemeral disk as the guest sees it) in its console.
+Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT (MARKER, EPHEMERAL_LINE and TIMEOUT in the
+environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
 
 import os
 import sys
@@ -15,6 +17,7 @@ import boto3
 
 EP, KERNEL, RAMDISK, ROOT = sys.argv[1:5]
 MARKER = os.environ["MARKER"]
+EPHEMERAL_LINE = os.environ["EPHEMERAL_LINE"]
 TIMEOUT = float(os.environ.get("TIMEOUT", "900"))
 
 ec2 = boto3.client("ec2", endpoint_url=EP, region_name="us-east-1")
@@ -72,6 +75,11 @@ for launch in ("first", "cached"):
     t2 = time.monotonic()
     print(f"figure {launch}-marker {t2 - t0:.1f}", flush=True)
     print(f"ok marker {launch}", flush=True)
+    out = console(iid)
+    for line in out.splitlines():
+        if "mallee-init: disk " in line:
+            print(f"guest-disk {line.strip()}", flush=True)
+    assert EPHEMERAL_LINE in out, f"{EPHEMERAL_LINE!r} not in the console of {iid}"
     if launch == "first":
         # kill -9 the frontend and restart it: the node and its instance carry on.
         print("KILL", flush=True)

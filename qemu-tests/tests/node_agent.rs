@@ -1,13 +1,16 @@
 //! End to end: the real `mallee-frontend` on the host's loopback, one compute node booted under
-//! QEMU (TCG with svm, user networking: the node reaches the host as 10.0.2.2) whose
-//! `mallee-init` runs the node agent. boto3 uploads the pinned Debian kernel, a ramdisk (our
+//! QEMU (TCG with svm, user networking: the node reaches the host as 10.0.2.2, a blank 2 GiB
+//! disk it must format and keep its image cache and instance disks on) whose `mallee-init`
+//! runs the node agent. boto3 uploads the pinned Debian kernel, a ramdisk (our
 //! `mallee-init` as the guest's PID 1, whose readiness line is the marker) and a small root
 //! image to Walrus, registers them and runs an instance twice: each time it must reach
 //! `running`, show the marker in GetConsoleOutput and end `terminated`; the second launch must
 //! not fetch any image again (the node's log of its cache). Between the two, the frontend is
 //! killed (-9) and restarted: the running instance stays `running` and is then terminated as
 //! usual. Last, an image whose kernel is garbage must end `terminated` with the VMM's failure
-//! as the reason. Timings go to `report_figure`.
+//! as the reason. Each instance's guest must see its m1.small ephemeral disk: the guest's
+//! `mallee-init` logs its disks at boot, and `vdb` must be 5 GiB, serial `ephemeral0`, holding
+//! an ext file system. Timings go to `report_figure`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +26,10 @@ const CLUSTER: &str = "zone-a";
 const SECRET: &str = "node-agent-test-secret";
 const MARKER: &str = "mallee-init: ready role=node ip=none";
 const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_rng"];
+/// What the guest's `mallee-init` logs about an m1.small's ephemeral disk (5 GiB).
+const EPHEMERAL_LINE: &str = "disk vdb: 5368709120 bytes, serial ephemeral0, ext file system";
+/// The node's disk: blank, big enough for `mallee.disk=auto` (at least 1 GiB).
+const NODE_DISK_MIB: u64 = 2048;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -193,6 +200,20 @@ fn images(dir: &TestDir, bin: &Path) -> (NetbootImage, PathBuf) {
     (node, ramdisk)
 }
 
+/// `text` without ANSI colour sequences (`ESC [ ... m`, as the frontend's log has them).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A 16 MiB root image: a 1 MiB patterned head, the rest zero (sparse on the node).
 fn root_image(path: &Path) {
     let mut data: Vec<u8> = (0..1u32 << 20)
@@ -216,21 +237,27 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     let (node_image, ramdisk) = images(&dir, &bin);
     let root_img = dir.file("root.img");
     root_image(&root_img);
+    let node_disk = dir.file("node-disk.img");
+    mallee_qemu_tests::cloud::data_disk(&node_disk, NODE_DISK_MIB).expect("node disk");
     let mut fe = Frontend::start(&fe_bin);
 
     let cmdline = format!(
         "mallee.frontend=10.0.2.2:{} mallee.cluster={CLUSTER} mallee.secret={SECRET}",
         fe.port
     );
-    let mut node = VmConfig::new("node")
-        .netboot(&node_image)
-        .nested_kvm(true)
-        .memory_mib(1536)
-        .cpus(2)
-        .nic(Nic::user())
-        .cmdline(&cmdline)
-        .launch(&dir)
-        .expect("start QEMU");
+    let boot_node = |name: &str| {
+        VmConfig::new(name)
+            .netboot(&node_image)
+            .nested_kvm(true)
+            .memory_mib(1536)
+            .cpus(2)
+            .nic(Nic::user())
+            .disk(node_disk.clone())
+            .cmdline(&cmdline)
+            .launch(&dir)
+            .expect("start QEMU")
+    };
+    let mut node = boot_node("node");
     let fail = |what: &str, node: &mallee_qemu_tests::Vm, fe: &Frontend| -> ! {
         panic!(
             "{what}\n--- node console tail ---\n{}\n--- frontend log tail ---\n{}",
@@ -253,6 +280,46 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         fail(&format!("node did not register: {e}"), &node, &fe);
     }
     let registered = node.started().elapsed();
+    // The blank disk was formatted and holds the cache (it is the node's only disk: vda).
+    let cache_line = r"agent: image cache on /dev/vda \(ext4, budget (\d+) MiB";
+    match node.console().wait_for(cache_line, Duration::from_secs(1)) {
+        Ok(c) => {
+            let budget: u64 = c[1].parse().unwrap();
+            assert!(
+                budget > NODE_DISK_MIB * 4 / 10 && budget <= NODE_DISK_MIB / 2,
+                "cache budget {budget} MiB on a {NODE_DISK_MIB} MiB disk"
+            );
+        }
+        Err(e) => fail(
+            &format!("the cache is not on the node's disk: {e}"),
+            &node,
+            &fe,
+        ),
+    }
+    // It registered with that disk's size (the frontend logs what a node registers with,
+    // possibly a moment after it answered).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fe.log().contains("node registered") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        without_colours(&fe.log()).contains(&format!("disk_gib={}", NODE_DISK_MIB >> 10)),
+        "the node did not register its {NODE_DISK_MIB} MiB disk:\n{}",
+        fe.log()
+    );
+    let console = node.console().text();
+    assert!(
+        console.contains("disk /dev/vda is blank: formatting ext4 (label mallee-node)"),
+        "the node's blank disk was not formatted"
+    );
+    if let Some(ms) = console
+        .lines()
+        .find_map(|l| l.split("disk /dev/vda formatted in ").nth(1))
+    {
+        report_figure(&format!(
+            "figure: node agent, mke2fs of the node's {NODE_DISK_MIB} MiB disk {ms}"
+        ));
+    }
     report_figure(&format!(
         "figure: node agent, QEMU start to registered {:.1} s",
         registered.as_secs_f64()
@@ -267,6 +334,7 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         .arg(&ramdisk)
         .arg(&root_img)
         .env("MARKER", MARKER)
+        .env("EPHEMERAL_LINE", EPHEMERAL_LINE)
         .env("TIMEOUT", "900")
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
@@ -315,6 +383,11 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         transcript.contains("ok failed launch reported"),
         "{transcript}"
     );
+    // Both good launches' guests saw their ephemeral disk (the script prints the guest's lines).
+    let seen = (transcript.lines())
+        .filter(|l| l.starts_with("guest-disk ") && l.ends_with(EPHEMERAL_LINE))
+        .count();
+    assert_eq!(seen, 2, "guest disk lines:\n{transcript}");
 
     // The node fetched each image once: the two good launches were both prepared after three
     // downloads (kernel, ramdisk, root); the bad image added two more.
@@ -353,9 +426,37 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
             report_figure(&format!("figure: node agent, {line}"));
         }
     }
+    for l in console.lines() {
+        if let Some(ms) = l.split("ephemeral0.img 5 GiB formatted in ").nth(1) {
+            report_figure(&format!(
+                "figure: node agent, mke2fs of a 5 GiB ephemeral disk (on the node's disk) {ms}"
+            ));
+        }
+    }
     for l in fetches.iter().take(3) {
         if let Some(i) = l.find("agent: fetched") {
             report_figure(&format!("figure: node agent image fetch: {}", &l[i + 7..]));
         }
     }
+
+    // Power-cycle the node (QEMU stopped and started again on the same disk and MAC): its disk
+    // is mounted as it is, and every image cached before is kept (re-verified on first use).
+    drop(node);
+    let mut node = boot_node("node-again");
+    let kept = r"agent: image cache on /dev/vda \(ext4, budget \d+ MiB, (\d+) cached images kept";
+    let kept: usize = match node.wait_for(kept, Duration::from_secs(300)) {
+        Ok(c) => c[1].parse().unwrap(),
+        Err(e) => fail(&format!("no cache after the power cycle: {e}"), &node, &fe),
+    };
+    assert_eq!(
+        kept,
+        fetches.len(),
+        "cached images kept across the power cycle"
+    );
+    let console = node.console().text();
+    assert!(
+        console.contains("disk /dev/vda: ext file system found") && !console.contains("formatting"),
+        "the node's disk was not reused as it was:\n{}",
+        node.console().tail(40)
+    );
 }

@@ -1,17 +1,19 @@
 //! Instance supervision: one `mallee-vmm` per instance, started from a JSON config in the
-//! instance's directory (`root.img`, a sparse copy of the cached root image; `console.log`,
-//! the serial port; `api.sock`, the VMM's control socket; `vmm.log`). A launch fetches the
+//! instance's directory (`root.img` and `ephemeral0.img`, see [`super::instance_disks`];
+//! `console.log`, the serial port; `api.sock`, the VMM's control socket; `vmm.log`). A launch fetches the
 //! images through the cache, pins the kernel and ramdisk while the instance lives, and runs
 //! the VMM on its own thread until it exits. A stop asks the VMM through its socket, then
 //! kills it after a deadline. A VMM that exits on its own makes the instance `failed` with the
 //! exit reason (a guest reset restarts it instead).
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
+use super::instance_disks::{self as disks, InstanceDiskError};
 use super::reconcile::{Action, Local};
+use super::storage;
 use crate::{info, reaper};
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,6 +28,8 @@ pub enum LaunchError {
     Image(#[from] ImageError),
     #[error("instance directory {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Disk(#[from] InstanceDiskError),
     #[error("cannot start mallee-vmm: {0}")]
     Spawn(std::io::Error),
 }
@@ -33,6 +37,8 @@ pub enum LaunchError {
 /// Where instances live and what runs them.
 pub struct Env {
     pub root: PathBuf,
+    /// True when `root` is on the cache's file system (see [`storage::room_for_instances`]).
+    pub disks_share_cache: bool,
     pub vmm: PathBuf,
     pub cache: Cache,
     pub fetch: Arc<dyn Fetch + Send + Sync>,
@@ -56,28 +62,6 @@ pub struct Instances {
     changed: Arc<(Mutex<u64>, Condvar)>,
 }
 
-/// Copies `src` to `dst`, leaving holes where `src` has all-zero blocks.
-pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<u64> {
-    let mut input = std::fs::File::open(src)?;
-    let mut out = std::fs::File::create(dst)?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().all(|&b| b == 0) {
-            out.seek(SeekFrom::Current(n as i64))?;
-        } else {
-            out.write_all(&buf[..n])?;
-        }
-        len += n as u64;
-    }
-    out.set_len(len)?;
-    Ok(len)
-}
-
 /// Why the VMM stopped, in words, from its exit status (see mallee-vmm's README) and the last
 /// line it logged.
 pub fn exit_reason(code: i32, last_log_line: &str) -> String {
@@ -91,20 +75,31 @@ pub fn exit_reason(code: i32, last_log_line: &str) -> String {
     }
 }
 
-/// The VMM's JSON config.
+/// The VMM's JSON config: `root.img` is the first disk (the guest's `/dev/vda`), the
+/// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
+/// `ephemeral0`).
 pub fn vmm_config(
     spec: &InstanceSpec,
     dir: &Path,
     kernel: &Path,
     initrd: Option<&Path>,
 ) -> serde_json::Value {
+    let mut disks = vec![format!("{},serial=root", dir.join(disks::ROOT).display())];
+    if spec.ephemeral_gib > 0 {
+        let path = dir.join(disks::EPHEMERAL);
+        disks.push(format!(
+            "{},serial={}",
+            path.display(),
+            disks::EPHEMERAL_LABEL
+        ));
+    }
     serde_json::json!({
         "kernel": kernel,
         "initrd": initrd,
         "cmdline": "console=ttyS0 root=/dev/vda",
         "mem": format!("{}M", spec.memory_mib),
         "vcpus": spec.vcpus,
-        "disk": [format!("{},serial=root", dir.join("root.img").display())],
+        "disk": disks,
         "serial": dir.join("console.log"),
         "api_socket": dir.join("api.sock"),
     })
@@ -254,8 +249,12 @@ impl Instances {
             None => None,
         };
         let root = cache.get(&spec.image, fetch)?;
-        sparse_copy(&root.path, &dir.join("root.img")).map_err(io)?;
+        self.check_room(spec)?;
+        disks::sparse_copy(&root.path, &dir.join(disks::ROOT)).map_err(io)?;
         drop(root);
+        if spec.ephemeral_gib > 0 {
+            disks::make_ephemeral(dir, spec.ephemeral_gib)?;
+        }
         let cfg = vmm_config(
             spec,
             dir,
@@ -268,6 +267,18 @@ impl Instances {
             path,
             [Some(kernel), ramdisk].into_iter().flatten().collect(),
         ))
+    }
+
+    /// Fails unless the instance's disks can be made in the room left for instances.
+    fn check_room(&self, spec: &InstanceSpec) -> Result<(), LaunchError> {
+        let root = &self.env.root;
+        let avail = storage::available_bytes(root).map_err(|e| LaunchError::Io(root.clone(), e))?;
+        let summary = self.env.cache.summary();
+        let cache =
+            (self.env.disks_share_cache).then_some((summary.budget_bytes, summary.used_bytes));
+        let free = storage::room_for_instances(avail, cache);
+        let needed = disks::creation_bytes(spec.image.size, spec.ephemeral_gib);
+        Ok(disks::check_room(root, needed, free)?)
     }
 
     fn spawn_vmm(
@@ -300,7 +311,10 @@ impl Instances {
         let started = Instant::now();
         let (cfg, _pins) = match self.prepare(&spec, &dir) {
             Ok(p) => p,
-            Err(e) => return self.ended(&id, Some(e.to_string())),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir); // nothing half-made stays behind
+                return self.ended(&id, Some(e.to_string()));
+            }
         };
         info!(
             "agent: {id} prepared in {} ms (image downloads so far: {})",
@@ -353,7 +367,8 @@ impl Instances {
             }
             r.local.stopping = false;
             if r.local.state != Observed::Stopped {
-                let _ = std::fs::remove_file(r.dir.join("root.img"));
+                let _ = std::fs::remove_file(r.dir.join(disks::ROOT));
+                let _ = std::fs::remove_file(r.dir.join(disks::EPHEMERAL));
                 let _ = std::fs::remove_file(r.dir.join("api.sock"));
             }
         });
@@ -399,48 +414,5 @@ impl Instances {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sparse_copy_keeps_content_and_leaves_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, dst) = (dir.path().join("a"), dir.path().join("b"));
-        let mut data = vec![0u8; 4 << 20];
-        data[100] = 1;
-        data[(4 << 20) - 1] = 2;
-        std::fs::write(&src, &data).unwrap();
-        assert_eq!(sparse_copy(&src, &dst).unwrap(), data.len() as u64);
-        assert_eq!(std::fs::read(&dst).unwrap(), data);
-        use std::os::unix::fs::MetadataExt;
-        let blocks = std::fs::metadata(&dst).unwrap().blocks();
-        assert!(
-            blocks * 512 < 1 << 20,
-            "copy is not sparse: {blocks} blocks"
-        );
-    }
-
-    #[test]
-    fn exit_statuses_read_as_reasons() {
-        assert_eq!(exit_reason(0, ""), "the guest powered off");
-        assert!(exit_reason(1, "mallee-vmm: no kvm").ends_with("no kvm"));
-        assert!(exit_reason(137, "").contains("signal 9"));
-    }
-
-    #[test]
-    fn the_vmm_config_names_the_instance_files() {
-        let spec: InstanceSpec = serde_json::from_value(serde_json::json!({
-            "instance_id": "i-1", "goal": "running", "reboot_count": 0,
-            "instance_type": "m1.small", "vcpus": 2, "memory_mib": 256,
-            "image": {"image_id": "emi-1", "bucket": "b", "key": "k", "size": 1, "sha256": "00"},
-            "kernel": null, "ramdisk": null, "user_data": null, "mac": "d0:0d:00:00:00:01",
-            "metadata": mallee_proto::MetadataDocument::default(),
-        }))
-        .unwrap();
-        let v = vmm_config(&spec, Path::new("/i"), Path::new("/k"), None);
-        assert_eq!(v["mem"], "256M");
-        assert_eq!(v["disk"][0], "/i/root.img,serial=root");
-        assert_eq!(v["serial"], "/i/console.log");
-        assert!(v["initrd"].is_null());
-    }
-}
+#[path = "instances_tests.rs"]
+mod tests;

@@ -1,7 +1,8 @@
 //! The node agent (role node, started once the network is up when the command line names a
 //! frontend, cluster and secret): enrolls with the cluster secret (retrying with backoff until
 //! the frontend answers), registers, then long-polls the desired state and reconciles towards
-//! it, while a reporter thread posts the actual state (every instance and the image cache) on
+//! it (the image cache and instance disks on the node's disk or in RAM, see [`storage`]),
+//! while a reporter thread posts the actual state (every instance and the image cache) on
 //! every change and as the heartbeat, and a console thread streams serial output. Everything
 //! is level-triggered: a frontend restart or a lost message costs nothing. A refused token
 //! sends the agent back to enrolling.
@@ -9,12 +10,14 @@
 pub mod client;
 mod console;
 pub mod images;
+mod instance_disks;
 mod instances;
 pub mod reconcile;
+pub mod storage;
 
 use crate::info;
 use client::{Client, ClientError};
-use images::{Cache, Fetch};
+use images::Fetch;
 use instances::{Env, Instances};
 use mallee_proto as proto;
 use std::io::Write;
@@ -32,6 +35,8 @@ pub struct AgentConfig {
     pub macs: Vec<[u8; 6]>,
     pub state_dir: PathBuf,
     pub vmm: PathBuf,
+    /// Where the image cache and instance disks go (`mallee.disk`).
+    pub disk: crate::cmdline::NodeDisk,
 }
 
 /// Shared handle to the client (its token changes on re-enrollment).
@@ -120,39 +125,13 @@ impl Fetch for NodeFetch {
     }
 }
 
-/// Opens the image cache: a node without a disk keeps it in a tmpfs of half its memory.
-fn open_cache(state_dir: &std::path::Path) -> Result<Cache, images::ImageError> {
-    let dir = state_dir.join("images");
-    let _ = std::fs::create_dir_all(&dir);
-    let mem = mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
-    let budget = (mem << 20) / 2;
-    let data = std::ffi::CString::new(format!("size={budget},mode=0700")).unwrap_or_default();
-    match rustix::mount::mount(
-        "tmpfs",
-        &dir,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(data.as_c_str()),
-    ) {
-        Ok(()) => info!(
-            "agent: image cache in RAM (tmpfs), budget {} MiB",
-            budget >> 20
-        ),
-        Err(e) => info!(
-            "agent: cannot mount the cache tmpfs ({e}); using {}",
-            dir.display()
-        ),
-    }
-    Cache::open(&dir, budget, proto::Storage::Ram)
-}
-
-fn node_info(cfg: &AgentConfig) -> proto::NodeInfo {
+fn node_info(cfg: &AgentConfig, disk_gib: u64) -> proto::NodeInfo {
     proto::NodeInfo {
         node_id: node_id(&cfg.macs),
         cluster: cfg.cluster.clone(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_mib: mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
-        disk_gib: 0,
+        disk_gib,
         macs: cfg.macs.iter().map(mac_text).collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -163,8 +142,8 @@ fn node_info(cfg: &AgentConfig) -> proto::NodeInfo {
 }
 
 /// Enrolls and registers, retrying with backoff until the frontend accepts.
-fn join(cfg: &AgentConfig, client: &SharedClient) -> proto::RegisterResponse {
-    let info = node_info(cfg);
+fn join(cfg: &AgentConfig, disk_gib: u64, client: &SharedClient) -> proto::RegisterResponse {
+    let info = node_info(cfg, disk_gib);
     let mut wait = Duration::from_millis(500);
     loop {
         let attempt = || -> Result<proto::RegisterResponse, ClientError> {
@@ -220,18 +199,21 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
 
 fn run(cfg: AgentConfig) {
     let client: SharedClient = Arc::new(Mutex::new(Client::new(cfg.frontend)));
-    let cache = match open_cache(&cfg.state_dir) {
-        Ok(c) => c,
+    let mem = mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
+    let store = match storage::open(&cfg.disk, &cfg.state_dir, mem) {
+        Ok(s) => s,
         Err(e) => return info!("agent: cannot open the image cache: {e}; agent not started"),
     };
+    let disk_gib = store.disk_gib;
     let instances = Instances::new(Env {
-        root: cfg.state_dir.join("instances"),
+        root: store.instances,
+        disks_share_cache: store.shared_with_cache,
         vmm: cfg.vmm.clone(),
-        cache,
+        cache: store.cache,
         fetch: Arc::new(NodeFetch(client.clone())),
         stop_deadline: Duration::from_secs(10),
     });
-    let timing = join(&cfg, &client);
+    let timing = join(&cfg, disk_gib, &client);
     let every = Duration::from_secs(timing.report_every_secs.clamp(1, 30));
     let (i2, c2) = (instances.clone(), client.clone());
     std::thread::spawn(move || report_loop(i2, c2, every));
@@ -252,7 +234,7 @@ fn run(cfg: AgentConfig) {
             }
             Err(e) if e.unauthorized() => {
                 info!("agent: token refused; enrolling again");
-                join(&cfg, &client);
+                join(&cfg, disk_gib, &client);
             }
             Err(e) => {
                 failures += 1;
