@@ -40,6 +40,13 @@ impl PowerAction {
 
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// Whether the shutdown sequence has begun: processes ending now were stopped by it (the node
+/// agent then does not report its instances as failed; the frontend learns of the reboot from
+/// the node's new boot id).
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
+
 fn signal_all(signal: i32) {
     // SAFETY: kill(2) with pid -1 signals every process but PID 1 itself; no memory involved.
     unsafe { libc::kill(-1, signal) };

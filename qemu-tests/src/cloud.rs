@@ -376,41 +376,8 @@ pub struct NodeReport {
     pub hits: u64,
 }
 
-/// Signs a `DescribeNodes` Query request with botocore's SigV4 (no AWS client models the
-/// action) and prints the response as JSON: `item` lists become arrays, elements objects.
-const DESCRIBE_NODES_PY: &str = r#"
-import configparser, json, sys, urllib.error, urllib.request
-import xml.etree.ElementTree as ET
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
-endpoint, credentials = sys.argv[1], sys.argv[2]
-cp = configparser.ConfigParser()
-cp.read(credentials)
-keys = Credentials(cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"])
-req = AWSRequest(method="POST", url=endpoint + "/", data=b"Action=DescribeNodes&Version=2016-11-15",
-                 headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-SigV4Auth(keys, "ec2", "us-east-1").add_auth(req)
-p = req.prepare()
-try:
-    with urllib.request.urlopen(urllib.request.Request(p.url, data=p.body, headers=dict(p.headers),
-                                                       method="POST"), timeout=30) as r:
-        body = r.read()
-except urllib.error.HTTPError as e:
-    sys.exit(f"HTTP {e.code}: {e.read().decode()}")
-
-def plain(e):
-    kids = list(e)
-    name = lambda k: k.tag.split("}")[-1]
-    if not kids:
-        return e.text or ""
-    if all(name(k) == "item" for k in kids):
-        return [plain(k) for k in kids]
-    return {name(k): plain(k) for k in kids}
-
-print(json.dumps(plain(ET.fromstring(body))))
-"#;
+/// The operator's DescribeNodes tool (botocore SigV4; prints the response as JSON).
+const DESCRIBE_NODES_PY: &str = include_str!("../../scripts/mallee-describe-nodes");
 
 /// The `NodeReport`s in `DescribeNodes`' JSON form (see `DESCRIBE_NODES_PY`).
 pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {

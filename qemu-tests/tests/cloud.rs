@@ -138,7 +138,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let mut node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
         .launch(&dir)
         .expect("start the second node VM");
-    reset_mid_run(&fe, &mut node, node_id, &id2, &cached);
+    reboot_mid_run(&fe, &mut node, node_id, &id2, &cached, Reboot::Reset);
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id2])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id2, "terminated", Duration::from_secs(120))
@@ -173,6 +173,17 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         on1.len() == 1 && on2.len() == 1 && on1 != on2,
         "count 2 was not spread one per node: node1 ran {on1:?}, node2 ran {on2:?}"
     );
+    // The second node reboots cleanly (ctrl-alt-delete) with its instance running.
+    let node2_id = "node-525400770002";
+    let before = fe.node(node2_id).unwrap_or_else(|e| panic!("{e:#}"));
+    reboot_mid_run(
+        &fe,
+        &mut node2,
+        node2_id,
+        &on2[0],
+        &before,
+        Reboot::CtrlAltDelete,
+    );
     let mut terminate = vec!["ec2", "terminate-instances", "--instance-ids"];
     terminate.extend(pair.iter().map(String::as_str));
     fe.aws(&terminate).unwrap_or_else(|e| panic!("{e}"));
@@ -180,8 +191,6 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         fe.wait_state(id, "terminated", Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
-
-    clean_reboot(&fe, &mut node2, "node-525400770002");
     drop(node2);
     drop(node);
 
@@ -246,23 +255,51 @@ fn cached_launch(fe: &Frontend, node: &Vm, node_id: &str, emi: &str) -> (String,
     (id, second)
 }
 
-/// Resets `node` while it runs instance `id` (QMP system_reset: RAM lost, back through its
-/// firmware and PXE). The harness launches QEMU with -no-reboot, which turns a reset into QEMU
-/// exiting, so the VM is told to reset instead first. The node registers with a new boot id;
-/// the frontend reports `Server.NodeRebooted` and has it run the instance again
-/// (level-triggered: still desired), which prints a new guest marker. Ctrl-alt-delete (a clean
-/// reboot) comes back the same way, but the agent reports the instances the shutdown's SIGTERM
-/// stopped as failed, which terminates them.
-fn reset_mid_run(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, before: &NodeReport) {
+/// How a node is rebooted mid-run.
+#[derive(Debug, Clone, Copy)]
+enum Reboot {
+    /// QMP system_reset: RAM lost, back through the firmware and PXE at once.
+    Reset,
+    /// ctrl-alt-delete: mallee-init stops everything (the agent does not report the VMMs it
+    /// stops as failed), syncs and reboots.
+    CtrlAltDelete,
+}
+
+/// Reboots `node` while it runs instance `id`. The harness launches QEMU with -no-reboot,
+/// which turns a reset into QEMU exiting, so the VM is told to reset instead first. The node
+/// goes back through PXE and registers with a new boot id; the frontend reports
+/// `Server.NodeRebooted` and has it run the instance again (level-triggered: still desired),
+/// which prints a new guest marker.
+fn reboot_mid_run(
+    fe: &Frontend,
+    node: &mut Vm,
+    node_id: &str,
+    id: &str,
+    before: &NodeReport,
+    how: Reboot,
+) {
     let snapshot = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
     let mut seen = vec![fe.instance_state(id).unwrap_or_else(|e| panic!("{e:#}"))];
     node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
     let reset = Instant::now();
-    node.qmp("system_reset").unwrap_or_else(|e| panic!("{e}"));
+    match how {
+        Reboot::Reset => node.qmp("system_reset").map(drop),
+        Reboot::CtrlAltDelete => node.ctrl_alt_delete(),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
     let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
     node.wait_for(&rebooted, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("the node did not come back from its reset: {e}"));
+        .unwrap_or_else(|e| panic!("the node did not come back from {how:?}: {e}"));
     let registered_again = reset.elapsed();
+    if let Reboot::CtrlAltDelete = how {
+        let text = node.console().text();
+        assert!(
+            text.contains(&format!("agent: {id} stopped by the node's shutdown"))
+                && !text.contains(&format!("agent: {id} failed")),
+            "the clean reboot's stop of {id} was not told apart from a failure: {}",
+            node.console().tail(40)
+        );
+    }
     let deadline = reset + Duration::from_secs(300);
     let ran_again = regex::Regex::new(&format!("{rebooted}.*agent: {id} running")).unwrap();
     let (code, message) = loop {
@@ -276,7 +313,7 @@ fn reset_mid_run(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, before: 
         }
         assert!(
             Instant::now() < deadline,
-            "{id} not running again after the node reset (states {seen:?}, reason {reason:?}): {}",
+            "{id} not running again after {how:?} (states {seen:?}, reason {reason:?}): {}",
             node.console().tail(30)
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -296,7 +333,7 @@ fn reset_mid_run(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, before: 
         }
         assert!(
             Instant::now() < deadline,
-            "{id} printed no new guest marker after the node reset: {out}"
+            "{id} printed no new guest marker after {how:?}: {out}"
         );
         std::thread::sleep(Duration::from_millis(1000));
     }
@@ -304,42 +341,18 @@ fn reset_mid_run(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, before: 
     let after = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         after.boot_id != before.boot_id && !after.boot_id.is_empty() && after.state == "up",
-        "DescribeNodes after the reset: {after:?}, before: {before:?}"
+        "DescribeNodes after {how:?}: {after:?}, before: {before:?}"
     );
     assert_eq!(
         (after.storage.as_str(), after.downloads),
         ("ram", 3),
-        "the RAM cache is lost with a reset: the images are fetched again: {after:?}"
+        "the RAM cache is lost with a reboot: the images are fetched again: {after:?}"
     );
     report_figure(&format!(
-        "figure: cloud, node reset mid-run to registered again {:.1} s, to its instance running again {:.1} s, to the guest marker {:.1} s (states seen by DescribeInstances: {})",
+        "figure: cloud, node {how:?} mid-run to registered again {:.1} s, to its instance running again {:.1} s, to the guest marker {:.1} s (states seen by DescribeInstances: {})",
         registered_again.as_secs_f64(),
         running_again.as_secs_f64(),
         marker_again.as_secs_f64(),
         seen.join(" -> ")
-    ));
-}
-
-/// A clean reboot (ctrl-alt-delete: mallee-init stops everything, syncs and reboots) of an
-/// idle node goes back through PXE to a registration with a new boot id.
-fn clean_reboot(fe: &Frontend, node: &mut Vm, node_id: &str) {
-    let boot_before = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}")).boot_id;
-    node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
-    let pressed = Instant::now();
-    node.ctrl_alt_delete().unwrap_or_else(|e| panic!("{e}"));
-    node.wait_for(
-        &format!("(?s)Reboot: now.*agent: registered as {node_id}"),
-        Duration::from_secs(300),
-    )
-    .unwrap_or_else(|e| panic!("the node did not come back from ctrl-alt-delete: {e}"));
-    let clean_reboot = pressed.elapsed();
-    let after = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        after.boot_id != boot_before && after.state == "up",
-        "DescribeNodes after the clean reboot: {after:?} (boot id before {boot_before})"
-    );
-    report_figure(&format!(
-        "figure: cloud, node ctrl-alt-delete (clean reboot, no instance) to registered again {:.1} s",
-        clean_reboot.as_secs_f64()
     ));
 }

@@ -353,6 +353,11 @@ impl Instances {
 
     /// The instance is down: the stop target when a stop was asked for, else `failed`.
     fn ended(&self, id: &str, failure: Option<String>) {
+        if crate::power::shutting_down() {
+            // The node is going down: the VMM was stopped with everything else, the instance
+            // did not fail. It stays as last reported; the frontend hears of the reboot.
+            return info!("agent: {id} stopped by the node's shutdown");
+        }
         if let Some(why) = &failure {
             info!("agent: {id} failed: {why}");
         }

@@ -179,6 +179,9 @@ fn join(cfg: &AgentConfig, disk_gib: u64, client: &SharedClient) -> proto::Regis
 fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
     let mut seen = 0;
     loop {
+        if crate::power::shutting_down() {
+            return info!("agent: node shutting down; reports stop");
+        }
         let actual = proto::ActualState {
             instances: instances.report(),
             image_cache: instances.cache().list(),
