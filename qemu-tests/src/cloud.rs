@@ -174,7 +174,8 @@ impl Frontend {
             "export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1\n\
              aws --endpoint-url {ep} ec2 describe-availability-zones\n\
              aws --endpoint-url {ep} ec2 describe-instances\n\
-             aws --endpoint-url {ep} s3 ls",
+             aws --endpoint-url {ep} s3 ls\n\
+             scripts/mallee-describe-nodes {ep}",
             self.credentials.display(),
             ep = self.endpoint
         )
