@@ -146,7 +146,8 @@ impl Config {
         c.lease_secs = section.lease_secs;
         c.http_port = section.http_port;
         c.tftp_root = section.tftp_root.clone();
-        c.lease_db = self.data_dir.join("pxe-leases.db");
+        // The leases are a table (`pxe_leases`) of the state database.
+        c.lease_db = self.data_dir.join(crate::store::STATE_DB);
         Some(c)
     }
 
@@ -197,6 +198,6 @@ mod tests {
         assert_eq!(pxe.node.frontend, "10.1.2.1:8773".parse().unwrap());
         assert_eq!(pxe.node.enrollment_secret, c.ec2.cluster_secret);
         assert_eq!(pxe.node.cluster, c.ec2.clusters[0]);
-        assert_eq!(pxe.lease_db, PathBuf::from("/var/lib/mallee/pxe-leases.db"));
+        assert_eq!(pxe.lease_db, PathBuf::from("/var/lib/mallee/state.sqlite3"));
     }
 }

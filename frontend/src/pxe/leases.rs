@@ -119,6 +119,9 @@ impl SqliteLeaseStore {
     pub fn open(path: &Path) -> Result<Self, LeaseStoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The frontend's state database is shared with the store's connections.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Self::from_connection(conn)
     }
 
@@ -232,6 +235,33 @@ mod tests {
         let mut store = SqliteLeaseStore::open(&path).unwrap();
         assert_eq!(store.load().unwrap(), vec![lease]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn leases_live_in_the_frontends_state_database_beside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::store::STATE_DB);
+        let lease = Lease {
+            ip: Ipv4Addr::new(10, 77, 0, 100),
+            mac: Mac([2, 0, 0, 0, 0, 2]),
+            state: LeaseState::Bound,
+            expires_at: 1_800_000_000,
+        };
+        SqliteLeaseStore::open(&path).unwrap().put(&lease).unwrap();
+        store.ensure_admin().unwrap();
+        drop(store);
+        // Reopening migrates the same file without touching the leases table, and back.
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert!(store
+            .list_users()
+            .unwrap()
+            .iter()
+            .any(|u| u.name == "admin"));
+        assert_eq!(
+            SqliteLeaseStore::open(&path).unwrap().load().unwrap(),
+            vec![lease]
+        );
     }
 
     #[test]

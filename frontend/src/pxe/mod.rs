@@ -90,7 +90,7 @@ pub struct PxeConfig {
 impl PxeConfig {
     /// Defaults for a /24 around `server_ip`: pool .100–.199, one-hour leases, standard ports,
     /// HTTP on 8069, iPXE binaries from `/usr/lib/ipxe`, leases in
-    /// `/var/lib/mallee/pxe-leases.db`.
+    /// `/var/lib/mallee/state.sqlite3` (the frontend's state database, table `pxe_leases`).
     pub fn new(
         interface: &str,
         server_ip: Ipv4Addr,
@@ -112,7 +112,7 @@ impl PxeConfig {
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
             bios_file: "undionly.kpxe".into(),
             uefi_file: "snponly.efi".into(),
-            lease_db: PathBuf::from("/var/lib/mallee/pxe-leases.db"),
+            lease_db: PathBuf::from("/var/lib/mallee/state.sqlite3"),
             answer_router_solicitations: true,
             node_image,
             node,

@@ -60,13 +60,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The state database's file name in the data directory.
+pub const STATE_DB: &str = "state.sqlite3";
+
 impl Store {
     /// Opens (creating if needed) the store in `dir` and migrates it. Safe while the daemon
     /// runs (the admin CLI uses it); only the daemon calls `recover`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let open = || -> Result<Connection, StoreError> {
-            let conn = Connection::open(dir.join("state.sqlite3"))?;
+            let conn = Connection::open(dir.join(STATE_DB))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
