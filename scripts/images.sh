@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the static binaries that go into images, then the images themselves.
+# Build the static binaries that go into images, then the images themselves: the node and
+# frontend bundles and the test instance bundle (guest: ramdisk + ext4 root image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -18,3 +19,5 @@ cargo run --release --locked -q -p mallee-image-build -- node \
 cargo run --release --locked -q -p mallee-image-build -- frontend \
     --init "$bin/mallee-init" --frontend "$bin/mallee-frontend" \
     --node "$target_dir/images/node" --out "$target_dir/images/frontend"
+cargo run --release --locked -q -p mallee-image-build -- guest \
+    --init "$bin/mallee-init" --out "$target_dir/images/guest"

@@ -2,16 +2,20 @@
 //!
 //! `lock` (the pin) → `fetch` (apt-get download, verified, cached) → `kernel` (unpacked tree)
 //! → `kmod` (module dependency closure) → `initramfs` (`cpio` + gzip) → `netboot` (bundles).
-//! Tests use the same pieces to build custom guest images (`netboot::NetbootSpec`).
+//! `rootfs` makes small ext4 root images; `guest` is the test instance bundle (ramdisk + root
+//! image) that end-to-end tests upload. Tests use the same pieces to build custom guest images
+//! (`netboot::NetbootSpec`).
 
 pub mod cpio;
 pub mod elf;
 pub mod fetch;
+pub mod guest;
 pub mod initramfs;
 pub mod kernel;
 pub mod kmod;
 pub mod lock;
 pub mod netboot;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,10 @@
-//! `mallee-image-build`: builds the node and frontend netboot bundles and moves the kernel pin.
+//! `mallee-image-build`: builds the node and frontend netboot bundles, the test instance bundle
+//! and moves the kernel pin.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use mallee_image_build::initramfs::mib;
-use mallee_image_build::{fetch, kernel, lock, netboot};
+use mallee_image_build::{fetch, guest, kernel, lock, netboot};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -52,6 +53,15 @@ enum Cmd {
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
         out: PathBuf,
     },
+    /// Build the test instance bundle: OUT/{initrd,root.img,root.id} (the kernel is the node's).
+    Guest {
+        /// Static mallee-init binary, the ramdisk's /init.
+        #[arg(long)]
+        init: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/guest"))]
+        out: PathBuf,
+    },
     /// Move the kernel pin to the newest `linux-image-6.1.0-*-amd64` apt knows (or PACKAGE),
     /// download it and rewrite image-build/kernel.lock with its version and SHA-256.
     Pin {
@@ -82,6 +92,7 @@ fn main() -> Result<()> {
             let spec = netboot::NetbootSpec::frontend(&init, &frontend, &mke2fs, &node, &ipxe)?;
             build("frontend", &spec, out)
         }
+        Cmd::Guest { init, out } => build_guest(&init, out),
         Cmd::Pin { package } => pin(package),
     }
 }
@@ -104,6 +115,23 @@ fn build(role: &str, spec: &netboot::NetbootSpec, out: PathBuf) -> Result<()> {
         report.initramfs.files,
         report.modules,
         spec.cmdline
+    );
+    Ok(())
+}
+
+fn build_guest(init: &std::path::Path, out: PathBuf) -> Result<()> {
+    let kernel = mallee_image_build::pinned_kernel()?;
+    let report = guest::build(init, &kernel, &out)?;
+    println!(
+        "image-build: guest bundle in {}\n  initrd    {:>7.1} MiB  gzip ({:.1} MiB cpio, {} entries, {} modules)\n  root.img  {:>7.1} MiB  ext4 label {} uuid {}",
+        out.display(),
+        mib(report.initrd.compressed),
+        mib(report.initrd.uncompressed),
+        report.initrd.files,
+        report.modules,
+        mib(report.root.bytes),
+        report.root.label,
+        report.root.uuid
     );
     Ok(())
 }

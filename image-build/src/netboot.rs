@@ -1,6 +1,6 @@
 //! Netboot bundles: `vmlinuz`, `initramfs` and `cmdline` for a role (the compute node, and the
-//! frontend appliance carrying the node bundle it serves over PXE), and the module lists
-//! `mallee-init` reads at boot.
+//! frontend appliance carrying the node bundle it serves over PXE), the test instance's ramdisk
+//! ([`NetbootSpec::guest`]), and the module lists `mallee-init` reads at boot.
 //!
 //! Module list files, under `/lib/modules/mallee/` in the initramfs (paths relative to
 //! `/lib/modules/<release>/`; one record per line, fields separated by one space):
@@ -96,6 +96,11 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
 /// `mallee.private=` (defaults `/dev/vda` and `eth1:10.77.0.1/24`).
 pub const FRONTEND_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=frontend";
 
+/// Modules a test instance's ramdisk loads at boot: the VMM's virtio-pci disks and RNG. No NIC
+/// driver: without one the guest's `mallee-init` reports ready at once (`ip=none`) instead of
+/// waiting on DHCP; a guest that needs its NIC adds `virtio_net`.
+pub const GUEST_BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_rng"];
+
 /// Where `mke2fs` is on the build host (Debian's e2fsprogs).
 pub const HOST_MKE2FS: &str = "/usr/sbin/mke2fs";
 /// The one dynamic program a node image may carry, at this path: `mke2fs`, which formats a
@@ -109,7 +114,8 @@ pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
 /// What goes into one netboot bundle.
 #[derive(Debug, Clone)]
 pub struct NetbootSpec {
-    /// `node` or `frontend`: a node carries only [`NODE_DYNAMIC_PROGRAMS`] dynamically linked.
+    /// `node`, `frontend` or `guest`: a node carries only [`NODE_DYNAMIC_PROGRAMS`] dynamically
+    /// linked, a guest nothing dynamic.
     pub role: String,
     pub boot_modules: Vec<String>,
     pub coldplug_modules: Vec<String>,
@@ -141,6 +147,22 @@ impl NetbootSpec {
             host_files: Vec::new(),
             dynamic_programs: vec![("sbin/mke2fs".into(), PathBuf::from(HOST_MKE2FS))],
             cmdline: NODE_CMDLINE.to_string(),
+        }
+    }
+
+    /// A test instance's ramdisk: `init` (static; `mallee-init` for the guest bundle) as
+    /// `/init` and [`GUEST_BOOT_MODULES`]. Its command line comes from whoever boots it (the
+    /// node agent's VMM config), so `cmdline` is only a default.
+    pub fn guest(init: &Path) -> Self {
+        Self {
+            role: "guest".into(),
+            boot_modules: GUEST_BOOT_MODULES.iter().map(|s| s.to_string()).collect(),
+            coldplug_modules: Vec::new(),
+            binaries: vec![("init".into(), init.to_path_buf())],
+            files: Vec::new(),
+            host_files: Vec::new(),
+            dynamic_programs: Vec::new(),
+            cmdline: "console=ttyS0".into(),
         }
     }
 
@@ -224,7 +246,12 @@ pub fn assemble(
         fs.add_host_file(dest, src)?;
     }
     for (dest, src) in &spec.dynamic_programs {
-        if spec.role == "node" && !NODE_DYNAMIC_PROGRAMS.contains(&dest.as_str()) {
+        let allowed = match spec.role.as_str() {
+            "node" => NODE_DYNAMIC_PROGRAMS,
+            "guest" => &[],
+            _ => &[dest.as_str()],
+        };
+        if !allowed.contains(&dest.as_str()) {
             return Err(NetbootError::DynamicRefused {
                 role: spec.role.clone(),
                 program: src.display().to_string(),
