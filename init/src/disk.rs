@@ -1,5 +1,6 @@
 //! Local disks, for both roles: which whole disks the machine has (read from a `/sys/block`
-//! tree), what a disk holds (its first 128 KiB), formatting with `mke2fs` and mounting.
+//! tree), what a disk holds (its first 128 KiB; for an ext file system also the label and UUID
+//! in its superblock), formatting with `mke2fs` and mounting.
 //!
 //! The one rule this module keeps: a disk is formatted only when its first 128 KiB are all
 //! zero. A disk holding an ext file system is mounted as it is; a disk holding anything else
@@ -77,8 +78,76 @@ pub fn classify(head: &[u8]) -> DiskContent {
     }
 }
 
+/// Where the ext superblock starts on the disk.
+const SUPERBLOCK: usize = 1024;
+/// `s_uuid` and `s_volume_name` in the superblock (16 bytes each).
+const UUID_AT: usize = SUPERBLOCK + 104;
+const LABEL_AT: usize = SUPERBLOCK + 120;
+
+/// An ext file system's name for itself, from its superblock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtIdentity {
+    /// The volume label as printable text: bytes up to the first NUL, anything but printable
+    /// ASCII (spaces and control characters included) escaped as `\xNN`, so a hostile image
+    /// cannot forge console lines; empty when unlabelled.
+    pub label: String,
+    pub uuid: [u8; 16],
+}
+
+impl ExtIdentity {
+    /// The UUID as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+    pub fn uuid_text(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+/// The label and UUID of the ext file system whose first bytes are `head`; `None` when `head`
+/// is not an ext file system or is too short to hold them.
+pub fn ext_identity(head: &[u8]) -> Option<ExtIdentity> {
+    if classify(head) != DiskContent::Ext {
+        return None;
+    }
+    let uuid: [u8; 16] = head.get(UUID_AT..UUID_AT + 16)?.try_into().ok()?;
+    let raw = head.get(LABEL_AT..LABEL_AT + 16)?;
+    let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+    let label = raw
+        .iter()
+        .map(|&b| match b {
+            0x21..=0x7e => (b as char).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect();
+    Some(ExtIdentity { label, uuid })
+}
+
+/// What the inventory line says a disk holds: [`DiskContent::describe`], and for an ext file
+/// system its label (`-` when none) and UUID.
+pub fn describe_head(head: &[u8]) -> String {
+    let content = classify(head).describe();
+    match ext_identity(head) {
+        Some(id) => {
+            let label = if id.label.is_empty() { "-" } else { &id.label };
+            format!("{content} label {label} uuid {}", id.uuid_text())
+        }
+        None => content.to_owned(),
+    }
+}
+
 /// Reads the first [`BLANK_PROBE`] bytes of `device` and classifies them.
 pub fn probe(device: &Path) -> Result<DiskContent, DiskError> {
+    Ok(classify(&read_head(device)?))
+}
+
+/// The first [`BLANK_PROBE`] bytes of `device` (fewer when it is smaller).
+pub fn read_head(device: &Path) -> Result<Vec<u8>, DiskError> {
     let read_err = |source| DiskError::Read {
         path: device.display().to_string(),
         source,
@@ -93,7 +162,7 @@ pub fn probe(device: &Path) -> Result<DiskContent, DiskError> {
         }
     }
     head.truncate(n);
-    Ok(classify(&head))
+    Ok(head)
 }
 
 /// A whole disk as `/sys/block` describes it.
@@ -203,12 +272,13 @@ pub fn choose_auto(sys_block: &Path) -> (Option<BlockDisk>, Vec<(String, &'stati
     (None, skipped)
 }
 
-/// Logs one line per whole disk: size, serial and what it holds (the operator sees at boot
-/// what the machine has; an instance's guest shows its disks the same way).
+/// Logs one line per whole disk: size, serial and what it holds, with an ext file system's
+/// label and UUID (the operator sees at boot what the machine has; an instance's guest shows
+/// its disks the same way, so a test sees that its root image's bytes reached the guest).
 pub fn log_inventory(sys_block: &Path) {
     for disk in list_disks(sys_block) {
-        let content = probe(&disk.device())
-            .map(|c| c.describe().to_owned())
+        let content = read_head(&disk.device())
+            .map(|head| describe_head(&head))
             .unwrap_or_else(|e| e.to_string());
         info!(
             "disk {}: {} bytes, serial {}, {content}",

@@ -14,6 +14,65 @@ fn disks_are_classified_by_their_first_bytes() {
     assert_eq!(classify(&[]), DiskContent::Blank);
 }
 
+/// A head holding an ext superblock with `label` (raw bytes, up to 16) and `uuid`.
+fn ext_head(label: &[u8], uuid: [u8; 16]) -> Vec<u8> {
+    let mut head = vec![0u8; 4096];
+    head[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+    head[1128..1144].copy_from_slice(&uuid);
+    head[1144..1144 + label.len()].copy_from_slice(label);
+    head
+}
+
+const UUID: [u8; 16] = [
+    0x6b, 0x1e, 0x3a, 0x2c, 0, 1, 0x40, 2, 0x80, 3, 0xde, 0xad, 0xbe, 0xef, 0x00, 0xff,
+];
+
+#[test]
+fn the_superblock_gives_label_and_uuid() {
+    let head = ext_head(b"mallee-root", UUID);
+    let id = ext_identity(&head).unwrap();
+    assert_eq!(id.label, "mallee-root");
+    assert_eq!(id.uuid_text(), "6b1e3a2c-0001-4002-8003-deadbeef00ff");
+    assert_eq!(
+        describe_head(&head),
+        "ext file system label mallee-root uuid 6b1e3a2c-0001-4002-8003-deadbeef00ff"
+    );
+    // A label of all 16 bytes has no NUL.
+    let id = ext_identity(&ext_head(b"0123456789abcdef", UUID)).unwrap();
+    assert_eq!(id.label, "0123456789abcdef");
+    // No label.
+    let head = ext_head(b"", [0; 16]);
+    assert_eq!(
+        describe_head(&head),
+        "ext file system label - uuid 00000000-0000-0000-0000-000000000000"
+    );
+}
+
+#[test]
+fn a_hostile_label_is_escaped_not_printed() {
+    let id = ext_identity(&ext_head(b"a b\nready\xff\x1b", UUID)).unwrap();
+    assert_eq!(id.label, r"a\x20b\x0aready\xff\x1b");
+    assert!(!describe_head(&ext_head(b"x\ny", UUID)).contains('\n'));
+}
+
+#[test]
+fn truncated_or_foreign_heads_give_no_identity() {
+    let head = ext_head(b"mallee-root", UUID);
+    // Magic present but the head ends inside the UUID or the label.
+    assert_eq!(ext_identity(&head[..1082]), None);
+    assert_eq!(ext_identity(&head[..1130]), None);
+    assert_eq!(ext_identity(&head[..1150]), None);
+    assert_eq!(describe_head(&head[..1150]), "ext file system");
+    assert!(ext_identity(&head[..1160]).is_some());
+    // No magic: blank, garbage, nothing.
+    assert_eq!(ext_identity(&vec![0u8; 4096]), None);
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(ext_identity(&garbage), None);
+    assert_eq!(describe_head(&garbage), "other data");
+    assert_eq!(ext_identity(&[]), None);
+    assert_eq!(describe_head(&[]), "blank");
+}
+
 fn host_mke2fs(args: &[String]) {
     let ok = Command::new("mke2fs")
         .args(args)
@@ -34,6 +93,22 @@ fn a_real_mke2fs_image_is_recognised() {
     assert_eq!(probe(&img).unwrap(), DiskContent::Blank);
     host_mke2fs(&mke2fs_args(&img, "mallee-data", Init::Full));
     assert_eq!(probe(&img).unwrap(), DiskContent::Ext);
+    // The label and UUID as e2fsprogs' own dumpe2fs reads them.
+    let id = ext_identity(&read_head(&img).unwrap()).unwrap();
+    assert_eq!(id.label, "mallee-data");
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&img)
+        .output()
+        .expect("dumpe2fs (e2fsprogs): run `just setup`");
+    let header = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        header
+            .lines()
+            .any(|l| l.starts_with("Filesystem UUID:") && l.ends_with(&id.uuid_text())),
+        "{} not in {header}",
+        id.uuid_text()
+    );
 }
 
 #[test]
