@@ -190,32 +190,17 @@ pub fn parse_capacity(message: &str) -> u32 {
     }
 }
 
-/// The line the test guest prints on its serial console once its init runs.
-pub const GUEST_MARKER: &str = "mallee-guest: hello from instance";
-
-/// Builds the test instance's ramdisk in `path`: static busybox (Debian's `busybox-static`) and
-/// an `/init` script printing [`GUEST_MARKER`] and the kernel version, then idling.
-pub fn guest_ramdisk(path: &Path) -> anyhow::Result<()> {
-    use mallee_image_build::initramfs::Initramfs;
-    let mut fs = Initramfs::with_skeleton();
-    fs.add_static_binary("bin/busybox", Path::new("/bin/busybox"))
-        .map_err(|e| anyhow::anyhow!("{e}; run `just setup` (busybox-static)"))?;
-    let script = format!(
-        "#!/bin/busybox sh\n\
-         /bin/busybox mount -t proc proc /proc\n\
-         echo \"{GUEST_MARKER} $(/bin/busybox uname -r)\"\n\
-         exec /bin/busybox sleep 2147483647\n"
-    );
-    fs.add_file("init", 0o755, script.into_bytes())?;
-    fs.write_gz(path)?;
-    Ok(())
-}
+/// The line the test guest prints on its serial console once its init runs: the guest bundle's
+/// ramdisk is `mallee-init`, which reports ready without a NIC driver (`ip=none`).
+pub const GUEST_MARKER: &str = "mallee-init: ready role=node ip=none";
 
 /// The registered test image: kernel, ramdisk and machine image ids.
 pub struct TestImage {
     pub eki: String,
     pub eri: String,
     pub emi: String,
+    /// The line its guest logs for its root disk ([`crate::GuestImage::root_disk_line`]).
+    pub root_disk_line: String,
 }
 
 fn json(text: &str) -> Result<serde_json::Value, CloudError> {
@@ -226,20 +211,18 @@ fn json(text: &str) -> Result<serde_json::Value, CloudError> {
 }
 
 impl Frontend {
-    /// Uploads the node's Debian kernel, the test ramdisk and a small blank root disk to
-    /// Walrus bucket `bucket` and registers them.
-    pub fn upload_test_image(&self, dir: &TestDir, bucket: &str) -> anyhow::Result<TestImage> {
-        let kernel = Images::node()?.vmlinuz;
-        let ramdisk = dir.file("guest-ramdisk.gz");
-        guest_ramdisk(&ramdisk)?;
-        let root = dir.file("guest-root.img");
-        data_disk(&root, 16)?;
+    /// Uploads the guest bundle image-build made (the node's Debian kernel, the `mallee-init`
+    /// ramdisk and the ext4 root image, [`Images::guest`]) to Walrus bucket `bucket` and
+    /// registers them.
+    pub fn upload_test_image(&self, bucket: &str) -> anyhow::Result<TestImage> {
+        let guest = Images::guest()?;
+        let (kernel, ramdisk, root) = (&guest.vmlinuz, &guest.initrd, &guest.root);
         self.aws(&["s3", "mb", &format!("s3://{bucket}")])?;
         // The image kind is the object's `mallee-image-type` metadata.
         for (file, key, kind) in [
-            (&kernel, "vmlinuz", "kernel"),
-            (&ramdisk, "initrd", "ramdisk"),
-            (&root, "root.img", "machine"),
+            (kernel, "vmlinuz", "kernel"),
+            (ramdisk, "initrd", "ramdisk"),
+            (root, "root.img", "machine"),
         ] {
             let file = file.display().to_string();
             let meta = format!("mallee-image-type={kind}");
@@ -280,7 +263,12 @@ impl Frontend {
             "--architecture",
             "x86_64",
         ])?;
-        Ok(TestImage { eki, eri, emi })
+        Ok(TestImage {
+            eki,
+            eri,
+            emi,
+            root_disk_line: guest.root_disk_line(),
+        })
     }
 
     /// RunInstances of `count` m1.small instances of `emi`; their ids.

@@ -43,4 +43,61 @@ impl Images {
     pub fn node() -> anyhow::Result<NetbootImage> {
         Self::netboot("node")
     }
+
+    /// The test instance: `target/images/guest/{initrd,root.img,root.id}` and the node
+    /// bundle's kernel, which it boots.
+    pub fn guest() -> anyhow::Result<GuestImage> {
+        let vmlinuz = Self::node()?.vmlinuz;
+        let dir = Self::dir().join("guest");
+        let (initrd, root) = (dir.join("initrd"), dir.join("root.img"));
+        let missing = || {
+            anyhow::anyhow!(
+                "no guest image in {}: run `just images` first",
+                dir.display()
+            )
+        };
+        let id = std::fs::read_to_string(dir.join("root.id")).map_err(|_| missing())?;
+        let root_bytes = std::fs::metadata(&root).map_err(|_| missing())?.len();
+        if !initrd.exists() {
+            return Err(missing());
+        }
+        let field = |key: &str| {
+            id.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("{}: no {key}=", dir.join("root.id").display()))
+        };
+        Ok(GuestImage {
+            vmlinuz,
+            initrd,
+            root,
+            root_bytes,
+            root_label: field("label")?,
+            root_uuid: field("uuid")?,
+        })
+    }
+}
+
+/// The test instance image as image-build made it.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub vmlinuz: PathBuf,
+    /// `mallee-init` as `/init` with the guest's modules.
+    pub initrd: PathBuf,
+    /// A small ext4 file system.
+    pub root: PathBuf,
+    pub root_bytes: u64,
+    pub root_label: String,
+    pub root_uuid: String,
+}
+
+impl GuestImage {
+    /// The line the guest's `mallee-init` logs for its root disk (`vda`, the VMM's serial
+    /// `root`) when the root image's bytes reached it: size, label and UUID from its superblock.
+    pub fn root_disk_line(&self) -> String {
+        format!(
+            "disk vda: {} bytes, serial root, ext file system label {} uuid {}",
+            self.root_bytes, self.root_label, self.root_uuid
+        )
+    }
 }

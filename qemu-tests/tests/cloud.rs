@@ -2,8 +2,9 @@
 //! on its private NIC and the EC2/S3 API on its public one (forwarded to a host port); a
 //! diskless node PXE-boots from it with the frontend's address, cluster and enrollment secret
 //! on its command line, and its agent registers (the zone's capacity grows); the AWS CLI works
-//! through the forwarded API to upload, register and run an instance (guest marker in
-//! GetConsoleOutput); a second launch is served from the node's RAM cache (DescribeNodes: no new
+//! through the forwarded API to upload, register and run an instance of the guest bundle
+//! image-build made (guest marker in GetConsoleOutput, and the guest's root disk line naming
+//! the root image's label and UUID); a second launch is served from the node's RAM cache (DescribeNodes: no new
 //! download, more hits); a reset of the node mid-run sends it through its firmware and PXE
 //! again, it registers with a new boot id, and DescribeInstances says `Server.NodeRebooted` while
 //! the instance runs again; a second node joins and RunInstances count 2 puts one instance on
@@ -100,10 +101,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         registered.as_secs_f64()
     ));
 
-    // An instance: Debian kernel + test ramdisk + blank root disk, uploaded and registered with
-    // the AWS CLI, runs on the node under mallee-vmm (nested KVM) and prints its marker.
+    // An instance: the guest bundle image-build made (Debian kernel, mallee-init ramdisk, ext4
+    // root image), uploaded and registered with the AWS CLI, runs on the node under mallee-vmm
+    // (nested KVM), prints its marker and sees the root image's label and UUID on its vda.
     let image = fe
-        .upload_test_image(&dir, "cloud-images")
+        .upload_test_image("cloud-images")
         .unwrap_or_else(|e| panic!("{e:#}"));
     let asked = Instant::now();
     let id = fe
@@ -118,8 +120,13 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
     let marker = asked.elapsed();
     assert!(
-        out.contains("6.1.0-"),
+        out.contains("Linux version 6.1.0-"),
         "the guest did not run the Debian kernel: {out}"
+    );
+    assert!(
+        out.contains(&image.root_disk_line),
+        "the guest did not see the root image on its vda (`{}`): {out}",
+        image.root_disk_line
     );
     report_figure(&format!(
         "figure: cloud, first launch RunInstances to running {:.1} s, to guest marker {:.1} s",
@@ -158,8 +165,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .run_instances(&image.emi, 2)
         .unwrap_or_else(|e| panic!("{e:#}"));
     for id in &pair {
-        fe.wait_console(id, cloud::GUEST_MARKER, Duration::from_secs(300))
+        let out = fe
+            .wait_console(id, cloud::GUEST_MARKER, Duration::from_secs(300))
             .unwrap_or_else(|e| panic!("{e:#}; node2: {}", node2.console().tail(30)));
+        assert!(
+            out.contains(&image.root_disk_line),
+            "{id}: no `{}` in its console: {out}",
+            image.root_disk_line
+        );
     }
     let on = |vm: &Vm| -> Vec<String> {
         let text = vm.console().text();

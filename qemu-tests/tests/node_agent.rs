@@ -1,16 +1,17 @@
 //! End to end: the real `mallee-frontend` on the host's loopback, one compute node booted under
 //! QEMU (TCG with svm, user networking: the node reaches the host as 10.0.2.2, a blank 2 GiB
 //! disk it must format and keep its image cache and instance disks on) whose `mallee-init`
-//! runs the node agent. boto3 uploads the pinned Debian kernel, a ramdisk (our
-//! `mallee-init` as the guest's PID 1, whose readiness line is the marker) and a small root
-//! image to Walrus, registers them and runs an instance twice: each time it must reach
+//! runs the node agent. boto3 uploads the guest bundle image-build made (the pinned Debian
+//! kernel, a ramdisk with our `mallee-init` as the guest's PID 1, whose readiness line is the
+//! marker, and a small ext4 root image) to Walrus, registers them and runs an instance twice: each time it must reach
 //! `running`, show the marker in GetConsoleOutput and end `terminated`; the second launch must
 //! not fetch any image again (the node's log of its cache). Between the two, the frontend is
 //! killed (-9) and restarted: the running instance stays `running` and is then terminated as
 //! usual. Last, an image whose kernel is garbage must end `terminated` with the VMM's failure
 //! as the reason. Each instance's guest must see its m1.small ephemeral disk: the guest's
 //! `mallee-init` logs its disks at boot, and `vdb` must be 5 GiB, serial `ephemeral0`, holding
-//! an ext file system. Timings go to `report_figure`.
+//! an ext file system, and `vda` the root image with its label and UUID. Timings go to
+//! `report_figure`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -24,10 +25,11 @@ use mallee_qemu_tests::{report_figure, Images, NetbootImage, Nic, TestDir, VmCon
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const CLUSTER: &str = "zone-a";
 const SECRET: &str = "node-agent-test-secret";
-const MARKER: &str = "mallee-init: ready role=node ip=none";
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_rng"];
-/// What the guest's `mallee-init` logs about an m1.small's ephemeral disk (5 GiB).
-const EPHEMERAL_LINE: &str = "disk vdb: 5368709120 bytes, serial ephemeral0, ext file system";
+const MARKER: &str = mallee_qemu_tests::cloud::GUEST_MARKER;
+/// What the guest's `mallee-init` logs about an m1.small's ephemeral disk (5 GiB, formatted by
+/// the node with label ephemeral0; its UUID is random).
+const EPHEMERAL_LINE: &str =
+    "disk vdb: 5368709120 bytes, serial ephemeral0, ext file system label ephemeral0 uuid ";
 /// The node's disk: blank, big enough for `mallee.disk=auto` (at least 1 GiB).
 const NODE_DISK_MIB: u64 = 2048;
 
@@ -170,34 +172,20 @@ fn build_static() -> PathBuf {
     mallee_image_build::target_dir().join(TRIPLE).join("image")
 }
 
-/// The node image (from this tree's binaries) and the guest's ramdisk.
-fn images(dir: &TestDir, bin: &Path) -> (NetbootImage, PathBuf) {
+/// The node image, from this tree's binaries.
+fn node_image(dir: &TestDir, bin: &Path) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
-    let guest = NetbootSpec {
-        role: "node".into(),
-        boot_modules: GUEST_MODULES.iter().map(|s| s.to_string()).collect(),
-        coldplug_modules: Vec::new(),
-        binaries: vec![("init".into(), bin.join("mallee-init"))],
-        files: Vec::new(),
-        host_files: Vec::new(),
-        dynamic_programs: Vec::new(),
-        cmdline: String::new(),
-    };
-    let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");
-    let ramdisk = dir.file("guest-initrd.img");
-    guest_fs.write_gz(&ramdisk).expect("write guest initramfs");
     let spec = NetbootSpec::node(&bin.join("mallee-init"), &bin.join("mallee-vmm"));
     let out = dir.file("node");
     netboot::build(&spec, &kernel, &out).expect("node image");
-    let node = NetbootImage {
+    NetbootImage {
         vmlinuz: out.join("vmlinuz"),
         initramfs: out.join("initramfs"),
         cmdline: std::fs::read_to_string(out.join("cmdline"))
             .unwrap()
             .trim()
             .to_string(),
-    };
-    (node, ramdisk)
+    }
 }
 
 /// `text` without ANSI colour sequences (`ESC [ ... m`, as the frontend's log has them).
@@ -214,15 +202,6 @@ fn without_colours(text: &str) -> String {
     out
 }
 
-/// A 16 MiB root image: a 1 MiB patterned head, the rest zero (sparse on the node).
-fn root_image(path: &Path) {
-    let mut data: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    data.resize(16 << 20, 0);
-    std::fs::write(path, data).unwrap();
-}
-
 #[test]
 fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache() {
     Images::node().expect("node image");
@@ -234,9 +213,8 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         false,
     );
     let fe_bin = mallee_image_build::target_dir().join("debug/mallee-frontend");
-    let (node_image, ramdisk) = images(&dir, &bin);
-    let root_img = dir.file("root.img");
-    root_image(&root_img);
+    let node_image = node_image(&dir, &bin);
+    let guest = Images::guest().expect("guest image");
     let node_disk = dir.file("node-disk.img");
     mallee_qemu_tests::cloud::data_disk(&node_disk, NODE_DISK_MIB).expect("node disk");
     let mut fe = Frontend::start(&fe_bin);
@@ -325,14 +303,13 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         registered.as_secs_f64()
     ));
 
-    let kernel = mallee_image_build::pinned_kernel().unwrap().vmlinuz();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node_agent.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}", fe.port))
-        .arg(&kernel)
-        .arg(&ramdisk)
-        .arg(&root_img)
+        .arg(&guest.vmlinuz)
+        .arg(&guest.initrd)
+        .arg(&guest.root)
         .env("MARKER", MARKER)
         .env("EPHEMERAL_LINE", EPHEMERAL_LINE)
         .env("TIMEOUT", "900")
@@ -384,10 +361,20 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         "{transcript}"
     );
     // Both good launches' guests saw their ephemeral disk (the script prints the guest's lines).
-    let seen = (transcript.lines())
-        .filter(|l| l.starts_with("guest-disk ") && l.ends_with(EPHEMERAL_LINE))
-        .count();
-    assert_eq!(seen, 2, "guest disk lines:\n{transcript}");
+    let seen = |line: &str| {
+        (transcript.lines())
+            .filter(|l| l.starts_with("guest-disk ") && l.contains(line))
+            .count()
+    };
+    assert_eq!(seen(EPHEMERAL_LINE), 2, "guest disk lines:\n{transcript}");
+    // And their root disk: the image-build root image's size, label and UUID, read by the
+    // guest from the superblock on its vda.
+    let root_line = guest.root_disk_line();
+    assert_eq!(
+        seen(&root_line),
+        2,
+        "no `{root_line}` from both guests:\n{transcript}"
+    );
 
     // The node fetched each image once: the two good launches were both prepared after three
     // downloads (kernel, ramdisk, root); the bad image added two more.

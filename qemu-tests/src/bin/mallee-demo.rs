@@ -63,8 +63,8 @@ fn main() -> Result<()> {
         node.started().elapsed().as_secs_f64()
     );
 
-    println!("demo: uploading the Debian kernel, a test ramdisk and a root disk to Walrus; registering them");
-    let image = fe.upload_test_image(&dir, "demo-images")?;
+    println!("demo: uploading the Debian kernel, the guest ramdisk (mallee-init) and the ext4 root image (target/images/guest) to Walrus; registering them");
+    let image = fe.upload_test_image("demo-images")?;
     println!(
         "demo: kernel {}, ramdisk {}, machine image {}",
         image.eki, image.eri, image.emi
@@ -81,6 +81,17 @@ fn main() -> Result<()> {
     let lines: Vec<&str> = out.lines().collect();
     for line in &lines[lines.len().saturating_sub(15)..] {
         println!("    {line}");
+    }
+    if out.contains(&image.root_disk_line) {
+        println!(
+            "demo: the guest sees the root image on vda ({})",
+            image.root_disk_line
+        );
+    } else {
+        println!(
+            "demo: warning: no `{}` in the guest's console",
+            image.root_disk_line
+        );
     }
 
     println!(

@@ -1,6 +1,6 @@
 //! Building the node images the `mallee-vmm` end-to-end test and benchmark boot: static builds
-//! of the VMM and its helper programs (`vmm/examples/`), a guest initramfs with the virtio
-//! modules, and a node image carrying the guest kernel and initramfs (and, for the benchmark,
+//! of the VMM and its helper programs (`vmm/examples/`), a guest initramfs (image-build's
+//! [`NetbootSpec::guest`] with the `e2e_guest` example as `/init`, plus `virtio_net`), and a node image carrying the guest kernel and initramfs (and, for the benchmark,
 //! QEMU with the shared libraries `ldd` lists and its firmware). Shared by
 //! `tests/vmm_boot.rs` and `benches/vmm.rs`.
 
@@ -11,7 +11,6 @@ use mallee_image_build::netboot::{self, NetbootSpec};
 use mallee_qemu_tests::{NetbootImage, TestDir};
 
 const TRIPLE: &str = mallee_image_build::STATIC_TARGET;
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng"];
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// Firmware QEMU loads for `-M microvm` and `-M q35` with `-kernel` (from its search path).
 const QEMU_FIRMWARE: &[&str] = &[
@@ -82,16 +81,9 @@ fn add_qemu(fs: &mut mallee_image_build::initramfs::Initramfs) {
 /// `/init` is the `e2e_guest` example) under `/vmm-e2e/`.
 pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
-    let guest = NetbootSpec {
-        role: "node".into(),
-        boot_modules: GUEST_MODULES.iter().map(|s| s.to_string()).collect(),
-        coldplug_modules: Vec::new(),
-        binaries: vec![("init".into(), bin.join("examples/e2e_guest"))],
-        files: Vec::new(),
-        host_files: Vec::new(),
-        dynamic_programs: Vec::new(),
-        cmdline: String::new(),
-    };
+    // The guest bundle's ramdisk spec with the e2e guest as /init, plus the NIC it tests.
+    let mut guest = NetbootSpec::guest(&bin.join("examples/e2e_guest"));
+    guest.boot_modules.push("virtio_net".into());
     let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");
     let guest_img = dir.file("guest.img");
     guest_fs
