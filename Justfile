@@ -9,7 +9,7 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the node and frontend bundles (target/images/{node,frontend}) from the pinned kernel.
+# Build the node, frontend and test-guest bundles (target/images/{node,frontend,guest}) from the pinned kernel.
 images:
     scripts/images.sh
 

@@ -67,9 +67,28 @@ pub fn wired_nics(root: &Path) -> Vec<Nic> {
     nics
 }
 
+/// How many PCI network controllers (class 0x02xxxx) are under `root` (normally
+/// `/sys/bus/pci/devices`).
+pub fn pci_network_controllers(root: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| read_trimmed(&e.path().join("class")).is_some_and(|c| c.starts_with("0x02")))
+        .count()
+}
+
 /// Polls `/sys/class/net` until a wired NIC shows up or `patience` passes (drivers may probe
-/// asynchronously after their module loads).
+/// asynchronously after their module loads). A machine with no PCI network controller (an
+/// instance without a NIC) is not waited for.
 pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
+    if pci_network_controllers(Path::new("/sys/bus/pci/devices")) == 0 {
+        let nics = wired_nics(Path::new("/sys/class/net"));
+        if nics.is_empty() {
+            info!("no PCI network controller: not waiting for a NIC");
+        }
+        return nics;
+    }
     let deadline = Instant::now() + patience;
     loop {
         let nics = wired_nics(Path::new("/sys/class/net"));
@@ -107,6 +126,22 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_controllers_are_counted_by_pci_class() {
+        let dir = tempfile::tempdir().unwrap();
+        for (slot, class) in [
+            ("0000:00:02.0", "0x020000"),
+            ("0000:00:03.0", "0x010000"),
+            ("0000:00:04.0", "0x020000\n"),
+        ] {
+            std::fs::create_dir(dir.path().join(slot)).unwrap();
+            std::fs::write(dir.path().join(slot).join("class"), class).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("0000:00:05.0")).unwrap();
+        assert_eq!(pci_network_controllers(dir.path()), 2);
+        assert_eq!(pci_network_controllers(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn mac_parses_and_rejects_bad_text() {
