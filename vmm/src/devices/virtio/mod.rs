@@ -18,7 +18,7 @@ pub mod worker;
 
 use std::os::fd::RawFd;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Guest memory as the devices see it.
@@ -54,6 +54,26 @@ pub struct ActiveQueue {
 }
 
 impl ActiveQueue {
+    /// Serves every chain the driver has posted: `serve` consumes each and returns the bytes it
+    /// wrote into it (the used length); the guest is interrupted once at the end if it wants.
+    pub fn drain<'m>(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        mut serve: impl FnMut(DescriptorChain<&'m GuestMemoryMmap>) -> u32,
+    ) {
+        let mut any = false;
+        while let Some(chain) = self.queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let used = serve(chain);
+            // add_used only fails for an out-of-range head, which pop never returns.
+            let _ = self.queue.add_used(mem, head, used);
+            any = true;
+        }
+        if any {
+            self.signal_used(mem);
+        }
+    }
+
     /// Interrupts the guest if the driver wants to hear about the used buffers just added.
     pub fn signal_used(&mut self, mem: &GuestMemoryMmap) {
         let wanted = self.queue.needs_notification(mem).unwrap_or(true);

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use virtio_queue::{QueueT, Writer};
+use virtio_queue::Writer;
 
 use super::worker::{QueueHandler, Worker};
 use super::VIRTIO_F_VERSION_1;
@@ -72,17 +72,7 @@ pub fn serve_chain(
 
 impl QueueHandler for RngHandler {
     fn process_queue(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
-        let q = &mut queues[index];
-        let mut any = false;
-        while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let n = serve_chain(mem, chain);
-            let _ = q.queue.add_used(mem, head, n);
-            any = true;
-        }
-        if any {
-            q.signal_used(mem);
-        }
+        queues[index].drain(mem, |chain| serve_chain(mem, chain));
     }
 }
 

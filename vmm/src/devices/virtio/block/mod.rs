@@ -7,8 +7,6 @@ pub mod request;
 #[cfg(test)]
 mod tests;
 
-use virtio_queue::QueueT;
-
 use self::backend::BlockBackend;
 use self::request::{Disk, ID_BYTES, SECTOR_SIZE};
 use super::worker::{QueueHandler, Worker};
@@ -93,18 +91,8 @@ struct BlockHandler {
 
 impl QueueHandler for BlockHandler {
     fn process_queue(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
-        let q = &mut queues[index];
-        let mut any = false;
-        while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let done = request::process(mem, chain, &mut self.disk);
-            // add_used only fails for an out-of-range head, which pop never returns.
-            let _ = q.queue.add_used(mem, head, done.used_len);
-            any = true;
-        }
-        if any {
-            q.signal_used(mem);
-        }
+        let disk = &mut self.disk;
+        queues[index].drain(mem, |chain| request::process(mem, chain, disk).used_len);
     }
 }
 

@@ -130,25 +130,19 @@ impl NetHandler {
 
     /// Sends every posted transmit chain to the tap.
     fn transmit(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue]) {
-        let q = &mut queues[TX];
-        let mut any = false;
-        while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
+        let (frame, tap) = (&mut self.tx_frame, &self.tap);
+        queues[TX].drain(mem, |chain| {
             if let Ok(mut r) = Reader::<()>::new(mem, chain) {
                 let len = r.available_bytes();
                 if (VNET_HDR_LEN..=MAX_FRAME).contains(&len)
-                    && r.read_exact(&mut self.tx_frame[..len]).is_ok()
+                    && r.read_exact(&mut frame[..len]).is_ok()
                 {
                     // A full tap queue drops the frame, as a busy wire would.
-                    let _ = self.tap.write_frame(&self.tx_frame[..len]);
+                    let _ = tap.write_frame(&frame[..len]);
                 }
             }
-            let _ = q.queue.add_used(mem, head, 0);
-            any = true;
-        }
-        if any {
-            q.signal_used(mem);
-        }
+            0
+        });
     }
 }
 
