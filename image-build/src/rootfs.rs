@@ -96,15 +96,7 @@ impl RootImageSpec {
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lower-case hex.
 pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::from_bytes(*b).hyphenated().to_string()
 }
 
 fn clean(path: &str) -> Result<String, RootImageError> {

@@ -97,15 +97,7 @@ pub struct ExtIdentity {
 impl ExtIdentity {
     /// The UUID as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
     pub fn uuid_text(&self) -> String {
-        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        uuid::Uuid::from_bytes(self.uuid).hyphenated().to_string()
     }
 }
 

@@ -113,15 +113,11 @@ pub fn is_ec2_request(
 fn request_id() -> String {
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
-    let h = hex::encode(raw);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    // A version-4 UUID, as AWS request ids are.
+    uuid::Builder::from_random_bytes(raw)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 impl Ec2 {
