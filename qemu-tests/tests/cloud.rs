@@ -133,6 +133,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         running.as_secs_f64(),
         marker.as_secs_f64()
     ));
+    // How fast the node pulled the images from Walrus through the frontend VM's private NIC.
+    for line in node.console().text().lines() {
+        if let Some((_, fetch)) = line.split_once("agent: fetched ") {
+            report_figure(&format!(
+                "figure: cloud, image fetch over the private segment: {fetch}"
+            ));
+        }
+    }
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id, "terminated", Duration::from_secs(120))
