@@ -101,3 +101,25 @@ impl GuestImage {
         )
     }
 }
+
+/// Builds the static `mallee-init`, `mallee-vmm` and `examples` (of mallee-vmm) the way
+/// `just images` builds binaries (a no-op for the first two after `just images`); returns the
+/// directory they are in.
+pub fn build_static(examples: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--profile", "image", "--locked", "--target"])
+        .arg(mallee_image_build::STATIC_TARGET)
+        .args(["-p", "mallee-init", "-p", "mallee-vmm"]);
+    for e in examples {
+        cmd.args(["--example", e]);
+    }
+    let status = cmd.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "static build of mallee-init, mallee-vmm and {examples:?} failed"
+    );
+    mallee_image_build::static_bin_dir()
+}

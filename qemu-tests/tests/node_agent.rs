@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use mallee_image_build::netboot::{self, NetbootSpec};
 use mallee_qemu_tests::{report_figure, Images, NetbootImage, Nic, TestDir, VmConfig};
 
-const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const CLUSTER: &str = "zone-a";
 const SECRET: &str = "node-agent-test-secret";
 const MARKER: &str = mallee_qemu_tests::cloud::GUEST_MARKER;
@@ -37,12 +36,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn cargo(args: &[&str], static_build: bool) {
+fn cargo(args: &[&str]) {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root()).args(args);
-    if static_build {
-        cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
-    }
     let status = cmd.status().expect("run cargo");
     assert!(status.success(), "cargo {args:?} failed");
 }
@@ -148,30 +144,6 @@ impl Drop for Frontend {
     }
 }
 
-/// Static `mallee-init` and `mallee-vmm`, built as `just images` builds them (a no-op after it).
-fn build_static() -> PathBuf {
-    cargo(
-        &[
-            "build",
-            "--profile",
-            "image",
-            "--locked",
-            "--target",
-            TRIPLE,
-            "-p",
-            "mallee-init",
-            "-p",
-            "mallee-vmm",
-            "--bin",
-            "mallee-init",
-            "--bin",
-            "mallee-vmm",
-        ],
-        true,
-    );
-    mallee_image_build::target_dir().join(TRIPLE).join("image")
-}
-
 /// The node image, from this tree's binaries.
 fn node_image(dir: &TestDir, bin: &Path) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
@@ -207,11 +179,8 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     Images::node().expect("node image");
     require_tool("python3");
     let dir = TestDir::new("node_agent");
-    let bin = build_static();
-    cargo(
-        &["build", "-p", "mallee-frontend", "--bin", "mallee-frontend"],
-        false,
-    );
+    let bin = mallee_qemu_tests::build_static(&[]);
+    cargo(&["build", "-p", "mallee-frontend", "--bin", "mallee-frontend"]);
     let fe_bin = mallee_image_build::target_dir().join("debug/mallee-frontend");
     let node_image = node_image(&dir, &bin);
     let guest = Images::guest().expect("guest image");

@@ -4,13 +4,12 @@
 //! QEMU with the shared libraries `ldd` lists and its firmware). Shared by
 //! `tests/vmm_boot.rs` and `benches/vmm.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use mallee_image_build::netboot::{self, NetbootSpec};
 use mallee_qemu_tests::{NetbootImage, TestDir};
 
-const TRIPLE: &str = mallee_image_build::STATIC_TARGET;
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// Firmware QEMU loads for `-M microvm` and `-M q35` with `-kernel` (from its search path).
 const QEMU_FIRMWARE: &[&str] = &[
@@ -21,32 +20,7 @@ const QEMU_FIRMWARE: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
 ];
 
-/// Builds the static `mallee-init`, `mallee-vmm` and `examples` the way `just images` builds
-/// binaries (a no-op for the first two after `just images`); returns that directory.
-pub fn build_static(examples: &[&str]) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--profile",
-            "image",
-            "--locked",
-            "--target",
-            TRIPLE,
-        ])
-        .args(["-p", "mallee-init", "-p", "mallee-vmm"]);
-    for e in examples {
-        cmd.args(["--example", e]);
-    }
-    let status = cmd.status().expect("run cargo");
-    assert!(
-        status.success(),
-        "static build of mallee-vmm and {examples:?} failed"
-    );
-    mallee_image_build::static_bin_dir()
-}
+pub use mallee_qemu_tests::build_static;
 
 /// What goes on the node besides the standard node image.
 pub struct NodeExtras<'a> {
