@@ -162,7 +162,7 @@ fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
     let name = settings
         .hostname
         .clone()
-        .or_else(|| nics.first().map(|n| cmdline::hostname_from_mac(n.mac)))
+        .or_else(|| nics.first().map(|n| cmdline::hostname_from_mac(n.mac.0)))
         .unwrap_or_else(|| "mallee".to_owned());
     if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
         info!("sethostname {name}: {e}");

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod metadata;
+pub use mallee_mac::{BadMac, Mac};
 pub use metadata::{MetadataDocument, PublicKey};
 
 pub const PATH_PREFIX: &str = "/_node/";
@@ -69,7 +70,7 @@ pub struct NodeInfo {
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
-    pub macs: Vec<String>,
+    pub macs: Vec<Mac>,
     pub agent_version: String,
     /// The kernel's random id of this boot (`/proc/sys/kernel/random/boot_id`): a node that
     /// registers with a new one has rebooted, and lost the instances it was running.
@@ -118,7 +119,7 @@ pub struct InstanceSpec {
     pub ramdisk: Option<ImageRef>,
     /// Base64, as the client gave it.
     pub user_data: Option<String>,
-    pub mac: String,
+    pub mac: Mac,
     pub metadata: MetadataDocument,
     /// Size of the instance's ephemeral disk (`ephemeral0`, the guest's second disk) the
     /// instance type names; 0 for none.
@@ -239,7 +240,7 @@ mod tests {
             ramdisk: None,
             image,
             user_data: Some("aGVsbG8=".into()),
-            mac: "d0:0d:01:23:45:67".into(),
+            mac: "d0:0d:01:23:45:67".parse().unwrap(),
             metadata: MetadataDocument::default(),
             ephemeral_gib: 5,
         }

@@ -1,51 +1,11 @@
-//! The 14-byte Ethernet II header in front of every AoE frame, and the MAC address type.
+//! The 14-byte Ethernet II header in front of every AoE frame, and the MAC address type (the workspace's one, from `mallee-mac`).
 
 use super::{check_len, room, WireError};
-use std::fmt;
 
 pub const ETHERNET_HEADER_LEN: usize = 14;
 pub const ETHERTYPE_AOE: u16 = 0x88a2;
 
-/// A 48-bit Ethernet address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    pub const BROADCAST: Mac = Mac([0xff; 6]);
-
-    pub fn is_broadcast(&self) -> bool {
-        *self == Self::BROADCAST
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl std::str::FromStr for Mac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in &mut out {
-            let p = parts
-                .next()
-                .ok_or_else(|| format!("MAC {s:?} has fewer than 6 octets"))?;
-            *b = u8::from_str_radix(p, 16).map_err(|e| format!("MAC {s:?}: {e}"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("MAC {s:?} has more than 6 octets"));
-        }
-        Ok(Mac(out))
-    }
-}
+pub use mallee_mac::Mac;
 
 /// Destination, source and EtherType of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

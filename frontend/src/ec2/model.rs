@@ -261,7 +261,7 @@ pub struct Instance {
     pub node: String,
     pub private_ip: String,
     pub public_ip: Option<String>,
-    pub mac: String,
+    pub mac: mallee_proto::Mac,
     pub launch_index: u32,
     pub client_token: Option<String>,
     pub state: State,

@@ -130,7 +130,7 @@ mod tests {
             cpus: 2,
             memory_mib: 2048,
             disk_gib: 0,
-            macs: vec!["52:54:00:77:00:01".into()],
+            macs: vec!["52:54:00:77:00:01".parse().unwrap()],
             agent_version: "0.1.0".into(),
             boot_id: "b<1>".into(),
         };

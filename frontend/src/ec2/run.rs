@@ -232,7 +232,7 @@ fn build(
         let base = u32::from(ec2.cfg.private_base);
         let private_ip = std::net::Ipv4Addr::from(base.wrapping_add(n as u32 - 1)).to_string();
         let b = (n as u32).to_be_bytes();
-        let mac = format!("d0:0d:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]);
+        let mac = mallee_proto::Mac([0xd0, 0x0d, b[0], b[1], b[2], b[3]]);
         let id = new_id("i", 17);
         let metadata = MetadataDocument {
             instance_id: id.clone(),
@@ -243,7 +243,7 @@ fn build(
             hostname: format!("ip-{}", private_ip.replace('.', "-")),
             local_ipv4: private_ip.clone(),
             public_ipv4: None,
-            mac: mac.clone(),
+            mac: mac.to_string(),
             availability_zone: zone.to_string(),
             kernel_id: l.kernel.as_ref().map(|k| k.id.clone()),
             ramdisk_id: l.ramdisk.as_ref().map(|r| r.id.clone()),

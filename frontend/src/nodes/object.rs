@@ -115,7 +115,7 @@ mod tests {
             kernel: Some(r("vmlinuz")),
             ramdisk: None,
             user_data: None,
-            mac: "d0:0d:00:00:00:01".into(),
+            mac: "d0:0d:00:00:00:01".parse().unwrap(),
             metadata: Default::default(),
             ephemeral_gib: 0,
         };

@@ -93,7 +93,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         kernel: i.kernel.clone(),
         ramdisk: i.ramdisk.clone(),
         user_data: i.user_data.clone(),
-        mac: i.mac.clone(),
+        mac: i.mac,
         metadata: i.metadata.clone(),
         ephemeral_gib: crate::ec2::model::instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
     })
@@ -128,7 +128,7 @@ pub(crate) mod tests {
             node: "n1".into(),
             private_ip: "172.31.0.10".into(),
             public_ip: None,
-            mac: "d0:0d:00:00:00:01".into(),
+            mac: "d0:0d:00:00:00:01".parse().unwrap(),
             launch_index: 0,
             client_token: None,
             state: State::Pending,

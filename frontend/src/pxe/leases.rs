@@ -6,10 +6,8 @@
 //! module decides nothing about allocation; that is the DHCP state machine's job.
 
 use rusqlite::{params, Connection};
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseStoreError {
@@ -19,43 +17,7 @@ pub enum LeaseStoreError {
     BadRow { ip: String, what: String },
 }
 
-/// An Ethernet hardware address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a MAC address (want aa:bb:cc:dd:ee:ff)")]
-pub struct BadMac(pub String);
-
-impl FromStr for Mac {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(|| BadMac(s.into()))?;
-            if part.len() != 2 {
-                return Err(BadMac(s.into()));
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| BadMac(s.into()))?;
-        }
-        if parts.next().is_some() {
-            return Err(BadMac(s.into()));
-        }
-        Ok(Mac(out))
-    }
-}
+pub use mallee_proto::{BadMac, Mac};
 
 /// Where a lease is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

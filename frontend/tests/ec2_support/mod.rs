@@ -149,7 +149,7 @@ impl Agent {
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             disk_gib: 100,
-            macs: vec!["52:54:00:12:34:56".into()],
+            macs: vec!["52:54:00:12:34:56".parse().unwrap()],
             agent_version: "test-node".into(),
             boot_id: self.boot_id.lock().unwrap().clone(),
         };

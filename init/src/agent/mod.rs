@@ -32,7 +32,7 @@ pub struct AgentConfig {
     pub frontend: SocketAddr,
     pub cluster: String,
     pub secret: String,
-    pub macs: Vec<[u8; 6]>,
+    pub macs: Vec<mallee_proto::Mac>,
     pub state_dir: PathBuf,
     pub vmm: PathBuf,
     /// Where the image cache and instance disks go (`mallee.disk`).
@@ -46,20 +46,11 @@ fn current(c: &SharedClient) -> Client {
     c.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-fn mac_text(mac: &[u8; 6]) -> String {
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
-}
-
 /// The node id: `node-` and the first NIC's MAC in hex.
-pub fn node_id(macs: &[[u8; 6]]) -> String {
-    let hex: String = (macs.first().into_iter().flatten())
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if hex.is_empty() {
-        "node-nonic".to_string()
-    } else {
-        format!("node-{hex}")
+pub fn node_id(macs: &[mallee_proto::Mac]) -> String {
+    match macs.first() {
+        Some(mac) => format!("node-{}", mac.hex()),
+        None => "node-nonic".to_string(),
     }
 }
 
@@ -132,7 +123,7 @@ fn node_info(cfg: &AgentConfig, disk_gib: u64) -> proto::NodeInfo {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_mib: mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
         disk_gib,
-        macs: cfg.macs.iter().map(mac_text).collect(),
+        macs: cfg.macs.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .unwrap_or_default()
@@ -264,7 +255,7 @@ mod tests {
     #[test]
     fn node_facts_come_from_mac_and_meminfo() {
         assert_eq!(
-            node_id(&[[0x52, 0x54, 0, 0x12, 0x34, 0x56]]),
+            node_id(&[mallee_proto::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])]),
             "node-525400123456"
         );
         assert_eq!(node_id(&[]), "node-nonic");

@@ -89,7 +89,7 @@ mod tests {
             kernel: None,
             ramdisk: None,
             user_data: None,
-            mac: "d0:0d:00:00:00:01".into(),
+            mac: "d0:0d:00:00:00:01".parse().unwrap(),
             metadata: MetadataDocument::default(),
             ephemeral_gib: 0,
         }

@@ -243,11 +243,11 @@ pub fn run(nic: Nic, config: ClientConfig, on_ready: OnReady, stop: Arc<AtomicBo
         info!("{}: no carrier after 5 s; trying DHCP anyway", nic.name);
     }
     let origin = Instant::now();
-    let seed = nic.mac.iter().fold(
+    let seed = nic.mac.0.iter().fold(
         crate::log::boottime_ms() ^ u64::from(std::process::id()),
         |a, &b| a.rotate_left(8) ^ u64::from(b),
     );
-    let mut dhcp = DhcpClient::new(nic.mac, Some(config.hostname.clone()), seed);
+    let mut dhcp = DhcpClient::new(nic.mac.0, Some(config.hostname.clone()), seed);
     let mut client = Client {
         nic,
         config,

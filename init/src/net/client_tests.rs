@@ -53,7 +53,7 @@ fn nic_in(ns: &str, name: &str) -> Nic {
     Nic {
         name: name.to_owned(),
         ifindex,
-        mac: super::super::parse_mac(mac).unwrap(),
+        mac: mac.parse().unwrap(),
     }
 }
 

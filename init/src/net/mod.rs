@@ -22,18 +22,10 @@ use std::time::{Duration, Instant};
 pub struct Nic {
     pub name: String,
     pub ifindex: u32,
-    pub mac: [u8; 6],
+    pub mac: Mac,
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+pub use mallee_proto::Mac;
 
 fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
@@ -59,7 +51,7 @@ pub fn wired_nics(root: &Path) -> Vec<Nic> {
             Some(Nic {
                 name: entry.file_name().to_string_lossy().into_owned(),
                 ifindex: read_trimmed(&path.join("ifindex"))?.parse().ok()?,
-                mac: parse_mac(&read_trimmed(&path.join("address"))?)?,
+                mac: read_trimmed(&path.join("address"))?.parse().ok()?,
             })
         })
         .collect();
@@ -144,17 +136,6 @@ mod tests {
     }
 
     #[test]
-    fn mac_parses_and_rejects_bad_text() {
-        assert_eq!(
-            parse_mac("52:54:00:12:34:56\n"),
-            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
-        );
-        assert_eq!(parse_mac("52:54:00:12:34"), None);
-        assert_eq!(parse_mac("52:54:00:12:34:56:78"), None);
-        assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
-    }
-
-    #[test]
     fn only_device_backed_ethernet_interfaces_are_wired() {
         let root = std::env::temp_dir().join(format!("mallee-init-nics-{}", std::process::id()));
         let make = |name: &str, device: bool, kind: &str, wireless: bool| {
@@ -181,7 +162,7 @@ mod tests {
             vec![Nic {
                 name: "eth0".into(),
                 ifindex: 7,
-                mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56]
+                mac: Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])
             }]
         );
     }
