@@ -122,6 +122,10 @@ fn target_restarted_mid_write_stream_loses_nothing() {
     let ini = Arc::new(open(&pair, quick()).unwrap());
     let data = Arc::new(pattern(4 << 20, 4));
     let chunks_done = Arc::new(AtomicUsize::new(0));
+    // The writer pauses after its first chunks until the target has been stopped, so the stop
+    // always lands mid-stream (without the pause a fast writer could finish first).
+    let (paused_tx, paused_rx) = std::sync::mpsc::channel();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<()>();
     let writer = {
         let (ini, data, done) = (
             Arc::clone(&ini),
@@ -130,17 +134,23 @@ fn target_restarted_mid_write_stream_loses_nothing() {
         );
         std::thread::spawn(move || {
             for (i, chunk) in data.chunks(64 << 10).enumerate() {
+                if i == 4 {
+                    paused_tx.send(()).unwrap();
+                    stopped_rx.recv().unwrap();
+                }
                 ini.write_at(chunk, (i * chunk.len()) as u64).unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while chunks_done.load(Ordering::Relaxed) < 4 {
-        assert!(Instant::now() < deadline, "writer made no progress");
-        std::thread::yield_now();
-    }
+    paused_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("writer made no progress");
+    assert_eq!(chunks_done.load(Ordering::Relaxed), 4);
     target.stop();
+    // The first write after the stop goes out while no target answers: it must retransmit
+    // until the restarted one does.
+    stopped_tx.send(()).unwrap();
     let restarted = start(&pair, &file, addr());
     writer.join().unwrap();
     assert_eq!(chunks_done.load(Ordering::Relaxed), 64);

@@ -225,3 +225,7 @@ impl Export {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "export_tests.rs"]
+mod tests;

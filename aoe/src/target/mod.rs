@@ -369,6 +369,3 @@ fn probe(
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod export_tests;

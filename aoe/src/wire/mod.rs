@@ -15,6 +15,7 @@ mod message;
 mod reserve;
 
 #[cfg(test)]
+#[path = "wire_tests.rs"]
 mod tests;
 
 pub use ata::{AtaRepr, AFLAG_ASYNC, AFLAG_DEVICE, AFLAG_EXTENDED, AFLAG_WRITE, ATA_HEADER_LEN};
