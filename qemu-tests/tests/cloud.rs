@@ -46,6 +46,12 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     assert!(zones.contains("cluster1"), "zones: {zones}");
     fe.aws(&["s3", "mb", "s3://kept-across-reboots"])
         .unwrap_or_else(|e| panic!("{e}"));
+    // An object big enough for the CLI's multipart upload, to read back after the power-off.
+    let kept = dir.file("kept.bin");
+    std::fs::write(&kept, pseudo_random(9 << 20)).unwrap();
+    let kept_sha = sha256_file(&kept);
+    fe.aws(&["s3", "cp", path_str(&kept), "s3://kept-across-reboots/kept.bin"])
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // A diskless node PXE-boots from the frontend and gets an address from its pool.
     let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
@@ -141,10 +147,31 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
             ));
         }
     }
+    // An instance-store instance cannot be stopped (its root disk would not survive): the
+    // API refuses as AWS does, and the node is not asked to do anything.
+    let refused = fe
+        .aws(&["ec2", "stop-instances", "--instance-ids", &id])
+        .expect_err("StopInstances on an instance-store instance succeeded");
+    assert!(
+        refused.to_string().contains("UnsupportedOperation")
+            && refused.to_string().contains("does not have an 'ebs' root device type"),
+        "{refused}"
+    );
+    assert_eq!(
+        fe.instance_state(&id).unwrap_or_else(|e| panic!("{e:#}")),
+        "running"
+    );
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id, "terminated", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // "terminated" is the node's word too: its agent stopped the VMM, which exited through
+    // its API shutdown, and the refused stop had not touched it before.
+    let exit = format!("agent: {id} mallee-vmm exited with status 3");
+    node.wait_for(&regex::escape(&exit), Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the node's VMM for {id} did not exit by API shutdown: {e}"));
+    let stops = node.console().text().matches(&format!("agent: stopping {id} ")).count();
+    assert_eq!(stops, 1, "{}", node.console().tail(30));
 
     // A second launch of the same image fetches nothing (DescribeNodes: the node's cache).
     let node_id = "node-525400770001";
@@ -235,6 +262,38 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         buckets.contains("kept-across-reboots"),
         "bucket lost across a reboot: {buckets}"
     );
+    // The object's bytes, not just its name, survived the hard power-off.
+    let back = dir.file("kept-back.bin");
+    fe.aws(&["s3", "cp", "s3://kept-across-reboots/kept.bin", path_str(&back)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sha256_file(&back),
+        kept_sha,
+        "the object read back after a hard power-off differs from what was uploaded"
+    );
+}
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `len` bytes no compressor or dedup could shortcut (xorshift64).
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_file(p: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Launches `emi` again on the node that ran it before and checks, through DescribeNodes, that
@@ -251,11 +310,23 @@ fn cached_launch(fe: &Frontend, node: &Vm, node_id: &str, emi: &str) -> (String,
         ("ram", 3, "up"),
         "the diskless node's cache after the first launch: {first:?}"
     );
+    let fetches = |vm: &Vm| -> Vec<String> {
+        let text = vm.console().text();
+        let lines = text.lines().filter(|l| l.contains("agent: fetched "));
+        lines.map(str::to_string).collect()
+    };
+    let fetched_before = fetches(node);
     let asked = Instant::now();
     let id = fe.run_instances(emi, 1).unwrap_or_else(|e| panic!("{e:#}"))[0].clone();
     fe.wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
     let cached = asked.elapsed();
+    // The node's own log agrees with its counters: it fetched nothing for this launch.
+    let fetched_after = fetches(node);
+    assert!(
+        fetched_before.len() >= 3 && fetched_after == fetched_before,
+        "the node's log shows fetches for the cached launch: before {fetched_before:?}, after {fetched_after:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let second = loop {
         let n = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
