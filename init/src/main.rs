@@ -194,7 +194,11 @@ fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
     let once = Once::new();
     Arc::new(move |ip: String| {
         once.call_once(|| {
-            info!("ready role={role} ip={ip} boot_ms={}", log::boottime_ms());
+            info!(
+                "ready role={role} ip={ip} boot_ms={} boot_id={}",
+                log::boottime_ms(),
+                agent::boot_id()
+            );
             if let Some(path) = run.clone() {
                 run::start(path);
             }

@@ -5,11 +5,13 @@
 //! through the forwarded API to upload, register and run an instance of the guest bundle
 //! image-build made (guest marker in GetConsoleOutput, and the guest's root disk line naming
 //! the root image's label and UUID); a second launch is served from the node's RAM cache (DescribeNodes: no new
-//! download, more hits); a reset of the node mid-run sends it through its firmware and PXE
-//! again, it registers with a new boot id, and DescribeInstances says `Server.NodeRebooted` while
-//! the instance runs again; a second node joins and RunInstances count 2 puts one instance on
-//! each; and a second boot of the frontend on the same disk keeps its state (no reformat, same
-//! admin key, same buckets).
+//! download, more hits, and no fetch in the node's own log); StopInstances on the
+//! instance-store instance is refused and the node's VMM exits only for TerminateInstances; a
+//! reset of the node mid-run sends it through its firmware and PXE again, it registers with a
+//! new boot id, and DescribeInstances says `Server.NodeRebooted` while the instance runs again
+//! (a guest marker with a new guest boot id); a second node joins and RunInstances count 2 puts
+//! one instance on each; and a second boot of the frontend on the same disk, after a hard
+//! power-off, keeps its state (no reformat, same admin key, same buckets, an object's bytes).
 
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
 use mallee_qemu_tests::{report_figure, Segment, TestDir, Vm};
@@ -50,8 +52,13 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let kept = dir.file("kept.bin");
     std::fs::write(&kept, pseudo_random(9 << 20)).unwrap();
     let kept_sha = sha256_file(&kept);
-    fe.aws(&["s3", "cp", path_str(&kept), "s3://kept-across-reboots/kept.bin"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    fe.aws(&[
+        "s3",
+        "cp",
+        path_str(&kept),
+        "s3://kept-across-reboots/kept.bin",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // A diskless node PXE-boots from the frontend and gets an address from its pool.
     let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
@@ -154,7 +161,9 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .expect_err("StopInstances on an instance-store instance succeeded");
     assert!(
         refused.to_string().contains("UnsupportedOperation")
-            && refused.to_string().contains("does not have an 'ebs' root device type"),
+            && refused
+                .to_string()
+                .contains("does not have an 'ebs' root device type"),
         "{refused}"
     );
     assert_eq!(
@@ -170,7 +179,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let exit = format!("agent: {id} mallee-vmm exited with status 3");
     node.wait_for(&regex::escape(&exit), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("the node's VMM for {id} did not exit by API shutdown: {e}"));
-    let stops = node.console().text().matches(&format!("agent: stopping {id} ")).count();
+    let stops = node
+        .console()
+        .text()
+        .matches(&format!("agent: stopping {id} "))
+        .count();
     assert_eq!(stops, 1, "{}", node.console().tail(30));
 
     // A second launch of the same image fetches nothing (DescribeNodes: the node's cache).
@@ -264,8 +277,13 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     );
     // The object's bytes, not just its name, survived the hard power-off.
     let back = dir.file("kept-back.bin");
-    fe.aws(&["s3", "cp", "s3://kept-across-reboots/kept.bin", path_str(&back)])
-        .unwrap_or_else(|e| panic!("{e}"));
+    fe.aws(&[
+        "s3",
+        "cp",
+        "s3://kept-across-reboots/kept.bin",
+        path_str(&back),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         sha256_file(&back),
         kept_sha,
@@ -417,15 +435,22 @@ fn reboot_mid_run(
             && message.contains("disk contents lost"),
         "{message}"
     );
+    // The guest's marker names its boot: the instance ran again only when a marker with a
+    // boot id the console had not shown before arrives (the old console alone never passes).
+    let old_boots = guest_boots(&snapshot);
+    assert!(
+        !old_boots.is_empty(),
+        "no guest boot before {how:?}: {snapshot}"
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let out = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
-        if out != snapshot && out.contains(cloud::GUEST_MARKER) {
+        if guest_boots(&out).iter().any(|b| !old_boots.contains(b)) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{id} printed no new guest marker after {how:?}: {out}"
+            "{id} printed no guest marker of a new boot after {how:?} (boots before: {old_boots:?}): {out}"
         );
         std::thread::sleep(Duration::from_millis(1000));
     }
@@ -447,4 +472,16 @@ fn reboot_mid_run(
         marker_again.as_secs_f64(),
         seen.join(" -> ")
     ));
+}
+
+/// The boot ids in the guest markers of a console text.
+fn guest_boots(console: &str) -> Vec<String> {
+    let marker = regex::Regex::new(&format!(
+        r"{} boot_ms=\d+ boot_id=([0-9a-f-]{{36}})",
+        regex::escape(cloud::GUEST_MARKER)
+    ))
+    .unwrap();
+    (marker.captures_iter(console))
+        .map(|c| c[1].to_string())
+        .collect()
 }

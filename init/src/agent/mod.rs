@@ -125,11 +125,16 @@ fn node_info(cfg: &AgentConfig, disk_gib: u64) -> proto::NodeInfo {
         disk_gib,
         macs: cfg.macs.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        boot_id: boot_id(),
     }
+}
+
+/// The kernel's random id of this boot (empty when /proc does not say).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Enrolls and registers, retrying with backoff until the frontend accepts.
