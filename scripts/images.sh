@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the static binaries that go into images, then the images themselves: the node and
-# frontend bundles and the test instance bundle (guest: ramdisk + ext4 root image).
+# frontend bundles, the test instance bundle (guest: ramdisk + ext4 root image) and the flashable
+# frontend appliance (mallee-frontend.img).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -21,3 +22,5 @@ cargo run --release --locked -q -p mallee-image-build -- frontend \
     --node "$target_dir/images/node" --out "$target_dir/images/frontend"
 cargo run --release --locked -q -p mallee-image-build -- guest \
     --init "$bin/mallee-init" --out "$target_dir/images/guest"
+cargo run --release --locked -q -p mallee-image-build -- appliance \
+    --bundle "$target_dir/images/frontend" --out "$target_dir/images/mallee-frontend.img"

@@ -1,14 +1,15 @@
-//! Fetching the pinned kernel `.deb` with `apt-get download`, verified and cached per machine.
+//! Fetching a pinned `.deb` with `apt-get download`, verified and cached per machine, and
+//! unpacking it into the cache.
 //!
 //! The cache is `$XDG_CACHE_HOME/mallee/debs` (or `~/.cache/mallee/debs`), so every checkout on a
 //! machine shares one download. A cached file whose digest does not match the lock is fetched
 //! again; a fresh download that does not match is an error naming both digests.
 
-use crate::lock::KernelLock;
+use crate::lock::PackageLock;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -27,6 +28,8 @@ pub enum FetchError {
         actual: String,
         expected: String,
     },
+    #[error("unpacking {deb}: {detail}")]
+    Unpack { deb: String, detail: String },
     #[error("reading {path}: {source}")]
     Io {
         path: String,
@@ -66,7 +69,7 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
 }
 
 /// Returns the path of the verified `.deb`, downloading it only when the cache lacks it.
-pub fn fetch_package(lock: &KernelLock, cache: &Path) -> Result<PathBuf, FetchError> {
+pub fn fetch_package(lock: &PackageLock, cache: &Path) -> Result<PathBuf, FetchError> {
     let dir = cache.join("debs");
     std::fs::create_dir_all(&dir).map_err(|source| FetchError::Cache {
         path: dir.display().to_string(),
@@ -105,5 +108,35 @@ pub fn download(spec: &str, dir: &Path) -> Result<(), FetchError> {
     if !status.success() {
         return Err(FetchError::AptGet(spec.to_string(), status.to_string()));
     }
+    Ok(())
+}
+
+/// Unpacks `deb`'s files into `dest` through `dest.partial`, renamed into place when complete
+/// (marked by `dest/.complete`), so an interrupted unpack is never used.
+pub fn unpack_deb(deb: &Path, dest: &Path) -> Result<(), FetchError> {
+    let fail = |detail: String| FetchError::Unpack {
+        deb: deb.display().to_string(),
+        detail,
+    };
+    let tmp = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
+    let mut child = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("running dpkg-deb: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut archive = tar::Archive::new(stdout);
+    archive.set_preserve_permissions(false);
+    archive.unpack(&tmp).map_err(|e| fail(e.to_string()))?;
+    let status = child.wait().map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        return Err(fail(format!("dpkg-deb exited {status}")));
+    }
+    std::fs::write(tmp.join(".complete"), b"").map_err(|e| fail(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&tmp, dest).map_err(|e| fail(e.to_string()))?;
     Ok(())
 }

@@ -4,15 +4,14 @@
 //! through a temporary directory renamed into place, so an interrupted unpack is never used.
 //! Module *relationships* (dependencies, aliases) are `kmod`'s business, not this module's.
 
-use crate::lock::KernelLock;
+use crate::lock::PackageLock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("unpacking {deb}: {detail}")]
-    Unpack { deb: String, detail: String },
+    #[error(transparent)]
+    Unpack(#[from] crate::fetch::FetchError),
     #[error("{0}: no lib/modules/<release> directory; is this a linux-image package?")]
     NoModulesDir(String),
     #[error("{0}: no boot/vmlinuz-<release>")]
@@ -42,13 +41,13 @@ pub fn module_name(file_or_name: &str) -> String {
 
 impl KernelTree {
     /// Unpacks `deb` into the cache (once) and indexes it.
-    pub fn unpack(lock: &KernelLock, deb: &Path, cache: &Path) -> Result<Self, KernelError> {
+    pub fn unpack(lock: &PackageLock, deb: &Path, cache: &Path) -> Result<Self, KernelError> {
         let dest = cache
             .join("kernels")
             .join(format!("{}_{}", lock.package, lock.version));
         if !dest.join(".complete").exists() {
             eprintln!("image-build: unpacking {} ...", lock.package);
-            unpack_deb(deb, &dest)?;
+            crate::fetch::unpack_deb(deb, &dest)?;
         }
         Self::open(&dest)
     }
@@ -142,34 +141,6 @@ fn walk_modules(
 }
 
 /// `dpkg-deb --fsys-tarfile DEB | tar` into `dest`, via a temporary sibling directory.
-fn unpack_deb(deb: &Path, dest: &Path) -> Result<(), KernelError> {
-    let fail = |detail: String| KernelError::Unpack {
-        deb: deb.display().to_string(),
-        detail,
-    };
-    let tmp = dest.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
-    let mut child = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("running dpkg-deb: {e}")))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut archive = tar::Archive::new(stdout);
-    archive.set_preserve_permissions(false);
-    archive.unpack(&tmp).map_err(|e| fail(e.to_string()))?;
-    let status = child.wait().map_err(|e| fail(e.to_string()))?;
-    if !status.success() {
-        return Err(fail(format!("dpkg-deb exited {status}")));
-    }
-    std::fs::write(tmp.join(".complete"), b"").map_err(|e| fail(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&tmp, dest).map_err(|e| fail(e.to_string()))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,12 @@
 //!
 //! `lock` (the pin) → `fetch` (apt-get download, verified, cached) → `kernel` (unpacked tree)
 //! → `kmod` (module dependency closure) → `initramfs` (`cpio` + gzip) → `netboot` (bundles).
-//! `rootfs` makes small ext4 root images; `guest` is the test instance bundle (ramdisk + root
+//! `uefi` (systemd-boot, unified kernel images) and `appliance` turn the frontend bundle into
+//! the flashable GPT disk image. `rootfs` makes small ext4 root images; `guest` is the test instance bundle (ramdisk + root
 //! image) that end-to-end tests upload. Tests use the same pieces to build custom guest images
 //! (`netboot::NetbootSpec`).
 
+pub mod appliance;
 pub mod cpio;
 pub mod elf;
 pub mod fetch;
@@ -16,12 +18,23 @@ pub mod kmod;
 pub mod lock;
 pub mod netboot;
 pub mod rootfs;
+pub mod uefi;
 
 use std::path::{Path, PathBuf};
 
 /// The repository's kernel lock file.
 pub fn default_lock_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel.lock")
+}
+
+/// The comment `pin` writes at the top of the kernel lock.
+pub const KERNEL_LOCK_HEADER: &str =
+    "# The pinned Debian kernel for the node and frontend images.\n\
+     # Move the pin with `just pin-kernel` (mallee-image-build pin), which rewrites this file.\n";
+
+/// The repository's UEFI boot loader lock file (systemd-boot and its kernel stub).
+pub fn boot_lock_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("boot.lock")
 }
 
 /// The workspace's `target/` directory (honouring `CARGO_TARGET_DIR`).
@@ -40,9 +53,17 @@ pub fn static_bin_dir() -> PathBuf {
     target_dir().join(STATIC_TARGET).join("image")
 }
 
+/// Fetches (once per machine) and unpacks the pinned UEFI boot loader and stub.
+pub fn pinned_boot() -> anyhow::Result<uefi::BootFiles> {
+    let lock = lock::PackageLock::load(&boot_lock_path())?;
+    let cache = fetch::cache_dir();
+    let deb = fetch::fetch_package(&lock, &cache)?;
+    Ok(uefi::BootFiles::unpack(&lock, &deb, &cache)?)
+}
+
 /// Fetches (once per machine) and unpacks the pinned kernel.
 pub fn pinned_kernel() -> anyhow::Result<kernel::KernelTree> {
-    let lock = lock::KernelLock::load(&default_lock_path())?;
+    let lock = lock::PackageLock::load(&default_lock_path())?;
     let cache = fetch::cache_dir();
     let deb = fetch::fetch_package(&lock, &cache)?;
     Ok(kernel::KernelTree::unpack(&lock, &deb, &cache)?)

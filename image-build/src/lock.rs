@@ -1,25 +1,26 @@
-//! The kernel pin: which Debian kernel package the images are built from, and its SHA-256.
-//!
-//! The lock file (`image-build/kernel.lock`) is the single source of truth; `pin` rewrites it.
+//! Package pins: which Debian packages the images are built from (the kernel in
+//! `image-build/kernel.lock`, the UEFI boot loader and stub in `image-build/boot.lock`), each
+//! with its exact version and SHA-256. The lock files are the single source of truth; `pin`
+//! rewrites the kernel's.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot read kernel lock {path}: {source}")]
+    #[error("cannot read package lock {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("kernel lock {path} is malformed: {source}")]
+    #[error("package lock {path} is malformed: {source}")]
     Parse {
         path: String,
         source: toml::de::Error,
     },
-    #[error("kernel lock: sha256 {0:?} is not 64 hex digits")]
+    #[error("package lock: sha256 {0:?} is not 64 hex digits")]
     BadDigest(String),
-    #[error("cannot write kernel lock {path}: {source}")]
+    #[error("cannot write package lock {path}: {source}")]
     Write {
         path: String,
         source: std::io::Error,
@@ -28,13 +29,13 @@ pub enum LockError {
 
 /// A pinned package: name, exact version, and the SHA-256 of its `.deb`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelLock {
+pub struct PackageLock {
     pub package: String,
     pub version: String,
     pub sha256: String,
 }
 
-impl KernelLock {
+impl PackageLock {
     pub fn load(path: &Path) -> Result<Self, LockError> {
         let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
             path: path.display().to_string(),
@@ -50,7 +51,7 @@ impl KernelLock {
     }
 
     pub fn parse(text: &str) -> Result<Self, LockError> {
-        let lock: KernelLock = toml::from_str(text).map_err(|source| LockError::Parse {
+        let lock: PackageLock = toml::from_str(text).map_err(|source| LockError::Parse {
             path: String::new(),
             source,
         })?;
@@ -61,11 +62,10 @@ impl KernelLock {
         Ok(lock)
     }
 
-    pub fn store(&self, path: &Path) -> Result<(), LockError> {
+    /// Writes the lock under `header` (comment lines saying what it pins and how to move it).
+    pub fn store(&self, path: &Path, header: &str) -> Result<(), LockError> {
         let text = format!(
-            "# The pinned Debian kernel for the node and frontend images.\n\
-             # Move the pin with `just pin-kernel` (mallee-image-build pin), which rewrites this file.\n\
-             {}",
+            "{header}{}",
             toml::to_string(self).expect("a lock always serializes")
         );
         std::fs::write(path, text).map_err(|source| LockError::Write {
@@ -90,14 +90,14 @@ mod tests {
 
     #[test]
     fn parses_the_repository_lock() {
-        let lock = KernelLock::parse(include_str!("../kernel.lock")).unwrap();
+        let lock = PackageLock::parse(include_str!("../kernel.lock")).unwrap();
         assert!(lock.package.starts_with("linux-image-6.1.0-"));
         assert!(lock.deb_file_name().ends_with("_amd64.deb"));
     }
 
     #[test]
     fn rejects_a_short_digest() {
-        let err = KernelLock::parse("package='a'\nversion='1'\nsha256='abc'\n").unwrap_err();
+        let err = PackageLock::parse("package='a'\nversion='1'\nsha256='abc'\n").unwrap_err();
         assert!(matches!(err, LockError::BadDigest(_)));
     }
 
@@ -105,12 +105,12 @@ mod tests {
     fn store_then_load_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kernel.lock");
-        let lock = KernelLock {
+        let lock = PackageLock {
             package: "linux-image-6.1.0-1-amd64".into(),
             version: "6.1.1-1".into(),
             sha256: "0".repeat(64),
         };
-        lock.store(&path).unwrap();
-        assert_eq!(KernelLock::load(&path).unwrap(), lock);
+        lock.store(&path, "# test\n").unwrap();
+        assert_eq!(PackageLock::load(&path).unwrap(), lock);
     }
 }

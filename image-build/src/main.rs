@@ -1,10 +1,10 @@
-//! `mallee-image-build`: builds the node and frontend netboot bundles, the test instance bundle
-//! and moves the kernel pin.
+//! `mallee-image-build`: builds the node and frontend netboot bundles, the flashable frontend
+//! appliance, the test instance bundle, and moves the kernel pin.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use mallee_image_build::initramfs::mib;
-use mallee_image_build::{fetch, guest, kernel, lock, netboot};
+use mallee_image_build::{appliance, fetch, guest, kernel, lock, netboot};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -53,6 +53,22 @@ enum Cmd {
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
         out: PathBuf,
     },
+    /// Build the flashable frontend appliance: a GPT disk image with systemd-boot, a unified
+    /// kernel image per slot (A and B) and a blank data partition, from the frontend bundle.
+    Appliance {
+        /// The frontend bundle (`images frontend` output).
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
+        bundle: PathBuf,
+        /// Size of the EFI system partition (room for both slots and an upgrade's).
+        #[arg(long, default_value_t = 512)]
+        esp_mib: u64,
+        /// Size of the data partition as flashed (it grows to the disk on first boot).
+        #[arg(long, default_value_t = 64)]
+        data_mib: u64,
+        /// The image file.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/mallee-frontend.img"))]
+        out: PathBuf,
+    },
     /// Build the test instance bundle: OUT/{initrd,root.img,root.id} (the kernel is the node's).
     Guest {
         /// Static mallee-init binary, the ramdisk's /init.
@@ -92,6 +108,12 @@ fn main() -> Result<()> {
             let spec = netboot::NetbootSpec::frontend(&init, &frontend, &mke2fs, &node, &ipxe)?;
             build("frontend", &spec, out)
         }
+        Cmd::Appliance {
+            bundle,
+            esp_mib,
+            data_mib,
+            out,
+        } => build_appliance(&bundle, esp_mib, data_mib, &out),
         Cmd::Guest { init, out } => build_guest(&init, out),
         Cmd::Pin { package } => pin(package),
     }
@@ -115,6 +137,39 @@ fn build(role: &str, spec: &netboot::NetbootSpec, out: PathBuf) -> Result<()> {
         report.initramfs.files,
         report.modules,
         spec.cmdline
+    );
+    Ok(())
+}
+
+fn build_appliance(
+    bundle: &std::path::Path,
+    esp_mib: u64,
+    data_mib: u64,
+    out: &std::path::Path,
+) -> Result<()> {
+    let boot = mallee_image_build::pinned_boot()?;
+    eprintln!("image-build: systemd-boot {} from Debian", boot.version);
+    let spec = appliance::ApplianceSpec {
+        bundle,
+        boot: &boot,
+        esp_mib,
+        data_mib,
+    };
+    let report = appliance::build(&spec, out)?;
+    println!(
+        "image-build: appliance {} ({:.0} MiB raw GPT, version {}, disk {})\n  ESP       {esp_mib:>5} MiB FAT32 (each slot's unified kernel image {:.1} MiB)",
+        report.path.display(),
+        mib(report.bytes),
+        report.version,
+        report.disk_guid,
+        mib(report.uki_bytes),
+    );
+    for (name, bytes) in &report.esp_files {
+        println!("    {name:<28} {:>7.1} MiB", mib(*bytes));
+    }
+    println!(
+        "  data      {data_mib:>5} MiB blank, label {} (grows to the disk on first boot)",
+        appliance::DATA_PARTLABEL
     );
     Ok(())
 }
@@ -146,7 +201,7 @@ fn pin(package: Option<String>) -> Result<()> {
     let dir = cache.join("debs");
     std::fs::create_dir_all(&dir)?;
     fetch::download(&format!("{package}={version}"), &dir)?;
-    let mut new = lock::KernelLock {
+    let mut new = lock::PackageLock {
         package,
         version,
         sha256: String::new(),
@@ -155,7 +210,7 @@ fn pin(package: Option<String>) -> Result<()> {
     let deb = dir.join(new.deb_file_name());
     kernel::KernelTree::unpack(&new, &deb, &cache).context("the new package does not unpack")?;
     let path = mallee_image_build::default_lock_path();
-    new.store(&path)?;
+    new.store(&path, mallee_image_build::KERNEL_LOCK_HEADER)?;
     println!(
         "pinned {} {} sha256 {} in {}",
         new.package,
