@@ -176,13 +176,15 @@ assert small["Messages"][0]["Message"].startswith("0001 / 0008"), small
 step("capacity exhaustion and verbose zones")
 
 # --- stop / start / reboot -----------------------------------------------------------------------
-ec2.stop_instances(InstanceIds=[more[0]])
-wait_state(ec2, [more[0]], "stopped")
-expect("IncorrectInstanceState", ec2.reboot_instances, InstanceIds=[more[0]])
+# Instance-store instances cannot be stopped (AWS: UnsupportedOperation), and a refused
+# request leaves the instance running.
+msg = expect("UnsupportedOperation", ec2.stop_instances, InstanceIds=[more[0]])
+assert "does not have an 'ebs' root device type" in msg, msg
+assert instances(ec2, InstanceIds=[more[0]])[0]["State"]["Name"] == "running"
 ec2.start_instances(InstanceIds=[more[0]])
-wait_state(ec2, [more[0]], "running")
 ec2.reboot_instances(InstanceIds=[more[0]])
-step("stop start reboot")
+expect("IncorrectInstanceState", ec2.reboot_instances, InstanceIds=[bad])
+step("stop refused, start, reboot")
 
 # --- addresses ------------------------------------------------------------------------------
 addr = ec2.allocate_address()

@@ -186,16 +186,21 @@ pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     })
 }
 
+/// Every instance here boots from an instance-store image, and AWS refuses to stop
+/// those: their root disk lives only as long as the VMM. The stop goal the node
+/// protocol already carries waits for EBS-backed instances.
 pub fn stop(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| match i.state {
-        State::Pending | State::Running => {
-            i.goal = Goal::Stopped;
-            i.set_state(State::Stopping, now);
-            Ok(())
-        }
-        State::Stopping | State::Stopped => Ok(()),
-        _ => Err(incorrect(i, "stopped")),
-    })
+    change_each(ec2, c, |i, _| Err(not_ebs_backed(i)))
+}
+
+fn not_ebs_backed(i: &Instance) -> Ec2Error {
+    Ec2Error::client(
+        "UnsupportedOperation",
+        format!(
+            "The instance '{}' does not have an 'ebs' root device type and cannot be stopped.",
+            i.id
+        ),
+    )
 }
 
 pub fn start(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
