@@ -7,7 +7,9 @@
 //! there by the frontend's PXE service; the agent starts only when all three are set) and
 //! `mallee.disk=auto|none|/dev/X` (the node's cache disk, default `auto`: see
 //! [`crate::agent::storage`]); for
-//! the frontend, `mallee.data=/dev/vdX` (data disk, default `/dev/vda`),
+//! the frontend, `mallee.data=/dev/vdX` or `mallee.data=PARTLABEL=NAME` (data disk, default
+//! `/dev/vda`; the flashable image names its partition), `mallee.slot=a|b` (which A/B slot of
+//! the flashable image booted, put there by the image's own command line),
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
 //! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other
 //! `mallee.*` keys
@@ -52,6 +54,41 @@ impl Default for PrivateNic {
     }
 }
 
+/// The frontend's data disk: a device, or the GPT partition with this name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDisk {
+    Device(PathBuf),
+    Label(String),
+}
+
+impl DataDisk {
+    /// `/dev/X` or `PARTLABEL=NAME`.
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some(label) = text.strip_prefix("PARTLABEL=") {
+            let ok = !label.is_empty() && label.len() <= 36;
+            return ok.then(|| DataDisk::Label(label.to_owned()));
+        }
+        text.starts_with("/dev/")
+            .then(|| DataDisk::Device(PathBuf::from(text)))
+    }
+}
+
+/// A slot of the flashable frontend image (each holds one unified kernel image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        })
+    }
+}
+
 /// Which local disk a node keeps its image cache and instance disks on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NodeDisk {
@@ -88,7 +125,9 @@ pub struct Settings {
     pub hostname: Option<String>,
     pub test_panic: bool,
     /// Frontend: the data disk.
-    pub data: PathBuf,
+    pub data: DataDisk,
+    /// Frontend: the A/B slot of the flashable image that booted, if it says.
+    pub slot: Option<Slot>,
     /// Frontend: the private NIC.
     pub private: PrivateNic,
     /// Frontend test hook: print the admin credentials file on the console once ready.
@@ -110,7 +149,8 @@ impl Default for Settings {
             run: None,
             hostname: None,
             test_panic: false,
-            data: PathBuf::from("/dev/vda"),
+            data: DataDisk::Device(PathBuf::from("/dev/vda")),
+            slot: None,
             private: PrivateNic::default(),
             show_credentials: false,
             frontend: None,
@@ -190,10 +230,19 @@ pub fn parse(cmdline: &str) -> Settings {
                 "ignoring mallee.hostname={value:?}: not a valid hostname"
             )),
             "test_panic" => settings.test_panic = value == "1",
-            "data" if value.starts_with("/dev/") => settings.data = PathBuf::from(value),
-            "data" => settings
-                .warnings
-                .push(format!("ignoring mallee.data={value:?}: not a /dev/ path")),
+            "data" => match DataDisk::parse(value) {
+                Some(d) => settings.data = d,
+                None => settings.warnings.push(format!(
+                    "ignoring mallee.data={value:?}: expected /dev/X or PARTLABEL=NAME"
+                )),
+            },
+            "slot" => match value {
+                "a" => settings.slot = Some(Slot::A),
+                "b" => settings.slot = Some(Slot::B),
+                _ => settings
+                    .warnings
+                    .push(format!("ignoring mallee.slot={value:?}: expected a or b")),
+            },
             "private" => match PrivateNic::parse(value) {
                 Some(p) => settings.private = p,
                 None => settings.warnings.push(format!(
@@ -253,7 +302,7 @@ mod tests {
     fn frontend_settings_are_read_and_bad_ones_warn() {
         let s =
             parse("mallee.data=/dev/vdb mallee.private=ens5:10.1.0.1/16 mallee.show_credentials=1");
-        assert_eq!(s.data, PathBuf::from("/dev/vdb"));
+        assert_eq!(s.data, DataDisk::Device(PathBuf::from("/dev/vdb")));
         assert_eq!(
             s.private,
             PrivateNic {
@@ -264,9 +313,21 @@ mod tests {
         );
         assert!(s.show_credentials);
         let bad = parse("mallee.data=vdb mallee.private=eth1:10.1.0.1 mallee.private=eth1:x/24");
-        assert_eq!(bad.data, PathBuf::from("/dev/vda"));
+        assert_eq!(bad.data, DataDisk::Device(PathBuf::from("/dev/vda")));
         assert_eq!(bad.private, PrivateNic::default());
         assert_eq!(bad.warnings.len(), 3);
+    }
+
+    #[test]
+    fn the_flashable_images_data_label_and_slot_are_read() {
+        let s = parse("mallee.role=frontend mallee.data=PARTLABEL=mallee-data mallee.slot=b");
+        assert_eq!(s.data, DataDisk::Label("mallee-data".into()));
+        assert_eq!(s.slot, Some(Slot::B));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let bad = parse("mallee.data=PARTLABEL= mallee.slot=c");
+        assert_eq!(bad.data, DataDisk::Device(PathBuf::from("/dev/vda")));
+        assert_eq!(bad.slot, None);
+        assert_eq!(bad.warnings.len(), 2);
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
 //! exits, and the readiness line is printed once it listens.
 
-use crate::cmdline::{PrivateNic, Settings};
+use crate::cmdline::{DataDisk, PrivateNic, Settings};
 use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
+use crate::partition::{self, PartitionError};
 use crate::{info, log, reaper};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ const RUN_AS: &str = "65534:65534";
 pub enum FrontendBootError {
     #[error("data disk: {0}")]
     Disk(#[from] DiskError),
+    #[error("data partition: {0}")]
+    Partition(#[from] PartitionError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -39,10 +42,38 @@ pub enum FrontendBootError {
     Private { interface: String, reason: String },
 }
 
-/// Mounts the data disk on [`DATA_MOUNT`], formatting it first when blank.
-pub fn mount_data(device: &Path) -> Result<(), FrontendBootError> {
+/// How long the data partition of the flashable image may take to appear.
+const LABEL_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Mounts the data disk on [`DATA_MOUNT`], formatting it first when blank. A partition named
+/// by label (the flashable image's) that is still blank is first grown to the end of the disk
+/// it was flashed onto; one holding anything is neither grown nor formatted.
+pub fn mount_data(data: &DataDisk) -> Result<(), FrontendBootError> {
+    let device = match data {
+        DataDisk::Device(device) => device.clone(),
+        DataDisk::Label(label) => {
+            let part = partition::wait_for_label(label, LABEL_PATIENCE)?;
+            if disk::probe(&part.device)? == disk::DiskContent::Blank {
+                match partition::grow_to_disk_end(&part.disk, part.number)? {
+                    Some(g) => info!(
+                        "data partition {} grown from {} MiB to {} MiB (the end of {})",
+                        part.device.display(),
+                        g.before >> 20,
+                        g.after >> 20,
+                        part.disk.display()
+                    ),
+                    None => info!(
+                        "data partition {} already reaches the end of {}",
+                        part.device.display(),
+                        part.disk.display()
+                    ),
+                }
+            }
+            part.device
+        }
+    };
     disk::mount_ext4(
-        device,
+        &device,
         Path::new(DATA_MOUNT),
         "mallee-data",
         disk::Init::Full,
@@ -201,6 +232,9 @@ pub fn start(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnRead
 }
 
 fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
+    if let Some(slot) = settings.slot {
+        info!("booted from slot {slot} of the flashable image");
+    }
     if let Err(e) = mount_data(&settings.data) {
         info!("{e}; state lives in RAM this boot and is lost at power-off");
         let _ = std::fs::create_dir_all(DATA_MOUNT);

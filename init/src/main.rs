@@ -18,6 +18,7 @@ mod log;
 mod modules;
 mod mounts;
 mod net;
+mod partition;
 mod power;
 mod reaper;
 mod run;
