@@ -102,10 +102,14 @@ pub fn handle(line: &str, state: &ApiState) -> Reply {
     match serde_json::from_str::<Request>(line) {
         Ok(Request::Status) => state_reply(state),
         Ok(Request::Shutdown) => {
+            tracing::info!("stop requested through the API");
             state.control.request_stop();
             state_reply(state)
         }
-        Err(e) => Reply::error(format!("bad request: {e}")),
+        Err(e) => {
+            tracing::warn!("API: bad request: {e}");
+            Reply::error(format!("bad request: {e}"))
+        }
     }
 }
 
