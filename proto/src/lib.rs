@@ -1,4 +1,6 @@
 //! Types and JSON of the node <-> frontend protocol, and the instance metadata document.
+//! The node agent <-> `mallee-vmm` contract (configuration, control socket, exit statuses,
+//! failure report) is [`vmm`].
 //!
 //! The protocol is JSON over HTTP on the frontend's API port, under `/_node/` (no S3 bucket
 //! name can start with `_`, so it never collides with Walrus):
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod metadata;
+pub mod vmm;
 pub use mallee_mac::{BadMac, Mac};
 pub use metadata::{MetadataDocument, PublicKey};
 

@@ -1,5 +1,6 @@
 //! The control socket: newline-delimited JSON requests on a unix socket, one JSON reply per
-//! request. `{"op":"status"}` reports the VM; `{"op":"shutdown"}` stops it (exit status 3).
+//! request, in the contract types of `mallee-proto` ([`Request`], [`Reply`]).
+//! `{"op":"status"}` reports the VM; `{"op":"shutdown"}` stops it (exit status 3).
 //!
 //! Request handling is the plain function [`handle`]; the socket code only reads lines and
 //! writes replies. Hotplug is not here yet.
@@ -11,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use mallee_proto::vmm::{encode_line, Reply, Request, VmState};
 
 use crate::bus::lock;
-use crate::exit::ExitReason;
+use crate::exit::Exit;
 use crate::vm::latch::ExitLatch;
 
 /// The link between the API and whichever VM is running: a stop request outlives restarts (a
@@ -35,7 +36,7 @@ impl Control {
     pub fn attach(&self, latch: &Arc<ExitLatch>) {
         *lock(&self.current) = Some(latch.clone());
         if self.stop_requested() {
-            latch.set(ExitReason::ApiShutdown);
+            latch.set(Exit::ApiShutdown);
         }
     }
 
@@ -43,7 +44,7 @@ impl Control {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(l) = lock(&self.current).as_ref() {
-            l.set(ExitReason::ApiShutdown);
+            l.set(Exit::ApiShutdown);
         }
     }
 
@@ -52,14 +53,14 @@ impl Control {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn state(&self) -> &'static str {
+    fn state(&self) -> VmState {
         if self.stop_requested() {
-            return ExitReason::ApiShutdown.name();
+            return VmState::Stopping(Exit::ApiShutdown);
         }
         lock(&self.current)
             .as_ref()
             .and_then(|l| l.get())
-            .map_or("running", ExitReason::name)
+            .map_or(VmState::Running, VmState::Stopping)
     }
 }
 
@@ -71,40 +72,8 @@ pub struct ApiState {
     pub started: Instant,
     /// vCPU count.
     pub vcpus: u8,
-    /// Guest RAM.
-    pub mem_bytes: u64,
-}
-
-/// A request.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    /// Report state.
-    Status,
-    /// Stop the VM.
-    Shutdown,
-}
-
-/// A reply.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    /// Whether the request was understood and done.
-    pub ok: bool,
-    /// `running`, or the exit reason once the VM is stopping.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// vCPU count.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vcpus: Option<u8>,
-    /// Guest RAM in bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mem_bytes: Option<u64>,
-    /// Milliseconds since the VMM started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uptime_ms: Option<u64>,
-    /// Why a request failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
 }
 
 /// The control socket could not be set up.
@@ -120,9 +89,9 @@ pub struct ApiSocketError {
 fn state_reply(state: &ApiState) -> Reply {
     Reply {
         ok: true,
-        state: Some(state.control.state().to_string()),
+        state: Some(state.control.state()),
         vcpus: Some(state.vcpus),
-        mem_bytes: Some(state.mem_bytes),
+        memory_mib: Some(state.memory_mib),
         uptime_ms: Some(state.started.elapsed().as_millis() as u64),
         error: None,
     }
@@ -133,17 +102,14 @@ pub fn handle(line: &str, state: &ApiState) -> Reply {
     match serde_json::from_str::<Request>(line) {
         Ok(Request::Status) => state_reply(state),
         Ok(Request::Shutdown) => {
+            tracing::info!("stop requested through the API");
             state.control.request_stop();
             state_reply(state)
         }
-        Err(e) => Reply {
-            ok: false,
-            state: None,
-            vcpus: None,
-            mem_bytes: None,
-            uptime_ms: None,
-            error: Some(format!("bad request: {e}")),
-        },
+        Err(e) => {
+            tracing::warn!("API: bad request: {e}");
+            Reply::error(format!("bad request: {e}"))
+        }
     }
 }
 
@@ -158,10 +124,7 @@ fn serve_client(stream: UnixStream, state: &ApiState) {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = handle(&line, state);
-        let mut text = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
-        text.push('\n');
-        if out.write_all(text.as_bytes()).is_err() {
+        if out.write_all(&encode_line(&handle(&line, state))).is_err() {
             return;
         }
     }
@@ -203,7 +166,7 @@ mod tests {
             control,
             started: Instant::now(),
             vcpus: 2,
-            mem_bytes: 256 << 20,
+            memory_mib: 256,
         }
     }
 
@@ -217,20 +180,22 @@ mod tests {
         serve(&path, st).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
-        s.write_all(b"{\"op\":\"status\"}\n").unwrap();
+        s.write_all(&encode_line(&Request::Status)).unwrap();
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         let reply: Reply = serde_json::from_str(&line).unwrap();
-        assert_eq!(reply.state.as_deref(), Some("running"));
+        assert_eq!(reply.state, Some(VmState::Running));
         assert_eq!(reply.vcpus, Some(2));
-        s.write_all(b"{\"op\":\"shutdown\"}\n").unwrap();
+        s.write_all(&encode_line(&Request::Shutdown)).unwrap();
         line.clear();
         r.read_line(&mut line).unwrap();
-        assert_eq!(exit.wait(), ExitReason::ApiShutdown);
+        let reply: Reply = serde_json::from_str(&line).unwrap();
+        assert_eq!(reply.state, Some(VmState::Stopping(Exit::ApiShutdown)));
+        assert_eq!(exit.wait(), Exit::ApiShutdown);
         // A VM attached later (a restart) stops at once.
         let next = Arc::new(ExitLatch::new());
         control.attach(&next);
-        assert_eq!(next.get(), Some(ExitReason::ApiShutdown));
+        assert_eq!(next.get(), Some(Exit::ApiShutdown));
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -1,57 +1,23 @@
-//! Why a VM stopped, and how that maps to the VMM's process exit status.
+//! How a VM ends: [`Exit`], the contract type in `mallee-proto` whose codes are the VMM's
+//! process exit status (0 poweroff, 1 error, 2 reboot, 3 API shutdown; the crate README), and the
+//! [`Failure`] report written before an error exit so the node agent reads a reason, not a log.
 //!
-//! The node agent reads the exit status to tell a guest poweroff from a guest reboot from a
-//! failure, so these numbers are part of the interface (documented in the crate README).
+//! The node agent reads both, so they are part of the interface; this module only writes them.
 
-/// The reason the VMM stops running a guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitReason {
-    /// The guest powered itself off (ACPI-less: a halt of every vCPU is not used; see README).
-    PowerOff,
-    /// The guest asked for a reset (i8042 pulse, triple fault).
-    Reboot,
-    /// The control socket asked the VMM to stop.
-    ApiShutdown,
-    /// The VMM or KVM failed while running the guest.
-    Error,
-}
+use std::io::Write;
+use std::path::Path;
 
-impl ExitReason {
-    /// The process exit status for this reason: 0 poweroff, 1 error, 2 reboot, 3 API shutdown.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ExitReason::PowerOff => 0,
-            ExitReason::Error => 1,
-            ExitReason::Reboot => 2,
-            ExitReason::ApiShutdown => 3,
-        }
-    }
+pub use mallee_proto::vmm::{Exit, Failure};
 
-    /// A short name used in logs and in the API status document.
-    pub fn name(self) -> &'static str {
-        match self {
-            ExitReason::PowerOff => "poweroff",
-            ExitReason::Reboot => "reboot",
-            ExitReason::ApiShutdown => "api-shutdown",
-            ExitReason::Error => "error",
-        }
-    }
-
-    /// Encodes the reason for storage in an atomic (see [`crate::vm::ExitLatch`]).
-    pub fn to_u8(self) -> u8 {
-        self.exit_code() + 1
-    }
-
-    /// Decodes a value written by [`ExitReason::to_u8`]; 0 means "still running".
-    pub fn from_u8(v: u8) -> Option<ExitReason> {
-        match v {
-            1 => Some(ExitReason::PowerOff),
-            2 => Some(ExitReason::Error),
-            3 => Some(ExitReason::Reboot),
-            4 => Some(ExitReason::ApiShutdown),
-            _ => None,
-        }
-    }
+/// Writes `failure` to `path` whole or not at all (a temporary file renamed into place), so a
+/// reader never sees half a report.
+pub fn write_failure(path: &Path, failure: &Failure) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&mallee_proto::encode(failure))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -59,15 +25,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_reason_round_trips_through_u8() {
-        for r in [
-            ExitReason::PowerOff,
-            ExitReason::Reboot,
-            ExitReason::ApiShutdown,
-            ExitReason::Error,
-        ] {
-            assert_eq!(ExitReason::from_u8(r.to_u8()), Some(r));
-        }
-        assert_eq!(ExitReason::from_u8(0), None);
+    fn a_failure_file_reads_back_as_the_same_failure() {
+        let dir = std::env::temp_dir().join(format!("mallee-vmm-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("failure.json");
+        let failure = Failure::error("cannot open disk /x: No such file or directory");
+        write_failure(&path, &failure).unwrap();
+        let read: Failure = mallee_proto::decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(read, failure);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! One instance from its [`VmConfig`]: open the disks, taps and console, build the VM, load
+//! One instance from its [`VmmConfig`]: open the disks, taps and console, build the VM, load
 //! Linux, configure the vCPUs and run until the guest or the API ends it.
 //!
 //! This is the glue between configuration and the VM; each step's failure names what it was
@@ -12,14 +12,14 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::api::Control;
 use crate::boot::{self, cpuid, regs, BootError, BootSpec};
-use crate::config::{DiskSource, TapSource, VmConfig};
+use crate::config::{DiskSource, TapSource, VmmConfig};
 use crate::devices::virtio::block::aoe::AoeDisk;
 use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
-use crate::exit::ExitReason;
+use crate::exit::Exit;
 use crate::vm::{Vm, VmError};
 
 /// Why an instance could not be started.
@@ -61,6 +61,9 @@ pub enum InstanceError {
     /// KVM CPUID setup failed.
     #[error("cannot set up CPUID: {0}")]
     Cpuid(kvm_ioctls::Error),
+    /// The VM stopped on a failure while running (a vCPU or KVM error).
+    #[error("the VM failed: {0}")]
+    Failed(String),
 }
 
 fn open_disk(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
@@ -70,8 +73,8 @@ fn open_disk(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn Bl
     })
 }
 
-fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
-    match &cfg.serial {
+fn console(cfg: &VmmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
+    match &cfg.console {
         None => Ok(Box::new(std::io::stdout())),
         Some(path) => {
             let f = OpenOptions::new()
@@ -88,28 +91,44 @@ fn console(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
 }
 
 /// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
-/// (the API's handle) can stop it.
-pub fn run(cfg: &VmConfig, control: &Arc<Control>) -> Result<ExitReason, InstanceError> {
-    let mut vm = Vm::new(cfg.mem_bytes)?;
+/// (the API's handle) can stop it. A VM that fails while running is an error saying what failed,
+/// never `Ok(Exit::Error)`.
+pub fn run(cfg: &VmmConfig, control: &Arc<Control>) -> Result<Exit, InstanceError> {
+    tracing::info!(
+        "building the VM: {} MiB, {} vCPUs, {} disks, {} NICs, kernel {}",
+        cfg.memory_mib,
+        cfg.vcpus,
+        cfg.disks.len(),
+        cfg.nics.len(),
+        cfg.kernel.display()
+    );
+    let mut vm = Vm::new(cfg.memory_bytes())?;
     vm.add_serial(console(cfg)?)?;
     for d in &cfg.disks {
         let backend = open_disk(&d.source, d.read_only).map_err(|err| InstanceError::Disk {
-            path: match &d.source {
-                DiskSource::File(p) => p.display().to_string(),
-                DiskSource::Aoe { iface, shelf, slot } => format!("aoe:{iface}:{shelf}.{slot}"),
-            },
+            path: d.source.to_string(),
             err,
         })?;
+        tracing::debug!(
+            "disk {} (serial {:?}, read-only {})",
+            d.source,
+            d.serial,
+            d.read_only
+        );
         let blk = Block::new(backend, d.read_only, d.serial.as_deref());
         vm.add_virtio(Box::new(blk))?;
     }
-    for n in &cfg.nets {
-        let (tap, name) = match &n.tap {
-            TapSource::Name(name) => (Tap::open(name), name.clone()),
-            TapSource::Fd(fd) => (Tap::from_fd(*fd), format!("fd {fd}")),
+    for n in &cfg.nics {
+        let tap = match &n.tap {
+            TapSource::Name(name) => Tap::open(name),
+            TapSource::Fd(fd) => Tap::from_fd(*fd),
         };
-        let tap = tap.map_err(|err| InstanceError::Tap { tap: name, err })?;
-        vm.add_virtio(Box::new(Net::new(tap, n.mac)))?;
+        let tap = tap.map_err(|err| InstanceError::Tap {
+            tap: n.tap.to_string(),
+            err,
+        })?;
+        tracing::debug!("NIC {} on tap {}", n.mac, n.tap);
+        vm.add_virtio(Box::new(Net::new(tap, n.mac.octets())))?;
     }
     if cfg.rng {
         vm.add_virtio(Box::new(Rng::new()))?;
@@ -139,5 +158,10 @@ pub fn run(cfg: &VmConfig, control: &Arc<Control>) -> Result<ExitReason, Instanc
         vcpus.push(fd);
     }
     control.attach(&vm.exit);
-    Ok(vm.run(vcpus))
+    match vm.run(vcpus) {
+        Exit::Error => Err(InstanceError::Failed(
+            (vm.exit.failure()).unwrap_or_else(|| "no reason recorded".into()),
+        )),
+        exit => Ok(exit),
+    }
 }

@@ -1,59 +1,99 @@
-//! `mallee-vmm`: runs one instance. Arguments (or `--config FILE` with the same fields as JSON)
-//! describe the VM; the exit status says how it ended: 0 guest poweroff, 1 error, 2 guest reboot,
-//! 3 shutdown through the API.
+//! `mallee-vmm`: runs one instance. `--config FILE` (the node agent's JSON [`VmmConfig`]) or
+//! the equivalent flags describe the VM; the exit status says how it ended: 0 guest poweroff,
+//! 1 error (with a failure report at `failure_path`, when configured), 2 guest reboot,
+//! 3 shutdown through the API. Diagnostics go to stderr through `tracing`.
 
+use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use mallee_vmm::api::{self, ApiState, Control};
-use mallee_vmm::config::{OnReboot, VmConfig};
-use mallee_vmm::exit::ExitReason;
+use mallee_vmm::config::{self, LogLevel, OnReboot, VmmConfig, USAGE};
+use mallee_vmm::exit::{self as vm_exit, Exit, Failure};
+use mallee_vmm::instance::{self, InstanceError};
+use tracing::level_filters::LevelFilter;
 
-const USAGE: &str = "usage: mallee-vmm --kernel K [--initrd I] [--cmdline C] [--mem 256M] \
-[--vcpus N] [--disk PATH[,ro][,serial=S]]... [--net tap=NAME|fd=N,mac=M]... [--serial FILE] \
-[--api-socket PATH] [--no-rng] [--on-reboot exit|restart] | --config FILE.json";
+/// Logs to stderr at `level` and above, timestamps counted from the VMM's start.
+fn init_logging(level: LogLevel) {
+    let max = match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(max)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .init();
+}
 
-fn run() -> anyhow::Result<ExitReason> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(ExitReason::PowerOff);
-    }
-    let started = Instant::now();
-    let cfg = VmConfig::from_args(args)?;
+/// Serves the API (if configured) and runs the VM, again after each guest reboot under
+/// `on_reboot: restart`, until it ends.
+fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
     let control = Arc::new(Control::new());
     if let Some(path) = &cfg.api_socket {
         let state = ApiState {
             control: control.clone(),
             started,
             vcpus: cfg.vcpus,
-            mem_bytes: cfg.mem_bytes,
+            memory_mib: cfg.memory_mib,
         };
         api::serve(path, state)?;
     }
     loop {
-        let reason = mallee_vmm::instance::run(&cfg, &control).context("cannot start the VM")?;
+        let exit = instance::run(cfg, &control).map_err(|e| match e {
+            // The VM ran and then failed: its message says so already.
+            InstanceError::Failed(_) => anyhow::Error::from(e),
+            e => anyhow::Error::from(e).context("cannot start the VM"),
+        })?;
         if control.stop_requested() {
-            return Ok(ExitReason::ApiShutdown);
+            return Ok(Exit::ApiShutdown);
         }
-        if reason != ExitReason::Reboot || cfg.on_reboot == OnReboot::Exit {
-            return Ok(reason);
+        if exit != Exit::Reboot || cfg.on_reboot == OnReboot::Exit {
+            return Ok(exit);
         }
-        eprintln!("mallee-vmm: guest rebooted; restarting it (--on-reboot restart)");
+        tracing::info!("guest rebooted; restarting it (on_reboot: restart)");
     }
 }
 
+/// Logs the failure, leaves its report at `failure_path` for the node agent, and gives the
+/// error exit status.
+fn fail(failure_path: Option<&Path>, e: &anyhow::Error) -> ExitCode {
+    let failure = Failure::error(format!("{e:#}"));
+    tracing::error!("{}", failure.message);
+    if let Some(path) = failure_path {
+        if let Err(io) = vm_exit::write_failure(path, &failure) {
+            tracing::error!("cannot write the failure report {}: {io}", path.display());
+        }
+    }
+    ExitCode::from(failure.exit.code())
+}
+
 fn main() -> ExitCode {
-    match run() {
-        Ok(reason) => {
-            eprintln!("mallee-vmm: guest stopped: {}", reason.name());
-            ExitCode::from(reason.exit_code())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let started = Instant::now();
+    let cfg = config::from_args(args);
+    init_logging(cfg.as_ref().map_or(LogLevel::default(), |c| c.log_level));
+    let cfg = match cfg {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(None, &e.into()),
+    };
+    let ended =
+        (config::check(&cfg).map_err(anyhow::Error::from)).and_then(|()| run(&cfg, started));
+    match ended {
+        Ok(exit) => {
+            tracing::info!("guest stopped: {}", exit.name());
+            ExitCode::from(exit.code())
         }
-        Err(e) => {
-            eprintln!("mallee-vmm: {e:#}");
-            ExitCode::from(ExitReason::Error.exit_code())
-        }
+        Err(e) => fail(cfg.failure_path.as_deref(), &e),
     }
 }

@@ -13,7 +13,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::bus::Bus;
-use crate::exit::ExitReason;
+use crate::exit::Exit;
 use crate::vm::latch::ExitLatch;
 
 /// What a vCPU thread shares with the rest of the VM.
@@ -46,7 +46,9 @@ pub enum ExitAction {
     /// Keep running.
     Continue,
     /// End the VM.
-    Stop(ExitReason),
+    Stop(Exit),
+    /// End the VM with a failure saying what went wrong.
+    Fail(String),
 }
 
 /// Handles one exit.
@@ -64,28 +66,23 @@ pub fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> ExitAction {
         VcpuExit::MmioWrite(addr, data) => {
             ctx.mmio.write(addr, data);
         }
-        VcpuExit::Shutdown => return ExitAction::Stop(ExitReason::Reboot),
+        VcpuExit::Shutdown => return ExitAction::Stop(Exit::Reboot),
         VcpuExit::SystemEvent(kind, _) => {
             return ExitAction::Stop(match kind {
-                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => ExitReason::Reboot,
-                _ => ExitReason::Error,
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Exit::PowerOff,
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => Exit::Reboot,
+                _ => Exit::Error,
             });
         }
-        VcpuExit::Hlt => return ExitAction::Stop(ExitReason::PowerOff),
+        VcpuExit::Hlt => return ExitAction::Stop(Exit::PowerOff),
         VcpuExit::FailEntry(reason, cpu) => {
-            eprintln!("mallee-vmm: vCPU {cpu} failed to enter the guest (reason {reason:#x})");
-            return ExitAction::Stop(ExitReason::Error);
+            return ExitAction::Fail(format!(
+                "vCPU {cpu} failed to enter the guest (reason {reason:#x})"
+            ));
         }
-        VcpuExit::InternalError => {
-            eprintln!("mallee-vmm: KVM internal error");
-            return ExitAction::Stop(ExitReason::Error);
-        }
+        VcpuExit::InternalError => return ExitAction::Fail("KVM internal error".into()),
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
-        other => {
-            eprintln!("mallee-vmm: unexpected vCPU exit {other:?}");
-            return ExitAction::Stop(ExitReason::Error);
-        }
+        other => return ExitAction::Fail(format!("unexpected vCPU exit {other:?}")),
     }
     ExitAction::Continue
 }
@@ -94,16 +91,13 @@ pub fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> ExitAction {
 pub fn run(mut fd: VcpuFd, ctx: VcpuContext) {
     while ctx.exit.get().is_none() {
         match fd.run() {
-            Ok(exit) => {
-                if let ExitAction::Stop(reason) = handle_exit(exit, &ctx) {
-                    ctx.exit.set(reason);
-                }
-            }
+            Ok(exit) => match handle_exit(exit, &ctx) {
+                ExitAction::Continue => {}
+                ExitAction::Stop(reason) => ctx.exit.set(reason),
+                ExitAction::Fail(message) => ctx.exit.fail(message),
+            },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(e) => {
-                eprintln!("mallee-vmm: KVM_RUN failed: {e}");
-                ctx.exit.set(ExitReason::Error);
-            }
+            Err(e) => ctx.exit.fail(format!("KVM_RUN failed: {e}")),
         }
     }
 }

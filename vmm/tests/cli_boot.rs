@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mallee_proto::vmm::{encode_line, Disk, Exit, Failure, Reply, Request, VmState, VmmConfig};
+
 const VMM: &str = env!("CARGO_BIN_EXE_mallee-vmm");
 
 /// A per-test scratch directory under the target dir, emptied first.
@@ -114,15 +116,18 @@ fn json_config_boots_the_same_guest() {
     let disk = dir.join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let serial = dir.join("serial.log");
-    let cfg = serde_json::json!({
-        "kernel": kernel,
-        "cmdline": "ok",
-        "mem": "32M",
-        "disk": [format!("{},ro,serial=d0", disk.display())],
-        "serial": serial,
-    });
+    let cfg = VmmConfig {
+        cmdline: "ok".into(),
+        memory_mib: 32,
+        disks: vec![Disk {
+            read_only: true,
+            ..Disk::file(&disk, Some("d0"))
+        }],
+        console: Some(serial.clone()),
+        ..VmmConfig::new(&kernel)
+    };
     let cfg_path = dir.join("vm.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    std::fs::write(&cfg_path, mallee_proto::encode(&cfg)).unwrap();
     let out = run(&["--config", cfg_path.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
@@ -150,12 +155,45 @@ fn bad_configuration_is_one_line_naming_the_field() {
 }
 
 #[test]
-fn missing_kernel_file_is_an_error_naming_it() {
+fn missing_kernel_file_is_an_error_naming_it_in_the_failure_report() {
     require_kvm();
-    let out = run(&["--kernel", "/nonexistent/vmlinuz", "--mem", "32M"]);
-    assert_eq!(out.status.code(), Some(1));
+    let dir = scratch("missing_kernel");
+    let report = dir.join("failure.json");
+    let out = run(&[
+        "--kernel",
+        "/nonexistent/vmlinuz",
+        "--mem",
+        "32M",
+        "--failure-path",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(i32::from(Exit::Error.code())));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/vmlinuz"), "{stderr}");
+    let failure: Failure = mallee_proto::decode(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(failure.exit, Exit::Error);
+    assert!(
+        failure.message.starts_with("cannot start the VM")
+            && failure.message.contains("/nonexistent/vmlinuz"),
+        "{failure:?}"
+    );
+}
+
+#[test]
+fn a_config_the_vmm_cannot_run_leaves_a_failure_report() {
+    let dir = scratch("bad_config_report");
+    let report = dir.join("failure.json");
+    let cfg = VmmConfig {
+        vcpus: 200,
+        failure_path: Some(report.clone()),
+        ..VmmConfig::new("/k")
+    };
+    let cfg_path = dir.join("vm.json");
+    std::fs::write(&cfg_path, mallee_proto::encode(&cfg)).unwrap();
+    let out = run(&["--config", cfg_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let failure: Failure = mallee_proto::decode(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(failure.message.contains("`vcpus`"), "{failure:?}");
 }
 
 #[test]
@@ -205,11 +243,25 @@ fn reboot_restarts_the_guest_until_the_api_shuts_it_down() {
         std::thread::yield_now();
     }
     let mut s = UnixStream::connect(&sock).expect("API socket");
-    s.write_all(b"{\"op\":\"status\"}\n{\"op\":\"shutdown\"}\n")
-        .unwrap();
+    s.write_all(
+        &[
+            encode_line(&Request::Status),
+            encode_line(&Request::Shutdown),
+        ]
+        .concat(),
+    )
+    .unwrap();
     let mut lines = BufReader::new(s).lines();
-    let status = lines.next().unwrap().unwrap();
-    assert!(status.contains("\"ok\":true"), "{status}");
+    let status: Reply = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    // The guest resets in a loop: the status may catch it between two boots.
+    assert!(status.ok, "{status:?}");
+    assert!(
+        matches!(
+            status.state,
+            Some(VmState::Running | VmState::Stopping(Exit::Reboot))
+        ),
+        "{status:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let code = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -222,4 +274,5 @@ fn reboot_restarts_the_guest_until_the_api_shuts_it_down() {
         std::thread::yield_now();
     };
     assert_eq!(code, Some(3), "API shutdown is exit status 3");
+    assert_eq!(Exit::from_code(3), Some(Exit::ApiShutdown));
 }

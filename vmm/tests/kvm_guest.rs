@@ -10,7 +10,7 @@ use kvm_ioctls::VcpuFd;
 use mallee_vmm::devices::serial::SharedBuffer;
 use mallee_vmm::devices::virtio::block::backend::MemBackend;
 use mallee_vmm::devices::virtio::block::Block;
-use mallee_vmm::exit::ExitReason;
+use mallee_vmm::exit::Exit;
 use mallee_vmm::vm::Vm;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -73,7 +73,7 @@ fn setup_vcpu(vcpu: &VcpuFd, mode: Mode) {
 }
 
 /// Runs `code` at 0x1000 on one vCPU with a serial device and one 42-sector virtio disk.
-fn run_program(code: &[u8], mode: Mode) -> (ExitReason, Vec<u8>) {
+fn run_program(code: &[u8], mode: Mode) -> (Exit, Vec<u8>) {
     require_kvm();
     let mut vm = Vm::new(16 << 20).expect("create a VM on /dev/kvm");
     let console = SharedBuffer::default();
@@ -118,7 +118,7 @@ fn real_mode_port_io_reaches_serial_and_pci_config() {
         0xf4,                               // hlt (not reached)
     ];
     let (reason, out) = run_program(&code, Mode::Real);
-    assert_eq!(reason, ExitReason::Reboot);
+    assert_eq!(reason, Exit::Reboot);
     assert_eq!(&out[..2], b"OK");
     // Host bridge 8086:0d57, then virtio-blk 1af4:1042 (modern virtio, device type 2).
     assert_eq!(&out[2..6], &[0x86, 0x80, 0x57, 0x0d]);
@@ -145,7 +145,7 @@ fn protected_mode_mmio_reaches_the_virtio_bar() {
         0xf4,
     ];
     let (reason, out) = run_program(&code, Mode::Protected);
-    assert_eq!(reason, ExitReason::Reboot);
+    assert_eq!(reason, Exit::Reboot);
     assert_eq!(out, vec![42, 0, 0x78, 0xff]);
 }
 
@@ -160,6 +160,6 @@ fn ports_nobody_owns_read_as_all_ones() {
         0xf4,
     ];
     let (reason, out) = run_program(&code, Mode::Real);
-    assert_eq!(reason, ExitReason::Reboot);
+    assert_eq!(reason, Exit::Reboot);
     assert_eq!(out, vec![0xff, 0x00]);
 }

@@ -1,19 +1,22 @@
-//! Instance supervision: one `mallee-vmm` per instance, started from a JSON config in the
-//! instance's directory (`root.img` and `ephemeral0.img`, see [`super::instance_disks`];
-//! `console.log`, the serial port; `api.sock`, the VMM's control socket; `vmm.log`). A launch fetches the
-//! images through the cache, pins the kernel and ramdisk while the instance lives, and runs
-//! the VMM on its own thread until it exits. A stop asks the VMM through its socket, then
-//! kills it after a deadline. A VMM that exits on its own makes the instance `failed` with the
-//! exit reason (a guest reset restarts it instead).
+//! Instance supervision: one `mallee-vmm` per instance, started with `--config vmm.json` (a
+//! [`VmmConfig`], the contract type in `mallee-proto`) in the instance's directory (`root.img`
+//! and `ephemeral0.img`, see [`super::instance_disks`]; `console.log`, the serial port;
+//! `api.sock`, the VMM's control socket; `vmm.log`, its stderr; `vmm-failure.json`, the
+//! [`Failure`] it leaves when it fails). A launch fetches the images through the cache, pins the
+//! kernel and ramdisk while the instance lives, and runs the VMM on its own thread until it
+//! exits. A stop sends [`Request::Shutdown`] through the socket, then kills the VMM after a
+//! deadline. A VMM that exits on its own makes the instance `failed` with the reason its exit
+//! status ([`Exit`]) and failure report give (a guest reset restarts it instead).
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
 use super::reconcile::{Action, Local};
 use super::storage;
 use crate::{info, reaper};
+use mallee_proto::vmm::{encode_line, Disk, Exit, Failure, Reply, Request, VmmConfig};
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,7 +35,27 @@ pub enum LaunchError {
     Disk(#[from] InstanceDiskError),
     #[error("cannot start mallee-vmm: {0}")]
     Spawn(std::io::Error),
+    #[error("{0} vCPUs are more than mallee-vmm can run")]
+    TooManyVcpus(u32),
 }
+
+/// Why the VMM's control socket did not take a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed reply: {0}")]
+    Reply(#[from] mallee_proto::ProtoError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+// The files of an instance's directory that the agent and its VMM share.
+const CONSOLE: &str = "console.log";
+const API_SOCKET: &str = "api.sock";
+const VMM_CONFIG: &str = "vmm.json";
+const VMM_LOG: &str = "vmm.log";
+const FAILURE: &str = "vmm-failure.json";
 
 /// Where instances live and what runs them.
 pub struct Env {
@@ -62,20 +85,29 @@ pub struct Instances {
     changed: Arc<(Mutex<u64>, Condvar)>,
 }
 
-/// Why the VMM stopped, in words, from its exit status (see mallee-vmm's README) and the last
-/// line it logged.
-pub fn exit_reason(code: i32, last_log_line: &str) -> String {
-    match code {
-        0 => "the guest powered off".into(),
-        1 => format!("mallee-vmm failed: {last_log_line}"),
-        2 => "the guest reset".into(),
-        3 => "mallee-vmm stopped through its API".into(),
-        c if c > 128 => format!("mallee-vmm was killed by signal {}", c - 128),
-        c => format!("mallee-vmm exited with status {c}"),
+/// Why the VMM stopped, in words: its failure report when it left one, else what its exit
+/// status means (a status outside the contract: a signal, or a crash).
+pub fn exit_reason(code: i32, failure: Option<&Failure>) -> String {
+    if let Some(f) = failure {
+        return f.reason();
+    }
+    match Exit::from_code(code) {
+        Some(Exit::Error) => format!(
+            "{} without a failure report (see {VMM_LOG})",
+            Exit::Error.meaning()
+        ),
+        Some(exit) => exit.meaning().to_string(),
+        None if code > 128 => format!("mallee-vmm was killed by signal {}", code - 128),
+        None => format!("mallee-vmm exited with status {code}"),
     }
 }
 
-/// The VMM's JSON config: `root.img` is the first disk (the guest's `/dev/vda`), the
+/// The VMM's failure report, if it left a readable one.
+fn read_failure(path: &Path) -> Option<Failure> {
+    mallee_proto::decode(&std::fs::read(path).ok()?).ok()
+}
+
+/// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`), the
 /// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
 /// `ephemeral0`).
 pub fn vmm_config(
@@ -83,41 +115,39 @@ pub fn vmm_config(
     dir: &Path,
     kernel: &Path,
     initrd: Option<&Path>,
-) -> serde_json::Value {
-    let mut disks = vec![format!("{},serial=root", dir.join(disks::ROOT).display())];
+) -> Result<VmmConfig, LaunchError> {
+    let mut disks = vec![Disk::file(dir.join(disks::ROOT), Some("root"))];
     if spec.ephemeral_gib > 0 {
         let path = dir.join(disks::EPHEMERAL);
-        disks.push(format!(
-            "{},serial={}",
-            path.display(),
-            disks::EPHEMERAL_LABEL
-        ));
+        disks.push(Disk::file(path, Some(disks::EPHEMERAL_LABEL)));
     }
-    serde_json::json!({
-        "kernel": kernel,
-        "initrd": initrd,
-        "cmdline": "console=ttyS0 root=/dev/vda",
-        "mem": format!("{}M", spec.memory_mib),
-        "vcpus": spec.vcpus,
-        "disk": disks,
-        "serial": dir.join("console.log"),
-        "api_socket": dir.join("api.sock"),
+    Ok(VmmConfig {
+        initrd: initrd.map(Path::to_path_buf),
+        cmdline: "console=ttyS0 root=/dev/vda".into(),
+        memory_mib: spec.memory_mib,
+        vcpus: u8::try_from(spec.vcpus).map_err(|_| LaunchError::TooManyVcpus(spec.vcpus))?,
+        disks,
+        console: Some(dir.join(CONSOLE)),
+        api_socket: Some(dir.join(API_SOCKET)),
+        failure_path: Some(dir.join(FAILURE)),
+        ..VmmConfig::new(kernel)
     })
 }
 
-/// Asks a VMM to stop through its control socket.
-fn api_shutdown(socket: &Path) -> std::io::Result<()> {
+/// Asks a VMM to stop through its control socket and reads its answer.
+fn api_shutdown(socket: &Path) -> Result<(), ControlError> {
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"{\"op\":\"shutdown\"}\n")?;
-    let mut reply = [0u8; 256];
-    let _ = s.read(&mut reply);
+    s.write_all(&encode_line(&Request::Shutdown))?;
+    let mut line = String::new();
+    if BufReader::new(s).read_line(&mut line)? == 0 {
+        return Ok(()); // the VMM stopped before it could answer
+    }
+    let reply: Reply = mallee_proto::decode(line.as_bytes())?;
+    if !reply.ok {
+        return Err(ControlError::Refused(reply.error.unwrap_or_default()));
+    }
     Ok(())
-}
-
-fn last_line(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().last().unwrap_or("").to_string()
 }
 
 impl Instances {
@@ -176,7 +206,7 @@ impl Instances {
     /// Console files of the known instances.
     pub fn consoles(&self) -> Vec<(String, PathBuf)> {
         (self.lock().iter())
-            .map(|(id, r)| (id.clone(), r.dir.join("console.log")))
+            .map(|(id, r)| (id.clone(), r.dir.join(CONSOLE)))
             .collect()
     }
 
@@ -260,9 +290,9 @@ impl Instances {
             dir,
             &kernel.path,
             ramdisk.as_ref().map(|p| p.path.as_path()),
-        );
-        let path = dir.join("vmm.json");
-        std::fs::write(&path, cfg.to_string()).map_err(io)?;
+        )?;
+        let path = dir.join(VMM_CONFIG);
+        std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
         Ok((
             path,
             [Some(kernel), ramdisk].into_iter().flatten().collect(),
@@ -289,12 +319,13 @@ impl Instances {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("vmm.log"))
+            .open(dir.join(VMM_LOG))
             .map_err(|e| LaunchError::Io(dir.to_path_buf(), e))?;
         let err = log
             .try_clone()
             .map_err(|e| LaunchError::Io(dir.to_path_buf(), e))?;
-        let _ = std::fs::remove_file(dir.join("api.sock"));
+        let _ = std::fs::remove_file(dir.join(API_SOCKET));
+        let _ = std::fs::remove_file(dir.join(FAILURE)); // a report is about this run only
         let mut cmd = Command::new(&self.env.vmm);
         cmd.arg("--config")
             .arg(cfg)
@@ -339,14 +370,16 @@ impl Instances {
             let mut t = self.lock();
             let Some(r) = t.get_mut(&id) else { return };
             r.pid = None;
-            if r.rebooting || (code == 2 && !r.local.stopping) {
+            let reset = Exit::from_code(code) == Some(Exit::Reboot);
+            if r.rebooting || (reset && !r.local.stopping) {
                 r.rebooting = false;
                 r.local.stopping = false;
                 continue;
             }
             let stopped = r.local.stopping;
             drop(t);
-            let why = (!stopped).then(|| exit_reason(code, &last_line(&dir.join("vmm.log"))));
+            let why =
+                (!stopped).then(|| exit_reason(code, read_failure(&dir.join(FAILURE)).as_ref()));
             return self.ended(&id, why);
         }
     }
@@ -374,7 +407,7 @@ impl Instances {
             if r.local.state != Observed::Stopped {
                 let _ = std::fs::remove_file(r.dir.join(disks::ROOT));
                 let _ = std::fs::remove_file(r.dir.join(disks::EPHEMERAL));
-                let _ = std::fs::remove_file(r.dir.join("api.sock"));
+                let _ = std::fs::remove_file(r.dir.join(API_SOCKET));
             }
         });
     }
@@ -394,7 +427,7 @@ impl Instances {
                 // Not started yet: a reboot is moot; a stop is seen before the VMM starts.
                 r.rebooting = false;
             }
-            (r.pid, r.dir.join("api.sock"))
+            (r.pid, r.dir.join(API_SOCKET))
         };
         self.notify();
         let Some(pid) = pid else { return };

@@ -1,10 +1,34 @@
 use super::*;
+use mallee_proto::vmm::DiskSource;
 
 #[test]
-fn exit_statuses_read_as_reasons() {
-    assert_eq!(exit_reason(0, ""), "the guest powered off");
-    assert!(exit_reason(1, "mallee-vmm: no kvm").ends_with("no kvm"));
-    assert!(exit_reason(137, "").contains("signal 9"));
+fn a_failure_report_is_the_reason() {
+    let f = Failure::error("cannot start the VM: no kvm");
+    assert_eq!(
+        exit_reason(1, Some(&f)),
+        "mallee-vmm failed: cannot start the VM: no kvm"
+    );
+}
+
+#[test]
+fn without_a_report_the_exit_status_is_the_reason() {
+    assert_eq!(exit_reason(0, None), "the guest powered off");
+    assert_eq!(exit_reason(3, None), "mallee-vmm stopped through its API");
+    assert!(exit_reason(1, None).starts_with("mallee-vmm failed without a failure report"));
+    assert!(exit_reason(137, None).contains("signal 9"));
+    assert!(exit_reason(7, None).contains("status 7"));
+}
+
+#[test]
+fn a_failure_file_is_read_and_a_garbled_one_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(FAILURE);
+    assert_eq!(read_failure(&path), None);
+    let f = Failure::error("the VM failed: KVM internal error");
+    std::fs::write(&path, mallee_proto::encode(&f)).unwrap();
+    assert_eq!(read_failure(&path), Some(f));
+    std::fs::write(&path, b"{\"exit\":").unwrap();
+    assert_eq!(read_failure(&path), None);
 }
 
 fn spec(ephemeral_gib: u64) -> InstanceSpec {
@@ -21,25 +45,94 @@ fn spec(ephemeral_gib: u64) -> InstanceSpec {
 
 #[test]
 fn the_vmm_config_names_the_instance_files() {
-    let v = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None);
-    assert_eq!(v["mem"], "256M");
-    assert_eq!(v["disk"][0], "/i/root.img,serial=root");
+    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None).unwrap();
+    assert_eq!(c.kernel, Path::new("/k"));
+    assert_eq!((c.memory_mib, c.vcpus), (256, 2));
     assert_eq!(
-        v["disk"].as_array().unwrap().len(),
-        1,
+        c.disks,
+        [Disk::file("/i/root.img", Some("root"))],
         "no ephemeral disk asked for"
     );
-    assert_eq!(v["serial"], "/i/console.log");
-    assert!(v["initrd"].is_null());
+    assert_eq!(c.console.as_deref(), Some(Path::new("/i/console.log")));
+    assert_eq!(c.api_socket.as_deref(), Some(Path::new("/i/api.sock")));
+    assert_eq!(
+        c.failure_path.as_deref(),
+        Some(Path::new("/i/vmm-failure.json"))
+    );
+    assert_eq!(c.initrd, None);
 }
 
 #[test]
 fn an_ephemeral_disk_is_the_second_disk() {
-    let v = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None);
-    let disks = v["disk"].as_array().unwrap();
-    assert_eq!(disks.len(), 2);
-    assert_eq!(disks[0], "/i/root.img,serial=root");
-    assert_eq!(disks[1], "/i/ephemeral0.img,serial=ephemeral0");
+    let c = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None).unwrap();
+    assert_eq!(c.disks.len(), 2);
+    assert_eq!(c.disks[0].source, DiskSource::File("/i/root.img".into()));
+    assert_eq!(
+        c.disks[1],
+        Disk::file("/i/ephemeral0.img", Some("ephemeral0"))
+    );
+}
+
+#[test]
+fn the_vmm_config_file_reads_back_as_the_same_config() {
+    let c = vmm_config(
+        &spec(5),
+        Path::new("/i"),
+        Path::new("/k"),
+        Some(Path::new("/r")),
+    )
+    .unwrap();
+    let read: VmmConfig = mallee_proto::decode(&mallee_proto::encode(&c)).unwrap();
+    assert_eq!(read, c);
+}
+
+#[test]
+fn more_vcpus_than_the_vmm_counts_is_a_launch_error() {
+    let mut big = spec(0);
+    big.vcpus = 1000;
+    let e = vmm_config(&big, Path::new("/i"), Path::new("/k"), None).unwrap_err();
+    assert!(matches!(e, LaunchError::TooManyVcpus(1000)), "{e}");
+}
+
+/// A control socket that answers each line with `reply`, recording what it read.
+fn fake_vmm_socket(path: &Path, reply: Reply) -> std::thread::JoinHandle<String> {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (&s).write_all(&encode_line(&reply)).unwrap();
+        line
+    })
+}
+
+#[test]
+fn a_stop_sends_a_typed_shutdown_and_reads_the_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join(API_SOCKET);
+    let done = Reply {
+        ok: true,
+        state: Some(mallee_proto::vmm::VmState::Stopping(Exit::ApiShutdown)),
+        vcpus: Some(1),
+        memory_mib: Some(256),
+        uptime_ms: Some(10),
+        error: None,
+    };
+    let vmm = fake_vmm_socket(&sock, done);
+    api_shutdown(&sock).unwrap();
+    let sent: Request = mallee_proto::decode(vmm.join().unwrap().as_bytes()).unwrap();
+    assert_eq!(sent, Request::Shutdown);
+
+    std::fs::remove_file(&sock).unwrap();
+    let vmm = fake_vmm_socket(&sock, Reply::error("bad request"));
+    let e = api_shutdown(&sock).unwrap_err();
+    assert!(
+        matches!(e, ControlError::Refused(ref why) if why == "bad request"),
+        "{e}"
+    );
+    vmm.join().unwrap();
 }
 
 /// Serves fixed objects by key.

@@ -1,6 +1,6 @@
 //! The ACPI PM1a event and control registers (ports 0x600-0x605): how a guest with ACPI powers
 //! off. Writing SLP_EN with the `_S5` sleep type ends the VM with
-//! [`crate::exit::ExitReason::PowerOff`]. ACPI is always on (SCI_EN reads set); no event ever
+//! [`crate::exit::Exit::PowerOff`]. ACPI is always on (SCI_EN reads set); no event ever
 //! fires, so status reads zero, and the enable register keeps what the guest writes (ACPICA checks
 //! that the global-lock enable bit sticks).
 

@@ -1,7 +1,7 @@
 //! Just enough of the i8042 keyboard controller for a guest to reset the machine.
 //!
 //! Linux reboots by pulsing the reset line (command 0xFE on port 0x64); that ends the VM with
-//! [`crate::exit::ExitReason::Reboot`]. There is no keyboard: the status register reads empty and
+//! [`crate::exit::Exit::Reboot`]. There is no keyboard: the status register reads empty and
 //! the data port reads zero.
 
 use crate::bus::BusDevice;

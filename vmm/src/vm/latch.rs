@@ -1,16 +1,19 @@
-//! The exit latch: the first component to decide the VM is over records why, and the main
-//! thread, waiting on it, wakes up.
+//! The exit latch: the first component to decide the VM is over records why (and, for a
+//! failure, what failed), and the main thread, waiting on it, wakes up.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use crate::bus::lock;
-use crate::exit::ExitReason;
+use crate::exit::Exit;
 
 /// Records the first exit reason and wakes waiters.
 #[derive(Default)]
 pub struct ExitLatch {
+    /// 0 while running, else the exit's status + 1 (read on every vCPU exit, so an atomic).
     reason: AtomicU8,
+    /// What failed, when the first reason was a failure recorded with [`ExitLatch::fail`].
+    failure: Mutex<Option<String>>,
     mutex: Mutex<()>,
     cv: Condvar,
 }
@@ -21,22 +24,45 @@ impl ExitLatch {
         ExitLatch::default()
     }
 
-    /// Records `reason` unless one is already recorded.
-    pub fn set(&self, reason: ExitReason) {
+    /// Records `reason` unless one is already recorded; true if it was the first.
+    fn record(&self, reason: Exit) -> bool {
         let _g = lock(&self.mutex);
-        let _ = self
+        let first = self
             .reason
-            .compare_exchange(0, reason.to_u8(), Ordering::SeqCst, Ordering::SeqCst);
+            .compare_exchange(0, reason.code() + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
         self.cv.notify_all();
+        first
+    }
+
+    /// Records `reason` unless one is already recorded.
+    pub fn set(&self, reason: Exit) {
+        self.record(reason);
+    }
+
+    /// Records a failure saying what failed, unless a reason is already recorded.
+    pub fn fail(&self, message: String) {
+        let mut failure = lock(&self.failure);
+        if self.record(Exit::Error) {
+            *failure = Some(message);
+        }
     }
 
     /// The recorded reason, if any.
-    pub fn get(&self) -> Option<ExitReason> {
-        ExitReason::from_u8(self.reason.load(Ordering::SeqCst))
+    pub fn get(&self) -> Option<Exit> {
+        match self.reason.load(Ordering::SeqCst) {
+            0 => None,
+            v => Exit::from_code(i32::from(v) - 1),
+        }
+    }
+
+    /// What failed, if the VM ended with a failure recorded by [`ExitLatch::fail`].
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
     }
 
     /// Blocks until a reason is recorded.
-    pub fn wait(&self) -> ExitReason {
+    pub fn wait(&self) -> Exit {
         let mut g = lock(&self.mutex);
         loop {
             if let Some(r) = self.get() {
@@ -57,9 +83,29 @@ mod tests {
         let latch = Arc::new(ExitLatch::new());
         let l = latch.clone();
         let t = std::thread::spawn(move || l.wait());
-        latch.set(ExitReason::Reboot);
-        latch.set(ExitReason::Error);
-        assert_eq!(t.join().unwrap(), ExitReason::Reboot);
-        assert_eq!(latch.get(), Some(ExitReason::Reboot));
+        latch.set(Exit::Reboot);
+        latch.fail("too late".into());
+        assert_eq!(t.join().unwrap(), Exit::Reboot);
+        assert_eq!(latch.get(), Some(Exit::Reboot));
+        assert_eq!(latch.failure(), None, "a later failure is not the reason");
+    }
+
+    #[test]
+    fn every_exit_round_trips_through_the_latch() {
+        for exit in Exit::ALL {
+            let latch = ExitLatch::new();
+            assert_eq!(latch.get(), None);
+            latch.set(exit);
+            assert_eq!(latch.get(), Some(exit));
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_its_message() {
+        let latch = ExitLatch::new();
+        latch.fail("KVM_RUN failed: EFAULT".into());
+        latch.fail("second".into());
+        assert_eq!(latch.get(), Some(Exit::Error));
+        assert_eq!(latch.failure().as_deref(), Some("KVM_RUN failed: EFAULT"));
     }
 }

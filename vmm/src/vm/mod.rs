@@ -26,7 +26,7 @@ use crate::devices::pci::root::{PciConfigIo, PciMmio, PciRoot, PciSlotsFullError
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::{GuestMemoryMmap, VirtioDevice};
-use crate::exit::ExitReason;
+use crate::exit::Exit;
 use crate::layout;
 
 /// What failed while building the VM.
@@ -153,14 +153,14 @@ impl Vm {
             layout::PCI_BAR_END - layout::PCI_BAR_START,
         )?;
         let exit = vm.exit.clone();
-        let pm = AcpiPm::new(Box::new(move || exit.set(ExitReason::PowerOff)));
+        let pm = AcpiPm::new(Box::new(move || exit.set(Exit::PowerOff)));
         vm.io_bus.insert(
             Arc::new(Mutex::new(pm)),
             u64::from(crate::boot::acpi::PM1A_EVT),
             6,
         )?;
         let exit = vm.exit.clone();
-        let i8042 = I8042::new(Box::new(move || exit.set(ExitReason::Reboot)));
+        let i8042 = I8042::new(Box::new(move || exit.set(Exit::Reboot)));
         vm.io_bus.insert(
             Arc::new(Mutex::new(i8042)),
             u64::from(layout::I8042_DATA),
@@ -218,7 +218,7 @@ impl Vm {
 
     /// Runs `vcpus` (already configured) on a thread each until an exit reason is recorded, then
     /// stops them all and returns the reason.
-    pub fn run(&self, vcpus: Vec<VcpuFd>) -> ExitReason {
+    pub fn run(&self, vcpus: Vec<VcpuFd>) -> Exit {
         let io = Arc::new(self.io_bus.clone());
         let mmio = Arc::new(self.mmio_bus.clone());
         crate::vcpu::install_kick_handler();
@@ -234,7 +234,7 @@ impl Vm {
                 .spawn(move || crate::vcpu::run(fd, ctx))
             {
                 Ok(t) => threads.push(t),
-                Err(_) => self.exit.set(ExitReason::Error),
+                Err(e) => self.exit.fail(format!("cannot start vCPU thread {i}: {e}")),
             }
         }
         let reason = self.exit.wait();

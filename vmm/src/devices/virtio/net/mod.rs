@@ -189,7 +189,7 @@ impl VirtioDevice for Net {
         check_queues(&mem, &queues, 2)?;
         let tap = self.tap.take().ok_or(ActivateError::AlreadyActive)?;
         if tap.set_offload(tap_offloads(acked_features)).is_err() {
-            eprintln!("mallee-vmm: virtio-net: tap refused offload settings");
+            tracing::warn!("virtio-net: tap refused offload settings");
         }
         let handler = NetHandler {
             tap,

@@ -182,10 +182,7 @@ impl VirtioPci {
         self.common.status = new;
         if new & status::DRIVER_OK != 0 && !was_ok && !self.active {
             if let Err(e) = self.activate() {
-                eprintln!(
-                    "mallee-vmm: virtio device {}: {e}",
-                    self.device.device_type()
-                );
+                tracing::error!("virtio device {}: {e}", self.device.device_type());
                 self.common.status |= status::NEEDS_RESET;
             }
         }

@@ -1,0 +1,131 @@
+use super::*;
+
+#[test]
+fn a_config_example_parses_with_defaults_for_what_it_leaves_out() {
+    let cfg: VmmConfig = serde_json::from_str(
+        r#"{
+            "kernel": "/images/vmlinuz",
+            "initrd": "/images/initrd.img",
+            "memory_mib": 512,
+            "vcpus": 2,
+            "disks": [
+                {"source": {"file": "/i/root.img"}, "serial": "root"},
+                {"source": {"aoe": {"iface": "eth1", "shelf": 12, "slot": 3}}, "read_only": true}
+            ],
+            "nics": [{"tap": {"name": "tap0"}, "mac": "d0:0d:00:00:00:01"}],
+            "console": "/i/console.log",
+            "api_socket": "/i/api.sock",
+            "failure_path": "/i/vmm-failure.json",
+            "log_level": "debug"
+        }"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.memory_bytes(), 512 << 20);
+    assert_eq!(cfg.cmdline, DEFAULT_CMDLINE);
+    assert_eq!(cfg.disks[0], Disk::file("/i/root.img", Some("root")));
+    assert_eq!(
+        cfg.disks[1].source,
+        DiskSource::Aoe {
+            iface: "eth1".into(),
+            shelf: 12,
+            slot: 3
+        }
+    );
+    assert!(cfg.disks[1].read_only);
+    assert_eq!(cfg.nics[0].mac, Mac([0xd0, 0x0d, 0, 0, 0, 1]));
+    assert_eq!(cfg.nics[0].tap, TapSource::Name("tap0".into()));
+    assert!(cfg.rng, "rng defaults to on");
+    assert_eq!(cfg.on_reboot, OnReboot::Exit);
+    assert_eq!(cfg.log_level, LogLevel::Debug);
+}
+
+#[test]
+fn a_config_with_only_a_kernel_is_the_default_config() {
+    let cfg: VmmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
+    assert_eq!(cfg, VmmConfig::new("/k"));
+    assert_eq!(cfg.memory_mib, DEFAULT_MEMORY_MIB);
+    assert_eq!(cfg.log_level, LogLevel::Info);
+}
+
+#[test]
+fn a_config_round_trips_through_json() {
+    let mut cfg = VmmConfig::new("/k");
+    cfg.disks.push(Disk::file("/d.img", None));
+    cfg.nics.push(Nic {
+        tap: TapSource::Fd(3),
+        mac: Mac([2, 0, 0, 0, 0, 1]),
+    });
+    cfg.on_reboot = OnReboot::Restart;
+    cfg.failure_path = Some("/f.json".into());
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(text.contains(r#""tap":{"fd":3}"#), "{text}");
+    assert!(text.contains(r#""on_reboot":"restart""#), "{text}");
+    assert_eq!(serde_json::from_str::<VmmConfig>(&text).unwrap(), cfg);
+}
+
+#[test]
+fn unknown_config_fields_are_refused() {
+    let e = serde_json::from_str::<VmmConfig>(r#"{"kernel":"/k","memory":"1G"}"#).unwrap_err();
+    assert!(e.to_string().contains("memory"), "{e}");
+}
+
+#[test]
+fn exit_codes_map_both_ways() {
+    for (code, exit) in [
+        (0, Exit::PowerOff),
+        (1, Exit::Error),
+        (2, Exit::Reboot),
+        (3, Exit::ApiShutdown),
+    ] {
+        assert_eq!(Exit::from_code(code), Some(exit));
+        assert_eq!(i32::from(exit.code()), code);
+    }
+    for unknown in [-1, 4, 137] {
+        assert_eq!(Exit::from_code(unknown), None, "{unknown}");
+    }
+}
+
+#[test]
+fn a_failure_round_trips_and_reads_as_a_reason() {
+    let f = Failure::error("cannot start the VM: no kvm");
+    let text = serde_json::to_string(&f).unwrap();
+    assert_eq!(
+        text,
+        r#"{"exit":"error","message":"cannot start the VM: no kvm"}"#
+    );
+    assert_eq!(serde_json::from_str::<Failure>(&text).unwrap(), f);
+    assert_eq!(f.reason(), "mallee-vmm failed: cannot start the VM: no kvm");
+}
+
+#[test]
+fn requests_are_tagged_by_op() {
+    assert_eq!(encode_line(&Request::Shutdown), b"{\"op\":\"shutdown\"}\n");
+    assert_eq!(
+        serde_json::from_str::<Request>(r#"{"op":"status"}"#).unwrap(),
+        Request::Status
+    );
+    assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+}
+
+#[test]
+fn a_reply_round_trips_with_its_state_as_a_name() {
+    let reply = Reply {
+        ok: true,
+        state: Some(VmState::Stopping(Exit::ApiShutdown)),
+        vcpus: Some(2),
+        memory_mib: Some(256),
+        uptime_ms: Some(5),
+        error: None,
+    };
+    let text = serde_json::to_string(&reply).unwrap();
+    assert!(text.contains(r#""state":"api-shutdown""#), "{text}");
+    assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);
+    let running: Reply = serde_json::from_str(r#"{"ok":true,"state":"running"}"#).unwrap();
+    assert_eq!(running.state, Some(VmState::Running));
+    assert!(serde_json::from_str::<Reply>(r#"{"ok":true,"state":"dozing"}"#).is_err());
+    let refused = Reply::error("bad request");
+    assert_eq!(
+        serde_json::to_string(&refused).unwrap(),
+        r#"{"ok":false,"error":"bad request"}"#
+    );
+}

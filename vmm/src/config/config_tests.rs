@@ -1,0 +1,165 @@
+use super::*;
+use mallee_proto::Mac;
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Both steps `main` takes: parse the command line, then check the result.
+fn load(s: &str) -> Result<VmmConfig, ConfigError> {
+    let cfg = from_args(args(s))?;
+    check(&cfg)?;
+    Ok(cfg)
+}
+
+#[test]
+fn cli_and_json_give_the_same_config() {
+    let cli = load(
+        "--kernel /k --initrd /i --cmdline console=ttyS0 --mem 256M --vcpus 2 \
+         --disk /d.img,ro --disk /e.img,serial=vol-1 --net tap=tap0,mac=52:54:00:12:34:56 \
+         --serial /s.log --log-level debug",
+    )
+    .unwrap();
+    let json = from_json(
+        r#"{"kernel":"/k","initrd":"/i","cmdline":"console=ttyS0","memory_mib":256,"vcpus":2,
+            "disks":[{"source":{"file":"/d.img"},"read_only":true},
+                     {"source":{"file":"/e.img"},"serial":"vol-1"}],
+            "nics":[{"tap":{"name":"tap0"},"mac":"52:54:00:12:34:56"}],
+            "console":"/s.log","log_level":"debug"}"#,
+    )
+    .unwrap();
+    assert_eq!(cli, json);
+    assert_eq!(cli.memory_bytes(), 256 << 20);
+    assert!(cli.disks[0].read_only);
+    assert_eq!(cli.disks[1].serial.as_deref(), Some("vol-1"));
+    assert_eq!(cli.nics[0].mac, Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+}
+
+#[test]
+fn a_config_file_is_the_start_and_later_flags_change_it() {
+    let path = std::env::temp_dir().join(format!("mallee-vmm-cfg-{}.json", std::process::id()));
+    let mut cfg = VmmConfig::new("/k");
+    cfg.vcpus = 2;
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let read = load(&format!("--config {} --log-level trace", path.display())).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(read.vcpus, 2);
+    assert_eq!(read.log_level, LogLevel::Trace);
+}
+
+#[test]
+fn a_bad_mem_names_the_field_in_one_line() {
+    let e = load("--kernel /k --mem lots").unwrap_err();
+    assert_eq!(e.field, "mem");
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn bad_flags_name_the_flag_and_bad_values_the_field() {
+    for (a, field) in [
+        ("--mem 256M", "kernel"),
+        ("--kernel /k --mem 1000K", "mem"),
+        ("--kernel /k --mem 8M", "memory_mib"),
+        ("--kernel /k --mem 2048G", "memory_mib"),
+        ("--kernel /k --vcpus 0", "vcpus"),
+        ("--kernel /k --vcpus 65", "vcpus"),
+        ("--kernel /k --disk ,ro", "disk"),
+        ("--kernel /k --disk /d,rox", "disk"),
+        (
+            "--kernel /k --disk /d,serial=123456789012345678901",
+            "disks",
+        ),
+        ("--kernel /k --net tap=t0", "net"),
+        ("--kernel /k --net tap=t0,mac=zz", "net"),
+        ("--kernel /k --net tap=t0,mac=01:00:00:00:00:00", "nics"),
+        ("--kernel /k --net tap=,mac=52:54:00:00:00:01", "nics"),
+        ("--kernel /k --net fd=-1,mac=52:54:00:00:00:01", "nics"),
+        ("--kernel /k --net mac=52:54:00:00:00:01", "net"),
+        ("--kernel /k --bogus 1", "bogus"),
+        ("--kernel", "kernel"),
+        ("--kernel /k --on-reboot sometimes", "on_reboot"),
+        ("--kernel /k --log-level chatty", "log_level"),
+    ] {
+        let e = load(a).unwrap_err();
+        assert_eq!(e.field, field, "{a}: {e}");
+    }
+}
+
+#[test]
+fn aoe_addresses_parse_and_broadcast_or_bad_ones_are_refused() {
+    let c = load("--kernel /k --disk aoe:eth1:12.3,ro").unwrap();
+    assert_eq!(
+        c.disks[0].source,
+        DiskSource::Aoe {
+            iface: "eth1".into(),
+            shelf: 12,
+            slot: 3
+        }
+    );
+    for (bad, field) in [
+        ("aoe:eth1", "disk"),
+        ("aoe:eth1:1", "disk"),
+        ("aoe:eth1:x.1", "disk"),
+        ("aoe::1.2", "disks"),
+        ("aoe:eth1:65535.1", "disks"),
+        ("aoe:eth1:1.255", "disks"),
+    ] {
+        let e = load(&format!("--kernel /k --disk {bad}")).unwrap_err();
+        assert_eq!(e.field, field, "{bad}: {e}");
+    }
+}
+
+#[test]
+fn too_many_devices_are_refused() {
+    let disks = " --disk /d".repeat(MAX_DEVICES + 1);
+    assert_eq!(
+        load(&format!("--kernel /k{disks}")).unwrap_err().field,
+        "disks"
+    );
+}
+
+#[test]
+fn on_reboot_defaults_to_exit_and_takes_restart() {
+    let c = load("--kernel /k").unwrap();
+    assert_eq!(c.on_reboot, OnReboot::Exit);
+    assert_eq!(c.memory_mib, DEFAULT_MEMORY_MIB);
+    let c = load("--kernel /k --on-reboot restart").unwrap();
+    assert_eq!(c.on_reboot, OnReboot::Restart);
+    let c = from_json(r#"{"kernel":"/k","on_reboot":"restart"}"#).unwrap();
+    assert_eq!(c.on_reboot, OnReboot::Restart);
+}
+
+#[test]
+fn json_errors_name_the_field() {
+    for (json, field) in [
+        (r#"{"kernel":"/k","memory":"1G"}"#, "memory"),
+        (r#"{"kernel":"/k","vcpus":[1]}"#, "vcpus"),
+        (r#"{"kernel":"/k","vcpus":300}"#, "vcpus"),
+        (r#"{"vcpus":1}"#, "kernel"),
+        (
+            r#"{"kernel":"/k","disks":[{"source":{"tape":"/t"}}]}"#,
+            "disks",
+        ),
+        (
+            r#"{"kernel":"/k","nics":[{"tap":{"fd":3},"mac":"zz"}]}"#,
+            "nics",
+        ),
+        ("[1]", "config"),
+    ] {
+        let e = from_json(json).unwrap_err();
+        assert_eq!(e.field, field, "{json}: {e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn the_readme_example_is_a_config_this_vmm_accepts() {
+    let readme = include_str!("../../README.md");
+    let example = (readme.split("```json\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a ```json example");
+    let cfg = from_json(example).unwrap();
+    check(&cfg).unwrap();
+    assert_eq!(cfg.disks.len(), 2);
+    assert_eq!(cfg.nics.len(), 1);
+}

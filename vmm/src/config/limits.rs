@@ -1,0 +1,93 @@
+//! What this VMM can run: the checks a [`VmmConfig`] must pass, whichever front end produced it
+//! (RAM range, vCPU count, device count, AoE addresses, serial and tap name lengths, unicast
+//! MACs). Errors name the JSON field.
+
+use super::{err, ConfigError, DiskSource, TapSource, VmmConfig};
+
+/// Most vCPUs the MP table and APIC ID space here allow.
+pub const MAX_VCPUS: u8 = 64;
+/// Most disks plus NICs (PCI slots 1..=30 minus rng).
+pub const MAX_DEVICES: usize = 24;
+/// Least guest RAM a Linux guest boots in.
+const MIN_MEMORY_MIB: u64 = 16;
+/// Most guest RAM (1 TiB).
+const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// Longest virtio-blk serial (the GET_ID buffer).
+const MAX_SERIAL: usize = 20;
+/// Longest interface name (IFNAMSIZ less the NUL).
+const MAX_IFNAME: usize = 15;
+
+fn check_ifname(field: &str, what: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > MAX_IFNAME {
+        return Err(err(
+            field,
+            format!("{what} `{name}` must be 1-{MAX_IFNAME} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `cfg` against this VMM's limits.
+pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
+    if cfg.kernel.as_os_str().is_empty() {
+        return Err(err("kernel", "no kernel given"));
+    }
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&cfg.memory_mib) {
+        return Err(err(
+            "memory_mib",
+            format!(
+                "{} MiB is not from {MIN_MEMORY_MIB} MiB to {MAX_MEMORY_MIB} MiB",
+                cfg.memory_mib
+            ),
+        ));
+    }
+    if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
+        return Err(err(
+            "vcpus",
+            format!("{} is not from 1 to {MAX_VCPUS}", cfg.vcpus),
+        ));
+    }
+    for d in &cfg.disks {
+        match &d.source {
+            DiskSource::File(path) if path.as_os_str().is_empty() => {
+                return Err(err("disks", "empty path"));
+            }
+            DiskSource::File(_) => {}
+            DiskSource::Aoe { iface, shelf, slot } => {
+                check_ifname("disks", "AoE interface", iface)?;
+                // 0xffff.0xff is the broadcast address, never a target's own.
+                if *shelf == u16::MAX || *slot == u8::MAX {
+                    return Err(err(
+                        "disks",
+                        format!("{} is a broadcast AoE address", d.source),
+                    ));
+                }
+            }
+        }
+        if let Some(serial) = d.serial.as_deref().filter(|s| s.len() > MAX_SERIAL) {
+            return Err(err(
+                "disks",
+                format!("serial `{serial}` is longer than {MAX_SERIAL} bytes"),
+            ));
+        }
+    }
+    for n in &cfg.nics {
+        match &n.tap {
+            TapSource::Name(name) => check_ifname("nics", "tap name", name)?,
+            TapSource::Fd(fd) if *fd < 0 => {
+                return Err(err("nics", format!("fd {fd} is not a file descriptor")));
+            }
+            TapSource::Fd(_) => {}
+        }
+        if n.mac.is_multicast() {
+            return Err(err("nics", format!("{} is a multicast address", n.mac)));
+        }
+    }
+    if cfg.disks.len() + cfg.nics.len() > MAX_DEVICES {
+        return Err(err(
+            "disks",
+            format!("more than {MAX_DEVICES} disks and NICs"),
+        ));
+    }
+    Ok(())
+}
