@@ -5,6 +5,7 @@
 //! the FAT volume id derive from the contents, and FAT timestamps are fixed.
 
 use crate::uefi::{self, BootFiles, UefiError, UkiParts};
+use mallee_proto::cmdline::Key;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Cursor, Seek, SeekFrom, Write};
@@ -85,10 +86,10 @@ pub fn version(vmlinuz: &[u8], initramfs: &[u8], cmdline: &str) -> String {
 /// slot named (so the running system knows which slot it booted).
 pub fn slot_cmdline(bundle_cmdline: &str, slot: &str) -> String {
     let kept = (bundle_cmdline.split_whitespace())
-        .filter(|w| !w.starts_with("mallee.data=") && !w.starts_with("mallee.slot="));
+        .filter(|w| !Key::Data.is_set_by(w) && !Key::Slot.is_set_by(w));
     let mut words: Vec<String> = kept.map(str::to_string).collect();
-    words.push(format!("mallee.data=PARTLABEL={DATA_PARTLABEL}"));
-    words.push(format!("mallee.slot={slot}"));
+    words.push(Key::Data.arg(format_args!("PARTLABEL={DATA_PARTLABEL}")));
+    words.push(Key::Slot.arg(slot));
     words.join(" ")
 }
 

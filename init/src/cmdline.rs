@@ -11,11 +11,15 @@
 //! `/dev/vda`; the flashable image names its partition), `mallee.slot=a|b` (which A/B slot of
 //! the flashable image booted, put there by the image's own command line),
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
-//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready). Other
+//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready); on both,
+//! `mallee.log=error|warn|info|debug|trace` (default `info`: how much init, the agent, each VMM
+//! and the frontend daemon log). The key names are [`mallee_proto::cmdline::Key`]. Other
 //! `mallee.*` keys
 //! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
 //! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
+use mallee_proto::cmdline::{self, Key};
+use mallee_proto::LogLevel;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -138,6 +142,8 @@ pub struct Settings {
     pub secret: Option<String>,
     /// Node: the cache disk.
     pub disk: NodeDisk,
+    /// The most detailed level init, the agent, the VMMs and the frontend daemon log.
+    pub log: LogLevel,
     /// Human-readable notes about ignored keys or values, one per problem.
     pub warnings: Vec<String>,
 }
@@ -157,6 +163,7 @@ impl Default for Settings {
             cluster: None,
             secret: None,
             disk: NodeDisk::Auto,
+            log: LogLevel::Info,
             warnings: Vec::new(),
         }
     }
@@ -208,55 +215,59 @@ pub fn is_valid_hostname(name: &str) -> bool {
 pub fn parse(cmdline: &str) -> Settings {
     let mut settings = Settings::default();
     for word in split_words(cmdline) {
-        let Some(rest) = word.strip_prefix("mallee.") else {
+        let Some((name, value)) = cmdline::split(&word) else {
             continue;
         };
-        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        let Some(key) = Key::from_name(name) else {
+            settings
+                .warnings
+                .push(format!("ignoring unknown setting mallee.{name}"));
+            continue;
+        };
         match key {
-            "role" => match value {
+            Key::Role => match value {
                 "node" => settings.role = Role::Node,
                 "frontend" => settings.role = Role::Frontend,
-                "test_panic" => settings.test_panic = value == "1",
                 other => settings.warnings.push(format!(
                     "ignoring mallee.role={other:?}: expected node or frontend"
                 )),
             },
-            "run" if value.starts_with('/') => settings.run = Some(PathBuf::from(value)),
-            "run" => settings.warnings.push(format!(
+            Key::Run if value.starts_with('/') => settings.run = Some(PathBuf::from(value)),
+            Key::Run => settings.warnings.push(format!(
                 "ignoring mallee.run={value:?}: not an absolute path"
             )),
-            "hostname" if is_valid_hostname(value) => settings.hostname = Some(value.to_owned()),
-            "hostname" => settings.warnings.push(format!(
+            Key::Hostname if is_valid_hostname(value) => settings.hostname = Some(value.to_owned()),
+            Key::Hostname => settings.warnings.push(format!(
                 "ignoring mallee.hostname={value:?}: not a valid hostname"
             )),
-            "test_panic" => settings.test_panic = value == "1",
-            "data" => match DataDisk::parse(value) {
+            Key::TestPanic => settings.test_panic = value == "1",
+            Key::Data => match DataDisk::parse(value) {
                 Some(d) => settings.data = d,
                 None => settings.warnings.push(format!(
                     "ignoring mallee.data={value:?}: expected /dev/X or PARTLABEL=NAME"
                 )),
             },
-            "slot" => match value {
+            Key::Slot => match value {
                 "a" => settings.slot = Some(Slot::A),
                 "b" => settings.slot = Some(Slot::B),
                 _ => settings
                     .warnings
                     .push(format!("ignoring mallee.slot={value:?}: expected a or b")),
             },
-            "private" => match PrivateNic::parse(value) {
+            Key::Private => match PrivateNic::parse(value) {
                 Some(p) => settings.private = p,
                 None => settings.warnings.push(format!(
                     "ignoring mallee.private={value:?}: expected IFACE:IP/PREFIX"
                 )),
             },
-            "show_credentials" => settings.show_credentials = value == "1",
-            "frontend" => match value.parse() {
+            Key::ShowCredentials => settings.show_credentials = value == "1",
+            Key::Frontend => match value.parse() {
                 Ok(addr) => settings.frontend = Some(addr),
                 Err(_) => settings.warnings.push(format!(
                     "ignoring mallee.frontend={value:?}: expected IP:PORT"
                 )),
             },
-            "disk" => match value {
+            Key::Disk => match value {
                 "auto" => settings.disk = NodeDisk::Auto,
                 "none" => settings.disk = NodeDisk::None,
                 v if v.starts_with("/dev/") => settings.disk = NodeDisk::Device(PathBuf::from(v)),
@@ -264,14 +275,15 @@ pub fn parse(cmdline: &str) -> Settings {
                     "ignoring mallee.disk={v:?}: expected auto, none or a /dev/ path"
                 )),
             },
-            "cluster" if !value.is_empty() => settings.cluster = Some(value.to_owned()),
-            "secret" if !value.is_empty() => settings.secret = Some(value.to_owned()),
-            "cluster" | "secret" => settings
-                .warnings
-                .push(format!("ignoring empty mallee.{key}")),
-            other => settings
-                .warnings
-                .push(format!("ignoring unknown setting mallee.{other}")),
+            Key::Cluster if !value.is_empty() => settings.cluster = Some(value.to_owned()),
+            Key::Secret if !value.is_empty() => settings.secret = Some(value.to_owned()),
+            Key::Cluster | Key::Secret => settings.warnings.push(format!("ignoring empty {key}")),
+            Key::Log => match LogLevel::parse(value) {
+                Some(level) => settings.log = level,
+                None => settings.warnings.push(format!(
+                    "ignoring mallee.log={value:?}: expected error, warn, info, debug or trace"
+                )),
+            },
         }
     }
     settings
@@ -328,6 +340,33 @@ mod tests {
         assert_eq!(bad.data, DataDisk::Device(PathBuf::from("/dev/vda")));
         assert_eq!(bad.slot, None);
         assert_eq!(bad.warnings.len(), 2);
+    }
+
+    #[test]
+    fn the_log_level_is_read_and_a_bad_one_warns_and_keeps_info() {
+        assert_eq!(parse("").log, LogLevel::Info);
+        assert_eq!(parse("mallee.log=debug").log, LogLevel::Debug);
+        let bad = parse("mallee.log=loud");
+        assert_eq!(bad.log, LogLevel::Info);
+        assert!(bad.warnings[0].contains("mallee.log"), "{:?}", bad.warnings);
+    }
+
+    /// The PXE service writes the node's keys with the same names ([`Key::arg`]) init reads.
+    #[test]
+    fn words_written_with_the_shared_keys_are_read_back() {
+        let line = [
+            Key::Frontend.arg("10.0.2.2:8773"),
+            Key::Cluster.arg("zone-a"),
+            Key::Secret.arg("s3"),
+            Key::Disk.arg("none"),
+            Key::Log.arg(LogLevel::Warn),
+        ]
+        .join(" ");
+        let s = parse(&line);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.cluster.as_deref(), Some("zone-a"));
+        assert_eq!(s.disk, NodeDisk::None);
+        assert_eq!(s.log, LogLevel::Warn);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::partition::{self, PartitionError};
 use crate::{info, log, reaper};
+use serde::Serialize;
 use std::io::{BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Sender};
@@ -98,26 +100,56 @@ pub fn configure_private(nic: &PrivateNic) -> Result<(), FrontendBootError> {
         .map_err(|e| err(e.to_string()))
 }
 
-/// The daemon configuration the appliance writes: API on every address, state under the data
-/// disk, PXE on the private NIC, nodes enrolling with `secret`.
+/// The part of the frontend daemon's TOML file the appliance sets (its `Config`; every other
+/// field keeps the daemon's default).
+#[derive(Debug, Serialize)]
+struct DaemonConfig {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    run_as: String,
+    ec2: Ec2Section,
+    pxe: PxeSection,
+}
+
+/// The daemon's `[ec2]` table.
+#[derive(Debug, Serialize)]
+struct Ec2Section {
+    cluster_secret: String,
+}
+
+/// The daemon's `[pxe]` table: the PXE service on the private NIC.
+#[derive(Debug, Serialize)]
+struct PxeSection {
+    interface: String,
+    server_ip: Ipv4Addr,
+    prefix_len: u8,
+    image_dir: PathBuf,
+    tftp_root: PathBuf,
+}
+
+/// The daemon's configuration on this appliance: the API on every address, state on the data
+/// disk, the PXE service on the private NIC with the node bundle and iPXE of this image.
 pub fn daemon_config(private: &PrivateNic, secret: &str) -> String {
+    let config = DaemonConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], API_PORT)),
+        data_dir: Path::new(DATA_MOUNT).join("frontend"),
+        run_as: RUN_AS.to_owned(),
+        ec2: Ec2Section {
+            cluster_secret: secret.to_owned(),
+        },
+        pxe: PxeSection {
+            interface: private.interface.clone(),
+            server_ip: private.ip,
+            prefix_len: private.prefix,
+            image_dir: PathBuf::from("/usr/share/mallee/node"),
+            tftp_root: PathBuf::from("/usr/lib/ipxe"),
+        },
+    };
+    // Strings, addresses and paths always serialize.
+    let body = toml::to_string(&config).unwrap_or_default();
     format!(
         "# Written by mallee-init at boot. To change it, copy it to {DATA_MOUNT}/frontend.toml,\n\
-         # edit that file and reboot.\n\
-         listen = \"0.0.0.0:{API_PORT}\"\n\
-         data_dir = \"{DATA_MOUNT}/frontend\"\n\
-         run_as = \"{RUN_AS}\"\n\
-         \n\
-         [ec2]\n\
-         cluster_secret = \"{secret}\"\n\
-         \n\
-         [pxe]\n\
-         interface = \"{}\"\n\
-         server_ip = \"{}\"\n\
-         prefix_len = {}\n\
-         image_dir = \"/usr/share/mallee/node\"\n\
-         tftp_root = \"/usr/lib/ipxe\"\n",
-        private.interface, private.ip, private.prefix
+         # edit that file and reboot.\n{body}"
     )
 }
 
@@ -320,12 +352,20 @@ mod tests {
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
+    /// What init writes is read by the daemon's own parser, which refuses unknown fields.
     #[test]
-    fn the_written_config_is_the_daemons_format() {
-        let text = daemon_config(&PrivateNic::default(), "abc");
-        assert!(text.contains("interface = \"eth1\""));
-        assert!(text.contains("server_ip = \"10.77.0.1\""));
-        assert!(text.contains("cluster_secret = \"abc\""));
-        assert!(text.contains("run_as = \"65534:65534\""));
+    fn the_daemon_reads_the_written_config() {
+        let private = PrivateNic::parse("ens5:10.1.0.1/16").unwrap();
+        let text = daemon_config(&private, "a\"secret\\with quotes");
+        let config = mallee_frontend::config::Config::parse(&text).expect(&text);
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], API_PORT)));
+        assert_eq!(config.data_dir, Path::new(DATA_MOUNT).join("frontend"));
+        assert_eq!(config.run_as, RUN_AS);
+        assert_eq!(config.ec2.cluster_secret, "a\"secret\\with quotes");
+        let pxe = config.pxe.expect("a [pxe] table");
+        assert_eq!(pxe.interface, "ens5");
+        assert_eq!(pxe.server_ip, Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(pxe.prefix_len, 16);
+        assert!(pxe.image_dir.ends_with("mallee/node"));
     }
 }

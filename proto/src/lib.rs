@@ -1,6 +1,7 @@
 //! Types and JSON of the node <-> frontend protocol, and the instance metadata document.
 //! The node agent <-> `mallee-vmm` contract (configuration, control socket, exit statuses,
-//! failure report) is [`vmm`].
+//! failure report) is [`vmm`]; the `mallee.*` kernel command-line keys that the PXE service and
+//! the image builder write and init reads are [`cmdline`].
 //!
 //! The protocol is JSON over HTTP on the frontend's API port, under `/_node/` (no S3 bucket
 //! name can start with `_`, so it never collides with Walrus):
@@ -21,8 +22,11 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod cmdline;
+mod log_level;
 mod metadata;
 pub mod vmm;
+pub use log_level::LogLevel;
 pub use mallee_mac::{BadMac, Mac};
 pub use metadata::{MetadataDocument, PublicKey};
 

@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::log_level::LogLevel;
 use crate::Mac;
 
 /// The kernel command line when the configuration gives none.
@@ -198,18 +199,6 @@ pub enum OnReboot {
     Exit,
     /// Build the VM again from the same configuration and boot it.
     Restart,
-}
-
-/// How much the VMM logs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-    Trace,
 }
 
 /// How a VMM process ended: its exit status, part of the interface (the VMM's README).

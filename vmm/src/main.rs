@@ -17,16 +17,9 @@ use tracing::level_filters::LevelFilter;
 
 /// Logs to stderr at `level` and above, timestamps counted from the VMM's start.
 fn init_logging(level: LogLevel) {
-    let max = match level {
-        LogLevel::Error => LevelFilter::ERROR,
-        LogLevel::Warn => LevelFilter::WARN,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Trace => LevelFilter::TRACE,
-    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(max)
+        .with_max_level(LevelFilter::from(level))
         .with_ansi(std::io::stderr().is_terminal())
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .init();

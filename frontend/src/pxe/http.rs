@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use mallee_proto::cmdline::Key;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,10 +53,13 @@ pub fn node_cmdline(base: &str, p: &NodeParams) -> Result<String, NodeCmdlineErr
     if !line.is_empty() {
         line.push(' ');
     }
-    line.push_str(&format!(
-        "mallee.frontend={} mallee.cluster={} mallee.secret={} initrd=initramfs",
-        p.frontend, p.cluster, p.enrollment_secret
-    ));
+    let words = [
+        Key::Frontend.arg(p.frontend),
+        Key::Cluster.arg(&p.cluster),
+        Key::Secret.arg(&p.enrollment_secret),
+    ];
+    line.push_str(&words.join(" "));
+    line.push_str(" initrd=initramfs");
     Ok(line)
 }
 
