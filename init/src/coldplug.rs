@@ -107,12 +107,12 @@ pub fn matching_aliases<'a>(aliases: &'a [AliasEntry], modalias: &str) -> Vec<&'
 /// Loads a driver (with its dependencies) for every unbound PCI device that an alias matches.
 pub fn coldplug(loader: &mut ModuleLoader, aliases: &[AliasEntry]) {
     let devices = unbound_pci_devices(Path::new("/sys/bus/pci/devices"));
-    crate::info!("coldplug: {} PCI devices without a driver", devices.len());
+    tracing::info!("coldplug: {} PCI devices without a driver", devices.len());
     for device in devices {
         for alias in matching_aliases(aliases, &device.modalias) {
             match loader.load_with_deps(&alias.name, &alias.deps) {
-                Ok(()) => crate::info!("coldplug {}: loaded {}", device.address, alias.name),
-                Err(e) => crate::info!("coldplug {}: {e}", device.address),
+                Ok(()) => tracing::info!("coldplug {}: loaded {}", device.address, alias.name),
+                Err(e) => tracing::warn!("coldplug {}: {e}", device.address),
             }
         }
     }

@@ -7,11 +7,12 @@
 //! (a partition table, another file system, data) is never written. It does not decide what a
 //! disk is for: the frontend mounts its data disk with it, the node agent its cache disk.
 
-use crate::{info, log, reaper};
+use crate::{log, reaper};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tracing::info;
 
 const MKE2FS: &str = "/sbin/mke2fs";
 /// How many leading bytes must be zero for a disk to count as blank.

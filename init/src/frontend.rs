@@ -11,7 +11,8 @@ use crate::cmdline::{DataDisk, PrivateNic, Settings};
 use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::partition::{self, PartitionError};
-use crate::{info, log, reaper};
+use crate::{log, reaper};
+use mallee_proto::LogLevel;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
 
 /// Where the data disk is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/mallee";
@@ -199,11 +201,11 @@ pub fn backoff(n: u32) -> Duration {
 
 /// Runs the daemon once; its stdout is copied to the console and each listening line is sent
 /// on `listening`. Returns its exit code.
-fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
+fn run_daemon(config: &Path, level: LogLevel, listening: &Sender<()>) -> i32 {
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => {
-            info!("mallee-frontend: pipe: {e}");
+            error!("mallee-frontend: pipe: {e}");
             return -1;
         }
     };
@@ -216,7 +218,7 @@ fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
         .stderr(log::console_stdio())
         .env_clear()
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level.name())
         .env("NO_COLOR", "1")
         .current_dir("/");
     let spawned = reaper::spawn_watched(&mut command);
@@ -224,7 +226,7 @@ fn run_daemon(config: &Path, listening: &Sender<()>) -> i32 {
     let (pid, exited) = match spawned {
         Ok(x) => x,
         Err(e) => {
-            info!("mallee-frontend: cannot start: {e}");
+            error!("mallee-frontend: cannot start: {e}");
             return 127;
         }
     };
@@ -252,7 +254,7 @@ fn show_credentials() {
                 info!("admin-credentials: {line}");
             }
         }
-        Err(e) => info!("admin-credentials: reading {path}: {e}"),
+        Err(e) => warn!("admin-credentials: reading {path}: {e}"),
     }
 }
 
@@ -268,11 +270,11 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         info!("booted from slot {slot} of the flashable image");
     }
     if let Err(e) = mount_data(&settings.data) {
-        info!("{e}; state lives in RAM this boot and is lost at power-off");
+        warn!("{e}; state lives in RAM this boot and is lost at power-off");
         let _ = std::fs::create_dir_all(DATA_MOUNT);
     }
     if let Err(e) = configure_private(&settings.private) {
-        info!("{e}");
+        warn!("{e}");
     }
     let public: Vec<Nic> = nics
         .iter()
@@ -291,10 +293,11 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
                 .get_or_insert(ip);
         }),
     );
+    let level = settings.log;
     let config = match config_file(settings) {
         Ok(c) => c,
         Err(e) => {
-            info!("{e}; mallee-frontend not started");
+            error!("{e}; mallee-frontend not started");
             return;
         }
     };
@@ -327,12 +330,12 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         let mut restarts = 0u32;
         loop {
             let started = Instant::now();
-            let code = run_daemon(&config, &tx);
+            let code = run_daemon(&config, level, &tx);
             if started.elapsed() > Duration::from_secs(60) {
                 restarts = 0;
             }
             let delay = backoff(restarts);
-            info!(
+            warn!(
                 "mallee-frontend exited code={code}; restarting in {} s",
                 delay.as_secs()
             );

@@ -24,10 +24,12 @@ mod reaper;
 mod run;
 
 use cmdline::Settings;
+use mallee_proto::LogLevel;
 use power::{shutdown, PowerAction};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
+use tracing::{info, warn};
 
 /// The signals PID 1 acts on; all are blocked in every thread and taken with sigwaitinfo.
 const HANDLED_SIGNALS: [i32; 5] = [
@@ -77,9 +79,12 @@ fn install_panic_hook() {
         if net::dhcp::decoding_untrusted() {
             return; // caught by decode_untrusted and reported as an error value
         }
-        log::line(&format!("PANIC: {panic}").replace('\n', " "));
+        log::line(
+            LogLevel::Error,
+            &format!("PANIC: {panic}").replace('\n', " "),
+        );
         for left in (1..=10).rev() {
-            log::line(&format!("rebooting in {left} s"));
+            log::line(LogLevel::Error, &format!("rebooting in {left} s"));
             std::thread::sleep(Duration::from_secs(1));
         }
         shutdown(PowerAction::Reboot);
@@ -107,14 +112,14 @@ fn load_modules() {
     let (aliases, e3) = modules::read_list("aliases", modules::parse_aliases);
     errors.extend(e2.into_iter().chain(e3));
     for e in &errors {
-        info!("{e}");
+        warn!("{e}");
     }
     all.extend(order.iter().cloned());
     let mut loader = modules::ModuleLoader::new(base, &all);
     let mut failed = 0;
     for entry in &order {
         if let Err(e) = loader.load(&entry.name) {
-            info!("{e}");
+            warn!("{e}");
             failed += 1;
         }
     }
@@ -166,7 +171,7 @@ fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
         .or_else(|| nics.first().map(|n| cmdline::hostname_from_mac(n.mac.0)))
         .unwrap_or_else(|| "mallee".to_owned());
     if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
-        info!("sethostname {name}: {e}");
+        warn!("sethostname {name}: {e}");
     }
     name
 }
@@ -184,6 +189,7 @@ fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Option<agent::AgentCo
         state_dir: PathBuf::from("/var/lib/mallee"),
         vmm: PathBuf::from("/bin/mallee-vmm"),
         disk: settings.disk.clone(),
+        log_level: settings.log,
     })
 }
 
@@ -195,11 +201,9 @@ fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
     let once = Once::new();
     Arc::new(move |ip: String| {
         once.call_once(|| {
-            info!(
-                "ready role={role} ip={ip} boot_ms={} boot_id={}",
-                log::boottime_ms(),
-                agent::boot_id()
-            );
+            let boot_ms = log::boottime_ms();
+            let boot_id = agent::boot_id();
+            info!("ready role={role} ip={ip} boot_ms={boot_ms} boot_id={boot_id}");
             if let Some(path) = run.clone() {
                 run::start(path);
             }
@@ -214,24 +218,26 @@ fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
 }
 
 fn main() {
+    log::install();
     block_signals();
     install_panic_hook();
     for e in mounts::mount_all() {
-        log::line(&e.to_string());
+        log::line(LogLevel::Error, &e.to_string());
     }
     log::open_sinks();
     attach_stdio_to_console();
     info!("starting, pid {}", std::process::id());
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        info!("PR_SET_CHILD_SUBREAPER: {e}");
+        warn!("PR_SET_CHILD_SUBREAPER: {e}");
     }
     // Ctrl-alt-del sends SIGINT to PID 1 instead of rebooting at once.
     if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
-        info!("reboot(CAD_OFF): {e}");
+        warn!("reboot(CAD_OFF): {e}");
     }
     let settings = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    log::set_level(settings.log);
     for warning in &settings.warnings {
-        info!("{warning}");
+        warn!("{warning}");
     }
     info!("role={}", settings.role);
     load_modules();

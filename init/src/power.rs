@@ -5,10 +5,11 @@
 //! (as sysvinit/systemd do): SIGTERM and SIGUSR2 power off, SIGINT (ctrl-alt-del) reboots,
 //! SIGUSR1 halts. Only the first caller shuts down; later callers wait forever.
 
-use crate::{info, mounts, reaper};
+use crate::{mounts, reaper};
 use rustix::system::{reboot, RebootCommand};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracing::info;
 
 /// What the machine does at the end of shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +82,12 @@ pub fn shutdown(action: PowerAction) -> ! {
     rustix::fs::sync();
     mounts::unmount_all();
     rustix::fs::sync();
-    crate::log::line(&format!("{action:?}: now"));
+    crate::log::line(mallee_proto::LogLevel::Info, &format!("{action:?}: now"));
     if let Err(e) = reboot(action.command()) {
-        crate::log::line(&format!("reboot(2) failed: {e}; stopping here"));
+        crate::log::line(
+            mallee_proto::LogLevel::Error,
+            &format!("reboot(2) failed: {e}; stopping here"),
+        );
     }
     loop {
         std::thread::park();

@@ -7,9 +7,10 @@
 //! reported as exit 127. This module owns nothing else.
 
 use crate::power::{shutdown, PowerAction};
-use crate::{info, log, reaper};
+use crate::{log, reaper};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use tracing::{info, warn};
 
 fn run_program(path: &Path) -> i32 {
     let mut command = Command::new(path);
@@ -27,7 +28,7 @@ fn run_program(path: &Path) -> i32 {
             exited.recv().unwrap_or(-1)
         }
         Err(e) => {
-            info!("run {}: cannot start: {e}", path.display());
+            warn!("run {}: cannot start: {e}", path.display());
             127
         }
     }

@@ -52,11 +52,11 @@ pub fn stream(instances: Instances, client: Arc<Mutex<Client>>, every: Duration)
             match r {
                 Ok(_) => {
                     if !sent.contains_key(&id) {
-                        crate::info!("agent: console of {id}: streaming ({len} bytes so far)");
+                        tracing::debug!("agent: console of {id}: streaming ({len} bytes so far)");
                     }
                     sent.insert(id, len);
                 }
-                Err(e) => crate::info!("agent: console of {id}: {e}"),
+                Err(e) => tracing::warn!("agent: console of {id}: {e}"),
             }
         }
     }

@@ -202,7 +202,7 @@ impl Cache {
                         self.lock().hits += 1;
                         return Ok(pinned);
                     }
-                    found => crate::info!(
+                    found => tracing::warn!(
                         "agent: cached image {sha} is corrupt ({found:?}); fetching it again"
                     ),
                 }
@@ -263,7 +263,7 @@ impl Cache {
             match fetch.fetch(image, have, &mut f) {
                 Ok(_) => break,
                 Err(e) => {
-                    crate::info!(
+                    tracing::warn!(
                         "agent: fetching {} from byte {have} failed (attempt {}): {e}",
                         image.key,
                         attempt + 1
@@ -320,7 +320,7 @@ fn make_room(
                 budget,
             });
         };
-        crate::info!("agent: evicting cached image {victim}");
+        tracing::info!("agent: evicting cached image {victim}");
         st.entries.remove(&victim);
         remove(&victim);
     }

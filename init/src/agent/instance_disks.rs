@@ -5,10 +5,10 @@
 //! system (a tmpfs or the node's disk, see [`super::storage`]), never the node's root.
 
 use crate::disk::{self, DiskError};
-use crate::info;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tracing::info;
 
 /// File name of the root disk in the instance directory.
 pub const ROOT: &str = "root.img";

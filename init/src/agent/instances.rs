@@ -12,7 +12,7 @@ use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
 use super::reconcile::{Action, Local};
 use super::storage;
-use crate::{info, reaper};
+use crate::reaper;
 use mallee_proto::vmm::{encode_line, Disk, Exit, Failure, Reply, Request, VmmConfig};
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,8 @@ pub struct Env {
     pub cache: Cache,
     pub fetch: Arc<dyn Fetch + Send + Sync>,
     pub stop_deadline: Duration,
+    /// How much each VMM logs (`mallee.log`).
+    pub log_level: mallee_proto::LogLevel,
 }
 
 struct Record {
@@ -285,12 +288,13 @@ impl Instances {
         if spec.ephemeral_gib > 0 {
             disks::make_ephemeral(dir, spec.ephemeral_gib)?;
         }
-        let cfg = vmm_config(
+        let mut cfg = vmm_config(
             spec,
             dir,
             &kernel.path,
             ramdisk.as_ref().map(|p| p.path.as_path()),
         )?;
+        cfg.log_level = self.env.log_level;
         let path = dir.join(VMM_CONFIG);
         std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
         Ok((
@@ -392,7 +396,7 @@ impl Instances {
             return info!("agent: {id} stopped by the node's shutdown");
         }
         if let Some(why) = &failure {
-            info!("agent: {id} failed: {why}");
+            warn!("agent: {id} failed: {why}");
         }
         self.set(id, |r| {
             r.pid = None;
@@ -435,7 +439,7 @@ impl Instances {
         let (me, id, deadline) = (self.clone(), id.to_string(), self.env.stop_deadline);
         std::thread::spawn(move || {
             if let Err(e) = api_shutdown(&socket) {
-                info!("agent: {id}: control socket: {e}");
+                warn!("agent: {id}: control socket: {e}");
             }
             let until = Instant::now() + deadline;
             while Instant::now() < until {
@@ -444,7 +448,7 @@ impl Instances {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            info!("agent: {id}: mallee-vmm did not stop in {deadline:?}; killing it");
+            warn!("agent: {id}: mallee-vmm did not stop in {deadline:?}; killing it");
             // SAFETY: kill(2) with a pid this process started and has not yet reaped.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         });

@@ -176,6 +176,7 @@ fn a_launch_whose_disks_do_not_fit_fails_with_a_reason_and_leaves_no_directory()
         root: tmp.path().join("instances"),
         disks_share_cache: false,
         vmm: PathBuf::from("/nonexistent/mallee-vmm"),
+        log_level: mallee_proto::LogLevel::Debug,
         cache: cache.unwrap(),
         fetch: Arc::new(Objects(vec![("k", kernel.clone()), ("r", root.clone())])),
         stop_deadline: Duration::from_secs(1),

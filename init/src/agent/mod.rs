@@ -15,7 +15,6 @@ mod instances;
 pub mod reconcile;
 pub mod storage;
 
-use crate::info;
 use client::{Client, ClientError};
 use images::Fetch;
 use instances::{Env, Instances};
@@ -25,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
 
 /// What the agent needs to know from the command line and the hardware.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub vmm: PathBuf,
     /// Where the image cache and instance disks go (`mallee.disk`).
     pub disk: crate::cmdline::NodeDisk,
+    /// How much each VMM logs (`mallee.log`).
+    pub log_level: mallee_proto::LogLevel,
 }
 
 /// Shared handle to the client (its token changes on re-enrollment).
@@ -164,7 +166,7 @@ fn join(cfg: &AgentConfig, disk_gib: u64, client: &SharedClient) -> proto::Regis
                 );
                 return r;
             }
-            Err(e) => info!("agent: joining {}: {e}; retrying in {wait:?}", cfg.frontend),
+            Err(e) => warn!("agent: joining {}: {e}; retrying in {wait:?}", cfg.frontend),
         }
         std::thread::sleep(wait);
         wait = (wait * 2).min(Duration::from_secs(10));
@@ -190,7 +192,7 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
             Duration::from_secs(10),
         );
         if let Err(e) = r {
-            info!("agent: report: {e}");
+            warn!("agent: report: {e}");
         }
         seen = instances.wait_change(seen, every);
     }
@@ -201,7 +203,7 @@ fn run(cfg: AgentConfig) {
     let mem = mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
     let store = match storage::open(&cfg.disk, &cfg.state_dir, mem) {
         Ok(s) => s,
-        Err(e) => return info!("agent: cannot open the image cache: {e}; agent not started"),
+        Err(e) => return error!("agent: cannot open the image cache: {e}; agent not started"),
     };
     let disk_gib = store.disk_gib;
     let instances = Instances::new(Env {
@@ -211,6 +213,7 @@ fn run(cfg: AgentConfig) {
         cache: store.cache,
         fetch: Arc::new(NodeFetch(client.clone())),
         stop_deadline: Duration::from_secs(10),
+        log_level: cfg.log_level,
     });
     let timing = join(&cfg, disk_gib, &client);
     let every = Duration::from_secs(timing.report_every_secs.clamp(1, 30));
@@ -232,12 +235,12 @@ fn run(cfg: AgentConfig) {
                 }
             }
             Err(e) if e.unauthorized() => {
-                info!("agent: token refused; enrolling again");
+                warn!("agent: token refused; enrolling again");
                 join(&cfg, disk_gib, &client);
             }
             Err(e) => {
                 failures += 1;
-                info!("agent: desired state: {e}");
+                warn!("agent: desired state: {e}");
                 std::thread::sleep(Duration::from_millis(500 << failures.min(4)));
             }
         }

@@ -14,9 +14,9 @@
 use super::images::{Cache, ImageError};
 use crate::cmdline::NodeDisk;
 use crate::disk::{self, DiskError};
-use crate::info;
 use mallee_proto::Storage;
 use std::path::{Path, PathBuf};
+use tracing::{info, warn};
 
 /// Share of a local disk's file system the image cache may use.
 pub const CACHE_SHARE_PERCENT: u64 = 50;
@@ -162,12 +162,12 @@ fn in_ram(state_dir: &Path, mem_mib: u64) -> Result<NodeStorage, StorageError> {
     let images = state_dir.join("images");
     let budget = (mem_mib << 20) / 100 * RAM_CACHE_PERCENT;
     if let Err(e) = mount_tmpfs(&images, budget) {
-        info!("agent: cannot mount the cache tmpfs ({e}); using the root file system");
+        warn!("agent: cannot mount the cache tmpfs ({e}); using the root file system");
     }
     let instances = state_dir.join("instances");
     let room = (mem_mib << 20) / 100 * RAM_INSTANCES_PERCENT;
     if let Err(e) = mount_tmpfs(&instances, room) {
-        info!("agent: cannot mount the instance tmpfs ({e}); using the root file system");
+        warn!("agent: cannot mount the instance tmpfs ({e}); using the root file system");
     }
     let cache = Cache::open(&images, budget, Storage::Ram)?;
     info!(
@@ -195,7 +195,7 @@ pub fn open(
     if let Some(device) = pick(choice) {
         match on_disk(&device, state_dir) {
             Ok(s) => return Ok(s),
-            Err(e) => info!(
+            Err(e) => warn!(
                 "agent: not using {}: {e}; keeping the image cache in RAM",
                 device.display()
             ),

@@ -12,7 +12,6 @@ use super::dhcp::{Action, Destination, DhcpClient};
 use super::lease::Lease;
 use super::link::Netlink;
 use super::Nic;
-use crate::info;
 use rustix::net::{bind, ipproto, socket, sockopt, AddressFamily, SocketAddrV4, SocketType};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -20,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 const CLIENT_PORT: u16 = 68;
 const SERVER_PORT: u16 = 67;
@@ -164,7 +164,7 @@ impl Client {
                     Destination::Unicast(server) => server,
                 };
                 if let Err(e) = self.socket.send_to(&bytes, (dest, SERVER_PORT)) {
-                    info!("{name}: dhcp send to {dest}: {e}");
+                    warn!("{name}: dhcp send to {dest}: {e}");
                 }
             }
             Action::Configure(lease) => {
@@ -179,14 +179,14 @@ impl Client {
                 );
                 let uplink = self.config.uplink.claim(&name);
                 if let Err(e) = self.configure(&lease, uplink) {
-                    return info!("{name}: configuring lease: {e}");
+                    return warn!("{name}: configuring lease: {e}");
                 }
                 if !uplink {
                     return info!("{name}: not the uplink; default route and DNS stay as they are");
                 }
                 if !lease.dns.is_empty() {
                     if let Err(e) = write_resolv_conf(&self.config.resolv_conf, &lease.dns) {
-                        info!("writing {}: {e}", self.config.resolv_conf.display());
+                        warn!("writing {}: {e}", self.config.resolv_conf.display());
                     }
                 }
                 (self.on_ready)(format!("{}/{}", lease.addr, lease.prefix));
@@ -198,7 +198,7 @@ impl Client {
                     .nl
                     .del_address(self.nic.ifindex, lease.addr, lease.prefix)
                 {
-                    info!("{name}: {e}");
+                    warn!("{name}: {e}");
                 }
             }
         }
@@ -220,7 +220,7 @@ impl Client {
                 None
             }
             Err(e) => {
-                info!("{}: dhcp receive: {e}", self.nic.name);
+                warn!("{}: dhcp receive: {e}", self.nic.name);
                 std::thread::sleep(Duration::from_secs(1));
                 None
             }
@@ -237,7 +237,7 @@ pub fn run(nic: Nic, config: ClientConfig, on_ready: OnReady, stop: Arc<AtomicBo
     };
     let (nl, socket) = match setup() {
         Ok(pair) => pair,
-        Err(e) => return info!("{}: network setup failed: {e:#}", nic.name),
+        Err(e) => return warn!("{}: network setup failed: {e:#}", nic.name),
     };
     if !wait_for_carrier(&nic.name, Duration::from_secs(5)) {
         info!("{}: no carrier after 5 s; trying DHCP anyway", nic.name);
@@ -273,7 +273,7 @@ pub fn run(nic: Nic, config: ClientConfig, on_ready: OnReady, stop: Arc<AtomicBo
         }
         match result {
             Ok(actions) => actions.into_iter().for_each(|action| client.apply(action)),
-            Err(e) => info!("{}: dhcp: {e}", client.nic.name),
+            Err(e) => warn!("{}: dhcp: {e}", client.nic.name),
         }
     }
 }

@@ -11,11 +11,11 @@ pub mod dhcp;
 pub mod lease;
 pub mod link;
 
-use crate::info;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// An Ethernet interface backed by a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,10 +97,10 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
     match link::Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = nl.set_up(1) {
-                info!("lo: {e}");
+                warn!("lo: {e}");
             }
         }
-        Err(e) => info!("lo: {e}"),
+        Err(e) => warn!("lo: {e}"),
     }
     let config = client::ClientConfig {
         hostname: hostname.to_owned(),
