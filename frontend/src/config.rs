@@ -24,7 +24,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the HTTP API (S3 now, EC2 later) listens on.
+    /// Address the HTTP APIs (Walrus S3, EC2, the node protocol) listen on.
     pub listen: SocketAddr,
     /// Where state (SQLite) and object data live.
     pub data_dir: PathBuf,

@@ -2,22 +2,24 @@ use super::*;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Serves objects from memory; can break each transfer after `break_after` bytes and counts
-/// requests and the offsets asked for.
+/// requests and the offsets asked for. With `hold_until` set, a fetch starts only once that
+/// many callers have `started` asking the cache, so they all ask while it is in progress.
 #[derive(Default)]
 struct Store {
     objects: HashMap<String, Vec<u8>>,
     requests: AtomicU32,
     break_after: AtomicU64,
     offsets: Mutex<Vec<u64>>,
-    slow: bool,
+    hold_until: u32,
+    started: AtomicU32,
 }
 
 impl Fetch for Store {
     fn fetch(&self, image: &ImageRef, offset: u64, out: &mut dyn Write) -> Result<u64, String> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         self.offsets.lock().unwrap().push(offset);
-        if self.slow {
-            std::thread::sleep(Duration::from_millis(200));
+        while self.started.load(Ordering::SeqCst) < self.hold_until {
+            std::thread::yield_now();
         }
         let data = self.objects.get(&image.key).ok_or("no such object")?;
         let rest = &data[offset as usize..];
@@ -153,12 +155,17 @@ fn wrong_bytes_from_the_store_are_refused_and_not_cached() {
 fn concurrent_requests_for_one_image_fetch_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = store(&[("a", vec![9; 100_000])]);
-    s.slow = true;
+    s.hold_until = 4;
     let a = image("a", &s.objects["a"]);
     let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| c.get(&a, &s).map(|p| p.path.clone())))
+            .map(|_| {
+                scope.spawn(|| {
+                    s.started.fetch_add(1, Ordering::SeqCst);
+                    c.get(&a, &s).map(|p| p.path.clone())
+                })
+            })
             .collect();
         for h in handles {
             assert_eq!(h.join().unwrap().unwrap(), dir.path().join(&a.sha256));

@@ -280,30 +280,4 @@ pub fn run(nic: Nic, config: ClientConfig, on_ready: OnReady, stop: Arc<AtomicBo
 
 #[cfg(test)]
 #[path = "client_tests.rs"]
-mod dnsmasq_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_nic_to_claim_is_the_uplink_until_it_releases() {
-        let uplink = Uplink::default();
-        assert!(uplink.claim("eth1"));
-        assert!(!uplink.claim("eth0"));
-        assert!(uplink.claim("eth1"), "renewal keeps the role");
-        uplink.release("eth0");
-        assert!(!uplink.claim("eth0"), "only the holder can release");
-        uplink.release("eth1");
-        assert!(uplink.claim("eth0"));
-    }
-
-    #[test]
-    fn resolv_conf_lists_each_server() {
-        let dns = [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)];
-        assert_eq!(
-            resolv_conf(&dns),
-            "nameserver 10.0.2.3\nnameserver 1.1.1.1\n"
-        );
-    }
-}
+mod tests;

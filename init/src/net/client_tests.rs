@@ -1,10 +1,31 @@
-//! The client against a real DHCP server: dnsmasq in one network namespace, our client in
-//! another, joined by a veth pair the test creates (and removes on drop). Needs root, `ip`
-//! (iproute2) and dnsmasq.
+//! The uplink rule on its own; then the client against a real DHCP server: dnsmasq in one network
+//! namespace, our client in another, joined by a veth pair the test creates (and removes on
+//! drop). That one needs root (skipped without), `ip` (iproute2) and dnsmasq.
 
 use super::*;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
+
+#[test]
+fn first_nic_to_claim_is_the_uplink_until_it_releases() {
+    let uplink = Uplink::default();
+    assert!(uplink.claim("eth1"));
+    assert!(!uplink.claim("eth0"));
+    assert!(uplink.claim("eth1"), "renewal keeps the role");
+    uplink.release("eth0");
+    assert!(!uplink.claim("eth0"), "only the holder can release");
+    uplink.release("eth1");
+    assert!(uplink.claim("eth0"));
+}
+
+#[test]
+fn resolv_conf_lists_each_server() {
+    let dns = [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)];
+    assert_eq!(
+        resolv_conf(&dns),
+        "nameserver 10.0.2.3\nnameserver 1.1.1.1\n"
+    );
+}
 
 fn tool(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -59,6 +80,9 @@ fn nic_in(ns: &str, name: &str) -> Nic {
 
 #[test]
 fn gets_and_renews_a_lease_from_dnsmasq_and_configures_address_route_and_dns() {
+    if !crate::net::root_or_skip("gets_and_renews_a_lease_from_dnsmasq") {
+        return;
+    }
     let id = std::process::id() % 100_000;
     let seg = Segment {
         server_ns: format!("mi-dhcps-{id}"),

@@ -62,6 +62,9 @@ fn route_table() -> String {
 /// Runs against the real kernel inside a private network namespace (needs root, as CI has).
 #[test]
 fn kernel_accepts_link_address_and_route_requests() {
+    if !crate::net::root_or_skip("kernel_accepts_link_address_and_route_requests") {
+        return;
+    }
     std::thread::spawn(|| {
         // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }

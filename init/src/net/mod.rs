@@ -11,6 +11,19 @@ pub mod dhcp;
 pub mod lease;
 pub mod link;
 
+/// For tests that need root (network namespaces, veth pairs): true when they can run; else
+/// says on stderr that `test` is skipped and why.
+#[cfg(test)]
+pub(crate) fn root_or_skip(test: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!(
+            "skipped {test}: it needs root (network namespaces); run the tests as root, as CI does"
+        );
+    }
+    root
+}
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -5,6 +5,7 @@ pub mod aoe;
 pub mod backend;
 pub mod request;
 #[cfg(test)]
+#[path = "block_tests.rs"]
 mod tests;
 
 use self::backend::BlockBackend;

@@ -9,6 +9,7 @@
 
 pub mod tap;
 #[cfg(test)]
+#[path = "net_tests.rs"]
 mod tests;
 
 use std::io::{Read, Write};

@@ -270,4 +270,5 @@ impl PciDevice for VirtioPci {
 }
 
 #[cfg(test)]
+#[path = "pci_tests.rs"]
 mod tests;
