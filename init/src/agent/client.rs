@@ -40,13 +40,21 @@ pub struct Head {
     pub chunked: bool,
 }
 
+/// True when `text` is exactly `n` (at least one) ASCII digits.
+fn is_digits(text: &str, n: usize) -> bool {
+    n > 0 && text.len() == n && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Parses `HTTP/1.1 200 OK\r\nName: value\r\n...` (without the blank line).
 pub fn parse_head(text: &str) -> Result<Head, ClientError> {
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let mut words = status_line.split(' ');
     let status = match (words.next(), words.next()) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code.parse::<u16>().ok(),
+        // RFC 9112: status-code = 3DIGIT, and 1xx is the lowest class.
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && is_digits(code, 3) => {
+            code.parse::<u16>().ok().filter(|c| *c >= 100)
+        }
         _ => None,
     }
     .ok_or_else(|| ClientError::Malformed(format!("status line {status_line:?}")))?;
@@ -61,10 +69,12 @@ pub fn parse_head(text: &str) -> Result<Head, ClientError> {
             .ok_or_else(|| ClientError::Malformed(format!("header line {line:?}")))?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
+            // 1*DIGIT: no sign, no spaces inside, no list of lengths.
+            let length = is_digits(value, value.len()).then(|| value.parse().ok());
             head.content_length = Some(
-                value
-                    .parse()
-                    .map_err(|_| ClientError::Malformed(format!("content-length {value:?}")))?,
+                length
+                    .flatten()
+                    .ok_or_else(|| ClientError::Malformed(format!("content-length {value:?}")))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value.to_ascii_lowercase().contains("chunked");
@@ -231,6 +241,18 @@ mod tests {
         assert!(parse_head("SSH-2.0-OpenSSH").is_err());
         assert!(parse_head("HTTP/1.1 200 OK\r\nno colon").is_err());
         assert!(parse_head("HTTP/1.1 200 OK\r\nContent-Length: -1").is_err());
+        for bad in [
+            "HTTP/1.1 +200 OK",
+            "HTTP/1.1 0 OK",
+            "HTTP/1.1 099 OK",
+            "HTTP/1.1 2000 OK",
+        ] {
+            assert!(parse_head(bad).is_err(), "{bad}");
+        }
+        for bad in ["+5", "", "5, 5", "1 0"] {
+            let text = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}");
+            assert!(parse_head(&text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -141,7 +141,9 @@ pub fn default_route_request(seq: u32, ifindex: u32, gateway: Ipv4Addr) -> Vec<u
 }
 
 /// Looks through a reply buffer for the `NLMSG_ERROR` answering `seq`: `Some(0)` is an ACK,
-/// `Some(-errno)` a failure, `None` not in this buffer. Truncated messages are an error.
+/// `Some(-errno)` a failure, `None` not in this buffer. Truncated messages, and an error message
+/// too short for its code or with a positive one (the kernel only sends 0 or `-errno`), are an
+/// error.
 pub fn find_ack(buf: &[u8], seq: u32) -> Result<Option<i32>, usize> {
     let mut rest = buf;
     while rest.len() >= HEADER_LEN {
@@ -152,10 +154,13 @@ pub fn find_ack(buf: &[u8], seq: u32) -> Result<Option<i32>, usize> {
         let kind = u16::from_ne_bytes([rest[4], rest[5]]);
         let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
         if kind == NLMSG_ERROR && msg_seq == seq {
-            let code = rest.get(16..20).ok_or(buf.len())?;
-            return Ok(Some(i32::from_ne_bytes(
-                code.try_into().unwrap_or_default(),
-            )));
+            let code = rest[..len].get(16..20).ok_or(buf.len())?;
+            let code = i32::from_ne_bytes(code.try_into().unwrap_or_default());
+            return if code <= 0 {
+                Ok(Some(code))
+            } else {
+                Err(buf.len())
+            };
         }
         rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }

@@ -53,6 +53,13 @@ fn ack_is_found_by_sequence_and_truncation_is_an_error() {
     let mut bogus = reply.clone();
     bogus[0..4].copy_from_slice(&3u32.to_ne_bytes());
     assert!(find_ack(&bogus, 5).is_err());
+    // Found by the netlink_ack fuzz target: a positive "errno", and an error message whose
+    // code would be read from the next message.
+    let positive = Message::new(NLMSG_ERROR, 0, 7, &5i32.to_ne_bytes()).finish();
+    assert!(find_ack(&positive, 7).is_err());
+    let mut short = Message::new(NLMSG_ERROR, 0, 8, &[]).finish();
+    short.extend(Message::new(NLMSG_ERROR, 0, 9, &0i32.to_ne_bytes()).finish());
+    assert!(find_ack(&short, 8).is_err());
 }
 
 fn route_table() -> String {

@@ -1,5 +1,5 @@
-//! Byte-driven harnesses for the parts a guest controls: a virtio-blk request and the walk of a
-//! descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
+//! Byte-driven harnesses for the parts a guest controls: a virtio-blk request, a virtio-net
+//! transmit chain and the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
 //! the same functions, so both exercise one code path.
 //!
 //! Input layout: 16 descriptors (16 bytes each: addr, len, flags, next) for a 16-entry queue laid
@@ -95,6 +95,23 @@ pub fn desc_chain(data: &[u8]) {
         // Direct chains stop at the queue size; an indirect table at its own (u16) size.
         assert!(descs <= usize::from(u16::MAX));
         let _ = super::rng::serve_chain(&s.mem, chain);
+        chains += 1;
+        assert!(chains <= 256);
+    }
+}
+
+/// Reads every available chain as a virtio-net transmit (header and frame), as the device does
+/// before writing the frame to its tap.
+pub fn net_tx(data: &[u8]) {
+    let Some(mut s) = setup(data) else {
+        return;
+    };
+    let mut frame = vec![0u8; super::net::MAX_FRAME];
+    let mut chains = 0;
+    while let Some(chain) = s.queue.pop_descriptor_chain(&s.mem) {
+        if let Some(len) = super::net::read_tx_frame(&s.mem, chain, &mut frame) {
+            assert!((super::net::tap::VNET_HDR_LEN..=super::net::MAX_FRAME).contains(&len));
+        }
         chains += 1;
         assert!(chains <= 256);
     }

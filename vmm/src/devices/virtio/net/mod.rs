@@ -15,7 +15,7 @@ mod tests;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::{QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 
 use self::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{QueueHandler, Worker};
@@ -133,18 +133,27 @@ impl NetHandler {
     fn transmit(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue]) {
         let (frame, tap) = (&mut self.tx_frame, &self.tap);
         queues[TX].drain(mem, |chain| {
-            if let Ok(mut r) = Reader::<()>::new(mem, chain) {
-                let len = r.available_bytes();
-                if (VNET_HDR_LEN..=MAX_FRAME).contains(&len)
-                    && r.read_exact(&mut frame[..len]).is_ok()
-                {
-                    // A full tap queue drops the frame, as a busy wire would.
-                    let _ = tap.write_frame(&frame[..len]);
-                }
+            if let Some(len) = read_tx_frame(mem, chain, frame) {
+                // A full tap queue drops the frame, as a busy wire would.
+                let _ = tap.write_frame(&frame[..len]);
             }
             0
         });
     }
+}
+
+/// Copies one transmit chain (virtio-net header and frame) into `frame` and returns its length;
+/// `None` for a chain the guest made too short, too long or unreadable (the frame is dropped).
+/// `frame` must hold [`MAX_FRAME`] bytes.
+pub fn read_tx_frame(
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    frame: &mut [u8],
+) -> Option<usize> {
+    let mut r = Reader::<()>::new(mem, chain).ok()?;
+    let len = r.available_bytes();
+    let fits = (VNET_HDR_LEN..=MAX_FRAME).contains(&len) && len <= frame.len();
+    (fits && r.read_exact(&mut frame[..len]).is_ok()).then_some(len)
 }
 
 impl QueueHandler for NetHandler {
