@@ -82,14 +82,19 @@ pub fn version(vmlinuz: &[u8], initramfs: &[u8], cmdline: &str) -> String {
     )
 }
 
-/// The kernel command line of a slot: the bundle's, with the data partition by label and the
-/// slot named (so the running system knows which slot it booted).
+/// The kernel command line of a slot: the bundle's, with the data partition by label, the slot
+/// named (so the running system knows which slot it booted) and the admin credentials shown on
+/// the console.
 pub fn slot_cmdline(bundle_cmdline: &str, slot: &str) -> String {
     let kept = (bundle_cmdline.split_whitespace())
         .filter(|w| !Key::Data.is_set_by(w) && !Key::Slot.is_set_by(w));
     let mut words: Vec<String> = kept.map(str::to_string).collect();
     words.push(Key::Data.arg(format_args!("PARTLABEL={DATA_PARTLABEL}")));
     words.push(Key::Slot.arg(slot));
+    // A flashed appliance has no shell: its console is where the operator reads the admin keys.
+    if !words.iter().any(|w| Key::ShowCredentials.is_set_by(w)) {
+        words.push(Key::ShowCredentials.arg(1));
+    }
     words.join(" ")
 }
 
@@ -290,7 +295,8 @@ mod tests {
         );
         assert_eq!(
             c,
-            "console=ttyS0 mallee.role=frontend mallee.data=PARTLABEL=mallee-data mallee.slot=b"
+            "console=ttyS0 mallee.role=frontend mallee.data=PARTLABEL=mallee-data mallee.slot=b \
+             mallee.show_credentials=1"
         );
     }
 

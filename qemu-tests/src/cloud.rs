@@ -1,6 +1,6 @@
-//! A whole Mallee cloud under QEMU: the frontend appliance VM (public NIC on QEMU user
-//! networking with the API forwarded to a host port, private NIC on a [`Segment`], a data disk
-//! file) and diskless node VMs that PXE-boot from it over that segment. Shared by the
+//! A whole Mallee cloud under QEMU: the frontend appliance VM (the flashable image written onto
+//! its disk file and booted under UEFI firmware, public NIC on QEMU user networking with the API
+//! forwarded to a host port, private NIC on a [`Segment`]) and diskless node VMs that PXE-boot from it over that segment. Shared by the
 //! end-to-end tests and `just demo`; the AWS CLI reaches the API through the forwarded port.
 
 use crate::{Images, Nic, Segment, TestDir, Vm, VmConfig};
@@ -70,8 +70,36 @@ pub fn data_disk(path: &Path, mib: u64) -> Result<(), CloudError> {
         })
 }
 
-/// Boots the frontend VM `name` and waits for its readiness line and admin credentials
-/// (`mallee.show_credentials=1` prints them on its console).
+/// Flashes the appliance image onto a disk of `mib` MiB at `path` (a sparse copy, as `dd` onto a
+/// bigger disk), unless it exists: a second boot keeps its data.
+pub fn flash_appliance(path: &Path, mib: u64) -> Result<(), CloudError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let image = Images::appliance()?;
+    let io = |source| CloudError::Io {
+        what: format!("flashing {} onto {}", image.display(), path.display()),
+        source,
+    };
+    let copied = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image)
+        .arg(path)
+        .status()
+        .map_err(io)?;
+    if !copied.success() {
+        return Err(io(std::io::Error::other(format!("cp exited {copied}"))));
+    }
+    let disk = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let len = disk.metadata().map_err(io)?.len().max(mib << 20);
+    disk.set_len(len).map_err(io)
+}
+
+/// Boots the frontend VM `name` from its flashed disk (see [`flash_appliance`]) under UEFI and
+/// waits for its readiness line and the admin credentials the appliance prints on its console.
 pub fn start_frontend(
     dir: &TestDir,
     name: &str,
@@ -79,12 +107,10 @@ pub fn start_frontend(
     disk: &Path,
     timeout: Duration,
 ) -> Result<Frontend, CloudError> {
-    let image = Images::netboot("frontend")?;
     let port = free_port()?;
     let mut vm = VmConfig::new(name)
-        .netboot(&image)
+        .uefi()
         .memory_mib(1024)
-        .cmdline("mallee.show_credentials=1")
         .nic(Nic::user_forwarding(&[(port, API_PORT)]))
         .nic(Nic::segment(segment))
         .disk(disk.to_path_buf())

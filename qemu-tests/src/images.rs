@@ -40,6 +40,15 @@ impl Images {
         }
     }
 
+    /// The flashable frontend disk image, `target/images/mallee-frontend.img`.
+    pub fn appliance() -> anyhow::Result<PathBuf> {
+        let path = Self::dir().join("mallee-frontend.img");
+        if !path.exists() {
+            anyhow::bail!("no {}: run `just images` first", path.display());
+        }
+        Ok(path)
+    }
+
     pub fn node() -> anyhow::Result<NetbootImage> {
         Self::netboot("node")
     }

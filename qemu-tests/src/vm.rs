@@ -119,7 +119,12 @@ pub struct VmConfig {
     /// Run QEMU inside this network namespace (`ip netns exec NAME`), e.g. to reach a tap
     /// device the test created there.
     pub netns: Option<String>,
+    /// UEFI firmware (OVMF) to boot the first disk with, instead of `-kernel`.
+    pub firmware: Option<PathBuf>,
 }
+
+/// Debian's `ovmf` package: UEFI firmware for QEMU.
+pub const OVMF: &str = "/usr/share/qemu/OVMF.fd";
 
 impl VmConfig {
     pub fn new(name: &str) -> Self {
@@ -134,12 +139,19 @@ impl VmConfig {
             disks: Vec::new(),
             extra_args: Vec::new(),
             netns: None,
+            firmware: None,
         }
     }
 
     /// Boot `image` directly (`-kernel/-initrd/-append`).
     pub fn netboot(mut self, image: &NetbootImage) -> Self {
         self.kernel = Some(image.clone());
+        self
+    }
+
+    /// Boot the first disk under UEFI firmware (OVMF), as a machine with the disk flashed in it.
+    pub fn uefi(mut self) -> Self {
+        self.firmware = Some(PathBuf::from(OVMF));
         self
     }
 
@@ -277,14 +289,22 @@ impl VmConfig {
                 ),
             ]);
         }
+        if let Some(firmware) = &self.firmware {
+            a.extend(["-bios".into(), firmware.display().to_string()]);
+        }
         for (i, disk) in self.disks.iter().enumerate() {
-            a.extend([
-                "-drive".into(),
-                format!(
-                    "file={},format=raw,if=virtio,index={i},cache=unsafe",
-                    disk.display()
-                ),
-            ]);
+            let file = format!("file={},format=raw,cache=unsafe", disk.display());
+            if self.firmware.is_some() {
+                // The first disk is what the firmware boots, before any NIC.
+                a.extend(["-drive".into(), format!("{file},if=none,id=disk{i}")]);
+                let mut device = format!("virtio-blk-pci,drive=disk{i}");
+                if i == 0 {
+                    device.push_str(",bootindex=0");
+                }
+                a.extend(["-device".into(), device]);
+            } else {
+                a.extend(["-drive".into(), format!("{file},if=virtio,index={i}")]);
+            }
         }
         a.extend(self.extra_args.iter().cloned());
         a

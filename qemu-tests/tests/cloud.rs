@@ -18,12 +18,19 @@ use mallee_qemu_tests::{report_figure, Segment, TestDir, Vm};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+/// The frontend's disk: the flashable image's size and more, so its data partition grows.
+const DISK_MIB: u64 = 1536;
+
 #[test]
 fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let dir = TestDir::new("cloud");
     let segment = Segment::new();
-    let disk = dir.file("frontend-data.img");
-    cloud::data_disk(&disk, 512).unwrap();
+    // The shipped artifact: the flashable image written onto a disk bigger than itself.
+    let disk = dir.file("frontend-disk.img");
+    let image_bytes = std::fs::metadata(mallee_qemu_tests::Images::appliance().unwrap())
+        .unwrap()
+        .len();
+    cloud::flash_appliance(&disk, DISK_MIB).unwrap();
 
     let started = Instant::now();
     let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(300))
@@ -31,8 +38,31 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let frontend_up = started.elapsed();
     let console = fe.vm.console().text();
     assert!(
-        console.contains("is blank: formatting ext4"),
-        "the blank data disk was not formatted: {}",
+        console.contains("booted from slot a of the flashable image"),
+        "{}",
+        fe.vm.console().tail(30)
+    );
+    // The data partition grew to the end of the bigger disk (less the backup GPT's last MiB)...
+    let grown = regex::Regex::new(r"data partition /dev/vda2 grown from (\d+) MiB to (\d+) MiB")
+        .unwrap()
+        .captures(&console)
+        .unwrap_or_else(|| {
+            panic!(
+                "the data partition did not grow: {}",
+                fe.vm.console().tail(30)
+            )
+        });
+    let (before, after): (u64, u64) = (grown[1].parse().unwrap(), grown[2].parse().unwrap());
+    let start_mib = (image_bytes >> 20) - before - 1;
+    assert_eq!(
+        after,
+        DISK_MIB - start_mib - 1,
+        "grown partition ({before} → {after} MiB) does not reach the end of the {DISK_MIB} MiB disk"
+    );
+    // ...and, being blank, was formatted.
+    assert!(
+        console.contains("disk /dev/vda2 is blank: formatting ext4"),
+        "the blank data partition was not formatted: {}",
         fe.vm.console().tail(30)
     );
     assert!(
@@ -107,7 +137,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         node.console().tail(20)
     );
     report_figure(&format!(
-        "figure: cloud, frontend QEMU start to ready {:.1} s; node power-on to ready over the frontend's PXE {:.1} s (guest boot_ms={}), to registered {:.1} s (m1.small capacity {capacity})",
+        "figure: cloud, frontend (flashable image under OVMF) QEMU start to ready {:.1} s; node power-on to ready over the frontend's PXE {:.1} s (guest boot_ms={}), to registered {:.1} s (m1.small capacity {capacity})",
         frontend_up.as_secs_f64(),
         node_up.as_secs_f64(),
         ready[3],
@@ -262,8 +292,10 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .unwrap_or_else(|e| panic!("{e}"));
     let console = fe.vm.console().text();
     assert!(
-        console.contains("ext file system found") && !console.contains("formatting ext4"),
-        "second boot did not reuse the data disk: {}",
+        console.contains("ext file system found")
+            && !console.contains("formatting ext4")
+            && !console.contains("grown from"),
+        "second boot did not reuse the data partition as it was: {}",
         fe.vm.console().tail(30)
     );
     assert_eq!(

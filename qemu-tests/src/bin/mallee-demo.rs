@@ -38,10 +38,10 @@ fn main() -> Result<()> {
     let stop = stop_flag();
     let dir = TestDir::new("demo");
     let segment = Segment::new();
-    let disk = dir.file("frontend-data.img");
-    cloud::data_disk(&disk, 1024)?;
+    let disk = dir.file("frontend-disk.img");
+    cloud::flash_appliance(&disk, 2048)?;
     println!(
-        "demo: booting the frontend appliance (QEMU TCG; data disk {})",
+        "demo: booting the frontend appliance flashed onto a 2 GiB disk ({}) under UEFI (QEMU TCG, OVMF)",
         disk.display()
     );
     let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(600))?;
