@@ -321,6 +321,69 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         kept_sha,
         "the object read back after a hard power-off differs from what was uploaded"
     );
+    drop(fe);
+
+    // Flashed onto a disk whose data partition already holds someone else's data: the appliance
+    // serves from RAM, says so, and neither writes nor grows that partition.
+    let foreign = dir.file("foreign-disk.img");
+    cloud::flash_appliance(&foreign, DISK_MIB).unwrap();
+    let (offset, sectors) = data_partition(&foreign);
+    let theirs = pseudo_random(256 << 10);
+    write_at(&foreign, offset, &theirs);
+    let fe = cloud::start_frontend(
+        &dir,
+        "frontend3",
+        &segment,
+        &foreign,
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let console = fe.vm.console().text();
+    assert!(
+        console.contains("disk /dev/vda2 holds something that is not an ext2/3/4 file system")
+            && console.contains("state lives in RAM this boot"),
+        "the appliance did not say it left the foreign partition alone: {}",
+        fe.vm.console().tail(30)
+    );
+    drop(fe);
+    assert_eq!(
+        data_partition(&foreign),
+        (offset, sectors),
+        "the foreign partition was resized"
+    );
+    assert!(
+        read_at(&foreign, offset, theirs.len()) == theirs,
+        "the foreign partition's bytes changed"
+    );
+}
+
+/// Byte offset and length in sectors of the appliance's data partition on a flashed disk.
+fn data_partition(disk: &std::path::Path) -> (u64, u64) {
+    let gpt = gptman::GPT::find_from(&mut std::fs::File::open(disk).unwrap()).unwrap();
+    let (_, part) = gpt
+        .iter()
+        .find(|(_, p)| p.partition_name.as_str() == mallee_image_build::appliance::DATA_PARTLABEL)
+        .expect("the flashed disk has a data partition");
+    (
+        part.starting_lba * gpt.sector_size,
+        part.ending_lba + 1 - part.starting_lba,
+    )
+}
+
+fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn read_at(path: &std::path::Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, offset)
+        .unwrap();
+    buf
 }
 
 fn path_str(p: &std::path::Path) -> &str {
