@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod ec2;
+pub mod http;
 pub mod nodes;
 pub mod privilege;
 pub mod pxe;

@@ -7,7 +7,7 @@ use super::model::{
 };
 use super::params::{filter_matches, Filter};
 use super::render;
-use super::xml::{time, Xml};
+use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -133,7 +133,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             next = shown.last().map(|i| hex::encode(&i.id));
         }
     }
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::reservations(&mut x, &shown);
     x.opt("nextToken", next);
     Ok(x.finish())
@@ -161,7 +161,7 @@ fn change_each(
         Ok::<_, Ec2Error>(out)
     })?;
     ec2.changes.bump();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::state_changes(&mut x, &changes);
     Ok(x.finish())
 }
@@ -223,7 +223,7 @@ pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
         _ => Err(incorrect(i, "rebooted")),
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -233,7 +233,7 @@ pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         let console: Option<(i64, String)> = tx.get(CONSOLE, &inst.id)?;
         Ok::<_, Ec2Error>((inst, console))
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("instanceId", &inst.id);
     match console {
         Some((ms, text)) => {
@@ -274,7 +274,7 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             shown.push(i);
         }
     }
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("instanceStatusSet", &shown, |x, i| {
         x.field("instanceId", &i.id)
             .field("availabilityZone", &i.zone);

@@ -7,7 +7,7 @@
 //! another service (`services/Configuration`, its admin API), which this does not imitate.
 
 use super::model::{Instance, State, INSTANCE};
-use super::xml::{time, Xml};
+use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
 use crate::nodes::record::{Node, NODE};
 use crate::store::{CloudTx, Role, User};
@@ -106,7 +106,7 @@ fn node_item(x: &mut Xml, v: &NodeView) {
 
 /// The response document.
 pub fn render(action: &str, rid: &str, views: &[NodeView]) -> String {
-    let mut x = Xml::new(action, rid);
+    let mut x = xml::response(action, rid);
     x.set("nodeSet", views, node_item);
     x.finish()
 }

@@ -9,7 +9,7 @@ use super::model::{
     KEY_PAIR,
 };
 use super::render;
-use super::xml::Xml;
+use super::xml;
 use super::{Call, Ec2, Ec2Error};
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
@@ -340,7 +340,7 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ec2.changes.bump();
     }
     let refs: Vec<&Instance> = instances.iter().collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::reservation(&mut x, &c.user.name, &refs);
     Ok(x.finish())
 }

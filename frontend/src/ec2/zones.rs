@@ -3,7 +3,7 @@
 //! DescribeRegions and DescribeInstanceTypes.
 
 use super::model::INSTANCE_TYPES;
-use super::xml::Xml;
+use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
 use crate::scheduler::{slots, Need, NodeLoad};
 
@@ -64,7 +64,7 @@ pub fn describe_zones(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     } else {
         Vec::new()
     };
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.open("availabilityZoneInfo");
     for zone in ec2
         .cfg
@@ -97,7 +97,7 @@ pub fn describe_zones(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 }
 
 pub fn describe_regions(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("regionInfo", &[ec2.region.as_str()], |x, r| {
         x.field("regionName", r)
             .field("regionEndpoint", format!("ec2.{r}.mallee.internal"));
@@ -119,7 +119,7 @@ pub fn describe_instance_types(_ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Er
         .iter()
         .filter(|t| names.is_empty() || names.iter().any(|n| n == t.name))
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("instanceTypeSet", &shown, |x, t| {
         x.field("instanceType", t.name)
             .field("currentGeneration", false)
