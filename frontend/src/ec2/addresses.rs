@@ -2,10 +2,10 @@
 //! and metadata follow), Disassociate, Release, Describe.
 
 use super::instances::owned;
-use super::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
 use super::params::filter_matches;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
 use crate::store::CloudTx;
 
 fn find(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Address, Ec2Error> {

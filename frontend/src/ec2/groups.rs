@@ -2,10 +2,10 @@
 //! range, CIDR or source group), in both the structured `IpPermissions.N` form and the old
 //! top-level form. Every user has a `default` group, made on first use.
 
-use super::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
 use super::params::{filter_matches, Params};
 use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
 use crate::store::CloudTx;
 
 /// The owner's `default` group, created if missing.

@@ -3,10 +3,10 @@
 //! metadata: `machine` (default), `kernel` or `ramdisk`); DescribeImages with owners,
 //! executable-by and filters; DeregisterImage; launch permissions.
 
-use super::model::{new_id, well_formed, Image, ImageKind, IMAGE};
 use super::params::{filter_matches, Params};
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
 use crate::store::CloudTx;
 use crate::walrus::{may_access, Access};
 

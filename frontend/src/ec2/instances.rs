@@ -2,13 +2,11 @@
 //! Terminate/Stop/Start/Reboot (they change the goal the node reconciles towards),
 //! GetConsoleOutput and DescribeInstanceStatus.
 
-use super::model::{
-    well_formed, Address, Instance, State, Volume, ADDRESS, CONSOLE, INSTANCE, VOLUME,
-};
 use super::params::{filter_matches, Filter};
 use super::render;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -22,30 +20,6 @@ pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Erro
     tx.get::<Instance>(INSTANCE, id)?
         .filter(|i| i.owner == user)
         .ok_or_else(|| Ec2Error::not_found("InvalidInstanceID", id))
-}
-
-/// What a terminated instance lets go of: its elastic IP is disassociated and its volumes
-/// detached (as EC2 does). The caller stores `i`.
-pub fn release_on_termination(
-    tx: &CloudTx<'_>,
-    i: &mut Instance,
-) -> Result<(), crate::store::StoreError> {
-    if let Some(ip) = i.public_ip.take() {
-        if let Some(mut a) = tx.get::<Address>(ADDRESS, &ip)? {
-            a.instance_id = None;
-            a.association_id = None;
-            tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
-        }
-        i.metadata.public_ipv4 = None;
-    }
-    for mut v in tx.list::<Volume>(VOLUME, Some(&i.owner))? {
-        if v.attachment.as_ref().is_some_and(|a| a.instance_id == i.id) {
-            v.attachment = None;
-            v.state = "available".into();
-            tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
-        }
-    }
-    Ok(())
 }
 
 fn matches(i: &Instance, f: &Filter) -> Result<bool, Ec2Error> {

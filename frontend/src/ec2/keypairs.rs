@@ -2,10 +2,10 @@
 //! in OpenSSH format, and never stored), ImportKeyPair takes an OpenSSH public key line (the
 //! clients send it base64), DescribeKeyPairs, DeleteKeyPair.
 
-use super::model::{new_id, KeyPair, KEY_PAIR};
 use super::params::filter_matches;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, KeyPair, KEY_PAIR};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use sha2::{Digest, Sha256};

@@ -7,9 +7,7 @@
 //! POST with a form-encoded body (what botocore sends) or a GET whose query names an
 //! `Action`. S3 never POSTs to `/`, and S3's only `GET /` (ListBuckets) carries no `Action`.
 
-pub mod config;
 pub mod error;
-pub mod model;
 pub mod params;
 pub mod xml;
 
@@ -24,10 +22,12 @@ mod run;
 mod volumes;
 mod zones;
 
-pub use config::Ec2Config;
+/// The `[ec2]` table of the daemon's configuration (it configures the cloud core).
+pub use crate::cloud::config::Ec2Config;
 pub use error::Ec2Error;
 
 use crate::auth::{self, Policy, UriMode};
+use crate::cloud::Changes;
 use crate::http::{db, read_whole, RespBody};
 use crate::store::{Store, User};
 use http::{Request, Response, StatusCode};
@@ -39,39 +39,6 @@ use std::sync::Arc;
 
 /// Largest request body accepted (user data is at most 16 KiB before base64).
 const MAX_BODY: usize = 1 << 20;
-
-/// Wakes nodes long-polling their desired state whenever instance records change.
-pub struct Changes {
-    epoch: String,
-    tx: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Changes {
-    fn default() -> Self {
-        let mut raw = [0u8; 4];
-        rand::thread_rng().fill_bytes(&mut raw);
-        Changes {
-            epoch: hex::encode(raw),
-            tx: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl Changes {
-    /// Records that desired state may have changed.
-    pub fn bump(&self) {
-        self.tx.send_modify(|g| *g += 1);
-    }
-
-    /// The current generation, as nodes see it.
-    pub fn generation(&self) -> String {
-        format!("{}-{}", self.epoch, *self.tx.borrow())
-    }
-
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-}
 
 /// The EC2 service.
 pub struct Ec2 {

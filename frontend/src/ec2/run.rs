@@ -4,13 +4,13 @@
 
 use super::groups;
 use super::images::visible;
-use super::model::{
-    instance_type, new_id, Image, ImageKind, Instance, KeyPair, State, CLIENT_TOKEN, INSTANCE,
-    KEY_PAIR,
-};
 use super::render;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{
+    instance_type, new_id, Image, ImageKind, Instance, KeyPair, State, CLIENT_TOKEN, INSTANCE,
+    KEY_PAIR,
+};
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -31,7 +31,7 @@ struct Launch {
     image: Image,
     kernel: Option<Image>,
     ramdisk: Option<Image>,
-    itype: &'static super::model::InstanceType,
+    itype: &'static crate::cloud::model::InstanceType,
     key: Option<KeyPair>,
     groups: Vec<(String, String)>,
     user_data: Option<String>,
@@ -177,7 +177,7 @@ fn place(
     c: &Call<'_>,
     l: &Launch,
 ) -> Result<(String, Vec<String>), Ec2Error> {
-    let loads = crate::nodes::record::loads(tx)?;
+    let loads = crate::cloud::nodes::loads(tx)?;
     let need = Need {
         vcpus: l.itype.vcpus,
         memory_mib: l.itype.memory_mib,
@@ -290,7 +290,6 @@ fn build(
             metadata,
         };
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
-        crate::nodes::record::charge(tx, node, inst.vcpus, inst.memory_mib)?;
         tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
         out.push(inst);
     }

@@ -3,10 +3,12 @@
 //! snapshots of one's own volumes complete at once (no data to copy yet).
 
 use super::instances::owned;
-use super::model::{new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME};
 use super::params::filter_matches;
 use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{
+    new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME,
+};
 use crate::store::CloudTx;
 
 fn volume(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Volume, Ec2Error> {

@@ -2,9 +2,9 @@
 //! adds one item per instance type whose message is `free / max  cpu  ram  disk`),
 //! DescribeRegions and DescribeInstanceTypes.
 
-use super::model::INSTANCE_TYPES;
 use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::INSTANCE_TYPES;
 use crate::scheduler::{slots, Need, NodeLoad};
 
 fn zone_item(x: &mut Xml, zone: &str, region: &str, state: &str, message: Option<&str>) {
@@ -60,7 +60,7 @@ pub fn describe_zones(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
     }
     let loads = if verbose {
-        ec2.store.cloud(crate::nodes::record::loads)?
+        ec2.store.cloud(crate::cloud::nodes::loads)?
     } else {
         Vec::new()
     };

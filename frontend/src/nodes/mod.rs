@@ -1,18 +1,16 @@
 //! The node protocol's HTTP side (`/_node/...`, types in `mallee-proto`): enroll, register,
 //! long-poll desired state, report actual state and console output; plus the task that marks
-//! silent nodes down. Handlers only decode, authenticate and call `record`.
+//! silent nodes down. Handlers only decode, authenticate and call the core (`cloud::nodes`).
 
 pub mod object;
-pub mod reconcile;
-pub mod record;
 
-use crate::ec2::{Changes, Ec2Config};
+use crate::cloud::nodes::{self as record, NodeError};
+use crate::cloud::{Changes, Ec2Config};
 use crate::http::{db, json_response, read_whole, RespBody};
 use crate::store::Store;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mallee_proto as proto;
-use record::NodeError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +27,18 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NodeError> {
     proto::decode(body).map_err(|e| NodeError::Mismatch(e.to_string()))
 }
 
+/// The HTTP status a refusal is answered with.
+pub fn status(e: &NodeError) -> u16 {
+    match e {
+        NodeError::Unauthorized => 401,
+        NodeError::BadSecret | NodeError::Forbidden(_) => 403,
+        NodeError::NotFound(_) => 404,
+        NodeError::Range(_) => 416,
+        NodeError::Store(_) => 500,
+        _ => 400,
+    }
+}
+
 fn failure(e: &NodeError) -> Response<RespBody> {
     if matches!(e, NodeError::Store(_)) {
         tracing::error!(error = %e, "node request failed");
@@ -36,7 +46,7 @@ fn failure(e: &NodeError) -> Response<RespBody> {
         tracing::info!(error = %e, "node request refused");
     }
     json_response(
-        crate::http::status(e.status()),
+        crate::http::status(status(e)),
         &proto::ErrorBody {
             error: e.to_string(),
         },

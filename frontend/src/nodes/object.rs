@@ -3,7 +3,7 @@
 //! [`ImageRef`] of an instance placed on that node are served; `Range: bytes=N-` lets a node
 //! resume a broken download. The body streams from the blob file with a Content-Length.
 
-use super::record::{self, NodeError};
+use crate::cloud::nodes::{self as record, NodeError};
 use crate::http::{db, file_body, parse_range, RespBody};
 use crate::store::Store;
 use http::{HeaderValue, Response, StatusCode};

@@ -1,9 +1,8 @@
 //! Tests of the node records over a real store in a temporary directory (no socket).
 
 use super::*;
-use crate::ec2::model::Reason;
-use crate::ec2::Ec2Config;
-use crate::nodes::reconcile::{tests::instance, NODE_REBOOTED};
+use crate::cloud::model::Reason;
+use crate::cloud::reconcile::{tests::instance, NODE_REBOOTED};
 use mallee_proto::{Goal, InstanceReport, Observed, Storage};
 
 fn store() -> (tempfile::TempDir, Store) {
