@@ -6,9 +6,9 @@
 use super::params::{filter_matches, Params};
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::access::{may_access, Access};
 use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
 use crate::store::CloudTx;
-use crate::walrus::{may_access, Access};
 
 pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
 const KIND_META: &str = "x-amz-meta-mallee-image-type";

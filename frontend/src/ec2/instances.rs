@@ -1,16 +1,17 @@
 //! Instance calls after launch: DescribeInstances (filters, MaxResults/NextToken),
-//! Terminate/Stop/Start/Reboot (they change the goal the node reconciles towards),
+//! Terminate/Stop/Start/Reboot (the core's lifecycle transitions change the goal the node
+//! reconciles towards),
 //! GetConsoleOutput and DescribeInstanceStatus.
 
 use super::params::{filter_matches, Filter};
 use super::render;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::instances as lifecycle;
 use crate::cloud::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use mallee_proto::Goal;
 
 /// The caller's instance `id`.
 pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Error> {
@@ -152,10 +153,7 @@ fn incorrect(i: &Instance, what: &str) -> Ec2Error {
 
 pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     change_each(ec2, c, |i, now| {
-        if i.state != State::Terminated {
-            i.goal = Goal::Terminated;
-            i.set_state(State::ShuttingDown, now);
-        }
+        lifecycle::terminate(i, now);
         Ok(())
     })
 }
@@ -178,24 +176,16 @@ fn not_ebs_backed(i: &Instance) -> Ec2Error {
 }
 
 pub fn start(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| match i.state {
-        State::Stopped => {
-            i.goal = Goal::Running;
-            i.set_state(State::Pending, now);
-            Ok(())
-        }
-        State::Pending | State::Running => Ok(()),
-        _ => Err(incorrect(i, "started")),
+    change_each(ec2, c, |i, now| match lifecycle::start(i, now) {
+        Ok(()) => Ok(()),
+        Err(lifecycle::NotNow) => Err(incorrect(i, "started")),
     })
 }
 
 pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, _| match i.state {
-        State::Running | State::Pending => {
-            i.reboot_count += 1;
-            Ok(())
-        }
-        _ => Err(incorrect(i, "rebooted")),
+    change_each(ec2, c, |i, _| match lifecycle::reboot(i) {
+        Ok(()) => Ok(()),
+        Err(lifecycle::NotNow) => Err(incorrect(i, "rebooted")),
     })?;
     Ok(xml::ok(c.action, c.rid))
 }

@@ -15,8 +15,9 @@ pub mod xml;
 pub use error::S3Error;
 
 use crate::auth::{self, Policy, UriMode, Verified};
+use crate::cloud::access::{may_access, Access};
 use crate::http::{empty_response, xml_response, RespBody};
-use crate::store::{Bucket, Role, Store, User};
+use crate::store::{Bucket, Store, User};
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use rand::RngCore;
@@ -79,23 +80,6 @@ pub struct S3Request {
 impl S3Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// What a request wants to do with a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
-
-/// Whether `user` may `access` a bucket owned by `owner`: the admin may do anything, nodes
-/// may read everything (images), users only their own.
-pub fn may_access(user: &User, owner: &str, access: Access) -> bool {
-    match user.role {
-        Role::Admin => true,
-        Role::Node if access == Access::Read => true,
-        _ => user.name == owner,
     }
 }
 
@@ -303,20 +287,5 @@ mod tests {
             (Some("b".into()), Some("a b/c+d".into()))
         );
         assert!(split_path("/b/%ff").is_err());
-    }
-
-    #[test]
-    fn users_reach_only_their_own_buckets_nodes_read_all() {
-        let u = |role| User {
-            name: "u".into(),
-            access_key: "k".into(),
-            secret: "s".into(),
-            role,
-        };
-        assert!(may_access(&u(Role::User), "u", Access::Write));
-        assert!(!may_access(&u(Role::User), "other", Access::Read));
-        assert!(may_access(&u(Role::Admin), "other", Access::Write));
-        assert!(may_access(&u(Role::Node), "other", Access::Read));
-        assert!(!may_access(&u(Role::Node), "other", Access::Write));
     }
 }
