@@ -1,13 +1,16 @@
-//! `mallee-frontend`: the cloud controller daemon. Modules: `config` (TOML), `store` (SQLite
-//! state and object files), `auth` (SigV4, shared by every API), `walrus` (S3), `server`
-//! (HTTP), `admin` (CLI), `privilege` (dropping root). The EC2 API, the scheduler and the PXE
-//! service join as modules of their own (`ec2/`, `scheduler/`, `pxe/`); `nodes` is the node
-//! protocol's HTTP side.
+//! `mallee-frontend`: the cloud controller daemon. Layers, imports pointing down only:
+//! API rooms (`ec2/` EC2 Query API, `walrus/` S3, `nodes/` the node protocol's HTTP side,
+//! `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
+//! reconciliation) → `store/` (SQLite state and object files). Beside them: `http` (plumbing the
+//! API rooms share), `auth` (SigV4, one entry point), `scheduler` (pure placement), `config`
+//! (TOML), `server` (the listener), `admin` (CLI), `privilege` (dropping root).
 
 pub mod admin;
 pub mod auth;
+pub mod cloud;
 pub mod config;
 pub mod ec2;
+pub mod http;
 pub mod nodes;
 pub mod privilege;
 pub mod pxe;

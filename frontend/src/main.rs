@@ -2,7 +2,8 @@
 //! user create|list|delete` manages users.
 
 use anyhow::{bail, Context};
-use mallee_frontend::ec2::{Changes, Ec2};
+use mallee_frontend::cloud::Changes;
+use mallee_frontend::ec2::Ec2;
 use mallee_frontend::nodes::NodeApi;
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
 use std::path::PathBuf;

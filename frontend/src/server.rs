@@ -3,8 +3,9 @@
 //! `ec2::is_ec2_request`) to EC2, everything else to Walrus.
 
 use crate::ec2::Ec2;
+use crate::http::RespBody;
 use crate::nodes::NodeApi;
-use crate::walrus::{RespBody, Walrus};
+use crate::walrus::Walrus;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};

@@ -2,10 +2,10 @@
 //! and metadata follow), Disassociate, Release, Describe.
 
 use super::instances::owned;
-use super::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
 use super::params::filter_matches;
-use super::xml::Xml;
+use super::xml;
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
 use crate::store::CloudTx;
 
 fn find(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Address, Ec2Error> {
@@ -84,7 +84,7 @@ pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
         Ok::<_, Ec2Error>(a)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("publicIp", &a.public_ip)
         .field("domain", "standard")
         .field("allocationId", &a.allocation_id);
@@ -124,7 +124,7 @@ pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Ok(a.association_id.clone().unwrap_or_default())
     })?;
     ec2.changes.bump();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("associationId", assoc);
     Ok(x.finish())
 }
@@ -137,7 +137,7 @@ pub fn disassociate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Ok::<_, Ec2Error>(())
     })?;
     ec2.changes.bump();
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn release(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -148,7 +148,7 @@ pub fn release(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Ok::<_, Ec2Error>(())
     })?;
     ec2.changes.bump();
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -190,7 +190,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             })
         })
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("addressesSet", &shown, |x, a| {
         x.field("publicIp", &a.public_ip)
             .field("allocationId", &a.allocation_id)

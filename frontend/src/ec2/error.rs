@@ -71,7 +71,7 @@ impl Ec2Error {
 
     /// The error document.
     pub fn to_xml(&self, request_id: &str) -> String {
-        use crate::walrus::xml::escape;
+        use crate::http::xml::escape;
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
             escape(&self.code),

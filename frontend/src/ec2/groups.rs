@@ -2,10 +2,10 @@
 //! range, CIDR or source group), in both the structured `IpPermissions.N` form and the old
 //! top-level form. Every user has a `default` group, made on first use.
 
-use super::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
 use super::params::{filter_matches, Params};
-use super::xml::Xml;
+use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
 use crate::store::CloudTx;
 
 /// The owner's `default` group, created if missing.
@@ -79,7 +79,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.put(GROUP, &g.id, owner, Some(name), &g)?;
         Ok(g.id)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("groupId", id);
     Ok(x.finish())
 }
@@ -109,7 +109,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.delete(GROUP, &g.id)?;
         Ok::<_, Ec2Error>(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -138,7 +138,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             })
         })
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("securityGroupInfo", &shown, |x, g| {
         x.field("ownerId", &g.owner)
             .field("groupId", &g.id)
@@ -333,5 +333,5 @@ pub fn change_ingress(ec2: &Ec2, c: &Call<'_>, authorize: bool) -> Result<String
         tx.put(GROUP, &g.id, &g.owner, Some(&g.name), &g)?;
         Ok::<_, Ec2Error>(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }

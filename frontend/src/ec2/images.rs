@@ -3,12 +3,12 @@
 //! metadata: `machine` (default), `kernel` or `ramdisk`); DescribeImages with owners,
 //! executable-by and filters; DeregisterImage; launch permissions.
 
-use super::model::{new_id, well_formed, Image, ImageKind, IMAGE};
 use super::params::{filter_matches, Params};
-use super::xml::{time, Xml};
+use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::access::{may_access, Access};
+use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
 use crate::store::CloudTx;
-use crate::walrus::{may_access, Access};
 
 pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
 const KIND_META: &str = "x-amz-meta-mallee-image-type";
@@ -112,7 +112,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Ok(img.id)
     })?;
     tracing::info!(image = %id, kind = kind.as_str(), bucket, key, size = obj.size, sha256 = %obj.sha256, "registered image");
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("imageId", id);
     Ok(x.finish())
 }
@@ -162,7 +162,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         .filter(|i| ids.is_empty() || ids.contains(&i.id))
         .filter(|i| keep(i, user, c.p, &filters))
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("imagesSet", &shown, |x, i| {
         x.field("imageId", &i.id)
             .field("imageLocation", format!("{}/{}", i.bucket, i.key))
@@ -202,14 +202,14 @@ pub fn deregister(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.delete(IMAGE, &img.id)?;
         Ok::<_, Ec2Error>(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn describe_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let id = c.p.req("ImageId")?;
     let attr = c.p.req("Attribute")?;
     let img = ec2.store.cloud(|tx| owned(tx, id, &c.user.name))?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("imageId", &img.id);
     match attr {
         "launchPermission" => {
@@ -322,5 +322,5 @@ pub fn modify_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.put(IMAGE, &img.id, &img.owner, Some(&img.name), &img)?;
         Ok::<_, Ec2Error>(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }

@@ -1,18 +1,17 @@
 //! Instance calls after launch: DescribeInstances (filters, MaxResults/NextToken),
-//! Terminate/Stop/Start/Reboot (they change the goal the node reconciles towards),
+//! Terminate/Stop/Start/Reboot (the core's lifecycle transitions change the goal the node
+//! reconciles towards),
 //! GetConsoleOutput and DescribeInstanceStatus.
 
-use super::model::{
-    well_formed, Address, Instance, State, Volume, ADDRESS, CONSOLE, INSTANCE, VOLUME,
-};
 use super::params::{filter_matches, Filter};
 use super::render;
-use super::xml::{time, Xml};
+use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::instances as lifecycle;
+use crate::cloud::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use mallee_proto::Goal;
 
 /// The caller's instance `id`.
 pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Error> {
@@ -22,30 +21,6 @@ pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Erro
     tx.get::<Instance>(INSTANCE, id)?
         .filter(|i| i.owner == user)
         .ok_or_else(|| Ec2Error::not_found("InvalidInstanceID", id))
-}
-
-/// What a terminated instance lets go of: its elastic IP is disassociated and its volumes
-/// detached (as EC2 does). The caller stores `i`.
-pub fn release_on_termination(
-    tx: &CloudTx<'_>,
-    i: &mut Instance,
-) -> Result<(), crate::store::StoreError> {
-    if let Some(ip) = i.public_ip.take() {
-        if let Some(mut a) = tx.get::<Address>(ADDRESS, &ip)? {
-            a.instance_id = None;
-            a.association_id = None;
-            tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
-        }
-        i.metadata.public_ipv4 = None;
-    }
-    for mut v in tx.list::<Volume>(VOLUME, Some(&i.owner))? {
-        if v.attachment.as_ref().is_some_and(|a| a.instance_id == i.id) {
-            v.attachment = None;
-            v.state = "available".into();
-            tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
-        }
-    }
-    Ok(())
 }
 
 fn matches(i: &Instance, f: &Filter) -> Result<bool, Ec2Error> {
@@ -133,7 +108,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             next = shown.last().map(|i| hex::encode(&i.id));
         }
     }
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::reservations(&mut x, &shown);
     x.opt("nextToken", next);
     Ok(x.finish())
@@ -161,7 +136,7 @@ fn change_each(
         Ok::<_, Ec2Error>(out)
     })?;
     ec2.changes.bump();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::state_changes(&mut x, &changes);
     Ok(x.finish())
 }
@@ -178,10 +153,7 @@ fn incorrect(i: &Instance, what: &str) -> Ec2Error {
 
 pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     change_each(ec2, c, |i, now| {
-        if i.state != State::Terminated {
-            i.goal = Goal::Terminated;
-            i.set_state(State::ShuttingDown, now);
-        }
+        lifecycle::terminate(i, now);
         Ok(())
     })
 }
@@ -204,26 +176,18 @@ fn not_ebs_backed(i: &Instance) -> Ec2Error {
 }
 
 pub fn start(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| match i.state {
-        State::Stopped => {
-            i.goal = Goal::Running;
-            i.set_state(State::Pending, now);
-            Ok(())
-        }
-        State::Pending | State::Running => Ok(()),
-        _ => Err(incorrect(i, "started")),
+    change_each(ec2, c, |i, now| match lifecycle::start(i, now) {
+        Ok(()) => Ok(()),
+        Err(lifecycle::NotNow) => Err(incorrect(i, "started")),
     })
 }
 
 pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, _| match i.state {
-        State::Running | State::Pending => {
-            i.reboot_count += 1;
-            Ok(())
-        }
-        _ => Err(incorrect(i, "rebooted")),
+    change_each(ec2, c, |i, _| match lifecycle::reboot(i) {
+        Ok(()) => Ok(()),
+        Err(lifecycle::NotNow) => Err(incorrect(i, "rebooted")),
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -233,7 +197,7 @@ pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         let console: Option<(i64, String)> = tx.get(CONSOLE, &inst.id)?;
         Ok::<_, Ec2Error>((inst, console))
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("instanceId", &inst.id);
     match console {
         Some((ms, text)) => {
@@ -274,7 +238,7 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             shown.push(i);
         }
     }
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("instanceStatusSet", &shown, |x, i| {
         x.field("instanceId", &i.id)
             .field("availabilityZone", &i.zone);

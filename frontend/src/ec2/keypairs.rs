@@ -2,10 +2,10 @@
 //! in OpenSSH format, and never stored), ImportKeyPair takes an OpenSSH public key line (the
 //! clients send it base64), DescribeKeyPairs, DeleteKeyPair.
 
-use super::model::{new_id, KeyPair, KEY_PAIR};
 use super::params::filter_matches;
-use super::xml::{time, Xml};
+use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{new_id, KeyPair, KEY_PAIR};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -159,7 +159,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let (kind, fp, line) = parse_public_key(&line)
         .ok_or_else(|| Ec2Error::internal("generated key does not parse"))?;
     let kp = store_new(ec2, c, name, &kind, &fp, &line)?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("keyPairId", &kp.id)
         .field("keyName", &kp.name)
         .field("keyFingerprint", &kp.fingerprint)
@@ -180,7 +180,7 @@ pub fn import(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (kind, fp, line) = parse_public_key(&text).ok_or_else(bad)?;
     let kp = store_new(ec2, c, name, &kind, &fp, &line)?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("keyFingerprint", &kp.fingerprint)
         .field("keyName", &kp.name)
         .field("keyPairId", &kp.id);
@@ -225,7 +225,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             })
         })
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("keySet", &shown, |x, k| {
         x.field("keyPairId", &k.id)
             .field("keyFingerprint", &k.fingerprint)
@@ -259,7 +259,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
         Ok::<_, Ec2Error>(found)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.field("return", "true");
     x.opt("keyPairId", removed.map(|k| k.id));
     Ok(x.finish())

@@ -7,9 +7,7 @@
 //! POST with a form-encoded body (what botocore sends) or a GET whose query names an
 //! `Action`. S3 never POSTs to `/`, and S3's only `GET /` (ListBuckets) carries no `Action`.
 
-pub mod config;
 pub mod error;
-pub mod model;
 pub mod params;
 pub mod xml;
 
@@ -24,14 +22,15 @@ mod run;
 mod volumes;
 mod zones;
 
-pub use config::Ec2Config;
+/// The `[ec2]` table of the daemon's configuration (it configures the cloud core).
+pub use crate::cloud::config::Ec2Config;
 pub use error::Ec2Error;
 
-use crate::auth::{self, Policy, RequestView, UriMode};
+use crate::auth::{self, Policy, UriMode};
+use crate::cloud::Changes;
+use crate::http::{db, read_whole, RespBody};
 use crate::store::{Store, User};
-use crate::walrus::{db, RespBody};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use params::Params;
 use rand::RngCore;
@@ -40,39 +39,6 @@ use std::sync::Arc;
 
 /// Largest request body accepted (user data is at most 16 KiB before base64).
 const MAX_BODY: usize = 1 << 20;
-
-/// Wakes nodes long-polling their desired state whenever instance records change.
-pub struct Changes {
-    epoch: String,
-    tx: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Changes {
-    fn default() -> Self {
-        let mut raw = [0u8; 4];
-        rand::thread_rng().fill_bytes(&mut raw);
-        Changes {
-            epoch: hex::encode(raw),
-            tx: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl Changes {
-    /// Records that desired state may have changed.
-    pub fn bump(&self) {
-        self.tx.send_modify(|g| *g += 1);
-    }
-
-    /// The current generation, as nodes see it.
-    pub fn generation(&self) -> String {
-        format!("{}-{}", self.epoch, *self.tx.borrow())
-    }
-
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-}
 
 /// The EC2 service.
 pub struct Ec2 {
@@ -141,12 +107,9 @@ impl Ec2 {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<RespBody> {
         let rid = request_id();
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                let err = Ec2Error::client("InvalidRequest", format!("cannot read the body: {e}"));
-                return respond(Err(err), &rid);
-            }
+        let body = match read_whole(body, MAX_BODY).await {
+            Ok(b) => b,
+            Err(why) => return respond(Err(Ec2Error::client("InvalidRequest", why)), &rid),
         };
         let result = db(|| self.call(&parts, &body, &rid));
         respond(result, &rid)
@@ -159,7 +122,7 @@ impl Ec2 {
         rid: &str,
     ) -> Result<String, Ec2Error> {
         let raw_query = parts.uri.query().unwrap_or("");
-        let user = self.authenticate(parts, raw_query, body)?;
+        let user = self.authenticate(parts, body)?;
         let text = std::str::from_utf8(body)
             .map_err(|_| Ec2Error::client("InvalidRequest", "the body is not UTF-8"))?;
         let p = if parts.method == http::Method::GET {
@@ -189,24 +152,8 @@ impl Ec2 {
         out
     }
 
-    fn authenticate(
-        &self,
-        parts: &http::request::Parts,
-        raw_query: &str,
-        body: &[u8],
-    ) -> Result<User, Ec2Error> {
-        let claim = auth::parse(&parts.headers, raw_query)?.ok_or(auth::AuthError::Anonymous)?;
-        let user = self
-            .store
-            .user_by_access_key(&claim.access_key)?
-            .ok_or(auth::AuthError::UnknownAccessKey)?;
+    fn authenticate(&self, parts: &http::request::Parts, body: &[u8]) -> Result<User, Ec2Error> {
         let body_sha = hex::encode(Sha256::digest(body));
-        let view = RequestView {
-            method: parts.method.as_str(),
-            raw_path: parts.uri.path(),
-            raw_query,
-            headers: &parts.headers,
-        };
         let policy = Policy {
             service: "ec2",
             region: None,
@@ -215,7 +162,7 @@ impl Ec2 {
             max_skew_secs: self.max_skew_secs,
             body_sha256: Some(&body_sha),
         };
-        auth::verify(&claim, &user.secret, &view, &policy)?;
+        let (user, _) = auth::authenticate::<Ec2Error>(&self.store, parts, &policy)?;
         Ok(user)
     }
 
@@ -271,12 +218,9 @@ impl Ec2 {
 fn respond(result: Result<String, Ec2Error>, rid: &str) -> Response<RespBody> {
     let (status, text) = match result {
         Ok(xml) => (StatusCode::OK, xml),
-        Err(e) => (
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            e.to_xml(rid),
-        ),
+        Err(e) => (crate::http::status(e.status), e.to_xml(rid)),
     };
-    let mut resp = crate::walrus::xml_response(status, text);
+    let mut resp = crate::http::xml_response(status, text);
     if let Ok(v) = rid.parse() {
         resp.headers_mut().insert("x-amzn-requestid", v);
     }

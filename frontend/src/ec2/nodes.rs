@@ -6,19 +6,11 @@
 //! themselves (botocore's `SigV4Auth` does). Eucalyptus's own `euca-describe-nodes` spoke
 //! another service (`services/Configuration`, its admin API), which this does not imitate.
 
-use super::model::{Instance, State, INSTANCE};
-use super::xml::{time, Xml};
+use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
-use crate::nodes::record::{Node, NODE};
+use crate::cloud::nodes::NodeView;
 use crate::store::{CloudTx, Role, User};
-use mallee_proto::{NodeInfo, Storage};
-
-/// A registered node, what it offered and the instances placed on it (not terminated).
-pub struct NodeView {
-    pub node: Node,
-    pub info: NodeInfo,
-    pub instances: Vec<(String, State)>,
-}
+use mallee_proto::Storage;
 
 /// Only administrators may see the nodes.
 pub fn authorize(user: &User) -> Result<(), Ec2Error> {
@@ -34,33 +26,17 @@ pub fn authorize(user: &User) -> Result<(), Ec2Error> {
 
 /// Every registered node (or those named in `ids`, each of which must exist), by id.
 pub fn views(tx: &CloudTx<'_>, ids: &[String]) -> Result<Vec<NodeView>, Ec2Error> {
-    let nodes: Vec<Node> = tx.list(NODE, None)?;
-    for id in ids {
-        if !nodes.iter().any(|n| &n.id == id && n.info.is_some()) {
-            return Err(Ec2Error::client(
-                "InvalidNodeID.NotFound",
-                format!("The node '{id}' does not exist"),
-            ));
-        }
+    let all = crate::cloud::nodes::views(tx)?;
+    if let Some(id) = ids.iter().find(|id| !all.iter().any(|v| v.node.id == **id)) {
+        return Err(Ec2Error::client(
+            "InvalidNodeID.NotFound",
+            format!("The node '{id}' does not exist"),
+        ));
     }
-    let instances: Vec<Instance> = tx.list(INSTANCE, None)?;
-    let views = nodes
+    Ok(all
         .into_iter()
-        .filter(|n| ids.is_empty() || ids.contains(&n.id))
-        .filter_map(|node| {
-            let on = instances
-                .iter()
-                .filter(|i| i.node == node.id && i.state != State::Terminated)
-                .map(|i| (i.id.clone(), i.state))
-                .collect();
-            Some(NodeView {
-                info: node.info.clone()?,
-                node,
-                instances: on,
-            })
-        })
-        .collect();
-    Ok(views)
+        .filter(|v| ids.is_empty() || ids.contains(&v.node.id))
+        .collect())
 }
 
 fn storage_name(s: Storage) -> &'static str {
@@ -82,8 +58,8 @@ fn node_item(x: &mut Xml, v: &NodeView) {
         .field("cpus", info.cpus)
         .field("memoryMib", info.memory_mib)
         .field("diskGib", info.disk_gib)
-        .field("usedVcpus", n.used[0])
-        .field("usedMemoryMib", n.used[1])
+        .field("usedVcpus", v.used[0])
+        .field("usedMemoryMib", v.used[1])
         .field("lastSeen", time(n.last_seen_ms));
     x.set("macSet", &info.macs, |x, m| {
         x.field("mac", m);
@@ -106,7 +82,7 @@ fn node_item(x: &mut Xml, v: &NodeView) {
 
 /// The response document.
 pub fn render(action: &str, rid: &str, views: &[NodeView]) -> String {
-    let mut x = Xml::new(action, rid);
+    let mut x = xml::response(action, rid);
     x.set("nodeSet", views, node_item);
     x.finish()
 }
@@ -121,7 +97,9 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mallee_proto::{CacheSummary, CachedImage};
+    use crate::cloud::model::State;
+    use crate::cloud::nodes::Node;
+    use mallee_proto::{CacheSummary, CachedImage, NodeInfo};
 
     fn view() -> NodeView {
         let info = NodeInfo {
@@ -140,7 +118,6 @@ mod tests {
             info: Some(info.clone()),
             last_seen_ms: 1_000,
             down: true,
-            used: [1, 256],
             boot_id: "b<1>".into(),
             booted_ms: 500,
             image_cache: vec![CachedImage {
@@ -159,6 +136,7 @@ mod tests {
         NodeView {
             node,
             info,
+            used: [1, 256],
             instances: vec![("i-00000001".into(), State::Running)],
         }
     }

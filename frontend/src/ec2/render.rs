@@ -1,8 +1,8 @@
 //! XML for instances, shared by RunInstances and DescribeInstances (botocore's `Reservation`
 //! and `Instance` shapes) and the state-change lists of Terminate/Stop/Start.
 
-use super::model::{Instance, State};
 use super::xml::{time, Xml};
+use crate::cloud::model::{Instance, State};
 
 /// `instanceState`-like element `name` for `state`.
 pub fn state(x: &mut Xml, name: &str, state: State) {

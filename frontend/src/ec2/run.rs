@@ -1,21 +1,20 @@
 //! RunInstances: validates the request, resolves image, kernel, ramdisk, key and groups, asks
-//! the scheduler for nodes, and writes the instances (the nodes' desired state) in one
-//! transaction. A repeated ClientToken returns the original reservation.
+//! the scheduler for nodes, and has the core write the instances (the nodes' desired state) in
+//! one transaction. A repeated ClientToken returns the original reservation.
 
 use super::groups;
 use super::images::visible;
-use super::model::{
-    instance_type, new_id, Image, ImageKind, Instance, KeyPair, State, CLIENT_TOKEN, INSTANCE,
-    KEY_PAIR,
-};
 use super::render;
-use super::xml::Xml;
+use super::xml;
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::launch::{self, Launch};
+use crate::cloud::model::{
+    instance_type, Image, ImageKind, Instance, KeyPair, CLIENT_TOKEN, INSTANCE, KEY_PAIR,
+};
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use mallee_proto::{Goal, MetadataDocument, PublicKey};
 use serde::{Deserialize, Serialize};
 
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -24,19 +23,6 @@ const MAX_USER_DATA: usize = 16 * 1024;
 struct TokenRecord {
     image_id: String,
     instances: Vec<String>,
-}
-
-/// Everything RunInstances resolved before placement.
-struct Launch {
-    image: Image,
-    kernel: Option<Image>,
-    ramdisk: Option<Image>,
-    itype: &'static super::model::InstanceType,
-    key: Option<KeyPair>,
-    groups: Vec<(String, String)>,
-    user_data: Option<String>,
-    min: u32,
-    max: u32,
 }
 
 fn counts(c: &Call<'_>) -> Result<(u32, u32), Ec2Error> {
@@ -158,6 +144,8 @@ fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
         }
     }
     Ok(Launch {
+        owner: c.user.name.clone(),
+        client_token: c.p.get("ClientToken").map(str::to_string),
         image,
         kernel,
         ramdisk,
@@ -177,7 +165,7 @@ fn place(
     c: &Call<'_>,
     l: &Launch,
 ) -> Result<(String, Vec<String>), Ec2Error> {
-    let loads = crate::nodes::record::loads(tx)?;
+    let loads = crate::cloud::nodes::loads(tx)?;
     let need = Need {
         vcpus: l.itype.vcpus,
         memory_mib: l.itype.memory_mib,
@@ -217,86 +205,6 @@ fn place(
     ))
 }
 
-fn build(
-    ec2: &Ec2,
-    tx: &CloudTx<'_>,
-    c: &Call<'_>,
-    l: &Launch,
-    zone: &str,
-    nodes: &[String],
-) -> Result<Vec<Instance>, Ec2Error> {
-    let reservation_id = new_id("r", 17);
-    let mut out = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
-        let n = tx.next_counter("instance-address")?;
-        let base = u32::from(ec2.cfg.private_base);
-        let private_ip = std::net::Ipv4Addr::from(base.wrapping_add(n as u32 - 1)).to_string();
-        let b = (n as u32).to_be_bytes();
-        let mac = mallee_proto::Mac([0xd0, 0x0d, b[0], b[1], b[2], b[3]]);
-        let id = new_id("i", 17);
-        let metadata = MetadataDocument {
-            instance_id: id.clone(),
-            ami_id: l.image.id.clone(),
-            ami_launch_index: index as u32,
-            reservation_id: reservation_id.clone(),
-            instance_type: l.itype.name.to_string(),
-            hostname: format!("ip-{}", private_ip.replace('.', "-")),
-            local_ipv4: private_ip.clone(),
-            public_ipv4: None,
-            mac: mac.to_string(),
-            availability_zone: zone.to_string(),
-            kernel_id: l.kernel.as_ref().map(|k| k.id.clone()),
-            ramdisk_id: l.ramdisk.as_ref().map(|r| r.id.clone()),
-            security_groups: l.groups.iter().map(|(_, n)| n.clone()).collect(),
-            public_keys: l
-                .key
-                .iter()
-                .map(|k| PublicKey {
-                    name: k.name.clone(),
-                    openssh: format!("{} {}", k.public_key, k.name),
-                })
-                .collect(),
-        };
-        let inst = Instance {
-            id,
-            owner: c.user.name.clone(),
-            reservation_id: reservation_id.clone(),
-            image_id: l.image.id.clone(),
-            kernel_id: metadata.kernel_id.clone(),
-            ramdisk_id: metadata.ramdisk_id.clone(),
-            instance_type: l.itype.name.to_string(),
-            vcpus: l.itype.vcpus,
-            memory_mib: l.itype.memory_mib,
-            key_name: l.key.as_ref().map(|k| k.name.clone()),
-            user_data: l.user_data.clone(),
-            groups: l.groups.clone(),
-            zone: zone.to_string(),
-            node: node.clone(),
-            private_ip,
-            public_ip: None,
-            mac,
-            launch_index: index as u32,
-            client_token: c.p.get("ClientToken").map(str::to_string),
-            state: State::Pending,
-            goal: Goal::Running,
-            reboot_count: 0,
-            launch_ms: c.now,
-            state_ms: c.now,
-            reason: None,
-            node_down: false,
-            image: l.image.proto_ref(),
-            kernel: l.kernel.as_ref().map(Image::proto_ref),
-            ramdisk: l.ramdisk.as_ref().map(Image::proto_ref),
-            metadata,
-        };
-        tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
-        crate::nodes::record::charge(tx, node, inst.vcpus, inst.memory_mib)?;
-        tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
-        out.push(inst);
-    }
-    Ok(out)
-}
-
 pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let token = c.p.get("ClientToken").filter(|t| !t.is_empty());
     if token.is_some_and(|t| t.len() > 64) {
@@ -325,7 +233,8 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
         let launch = resolve(tx, c)?;
         let (zone, nodes) = place(ec2, tx, c, &launch)?;
-        let made = build(ec2, tx, c, &launch, &zone, &nodes)?;
+        let made =
+            launch::write_instances(tx, &launch, ec2.cfg.private_base, &zone, &nodes, c.now)?;
         if let Some(tid) = &token_id {
             let rec = TokenRecord {
                 image_id: launch.image.id.clone(),
@@ -340,7 +249,7 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ec2.changes.bump();
     }
     let refs: Vec<&Instance> = instances.iter().collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render::reservation(&mut x, &c.user.name, &refs);
     Ok(x.finish())
 }

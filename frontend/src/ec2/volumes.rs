@@ -3,10 +3,12 @@
 //! snapshots of one's own volumes complete at once (no data to copy yet).
 
 use super::instances::owned;
-use super::model::{new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME};
 use super::params::filter_matches;
-use super::xml::{time, Xml};
+use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::{
+    new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME,
+};
 use crate::store::CloudTx;
 
 fn volume(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Volume, Ec2Error> {
@@ -110,7 +112,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         save(tx, &v)?;
         Ok(v)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render_volume(&mut x, &v);
     Ok(x.finish())
 }
@@ -131,7 +133,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.delete(VOLUME, id)?;
         Ok(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -160,7 +162,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             })
         })
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("volumeSet", &shown, |x, v| render_volume(x, v));
     Ok(x.finish())
 }
@@ -202,7 +204,7 @@ pub fn attach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         save(tx, &v)?;
         Ok(v)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     if let Some(a) = &v.attachment {
         attachment(&mut x, &v, a, "attaching");
     }
@@ -229,7 +231,7 @@ pub fn detach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         save(tx, &v)?;
         Ok((v, a))
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     attachment(&mut x, &v, &a, "detaching");
     Ok(x.finish())
 }
@@ -262,7 +264,7 @@ pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)?;
         Ok::<_, Ec2Error>(s)
     })?;
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     render_snapshot(&mut x, &s);
     Ok(x.finish())
 }
@@ -274,7 +276,7 @@ pub fn delete_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tx.delete(SNAPSHOT, id)?;
         Ok::<_, Ec2Error>(())
     })?;
-    Ok(Xml::ok(c.action, c.rid))
+    Ok(xml::ok(c.action, c.rid))
 }
 
 pub fn describe_snapshots(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -298,7 +300,7 @@ pub fn describe_snapshots(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             })
         })
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("snapshotSet", &shown, |x, s| render_snapshot(x, s));
     Ok(x.finish())
 }

@@ -2,9 +2,9 @@
 //! adds one item per instance type whose message is `free / max  cpu  ram  disk`),
 //! DescribeRegions and DescribeInstanceTypes.
 
-use super::model::INSTANCE_TYPES;
-use super::xml::Xml;
+use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::model::INSTANCE_TYPES;
 use crate::scheduler::{slots, Need, NodeLoad};
 
 fn zone_item(x: &mut Xml, zone: &str, region: &str, state: &str, message: Option<&str>) {
@@ -60,11 +60,11 @@ pub fn describe_zones(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
     }
     let loads = if verbose {
-        ec2.store.cloud(crate::nodes::record::loads)?
+        ec2.store.cloud(crate::cloud::nodes::loads)?
     } else {
         Vec::new()
     };
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.open("availabilityZoneInfo");
     for zone in ec2
         .cfg
@@ -97,7 +97,7 @@ pub fn describe_zones(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 }
 
 pub fn describe_regions(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("regionInfo", &[ec2.region.as_str()], |x, r| {
         x.field("regionName", r)
             .field("regionEndpoint", format!("ec2.{r}.mallee.internal"));
@@ -119,7 +119,7 @@ pub fn describe_instance_types(_ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Er
         .iter()
         .filter(|t| names.is_empty() || names.iter().any(|n| n == t.name))
         .collect();
-    let mut x = Xml::new(c.action, c.rid);
+    let mut x = xml::response(c.action, c.rid);
     x.set("instanceTypeSet", &shown, |x, t| {
         x.field("instanceType", t.name)
             .field("currentGeneration", false)

@@ -1,19 +1,16 @@
 //! The node protocol's HTTP side (`/_node/...`, types in `mallee-proto`): enroll, register,
 //! long-poll desired state, report actual state and console output; plus the task that marks
-//! silent nodes down. Handlers only decode, authenticate and call `record`.
+//! silent nodes down. Handlers only decode, authenticate and call the core (`cloud::nodes`).
 
 pub mod object;
-pub mod reconcile;
-pub mod record;
 
-use crate::ec2::{Changes, Ec2Config};
+use crate::cloud::nodes::{self as record, NodeError};
+use crate::cloud::{Changes, Ec2Config};
+use crate::http::{db, json_response, read_whole, RespBody};
 use crate::store::Store;
-use crate::walrus::{db, RespBody};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mallee_proto as proto;
-use record::NodeError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,19 +23,20 @@ pub struct NodeApi {
     pub changes: Arc<Changes>,
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<RespBody> {
-    let full = http_body_util::Full::new(bytes::Bytes::from(proto::encode(body)));
-    let mut resp = Response::new(full.map_err(|never| match never {}).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NodeError> {
     proto::decode(body).map_err(|e| NodeError::Mismatch(e.to_string()))
+}
+
+/// The HTTP status a refusal is answered with.
+pub fn status(e: &NodeError) -> u16 {
+    match e {
+        NodeError::Unauthorized => 401,
+        NodeError::BadSecret | NodeError::Forbidden(_) => 403,
+        NodeError::NotFound(_) => 404,
+        NodeError::Range(_) => 416,
+        NodeError::Store(_) => 500,
+        _ => 400,
+    }
 }
 
 fn failure(e: &NodeError) -> Response<RespBody> {
@@ -47,9 +45,8 @@ fn failure(e: &NodeError) -> Response<RespBody> {
     } else {
         tracing::info!(error = %e, "node request refused");
     }
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json(
-        status,
+    json_response(
+        crate::http::status(status(e)),
         &proto::ErrorBody {
             error: e.to_string(),
         },
@@ -68,17 +65,16 @@ impl NodeApi {
     async fn route(&self, req: Request<Incoming>) -> Result<Response<RespBody>, NodeError> {
         let (parts, body) = req.into_parts();
         let bad = |m: String| NodeError::Mismatch(m);
-        let body = http_body_util::Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| bad(format!("cannot read the body: {e}")))?
-            .to_bytes();
+        let body = read_whole(body, MAX_BODY).await.map_err(bad)?;
         let now = crate::store::now_ms();
         let path = parts.uri.path();
         if path == proto::PATH_ENROLL && parts.method == http::Method::POST {
             let req: proto::EnrollRequest = decode(&body)?;
             let token = db(|| record::enroll(&self.store, &self.cfg, &req, now))?;
-            return Ok(json(StatusCode::OK, &proto::EnrollResponse { token }));
+            return Ok(json_response(
+                StatusCode::OK,
+                &proto::EnrollResponse { token },
+            ));
         }
         let token = parts
             .headers
@@ -97,7 +93,7 @@ impl NodeApi {
                 let info: proto::NodeInfo = decode(&body)?;
                 db(|| record::register(&self.store, &node, info, now))?;
                 self.changes.bump();
-                Ok(json(
+                Ok(json_response(
                     StatusCode::OK,
                     &proto::RegisterResponse {
                         report_every_secs: (self.cfg.node_deadline_secs / 3).max(1),
@@ -119,7 +115,7 @@ impl NodeApi {
                 }
                 let generation = self.changes.generation();
                 let instances = db(|| record::desired(&self.store, &node.id))?;
-                Ok(json(
+                Ok(json_response(
                     StatusCode::OK,
                     &proto::DesiredState {
                         generation,
@@ -132,12 +128,12 @@ impl NodeApi {
                 if db(|| record::report(&self.store, &node.id, &actual, now))? {
                     self.changes.bump();
                 }
-                Ok(json(StatusCode::OK, &serde_json::json!({})))
+                Ok(json_response(StatusCode::OK, &serde_json::json!({})))
             }
             (http::Method::POST, proto::PATH_CONSOLE) => {
                 let rep: proto::ConsoleReport = decode(&body)?;
                 db(|| record::console(&self.store, &node.id, &rep, now))?;
-                Ok(json(StatusCode::OK, &serde_json::json!({})))
+                Ok(json_response(StatusCode::OK, &serde_json::json!({})))
             }
             (m, p) => Err(bad(format!("no node endpoint {m} {p}"))),
         }

@@ -3,9 +3,9 @@
 //! [`ImageRef`] of an instance placed on that node are served; `Range: bytes=N-` lets a node
 //! resume a broken download. The body streams from the blob file with a Content-Length.
 
-use super::record::{self, NodeError};
+use crate::cloud::nodes::{self as record, NodeError};
+use crate::http::{db, file_body, parse_range, RespBody};
 use crate::store::Store;
-use crate::walrus::{db, file_body, parse_range, RespBody};
 use http::{HeaderValue, Response, StatusCode};
 use mallee_proto::{ImageRef, InstanceSpec};
 
@@ -52,7 +52,7 @@ pub fn serve(
         None => (0, o.size, StatusCode::OK),
     };
     let body = file_body(store.blobs().path(&o.blob), start, len)
-        .map_err(|e| NodeError::NotFound(format!("object {bucket}/{key} unreadable: {e:?}")))?;
+        .map_err(|e| NodeError::NotFound(format!("object {bucket}/{key} unreadable: {e}")))?;
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let hs = resp.headers_mut();

@@ -1,13 +1,15 @@
 //! Bucket operations: list, create, delete, head, location.
 
-use super::body::PayloadReader;
-use super::xml::XmlWriter;
-use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
+use super::payload::PayloadReader;
+use super::xml::S3_NS;
+use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
+use crate::http::xml::Xml;
+use crate::http::{db, empty_response, xml_response, RespBody};
 use crate::store::StoreError;
 use http::{Response, StatusCode};
 
-type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+type Result = std::result::Result<Response<RespBody>, S3Error>;
 
 /// Whether `name` is a valid (DNS-compatible) bucket name.
 pub fn valid_bucket_name(name: &str) -> bool {
@@ -24,17 +26,17 @@ pub fn valid_bucket_name(name: &str) -> bool {
 pub fn list_buckets(w: &Walrus, r: &S3Request) -> Result {
     let owner = (r.user.role != crate::store::Role::Admin).then_some(r.user.name.as_str());
     let buckets = db(|| w.store.list_buckets(owner))?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("ListAllMyBucketsResult");
     x.open("Owner");
-    x.elem("ID", &r.user.name);
-    x.elem("DisplayName", &r.user.name);
+    x.field("ID", &r.user.name);
+    x.field("DisplayName", &r.user.name);
     x.close("Owner");
     x.open("Buckets");
     for b in buckets {
         x.open("Bucket");
-        x.elem("Name", &b.name);
-        x.elem("CreationDate", &format_iso8601_millis(b.created_ms));
+        x.field("Name", &b.name);
+        x.field("CreationDate", format_iso8601_millis(b.created_ms));
         x.close("Bucket");
     }
     x.close("Buckets");
@@ -96,19 +98,16 @@ pub fn head_bucket(w: &Walrus, r: &S3Request, name: &str) -> Result {
 
 pub fn location(w: &Walrus, r: &S3Request, name: &str) -> Result {
     w.bucket_for(r, name, Access::Read)?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     let region = if w.region == "us-east-1" {
         ""
     } else {
         w.region.as_str()
     };
-    x.open("LocationConstraint");
-    x.close("LocationConstraint");
-    let xml = x.finish().replace(
-        "></LocationConstraint>",
-        &format!(">{}</LocationConstraint>", super::xml::escape(region)),
-    );
-    Ok(xml_response(StatusCode::OK, xml))
+    x.open("LocationConstraint")
+        .text(region)
+        .close("LocationConstraint");
+    Ok(xml_response(StatusCode::OK, x.finish()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use crate::auth::chunked::ChunkError;
 use crate::auth::AuthError;
+use crate::http::xml::Xml;
+use crate::http::Unsatisfiable;
 use crate::store::StoreError;
 use http::StatusCode;
 
@@ -66,14 +68,14 @@ impl S3Error {
 
     /// The XML body.
     pub fn to_xml(&self, request_id: &str) -> String {
-        let mut w = super::xml::XmlWriter::new();
+        let mut w = Xml::new();
         w.open("Error");
-        w.elem("Code", self.code);
-        w.elem("Message", &self.message);
+        w.field("Code", self.code);
+        w.field("Message", &self.message);
         if let Some(r) = &self.resource {
-            w.elem("Resource", r);
+            w.field("Resource", r);
         }
-        w.elem("RequestId", request_id);
+        w.field("RequestId", request_id);
         w.close("Error");
         w.finish()
     }
@@ -127,6 +129,16 @@ impl From<StoreError> for S3Error {
                 S3Error::internal("We encountered an internal error. Please try again.")
             }
         }
+    }
+}
+
+impl From<Unsatisfiable> for S3Error {
+    fn from(_: Unsatisfiable) -> S3Error {
+        S3Error::new(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+        )
     }
 }
 

@@ -2,15 +2,17 @@
 //! marker / continuation token, and `encoding-type=url`. `list` is a plain function over the
 //! store; the two handlers only differ in parameters and XML.
 
-use super::xml::XmlWriter;
-use super::{xml_response, Access, Query, S3Error, S3Request, Walrus};
+use super::xml::S3_NS;
+use super::{Access, Query, S3Error, S3Request, Walrus};
 use crate::auth::canonical::uri_encode;
 use crate::auth::time::format_iso8601_millis;
+use crate::http::xml::Xml;
+use crate::http::{xml_response, RespBody};
 use crate::store::{ObjectRow, Store, StoreError};
 use base64::Engine;
 use http::{Response, StatusCode};
 
-type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+type Result = std::result::Result<Response<RespBody>, S3Error>;
 
 /// Sorts after any key continuing a common prefix.
 const PAST_PREFIX: char = '\u{10FFFF}';
@@ -134,19 +136,19 @@ impl Encoder {
     }
 }
 
-fn write_entries(x: &mut XmlWriter, res: &ListResult, e: &Encoder) {
+fn write_entries(x: &mut Xml, res: &ListResult, e: &Encoder) {
     for o in &res.contents {
         x.open("Contents");
-        x.elem("Key", &e.enc(&o.key));
-        x.elem("LastModified", &format_iso8601_millis(o.modified_ms));
-        x.elem("ETag", &format!("\"{}\"", o.etag));
-        x.elem("Size", &o.size.to_string());
-        x.elem("StorageClass", "STANDARD");
+        x.field("Key", e.enc(&o.key));
+        x.field("LastModified", format_iso8601_millis(o.modified_ms));
+        x.field("ETag", format!("\"{}\"", o.etag));
+        x.field("Size", o.size.to_string());
+        x.field("StorageClass", "STANDARD");
         x.close("Contents");
     }
     for cp in &res.common_prefixes {
         x.open("CommonPrefixes");
-        x.elem("Prefix", &e.enc(cp));
+        x.field("Prefix", e.enc(cp));
         x.close("CommonPrefixes");
     }
 }
@@ -160,16 +162,16 @@ fn params(q: &Query, after: String) -> std::result::Result<ListParams, S3Error> 
     })
 }
 
-fn write_header(x: &mut XmlWriter, bucket: &str, p: &ListParams, e: &Encoder) {
+fn write_header(x: &mut Xml, bucket: &str, p: &ListParams, e: &Encoder) {
     x.open("ListBucketResult");
-    x.elem("Name", bucket);
-    x.elem("Prefix", &e.enc(&p.prefix));
+    x.field("Name", bucket);
+    x.field("Prefix", e.enc(&p.prefix));
     if !p.delimiter.is_empty() {
-        x.elem("Delimiter", &e.enc(&p.delimiter));
+        x.field("Delimiter", e.enc(&p.delimiter));
     }
-    x.elem("MaxKeys", &p.max_keys.to_string());
+    x.field("MaxKeys", p.max_keys.to_string());
     if e.0 {
-        x.elem("EncodingType", "url");
+        x.field("EncodingType", "url");
     }
 }
 
@@ -180,12 +182,12 @@ pub fn list_v1(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
     let p = params(q, marker.clone())?;
     let res = list(&w.store, bucket, &p)?;
     let e = Encoder(q.get("encoding-type") == Some("url"));
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     write_header(&mut x, bucket, &p, &e);
-    x.elem("Marker", &e.enc(&marker));
-    x.elem("IsTruncated", if res.truncated { "true" } else { "false" });
+    x.field("Marker", e.enc(&marker));
+    x.field("IsTruncated", if res.truncated { "true" } else { "false" });
     if let (true, Some(last)) = (res.truncated, &res.last) {
-        x.elem("NextMarker", &e.enc(last));
+        x.field("NextMarker", e.enc(last));
     }
     write_entries(&mut x, &res, &e);
     x.close("ListBucketResult");
@@ -209,21 +211,21 @@ pub fn list_v2(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
     let p = params(q, after)?;
     let res = list(&w.store, bucket, &p)?;
     let e = Encoder(q.get("encoding-type") == Some("url"));
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     write_header(&mut x, bucket, &p, &e);
-    x.elem(
+    x.field(
         "KeyCount",
-        &(res.contents.len() + res.common_prefixes.len()).to_string(),
+        (res.contents.len() + res.common_prefixes.len()).to_string(),
     );
-    x.elem("IsTruncated", if res.truncated { "true" } else { "false" });
+    x.field("IsTruncated", if res.truncated { "true" } else { "false" });
     if let Some(t) = q.get("continuation-token") {
-        x.elem("ContinuationToken", t);
+        x.field("ContinuationToken", t);
     }
     if let Some(s) = q.get("start-after") {
-        x.elem("StartAfter", &e.enc(s));
+        x.field("StartAfter", e.enc(s));
     }
     if let (true, Some(last)) = (res.truncated, &res.last) {
-        x.elem("NextContinuationToken", &b64.encode(last));
+        x.field("NextContinuationToken", b64.encode(last));
     }
     write_entries(&mut x, &res, &e);
     x.close("ListBucketResult");

@@ -3,22 +3,22 @@
 //! errors; the operations themselves live in `buckets`, `objects`, `listing` and `multipart`,
 //! over the `store`.
 
-mod body;
 mod buckets;
 mod checksum;
 pub mod error;
 mod listing;
 mod multipart;
 mod objects;
+mod payload;
 pub mod xml;
 
-pub use body::{file_body, RespBody};
 pub use error::S3Error;
-pub use objects::parse_range;
 
-use crate::auth::{self, AuthError, Policy, RequestView, UriMode, Verified};
-use crate::store::{Bucket, Role, Store, User};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use crate::auth::{self, Policy, UriMode, Verified};
+use crate::cloud::access::{may_access, Access};
+use crate::http::{empty_response, xml_response, RespBody};
+use crate::store::{Bucket, Store, User};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use rand::RngCore;
 use std::sync::Arc;
@@ -83,29 +83,6 @@ impl S3Request {
     }
 }
 
-/// What a request wants to do with a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
-
-/// Whether `user` may `access` a bucket owned by `owner`: the admin may do anything, nodes
-/// may read everything (images), users only their own.
-pub fn may_access(user: &User, owner: &str, access: Access) -> bool {
-    match user.role {
-        Role::Admin => true,
-        Role::Node if access == Access::Read => true,
-        _ => user.name == owner,
-    }
-}
-
-/// Runs a store change (a commit waits for fsync) without stalling the runtime's other
-/// tasks. Reads go to the store directly: they are quick and never wait for a commit.
-pub fn db<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 fn now_secs() -> i64 {
     crate::store::now_ms() / 1000
 }
@@ -165,23 +142,7 @@ impl Walrus {
         })
     }
 
-    fn user(&self, access_key: &str) -> Result<User, S3Error> {
-        Ok(self
-            .store
-            .user_by_access_key(access_key)?
-            .ok_or(AuthError::UnknownAccessKey)?)
-    }
-
     fn authenticate_v4(&self, parts: &http::request::Parts) -> Result<(User, Verified), S3Error> {
-        let raw_query = parts.uri.query().unwrap_or("");
-        let claim = auth::parse(&parts.headers, raw_query)?.ok_or(AuthError::Anonymous)?;
-        let user = self.user(&claim.access_key)?;
-        let view = RequestView {
-            method: parts.method.as_str(),
-            raw_path: parts.uri.path(),
-            raw_query,
-            headers: &parts.headers,
-        };
         let policy = Policy {
             service: "s3",
             region: None,
@@ -190,8 +151,7 @@ impl Walrus {
             max_skew_secs: self.max_skew_secs,
             body_sha256: None,
         };
-        let verified = auth::verify(&claim, &user.secret, &view, &policy)?;
-        Ok((user, verified))
+        auth::authenticate(&self.store, parts, &policy)
     }
 
     /// SigV2 presigned URLs (what AWS CLI v1 `s3 presign` and boto3's `generate_presigned_url`
@@ -201,7 +161,7 @@ impl Walrus {
         parts: &http::request::Parts,
         claim: &auth::sigv2::PresignedV2,
     ) -> Result<(User, Verified), S3Error> {
-        let user = self.user(&claim.access_key)?;
+        let user = auth::user::<S3Error>(&self.store, &claim.access_key)?;
         let raw_query = parts.uri.query().unwrap_or("");
         let sts = auth::sigv2::string_to_sign(
             parts.method.as_str(),
@@ -306,24 +266,6 @@ fn split_path(raw: &str) -> Result<(Option<String>, Option<String>), S3Error> {
     Ok((bucket, key))
 }
 
-/// An XML response.
-pub fn xml_response(status: StatusCode, xml: String) -> Response<RespBody> {
-    let mut resp = Response::new(body::full(xml));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
-}
-
-/// An empty response with `status`.
-pub fn empty_response(status: StatusCode) -> Response<RespBody> {
-    let mut resp = Response::new(body::empty());
-    *resp.status_mut() = status;
-    resp
-}
-
 fn error_response(e: &S3Error, request_id: &str, is_head: bool) -> Response<RespBody> {
     if is_head {
         return empty_response(e.status);
@@ -345,20 +287,5 @@ mod tests {
             (Some("b".into()), Some("a b/c+d".into()))
         );
         assert!(split_path("/b/%ff").is_err());
-    }
-
-    #[test]
-    fn users_reach_only_their_own_buckets_nodes_read_all() {
-        let u = |role| User {
-            name: "u".into(),
-            access_key: "k".into(),
-            secret: "s".into(),
-            role,
-        };
-        assert!(may_access(&u(Role::User), "u", Access::Write));
-        assert!(!may_access(&u(Role::User), "other", Access::Read));
-        assert!(may_access(&u(Role::Admin), "other", Access::Write));
-        assert!(may_access(&u(Role::Node), "other", Access::Read));
-        assert!(!may_access(&u(Role::Node), "other", Access::Write));
     }
 }

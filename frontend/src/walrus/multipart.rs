@@ -1,15 +1,18 @@
 //! Multipart uploads: create, upload part, complete (parts concatenated into one blob, ETag
 //! `md5-of-md5s-N`), abort, list parts, list uploads.
 
-use super::objects::{parse_copy_source, parse_range, receive_blob};
-use super::xml::{self, XmlWriter};
-use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
+use super::objects::{parse_copy_source, receive_blob};
+use super::xml::{self, S3_NS};
+use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
+use crate::http::parse_range;
+use crate::http::xml::Xml;
+use crate::http::{db, empty_response, xml_response, RespBody};
 use crate::store::{now_ms, FinishedBlob, ObjectRow, PartRow, Upload};
 use http::{HeaderValue, Response, StatusCode};
 use md5::{Digest, Md5};
 
-type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+type Result = std::result::Result<Response<RespBody>, S3Error>;
 
 const MIN_PART: u64 = 5 << 20;
 const MAX_PART_NUMBER: u32 = 10_000;
@@ -40,11 +43,11 @@ pub fn create(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result {
             super::objects::user_metadata(&r.headers),
         )
     })?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("InitiateMultipartUploadResult");
-    x.elem("Bucket", bucket);
-    x.elem("Key", key);
-    x.elem("UploadId", &up.upload_id);
+    x.field("Bucket", bucket);
+    x.field("Key", key);
+    x.field("UploadId", &up.upload_id);
     x.close("InitiateMultipartUploadResult");
     Ok(xml_response(StatusCode::OK, x.finish()))
 }
@@ -84,10 +87,10 @@ pub async fn upload_part(
     db(|| w.store.put_part(&up.upload_id, &part))
         .inspect_err(|_| w.store.blobs().remove(&blob.id))?;
     if copying {
-        let mut x = XmlWriter::new();
+        let mut x = Xml::namespaced(S3_NS);
         x.open("CopyPartResult");
-        x.elem("LastModified", &format_iso8601_millis(part.modified_ms));
-        x.elem("ETag", &format!("\"{}\"", part.etag));
+        x.field("LastModified", format_iso8601_millis(part.modified_ms));
+        x.field("ETag", format!("\"{}\"", part.etag));
         x.close("CopyPartResult");
         return Ok(xml_response(StatusCode::OK, x.finish()));
     }
@@ -176,7 +179,7 @@ pub fn plan_completion(
 
 pub async fn complete(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBody) -> Result {
     let up = upload_for(w, r, bucket, key)?;
-    let payload = super::body::PayloadReader::new(body, &r.auth, None, true)
+    let payload = super::payload::PayloadReader::new(body, &r.auth, None, true)
         .read_all(4 << 20)
         .await?;
     let requested = xml::parse_complete(&payload)?;
@@ -194,12 +197,12 @@ pub async fn complete(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: 
         up.metadata.clone(),
     );
     db(|| w.store.complete_upload(&up, &row)).inspect_err(|_| w.store.blobs().remove(&blob.id))?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("CompleteMultipartUploadResult");
-    x.elem("Location", &format!("/{bucket}/{key}"));
-    x.elem("Bucket", bucket);
-    x.elem("Key", key);
-    x.elem("ETag", &format!("\"{}\"", row.etag));
+    x.field("Location", format!("/{bucket}/{key}"));
+    x.field("Bucket", bucket);
+    x.field("Key", key);
+    x.field("ETag", format!("\"{}\"", row.etag));
     x.close("CompleteMultipartUploadResult");
     Ok(xml_response(StatusCode::OK, x.finish()))
 }
@@ -226,17 +229,17 @@ pub fn list_parts(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
     let parts = db(|| w.store.list_parts(&up.upload_id))?;
     let after: Vec<&PartRow> = parts.iter().filter(|p| p.part_number > marker).collect();
     let page = &after[..after.len().min(max)];
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("ListPartsResult");
-    x.elem("Bucket", bucket);
-    x.elem("Key", key);
-    x.elem("UploadId", &up.upload_id);
-    x.elem("PartNumberMarker", &marker.to_string());
+    x.field("Bucket", bucket);
+    x.field("Key", key);
+    x.field("UploadId", &up.upload_id);
+    x.field("PartNumberMarker", marker.to_string());
     if let Some(last) = page.last() {
-        x.elem("NextPartNumberMarker", &last.part_number.to_string());
+        x.field("NextPartNumberMarker", last.part_number.to_string());
     }
-    x.elem("MaxParts", &max.to_string());
-    x.elem(
+    x.field("MaxParts", max.to_string());
+    x.field(
         "IsTruncated",
         if after.len() > page.len() {
             "true"
@@ -244,13 +247,13 @@ pub fn list_parts(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
             "false"
         },
     );
-    x.elem("StorageClass", "STANDARD");
+    x.field("StorageClass", "STANDARD");
     for p in page {
         x.open("Part");
-        x.elem("PartNumber", &p.part_number.to_string());
-        x.elem("LastModified", &format_iso8601_millis(p.modified_ms));
-        x.elem("ETag", &format!("\"{}\"", p.etag));
-        x.elem("Size", &p.size.to_string());
+        x.field("PartNumber", p.part_number.to_string());
+        x.field("LastModified", format_iso8601_millis(p.modified_ms));
+        x.field("ETag", format!("\"{}\"", p.etag));
+        x.field("Size", p.size.to_string());
         x.close("Part");
     }
     x.close("ListPartsResult");
@@ -261,20 +264,20 @@ pub fn list_uploads(w: &Walrus, r: &S3Request, bucket: &str) -> Result {
     w.bucket_for(r, bucket, Access::Read)?;
     let prefix = r.query.get("prefix").unwrap_or("");
     let uploads = db(|| w.store.list_uploads(bucket))?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("ListMultipartUploadsResult");
-    x.elem("Bucket", bucket);
-    x.elem("KeyMarker", "");
-    x.elem("UploadIdMarker", "");
-    x.elem("Prefix", prefix);
-    x.elem("MaxUploads", "1000");
-    x.elem("IsTruncated", "false");
+    x.field("Bucket", bucket);
+    x.field("KeyMarker", "");
+    x.field("UploadIdMarker", "");
+    x.field("Prefix", prefix);
+    x.field("MaxUploads", "1000");
+    x.field("IsTruncated", "false");
     for u in uploads.iter().filter(|u| u.key.starts_with(prefix)) {
         x.open("Upload");
-        x.elem("Key", &u.key);
-        x.elem("UploadId", &u.upload_id);
-        x.elem("StorageClass", "STANDARD");
-        x.elem("Initiated", &format_iso8601_millis(u.initiated_ms));
+        x.field("Key", &u.key);
+        x.field("UploadId", &u.upload_id);
+        x.field("StorageClass", "STANDARD");
+        x.field("Initiated", format_iso8601_millis(u.initiated_ms));
         x.close("Upload");
     }
     x.close("ListMultipartUploadsResult");

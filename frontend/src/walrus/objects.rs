@@ -1,17 +1,19 @@
 //! Object operations: put (streamed to a blob, digests checked), get and head (ranges,
 //! conditionals), delete, multi-delete and copy.
 
-use super::body::{content_sha256_mismatch, file_body, PayloadReader};
 use super::checksum::PayloadChecksum;
-use super::xml::{self, XmlWriter};
-use super::{db, empty_response, xml_response, Access, ReqBody, S3Error, S3Request, Walrus};
+use super::payload::{content_sha256_mismatch, PayloadReader};
+use super::xml::{self, S3_NS};
+use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
+use crate::http::xml::Xml;
+use crate::http::{db, empty_response, file_body, parse_range, xml_response, RespBody};
 use crate::store::{FinishedBlob, ObjectRow};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::{Duration, UNIX_EPOCH};
 
-type Result = std::result::Result<Response<super::RespBody>, S3Error>;
+type Result = std::result::Result<Response<RespBody>, S3Error>;
 
 const MAX_KEY_LEN: usize = 1024;
 
@@ -97,7 +99,7 @@ pub fn commit_object(
     Ok(())
 }
 
-fn etag_response(etag: &str) -> Response<super::RespBody> {
+fn etag_response(etag: &str) -> Response<RespBody> {
     let mut resp = empty_response(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         resp.headers_mut().insert(http::header::ETAG, v);
@@ -119,53 +121,6 @@ pub async fn put(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBo
     );
     commit_object(w, bucket, &row)?;
     Ok(etag_response(&row.etag))
-}
-
-/// A satisfiable byte range `(start, end_inclusive)`; `Ok(None)` means "whole object".
-pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, S3Error> {
-    let unsatisfiable = || {
-        S3Error::new(
-            416,
-            "InvalidRange",
-            "The requested range is not satisfiable",
-        )
-    };
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else {
-            return Ok(None);
-        };
-        if n == 0 || size == 0 {
-            return Err(unsatisfiable());
-        }
-        (size - n.min(size), size - 1)
-    } else {
-        let Ok(start) = a.parse::<u64>() else {
-            return Ok(None);
-        };
-        let end = if b.is_empty() {
-            u64::MAX
-        } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e,
-                _ => return Ok(None),
-            }
-        };
-        if start >= size {
-            return Err(unsatisfiable());
-        }
-        (start, end.min(size - 1))
-    };
-    Ok(Some(range))
 }
 
 fn etag_matches(header: &str, etag: &str) -> bool {
@@ -256,7 +211,7 @@ pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Re
         None => (0, o.size, StatusCode::OK),
     };
     let body = if head {
-        super::body::empty()
+        crate::http::body::empty()
     } else {
         file_body(w.store.blobs().path(&o.blob), start, len)?
     };
@@ -301,13 +256,13 @@ pub async fn delete_many(w: &Walrus, r: &S3Request, bucket: &str, body: ReqBody)
         .await?;
     check_content_md5(r, &hex::encode(<md5::Md5 as md5::Digest>::digest(&payload)))?;
     let (keys, quiet) = xml::parse_delete(&payload)?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("DeleteResult");
     for key in keys {
         db(|| w.store.delete_object(bucket, &key))?;
         if !quiet {
             x.open("Deleted");
-            x.elem("Key", &key);
+            x.field("Key", &key);
             x.close("Deleted");
         }
     }
@@ -352,10 +307,10 @@ pub async fn copy(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
     };
     let row = ObjectRow::new(key, &blob, src.etag.clone(), ctype, meta);
     commit_object(w, bucket, &row)?;
-    let mut x = XmlWriter::new();
+    let mut x = Xml::namespaced(S3_NS);
     x.open("CopyObjectResult");
-    x.elem("LastModified", &format_iso8601_millis(row.modified_ms));
-    x.elem("ETag", &format!("\"{}\"", row.etag));
+    x.field("LastModified", format_iso8601_millis(row.modified_ms));
+    x.field("ETag", format!("\"{}\"", row.etag));
     x.close("CopyObjectResult");
     Ok(xml_response(StatusCode::OK, x.finish()))
 }
@@ -363,21 +318,6 @@ pub async fn copy(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_follow_rfc_7233_as_s3_does() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-1000", 100).unwrap(), Some((0, 99)));
-        assert_eq!(parse_range("bytes=50-1000", 100).unwrap(), Some((50, 99)));
-        assert_eq!(
-            parse_range("bytes=100-", 100).unwrap_err().code,
-            "InvalidRange"
-        );
-        assert_eq!(parse_range("bytes=9-1", 100).unwrap(), None);
-        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
-    }
 
     #[test]
     fn copy_source_is_decoded_and_version_dropped() {

@@ -1,60 +1,11 @@
-//! The little XML S3 needs: a writer for responses and readers for the two request bodies
-//! clients send (CompleteMultipartUpload, Delete).
+//! The XML S3 reads: the two request bodies clients send (CompleteMultipartUpload, Delete),
+//! and the namespace of S3 responses (written with `http::xml`).
 
 use super::error::S3Error;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
-
-/// Builds an XML document.
-pub struct XmlWriter {
-    out: String,
-    first: bool,
-}
-
-impl Default for XmlWriter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl XmlWriter {
-    pub fn new() -> XmlWriter {
-        XmlWriter {
-            out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
-            first: true,
-        }
-    }
-
-    /// Opens an element; the first one carries the S3 namespace.
-    pub fn open(&mut self, name: &str) {
-        if std::mem::take(&mut self.first) && name != "Error" {
-            self.out.push_str(&format!("<{name} xmlns=\"{S3_NS}\">"));
-        } else {
-            self.out.push_str(&format!("<{name}>"));
-        }
-    }
-
-    pub fn close(&mut self, name: &str) {
-        self.out.push_str(&format!("</{name}>"));
-    }
-
-    /// `<name>escaped text</name>`.
-    pub fn elem(&mut self, name: &str, text: &str) {
-        self.out
-            .push_str(&format!("<{name}>{}</{name}>", escape(text)));
-    }
-
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
-/// Escapes text for element content.
-pub fn escape(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
 
 /// The `(part number, etag)` list of a CompleteMultipartUpload body.
 pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
@@ -172,16 +123,5 @@ mod tests {
             parse_delete(b"<Delete><Object>").is_err()
                 || parse_delete(b"<Delete><Object>").unwrap().0.is_empty()
         );
-    }
-
-    #[test]
-    fn writer_escapes_and_namespaces_the_root() {
-        let mut w = XmlWriter::new();
-        w.open("R");
-        w.elem("K", "a<b&c");
-        w.close("R");
-        assert!(w
-            .finish()
-            .ends_with(&format!("<R xmlns=\"{S3_NS}\"><K>a&lt;b&amp;c</K></R>")));
     }
 }

@@ -1,5 +1,6 @@
-//! Configuration of the EC2 API, the scheduler and the node protocol (the `[ec2]` table of the
-//! daemon's TOML file). Parsing and defaults only.
+//! Configuration of the cloud: clusters (zones), the node enrollment secret, address pools and
+//! node timing (the `[ec2]` table of the daemon's TOML file, read by the EC2 API, the
+//! scheduler and the node protocol alike). Parsing and defaults only.
 
 use serde::Deserialize;
 

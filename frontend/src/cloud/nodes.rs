@@ -1,11 +1,14 @@
-//! Node records and what the node protocol does to the store: enrollment (cluster secret →
-//! per-node token, only its SHA-256 kept), registration (a new boot id means the node
-//! rebooted and lost its instances), the desired state of a node, applying a node's report
-//! (instances, image cache), console output, marking silent nodes down, and node loads for the
-//! scheduler. Each operation is one store transaction.
+//! Compute nodes as the cloud knows them: enrollment (cluster secret → per-node token, only
+//! its SHA-256 kept), registration (a new boot id means the node rebooted and lost its
+//! instances), the desired state of a node, applying a node's report (instances, image cache),
+//! console output, marking silent nodes down, and each node's capacity and usage. Usage is
+//! derived in one place, [`usage`], from the instances that hold room on a node; nothing keeps
+//! a counter of it. Each operation is one store transaction; the HTTP side is `nodes/`.
 
+use super::config::Ec2Config;
+use super::instances::{instances_on, release_on_termination};
+use super::model::{Instance, State, CONSOLE, INSTANCE};
 use super::reconcile;
-use crate::ec2::model::{Instance, State, CONSOLE, INSTANCE};
 use crate::scheduler::NodeLoad;
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
@@ -14,6 +17,7 @@ use mallee_proto::{
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 pub const NODE: &str = "node";
 const SYSTEM: &str = "_system";
@@ -43,19 +47,6 @@ pub enum NodeError {
     Store(#[from] StoreError),
 }
 
-impl NodeError {
-    pub fn status(&self) -> u16 {
-        match self {
-            NodeError::Unauthorized => 401,
-            NodeError::BadSecret | NodeError::Forbidden(_) => 403,
-            NodeError::NotFound(_) => 404,
-            NodeError::Range(_) => 416,
-            NodeError::Store(_) => 500,
-            _ => 400,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
@@ -65,10 +56,6 @@ pub struct Node {
     pub last_seen_ms: i64,
     pub down: bool,
     pub image_cache: Vec<CachedImage>,
-    /// vCPUs and MiB held by its instances that are not terminated. Kept by `charge` as
-    /// instances are placed and terminated; recomputed from the instances at registration.
-    #[serde(default)]
-    pub used: [u64; 2],
     /// The boot id the node last registered with (empty before its first registration).
     #[serde(default)]
     pub boot_id: String,
@@ -99,7 +86,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Checks the cluster secret and issues a fresh token (replacing any older one of the node).
 pub fn enroll(
     store: &Store,
-    cfg: &crate::ec2::Ec2Config,
+    cfg: &Ec2Config,
     req: &EnrollRequest,
     now: i64,
 ) -> Result<String, NodeError> {
@@ -171,7 +158,6 @@ pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<
         n.info = Some(info);
         n.last_seen_ms = now;
         n.down = false;
-        n.used = recount(tx, &n.id)?;
         save(tx, &n)?;
         Ok(())
     })
@@ -190,14 +176,6 @@ fn restart_after_reboot(tx: &CloudTx<'_>, node: &str, now: i64) -> Result<(), St
     }
     tracing::warn!(node, instances = ?lost, "node rebooted: its instances were lost and will be started again");
     Ok(())
-}
-
-fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, StoreError> {
-    Ok(tx
-        .list::<Instance>(INSTANCE, None)?
-        .into_iter()
-        .filter(|i| i.node == node)
-        .collect())
 }
 
 /// Every instance the node should hold, with its goal.
@@ -230,9 +208,7 @@ pub fn report(
             dirty |= std::mem::take(&mut i.node_down);
             if dirty {
                 if i.state == State::Terminated && before != State::Terminated {
-                    n.used[0] = n.used[0].saturating_sub(i.vcpus.into());
-                    n.used[1] = n.used[1].saturating_sub(i.memory_mib);
-                    crate::ec2::instances::release_on_termination(tx, &mut i)?;
+                    release_on_termination(tx, &mut i)?;
                 }
                 if i.state != before {
                     tracing::info!(instance = %i.id, node, from = before.name(), to = i.state.name(), "instance state");
@@ -290,50 +266,77 @@ pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, S
     })
 }
 
-/// What the node's instances hold, summed by SQLite over the instance documents.
-fn recount(tx: &CloudTx<'_>, node: &str) -> Result<[u64; 2], StoreError> {
-    let used = tx.sum_by(
+/// vCPUs and MiB that instances hold on each node (every instance not terminated holds its
+/// room; see [`Instance::holds_capacity`]), summed by SQLite over the instance documents. The
+/// one place node usage comes from: placement, zone capacity and DescribeNodes all read it.
+pub fn usage(tx: &CloudTx<'_>) -> Result<HashMap<String, [u64; 2]>, StoreError> {
+    let sums = tx.sum_by(
         INSTANCE,
         "node",
         ["vcpus", "memory_mib"],
-        ("state", "terminated"),
+        ("state", State::Terminated.name()),
     )?;
-    let found = used.into_iter().find(|(id, _)| id == node);
-    Ok(found
-        .map(|(_, [c, m])| [c as u64, m as u64])
-        .unwrap_or([0, 0]))
-}
-
-/// Adds an instance's vCPUs and memory to its node's use (RunInstances).
-pub fn charge(tx: &CloudTx<'_>, node: &str, vcpus: u32, memory_mib: u64) -> Result<(), StoreError> {
-    if let Some(mut n) = tx.get::<Node>(NODE, node)? {
-        n.used[0] += u64::from(vcpus);
-        n.used[1] += memory_mib;
-        save(tx, &n)?;
-    }
-    Ok(())
+    Ok(sums
+        .into_iter()
+        .map(|(node, [c, m])| (node, [c.max(0) as u64, m.max(0) as u64]))
+        .collect())
 }
 
 /// Capacity and use of every registered node, for the scheduler.
 pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
+    let used = usage(tx)?;
     let nodes: Vec<Node> = tx.list(NODE, None)?;
     Ok(nodes
         .into_iter()
         .filter_map(|n| {
             let info = n.info?;
+            let [vcpus, mib] = used.get(&n.id).copied().unwrap_or_default();
             Some(NodeLoad {
                 id: n.id,
                 zone: n.cluster,
                 up: !n.down,
                 cpus: info.cpus,
                 memory_mib: info.memory_mib,
-                used_vcpus: u32::try_from(n.used[0]).unwrap_or(u32::MAX),
-                used_mib: n.used[1],
+                used_vcpus: u32::try_from(vcpus).unwrap_or(u32::MAX),
+                used_mib: mib,
+            })
+        })
+        .collect())
+}
+
+/// A registered node, what it offered, what its instances use and the instances placed on
+/// it (not terminated).
+pub struct NodeView {
+    pub node: Node,
+    pub info: NodeInfo,
+    /// vCPUs and MiB in use (from [`usage`]).
+    pub used: [u64; 2],
+    pub instances: Vec<(String, State)>,
+}
+
+/// Every registered node, by id.
+pub fn views(tx: &CloudTx<'_>) -> Result<Vec<NodeView>, StoreError> {
+    let used = usage(tx)?;
+    let nodes: Vec<Node> = tx.list(NODE, None)?;
+    let instances: Vec<Instance> = tx.list(INSTANCE, None)?;
+    Ok(nodes
+        .into_iter()
+        .filter_map(|node| {
+            let on = instances
+                .iter()
+                .filter(|i| i.node == node.id && i.holds_capacity())
+                .map(|i| (i.id.clone(), i.state))
+                .collect();
+            Some(NodeView {
+                info: node.info.clone()?,
+                used: used.get(&node.id).copied().unwrap_or_default(),
+                node,
+                instances: on,
             })
         })
         .collect())
 }
 
 #[cfg(test)]
-#[path = "record_tests.rs"]
+#[path = "nodes_tests.rs"]
 mod tests;

@@ -1,9 +1,8 @@
 //! Tests of the node records over a real store in a temporary directory (no socket).
 
 use super::*;
-use crate::ec2::model::Reason;
-use crate::ec2::Ec2Config;
-use crate::nodes::reconcile::{tests::instance, NODE_REBOOTED};
+use crate::cloud::model::Reason;
+use crate::cloud::reconcile::{tests::instance, NODE_REBOOTED};
 use mallee_proto::{Goal, InstanceReport, Observed, Storage};
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -156,4 +155,30 @@ fn a_node_record_stored_before_boot_ids_and_cache_totals_still_reads() {
         "last_seen_ms":1,"down":false,"image_cache":[]}"#;
     let n: Node = serde_json::from_str(old).unwrap();
     assert_eq!((n.boot_id.as_str(), n.cache.downloads), ("", 0));
+}
+
+#[test]
+fn usage_sums_the_instances_holding_room_and_drops_one_once_terminated() {
+    let (_d, store) = store();
+    let node = node_with_instances(&store);
+    let load = |store: &Store| store.cloud(loads).unwrap().remove(0);
+    let l = load(&store);
+    assert_eq!((l.id.as_str(), l.used_vcpus, l.used_mib), ("n1", 1, 256));
+    let mut big = instance();
+    big.id = "i-00000003".into();
+    (big.vcpus, big.memory_mib) = (2, 1024);
+    put(&store, &big);
+    assert_eq!((load(&store).used_vcpus, load(&store).used_mib), (3, 1280));
+    let mut gone = get(&store, "i-00000003");
+    gone.goal = Goal::Terminated;
+    put(&store, &gone);
+    let actual = ActualState {
+        instances: vec![],
+        image_cache: vec![],
+        cache: Default::default(),
+    };
+    report(&store, &node.id, &actual, 9).unwrap();
+    assert_eq!(get(&store, "i-00000003").state, State::Terminated);
+    let views = store.cloud(views).unwrap();
+    assert_eq!(views[0].used, [1, 256]);
 }

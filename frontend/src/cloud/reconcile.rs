@@ -3,7 +3,8 @@
 //! ending terminated with its reason, an instance its node lost by rebooting, and the desired
 //! state handed back to the node.
 
-use crate::ec2::model::{Instance, Reason, State};
+use super::model::{instance_type, Instance, Reason, State};
+use crate::auth::time::format_iso8601_millis;
 use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
 
 /// Applies what the node saw (`None`: the node did not list the instance). Returns whether
@@ -68,7 +69,7 @@ pub fn node_rebooted(i: &mut Instance, at_ms: i64) -> bool {
         message: format!(
             "{NODE_REBOOTED}: node {} rebooted at {}; the instance was restarted from its image (disk contents lost)",
             i.node,
-            crate::ec2::xml::time(at_ms)
+            format_iso8601_millis(at_ms)
         ),
     });
     i.set_state(State::Pending, at_ms);
@@ -95,7 +96,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         user_data: i.user_data.clone(),
         mac: i.mac,
         metadata: i.metadata.clone(),
-        ephemeral_gib: crate::ec2::model::instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
+        ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
     })
 }
 

@@ -1,6 +1,7 @@
-//! The EC2 records as stored (one JSON document each in the store's `cloud` table): their
-//! kinds, ids and the plain rules about them (instance type table, state codes). Handlers
-//! read and write these; nothing here touches HTTP.
+//! The cloud's records as stored (one JSON document each in the store's `cloud` table):
+//! images, key pairs, security groups, instances, addresses, volumes and snapshots, their
+//! kinds, ids and the plain rules about them (instance type table, state codes). Nothing here
+//! touches HTTP or knows an API's parameters.
 
 use mallee_proto::Goal;
 use rand::Rng;

@@ -1,36 +1,14 @@
-//! Request and response bodies. `PayloadReader` turns the wire body into the verified payload
-//! (aws-chunked decoded, SHA-256 claim checked at the end); `file_body` streams a stored blob
-//! out through a small bounded channel. Neither holds more than a few chunks in memory.
+//! The verified payload of an S3 request, read chunk by chunk: aws-chunked decoded, the
+//! SHA-256 claim checked at the end. It never holds more than a few chunks in memory.
 
 use super::error::S3Error;
 use crate::auth::chunked::{ChunkSigner, ChunkedDecoder};
 use crate::auth::{PayloadMode, Verified};
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body::Body;
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::sync::mpsc;
-
-/// The response body type of every handler.
-pub type RespBody = BoxBody<Bytes, std::io::Error>;
-
-/// A whole body in memory (XML, errors).
-pub fn full(data: impl Into<Bytes>) -> RespBody {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty body.
-pub fn empty() -> RespBody {
-    full(Bytes::new())
-}
 
 /// The verified payload of a request, read chunk by chunk.
 pub struct PayloadReader<B> {
@@ -186,89 +164,4 @@ pub fn content_sha256_mismatch() -> S3Error {
         "XAmzContentSHA256Mismatch",
         "The provided 'x-amz-content-sha256' header does not match what was computed.",
     )
-}
-
-const READ_CHUNK: usize = 256 << 10;
-/// Bodies up to this size are read in one go (a page-cache read of a few pages) rather than
-/// streamed from a blocking thread.
-const INLINE_MAX: u64 = 64 << 10;
-
-/// Streams `len` bytes of `path` from `offset`, read on a blocking thread (small bodies are
-/// read at once).
-pub fn file_body(path: PathBuf, offset: u64, len: u64) -> Result<RespBody, S3Error> {
-    let mut file = std::fs::File::open(&path)?;
-    if len <= INLINE_MAX {
-        let mut buf = vec![0u8; len as usize];
-        tokio::task::block_in_place(|| {
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)
-        })?;
-        return Ok(full(buf));
-    }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        while left > 0 {
-            let mut buf = vec![0u8; READ_CHUNK.min(left as usize)];
-            let r = file.read(&mut buf);
-            let msg = match r {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "blob shorter than recorded",
-                )),
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    Ok(Bytes::from(buf))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = msg.is_err();
-            if tx.blocking_send(msg).is_err() || failed {
-                return;
-            }
-        }
-    });
-    Ok(ChannelBody { rx, left: len }.boxed())
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    left: u64,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.left = self.left.saturating_sub(b.len() as u64);
-                Poll::Ready(Some(Ok(Frame::data(b))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => {
-                Poll::Ready(Some(Err(std::io::Error::other("blob reader stopped"))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
-    }
 }

@@ -1,0 +1,39 @@
+//! The one entry point through which the APIs (EC2, Walrus) authenticate a SigV4-signed
+//! request, in header or presigned form: parse the claim, find the user holding the access
+//! key, verify the signature under the API's policy. Walrus's SigV2 presigned URLs use the same
+//! user lookup.
+
+use super::{parse, verify, AuthError, Policy, RequestView, Verified};
+use crate::store::{Store, StoreError, User};
+
+/// The user who signed `parts` and what the signature covers.
+pub fn authenticate<E>(
+    store: &Store,
+    parts: &http::request::Parts,
+    policy: &Policy<'_>,
+) -> Result<(User, Verified), E>
+where
+    E: From<AuthError> + From<StoreError>,
+{
+    let raw_query = parts.uri.query().unwrap_or("");
+    let claim = parse(&parts.headers, raw_query)?.ok_or(AuthError::Anonymous)?;
+    let user = user::<E>(store, &claim.access_key)?;
+    let view = RequestView {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query,
+        headers: &parts.headers,
+    };
+    let verified = verify(&claim, &user.secret, &view, policy)?;
+    Ok((user, verified))
+}
+
+/// The user holding `access_key`.
+pub fn user<E>(store: &Store, access_key: &str) -> Result<User, E>
+where
+    E: From<AuthError> + From<StoreError>,
+{
+    store
+        .user_by_access_key(access_key)?
+        .ok_or_else(|| AuthError::UnknownAccessKey.into())
+}

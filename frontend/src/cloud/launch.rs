@@ -1,0 +1,105 @@
+//! Launching instances: what a launch resolved to (image, kernel, ramdisk, type, key, groups,
+//! user data) and writing the instance records the scheduler placed, which are the nodes'
+//! desired state. Resolving a request's parameters is the API's (`ec2/run.rs`).
+
+use super::model::{new_id, Image, Instance, InstanceType, KeyPair, State, INSTANCE};
+use crate::store::{CloudTx, StoreError};
+use mallee_proto::{Goal, MetadataDocument, PublicKey};
+use std::net::Ipv4Addr;
+
+/// Everything a launch resolved to before placement.
+pub struct Launch {
+    pub owner: String,
+    pub image: Image,
+    pub kernel: Option<Image>,
+    pub ramdisk: Option<Image>,
+    pub itype: &'static InstanceType,
+    pub key: Option<KeyPair>,
+    /// (group id, group name).
+    pub groups: Vec<(String, String)>,
+    pub user_data: Option<String>,
+    pub client_token: Option<String>,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// Writes one pending instance of `l` per entry of `nodes` (the scheduler's placement in
+/// `zone`), all in one new reservation, each with the next private address and MAC.
+pub fn write_instances(
+    tx: &CloudTx<'_>,
+    l: &Launch,
+    private_base: Ipv4Addr,
+    zone: &str,
+    nodes: &[String],
+    now: i64,
+) -> Result<Vec<Instance>, StoreError> {
+    let reservation_id = new_id("r", 17);
+    let mut out = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let n = tx.next_counter("instance-address")?;
+        let base = u32::from(private_base);
+        let private_ip = Ipv4Addr::from(base.wrapping_add(n as u32 - 1)).to_string();
+        let b = (n as u32).to_be_bytes();
+        let mac = mallee_proto::Mac([0xd0, 0x0d, b[0], b[1], b[2], b[3]]);
+        let id = new_id("i", 17);
+        let metadata = MetadataDocument {
+            instance_id: id.clone(),
+            ami_id: l.image.id.clone(),
+            ami_launch_index: index as u32,
+            reservation_id: reservation_id.clone(),
+            instance_type: l.itype.name.to_string(),
+            hostname: format!("ip-{}", private_ip.replace('.', "-")),
+            local_ipv4: private_ip.clone(),
+            public_ipv4: None,
+            mac: mac.to_string(),
+            availability_zone: zone.to_string(),
+            kernel_id: l.kernel.as_ref().map(|k| k.id.clone()),
+            ramdisk_id: l.ramdisk.as_ref().map(|r| r.id.clone()),
+            security_groups: l.groups.iter().map(|(_, n)| n.clone()).collect(),
+            public_keys: l
+                .key
+                .iter()
+                .map(|k| PublicKey {
+                    name: k.name.clone(),
+                    openssh: format!("{} {}", k.public_key, k.name),
+                })
+                .collect(),
+        };
+        let inst = Instance {
+            id,
+            owner: l.owner.clone(),
+            reservation_id: reservation_id.clone(),
+            image_id: l.image.id.clone(),
+            kernel_id: metadata.kernel_id.clone(),
+            ramdisk_id: metadata.ramdisk_id.clone(),
+            instance_type: l.itype.name.to_string(),
+            vcpus: l.itype.vcpus,
+            memory_mib: l.itype.memory_mib,
+            key_name: l.key.as_ref().map(|k| k.name.clone()),
+            user_data: l.user_data.clone(),
+            groups: l.groups.clone(),
+            zone: zone.to_string(),
+            node: node.clone(),
+            private_ip,
+            public_ip: None,
+            mac,
+            launch_index: index as u32,
+            client_token: l.client_token.clone(),
+            state: State::Pending,
+            goal: Goal::Running,
+            reboot_count: 0,
+            launch_ms: now,
+            state_ms: now,
+            reason: None,
+            node_down: false,
+            image: l.image.proto_ref(),
+            kernel: l.kernel.as_ref().map(Image::proto_ref),
+            ramdisk: l.ramdisk.as_ref().map(Image::proto_ref),
+            metadata,
+        };
+        tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
+        tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
+        out.push(inst);
+    }
+    Ok(out)
+}

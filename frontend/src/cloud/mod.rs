@@ -1,0 +1,25 @@
+//! The cloud core: the domain model and its state transitions, with no HTTP in it. It owns the
+//! records (`model`: images, key pairs, groups, instances, addresses, volumes, snapshots), the
+//! compute nodes with their capacity and usage (`nodes`, usage derived in one place), how node
+//! reports move instances through their states (`reconcile`), the lifecycle transitions users
+//! ask for and what a terminated instance lets go of (`instances`), writing launched instances
+//! (`launch`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
+//! the cloud's configuration. Its functions take the store (or a transaction) and plain values.
+//!
+//! Imports point one way: the API rooms (`ec2/` Query API, `nodes/` node protocol, `walrus/`)
+//! call into this core, and the core calls the store (and the pure `scheduler`); nothing here
+//! imports an API room. Networks (the cluster controller: VLANs, gateway/NAT, elastic IPs,
+//! group rules) and volume exports (the storage controller: AoE targets) are to be new rooms
+//! beside `ec2/`, reconcilers driven from this core's state, not parts of it.
+
+pub mod access;
+pub mod changes;
+pub mod config;
+pub mod instances;
+pub mod launch;
+pub mod model;
+pub mod nodes;
+pub mod reconcile;
+
+pub use changes::Changes;
+pub use config::Ec2Config;
