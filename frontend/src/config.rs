@@ -39,7 +39,7 @@ pub struct Config {
     /// if missing; `nobody` is used when it cannot be created.
     pub run_as: String,
     /// The EC2 API, scheduler and node protocol (`[ec2]` table).
-    pub ec2: crate::ec2::Ec2Config,
+    pub ec2: crate::cloud::Ec2Config,
     /// The PXE service that boots the compute nodes (`[pxe]` table); off unless present.
     pub pxe: Option<PxeSection>,
 }

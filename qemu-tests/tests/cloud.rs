@@ -390,17 +390,9 @@ fn path_str(p: &std::path::Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
-/// `len` bytes no compressor or dedup could shortcut (xorshift64).
+/// `len` bytes no compressor or dedup could shortcut.
 fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    mallee_aoe::pattern::pattern(len, 0x9e37_79b9_7f4a_7c15)
 }
 
 fn sha256_file(p: &std::path::Path) -> String {

@@ -79,12 +79,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ),
         None => None,
     };
-    let all = ec2.store.cloud(|tx| {
-        for id in &ids {
-            owned(tx, id, &c.user.name)?;
-        }
-        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
-    })?;
+    let all = callers_instances(ec2, c, &ids)?;
     let mut shown = Vec::new();
     for i in &all {
         if !ids.is_empty() && !ids.contains(&i.id) {
@@ -211,16 +206,21 @@ pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(x.finish())
 }
 
+/// Every instance of the caller, once each id asked for is known to be theirs.
+fn callers_instances(ec2: &Ec2, c: &Call<'_>, ids: &[String]) -> Result<Vec<Instance>, Ec2Error> {
+    ec2.store.cloud(|tx| {
+        for id in ids {
+            owned(tx, id, &c.user.name)?;
+        }
+        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
+    })
+}
+
 pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("InstanceId");
     let include_all = c.p.bool("IncludeAllInstances")?.unwrap_or(false);
     let filters = c.p.filters()?;
-    let all = ec2.store.cloud(|tx| {
-        for id in &ids {
-            owned(tx, id, &c.user.name)?;
-        }
-        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
-    })?;
+    let all = callers_instances(ec2, c, &ids)?;
     let mut shown = Vec::new();
     for i in &all {
         let wanted =

@@ -23,7 +23,7 @@ mod volumes;
 mod zones;
 
 /// The `[ec2]` table of the daemon's configuration (it configures the cloud core).
-pub use crate::cloud::config::Ec2Config;
+use crate::cloud::Ec2Config;
 pub use error::Ec2Error;
 
 use crate::auth::{self, Policy, UriMode};
