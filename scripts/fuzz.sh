@@ -15,13 +15,16 @@ else
     export RUSTC_BOOTSTRAP=1
     fuzz=(cargo fuzz)
 fi
+# One target directory for every fuzz crate: they pin the same libFuzzer, serde, ... so each is
+# built once, not once per crate (the builds, not the runs, are most of this script's time).
+target_dir="$PWD/target/fuzz"
 for dir in */fuzz; do
     crate=${dir%/fuzz}
     for target in "$dir"/fuzz_targets/*.rs; do
         name=$(basename "$target" .rs)
         echo "fuzz: $crate/$name for ${secs}s"
         log=$(mktemp)
-        if ! (cd "$crate" && "${fuzz[@]}" run "$name" -- -max_total_time="$secs" -rss_limit_mb=2048) >"$log" 2>&1; then
+        if ! (cd "$crate" && "${fuzz[@]}" run --target-dir "$target_dir" "$name" -- -max_total_time="$secs" -rss_limit_mb=2048) >"$log" 2>&1; then
             tail -40 "$log"
             echo "fuzz: $crate/$name FAILED (reproducer under $crate/fuzz/artifacts/$name/)"
             exit 1
