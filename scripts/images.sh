@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the static binaries that go into images, then the images themselves: the node and
 # frontend bundles, the test instance bundle (guest: ramdisk + ext4 root image) and the flashable
-# frontend appliance (mallee-frontend.img).
+# frontend appliance (mallee-frontend.img; and under test/ two later builds the upgrade tests use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -22,5 +22,13 @@ cargo run --release --locked -q -p mallee-image-build -- frontend \
     --node "$target_dir/images/node" --out "$target_dir/images/frontend"
 cargo run --release --locked -q -p mallee-image-build -- guest \
     --init "$bin/mallee-init" --out "$target_dir/images/guest"
-cargo run --release --locked -q -p mallee-image-build -- appliance \
-    --bundle "$target_dir/images/frontend" --out "$target_dir/images/mallee-frontend.img"
+# The appliance's version is dated by the last commit; the upgrade tests need two later builds:
+# one that boots (…-next.img) and one whose kernel panics (…-broken.img: no such init).
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+appliance() {
+    SOURCE_DATE_EPOCH=$1 cargo run --release --locked -q -p mallee-image-build -- appliance \
+        --bundle "$target_dir/images/frontend" --out "$target_dir/images/$2" "${@:3}"
+}
+appliance "$epoch" mallee-frontend.img
+appliance $((epoch + 1)) test/mallee-frontend-next.img
+appliance $((epoch + 2)) test/mallee-frontend-broken.img --cmdline-append rdinit=/nonexistent

@@ -42,6 +42,9 @@ pub struct Config {
     pub ec2: crate::cloud::Ec2Config,
     /// The PXE service that boots the compute nodes (`[pxe]` table); off unless present.
     pub pxe: Option<PxeSection>,
+    /// Set by the flashable appliance's init: where it publishes the A/B slots and takes an
+    /// upgrade the daemon staged (`UpgradeAppliance`). Unset: the appliance actions refuse.
+    pub appliance_dir: Option<PathBuf>,
 }
 
 /// The `[pxe]` table: DHCP, TFTP and HTTP on the private NIC. Nodes enroll with the `[ec2]`
@@ -96,6 +99,7 @@ impl Default for Config {
             run_as: "mallee".to_string(),
             ec2: Default::default(),
             pxe: None,
+            appliance_dir: None,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
 //! reconciliation) → `store/` (SQLite state and object files). Beside them: `http` (plumbing the
 //! API rooms share), `auth` (SigV4, one entry point), `scheduler` (pure placement), `config`
-//! (TOML), `server` (the listener), `admin` (CLI), `privilege` (dropping root).
+//! (TOML), `server` (the listener), `admin` (CLI), `privilege` (dropping root), `appliance` (the
+//! flashable appliance's A/B slots and staged upgrades).
 
 pub mod admin;
+pub mod appliance;
 pub mod auth;
 pub mod cloud;
 pub mod config;

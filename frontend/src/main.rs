@@ -2,6 +2,7 @@
 //! user create|list|delete` manages users.
 
 use anyhow::{bail, Context};
+use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};
 use mallee_frontend::cloud::Changes;
 use mallee_frontend::ec2::Ec2;
 use mallee_frontend::nodes::NodeApi;
@@ -78,6 +79,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     }
     let store = Arc::new(store);
     let changes = Arc::new(Changes::default());
+    let appliance = (config.appliance_dir.clone()).map(|dir| Arc::new(Appliance::new(dir)));
     let apis = Arc::new(server::Apis {
         walrus: Walrus::new(store.clone(), &config.region, config.max_clock_skew_secs),
         ec2: Ec2::new(
@@ -86,7 +88,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             changes.clone(),
             &config.region,
             config.max_clock_skew_secs,
-        ),
+        )
+        .with_appliance(appliance.clone()),
         nodes: Arc::new(NodeApi {
             store,
             cfg: config.ec2.clone(),
@@ -100,7 +103,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
         tokio::spawn(apis.nodes.clone().watch_liveness());
-        server::serve(listener, apis).await?;
-        Ok(())
+        let upgrade = async {
+            match &appliance {
+                Some(a) => a.restart_requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        server::serve(listener, apis, upgrade).await?;
+        // Only a staged upgrade stops the server: init installs it and reboots.
+        println!("mallee-frontend: upgrade staged; exiting for mallee-init to install it");
+        std::io::stdout().flush()?;
+        std::process::exit(UPGRADE_STAGED_EXIT);
     })
 }

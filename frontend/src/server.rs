@@ -37,32 +37,57 @@ impl Apis {
     }
 }
 
-/// Serves until the process is stopped.
-pub async fn serve(listener: TcpListener, apis: Arc<Apis>) -> std::io::Result<()> {
+/// Serves until `stop` resolves; then stops accepting, lets the requests in flight finish (a
+/// held long poll is answered early) for up to [`DRAIN`], and returns.
+pub async fn serve(
+    listener: TcpListener,
+    apis: Arc<Apis>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let apis = apis.clone();
+        let svc = service_fn(move |req| {
+            let apis = apis.clone();
+            async move { Ok::<_, std::convert::Infallible>(apis.handle(req).await) }
+        });
+        // A client gets 30 s to send a request head; bodies stream at the client's pace.
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let apis = apis.clone();
-                async move { Ok::<_, std::convert::Infallible>(apis.handle(req).await) }
-            });
-            // A client gets 30 s to send a request head; bodies stream at the client's pace.
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {} s; stopping anyway",
+            DRAIN.as_secs()
+        );
+    }
+    Ok(())
 }
+
+/// How long a stopping server waits for the requests in flight.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

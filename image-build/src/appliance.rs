@@ -5,6 +5,7 @@
 //! the FAT volume id derive from the contents, and FAT timestamps are fixed.
 
 use crate::uefi::{self, BootFiles, UefiError, UkiParts};
+use mallee_proto::appliance::{Slot, UKI_DIR};
 use mallee_proto::cmdline::Key;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -34,10 +35,7 @@ pub enum ApplianceError {
 
 /// The GPT partition name `mallee-init` looks for (`mallee.data=PARTLABEL=mallee-data`).
 pub const DATA_PARTLABEL: &str = "mallee-data";
-/// The ESP's partition name.
-pub const ESP_PARTLABEL: &str = "mallee-esp";
-/// The slots, each a unified kernel image under `EFI/Linux/` on the ESP.
-pub const SLOTS: [&str; 2] = ["a", "b"];
+pub use mallee_proto::appliance::ESP_PARTLABEL;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
@@ -54,6 +52,10 @@ pub struct ApplianceSpec<'a> {
     pub esp_mib: u64,
     /// The data partition as flashed; `mallee-init` grows it to the end of the disk.
     pub data_mib: u64,
+    /// The version both slots carry ([`version`]); upgrades go only to newer ones.
+    pub version: &'a str,
+    /// Words added to each slot's kernel command line.
+    pub cmdline_append: &'a str,
 }
 
 /// What was built.
@@ -62,30 +64,34 @@ pub struct ApplianceReport {
     pub path: PathBuf,
     pub bytes: u64,
     pub version: String,
+    /// The start of the SHA-256 of what went in: tells two builds of one version apart.
+    pub build_id: String,
     pub uki_bytes: u64,
     pub esp_files: Vec<(String, u64)>,
     pub disk_guid: String,
 }
 
-/// The appliance's version: the workspace version and the start of the bundle's SHA-256, so
-/// two images of different contents never share one.
-pub fn version(vmlinuz: &[u8], initramfs: &[u8], cmdline: &str) -> String {
+/// The appliance's version: the workspace version and the source's time (seconds since the
+/// epoch, the commit's), so each build of a later commit sorts after the one before it: the boot
+/// manager boots the newest slot, and an upgrade must be newer than what runs.
+pub fn version(source_epoch: u64) -> String {
+    format!("{}.{source_epoch}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The build id: the start of the SHA-256 of the kernel, initramfs and command line.
+pub fn build_id(vmlinuz: &[u8], initramfs: &[u8], cmdline: &str) -> String {
     let mut h = Sha256::new();
     for part in [vmlinuz, initramfs, cmdline.as_bytes()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    format!(
-        "{}+{}",
-        env!("CARGO_PKG_VERSION"),
-        &hex::encode(h.finalize())[..12]
-    )
+    hex::encode(h.finalize())[..12].to_string()
 }
 
 /// The kernel command line of a slot: the bundle's, with the data partition by label, the slot
-/// named (so the running system knows which slot it booted) and the admin credentials shown on
-/// the console.
-pub fn slot_cmdline(bundle_cmdline: &str, slot: &str) -> String {
+/// named (so the running system knows which slot it booted), the admin credentials shown on the
+/// console, and `append` last.
+pub fn slot_cmdline(bundle_cmdline: &str, slot: Slot, append: &str) -> String {
     let kept = (bundle_cmdline.split_whitespace())
         .filter(|w| !Key::Data.is_set_by(w) && !Key::Slot.is_set_by(w));
     let mut words: Vec<String> = kept.map(str::to_string).collect();
@@ -95,19 +101,26 @@ pub fn slot_cmdline(bundle_cmdline: &str, slot: &str) -> String {
     if !words.iter().any(|w| Key::ShowCredentials.is_set_by(w)) {
         words.push(Key::ShowCredentials.arg(1));
     }
+    words.extend(append.split_whitespace().map(str::to_string));
     words.join(" ")
 }
 
-fn os_release(version: &str, slot: &str) -> String {
+fn os_release(version: &str, build_id: &str, slot: Slot) -> String {
     format!(
-        "NAME=\"Mallee frontend\"\nID=mallee\nPRETTY_NAME=\"Mallee frontend {version} (slot {})\"\nVERSION_ID={version}\n",
-        slot.to_uppercase()
+        "NAME=\"Mallee frontend\"\nID={}\nPRETTY_NAME=\"Mallee frontend {version} (slot {})\"\nVERSION_ID={version}\nBUILD_ID={build_id}\n",
+        mallee_proto::appliance::OS_ID,
+        slot.letter().to_uppercase()
     )
 }
 
-/// systemd-boot's configuration: boot slot A at once (no menu); upgrades rewrite `default`.
-pub fn loader_conf(default_slot: &str) -> String {
-    format!("default mallee-{default_slot}*\ntimeout 0\neditor no\n")
+/// systemd-boot's configuration as flashed: slot A at once, no menu. The first upgrade drops
+/// `default`, leaving the boot manager's own order (newest slot with tries left) to choose.
+pub fn loader_conf(default_slot: Slot) -> String {
+    format!(
+        "default {}\n{}",
+        default_slot.good_name(),
+        mallee_proto::appliance::loader_conf()
+    )
 }
 
 /// A GUID made from `seed` (SHA-256, RFC 4122 version 4 bits), in GPT's on-disk byte order.
@@ -138,11 +151,12 @@ pub fn build(spec: &ApplianceSpec, out: &Path) -> Result<ApplianceReport, Applia
     let (vmlinuz, initramfs, cmdline_file) =
         (need("vmlinuz")?, need("initramfs")?, need("cmdline")?);
     let cmdline = std::fs::read_to_string(&cmdline_file).map_err(io(&cmdline_file))?;
-    let version = version(
+    let build_id = build_id(
         &std::fs::read(&vmlinuz).map_err(io(&vmlinuz))?,
         &std::fs::read(&initramfs).map_err(io(&initramfs))?,
-        cmdline.trim(),
+        &format!("{} {}", cmdline.trim(), spec.cmdline_append),
     );
+    let version = spec.version.to_string();
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
@@ -155,21 +169,21 @@ pub fn build(spec: &ApplianceSpec, out: &Path) -> Result<ApplianceReport, Applia
         ),
         (
             "loader/loader.conf".into(),
-            loader_conf(SLOTS[0]).into_bytes(),
+            loader_conf(Slot::A).into_bytes(),
         ),
     ];
     let mut uki_bytes = 0;
-    for slot in SLOTS {
+    for slot in Slot::ALL {
         let uki = out.with_extension(format!("slot-{slot}.efi"));
         let parts = UkiParts {
             vmlinuz: &vmlinuz,
             initramfs: &initramfs,
-            cmdline: &slot_cmdline(&cmdline, slot),
-            os_release: &os_release(&version, slot),
+            cmdline: &slot_cmdline(&cmdline, slot, spec.cmdline_append),
+            os_release: &os_release(&version, &build_id, slot),
         };
         uki_bytes = uefi::unified_kernel_image(&spec.boot.stub, &parts, &uki)?;
         files.push((
-            format!("EFI/Linux/mallee-{slot}.efi"),
+            format!("{UKI_DIR}/{}", slot.good_name()),
             std::fs::read(&uki).map_err(io(&uki))?,
         ));
         std::fs::remove_file(&uki).map_err(io(&uki))?;
@@ -230,6 +244,7 @@ pub fn build(spec: &ApplianceSpec, out: &Path) -> Result<ApplianceReport, Applia
         path: out.to_path_buf(),
         bytes: total,
         version,
+        build_id,
         uki_bytes,
         esp_files: files
             .iter()
@@ -291,20 +306,25 @@ mod tests {
     fn slot_cmdline_names_the_partition_and_slot_once() {
         let c = slot_cmdline(
             "console=ttyS0 mallee.role=frontend mallee.data=/dev/vda",
-            "b",
+            Slot::B,
+            "quiet",
         );
         assert_eq!(
             c,
             "console=ttyS0 mallee.role=frontend mallee.data=PARTLABEL=mallee-data mallee.slot=b \
-             mallee.show_credentials=1"
+             mallee.show_credentials=1 quiet"
         );
     }
 
     #[test]
-    fn versions_differ_with_contents() {
-        assert_ne!(version(b"k", b"i", "c"), version(b"k", b"i", "d"));
-        assert_eq!(version(b"k", b"i", "c"), version(b"k", b"i", "c"));
-        assert!(version(b"k", b"i", "c").starts_with(env!("CARGO_PKG_VERSION")));
+    fn build_ids_differ_with_contents_and_versions_with_time() {
+        assert_ne!(build_id(b"k", b"i", "c"), build_id(b"k", b"i", "d"));
+        assert_eq!(build_id(b"k", b"i", "c"), build_id(b"k", b"i", "c"));
+        assert!(version(1_764_860_000).starts_with(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            mallee_proto::appliance::version_cmp(&version(1_764_860_001), &version(1_764_860_000)),
+            std::cmp::Ordering::Greater
+        );
     }
 
     #[test]
@@ -313,7 +333,7 @@ mod tests {
             ("EFI/BOOT/BOOTX64.EFI".to_string(), vec![7u8; 5000]),
             (
                 "loader/loader.conf".to_string(),
-                loader_conf("a").into_bytes(),
+                loader_conf(Slot::A).into_bytes(),
             ),
         ];
         let img = fat_image(64 * MIB, &files, 42).unwrap();

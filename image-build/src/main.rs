@@ -60,11 +60,18 @@ enum Cmd {
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/frontend"))]
         bundle: PathBuf,
         /// Size of the EFI system partition (room for both slots and an upgrade's).
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 160)]
         esp_mib: u64,
         /// Size of the data partition as flashed (it grows to the disk on first boot).
         #[arg(long, default_value_t = 64)]
         data_mib: u64,
+        /// The image's version (default: the workspace version and the commit's time, or
+        /// $SOURCE_DATE_EPOCH's). An appliance upgrades only to a newer one.
+        #[arg(long)]
+        version: Option<String>,
+        /// Words to add to each slot's kernel command line (e.g. another console).
+        #[arg(long, default_value = "")]
+        cmdline_append: String,
         /// The image file.
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/mallee-frontend.img"))]
         out: PathBuf,
@@ -113,7 +120,23 @@ fn main() -> Result<()> {
             esp_mib,
             data_mib,
             out,
-        } => build_appliance(&bundle, esp_mib, data_mib, &out),
+            version,
+            cmdline_append,
+        } => {
+            let version = match version {
+                Some(v) => v,
+                None => appliance::version(source_epoch()?),
+            };
+            let spec = appliance::ApplianceSpec {
+                bundle: &bundle,
+                boot: &mallee_image_build::pinned_boot()?,
+                esp_mib,
+                data_mib,
+                version: &version,
+                cmdline_append: &cmdline_append,
+            };
+            build_appliance(&spec, &out)
+        }
         Cmd::Guest { init, out } => build_guest(&init, out),
         Cmd::Pin { package } => pin(package),
     }
@@ -141,26 +164,39 @@ fn build(role: &str, spec: &netboot::NetbootSpec, out: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn build_appliance(
-    bundle: &std::path::Path,
-    esp_mib: u64,
-    data_mib: u64,
-    out: &std::path::Path,
-) -> Result<()> {
-    let boot = mallee_image_build::pinned_boot()?;
-    eprintln!("image-build: systemd-boot {} from Debian", boot.version);
-    let spec = appliance::ApplianceSpec {
-        bundle,
-        boot: &boot,
-        esp_mib,
-        data_mib,
-    };
+/// The source's time: $SOURCE_DATE_EPOCH, else the time of the checkout's last commit.
+fn source_epoch() -> Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
+    }
+    let out = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().parse()?),
+        _ => anyhow::bail!(
+            "no git history to date the appliance's version: set SOURCE_DATE_EPOCH or pass --version"
+        ),
+    }
+}
+
+fn build_appliance(spec: &appliance::ApplianceSpec, out: &std::path::Path) -> Result<()> {
+    let (esp_mib, data_mib) = (spec.esp_mib, spec.data_mib);
+    eprintln!(
+        "image-build: systemd-boot {} from Debian",
+        spec.boot.version
+    );
     let report = appliance::build(&spec, out)?;
     println!(
-        "image-build: appliance {} ({:.0} MiB raw GPT, version {}, disk {})\n  ESP       {esp_mib:>5} MiB FAT32 (each slot's unified kernel image {:.1} MiB)",
+        "image-build: appliance {} ({:.0} MiB raw GPT, version {} build {}, disk {})\n  ESP       {esp_mib:>5} MiB FAT32 (each slot's unified kernel image {:.1} MiB)",
         report.path.display(),
         mib(report.bytes),
         report.version,
+        report.build_id,
         report.disk_guid,
         mib(report.uki_bytes),
     );

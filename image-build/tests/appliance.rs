@@ -4,7 +4,8 @@
 //! per slot whose PE sections carry exactly the bundle's kernel, initramfs and a slot command
 //! line.
 
-use mallee_image_build::appliance::{self, ApplianceSpec, DATA_PARTLABEL, SLOTS};
+use mallee_image_build::appliance::{self, ApplianceSpec, DATA_PARTLABEL};
+use mallee_proto::appliance::{Esp, Slot};
 use object::{Object, ObjectSection};
 use std::io::Read;
 use std::path::Path;
@@ -29,6 +30,8 @@ fn the_image_is_reproducible_and_reads_back_as_gpt_fat_and_uki() {
         boot: &boot,
         esp_mib: 64,
         data_mib: 16,
+        version: "0.1.0.1764860000",
+        cmdline_append: "",
     };
     let (a_img, b_img) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
     let report = appliance::build(&spec, &a_img).unwrap();
@@ -78,11 +81,11 @@ fn the_image_is_reproducible_and_reads_back_as_gpt_fat_and_uki() {
     );
     assert_eq!(
         String::from_utf8(read("loader/loader.conf")).unwrap(),
-        appliance::loader_conf("a")
+        appliance::loader_conf(Slot::A)
     );
     let vmlinuz = std::fs::read(b.join("vmlinuz")).unwrap();
     let initramfs = std::fs::read(b.join("initramfs")).unwrap();
-    for slot in SLOTS {
+    for slot in Slot::ALL {
         let uki = read(&format!("EFI/Linux/mallee-{slot}.efi"));
         let pe = object::read::pe::PeFile64::parse(&*uki).unwrap();
         let section = |name: &str| {
@@ -107,6 +110,17 @@ fn the_image_is_reproducible_and_reads_back_as_gpt_fat_and_uki() {
             "{osrel}"
         );
     }
+
+    // What the appliance's upgrade reads: the ESP found by its GPT name, each slot's image
+    // naming its own slot and carrying the version and build id.
+    let esp = Esp::in_image(&a_img, false).unwrap();
+    for slot in Slot::ALL {
+        let (file, uki) = esp.slot_uki(slot).unwrap().expect("slot image");
+        assert_eq!((file.slot, file.tries), (slot, None));
+        assert_eq!(uki.slot(), Some(slot));
+        assert_eq!(uki.os_release.version_id, "0.1.0.1764860000");
+        assert_eq!(uki.os_release.build_id, report.build_id);
+    }
 }
 
 #[test]
@@ -120,6 +134,8 @@ fn an_esp_too_small_for_the_slots_is_an_error_naming_the_size() {
         boot: &boot,
         esp_mib: 8,
         data_mib: 16,
+        version: "0.1.0.1",
+        cmdline_append: "",
     };
     let err = appliance::build(&spec, &tmp.path().join("x.img")).unwrap_err();
     assert!(err.to_string().contains("--esp-mib"), "{err}");

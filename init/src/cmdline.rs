@@ -18,6 +18,7 @@
 //! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
 //! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
 
+pub use mallee_proto::appliance::Slot;
 use mallee_proto::cmdline::{self, Key};
 use mallee_proto::LogLevel;
 use std::fmt;
@@ -74,22 +75,6 @@ impl DataDisk {
         }
         text.starts_with("/dev/")
             .then(|| DataDisk::Device(PathBuf::from(text)))
-    }
-}
-
-/// A slot of the flashable frontend image (each holds one unified kernel image).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        })
     }
 }
 
@@ -247,10 +232,9 @@ pub fn parse(cmdline: &str) -> Settings {
                     "ignoring mallee.data={value:?}: expected /dev/X or PARTLABEL=NAME"
                 )),
             },
-            Key::Slot => match value {
-                "a" => settings.slot = Some(Slot::A),
-                "b" => settings.slot = Some(Slot::B),
-                _ => settings
+            Key::Slot => match Slot::parse(value) {
+                Some(slot) => settings.slot = Some(slot),
+                None => settings
                     .warnings
                     .push(format!("ignoring mallee.slot={value:?}: expected a or b")),
             },

@@ -7,10 +7,12 @@
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
 //! exits, and the readiness line is printed once it listens.
 
+use crate::appliance::{self, Slots};
 use crate::cmdline::{DataDisk, PrivateNic, Settings};
 use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::partition::{self, PartitionError};
+use crate::power::{self, PowerAction};
 use crate::{log, reaper};
 use mallee_proto::LogLevel;
 use serde::Serialize;
@@ -111,6 +113,9 @@ struct DaemonConfig {
     run_as: String,
     ec2: Ec2Section,
     pxe: PxeSection,
+    /// Set when booted from a slot of the flashable image: upgrades are staged there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appliance_dir: Option<PathBuf>,
 }
 
 /// The daemon's `[ec2]` table.
@@ -131,7 +136,7 @@ struct PxeSection {
 
 /// The daemon's configuration on this appliance: the API on every address, state on the data
 /// disk, the PXE service on the private NIC with the node bundle and iPXE of this image.
-pub fn daemon_config(private: &PrivateNic, secret: &str) -> String {
+pub fn daemon_config(private: &PrivateNic, secret: &str, appliance_dir: Option<&Path>) -> String {
     let config = DaemonConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], API_PORT)),
         data_dir: Path::new(DATA_MOUNT).join("frontend"),
@@ -146,6 +151,7 @@ pub fn daemon_config(private: &PrivateNic, secret: &str) -> String {
             image_dir: PathBuf::from("/usr/share/mallee/node"),
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
         },
+        appliance_dir: appliance_dir.map(Path::to_path_buf),
     };
     // Strings, addresses and paths always serialize.
     let body = toml::to_string(&config).unwrap_or_default();
@@ -177,7 +183,7 @@ fn cluster_secret() -> Result<String, FrontendBootError> {
 }
 
 /// The configuration file the daemon is started with.
-fn config_file(settings: &Settings) -> Result<PathBuf, FrontendBootError> {
+fn config_file(settings: &Settings, slots: Option<&Slots>) -> Result<PathBuf, FrontendBootError> {
     let operator = PathBuf::from(DATA_MOUNT).join("frontend.toml");
     if operator.exists() {
         info!("using {}", operator.display());
@@ -190,7 +196,12 @@ fn config_file(settings: &Settings) -> Result<PathBuf, FrontendBootError> {
         source,
     };
     std::fs::create_dir_all("/run/mallee").map_err(werr)?;
-    std::fs::write(&path, daemon_config(&settings.private, &secret)).map_err(werr)?;
+    let appliance_dir = slots.map(|_| Path::new(appliance::DIR));
+    std::fs::write(
+        &path,
+        daemon_config(&settings.private, &secret, appliance_dir),
+    )
+    .map_err(werr)?;
     Ok(path)
 }
 
@@ -273,6 +284,11 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         warn!("{e}; state lives in RAM this boot and is lost at power-off");
         let _ = std::fs::create_dir_all(DATA_MOUNT);
     }
+    let slots = settings.slot.and_then(|slot| {
+        appliance::boot(slot, Path::new(appliance::DIR))
+            .inspect_err(|e| warn!("A/B slots: {e}; upgrades are off this boot"))
+            .ok()
+    });
     if let Err(e) = configure_private(&settings.private) {
         warn!("{e}");
     }
@@ -294,7 +310,7 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         }),
     );
     let level = settings.log;
-    let config = match config_file(settings) {
+    let config = match config_file(settings, slots.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}; mallee-frontend not started");
@@ -304,6 +320,18 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     let private = settings.private.clone();
     let show = settings.show_credentials;
     let (tx, rx) = channel::<()>();
+    let (serving_tx, serving_rx) = channel::<()>();
+    if let Some(slots) = slots.clone().filter(|s| s.trial) {
+        // A slot on trial that does not serve in time is rebooted: the boot manager counts the
+        // try, and after the last one boots the old slot again.
+        std::thread::spawn(move || {
+            if serving_rx.recv_timeout(appliance::TRIAL_PATIENCE).is_err() {
+                appliance::trial_timed_out(&slots, Path::new(appliance::DIR));
+                power::shutdown(PowerAction::Reboot);
+            }
+        });
+    }
+    let trial = slots.clone().filter(|s| s.trial);
     std::thread::spawn(move || {
         // The first listening line makes the appliance ready (public address when it has one).
         if rx.recv().is_err() {
@@ -324,6 +352,12 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
             show_credentials();
         }
         on_ready(ip);
+        let _ = serving_tx.send(());
+        if let Some(slots) = trial {
+            if let Err(e) = appliance::mark_good(&slots, Path::new(appliance::DIR)) {
+                error!("upgrade: marking slot {} good: {e}", slots.slot);
+            }
+        }
         while rx.recv().is_ok() {} // later restarts need no second readiness line
     });
     std::thread::spawn(move || {
@@ -331,6 +365,20 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         loop {
             let started = Instant::now();
             let code = run_daemon(&config, level, &tx);
+            if code == mallee_proto::appliance::UPGRADE_STAGED_EXIT {
+                if let Some(slots) = &slots {
+                    match appliance::install_staged(slots, Path::new(appliance::DIR)) {
+                        Ok(up) => {
+                            info!(
+                                "upgrade: rebooting to try version {} in slot {}",
+                                up.version, up.slot
+                            );
+                            power::shutdown(PowerAction::Reboot);
+                        }
+                        Err(e) => error!("upgrade: {e}; the running slot stays"),
+                    }
+                }
+            }
             if started.elapsed() > Duration::from_secs(60) {
                 restarts = 0;
             }
@@ -359,8 +407,13 @@ mod tests {
     #[test]
     fn the_daemon_reads_the_written_config() {
         let private = PrivateNic::parse("ens5:10.1.0.1/16").unwrap();
-        let text = daemon_config(&private, "a\"secret\\with quotes");
+        let text = daemon_config(&private, "a\"secret\\with quotes", None);
         let config = mallee_frontend::config::Config::parse(&text).expect(&text);
+        assert_eq!(config.appliance_dir, None);
+        let dir = Path::new(appliance::DIR);
+        let with_slots = daemon_config(&private, "s", Some(dir));
+        let parsed = mallee_frontend::config::Config::parse(&with_slots).expect(&with_slots);
+        assert_eq!(parsed.appliance_dir.as_deref(), Some(dir));
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], API_PORT)));
         assert_eq!(config.data_dir, Path::new(DATA_MOUNT).join("frontend"));
         assert_eq!(config.run_as, RUN_AS);

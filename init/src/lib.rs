@@ -11,6 +11,7 @@
 //! forever. `main` never returns.
 
 pub mod agent;
+pub mod appliance;
 pub mod cmdline;
 pub mod coldplug;
 pub mod disk;

@@ -88,6 +88,11 @@ impl Key {
     pub fn is_set_by(self, word: &str) -> bool {
         split(word).is_some_and(|(name, _)| name == self.name())
     }
+
+    /// The value `word` gives this key, if it sets it.
+    pub fn value_in(self, word: &str) -> Option<&str> {
+        split(word).and_then(|(name, value)| (name == self.name()).then_some(value))
+    }
 }
 
 impl fmt::Display for Key {

@@ -1,7 +1,8 @@
 //! Types and JSON of the node <-> frontend protocol, and the instance metadata document.
 //! The node agent <-> `mallee-vmm` contract (configuration, control socket, exit statuses,
 //! failure report) is [`vmm`]; the `mallee.*` kernel command-line keys that the PXE service and
-//! the image builder write and init reads are [`cmdline`].
+//! the image builder write and init reads are [`cmdline`]; the flashable appliance's A/B slots
+//! (feature `appliance`) are `appliance`.
 //!
 //! The protocol is JSON over HTTP on the frontend's API port, under `/_node/` (no S3 bucket
 //! name can start with `_`, so it never collides with Walrus):
@@ -22,6 +23,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "appliance")]
+pub mod appliance;
 pub mod cmdline;
 mod log_level;
 mod metadata;

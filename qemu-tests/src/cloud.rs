@@ -201,9 +201,10 @@ impl Frontend {
              aws --endpoint-url {ep} ec2 describe-availability-zones\n\
              aws --endpoint-url {ep} ec2 describe-instances\n\
              aws --endpoint-url {ep} s3 ls\n\
-             scripts/mallee-describe-nodes {ep}",
+             scripts/mallee-admin {ep} {creds} DescribeNodes",
             self.credentials.display(),
-            ep = self.endpoint
+            ep = self.endpoint,
+            creds = self.credentials.display()
         )
     }
 }
@@ -392,9 +393,9 @@ pub struct NodeReport {
 }
 
 /// The operator's DescribeNodes tool (botocore SigV4; prints the response as JSON).
-const DESCRIBE_NODES_PY: &str = include_str!("../../scripts/mallee-describe-nodes");
+const ADMIN_PY: &str = include_str!("../../scripts/mallee-admin");
 
-/// The `NodeReport`s in `DescribeNodes`' JSON form (see `DESCRIBE_NODES_PY`).
+/// The `NodeReport`s in `DescribeNodes`' JSON form (see `ADMIN_PY`).
 pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
     let num = |v: &serde_json::Value, k: &str| -> anyhow::Result<u64> {
@@ -429,21 +430,30 @@ pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {
 }
 
 impl Frontend {
-    /// The compute nodes, from `DescribeNodes` signed with the admin credentials.
-    pub fn describe_nodes(&self) -> anyhow::Result<Vec<NodeReport>> {
+    /// Runs `scripts/mallee-admin ENDPOINT CREDENTIALS args...` with the admin credentials; its
+    /// JSON output.
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let out = Command::new("python3")
             .arg("-c")
-            .arg(DESCRIBE_NODES_PY)
+            .arg(ADMIN_PY)
             .arg(&self.endpoint)
             .arg(&self.credentials)
+            .args(args)
+            .env("MALLEE_UPGRADE_WAIT_SECS", "900")
+            .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| anyhow::anyhow!("cannot run python3 ({e}); run `just setup`"))?;
         anyhow::ensure!(
             out.status.success(),
-            "DescribeNodes: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "mallee-admin {} failed (its error is above)",
+            args.join(" ")
         );
-        parse_nodes(&json(&String::from_utf8_lossy(&out.stdout))?)
+        Ok(json(&String::from_utf8_lossy(&out.stdout))?)
+    }
+
+    /// The compute nodes, from `DescribeNodes` signed with the admin credentials.
+    pub fn describe_nodes(&self) -> anyhow::Result<Vec<NodeReport>> {
+        parse_nodes(&self.admin(&["DescribeNodes"])?)
     }
 
     /// The node `id` as DescribeNodes reports it.

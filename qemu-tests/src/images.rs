@@ -42,7 +42,21 @@ impl Images {
 
     /// The flashable frontend disk image, `target/images/mallee-frontend.img`.
     pub fn appliance() -> anyhow::Result<PathBuf> {
-        let path = Self::dir().join("mallee-frontend.img");
+        Self::file("mallee-frontend.img")
+    }
+
+    /// A later build of the appliance (`test/mallee-frontend-next.img`), to upgrade to.
+    pub fn appliance_next() -> anyhow::Result<PathBuf> {
+        Self::file("test/mallee-frontend-next.img")
+    }
+
+    /// A later build whose kernel panics at boot (`test/mallee-frontend-broken.img`).
+    pub fn appliance_broken() -> anyhow::Result<PathBuf> {
+        Self::file("test/mallee-frontend-broken.img")
+    }
+
+    fn file(name: &str) -> anyhow::Result<PathBuf> {
+        let path = Self::dir().join(name);
         if !path.exists() {
             anyhow::bail!("no {}: run `just images` first", path.display());
         }

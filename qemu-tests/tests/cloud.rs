@@ -321,6 +321,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         kept_sha,
         "the object read back after a hard power-off differs from what was uploaded"
     );
+    upgrades(&fe, &kept_sha, &dir);
     drop(fe);
 
     // Flashed onto a disk whose data partition already holds someone else's data: the appliance
@@ -355,6 +356,101 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         read_at(&foreign, offset, theirs.len()) == theirs,
         "the foreign partition's bytes changed"
     );
+}
+
+/// In-place upgrades of the flashed appliance running slot A: to an image whose kernel panics
+/// (it is tried, fails its tries, and slot A boots again by itself), then to a good later image
+/// (slot B boots, serves and is marked good). The cloud's data survives both.
+fn upgrades(fe: &Frontend, kept_sha: &str, dir: &TestDir) {
+    fe.vm.reset_on_reboot().unwrap();
+    let before = fe.admin(&["DescribeAppliance"]).unwrap();
+    assert_eq!(before["slot"], "a", "{before}");
+    let old_version = before["version"].as_str().unwrap().to_string();
+    assert!(
+        old_version.starts_with(env!("CARGO_PKG_VERSION")),
+        "{before}"
+    );
+
+    let broken = mallee_qemu_tests::Images::appliance_broken().unwrap();
+    let after = fe
+        .admin(&["upgrade", path_str(&broken), "Tries=2"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", fe.vm.console().tail(40)));
+    let last = &after["lastUpgrade"];
+    assert_eq!(last["result"], "failed", "{after}");
+    assert_eq!(last["slot"], "b", "{after}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not become ready in 2 tries"),
+        "{after}"
+    );
+    assert_eq!(after["slot"], "a", "not back on the old slot: {after}");
+    assert_eq!(after["version"], old_version.as_str(), "{after}");
+    let console = fe.vm.console().text();
+    assert!(
+        console.matches("Kernel panic").count() >= 2,
+        "the broken slot was not tried twice: {}",
+        fe.vm.console().tail(40)
+    );
+    let b = &after["slotSet"][1];
+    assert_eq!(
+        (&b["slot"], &b["state"]),
+        (&"b".into(), &"failed".into()),
+        "{after}"
+    );
+
+    let next = mallee_qemu_tests::Images::appliance_next().unwrap();
+    let started = Instant::now();
+    let after = fe
+        .admin(&["upgrade", path_str(&next)])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", fe.vm.console().tail(40)));
+    let upgrade_secs = started.elapsed().as_secs_f64();
+    let last = &after["lastUpgrade"];
+    assert_eq!(last["result"], "good", "{after}");
+    assert_eq!(after["slot"], "b", "the new slot is not running: {after}");
+    let new_version = after["version"].as_str().unwrap();
+    assert_ne!(new_version, old_version, "{after}");
+    assert_eq!(last["version"], new_version, "{after}");
+    for (i, (slot, version)) in [("a", old_version.as_str()), ("b", new_version)]
+        .iter()
+        .enumerate()
+    {
+        let s = &after["slotSet"][i];
+        assert_eq!(
+            (
+                s["slot"].as_str(),
+                s["version"].as_str(),
+                s["state"].as_str()
+            ),
+            (Some(*slot), Some(*version), Some("good")),
+            "{after}"
+        );
+    }
+    assert!(
+        fe.vm.console().text().contains(&format!(
+            "upgrade: slot b version {new_version} marked good"
+        )),
+        "{}",
+        fe.vm.console().tail(30)
+    );
+    // The data partition was not touched: the object uploaded before both upgrades reads back.
+    let back = dir.file("kept-after-upgrade.bin");
+    fe.aws(&[
+        "s3",
+        "cp",
+        "s3://kept-across-reboots/kept.bin",
+        path_str(&back),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sha256_file(&back),
+        kept_sha,
+        "the cloud's data changed in the upgrades"
+    );
+    report_figure(&format!(
+        "figure: cloud, appliance upgrade {old_version} -> {new_version}: upload, install, reboot and serving again in {upgrade_secs:.1} s"
+    ));
 }
 
 /// Byte offset and length in sectors of the appliance's data partition on a flashed disk.

@@ -8,7 +8,7 @@ use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::access::{may_access, Access};
 use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
-use crate::store::CloudTx;
+use crate::store::{CloudTx, ObjectRow, User};
 
 pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
 const KIND_META: &str = "x-amz-meta-mallee-image-type";
@@ -41,6 +41,26 @@ fn linked(
     Ok(Some(img.id))
 }
 
+/// The Walrus object an `ImageLocation` (`bucket/key`) names, if `user` may read it.
+pub(super) fn walrus_object<'a>(
+    ec2: &Ec2,
+    user: &User,
+    location: &'a str,
+) -> Result<(&'a str, &'a str, ObjectRow), Ec2Error> {
+    let (bucket, key) = location
+        .trim_start_matches('/')
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| Ec2Error::invalid("ImageLocation", location, "Expected bucket/key."))?;
+    let no_object = || Ec2Error::invalid("ImageLocation", location, "No such object in Walrus.");
+    let b = ec2.store.bucket(bucket)?.ok_or_else(no_object)?;
+    if !may_access(user, &b.owner, Access::Read) {
+        return Err(no_object());
+    }
+    let obj = ec2.store.object(bucket, key)?.ok_or_else(no_object)?;
+    Ok((bucket, key, obj))
+}
+
 pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("Name")?;
     let location = c.p.req("ImageLocation")?;
@@ -51,17 +71,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             "AMI names are 3 to 128 characters.",
         ));
     }
-    let (bucket, key) = location
-        .trim_start_matches('/')
-        .split_once('/')
-        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| Ec2Error::invalid("ImageLocation", location, "Expected bucket/key."))?;
-    let no_object = || Ec2Error::invalid("ImageLocation", location, "No such object in Walrus.");
-    let b = ec2.store.bucket(bucket)?.ok_or_else(no_object)?;
-    if !may_access(c.user, &b.owner, Access::Read) {
-        return Err(no_object());
-    }
-    let obj = ec2.store.object(bucket, key)?.ok_or_else(no_object)?;
+    let (bucket, key, obj) = walrus_object(ec2, c.user, location)?;
     let kind_text = obj
         .metadata
         .iter()

@@ -12,6 +12,7 @@ pub mod params;
 pub mod xml;
 
 mod addresses;
+mod appliance;
 mod groups;
 mod images;
 pub mod instances;
@@ -47,6 +48,8 @@ pub struct Ec2 {
     pub changes: Arc<Changes>,
     pub region: String,
     max_skew_secs: i64,
+    /// The flashable appliance's slots, when booted from one (`appliance_dir` is configured).
+    pub appliance: Option<Arc<crate::appliance::Appliance>>,
 }
 
 /// One decoded, authenticated call.
@@ -100,7 +103,14 @@ impl Ec2 {
             changes,
             region: region.to_string(),
             max_skew_secs: max_skew as i64,
+            appliance: None,
         }
+    }
+
+    /// Serves the appliance actions from `appliance`.
+    pub fn with_appliance(mut self, appliance: Option<Arc<crate::appliance::Appliance>>) -> Ec2 {
+        self.appliance = appliance;
+        self
     }
 
     /// Answers one HTTP request.
@@ -207,6 +217,8 @@ impl Ec2 {
             "DeleteSnapshot" => volumes::delete_snapshot(self, c),
             "DescribeSnapshots" => volumes::describe_snapshots(self, c),
             "DescribeNodes" => nodes::describe(self, c),
+            "DescribeAppliance" => appliance::describe(self, c),
+            "UpgradeAppliance" => appliance::upgrade(self, c),
             other => Err(Ec2Error::client(
                 "InvalidAction",
                 format!("The action {other} is not valid for this web service."),

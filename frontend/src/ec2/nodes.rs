@@ -12,15 +12,17 @@ use crate::cloud::nodes::NodeView;
 use crate::store::{CloudTx, Role, User};
 use mallee_proto::Storage;
 
-/// Only administrators may see the nodes.
-pub fn authorize(user: &User) -> Result<(), Ec2Error> {
+/// Only administrators may call Mallee's admin actions (`action` names the one refused).
+pub fn authorize(user: &User, action: &str) -> Result<(), Ec2Error> {
     if user.role == Role::Admin {
         return Ok(());
     }
     Err(Ec2Error::new(
         403,
         "UnauthorizedOperation",
-        "You are not authorized to perform this operation: DescribeNodes is for administrators.",
+        format!(
+            "You are not authorized to perform this operation: {action} is for administrators."
+        ),
     ))
 }
 
@@ -88,7 +90,7 @@ pub fn render(action: &str, rid: &str, views: &[NodeView]) -> String {
 }
 
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    authorize(c.user)?;
+    authorize(c.user, c.action)?;
     let ids = c.p.list("NodeId");
     let views = ec2.store.cloud(|tx| views(tx, &ids))?;
     Ok(render(c.action, c.rid, &views))
@@ -167,9 +169,10 @@ mod tests {
             secret: "s".into(),
             role,
         };
-        assert!(authorize(&user(Role::Admin)).is_ok());
+        assert!(authorize(&user(Role::Admin), "DescribeNodes").is_ok());
         for role in [Role::User, Role::Node] {
-            let e = authorize(&user(role)).unwrap_err();
+            let e = authorize(&user(role), "DescribeNodes").unwrap_err();
+            assert!(e.message.contains("DescribeNodes"), "{e}");
             assert_eq!((e.status, e.code.as_str()), (403, "UnauthorizedOperation"));
         }
     }
