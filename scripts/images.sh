@@ -30,5 +30,7 @@ appliance() {
         --bundle "$target_dir/images/frontend" --out "$target_dir/images/$2" "${@:3}"
 }
 appliance "$epoch" mallee-frontend.img
-appliance $((epoch + 1)) test/mallee-frontend-next.img
-appliance $((epoch + 2)) test/mallee-frontend-broken.img --cmdline-append rdinit=/nonexistent
+# Upgrades use only the ESP: small partitions keep the uploads short.
+small=(--esp-mib 80 --data-mib 1)
+appliance $((epoch + 1)) test/mallee-frontend-next.img "${small[@]}"
+appliance $((epoch + 2)) test/mallee-frontend-broken.img "${small[@]}" --cmdline-append rdinit=/nonexistent

@@ -266,7 +266,7 @@ fn fat_image(bytes: u64, files: &[(String, Vec<u8>)], volume_id: u32) -> std::io
     )?;
     cursor.set_position(0);
     {
-        let fs = fatfs::FileSystem::new(&mut cursor, fatfs::FsOptions::new())?;
+        let fs = fatfs::FileSystem::new(&mut cursor, mallee_proto::appliance::fat_options())?;
         for (path, data) in files {
             let root = fs.root_dir();
             let (dirs, name) = path.rsplit_once('/').unwrap_or(("", path));

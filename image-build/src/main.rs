@@ -190,7 +190,7 @@ fn build_appliance(spec: &appliance::ApplianceSpec, out: &std::path::Path) -> Re
         "image-build: systemd-boot {} from Debian",
         spec.boot.version
     );
-    let report = appliance::build(&spec, out)?;
+    let report = appliance::build(spec, out)?;
     println!(
         "image-build: appliance {} ({:.0} MiB raw GPT, version {} build {}, disk {})\n  ESP       {esp_mib:>5} MiB FAT32 (each slot's unified kernel image {:.1} MiB)",
         report.path.display(),

@@ -317,6 +317,41 @@ impl<T> Seek for Slice<T> {
     }
 }
 
+/// The time stamp on every file the appliance writes on its ESP: a fixed, valid DOS time
+/// (1980-01-01 00:00), so builds are reproducible. fatfs's own default without a clock is
+/// month 0, day 0, which UEFI's FAT driver refuses in `SetInfo` (EFI_INVALID_PARAMETER): the
+/// boot manager could then not count a try by renaming the file.
+#[derive(Debug)]
+pub struct FixedTime;
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date {
+            year: 1980,
+            month: 1,
+            day: 1,
+        }
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: self.get_current_date(),
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+/// Mount options for an appliance ESP: [`FixedTime`] stamps.
+pub fn fat_options() -> fatfs::FsOptions {
+    static TIME: FixedTime = FixedTime;
+    fatfs::FsOptions::new().time_provider(&TIME)
+}
+
 /// The FAT file system of an appliance ESP.
 pub struct Esp {
     what: String,
@@ -353,7 +388,7 @@ impl Esp {
             len,
             pos: 0,
         };
-        let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new())
+        let fs = fatfs::FileSystem::new(slice, fat_options())
             .map_err(io_err(format!("{what}: the ESP's FAT file system")))?;
         Ok(Esp { what, fs })
     }

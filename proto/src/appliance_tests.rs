@@ -102,6 +102,17 @@ fn install_counts_tries_and_mark_good_drops_the_counter() {
     assert_eq!(name, "mallee-b+3.efi");
     let names: Vec<String> = esp.slot_files().unwrap().into_iter().map(|f| f.0).collect();
     assert_eq!(names, ["mallee-a.efi", "mallee-b+3.efi"]);
+    // Every file carries a valid DOS date: UEFI's FAT driver refuses to rename one without.
+    let linux = esp.fs.root_dir().open_dir(UKI_DIR).unwrap();
+    for e in linux.iter().map(Result::unwrap).filter(|e| e.is_file()) {
+        let m = e.modified().date;
+        assert!(
+            (1..=12).contains(&m.month) && (1..=31).contains(&m.day),
+            "{}: {m:?}",
+            e.file_name()
+        );
+    }
+    drop(linux);
     esp.mark_good(Slot::B).unwrap();
     assert_eq!(
         esp.read(&format!("{UKI_DIR}/mallee-b.efi")).unwrap(),

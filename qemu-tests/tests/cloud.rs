@@ -308,19 +308,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         "bucket lost across a reboot: {buckets}"
     );
     // The object's bytes, not just its name, survived the hard power-off.
-    let back = dir.file("kept-back.bin");
-    fe.aws(&[
-        "s3",
-        "cp",
-        "s3://kept-across-reboots/kept.bin",
-        path_str(&back),
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        sha256_file(&back),
-        kept_sha,
-        "the object read back after a hard power-off differs from what was uploaded"
-    );
+    assert_kept(&fe, &dir, &kept_sha, "a hard power-off");
     upgrades(&fe, &kept_sha, &dir);
     drop(fe);
 
@@ -435,7 +423,16 @@ fn upgrades(fe: &Frontend, kept_sha: &str, dir: &TestDir) {
         fe.vm.console().tail(30)
     );
     // The data partition was not touched: the object uploaded before both upgrades reads back.
-    let back = dir.file("kept-after-upgrade.bin");
+    assert_kept(fe, dir, kept_sha, "the upgrades");
+    report_figure(&format!(
+        "figure: cloud, appliance upgrade {old_version} -> {new_version}: upload, install, reboot and serving again in {upgrade_secs:.1} s"
+    ));
+}
+
+/// The object `s3://kept-across-reboots/kept.bin` still holds the bytes hashing to `sha` after
+/// `what`.
+fn assert_kept(fe: &Frontend, dir: &TestDir, sha: &str, what: &str) {
+    let back = dir.file("kept-back.bin");
     fe.aws(&[
         "s3",
         "cp",
@@ -445,12 +442,9 @@ fn upgrades(fe: &Frontend, kept_sha: &str, dir: &TestDir) {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         sha256_file(&back),
-        kept_sha,
-        "the cloud's data changed in the upgrades"
+        sha,
+        "the object read back after {what} differs from what was uploaded"
     );
-    report_figure(&format!(
-        "figure: cloud, appliance upgrade {old_version} -> {new_version}: upload, install, reboot and serving again in {upgrade_secs:.1} s"
-    ));
 }
 
 /// Byte offset and length in sectors of the appliance's data partition on a flashed disk.
