@@ -22,8 +22,6 @@ pub const DIR: &str = "/var/lib/mallee/appliance";
 const RECORD_FILE: &str = "upgrade.json";
 /// How long a slot on trial may take from boot to a serving daemon before init reboots it.
 pub const TRIAL_PATIENCE: Duration = Duration::from_secs(300);
-/// The daemon's uid:gid (it writes staged upgrades here).
-const DAEMON_IDS: (u32, u32) = (65534, 65534);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotsError {
@@ -123,10 +121,9 @@ fn slot_statuses(esp: &Esp) -> Vec<SlotStatus> {
 
 /// Looks at the slots when the appliance booted from `slot`: settles the last upgrade's record
 /// (a try in progress, or a slot that used up its tries and fell back here) and publishes the
-/// status. Creates [`DIR`] for the daemon.
-pub fn boot(slot: Slot, dir: &Path) -> Result<Slots, SlotsError> {
+/// status. Creates `dir` for the daemon, owned by its `uid:gid` (it stages upgrades there).
+pub fn boot(slot: Slot, dir: &Path, (uid, gid): (u32, u32)) -> Result<Slots, SlotsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let (uid, gid) = DAEMON_IDS;
     std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err(dir))?;
     let part = partition::wait_for_label(ESP_PARTLABEL, Duration::from_secs(30))?;
     let esp = Esp::partition(&part.device, true)?;

@@ -31,7 +31,7 @@ const DAEMON: &str = "/bin/mallee-frontend";
 /// Port of the EC2/S3 API.
 pub const API_PORT: u16 = 8773;
 /// The unprivileged uid:gid the daemon runs as (no NSS in the appliance: numeric).
-const RUN_AS: &str = "65534:65534";
+const RUN_AS: (u32, u32) = (65534, 65534);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendBootError {
@@ -140,7 +140,7 @@ pub fn daemon_config(private: &PrivateNic, secret: &str, appliance_dir: Option<&
     let config = DaemonConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], API_PORT)),
         data_dir: Path::new(DATA_MOUNT).join("frontend"),
-        run_as: RUN_AS.to_owned(),
+        run_as: format!("{}:{}", RUN_AS.0, RUN_AS.1),
         ec2: Ec2Section {
             cluster_secret: secret.to_owned(),
         },
@@ -285,7 +285,7 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         let _ = std::fs::create_dir_all(DATA_MOUNT);
     }
     let slots = settings.slot.and_then(|slot| {
-        appliance::boot(slot, Path::new(appliance::DIR))
+        appliance::boot(slot, Path::new(appliance::DIR), RUN_AS)
             .inspect_err(|e| warn!("A/B slots: {e}; upgrades are off this boot"))
             .ok()
     });
@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(parsed.appliance_dir.as_deref(), Some(dir));
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], API_PORT)));
         assert_eq!(config.data_dir, Path::new(DATA_MOUNT).join("frontend"));
-        assert_eq!(config.run_as, RUN_AS);
+        assert_eq!(config.run_as, "65534:65534");
         assert_eq!(config.ec2.cluster_secret, "a\"secret\\with quotes");
         let pxe = config.pxe.expect("a [pxe] table");
         assert_eq!(pxe.interface, "ens5");
