@@ -13,7 +13,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut client = DhcpClient::new(MAC, Some("node".into()), 7);
     let mut now = Duration::ZERO;
     let mut xid = [0u8; 4];
-    let mut remember = |actions: Vec<Action>, xid: &mut [u8; 4]| {
+    let remember = |actions: Vec<Action>, xid: &mut [u8; 4]| {
         for a in actions {
             if let Action::Send { bytes, .. } = a {
                 if let Some(x) = bytes.get(4..8) {
