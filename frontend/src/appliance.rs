@@ -6,12 +6,11 @@
 //! [`UPGRADE_STAGED_EXIT`] to ask for that). The daemon itself never writes the ESP.
 
 use mallee_proto::appliance::{
-    version_cmp, ApplianceError, ApplianceStatus, Esp, StagedUpgrade, MAX_TRIES, STAGED_FILE,
-    STATUS_FILE,
+    version_cmp, write_file, ApplianceError, ApplianceStatus, Esp, StagedUpgrade, MAX_TRIES,
+    STAGED_FILE, STATUS_FILE,
 };
 pub use mallee_proto::appliance::{DEFAULT_TRIES, UPGRADE_STAGED_EXIT};
 use std::cmp::Ordering;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,31 +77,24 @@ impl Appliance {
         let status = self.status()?;
         let target = status.slot.other();
         let esp = Esp::in_image(image, false)?;
-        let (_, uki) = esp
-            .slot_uki(target)?
+        let new = esp
+            .slot_image(target)?
+            .filter(|img| img.uki.slot() == Some(target))
             .ok_or_else(|| UpgradeError::NoSlotImage(target.to_string()))?;
-        if uki.slot() != Some(target) {
-            return Err(UpgradeError::NoSlotImage(target.to_string()));
-        }
-        let new = uki.os_release.version_id.clone();
-        if version_cmp(&new, &status.version) != Ordering::Greater {
+        let version = new.uki.os_release.version_id;
+        if version_cmp(&version, &status.version) != Ordering::Greater {
             return Err(UpgradeError::NotNewer {
-                new,
+                new: version,
                 running: status.version,
             });
         }
-        let bytes = esp.read(&format!(
-            "{}/{}",
-            mallee_proto::appliance::UKI_DIR,
-            target.good_name()
-        ))?;
         let staged = StagedUpgrade {
             slot: target,
-            version: new,
+            version,
             tries,
             file: format!("staged-{}", target.good_name()),
         };
-        self.write(&staged.file, &bytes)?;
+        self.write(&staged.file, &new.bytes)?;
         self.write(
             STAGED_FILE,
             &serde_json::to_vec_pretty(&staged).unwrap_or_default(),
@@ -111,18 +103,12 @@ impl Appliance {
         Ok(staged)
     }
 
-    /// Write, fsync, rename: init never reads half a file.
+    /// Into the appliance directory, whole or not at all ([`write_file`]).
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), UpgradeError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let err = |source| UpgradeError::Io {
-            path: path.display().to_string(),
+        write_file(&self.dir, name, bytes).map_err(|source| UpgradeError::Io {
+            path: self.dir.join(name).display().to_string(),
             source,
-        };
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+        })
     }
 
     /// Asks the daemon to stop serving and exit with [`UPGRADE_STAGED_EXIT`].

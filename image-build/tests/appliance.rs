@@ -115,7 +115,8 @@ fn the_image_is_reproducible_and_reads_back_as_gpt_fat_and_uki() {
     // naming its own slot and carrying the version and build id.
     let esp = Esp::in_image(&a_img, false).unwrap();
     for slot in Slot::ALL {
-        let (file, uki) = esp.slot_uki(slot).unwrap().expect("slot image");
+        let mallee_proto::appliance::SlotImage { file, uki, .. } =
+            esp.slot_image(slot).unwrap().expect("slot image");
         assert_eq!((file.slot, file.tries), (slot, None));
         assert_eq!(uki.slot(), Some(slot));
         assert_eq!(uki.os_release.version_id, "0.1.0.1764860000");

@@ -7,8 +7,9 @@
 
 use crate::partition::{self, PartitionError};
 use mallee_proto::appliance::{
-    self as slots, version_cmp, ApplianceError, ApplianceStatus, Esp, Slot, SlotStatus,
-    StagedUpgrade, Uki, UpgradeRecord, ESP_PARTLABEL, LOADER_CONF, STAGED_FILE, STATUS_FILE,
+    self as slots, version_cmp, write_file, ApplianceError, ApplianceStatus, Esp, Slot, SlotImage,
+    SlotStatus, StagedUpgrade, Uki, UpgradeRecord, ESP_PARTLABEL, LOADER_CONF, STAGED_FILE,
+    STATUS_FILE,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::cmp::Ordering;
@@ -49,7 +50,9 @@ pub struct Slots {
     pub esp: PathBuf,
     /// This boot is a try of a newly installed slot (its file still carries a counter).
     pub trial: bool,
+    /// The running slot's version and build id.
     pub version: String,
+    pub build: String,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SlotsError + '_ {
@@ -69,20 +72,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, SlotsError> 
     }
 }
 
-/// Writes `value` as JSON to `DIR/name`, readable by the daemon (write, fsync, rename).
+/// Writes `value` as JSON to `dir/name`, readable by the daemon ([`write_file`]).
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), SlotsError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(io_err(&path))
+    write_file(dir, name, &bytes).map_err(io_err(&dir.join(name)))
 }
 
 fn now_ms() -> u64 {
@@ -96,9 +89,9 @@ fn slot_statuses(esp: &Esp) -> Vec<SlotStatus> {
     Slot::ALL
         .iter()
         .map(|&slot| {
-            let (version, state) = match esp.slot_uki(slot) {
+            let (version, state) = match esp.slot_image(slot) {
                 Ok(None) => (String::new(), "empty".to_string()),
-                Ok(Some((file, uki))) => {
+                Ok(Some(SlotImage { file, uki, .. })) => {
                     let state = if file.failed() {
                         "failed"
                     } else if file.trying() {
@@ -127,12 +120,12 @@ pub fn boot(slot: Slot, dir: &Path, (uid, gid): (u32, u32)) -> Result<Slots, Slo
     std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err(dir))?;
     let part = partition::wait_for_label(ESP_PARTLABEL, Duration::from_secs(30))?;
     let esp = Esp::partition(&part.device, true)?;
-    let own = esp.slot_uki(slot)?;
+    let own = esp.slot_image(slot)?;
     let (trial, version, build) = match &own {
-        Some((file, uki)) => (
-            file.trying(),
-            uki.os_release.version_id.clone(),
-            uki.os_release.build_id.clone(),
+        Some(img) => (
+            img.file.trying(),
+            img.uki.os_release.version_id.clone(),
+            img.uki.os_release.build_id.clone(),
         ),
         None => (false, String::new(), String::new()),
     };
@@ -140,9 +133,8 @@ pub fn boot(slot: Slot, dir: &Path, (uid, gid): (u32, u32)) -> Result<Slots, Slo
     let mut record: Option<UpgradeRecord> = read_json(&dir.join(RECORD_FILE))?;
     if let Some(r) = record.as_mut().filter(|r| r.result == "trying") {
         if r.slot == slot && trial {
-            let done = own
-                .as_ref()
-                .and_then(|(f, _)| f.tries)
+            let done = (own.as_ref())
+                .and_then(|img| img.file.tries)
                 .map_or(0, |t| t.done);
             r.detail = format!("try {done} of {}", r.tries);
             info!(
@@ -163,33 +155,28 @@ pub fn boot(slot: Slot, dir: &Path, (uid, gid): (u32, u32)) -> Result<Slots, Slo
         r.at_ms = now_ms();
         write_json(dir, RECORD_FILE, r)?;
     }
-    let status = ApplianceStatus {
-        slot,
-        version: version.clone(),
-        build,
-        slots: slot_statuses(&esp),
-        last_upgrade: record,
-    };
-    esp.close()?;
-    write_json(dir, STATUS_FILE, &status)?;
-    Ok(Slots {
+    let slots = Slots {
         slot,
         esp: part.device,
         trial,
         version,
-    })
+        build,
+    };
+    publish(&slots, &esp, dir)?;
+    esp.close()?;
+    Ok(slots)
 }
 
-/// Rewrites the published status (after the slots changed).
+/// Writes the status the daemon reads: the running slot, what each slot of `esp` holds and the
+/// last upgrade's record.
 fn publish(slots: &Slots, esp: &Esp, dir: &Path) -> Result<(), SlotsError> {
-    let mut status: ApplianceStatus =
-        read_json(&dir.join(STATUS_FILE))?.ok_or_else(|| SlotsError::Io {
-            path: dir.join(STATUS_FILE).display().to_string(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-    status.slot = slots.slot;
-    status.slots = slot_statuses(esp);
-    status.last_upgrade = read_json(&dir.join(RECORD_FILE))?;
+    let status = ApplianceStatus {
+        slot: slots.slot,
+        version: slots.version.clone(),
+        build: slots.build.clone(),
+        slots: slot_statuses(esp),
+        last_upgrade: read_json(&dir.join(RECORD_FILE))?,
+    };
     write_json(dir, STATUS_FILE, &status)
 }
 

@@ -263,6 +263,25 @@ impl Uki {
     }
 }
 
+/// A slot's unified kernel image as found on an ESP.
+pub struct SlotImage {
+    pub file: SlotFile,
+    pub uki: Uki,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes `bytes` as `dir/name` so that no reader ever sees half of it (a temporary file,
+/// fsync, rename), readable by every user: the records init and the daemon hand each other.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
 /// A window of a file: the ESP inside a disk image or a disk.
 pub struct Slice<T> {
     inner: T,
@@ -425,14 +444,15 @@ impl Esp {
         Ok(out)
     }
 
-    /// The unified kernel image of `slot`, parsed; `None` when the slot is empty.
-    pub fn slot_uki(&self, slot: Slot) -> Result<Option<(SlotFile, Uki)>, ApplianceError> {
+    /// The unified kernel image of `slot`, read once and parsed; `None` when the slot is empty.
+    pub fn slot_image(&self, slot: Slot) -> Result<Option<SlotImage>, ApplianceError> {
         let Some((name, file)) = self.slot_file(slot)? else {
             return Ok(None);
         };
         let path = format!("{UKI_DIR}/{name}");
-        let uki = Uki::parse(&format!("{}: {path}", self.what), &self.read(&path)?)?;
-        Ok(Some((file, uki)))
+        let bytes = self.read(&path)?;
+        let uki = Uki::parse(&format!("{}: {path}", self.what), &bytes)?;
+        Ok(Some(SlotImage { file, uki, bytes }))
     }
 
     /// Writes `bytes` as `path`, replacing it: into a temporary name first, then renamed, so a
