@@ -9,7 +9,7 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the node, frontend and test-guest bundles (target/images/{node,frontend,guest}) from the pinned kernel.
+# Build the node, frontend and test-guest bundles (target/images/{node,frontend,guest}) and the flashable appliance (mallee-frontend.img; test/ holds two later builds for the upgrade tests) from the pinned kernel.
 images:
     scripts/images.sh
 
