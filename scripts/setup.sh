@@ -8,9 +8,23 @@ missing=()
 for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+updated=0
+# The pinned packages the image builder downloads (kernel.lock, boot.lock) must be in apt's
+# index: a machine whose lists predate the pin (or have none) gets them refreshed.
+for lock in "$here"/../image-build/*.lock; do
+    while read -r pkg ver; do
+        if ! apt-cache show "$pkg=$ver" >/dev/null 2>&1; then
+            echo "setup: apt's lists lack $pkg=$ver; refreshing them"
+            apt-get update -qq
+            updated=1
+            break 2
+        fi
+    done < <(awk -F' = ' '/^package/ {gsub(/"/, "", $2); p = $2} /^version/ {gsub(/"/, "", $2); print p, $2}' "$lock")
+done
+
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
-    apt-get update -qq
+    ((updated)) || apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
     echo "setup: Debian packages present"

@@ -8,6 +8,7 @@
 //! count) are the VMM's, checked where it reads the configuration.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -167,8 +168,83 @@ impl fmt::Display for DiskSource {
 pub struct Nic {
     /// The tap behind it.
     pub tap: TapSource,
+    /// The guest's MAC address; frames from any other source MAC are dropped.
+    pub mac: Mac,
+    /// The guest's IPv4 address on this NIC, which the VMM hands out to the guest's DHCP and
+    /// the only source address it lets the guest send from. `None` (SYSTEM mode): the site's DHCP
+    /// server gives the address, and only the MAC is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<GuestAddress>,
+}
+
+/// A guest's address on one NIC and the DHCP answer that carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestAddress {
+    /// The guest's address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length (1-30).
+    pub prefix_len: u8,
+    /// The default gateway, inside the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    /// The guest's host name (DHCP option 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+impl GuestAddress {
+    /// The subnet mask of `prefix_len`.
+    pub fn netmask(&self) -> Ipv4Addr {
+        let bits = u32::MAX.checked_shl(32 - u32::from(self.prefix_len.min(32)));
+        Ipv4Addr::from(bits.unwrap_or(0))
+    }
+
+    /// Whether `ip` is in the guest's subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::from(self.netmask());
+        u32::from(ip) & mask == u32::from(self.address) & mask
+    }
+}
+
+/// What one NIC has seen, as the status reply gives it (in the configuration's NIC order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicStatus {
     /// The guest's MAC address.
     pub mac: Mac,
+    /// Whether the guest has taken its address: the VMM acknowledged its DHCP request, or it
+    /// announced the address in ARP.
+    pub address_taken: bool,
+    /// DHCP messages the VMM answered.
+    pub dhcp_answered: u64,
+    /// Frames the guest sent that were dropped, by reason.
+    pub dropped: Dropped,
+}
+
+/// Frames dropped on their way out of the guest, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// From a source MAC other than the guest's.
+    pub mac: u64,
+    /// IPv4 from a source address other than the guest's.
+    pub ip: u64,
+    /// ARP claiming another address (or another MAC).
+    pub arp: u64,
+    /// Not ARP or IPv4 on an addressed NIC, VLAN-tagged, or malformed.
+    pub other: u64,
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mac={} ip={} arp={} other={}",
+            self.mac, self.ip, self.arp, self.other
+        )
+    }
 }
 
 /// Where a NIC's tap comes from.
@@ -354,6 +430,9 @@ pub struct Reply {
     /// Milliseconds since the VMM started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_ms: Option<u64>,
+    /// Each NIC's address and anti-spoofing counters, in configuration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicStatus>,
     /// Why the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -368,6 +447,7 @@ impl Reply {
             vcpus: None,
             memory_mib: None,
             uptime_ms: None,
+            nics: Vec::new(),
             error: Some(why.into()),
         }
     }

@@ -54,6 +54,13 @@ fn a_config_round_trips_through_json() {
     cfg.nics.push(Nic {
         tap: TapSource::Fd(3),
         mac: Mac([2, 0, 0, 0, 0, 1]),
+        address: Some(GuestAddress {
+            address: "10.1.0.5".parse().unwrap(),
+            prefix_len: 24,
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            dns: vec!["10.1.0.1".parse().unwrap()],
+            hostname: Some("i-0123".into()),
+        }),
     });
     cfg.on_reboot = OnReboot::Restart;
     cfg.failure_path = Some("/f.json".into());
@@ -115,6 +122,15 @@ fn a_reply_round_trips_with_its_state_as_a_name() {
         vcpus: Some(2),
         memory_mib: Some(256),
         uptime_ms: Some(5),
+        nics: vec![NicStatus {
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            address_taken: true,
+            dhcp_answered: 2,
+            dropped: Dropped {
+                mac: 1,
+                ..Dropped::default()
+            },
+        }],
         error: None,
     };
     let text = serde_json::to_string(&reply).unwrap();
@@ -128,4 +144,21 @@ fn a_reply_round_trips_with_its_state_as_a_name() {
         serde_json::to_string(&refused).unwrap(),
         r#"{"ok":false,"error":"bad request"}"#
     );
+}
+
+#[test]
+fn a_guest_address_knows_its_netmask_and_subnet() {
+    let a = GuestAddress {
+        address: "10.1.2.5".parse().unwrap(),
+        prefix_len: 22,
+        gateway: None,
+        dns: vec![],
+        hostname: None,
+    };
+    assert_eq!(
+        a.netmask(),
+        "255.255.252.0".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    assert!(a.contains("10.1.3.254".parse().unwrap()));
+    assert!(!a.contains("10.1.4.1".parse().unwrap()));
 }

@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mallee_proto::vmm::{encode_line, Reply, Request, VmState};
+use mallee_proto::Mac;
 
 use crate::bus::lock;
+use crate::devices::virtio::net::port::PortCounters;
 use crate::exit::Exit;
 use crate::vm::latch::ExitLatch;
 
@@ -74,6 +76,8 @@ pub struct ApiState {
     pub vcpus: u8,
     /// Guest RAM in MiB.
     pub memory_mib: u64,
+    /// Each NIC's MAC and port counters, in configuration order.
+    pub nics: Vec<(Mac, Arc<PortCounters>)>,
 }
 
 /// The control socket could not be set up.
@@ -93,6 +97,7 @@ fn state_reply(state: &ApiState) -> Reply {
         vcpus: Some(state.vcpus),
         memory_mib: Some(state.memory_mib),
         uptime_ms: Some(state.started.elapsed().as_millis() as u64),
+        nics: state.nics.iter().map(|(mac, c)| c.status(*mac)).collect(),
         error: None,
     }
 }
@@ -167,6 +172,7 @@ mod tests {
             started: Instant::now(),
             vcpus: 2,
             memory_mib: 256,
+            nics: vec![(Mac([2, 0, 0, 0, 0, 7]), Arc::default())],
         }
     }
 
@@ -186,6 +192,8 @@ mod tests {
         let reply: Reply = serde_json::from_str(&line).unwrap();
         assert_eq!(reply.state, Some(VmState::Running));
         assert_eq!(reply.vcpus, Some(2));
+        assert_eq!(reply.nics.len(), 1, "each NIC's counters");
+        assert_eq!(reply.nics[0].mac, Mac([2, 0, 0, 0, 0, 7]));
         s.write_all(&encode_line(&Request::Shutdown)).unwrap();
         line.clear();
         r.read_line(&mut line).unwrap();

@@ -16,6 +16,7 @@ use crate::config::{DiskSource, TapSource, VmmConfig};
 use crate::devices::virtio::block::aoe::AoeDisk;
 use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::port::{Port, PortCounters};
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
@@ -91,9 +92,13 @@ fn console(cfg: &VmmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
 }
 
 /// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
-/// (the API's handle) can stop it. A VM that fails while running is an error saying what failed,
-/// never `Ok(Exit::Error)`.
-pub fn run(cfg: &VmmConfig, control: &Arc<Control>) -> Result<Exit, InstanceError> {
+/// (the API's handle) can stop it; `ports` holds each NIC's counters (they outlive the VM). A VM
+/// that fails while running is an error saying what failed, never `Ok(Exit::Error)`.
+pub fn run(
+    cfg: &VmmConfig,
+    control: &Arc<Control>,
+    ports: &[Arc<PortCounters>],
+) -> Result<Exit, InstanceError> {
     tracing::info!(
         "building the VM: {} MiB, {} vCPUs, {} disks, {} NICs, kernel {}",
         cfg.memory_mib,
@@ -118,7 +123,7 @@ pub fn run(cfg: &VmmConfig, control: &Arc<Control>) -> Result<Exit, InstanceErro
         let blk = Block::new(backend, d.read_only, d.serial.as_deref());
         vm.add_virtio(Box::new(blk))?;
     }
-    for n in &cfg.nics {
+    for (n, counters) in cfg.nics.iter().zip(ports) {
         let tap = match &n.tap {
             TapSource::Name(name) => Tap::open(name),
             TapSource::Fd(fd) => Tap::from_fd(*fd),
@@ -128,7 +133,8 @@ pub fn run(cfg: &VmmConfig, control: &Arc<Control>) -> Result<Exit, InstanceErro
             err,
         })?;
         tracing::debug!("NIC {} on tap {}", n.mac, n.tap);
-        vm.add_virtio(Box::new(Net::new(tap, n.mac.octets())))?;
+        let port = Port::new(n.mac, n.address.clone(), counters.clone());
+        vm.add_virtio(Box::new(Net::new(tap, port)))?;
     }
     if cfg.rng {
         vm.add_virtio(Box::new(Rng::new()))?;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use mallee_vmm::api::{self, ApiState, Control};
 use mallee_vmm::config::{self, LogLevel, OnReboot, VmmConfig, USAGE};
+use mallee_vmm::devices::virtio::net::port::PortCounters;
 use mallee_vmm::exit::{self as vm_exit, Exit, Failure};
 use mallee_vmm::instance::{self, InstanceError};
 use tracing::level_filters::LevelFilter;
@@ -29,17 +30,39 @@ fn init_logging(level: LogLevel) {
 /// `on_reboot: restart`, until it ends.
 fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
     let control = Arc::new(Control::new());
+    let ports: Vec<Arc<PortCounters>> = cfg.nics.iter().map(|_| Arc::default()).collect();
     if let Some(path) = &cfg.api_socket {
         let state = ApiState {
             control: control.clone(),
             started,
             vcpus: cfg.vcpus,
             memory_mib: cfg.memory_mib,
+            nics: cfg.nics.iter().map(|n| n.mac).zip(ports.clone()).collect(),
         };
         api::serve(path, state)?;
     }
+    let exit = run_vms(cfg, &control, &ports);
+    for (nic, counters) in cfg.nics.iter().zip(&ports) {
+        let s = counters.status(nic.mac);
+        tracing::info!(
+            "NIC {}: address taken {}, {} DHCP answers, dropped {}",
+            nic.mac,
+            s.address_taken,
+            s.dhcp_answered,
+            s.dropped
+        );
+    }
+    exit
+}
+
+/// Runs the VM, again after each guest reboot under `on_reboot: restart`, until it ends.
+fn run_vms(
+    cfg: &VmmConfig,
+    control: &Arc<Control>,
+    ports: &[Arc<PortCounters>],
+) -> anyhow::Result<Exit> {
     loop {
-        let exit = instance::run(cfg, &control).map_err(|e| match e {
+        let exit = instance::run(cfg, control, ports).map_err(|e| match e {
             // The VM ran and then failed: its message says so already.
             InstanceError::Failed(_) => anyhow::Error::from(e),
             e => anyhow::Error::from(e).context("cannot start the VM"),

@@ -163,3 +163,32 @@ fn the_readme_example_is_a_config_this_vmm_accepts() {
     assert_eq!(cfg.disks.len(), 2);
     assert_eq!(cfg.nics.len(), 1);
 }
+
+#[test]
+fn a_nic_takes_the_guests_address_and_bad_ones_are_refused() {
+    let cfg = load(
+        "--kernel /k --net tap=t0,mac=52:54:00:00:00:01,ip=10.7.0.5/24,gw=10.7.0.1,dns=10.7.0.1,dns=9.9.9.9,hostname=i-0abc",
+    )
+    .unwrap();
+    let a = cfg.nics[0].address.as_ref().unwrap();
+    assert_eq!(a.address, std::net::Ipv4Addr::new(10, 7, 0, 5));
+    assert_eq!((a.prefix_len, a.dns.len()), (24, 2));
+    assert_eq!(a.hostname.as_deref(), Some("i-0abc"));
+    for (bad, says) in [
+        ("ip=10.7.0.5", "/prefix"),
+        ("ip=10.7.0.5/31", "/31"),
+        ("ip=10.7.0.0/24", "network or broadcast"),
+        ("ip=10.7.0.255/24", "network or broadcast"),
+        ("ip=10.7.0.5/24,gw=10.8.0.1", "gateway"),
+        ("ip=10.7.0.5/24,gw=10.7.0.5", "gateway"),
+        ("ip=10.7.0.5/24,hostname=a.b", "host name"),
+        ("ip=10.7.0.5/24,dns=ten", "IPv4 address"),
+        ("gw=10.7.0.1", "need ip="),
+    ] {
+        let e = load(&format!(
+            "--kernel /k --net tap=t0,mac=52:54:00:00:00:01,{bad}"
+        ))
+        .unwrap_err();
+        assert!(e.reason.contains(says), "{bad}: {e}");
+    }
+}

@@ -2,13 +2,14 @@
 //! named choices, each into its [`VmmConfig`](super::VmmConfig) field. Each returns a
 //! [`ConfigError`] naming its flag; limits (ranges, lengths) are [`super::check`]'s.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use mallee_proto::Mac;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::Deserialize;
 
-use super::{err, ConfigError, Disk, DiskSource, Nic, TapSource};
+use super::{err, ConfigError, Disk, DiskSource, GuestAddress, Nic, TapSource};
 
 /// Parses a size like `256M`, `1G`, `65536` or `64K` into bytes.
 pub fn parse_size(field: &str, s: &str) -> Result<u64, ConfigError> {
@@ -94,10 +95,17 @@ pub(super) fn parse_disk(s: &str) -> Result<Disk, ConfigError> {
     Ok(disk)
 }
 
-/// `--net`: `tap=NAME,mac=M` or `fd=N,mac=M`.
+/// `--net`: `tap=NAME,mac=M` or `fd=N,mac=M`, then optionally the guest's address and its DHCP
+/// answer: `ip=A/PREFIX[,gw=G][,dns=D]...[,hostname=H]`.
 pub(super) fn parse_net(s: &str) -> Result<Nic, ConfigError> {
     let mut tap = None;
     let mut mac = None;
+    let mut ip: Option<(Ipv4Addr, u8)> = None;
+    let (mut gateway, mut dns, mut hostname) = (None, Vec::new(), None);
+    let addr = |v: &str| {
+        v.parse::<Ipv4Addr>()
+            .map_err(|_| err("net", format!("`{v}` is not an IPv4 address")))
+    };
     for opt in s.split(',') {
         match opt.split_once('=') {
             Some(("tap", name)) => tap = Some(TapSource::Name(name.to_string())),
@@ -110,12 +118,41 @@ pub(super) fn parse_net(s: &str) -> Result<Nic, ConfigError> {
             Some(("mac", m)) => {
                 mac = Some(m.parse::<Mac>().map_err(|e| err("net", e.to_string()))?);
             }
+            Some(("ip", v)) => {
+                let (a, p) = v
+                    .split_once('/')
+                    .ok_or_else(|| err("net", format!("ip `{v}` needs a /prefix")))?;
+                let p = p
+                    .parse::<u8>()
+                    .map_err(|_| err("net", format!("`/{p}` is not a prefix length")))?;
+                ip = Some((addr(a)?, p));
+            }
+            Some(("gw", v)) => gateway = Some(addr(v)?),
+            Some(("dns", v)) => dns.push(addr(v)?),
+            Some(("hostname", v)) => hostname = Some(v.to_string()),
             _ => return Err(err("net", format!("unknown option `{opt}` in `{s}`"))),
         }
     }
+    let address = match ip {
+        Some((address, prefix_len)) => Some(GuestAddress {
+            address,
+            prefix_len,
+            gateway,
+            dns,
+            hostname,
+        }),
+        None if gateway.is_some() || !dns.is_empty() || hostname.is_some() => {
+            return Err(err(
+                "net",
+                format!("`{s}`: gw=, dns= and hostname= need ip="),
+            ));
+        }
+        None => None,
+    };
     Ok(Nic {
         tap: tap.ok_or_else(|| err("net", format!("`{s}` names no tap= or fd=")))?,
         mac: mac.ok_or_else(|| err("net", format!("`{s}` has no mac=")))?,
+        address,
     })
 }
 

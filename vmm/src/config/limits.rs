@@ -1,6 +1,8 @@
 //! What this VMM can run: the checks a [`VmmConfig`] must pass, whichever front end produced it
 //! (RAM range, vCPU count, device count, AoE addresses, serial and tap name lengths, unicast
-//! MACs). Errors name the JSON field.
+//! MACs, guest addresses). Errors name the JSON field.
+
+use mallee_proto::vmm::GuestAddress;
 
 use super::{err, ConfigError, DiskSource, TapSource, VmmConfig};
 
@@ -23,6 +25,42 @@ fn check_ifname(field: &str, what: &str, name: &str) -> Result<(), ConfigError> 
             field,
             format!("{what} `{name}` must be 1-{MAX_IFNAME} bytes"),
         ));
+    }
+    Ok(())
+}
+
+/// Longest DHCP host name (a DNS label).
+const MAX_HOSTNAME: usize = 63;
+
+/// A guest address the VMM can hand out: a host address of a subnet of /1 to /30, a gateway
+/// inside it that is not the guest's own, and a host name that is a DNS label.
+fn check_address(a: &GuestAddress) -> Result<(), ConfigError> {
+    let bad = |why: String| Err(err("nics", format!("address {}: {why}", a.address)));
+    if !(1..=30).contains(&a.prefix_len) {
+        return bad(format!("prefix /{} is not from /1 to /30", a.prefix_len));
+    }
+    let host = u32::from(a.address) & !u32::from(a.netmask());
+    if host == 0 || host == !u32::from(a.netmask()) {
+        return bad(format!(
+            "is the network or broadcast address of /{}",
+            a.prefix_len
+        ));
+    }
+    if a.address.is_multicast() || a.address.is_loopback() || a.address.is_unspecified() {
+        return bad("is not a host address".into());
+    }
+    if let Some(gw) = a.gateway {
+        if gw == a.address || !a.contains(gw) {
+            return bad(format!("gateway {gw} is not another address of its subnet"));
+        }
+    }
+    if let Some(name) = &a.hostname {
+        let label = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if name.is_empty() || name.len() > MAX_HOSTNAME || !label || name.starts_with('-') {
+            return bad(format!(
+                "host name `{name}` is not 1-{MAX_HOSTNAME} letters, digits and inner hyphens"
+            ));
+        }
     }
     Ok(())
 }
@@ -81,6 +119,9 @@ pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
         }
         if n.mac.is_multicast() {
             return Err(err("nics", format!("{} is a multicast address", n.mac)));
+        }
+        if let Some(a) = &n.address {
+            check_address(a)?;
         }
     }
     if cfg.disks.len() + cfg.nics.len() > MAX_DEVICES {

@@ -17,7 +17,8 @@ mod limits;
 pub use fields::parse_size;
 pub use limits::{check, MAX_DEVICES, MAX_VCPUS};
 pub use mallee_proto::vmm::{
-    Disk, DiskSource, LogLevel, Nic, OnReboot, TapSource, VmmConfig, DEFAULT_MEMORY_MIB,
+    Disk, DiskSource, GuestAddress, LogLevel, Nic, OnReboot, TapSource, VmmConfig,
+    DEFAULT_MEMORY_MIB,
 };
 
 /// A configuration value that could not be accepted, naming the field.
@@ -40,7 +41,8 @@ fn err(field: &str, reason: impl Into<String>) -> ConfigError {
 
 /// The flags, for `--help`.
 pub const USAGE: &str = "usage: mallee-vmm --kernel K [--initrd I] [--cmdline C] [--mem 256M] \
-[--vcpus N] [--disk PATH|aoe:IFACE:SHELF.SLOT[,ro][,serial=S]]... [--net tap=NAME|fd=N,mac=M]... \
+[--vcpus N] [--disk PATH|aoe:IFACE:SHELF.SLOT[,ro][,serial=S]]... \
+[--net tap=NAME|fd=N,mac=M[,ip=A/PREFIX[,gw=G][,dns=D]...[,hostname=H]]]... \
 [--serial FILE] [--api-socket PATH] [--no-rng] [--on-reboot exit|restart] [--failure-path FILE] \
 [--log-level error|warn|info|debug|trace]
        mallee-vmm --config FILE.json [flags that change it]";

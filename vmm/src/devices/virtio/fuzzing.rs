@@ -1,5 +1,5 @@
 //! Byte-driven harnesses for the parts a guest controls: a virtio-blk request, a virtio-net
-//! transmit chain and the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
+//! transmit chain, a frame through the guest's port and the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
 //! the same functions, so both exercise one code path.
 //!
 //! Input layout: 16 descriptors (16 bytes each: addr, len, flags, next) for a 16-entry queue laid
@@ -114,5 +114,31 @@ pub fn net_tx(data: &[u8]) {
         }
         chains += 1;
         assert!(chains <= 256);
+    }
+}
+
+/// One frame a guest sends through its port (the first byte picks an addressed NIC or not):
+/// every verdict is reached without a panic, and every answer is an IPv4/UDP frame to the guest.
+pub fn guest_port(data: &[u8]) {
+    use super::net::port::{Port, Verdict};
+    use mallee_proto::vmm::GuestAddress;
+    use smoltcp::wire::{EthernetFrame, Ipv4Packet};
+
+    let Some((&pick, frame)) = data.split_first() else {
+        return;
+    };
+    let mac = mallee_proto::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    let address = (pick & 1 == 1).then(|| GuestAddress {
+        address: [10, 7, 0, 5].into(),
+        prefix_len: 24,
+        gateway: (pick & 2 == 2).then(|| [10, 7, 0, 1].into()),
+        dns: vec![[10, 7, 0, 1].into()],
+        hostname: Some("i-fuzz".into()),
+    });
+    let port = Port::new(mac, address, Default::default());
+    if let Verdict::Answer(answer) = port.check(frame) {
+        let eth = EthernetFrame::new_checked(&answer[..]).expect("answer is Ethernet");
+        assert_eq!(eth.dst_addr().0, mac.octets());
+        Ipv4Packet::new_checked(eth.payload()).expect("answer is IPv4");
     }
 }

@@ -7,16 +7,19 @@
 //! buffers a frame must fit one receive chain; a frame that does not is dropped (the guest counts
 //! a length error), as is a transmit chain that is empty or larger than a 64 KiB frame.
 
+pub mod port;
 pub mod tap;
 #[cfg(test)]
 #[path = "net_tests.rs"]
 mod tests;
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 
+use self::port::{Port, Verdict};
 use self::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{QueueHandler, Worker};
 use super::{check_queues, read_config_bytes, ActivateError, ActiveQueue, GuestMemoryMmap};
@@ -60,6 +63,7 @@ pub fn tap_offloads(acked: u64) -> u32 {
 /// A virtio-net device.
 pub struct Net {
     tap: Option<Tap>,
+    port: Option<Port>,
     worker: Option<Worker<NetHandler>>,
     features: u64,
     config: Vec<u8>,
@@ -67,8 +71,8 @@ pub struct Net {
 }
 
 impl Net {
-    /// A device on `tap` with guest MAC `mac`.
-    pub fn new(tap: Tap, mac: [u8; 6]) -> Net {
+    /// A device on `tap` whose guest's frames pass through `port` (which holds its MAC).
+    pub fn new(tap: Tap, port: Port) -> Net {
         let offloads_work = tap
             .set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
             .is_ok()
@@ -79,9 +83,10 @@ impl Net {
         }
         Net {
             tap: Some(tap),
+            config: port.mac().octets().to_vec(),
+            port: Some(port),
             worker: None,
             features,
-            config: mac.to_vec(),
             queue_sizes: [QUEUE_SIZE; 2],
         }
     }
@@ -89,6 +94,9 @@ impl Net {
 
 struct NetHandler {
     tap: Tap,
+    port: Port,
+    /// Frames the port answered (each with its virtio-net header), delivered before the tap's.
+    answers: VecDeque<Vec<u8>>,
     /// Receive buffer; holds the pending frame between `receive` calls.
     frame: Vec<u8>,
     /// Transmit buffer (separate, so a pending received frame survives a transmit).
@@ -102,12 +110,16 @@ impl NetHandler {
         let q = &mut queues[RX];
         let mut any = false;
         loop {
-            let len = match self.pending.take() {
-                Some(len) => len,
-                None => match self.tap.read_frame(&mut self.frame) {
+            let len = if let Some(len) = self.pending.take() {
+                len
+            } else if let Some(answer) = self.answers.pop_front() {
+                self.frame[..answer.len()].copy_from_slice(&answer);
+                answer.len()
+            } else {
+                match self.tap.read_frame(&mut self.frame) {
                     Ok(len) => len,
                     Err(_) => break,
-                },
+                }
             };
             let Some(chain) = q.queue.pop_descriptor_chain(mem) else {
                 // No buffer: hold the frame until the guest posts one (its notify wakes us).
@@ -129,17 +141,42 @@ impl NetHandler {
         }
     }
 
-    /// Sends every posted transmit chain to the tap.
+    /// Sends every posted transmit chain the port lets out to the tap, and the port's answers
+    /// to the guest.
     fn transmit(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue]) {
-        let (frame, tap) = (&mut self.tx_frame, &self.tap);
+        let (frame, tap, port, answers) =
+            (&mut self.tx_frame, &self.tap, &self.port, &mut self.answers);
         queues[TX].drain(mem, |chain| {
-            if let Some(len) = read_tx_frame(mem, chain, frame) {
+            let Some(len) = read_tx_frame(mem, chain, frame) else {
+                return 0;
+            };
+            match port.check(&frame[VNET_HDR_LEN..len]) {
                 // A full tap queue drops the frame, as a busy wire would.
-                let _ = tap.write_frame(&frame[..len]);
+                Verdict::Forward => drop(tap.write_frame(&frame[..len])),
+                Verdict::Answer(reply) if answers.len() < MAX_ANSWERS => {
+                    answers.push_back(with_vnet_header(&reply))
+                }
+                Verdict::Answer(_) | Verdict::Drop(_) | Verdict::Swallow => {}
             }
             0
         });
+        if !self.answers.is_empty() {
+            self.receive(mem, queues);
+        }
     }
+}
+
+/// Answers held for a guest that posts no receive buffers; a guest that floods DHCP without
+/// reading gets no more than this many queued.
+const MAX_ANSWERS: usize = 16;
+
+/// `frame` behind a virtio_net_hdr_v1 that asks for nothing (one buffer, checksums done).
+fn with_vnet_header(frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; VNET_HDR_LEN];
+    // num_buffers (the header's last 16 bits) is 1 without mergeable receive buffers.
+    out[VNET_HDR_LEN - 2] = 1;
+    out.extend_from_slice(frame);
+    out
 }
 
 /// Copies one transmit chain (virtio-net header and frame) into `frame` and returns its length;
@@ -197,12 +234,16 @@ impl VirtioDevice for Net {
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         check_queues(&mem, &queues, 2)?;
-        let tap = self.tap.take().ok_or(ActivateError::AlreadyActive)?;
+        let (Some(tap), Some(port)) = (self.tap.take(), self.port.take()) else {
+            return Err(ActivateError::AlreadyActive);
+        };
         if tap.set_offload(tap_offloads(acked_features)).is_err() {
             tracing::warn!("virtio-net: tap refused offload settings");
         }
         let handler = NetHandler {
             tap,
+            port,
+            answers: VecDeque::new(),
             frame: vec![0; MAX_FRAME],
             tx_frame: vec![0; MAX_FRAME],
             pending: None,
@@ -216,6 +257,7 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         if let Some(h) = self.worker.take().and_then(Worker::stop) {
             self.tap = Some(h.tap);
+            self.port = Some(h.port);
         }
     }
 }

@@ -5,10 +5,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mallee_proto::Mac;
 use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
+use super::port::Port;
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 use super::{tap_offloads, Net, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4};
@@ -123,7 +125,9 @@ fn frames_cross_between_the_queues_and_the_tap() {
     let (tap, pkt, ifindex) = tap_in_private_netns();
     let mem = memory();
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    let net = Net::new(tap, mac);
+    // No address (SYSTEM mode): the port checks only the source MAC, which `frame` uses.
+    let port = Port::new(Mac(mac), None, Arc::default());
+    let net = Net::new(tap, port);
     let dev = VirtioPci::new(
         Box::new(net),
         mem.clone(),
