@@ -135,6 +135,30 @@ pub struct InstanceSpec {
     /// instance type names; 0 for none.
     #[serde(default)]
     pub ephemeral_gib: u64,
+    /// The instance's network interface; `None`: the instance has no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<InstanceNetwork>,
+}
+
+/// Where an instance's NIC is plugged on the node, and the address its VMM hands it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceNetwork {
+    pub segment: Segment,
+    /// The guest's address and DHCP answer; `None` in SYSTEM mode (the site's DHCP answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<vmm::GuestAddress>,
+}
+
+/// The layer-2 segment an instance's tap joins on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Segment {
+    /// MANAGED: the bridge of this 802.1Q tag on the node's private NIC (`<nic>.<vlan>`).
+    Vlan(u16),
+    /// MANAGED-NOVLAN: one untagged instance bridge on the private NIC.
+    Untagged,
+    /// SYSTEM: bridged straight onto the node's NIC, on the site's own network.
+    System,
 }
 
 /// An image the node fetches from Walrus and verifies before use.
@@ -253,6 +277,10 @@ mod tests {
             mac: "d0:0d:01:23:45:67".parse().unwrap(),
             metadata: MetadataDocument::default(),
             ephemeral_gib: 5,
+            network: Some(InstanceNetwork {
+                segment: Segment::Vlan(100),
+                address: None,
+            }),
         }
     }
 

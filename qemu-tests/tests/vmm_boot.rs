@@ -1,8 +1,10 @@
 //! End to end: a nested-KVM node (QEMU TCG with svm) runs `mallee-vmm`, which boots the pinned
 //! Debian kernel with a test initramfs. The guest checks a read-only virtio-blk disk with a known
-//! pattern, writes a pattern to a second disk, sends a marked frame over virtio-net; the node-side
-//! program sees the frame on the tap, gets the VMM's exit status (0: the guest powered off through
-//! ACPI) and reads the second disk back. Both programs (`vmm/examples/e2e_{guest,node}.rs`) print
+//! pattern, writes a pattern to a second disk, takes its address from the VMM's DHCP and sends a
+//! marked frame over virtio-net, and frames forged from another MAC and another address; the
+//! node-side program sees the marked frame on the tap and neither the forged ones nor any DHCP,
+//! gets the VMM's exit status (0: the guest powered off through ACPI) and reads the second disk
+//! back. Both programs (`vmm/examples/e2e_{guest,node}.rs`) print
 //! one line per check; this test reads them from the node's console.
 
 #[path = "support/vmm_images.rs"]
@@ -49,10 +51,13 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         "vmm-e2e-guest: modules ok",
         "vmm-e2e-guest: disk1 ok",
         "vmm-e2e-guest: disk2 ok",
-        "vmm-e2e-guest: frame ok",
+        "vmm-e2e-guest: network ok",
+        "took 10.77.0.5 mask 255.255.255.0 gw 10.77.0.1 host vmm-e2e",
         "vmm-e2e-guest: rng ok virtio_rng",
         "vmm-e2e-node: vmm exit=0",
         "vmm-e2e-node: frame seen on tap=true",
+        "vmm-e2e-node: forged frames on tap=false",
+        "vmm-e2e-node: dhcp on tap=false",
         "vmm-e2e-node: disk2 pattern ok=true",
         "vmm-e2e-node: PASS",
     ] {
@@ -62,6 +67,17 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         );
     }
     assert_eq!(&done[1], "0", "node program failed; console tail:\n{tail}");
+    // The VMM's own account of the guest's port: its DHCP answered (offer and ack at least), the
+    // address taken, and each of the five frames forged with another MAC and another source
+    // address dropped under its reason.
+    let port = regex::Regex::new(
+        r"NIC 52:54:00:e2:e0:01: address taken true, (\d+) DHCP answers, dropped mac=5 ip=5 arp=0",
+    )
+    .unwrap();
+    let answers = port
+        .captures(&console)
+        .unwrap_or_else(|| panic!("no port summary from the VMM; console tail:\n{tail}"));
+    assert!(answers[1].parse::<u32>().unwrap() >= 2, "{}", &answers[0]);
     if let Some(l) = console
         .lines()
         .find(|l| l.contains("vmm-e2e-node: vmm exit="))

@@ -1,6 +1,7 @@
 //! End-to-end guest program: PID 1 of the test initramfs booted by `mallee-vmm` inside a nested
 //! node. It loads the virtio modules the initramfs lists, checks the read-only disk's pattern,
-//! writes the second disk's pattern, sends a marked frame on the NIC, prints a line per step and
+//! writes the second disk's pattern, takes its address from its VMM's DHCP, sends a marked frame
+//! from it and frames forged with another MAC and another address, prints a line per step and
 //! powers the machine off through ACPI (which ends `mallee-vmm` with exit status 0).
 //!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
@@ -12,11 +13,20 @@ mod common;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{say, DISK_BYTES, ETHERTYPE, FRAME_MARKER, GUEST_MAC};
+use common::{
+    say, DISK_BYTES, FORGED_MARKER, FRAME_MARKER, GATEWAY, GUEST_IP, GUEST_MAC, HOSTNAME,
+    PREFIX_LEN,
+};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable};
+use mallee_proto::Mac;
+use mallee_vmm::devices::virtio::net::port::udp_frame;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
 fn mount(src: &str, target: &str, fstype: &str) {
     let _ = std::fs::create_dir_all(target);
@@ -116,7 +126,90 @@ fn nic() -> Option<String> {
         .find(|n| n != "lo")
 }
 
-fn send_frame() -> Result<String, String> {
+fn send(fd: i32, frame: &[u8]) -> Result<(), String> {
+    // SAFETY: the pointer and length describe `frame`; the socket is bound to the NIC.
+    let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
+    if n < 0 {
+        return Err(format!("send: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The DHCP reply to `req` (same xid) among the frames arriving on `fd`, sending `req` again
+/// each second as a client does, for up to 20 s.
+fn dhcp_exchange(fd: i32, req: &Message) -> Result<Message, String> {
+    let frame = udp_frame(
+        (Mac(GUEST_MAC), Mac([0xff; 6])),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        (68, 67),
+        &req.to_vec().map_err(|e| e.to_string())?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        send(fd, &frame)?;
+        let resend = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < resend {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                continue;
+            }
+            // SAFETY: the pointer and length describe `buf`.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let Ok(eth) = EthernetFrame::new_checked(&buf[..n as usize]) else {
+                continue;
+            };
+            if eth.ethertype() != EthernetProtocol::Ipv4 {
+                continue;
+            }
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                continue;
+            };
+            if ip.next_header() != IpProtocol::Udp {
+                continue;
+            }
+            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                continue;
+            };
+            if udp.dst_port() != 68 {
+                continue;
+            }
+            if let Ok(m) = Message::from_bytes(udp.payload()) {
+                if m.opcode() == Opcode::BootReply && m.xid() == req.xid() {
+                    return Ok(m);
+                }
+            }
+        }
+    }
+    Err(format!("no DHCP reply to xid {:#x} in 20 s", req.xid()))
+}
+
+fn dhcp_message(mtype: MessageType, requested: Option<Ipv4Addr>) -> Message {
+    let mut m = Message::default();
+    m.set_opcode(Opcode::BootRequest)
+        .set_htype(HType::Eth)
+        .set_xid(0x6d61_6c6c)
+        .set_flags(Flags::default().set_broadcast())
+        .set_chaddr(&GUEST_MAC);
+    m.opts_mut().insert(DhcpOption::MessageType(mtype));
+    if let Some(ip) = requested {
+        m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+    }
+    m
+}
+
+/// Takes the address the VMM offers (DISCOVER, OFFER, REQUEST, ACK), checks it and its options,
+/// then sends a marked frame from it and frames forged from another MAC and another address.
+fn network() -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let name = loop {
         if let Some(n) = nic() {
@@ -127,23 +220,61 @@ fn send_frame() -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap_or_default();
     let index = common::link_up(&name).map_err(|e| format!("{name} up: {e}"))?;
     let fd = common::packet_socket(index).map_err(|e| format!("packet socket: {e}"))?;
-    let mut frame = vec![0xff; 6];
-    frame.extend_from_slice(&GUEST_MAC);
-    frame.extend_from_slice(&ETHERTYPE.to_be_bytes());
-    frame.extend_from_slice(FRAME_MARKER);
-    frame.resize(60, 0);
-    for _ in 0..5 {
-        // SAFETY: the pointer and length describe `frame`; the socket is bound to the NIC.
-        let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
-        if n < 0 {
-            return Err(format!("send: {}", std::io::Error::last_os_error()));
+    let offer = dhcp_exchange(fd, &dhcp_message(MessageType::Discover, None))?;
+    let me = Ipv4Addr::from(GUEST_IP);
+    if offer.opts().msg_type() != Some(MessageType::Offer) || offer.yiaddr() != me {
+        return Err(format!(
+            "offer {:?} of {}",
+            offer.opts().msg_type(),
+            offer.yiaddr()
+        ));
+    }
+    let ack = dhcp_exchange(fd, &dhcp_message(MessageType::Request, Some(me)))?;
+    if ack.opts().msg_type() != Some(MessageType::Ack) || ack.yiaddr() != me {
+        return Err(format!(
+            "ack {:?} of {}",
+            ack.opts().msg_type(),
+            ack.yiaddr()
+        ));
+    }
+    let mask = match ack.opts().get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(m)) if u32::from(*m).count_ones() == u32::from(PREFIX_LEN) => {
+            *m
         }
+        other => return Err(format!("no subnet mask: {other:?}")),
+    };
+    let gw = match ack.opts().get(OptionCode::Router) {
+        Some(DhcpOption::Router(r)) if r.first() == Some(&Ipv4Addr::from(GATEWAY)) => r[0],
+        other => return Err(format!("router {other:?}")),
+    };
+    match ack.opts().get(OptionCode::Hostname) {
+        Some(DhcpOption::Hostname(h)) if h == HOSTNAME => {}
+        other => return Err(format!("hostname {other:?}")),
+    }
+    let to = Mac([0xff; 6]);
+    let ports = (40000, 40001);
+    let forged_mac = Mac([0x52, 0x54, 0x00, 0x66, 0x66, 0x66]);
+    let forged_ip = Ipv4Addr::new(10, 77, 0, 66);
+    for _ in 0..5 {
+        send(
+            fd,
+            &udp_frame((Mac(GUEST_MAC), to), me, gw, ports, FRAME_MARKER),
+        )?;
+        send(
+            fd,
+            &udp_frame((forged_mac, to), me, gw, ports, FORGED_MARKER),
+        )?;
+        send(
+            fd,
+            &udp_frame((Mac(GUEST_MAC), to), forged_ip, gw, ports, FORGED_MARKER),
+        )?;
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(format!("{name} mac={}", mac.trim()))
+    Ok(format!(
+        "{name} took {me} mask {mask} gw {gw} host {HOSTNAME}"
+    ))
 }
 
 fn step(name: &str, r: Result<String, String>) -> bool {
@@ -182,7 +313,7 @@ fn main() {
             Err("no /dev/vdb".into())
         },
     );
-    ok &= step("frame", send_frame());
+    ok &= step("network", network());
     ok &= step(
         "rng",
         if wait_for("/sys/class/misc/hw_random") {

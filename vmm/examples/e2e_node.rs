@@ -1,8 +1,9 @@
 //! End-to-end node program: run by `mallee-init` (`mallee.run=`) inside a nested QEMU node. It
 //! makes two disk images (one with a known pattern, one blank), a persistent tap it watches with
-//! an AF_PACKET socket, runs `mallee-vmm` on the Debian kernel and the test initramfs, then checks
-//! what the guest did: the frame on the tap, the exit status (0: the guest powered off), the
-//! pattern on the second disk.
+//! an AF_PACKET socket, runs `mallee-vmm` on the Debian kernel and the test initramfs with an
+//! address for the guest, then checks what the guest did: its frame on the tap, and neither its
+//! forged frames nor its DHCP (which the VMM answers), the exit status (0: the guest powered off),
+//! the pattern on the second disk.
 //!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
 //! image.
@@ -18,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{say, ETHERTYPE, FRAME_MARKER, GUEST_MAC};
+use common::{
+    say, FORGED_MARKER, FRAME_MARKER, GATEWAY, GUEST_IP, GUEST_MAC, HOSTNAME, PREFIX_LEN,
+};
 
 const TAP: &str = "vmtap0";
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -44,8 +47,20 @@ fn make_persistent_tap() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Watches the tap until `stop`, returning whether the guest's marked frame went by.
-fn sniff(fd: i32, stop: Arc<AtomicBool>) -> bool {
+/// What went by on the tap.
+#[derive(Default)]
+struct Seen {
+    /// The guest's marked frame, from its MAC.
+    good: bool,
+    /// Any of its forged frames.
+    forged: bool,
+    /// Any DHCP datagram (the VMM answers the guest's; none may leave it).
+    dhcp: bool,
+}
+
+/// Watches the tap until `stop`.
+fn sniff(fd: i32, stop: Arc<AtomicBool>) -> Seen {
+    let mut seen = Seen::default();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::SeqCst) {
         let mut pfd = libc::pollfd {
@@ -59,17 +74,31 @@ fn sniff(fd: i32, stop: Arc<AtomicBool>) -> bool {
         }
         // SAFETY: the pointer and length describe `buf`.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n > 14 {
-            let f = &buf[..n as usize];
-            if f[6..12] == GUEST_MAC
-                && f[12..14] == ETHERTYPE.to_be_bytes()
-                && f.windows(FRAME_MARKER.len()).any(|w| w == FRAME_MARKER)
-            {
-                return true;
-            }
+        if n <= 14 {
+            continue;
         }
+        let f = &buf[..n as usize];
+        let has = |m: &[u8]| f.windows(m.len()).any(|w| w == m);
+        seen.good |= f[6..12] == GUEST_MAC && has(FRAME_MARKER);
+        seen.forged |= has(FORGED_MARKER);
+        // IPv4 without options, UDP, port 67 or 68 on either side.
+        let udp = f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17;
+        let ports = udp.then(|| [&f[34..36], &f[36..38]]);
+        seen.dhcp |=
+            ports.is_some_and(|p| p.iter().any(|p| [[0, 67], [0, 68]].contains(&[p[0], p[1]])));
     }
-    false
+    seen
+}
+
+/// The `--net` options that give the guest its address.
+fn guest_address() -> String {
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a);
+    format!(
+        "ip={}/{PREFIX_LEN},gw={},dns={},hostname={HOSTNAME}",
+        ip(GUEST_IP),
+        ip(GATEWAY),
+        ip(GATEWAY)
+    )
 }
 
 fn run() -> Result<(), String> {
@@ -110,7 +139,7 @@ fn run() -> Result<(), String> {
             "--disk",
             "/tmp/disk2.img",
         ])
-        .args(["--net", &format!("tap={TAP},mac={mac}")])
+        .args(["--net", &format!("tap={TAP},mac={mac},{}", guest_address())])
         .args(["--api-socket", "/tmp/vmm.sock"])
         .spawn()
         .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
@@ -132,15 +161,20 @@ fn run() -> Result<(), String> {
         started.elapsed().as_millis()
     ));
     stop.store(true, Ordering::SeqCst);
-    let seen = sniffer.join().unwrap_or(false);
-    say(&format!("vmm-e2e-node: frame seen on tap={seen}"));
+    let seen = sniffer.join().unwrap_or_default();
+    say(&format!("vmm-e2e-node: frame seen on tap={}", seen.good));
+    say(&format!(
+        "vmm-e2e-node: forged frames on tap={}",
+        seen.forged
+    ));
+    say(&format!("vmm-e2e-node: dhcp on tap={}", seen.dhcp));
     let mut disk2 = Vec::new();
     File::open("/tmp/disk2.img")
         .and_then(|mut f| f.read_to_end(&mut disk2))
         .map_err(|e| format!("read disk2: {e}"))?;
     let pattern_ok = disk2 == common::disk_image(2);
     say(&format!("vmm-e2e-node: disk2 pattern ok={pattern_ok}"));
-    if status.code() == Some(0) && seen && pattern_ok {
+    if status.code() == Some(0) && seen.good && !seen.forged && !seen.dhcp && pattern_ok {
         Ok(())
     } else {
         Err("checks failed".into())

@@ -118,6 +118,7 @@ mod tests {
             mac: "d0:0d:00:00:00:01".parse().unwrap(),
             metadata: Default::default(),
             ephemeral_gib: 0,
+            network: None,
         };
         let specs = [spec];
         assert!(placed(&specs, "images", "root.img"));

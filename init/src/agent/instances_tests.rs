@@ -119,6 +119,7 @@ fn a_stop_sends_a_typed_shutdown_and_reads_the_reply() {
         memory_mib: Some(256),
         uptime_ms: Some(10),
         error: None,
+        nics: Vec::new(),
     };
     let vmm = fake_vmm_socket(&sock, done);
     api_shutdown(&sock).unwrap();

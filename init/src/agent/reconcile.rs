@@ -92,6 +92,7 @@ mod tests {
             mac: "d0:0d:00:00:00:01".parse().unwrap(),
             metadata: MetadataDocument::default(),
             ephemeral_gib: 0,
+            network: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! What the end-to-end programs agree on: disk patterns, the frame marker, the guest MAC.
+//! What the end-to-end programs agree on: disk patterns, the frame markers, the guest's MAC and
+//! the address its VMM hands out.
 
 /// Bytes in each test disk.
 pub const DISK_BYTES: usize = 1 << 20;
@@ -6,8 +7,16 @@ pub const DISK_BYTES: usize = 1 << 20;
 pub const FRAME_MARKER: &[u8] = b"mallee-e2e-frame";
 /// The guest NIC's MAC.
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x01];
-/// A local experimental EtherType.
-pub const ETHERTYPE: u16 = 0x88b5;
+/// The payload of the frames the guest forges (another MAC, another source address): the node
+/// must never see it on the tap.
+pub const FORGED_MARKER: &[u8] = b"mallee-e2e-forged";
+/// The guest's address, which its VMM's DHCP gives it (`--net ...,ip=`).
+pub const GUEST_IP: [u8; 4] = [10, 77, 0, 5];
+/// The subnet's prefix length and gateway.
+pub const PREFIX_LEN: u8 = 24;
+pub const GATEWAY: [u8; 4] = [10, 77, 0, 1];
+/// The guest's host name in the DHCP answer.
+pub const HOSTNAME: &str = "vmm-e2e";
 
 /// Byte `i` of disk `disk` (1: written by the node, read by the guest; 2: written by the guest).
 pub fn pattern(disk: u8, i: usize) -> u8 {
