@@ -18,6 +18,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("config file {path} is not valid: {why}")]
+    Invalid { path: PathBuf, why: String },
 }
 
 /// The whole daemon configuration.
@@ -40,6 +42,8 @@ pub struct Config {
     pub run_as: String,
     /// The EC2 API, scheduler and node protocol (`[ec2]` table).
     pub ec2: crate::cloud::Ec2Config,
+    /// The instance networks (`[network]` table).
+    pub network: crate::cloud::NetworkConfig,
     /// The PXE service that boots the compute nodes (`[pxe]` table); off unless present.
     pub pxe: Option<PxeSection>,
     /// Set by the flashable appliance's init: where it publishes the A/B slots and takes an
@@ -98,6 +102,7 @@ impl Default for Config {
             max_clock_skew_secs: 15 * 60,
             run_as: "mallee".to_string(),
             ec2: Default::default(),
+            network: Default::default(),
             pxe: None,
             appliance_dir: None,
         }
@@ -114,10 +119,37 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|source| ConfigError::Parse {
+        let config = Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        config.check().map_err(|why| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        })?;
+        Ok(config)
+    }
+
+    /// What no single table can see: the instance subnet must not overlap the private
+    /// segment the nodes boot on, and no elastic IP may fall inside it.
+    pub fn check(&self) -> Result<(), String> {
+        let subnet = self.network.subnet;
+        if let Some(pxe) = &self.pxe {
+            let segment = ipnet::Ipv4Net::new(pxe.server_ip, pxe.prefix_len)
+                .map_err(|_| format!("[pxe] prefix_len = {} is not 0-32", pxe.prefix_len))?
+                .trunc();
+            if segment.contains(&subnet.network()) || subnet.contains(&segment.network()) {
+                return Err(format!(
+                    "[network] subnet {subnet} overlaps the nodes' private segment {segment} ([pxe]); pick another subnet"
+                ));
+            }
+        }
+        if let Some(ip) = self.ec2.public_ips.iter().find(|ip| subnet.contains(*ip)) {
+            return Err(format!(
+                "[ec2] public_ips holds {ip}, inside the instance subnet {subnet} ([network])"
+            ));
+        }
+        Ok(())
     }
 
     /// Parses TOML text; missing fields take their defaults.
@@ -203,5 +235,53 @@ mod tests {
         assert_eq!(pxe.node.enrollment_secret, c.ec2.cluster_secret);
         assert_eq!(pxe.node.cluster, c.ec2.clusters[0]);
         assert_eq!(pxe.lease_db, PathBuf::from("/var/lib/mallee/state.sqlite3"));
+    }
+
+    #[test]
+    fn the_network_table_is_checked_as_it_is_read() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.network.mode, crate::cloud::NetMode::Managed);
+        assert_eq!(c.network.vlans.to_string(), "100-199");
+        assert_eq!(c.network.slices(), 2048);
+        assert_eq!(c.network.slice(1).to_string(), "172.31.0.32/27");
+        c.check().unwrap();
+        let c = Config::parse(
+            "[network]\nmode = \"MANAGED-NOVLAN\"\nvlans = \"7\"\nsubnet = \"10.9.0.0/24\"\naddrs_per_net = 64\ndns = [\"10.0.0.53\"]",
+        )
+        .unwrap();
+        assert_eq!(c.network.mode, crate::cloud::NetMode::ManagedNoVlan);
+        assert_eq!((c.network.vlans.first, c.network.vlans.last), (7, 7));
+        assert_eq!(c.network.slices(), 4);
+        for (bad, says) in [
+            ("vlans = \"0-10\"", "not a tag in 1-4094"),
+            ("vlans = \"100-5000\"", "not a tag in 1-4094"),
+            ("vlans = \"200-100\"", "runs backwards"),
+            ("vlans = \"a-b\"", "not a tag"),
+            ("subnet = \"10.0.0.0/33\"", "invalid"),
+            ("subnet = \"10.0.0.1/24\"", "host bits set"),
+            ("addrs_per_net = 48", "power of two"),
+            ("addrs_per_net = 4", "8 or more"),
+            (
+                "subnet = \"10.0.0.0/28\"\naddrs_per_net = 32",
+                "more than subnet",
+            ),
+            ("mode = \"VLAN\"", "unknown variant"),
+            ("bogus = 1", "unknown field"),
+        ] {
+            let e = Config::parse(&format!("[network]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let pxe = "[pxe]\nserver_ip = \"172.31.5.1\"\nprefix_len = 24\n";
+        let e = Config::parse(pxe).unwrap().check().unwrap_err();
+        assert!(
+            e.contains("overlaps the nodes' private segment 172.31.5.0/24"),
+            "{e}"
+        );
+        let e = Config::parse("[ec2]\npublic_ips = [\"172.31.9.9\"]")
+            .unwrap()
+            .check();
+        assert!(e.unwrap_err().contains("172.31.9.9, inside"));
     }
 }

@@ -89,6 +89,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             &config.region,
             config.max_clock_skew_secs,
         )
+        .with_network(config.network.clone())
         .with_appliance(appliance.clone()),
         nodes: Arc::new(NodeApi {
             store,

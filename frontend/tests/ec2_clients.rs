@@ -54,6 +54,17 @@ fn aws_cli_and_boto3_run_the_whole_flow_and_survive_kill_9() {
         assert!(spec.metadata.public_keys[0]
             .openssh
             .starts_with("ssh-ed25519 "));
+        // Both are in group "web": its network's tag (the default range's first) and an
+        // address of its slice, the one DescribeInstances shows.
+        let net = spec.network.as_ref().expect("the node is told the network");
+        assert_eq!(net.segment, mallee_proto::Segment::Vlan(100));
+        let addr = net
+            .address
+            .as_ref()
+            .expect("MANAGED: the VMM's DHCP answer");
+        assert_eq!(addr.address.to_string(), spec.metadata.local_ipv4);
+        assert_eq!(addr.prefix_len, 27);
+        assert_eq!(addr.gateway, Some("172.31.0.1".parse().unwrap()));
     }
     assert_eq!(
         seen.enrollments, 1,

@@ -140,6 +140,14 @@ out = cli("ec2", "get-console-output", "--instance-id", pair[0])
 assert f"booted {pair[0]}" in out["Output"], out
 types = {t["InstanceType"]: t for t in ec2.describe_instance_types()["InstanceTypes"]}
 assert types["m1.small"]["VCpuInfo"]["DefaultVCpus"] == 1 and types["m1.small"]["MemoryInfo"]["SizeInMiB"] == 256
+# Group web is a network: a tag from the configured range, a /27 slice, the frontend as gateway.
+assert all(i["PrivateIpAddress"].startswith("172.31.0.") for i in inst), inst
+status_code, body = raw({"Action": "DescribeNetworks", "Version": "2016-11-15"}, key, secret)
+assert status_code == 200 and "<groupName>web</groupName>" in body and "<vlan>100</vlan>" in body, body
+assert "<subnet>172.31.0.0/27</subnet>" in body and "<gateway>172.31.0.1</gateway>" in body, body
+status_code, body = raw({"Action": "DescribeNetworks", "Version": "2016-11-15"},
+                        os.environ["USER2_KEY"], os.environ["USER2_SECRET"])
+assert status_code == 403 and "UnauthorizedOperation" in body, body
 status = ec2.describe_instance_status(InstanceIds=pair)["InstanceStatuses"]
 assert {s["InstanceStatus"]["Status"] for s in status} == {"ok"}, status
 step("run two instances, filters, console output")
@@ -271,6 +279,8 @@ expect("InvalidGroup.InUse", ec2.delete_security_group, GroupName="web")
 out = ec2.terminate_instances(InstanceIds=everyone)["TerminatingInstances"]
 assert {c["CurrentState"]["Name"] for c in out} == {"shutting-down"}, out
 wait_state(ec2, everyone, "terminated")
+_, body = raw({"Action": "DescribeNetworks", "Version": "2016-11-15"}, key, secret)
+assert "<groupName>web</groupName>" not in body, f"web's network outlived its instances: {body}"
 ec2.delete_security_group(GroupName="web")
 ec2.deregister_image(ImageId=emi)
 assert states(ec2, everyone) == {i: "terminated" for i in everyone}

@@ -1,8 +1,11 @@
 //! Configuration of the cloud: clusters (zones), the node enrollment secret, address pools and
 //! node timing (the `[ec2]` table of the daemon's TOML file, read by the EC2 API, the
-//! scheduler and the node protocol alike). Parsing and defaults only.
+//! scheduler and the node protocol alike) and the instance networks (the `[network]` table).
+//! Parsing, checking and defaults only.
 
-use serde::Deserialize;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// The `[ec2]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -13,9 +16,7 @@ pub struct Ec2Config {
     /// Secret a node presents (from its kernel command line) to enroll.
     pub cluster_secret: String,
     /// Elastic IP pool.
-    pub public_ips: Vec<std::net::Ipv4Addr>,
-    /// First private address handed to instances (then counting up).
-    pub private_base: std::net::Ipv4Addr,
+    pub public_ips: Vec<Ipv4Addr>,
     /// A node that has not reported for this long is marked down.
     pub node_deadline_secs: u64,
     /// How long the desired-state long poll is held.
@@ -27,12 +28,173 @@ impl Default for Ec2Config {
         Ec2Config {
             clusters: vec!["cluster1".to_string()],
             cluster_secret: "mallee-cluster-secret".to_string(),
-            public_ips: (10..42)
-                .map(|i| std::net::Ipv4Addr::new(198, 51, 100, i))
-                .collect(),
-            private_base: std::net::Ipv4Addr::new(172, 31, 0, 10),
+            public_ips: (10..42).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect(),
             node_deadline_secs: 60,
             long_poll_secs: 20,
         }
+    }
+}
+
+/// How instances are networked (Eucalyptus's `VNET_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum NetMode {
+    /// A network per security group: its own VLAN tag and subnet slice, the frontend its
+    /// gateway, NAT for public addresses, the group's rules enforced.
+    #[serde(rename = "MANAGED")]
+    Managed,
+    /// The same addressing, NAT and rules on one untagged instance bridge.
+    #[serde(rename = "MANAGED-NOVLAN")]
+    ManagedNoVlan,
+    /// Taps bridged onto the node's NIC; the site's DHCP server hands out addresses.
+    #[serde(rename = "SYSTEM")]
+    System,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::Managed => "MANAGED",
+            NetMode::ManagedNoVlan => "MANAGED-NOVLAN",
+            NetMode::System => "SYSTEM",
+        }
+    }
+}
+
+/// An inclusive range of 802.1Q tags, written `"100-199"` (or one tag, `"100"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VlanRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl std::fmt::Display for VlanRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl From<VlanRange> for String {
+    fn from(r: VlanRange) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for VlanRange {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<VlanRange, String> {
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        let tag = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|t| (1..=4094).contains(t))
+                .ok_or_else(|| {
+                    format!("VLAN range {s:?}: {t:?} is not a tag in 1-4094 (write \"100-199\")")
+                })
+        };
+        let (first, last) = (tag(a)?, tag(b)?);
+        if first > last {
+            return Err(format!("VLAN range {s:?} runs backwards"));
+        }
+        Ok(VlanRange { first, last })
+    }
+}
+
+/// The `[network]` table, every field defaulted and checked as it is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "NetworkToml")]
+pub struct NetworkConfig {
+    pub mode: NetMode,
+    /// Tags MANAGED mode may give networks; no other tag is ever used.
+    pub vlans: VlanRange,
+    /// The private address space the networks' slices are cut from (`VNET_SUBNET`).
+    pub subnet: Ipv4Net,
+    /// Addresses per network (`VNET_ADDRSPERNET`): a power of two, 8 or more. The first
+    /// address of a slice is its network, the next the frontend's gateway, the last broadcast.
+    pub addrs_per_net: u32,
+    /// DNS servers the guests are told of by their DHCP answer.
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// `[network]` as written, before it is checked.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NetworkToml {
+    mode: NetMode,
+    vlans: VlanRange,
+    subnet: Ipv4Net,
+    addrs_per_net: u32,
+    dns: Vec<Ipv4Addr>,
+}
+
+impl Default for NetworkToml {
+    fn default() -> Self {
+        NetworkToml {
+            mode: NetMode::Managed,
+            vlans: VlanRange {
+                first: 100,
+                last: 199,
+            },
+            subnet: Ipv4Net::new(Ipv4Addr::new(172, 31, 0, 0), 16).expect("a /16"),
+            addrs_per_net: 32,
+            dns: Vec::new(),
+        }
+    }
+}
+
+impl TryFrom<NetworkToml> for NetworkConfig {
+    type Error = String;
+
+    fn try_from(t: NetworkToml) -> Result<NetworkConfig, String> {
+        let n = t.addrs_per_net;
+        if !n.is_power_of_two() || n < 8 {
+            return Err(format!(
+                "addrs_per_net = {n}: it must be a power of two, 8 or more"
+            ));
+        }
+        if t.subnet.network() != t.subnet.addr() {
+            return Err(format!(
+                "subnet = \"{}\" has host bits set; write \"{}\"",
+                t.subnet,
+                t.subnet.trunc()
+            ));
+        }
+        let size = 1u64 << (32 - u32::from(t.subnet.prefix_len()));
+        if u64::from(n) > size {
+            return Err(format!(
+                "addrs_per_net = {n} is more than subnet {} holds ({size})",
+                t.subnet
+            ));
+        }
+        Ok(NetworkConfig {
+            mode: t.mode,
+            vlans: t.vlans,
+            subnet: t.subnet,
+            addrs_per_net: n,
+            dns: t.dns,
+        })
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig::try_from(NetworkToml::default()).expect("the defaults are valid")
+    }
+}
+
+impl NetworkConfig {
+    /// How many networks the subnet holds.
+    pub fn slices(&self) -> u32 {
+        let size = 1u64 << (32 - u32::from(self.subnet.prefix_len()));
+        (size / u64::from(self.addrs_per_net)).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Slice `index` of the subnet.
+    pub fn slice(&self, index: u32) -> Ipv4Net {
+        let base = u32::from(self.subnet.network()) + index * self.addrs_per_net;
+        let prefix = 32 - self.addrs_per_net.trailing_zeros() as u8;
+        Ipv4Net::new(Ipv4Addr::from(base), prefix).expect("prefix from a power of two")
     }
 }

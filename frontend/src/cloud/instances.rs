@@ -51,8 +51,9 @@ pub fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, Store
         .collect())
 }
 
-/// What a terminated instance lets go of: its elastic IP is disassociated and its volumes
-/// detached (as EC2 does). The caller stores `i`.
+/// What a terminated instance lets go of: its elastic IP is disassociated, its volumes
+/// detached (as EC2 does) and its group's network freed when it was the last one in it. The
+/// caller stores `i`.
 pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), StoreError> {
     if let Some(ip) = i.public_ip.take() {
         if let Some(mut a) = tx.get::<Address>(ADDRESS, &ip)? {
@@ -69,5 +70,6 @@ pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), 
             tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
         }
     }
+    super::networks::release(tx, i)?;
     Ok(())
 }

@@ -2,10 +2,11 @@
 //! user data) and writing the instance records the scheduler placed, which are the nodes'
 //! desired state. Resolving a request's parameters is the API's (`ec2/run.rs`).
 
+use super::config::{NetMode, NetworkConfig};
 use super::model::{new_id, Image, Instance, InstanceType, KeyPair, State, INSTANCE};
-use crate::store::{CloudTx, StoreError};
-use mallee_proto::{Goal, MetadataDocument, PublicKey};
-use std::net::Ipv4Addr;
+use super::networks::{self, Exhausted, NetworkError};
+use crate::store::CloudTx;
+use mallee_proto::{Goal, InstanceNetwork, MetadataDocument, PublicKey, Segment};
 
 /// Everything a launch resolved to before placement.
 pub struct Launch {
@@ -24,31 +25,66 @@ pub struct Launch {
 }
 
 /// Writes one pending instance of `l` per entry of `nodes` (the scheduler's placement in
-/// `zone`), all in one new reservation, each with the next private address and MAC.
+/// `zone`), all in one new reservation, each with the next MAC and (MANAGED modes) the lowest
+/// free address of its first group's network, made now when the group has none. When the
+/// network has fewer free addresses than nodes, fewer are launched, but never fewer than
+/// `l.min`.
 pub fn write_instances(
     tx: &CloudTx<'_>,
     l: &Launch,
-    private_base: Ipv4Addr,
+    net_cfg: &NetworkConfig,
     zone: &str,
     nodes: &[String],
     now: i64,
-) -> Result<Vec<Instance>, StoreError> {
+) -> Result<Vec<Instance>, NetworkError> {
     let reservation_id = new_id("r", 17);
+    let addressing = match net_cfg.mode {
+        NetMode::System => None,
+        NetMode::Managed | NetMode::ManagedNoVlan => {
+            let group = l.groups.first().expect("a launch has a group");
+            let (net, addrs) = networks::assign(tx, net_cfg, &l.owner, group, nodes.len(), now)?;
+            if addrs.len() < l.min as usize {
+                return Err(Exhausted::Addresses {
+                    group: group.0.clone(),
+                    subnet: net.subnet,
+                    free: addrs.len(),
+                    want: l.min as usize,
+                }
+                .into());
+            }
+            Some((net, addrs))
+        }
+    };
+    let count = addressing.as_ref().map_or(nodes.len(), |(_, a)| a.len());
     let mut out = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
+    for (index, node) in nodes.iter().take(count).enumerate() {
         let n = tx.next_counter("instance-address")?;
-        let base = u32::from(private_base);
-        let private_ip = Ipv4Addr::from(base.wrapping_add(n as u32 - 1)).to_string();
         let b = (n as u32).to_be_bytes();
         let mac = mallee_proto::Mac([0xd0, 0x0d, b[0], b[1], b[2], b[3]]);
         let id = new_id("i", 17);
+        // SYSTEM: the site's DHCP server picks the address; none is known here.
+        let (private_ip, hostname, network) = match &addressing {
+            Some((net, addrs)) => {
+                let ip = addrs[index];
+                let hostname = format!("ip-{}", ip.to_string().replace('.', "-"));
+                let network = networks::instance_network(net_cfg, net, ip, &hostname);
+                (ip.to_string(), hostname, network)
+            }
+            None => {
+                let network = InstanceNetwork {
+                    segment: Segment::System,
+                    address: None,
+                };
+                (String::new(), id.clone(), network)
+            }
+        };
         let metadata = MetadataDocument {
             instance_id: id.clone(),
             ami_id: l.image.id.clone(),
             ami_launch_index: index as u32,
             reservation_id: reservation_id.clone(),
             instance_type: l.itype.name.to_string(),
-            hostname: format!("ip-{}", private_ip.replace('.', "-")),
+            hostname,
             local_ipv4: private_ip.clone(),
             public_ipv4: None,
             mac: mac.to_string(),
@@ -96,6 +132,7 @@ pub fn write_instances(
             kernel: l.kernel.as_ref().map(Image::proto_ref),
             ramdisk: l.ramdisk.as_ref().map(Image::proto_ref),
             metadata,
+            network: Some(network),
         };
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
         tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");

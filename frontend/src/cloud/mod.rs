@@ -18,8 +18,9 @@ pub mod config;
 pub mod instances;
 pub mod launch;
 pub mod model;
+pub mod networks;
 pub mod nodes;
 pub mod reconcile;
 
 pub use changes::Changes;
-pub use config::Ec2Config;
+pub use config::{Ec2Config, NetMode, NetworkConfig};

@@ -277,6 +277,10 @@ pub struct Instance {
     pub kernel: Option<mallee_proto::ImageRef>,
     pub ramdisk: Option<mallee_proto::ImageRef>,
     pub metadata: mallee_proto::MetadataDocument,
+    /// Where its NIC is plugged and the address its VMM hands it; `None` for instances
+    /// launched before instances had networks.
+    #[serde(default)]
+    pub network: Option<mallee_proto::InstanceNetwork>,
 }
 
 impl Instance {

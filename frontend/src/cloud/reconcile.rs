@@ -97,7 +97,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         mac: i.mac,
         metadata: i.metadata.clone(),
         ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
-        network: None,
+        network: i.network.clone(),
     })
 }
 
@@ -144,6 +144,7 @@ pub(crate) mod tests {
             kernel: None,
             ramdisk: None,
             metadata: Default::default(),
+            network: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! EC2 API errors: the code and HTTP status a client expects, and their XML rendering.
 
 use crate::auth::AuthError;
+use crate::cloud::networks::{Exhausted, NetworkError};
 use crate::store::StoreError;
 
 /// Why an EC2 request failed, as the client is told.
@@ -84,6 +85,22 @@ impl Ec2Error {
 impl From<StoreError> for Ec2Error {
     fn from(e: StoreError) -> Ec2Error {
         Ec2Error::internal(e)
+    }
+}
+
+impl From<NetworkError> for Ec2Error {
+    fn from(e: NetworkError) -> Ec2Error {
+        match e {
+            NetworkError::Store(e) => Ec2Error::internal(e),
+            // The group's own network is full: EC2's code for a subnet without free addresses.
+            NetworkError::Exhausted(e @ Exhausted::Addresses { .. }) => {
+                Ec2Error::client("InsufficientFreeAddressesInSubnet", e.to_string())
+            }
+            // No tag or slice for a new network: the cloud's capacity, as for vCPUs.
+            NetworkError::Exhausted(e) => {
+                Ec2Error::new(500, "InsufficientInstanceCapacity", e.to_string())
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod groups;
 mod images;
 pub mod instances;
 mod keypairs;
+mod networks;
 mod nodes;
 mod render;
 mod run;
@@ -24,7 +25,7 @@ mod volumes;
 mod zones;
 
 /// The `[ec2]` table of the daemon's configuration (it configures the cloud core).
-use crate::cloud::Ec2Config;
+use crate::cloud::{Ec2Config, NetworkConfig};
 pub use error::Ec2Error;
 
 use crate::auth::{self, Policy, UriMode};
@@ -45,6 +46,8 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Ec2 {
     pub store: Arc<Store>,
     pub cfg: Ec2Config,
+    /// The instance networks (`[network]`).
+    pub net: NetworkConfig,
     pub changes: Arc<Changes>,
     pub region: String,
     max_skew_secs: i64,
@@ -100,11 +103,18 @@ impl Ec2 {
         Ec2 {
             store,
             cfg,
+            net: NetworkConfig::default(),
             changes,
             region: region.to_string(),
             max_skew_secs: max_skew as i64,
             appliance: None,
         }
+    }
+
+    /// Networks instances as `net` says.
+    pub fn with_network(mut self, net: NetworkConfig) -> Ec2 {
+        self.net = net;
+        self
     }
 
     /// Serves the appliance actions from `appliance`.
@@ -217,6 +227,7 @@ impl Ec2 {
             "DeleteSnapshot" => volumes::delete_snapshot(self, c),
             "DescribeSnapshots" => volumes::describe_snapshots(self, c),
             "DescribeNodes" => nodes::describe(self, c),
+            "DescribeNetworks" => networks::describe(self, c),
             "DescribeAppliance" => appliance::describe(self, c),
             "UpgradeAppliance" => appliance::upgrade(self, c),
             other => Err(Ec2Error::client(

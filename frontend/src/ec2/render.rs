@@ -34,19 +34,17 @@ fn groups(x: &mut Xml, groups: &[(String, String)]) {
 fn instance(x: &mut Xml, i: &Instance) {
     x.field("instanceId", &i.id).field("imageId", &i.image_id);
     state(x, "instanceState", i.state);
-    let dns = format!("ip-{}.mallee.internal", i.private_ip.replace('.', "-"));
-    x.field(
-        "privateDnsName",
-        if i.state == State::Terminated {
-            ""
-        } else {
-            &dns
-        },
-    )
-    .field("dnsName", i.public_ip.as_deref().unwrap_or(""))
-    .field("reason", transition_reason(i))
-    .opt("keyName", i.key_name.as_ref())
-    .field("amiLaunchIndex", i.launch_index);
+    // SYSTEM mode: the site's DHCP server picks the address, unknown here.
+    let known = i.state != State::Terminated && !i.private_ip.is_empty();
+    let dns = match known {
+        true => format!("ip-{}.mallee.internal", i.private_ip.replace('.', "-")),
+        false => String::new(),
+    };
+    x.field("privateDnsName", &dns)
+        .field("dnsName", i.public_ip.as_deref().unwrap_or(""))
+        .field("reason", transition_reason(i))
+        .opt("keyName", i.key_name.as_ref())
+        .field("amiLaunchIndex", i.launch_index);
     x.open("productCodes").close("productCodes");
     x.field("instanceType", &i.instance_type)
         .field("launchTime", time(i.launch_ms));
@@ -59,8 +57,10 @@ fn instance(x: &mut Xml, i: &Instance) {
     x.open("monitoring")
         .field("state", "disabled")
         .close("monitoring");
-    if i.state != State::Terminated {
+    if known {
         x.field("privateIpAddress", &i.private_ip);
+    }
+    if i.state != State::Terminated {
         x.opt("ipAddress", i.public_ip.as_ref());
     }
     groups(x, &i.groups);
