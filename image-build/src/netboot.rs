@@ -96,10 +96,10 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
 /// `mallee.private=` (defaults `/dev/vda` and `eth1:10.77.0.1/24`).
 pub const FRONTEND_CMDLINE: &str = "console=ttyS0 panic=10 mallee.role=frontend";
 
-/// Modules a test instance's ramdisk loads at boot: the VMM's virtio-pci disks and RNG. No NIC
-/// driver: without one the guest's `mallee-init` reports ready at once (`ip=none`) instead of
-/// waiting on DHCP; a guest that needs its NIC adds `virtio_net`.
-pub const GUEST_BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_rng"];
+/// Modules a test instance's ramdisk loads at boot: the VMM's virtio-pci disks, NIC and RNG.
+/// With a NIC the guest's `mallee-init` reports ready once DHCP (answered by its VMM) gave it
+/// its address; without one (a VMM with no `--net`), at once with `ip=none`.
+pub const GUEST_BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng"];
 
 /// Where `mke2fs` is on the build host (Debian's e2fsprogs).
 pub const HOST_MKE2FS: &str = "/usr/sbin/mke2fs";

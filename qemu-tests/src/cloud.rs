@@ -218,8 +218,9 @@ pub fn parse_capacity(message: &str) -> u32 {
 }
 
 /// The line the test guest prints on its serial console once its init runs: the guest bundle's
-/// ramdisk is `mallee-init`, which reports ready without a NIC driver (`ip=none`).
-pub const GUEST_MARKER: &str = "mallee-init: ready role=node ip=none";
+/// ramdisk is `mallee-init`, which reports ready once its NIC took the address its VMM's DHCP
+/// answer gave (`ip=172.31.0.2/27 boot_ms=...`; `ip=none` for an instance without a network).
+pub const GUEST_MARKER: &str = "mallee-init: ready role=node ip=";
 
 /// The registered test image: kernel, ramdisk and machine image ids.
 pub struct TestImage {
@@ -328,6 +329,15 @@ impl Frontend {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("no state for {id}: {v}"))
+    }
+
+    /// The private address DescribeInstances shows for `id`.
+    pub fn private_ip(&self, id: &str) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "describe-instances", "--instance-ids", id])?)?;
+        v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no private address for {id}: {v}"))
     }
 
     /// Polls until `id` is in `state`; fails early on `terminated` when waiting for another.

@@ -171,6 +171,27 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         "the guest did not see the root image on its vda (`{}`): {out}",
         image.root_disk_line
     );
+    // The guest took the address DescribeInstances shows from its VMM's DHCP answer, over a
+    // tap on its group's VLAN bridge (the default range's first tag) on the node.
+    let ip = fe.private_ip(&id).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        out.contains(&format!("{}{ip}/27 ", cloud::GUEST_MARKER)),
+        "the guest did not take {ip}/27: {out}"
+    );
+    assert!(
+        node.console()
+            .text()
+            .contains(&format!("agent: {id} plugged: tap ")),
+        "the node did not plug {id}: {}",
+        node.console().tail(30)
+    );
+    assert!(
+        node.console()
+            .text()
+            .contains("on bridge mbr100 (VLAN 100 on eth0)"),
+        "{}",
+        node.console().tail(30)
+    );
     report_figure(&format!(
         "figure: cloud, first launch RunInstances to running {:.1} s, to guest marker {:.1} s",
         running.as_secs_f64(),
@@ -654,7 +675,7 @@ fn reboot_mid_run(
 /// The boot ids in the guest markers of a console text.
 fn guest_boots(console: &str) -> Vec<String> {
     let marker = regex::Regex::new(&format!(
-        r"{} boot_ms=\d+ boot_id=([0-9a-f-]{{36}})",
+        r"{}\S+ boot_ms=\d+ boot_id=([0-9a-f-]{{36}})",
         regex::escape(cloud::GUEST_MARKER)
     ))
     .unwrap();

@@ -80,6 +80,10 @@ for launch in ("first", "cached"):
         if "mallee-init: disk " in line:
             print(f"guest-disk {line.strip()}", flush=True)
     assert EPHEMERAL_LINE in out, f"{EPHEMERAL_LINE!r} not in the console of {iid}"
+    # The guest took its private address from its VMM's DHCP answer, on its group's VLAN.
+    ip = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    assert f"{MARKER}{ip}/27 " in out, f"the guest did not take {ip}/27: {out}"
+    print(f"ok address {launch} {ip}", flush=True)
     if launch == "first":
         # kill -9 the frontend and restart it: the node and its instance carry on.
         print("KILL", flush=True)

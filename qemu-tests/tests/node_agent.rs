@@ -10,8 +10,9 @@
 //! usual. Last, an image whose kernel is garbage must end `terminated` with the VMM's failure
 //! as the reason. Each instance's guest must see its m1.small ephemeral disk: the guest's
 //! `mallee-init` logs its disks at boot, and `vdb` must be 5 GiB, serial `ephemeral0`, holding
-//! an ext file system, and `vda` the root image with its label and UUID. Timings go to
-//! `report_figure`.
+//! an ext file system, and `vda` the root image with its label and UUID, and must take the
+//! private address DescribeInstances shows from its VMM's DHCP answer (the node plugs its tap
+//! into its group's VLAN bridge). Timings go to `report_figure`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -329,6 +330,13 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         transcript.contains("ok failed launch reported"),
         "{transcript}"
     );
+    // Both guests took the private address DescribeInstances shows, from their VMM's DHCP.
+    for launch in ["first", "cached"] {
+        assert!(
+            transcript.contains(&format!("ok address {launch} 172.31.0.")),
+            "{transcript}"
+        );
+    }
     // Both good launches' guests saw their ephemeral disk (the script prints the guest's lines).
     let seen = |line: &str| {
         (transcript.lines())

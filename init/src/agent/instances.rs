@@ -10,10 +10,13 @@
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
+use super::network::{NetworkError, Plumbing};
 use super::reconcile::{Action, Local};
 use super::storage;
 use crate::reaper;
-use mallee_proto::vmm::{encode_line, Disk, Exit, Failure, Reply, Request, VmmConfig};
+use mallee_proto::vmm::{
+    encode_line, Disk, Exit, Failure, Nic, Reply, Request, TapSource, VmmConfig,
+};
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -38,6 +41,10 @@ pub enum LaunchError {
     Spawn(std::io::Error),
     #[error("{0} vCPUs are more than mallee-vmm can run")]
     TooManyVcpus(u32),
+    #[error("instance network: {0}")]
+    Network(#[from] NetworkError),
+    #[error("the instance has a network but this node found no private NIC to carry it")]
+    NoPrivateNic,
 }
 
 /// Why the VMM's control socket did not take a request.
@@ -69,6 +76,8 @@ pub struct Env {
     pub stop_deadline: Duration,
     /// How much each VMM logs (`mallee.log`).
     pub log_level: mallee_proto::LogLevel,
+    /// The instance links; `None` when the node found no private NIC.
+    pub network: Option<Arc<Plumbing>>,
 }
 
 struct Record {
@@ -295,6 +304,15 @@ impl Instances {
             ramdisk.as_ref().map(|p| p.path.as_path()),
         )?;
         cfg.log_level = self.env.log_level;
+        if let Some(net) = &spec.network {
+            let plumbing = self.env.network.as_ref().ok_or(LaunchError::NoPrivateNic)?;
+            let tap = plumbing.plug(&spec.instance_id, net)?;
+            cfg.nics.push(Nic {
+                tap: TapSource::Name(tap),
+                mac: spec.mac,
+                address: net.address.clone(),
+            });
+        }
         let path = dir.join(VMM_CONFIG);
         std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
         Ok((
@@ -398,6 +416,7 @@ impl Instances {
         if let Some(why) = &failure {
             warn!("agent: {id} failed: {why}");
         }
+        let mut gone = false;
         self.set(id, |r| {
             r.pid = None;
             match failure {
@@ -412,8 +431,13 @@ impl Instances {
                 let _ = std::fs::remove_file(r.dir.join(disks::ROOT));
                 let _ = std::fs::remove_file(r.dir.join(disks::EPHEMERAL));
                 let _ = std::fs::remove_file(r.dir.join(API_SOCKET));
+                gone = true;
             }
         });
+        // A stopped instance keeps its tap for its next start; any other end lets it go.
+        if let (true, Some(plumbing)) = (gone, &self.env.network) {
+            plumbing.unplug(id);
+        }
     }
 
     /// Asks the VMM to stop, then kills it after the deadline.

@@ -181,6 +181,7 @@ fn a_launch_whose_disks_do_not_fit_fails_with_a_reason_and_leaves_no_directory()
         cache: cache.unwrap(),
         fetch: Arc::new(Objects(vec![("k", kernel.clone()), ("r", root.clone())])),
         stop_deadline: Duration::from_secs(1),
+        network: None,
     });
     // A 1 PiB ephemeral disk: its file system metadata alone needs terabytes.
     let mut big = spec(1 << 20);

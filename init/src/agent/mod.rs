@@ -12,6 +12,7 @@ mod console;
 pub mod images;
 mod instance_disks;
 mod instances;
+pub mod network;
 pub mod reconcile;
 pub mod storage;
 
@@ -131,6 +132,20 @@ fn node_info(cfg: &AgentConfig, disk_gib: u64) -> proto::NodeInfo {
     }
 }
 
+/// The NIC the frontend is reached through, which carries the instance networks' VLANs.
+fn private_nic(frontend: SocketAddr) -> Option<String> {
+    let std::net::IpAddr::V4(ip) = frontend.ip() else {
+        return None;
+    };
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let nic = network::route_interface(&table, ip);
+    match &nic {
+        Some(nic) => info!("agent: instance networks ride on {nic}, the NIC towards the frontend"),
+        None => warn!("agent: no route to the frontend {ip}: instances with networks will fail"),
+    }
+    nic
+}
+
 /// The kernel's random id of this boot (empty when /proc does not say).
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -214,6 +229,7 @@ fn run(cfg: AgentConfig) {
         fetch: Arc::new(NodeFetch(client.clone())),
         stop_deadline: Duration::from_secs(10),
         log_level: cfg.log_level,
+        network: private_nic(cfg.frontend).map(|nic| Arc::new(network::Plumbing::new(&nic))),
     });
     let timing = join(&cfg, disk_gib, &client);
     let every = Duration::from_secs(timing.report_every_secs.clamp(1, 30));

@@ -1,9 +1,11 @@
-//! rtnetlink requests PID 1 needs: link up, IPv4 address add/remove, default route.
+//! rtnetlink requests PID 1 and the node agent need: link up, IPv4 address add/remove, default
+//! route, and the instance networks' links (bridge and 802.1Q link creation, bridge ports, link
+//! removal).
 //!
 //! Messages are built by hand over byte vectors (`nlmsghdr` + `ifinfomsg`/`ifaddrmsg`/`rtmsg` +
 //! attributes, see rtnetlink(7)) and sent on a `NETLINK_ROUTE` socket; every request asks for an
-//! ACK and the kernel's errno comes back as [`LinkError::Kernel`]. Link discovery is done through
-//! sysfs by the caller; this module does not dump or monitor links.
+//! ACK and the kernel's errno comes back as [`LinkError::Kernel`]. Links are found by name with
+//! `if_nametoindex` ([`ifindex`]); this module does not dump or monitor links.
 
 use rustix::fd::OwnedFd;
 use rustix::net::{recv, send, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
@@ -11,14 +13,25 @@ use std::net::Ipv4Addr;
 
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const IFF_UP: u32 = 0x1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_VLAN_ID: u16 = 1;
+/// Longest interface name the kernel takes (IFNAMSIZ less the NUL).
+pub const MAX_IFNAME: usize = 15;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
@@ -42,6 +55,42 @@ pub enum LinkError {
     },
     #[error("netlink {what}: malformed reply ({0} bytes)", .len)]
     Malformed { what: &'static str, len: usize },
+    #[error("{0:?} is not an interface name (1-15 bytes, no '/', ':', NUL or space)")]
+    BadName(String),
+}
+
+/// One attribute's bytes, padded to 4: what [`Message::attr`] appends, and the body of a nested
+/// attribute when several are joined.
+fn nla(kind: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + data.len().next_multiple_of(4));
+    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
+/// `name` with its NUL, checked the way the kernel's `dev_valid_name` does.
+fn ifname(name: &str) -> Result<Vec<u8>, LinkError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if !ok {
+        return Err(LinkError::BadName(name.to_string()));
+    }
+    Ok([name.as_bytes(), &[0]].concat())
+}
+
+/// The index of the link called `name`, if there is one.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads the NUL-terminated string it is given and nothing else.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// One request under construction: header placeholder, fixed part, then attributes.
@@ -60,11 +109,7 @@ impl Message {
     }
 
     fn attr(mut self, kind: u16, data: &[u8]) -> Self {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.0.resize(self.0.len().next_multiple_of(4), 0);
+        self.0.extend_from_slice(&nla(kind, data));
         self
     }
 
@@ -75,13 +120,59 @@ impl Message {
     }
 }
 
+/// An `ifinfomsg`: family, pad, type, index, flags, change.
+fn ifinfo(ifindex: u32, flags: u32) -> [u8; 16] {
+    let mut ifinfo = [0u8; 16];
+    ifinfo[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    ifinfo[8..12].copy_from_slice(&flags.to_ne_bytes());
+    ifinfo[12..16].copy_from_slice(&flags.to_ne_bytes());
+    ifinfo
+}
+
 /// `RTM_NEWLINK` setting IFF_UP on `ifindex`.
 pub fn link_up_request(seq: u32, ifindex: u32) -> Vec<u8> {
-    let mut ifinfo = [0u8; 16]; // family, pad, type, index, flags, change
-    ifinfo[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-    ifinfo[8..12].copy_from_slice(&IFF_UP.to_ne_bytes());
-    ifinfo[12..16].copy_from_slice(&IFF_UP.to_ne_bytes());
-    Message::new(RTM_NEWLINK, 0, seq, &ifinfo).finish()
+    Message::new(RTM_NEWLINK, 0, seq, &ifinfo(ifindex, IFF_UP)).finish()
+}
+
+/// `RTM_NEWLINK` creating the bridge `name` (failing if a link has that name).
+pub fn new_bridge_request(seq: u32, name: &str) -> Result<Vec<u8>, LinkError> {
+    let flags = NLM_F_CREATE | NLM_F_EXCL;
+    Ok(Message::new(RTM_NEWLINK, flags, seq, &ifinfo(0, 0))
+        .attr(IFLA_IFNAME, &ifname(name)?)
+        .attr(IFLA_LINKINFO, &nla(IFLA_INFO_KIND, b"bridge"))
+        .finish())
+}
+
+/// `RTM_NEWLINK` creating `name`, the 802.1Q link of tag `vlan` on link `parent`.
+pub fn new_vlan_request(
+    seq: u32,
+    name: &str,
+    parent: u32,
+    vlan: u16,
+) -> Result<Vec<u8>, LinkError> {
+    let flags = NLM_F_CREATE | NLM_F_EXCL;
+    let info = [
+        nla(IFLA_INFO_KIND, b"vlan"),
+        nla(IFLA_INFO_DATA, &nla(IFLA_VLAN_ID, &vlan.to_ne_bytes())),
+    ]
+    .concat();
+    Ok(Message::new(RTM_NEWLINK, flags, seq, &ifinfo(0, 0))
+        .attr(IFLA_IFNAME, &ifname(name)?)
+        .attr(IFLA_LINK, &parent.to_ne_bytes())
+        .attr(IFLA_LINKINFO, &info)
+        .finish())
+}
+
+/// `RTM_NEWLINK` making `ifindex` a port of bridge `master`.
+pub fn set_master_request(seq: u32, ifindex: u32, master: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq, &ifinfo(ifindex, 0))
+        .attr(IFLA_MASTER, &master.to_ne_bytes())
+        .finish()
+}
+
+/// `RTM_DELLINK` removing `ifindex`.
+pub fn del_link_request(seq: u32, ifindex: u32) -> Vec<u8> {
+    Message::new(RTM_DELLINK, 0, seq, &ifinfo(ifindex, 0)).finish()
 }
 
 fn ifaddr(ifindex: u32, prefix: u8) -> [u8; 8] {
@@ -239,8 +330,35 @@ impl Netlink {
             default_route_request(seq, ifindex, gateway)
         })
     }
+
+    pub fn new_bridge(&mut self, name: &str) -> Result<(), LinkError> {
+        let msg = new_bridge_request(0, name)?;
+        self.request("new bridge", |seq| with_seq(&msg, seq))
+    }
+
+    pub fn new_vlan(&mut self, name: &str, parent: u32, vlan: u16) -> Result<(), LinkError> {
+        let msg = new_vlan_request(0, name, parent, vlan)?;
+        self.request("new vlan link", |seq| with_seq(&msg, seq))
+    }
+
+    pub fn set_master(&mut self, ifindex: u32, master: u32) -> Result<(), LinkError> {
+        self.request("bridge port", |seq| {
+            set_master_request(seq, ifindex, master)
+        })
+    }
+
+    pub fn del_link(&mut self, ifindex: u32) -> Result<(), LinkError> {
+        self.request("delete link", |seq| del_link_request(seq, ifindex))
+    }
+}
+
+/// `msg` with its sequence number set to `seq`.
+fn with_seq(msg: &[u8], seq: u32) -> Vec<u8> {
+    let mut msg = msg.to_vec();
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    msg
 }
 
 #[cfg(test)]
 #[path = "link_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -125,3 +125,85 @@ fn random_reply_buffers_never_panic() {
         let _ = find_ack(&bytes, 0);
     }
 }
+
+#[test]
+fn vlan_request_nests_kind_and_tag_as_iproute2_does() {
+    let msg = new_vlan_request(7, "mvl5", 3, 5).unwrap();
+    let (len, kind, flags, seq) = header(&msg);
+    assert_eq!((len as usize, kind, seq), (msg.len(), RTM_NEWLINK, 7));
+    assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+    assert_eq!(
+        &msg[16..32],
+        &[0; 16],
+        "ifinfomsg of a new link is all zero"
+    );
+    // IFLA_IFNAME "mvl5\0" (9 bytes, padded to 12), IFLA_LINK 3, IFLA_LINKINFO
+    // { IFLA_INFO_KIND "vlan", IFLA_INFO_DATA { IFLA_VLAN_ID 5 } }.
+    assert_eq!(&msg[32..44], b"\x09\x00\x03\x00mvl5\x00\x00\x00\x00");
+    assert_eq!(&msg[44..52], &[8, 0, 5, 0, 3, 0, 0, 0]);
+    assert_eq!(&msg[52..56], &[24, 0, 18, 0]);
+    assert_eq!(&msg[56..64], b"\x08\x00\x01\x00vlan");
+    assert_eq!(&msg[64..76], &[12, 0, 2, 0, 6, 0, 1, 0, 5, 0, 0, 0]);
+    assert_eq!(msg.len(), 76);
+    let port = set_master_request(8, 4, 9);
+    assert_eq!(&port[20..24], &4u32.to_ne_bytes());
+    assert_eq!(&port[32..40], &[8, 0, 10, 0, 9, 0, 0, 0]);
+    for bad in ["", "a-name-of-16-chr", "a/b", "a b", "x:1", "..", "nul\0"] {
+        assert!(
+            matches!(new_bridge_request(1, bad), Err(LinkError::BadName(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+/// `ip -o link` as seen from the calling thread's network namespace (a forked child inherits
+/// it): iproute2 checks what our requests did.
+pub(crate) fn ip_links() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-d", "link", "show"])
+        .output()
+        .expect("iproute2's ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kernel_makes_bridges_ports_and_removes_links() {
+    if !crate::net::root_or_skip("kernel_makes_bridges_ports_and_removes_links") {
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+            .expect("unshare(CLONE_NEWNET) needs root: run the tests as root");
+        let mut nl = Netlink::open().unwrap();
+        nl.new_bridge("mbr9").unwrap();
+        let err = nl.new_bridge("mbr9").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LinkError::Kernel {
+                    errno: rustix::io::Errno::EXIST,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        crate::net::tap::create_persistent("mt9").unwrap();
+        let (br, tap) = (ifindex("mbr9").unwrap(), ifindex("mt9").unwrap());
+        nl.set_master(tap, br).unwrap();
+        nl.set_up(br).unwrap();
+        nl.set_up(tap).unwrap();
+        let links = ip_links();
+        let line = links.lines().find(|l| l.contains(": mt9:")).unwrap_or("");
+        assert!(
+            line.contains("master mbr9") && line.contains("tun type tap"),
+            "{links}"
+        );
+        nl.del_link(tap).unwrap();
+        nl.del_link(br).unwrap();
+        assert_eq!((ifindex("mt9"), ifindex("mbr9")), (None, None));
+        assert!(nl.set_master(999_999, 999_998).is_err());
+    })
+    .join()
+    .unwrap();
+}

@@ -1,0 +1,207 @@
+//! Instance networks on the node: each instance's persistent tap (`mt` + the end of its id) is a
+//! port of its network's bridge. MANAGED: bridge `mbr<tag>` over `mvl<tag>`, the 802.1Q link of
+//! that tag on the private NIC (the one the frontend is reached through), made when the first
+//! instance of the network comes and removed when the last one leaves. The node has no address
+//! on these links (IPv6 is switched off on them, so it does not even autoconfigure one): it
+//! only carries frames. The guest's address, DHCP answer and anti-spoofing are its VMM's
+//! (`Nic.address`). Everything is made idempotently, so a relaunch after a node reboot makes
+//! the same links again.
+
+use crate::net::link::{self, LinkError, Netlink};
+use crate::net::tap;
+use mallee_proto::{InstanceNetwork, Segment};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use tracing::{info, warn};
+
+/// Why an instance's network could not be plugged.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{what}: {source}")]
+    Link {
+        what: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("tap {0}: {1}")]
+    Tap(String, std::io::Error),
+    #[error("{0:?} networks are not built on nodes yet (only MANAGED's VLANs are); set [network] mode = \"MANAGED\" on the frontend")]
+    Unsupported(Segment),
+    #[error("the private NIC {0} is gone")]
+    NoUplink(String),
+}
+
+/// The tap of instance `id`: `mt` and the last 13 characters of the id.
+pub fn tap_name(id: &str) -> String {
+    let tail: String = id.chars().rev().take(13).collect();
+    format!("mt{}", tail.chars().rev().collect::<String>())
+}
+
+/// The bridge of VLAN `tag`.
+pub fn bridge_name(tag: u16) -> String {
+    format!("mbr{tag}")
+}
+
+/// The 802.1Q link of VLAN `tag` on the private NIC.
+pub fn vlan_name(tag: u16) -> String {
+    format!("mvl{tag}")
+}
+
+/// The interface the kernel routes `to` through, from `/proc/net/route` text (longest prefix
+/// wins; addresses and masks are little-endian hex).
+pub fn route_interface(table: &str, to: Ipv4Addr) -> Option<String> {
+    let to = u32::from_le_bytes(to.octets());
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let hex = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
+            let (dest, mask) = (hex(1)?, hex(7)?);
+            (to & mask == dest).then(|| (u32::from_be(mask).leading_ones(), f[0].to_string()))
+        })
+        .max_by_key(|(bits, _)| *bits)
+        .map(|(_, name)| name)
+}
+
+/// The node's instance links; one per node.
+pub struct Plumbing {
+    /// The private NIC VLAN links are made on.
+    uplink: String,
+    /// Each bridge's instance taps on this node.
+    ports: Mutex<BTreeMap<u16, BTreeSet<String>>>,
+}
+
+fn kernel(what: impl Into<String>) -> impl FnOnce(LinkError) -> NetworkError {
+    let what = what.into();
+    move |source| NetworkError::Link { what, source }
+}
+
+/// No IPv6 (hence no link-local address or router solicitation) on `name`; best effort, the
+/// kernel may have no IPv6 at all.
+fn no_ipv6(name: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+}
+
+/// Makes the link `name` with `make` unless it exists; its index.
+fn ensure(
+    nl: &mut Netlink,
+    name: &str,
+    make: impl FnOnce(&mut Netlink) -> Result<(), NetworkError>,
+) -> Result<u32, NetworkError> {
+    if let Some(index) = link::ifindex(name) {
+        return Ok(index);
+    }
+    make(nl)?;
+    no_ipv6(name);
+    link::ifindex(name).ok_or_else(|| NetworkError::Link {
+        what: format!("{name} made but not found"),
+        source: LinkError::BadName(name.to_string()),
+    })
+}
+
+/// Removes the link `name` if it exists (best effort: logged).
+fn remove(nl: &mut Netlink, name: &str) {
+    if let Some(index) = link::ifindex(name) {
+        if let Err(e) = nl.del_link(index) {
+            warn!("agent: removing {name}: {e}");
+        }
+    }
+}
+
+impl Plumbing {
+    pub fn new(uplink: &str) -> Plumbing {
+        Plumbing {
+            uplink: uplink.to_string(),
+            ports: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Plugs instance `id` into `net`'s segment; the tap's name for its VMM. On failure nothing
+    /// this call made is left behind.
+    pub fn plug(&self, id: &str, net: &InstanceNetwork) -> Result<String, NetworkError> {
+        let Segment::Vlan(tag) = net.segment else {
+            return Err(NetworkError::Unsupported(net.segment));
+        };
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nl = Netlink::open().map_err(kernel("netlink"))?;
+        let tap = tap_name(id);
+        match self.make(&mut nl, tag, &tap) {
+            Ok(()) => {
+                if ports.entry(tag).or_default().insert(tap.clone()) {
+                    info!(
+                        "agent: {id} plugged: tap {tap} on bridge {} (VLAN {tag} on {})",
+                        bridge_name(tag),
+                        self.uplink
+                    );
+                }
+                Ok(tap)
+            }
+            Err(e) => {
+                let alone = ports.get(&tag).is_none_or(|taps| taps.is_empty());
+                remove(&mut nl, &tap);
+                if alone {
+                    remove(&mut nl, &vlan_name(tag));
+                    remove(&mut nl, &bridge_name(tag));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Bridge, VLAN link and tap of `tag`, each made unless it exists, joined and up.
+    fn make(&self, nl: &mut Netlink, tag: u16, tap: &str) -> Result<(), NetworkError> {
+        let (bridge, vlan) = (bridge_name(tag), vlan_name(tag));
+        let br = ensure(nl, &bridge, |nl| {
+            nl.new_bridge(&bridge)
+                .map_err(kernel(format!("bridge {bridge}")))
+        })?;
+        let parent = link::ifindex(&self.uplink)
+            .ok_or_else(|| NetworkError::NoUplink(self.uplink.clone()))?;
+        let vl = ensure(nl, &vlan, |nl| {
+            let what = format!("VLAN {tag} link {vlan} on {}", self.uplink);
+            nl.new_vlan(&vlan, parent, tag).map_err(kernel(what))
+        })?;
+        let tp = ensure(nl, tap, |_| {
+            tap::create_persistent(tap).map_err(|e| NetworkError::Tap(tap.to_string(), e))
+        })?;
+        for (port, name) in [(vl, &vlan), (tp, &tap.to_string())] {
+            nl.set_master(port, br)
+                .map_err(kernel(format!("{name} into {bridge}")))?;
+        }
+        for (index, name) in [(br, &bridge), (vl, &vlan), (tp, &tap.to_string())] {
+            nl.set_up(index).map_err(kernel(format!("{name} up")))?;
+        }
+        Ok(())
+    }
+
+    /// Unplugs instance `id`: its tap goes, and its network's bridge and VLAN link with it when
+    /// it was the last instance on them.
+    pub fn unplug(&self, id: &str) {
+        let tap = tap_name(id);
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((&tag, _)) = ports.iter().find(|(_, taps)| taps.contains(&tap)) else {
+            return;
+        };
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => return warn!("agent: unplugging {id}: {e}"),
+        };
+        remove(&mut nl, &tap);
+        let taps = ports.entry(tag).or_default();
+        taps.remove(&tap);
+        if taps.is_empty() {
+            ports.remove(&tag);
+            remove(&mut nl, &vlan_name(tag));
+            remove(&mut nl, &bridge_name(tag));
+            info!("agent: {id} unplugged; VLAN {tag} has no instance left here: bridge removed");
+        } else {
+            info!("agent: {id} unplugged from VLAN {tag}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;
