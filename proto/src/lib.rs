@@ -193,6 +193,10 @@ pub struct InstanceReport {
     pub state: Observed,
     pub reason: Option<String>,
     pub reboot_count: u32,
+    /// The guest took its address since its VMM last started (the VMM answered its DHCP
+    /// request or saw its ARP); always false for an instance without a network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub address_taken: bool,
 }
 
 /// An image held in the node's cache.

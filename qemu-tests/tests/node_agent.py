@@ -84,6 +84,12 @@ for launch in ("first", "cached"):
     ip = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
     assert f"{MARKER}{ip}/27 " in out, f"the guest did not take {ip}/27: {out}"
     print(f"ok address {launch} {ip}", flush=True)
+
+    def reachable():
+        st = ec2.describe_instance_status(InstanceIds=[iid])["InstanceStatuses"]
+        return st and st[0]["InstanceStatus"]["Details"][0]["Status"] == "passed"
+    wait_for(f"{iid}'s reachability check to pass (its node saw the guest take its address)", reachable)
+    print(f"ok reachability {launch}", flush=True)
     if launch == "first":
         # kill -9 the frontend and restart it: the node and its instance carry on.
         print("KILL", flush=True)

@@ -6,6 +6,73 @@ use super::model::{Address, Instance, State, Volume, ADDRESS, INSTANCE, VOLUME};
 use crate::store::{CloudTx, StoreError};
 use mallee_proto::Goal;
 
+/// How long a running guest has to take its address before its reachability check fails.
+pub const REACHABILITY_PATIENCE_MS: i64 = 5 * 60 * 1000;
+
+/// One status check's outcome (DescribeInstanceStatus): the status and its `reachability`
+/// detail, EC2's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// `ok`, `impaired`, `initializing` or `not-applicable`.
+    pub status: &'static str,
+    /// `passed`, `failed` or `initializing`.
+    pub reachability: &'static str,
+    /// Since when it has failed (ms).
+    pub impaired_since: Option<i64>,
+    /// Why it failed (Mallee's own detail).
+    pub reason: Option<String>,
+}
+
+impl Check {
+    fn new(status: &'static str, reachability: &'static str) -> Check {
+        Check {
+            status,
+            reachability,
+            impaired_since: None,
+            reason: None,
+        }
+    }
+
+    fn failed(since: i64, reason: String) -> Check {
+        Check {
+            impaired_since: Some(since),
+            reason: Some(reason),
+            ..Check::new("impaired", "failed")
+        }
+    }
+}
+
+/// The system check (its node carries it) and the instance check (its guest is on the network:
+/// it took the address its VMM's DHCP answer gave; an instance without one passes once it
+/// runs) of `i` at `now`.
+pub fn status_checks(i: &Instance, now: i64) -> (Check, Check) {
+    if i.state != State::Running {
+        let c = Check::new("not-applicable", "initializing");
+        return (c.clone(), c);
+    }
+    if i.node_down {
+        let why = format!("node {} stopped reporting", i.node);
+        let c = Check::failed(i.state_ms, why);
+        return (c.clone(), c);
+    }
+    let system = Check::new("ok", "passed");
+    let address = (i.network.as_ref()).and_then(|n| n.address.as_ref());
+    let instance = match address {
+        None => Check::new("ok", "passed"),
+        Some(_) if i.address_taken => Check::new("ok", "passed"),
+        Some(a) if now - i.state_ms >= REACHABILITY_PATIENCE_MS => Check::failed(
+            i.state_ms + REACHABILITY_PATIENCE_MS,
+            format!(
+                "the guest has not taken its address {} in {} s of running: its image must configure its first NIC by DHCP",
+                a.address,
+                REACHABILITY_PATIENCE_MS / 1000
+            ),
+        ),
+        Some(_) => Check::new("initializing", "initializing"),
+    };
+    (system, instance)
+}
+
 /// The instance is not in a state from which the transition can be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotNow;
@@ -72,4 +139,73 @@ pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), 
     }
     super::networks::release(tx, i)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::reconcile::tests::instance;
+    use mallee_proto::vmm::GuestAddress;
+    use mallee_proto::{InstanceNetwork, Segment};
+
+    fn addressed() -> Instance {
+        let mut i = instance();
+        i.state = State::Running;
+        i.state_ms = 1_000;
+        i.network = Some(InstanceNetwork {
+            segment: Segment::Vlan(100),
+            address: Some(GuestAddress {
+                address: "172.31.0.2".parse().unwrap(),
+                prefix_len: 27,
+                gateway: None,
+                dns: vec![],
+                hostname: None,
+            }),
+        });
+        i
+    }
+
+    #[test]
+    fn reachability_passes_only_once_the_guest_took_its_address() {
+        let mut i = addressed();
+        let (system, inst) = status_checks(&i, 2_000);
+        assert_eq!((system.status, system.reachability), ("ok", "passed"));
+        assert_eq!(
+            (inst.status, inst.reachability),
+            ("initializing", "initializing")
+        );
+        i.address_taken = true;
+        assert_eq!(status_checks(&i, 2_000).1.reachability, "passed");
+    }
+
+    #[test]
+    fn reachability_fails_with_a_reason_when_the_guest_never_takes_it() {
+        let i = addressed();
+        let late = 1_000 + REACHABILITY_PATIENCE_MS;
+        let (system, inst) = status_checks(&i, late);
+        assert_eq!(system.reachability, "passed", "the node is fine");
+        assert_eq!((inst.status, inst.reachability), ("impaired", "failed"));
+        assert_eq!(inst.impaired_since, Some(late));
+        assert!(inst
+            .reason
+            .unwrap()
+            .contains("not taken its address 172.31.0.2"));
+    }
+
+    #[test]
+    fn a_silent_node_fails_both_checks_and_other_states_are_not_applicable() {
+        let mut i = addressed();
+        i.node_down = true;
+        let (system, inst) = status_checks(&i, 2_000);
+        assert_eq!((system.status, inst.status), ("impaired", "impaired"));
+        i.state = State::Pending;
+        assert_eq!(status_checks(&i, 2_000).1.status, "not-applicable");
+        let mut plain = instance();
+        plain.state = State::Running;
+        assert_eq!(
+            status_checks(&plain, 0).1.reachability,
+            "passed",
+            "no network"
+        );
+    }
 }

@@ -133,6 +133,7 @@ pub fn write_instances(
             ramdisk: l.ramdisk.as_ref().map(Image::proto_ref),
             metadata,
             network: Some(network),
+            address_taken: false,
         };
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
         tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");

@@ -281,6 +281,9 @@ pub struct Instance {
     /// launched before instances had networks.
     #[serde(default)]
     pub network: Option<mallee_proto::InstanceNetwork>,
+    /// Its node said the guest took its address since it last started.
+    #[serde(default)]
+    pub address_taken: bool,
 }
 
 impl Instance {

@@ -87,6 +87,7 @@ fn a_new_boot_id_marks_the_nodes_instances_rebooted_and_pending() {
             state: Observed::Running,
             reason: None,
             reboot_count: 0,
+            address_taken: false,
         }],
         image_cache: vec![],
         cache: Default::default(),

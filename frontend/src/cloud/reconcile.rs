@@ -10,7 +10,7 @@ use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
 /// Applies what the node saw (`None`: the node did not list the instance). Returns whether
 /// the record changed.
 pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool {
-    let before = (i.state, i.goal, i.reason.clone());
+    let before = (i.state, i.goal, i.reason.clone(), i.address_taken);
     let observed = seen.map(|s| s.state);
     match (i.goal, observed) {
         (_, _) if i.state == State::Terminated => {}
@@ -49,7 +49,9 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
         }
         (Goal::Terminated, Some(_)) => i.set_state(State::ShuttingDown, now),
     }
-    (i.state, i.goal, i.reason.clone()) != before
+    i.address_taken = i.state == State::Running
+        && seen.is_some_and(|s| s.state == Observed::Running && s.address_taken);
+    (i.state, i.goal, i.reason.clone(), i.address_taken) != before
 }
 
 /// `stateReason` code of an instance whose node rebooted under it.
@@ -145,6 +147,7 @@ pub(crate) mod tests {
             ramdisk: None,
             metadata: Default::default(),
             network: None,
+            address_taken: false,
         }
     }
 
@@ -154,7 +157,23 @@ pub(crate) mod tests {
             state,
             reason: reason.map(str::to_string),
             reboot_count: 0,
+            address_taken: false,
         }
+    }
+
+    #[test]
+    fn the_guest_address_counts_only_while_the_node_says_it_runs() {
+        let mut i = instance();
+        let mut running = seen(Observed::Running, None);
+        running.address_taken = true;
+        assert!(apply(&mut i, Some(&running), 5));
+        assert!((i.state == State::Running) && i.address_taken);
+        assert!(!apply(&mut i, Some(&running), 6), "nothing new");
+        // The node lost it (a reboot): back to pending, and the address must be taken again.
+        assert!(apply(&mut i, None, 7));
+        assert!(i.state == State::Pending && !i.address_taken);
+        assert!(apply(&mut i, Some(&seen(Observed::Running, None)), 8));
+        assert!(i.state == State::Running && !i.address_taken);
     }
 
     #[test]

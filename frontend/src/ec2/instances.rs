@@ -243,15 +243,14 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         x.field("instanceId", &i.id)
             .field("availabilityZone", &i.zone);
         render::state(x, "instanceState", i.state);
-        let (status, check) = match (i.state, i.node_down) {
-            (State::Running, false) => ("ok", "passed"),
-            (State::Running, true) => ("impaired", "failed"),
-            _ => ("not-applicable", "initializing"),
-        };
-        for part in ["systemStatus", "instanceStatus"] {
-            x.open(part).field("status", status);
-            x.set("details", &[check], |x, s| {
-                x.field("name", "reachability").field("status", s);
+        let (system, instance) = lifecycle::status_checks(i, c.now);
+        for (part, check) in [("systemStatus", system), ("instanceStatus", instance)] {
+            x.open(part).field("status", check.status);
+            x.set("details", &[&check], |x, c| {
+                x.field("name", "reachability")
+                    .field("status", c.reachability)
+                    .opt("impairedSince", c.impaired_since.map(time).as_ref())
+                    .opt("reason", c.reason.as_ref());
             });
             x.close(part);
         }

@@ -216,6 +216,10 @@ impl Agent {
                     state,
                     reason,
                     reboot_count: spec.reboot_count,
+                    // A real node's VMM says so once the guest's DHCP was answered; this one's
+                    // guests take their address at once.
+                    address_taken: state == Observed::Running
+                        && spec.network.as_ref().is_some_and(|n| n.address.is_some()),
                 });
             }
         }

@@ -87,6 +87,10 @@ struct Record {
     pid: Option<u32>,
     rebooting: bool,
     dir: PathBuf,
+    /// It has a NIC with an address the VMM hands out.
+    addressed: bool,
+    /// Its guest took that address since the VMM last started (the VMM's status says so).
+    address_taken: bool,
 }
 
 /// The node's instances; cheap to clone.
@@ -146,20 +150,32 @@ pub fn vmm_config(
     })
 }
 
-/// Asks a VMM to stop through its control socket and reads its answer.
-fn api_shutdown(socket: &Path) -> Result<(), ControlError> {
+/// Sends `request` to a VMM's control socket and reads its answer; `None` when the VMM closed
+/// the socket without one.
+fn api_call(socket: &Path, request: &Request) -> Result<Option<Reply>, ControlError> {
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(&encode_line(&Request::Shutdown))?;
+    s.write_all(&encode_line(request))?;
     let mut line = String::new();
     if BufReader::new(s).read_line(&mut line)? == 0 {
-        return Ok(()); // the VMM stopped before it could answer
+        return Ok(None);
     }
     let reply: Reply = mallee_proto::decode(line.as_bytes())?;
     if !reply.ok {
         return Err(ControlError::Refused(reply.error.unwrap_or_default()));
     }
-    Ok(())
+    Ok(Some(reply))
+}
+
+/// Asks a VMM to stop through its control socket (it may stop before it answers).
+fn api_shutdown(socket: &Path) -> Result<(), ControlError> {
+    api_call(socket, &Request::Shutdown).map(|_| ())
+}
+
+/// A VMM's status (its guest's NICs among it).
+fn api_status(socket: &Path) -> Result<Reply, ControlError> {
+    api_call(socket, &Request::Status)?
+        .ok_or_else(|| ControlError::Refused("the VMM closed the socket".into()))
 }
 
 impl Instances {
@@ -203,14 +219,35 @@ impl Instances {
             .collect()
     }
 
-    /// Every instance the node knows, for the report.
+    /// Whether a running guest has not yet taken its address.
+    pub fn awaiting_address(&self) -> bool {
+        (self.lock().values()).any(|r| r.addressed && !r.address_taken && r.pid.is_some())
+    }
+
+    /// Every instance the node knows, for the report. Running guests not yet known to have
+    /// taken their address are asked about through their VMM's socket first.
     pub fn report(&self) -> Vec<InstanceReport> {
+        let waiting: Vec<(String, PathBuf)> = (self.lock().iter())
+            .filter(|(_, r)| r.addressed && !r.address_taken && r.pid.is_some())
+            .map(|(id, r)| (id.clone(), r.dir.join(API_SOCKET)))
+            .collect();
+        for (id, socket) in waiting {
+            match api_status(&socket) {
+                Ok(reply) if reply.nics.iter().any(|n| n.address_taken) => {
+                    info!("agent: {id}'s guest took its address");
+                    self.set(&id, |r| r.address_taken = r.pid.is_some());
+                }
+                Ok(_) => {}
+                Err(e) => warn!("agent: {id}: control socket: {e}"),
+            }
+        }
         (self.lock().iter())
             .map(|(id, r)| InstanceReport {
                 instance_id: id.clone(),
                 state: r.local.state,
                 reason: r.reason.clone(),
                 reboot_count: r.local.reboot_count,
+                address_taken: r.address_taken,
             })
             .collect()
     }
@@ -265,6 +302,8 @@ impl Instances {
                 pid: None,
                 rebooting: false,
                 dir,
+                addressed: spec.network.as_ref().is_some_and(|n| n.address.is_some()),
+                address_taken: false,
             },
         );
         self.notify();
@@ -386,6 +425,7 @@ impl Instances {
             self.set(&id, |r| {
                 r.pid = Some(pid);
                 r.local.state = Observed::Running;
+                r.address_taken = false; // a new VMM: the guest takes its address again
             });
             let code = exited.recv().unwrap_or(-1);
             info!("agent: {id} mallee-vmm exited with status {code}");

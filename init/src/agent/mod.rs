@@ -209,7 +209,13 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
         if let Err(e) = r {
             warn!("agent: report: {e}");
         }
-        seen = instances.wait_change(seen, every);
+        // A guest about to take its address is looked at every second, so the frontend's
+        // status check passes soon after it does.
+        let wait = match instances.awaiting_address() {
+            true => every.min(Duration::from_secs(1)),
+            false => every,
+        };
+        seen = instances.wait_change(seen, wait);
     }
 }
 
