@@ -151,21 +151,10 @@ fn dhcp_exchange(fd: i32, req: &Message) -> Result<Message, String> {
         send(fd, &frame)?;
         let resend = Instant::now() + Duration::from_secs(1);
         while Instant::now() < resend {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
+            let Some(n) = common::recv_frame(fd, &mut buf) else {
+                continue;
             };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-                continue;
-            }
-            // SAFETY: the pointer and length describe `buf`.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                continue;
-            }
-            let Ok(eth) = EthernetFrame::new_checked(&buf[..n as usize]) else {
+            let Ok(eth) = EthernetFrame::new_checked(&buf[..n]) else {
                 continue;
             };
             if eth.ethertype() != EthernetProtocol::Ipv4 {

@@ -63,21 +63,10 @@ fn sniff(fd: i32, stop: Arc<AtomicBool>) -> Seen {
     let mut seen = Seen::default();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
+        let Some(n) = common::recv_frame(fd, &mut buf).filter(|n| *n > 14) else {
+            continue;
         };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-            continue;
-        }
-        // SAFETY: the pointer and length describe `buf`.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 14 {
-            continue;
-        }
-        let f = &buf[..n as usize];
+        let f = &buf[..n];
         let has = |m: &[u8]| f.windows(m.len()).any(|w| w == m);
         seen.good |= f[6..12] == GUEST_MAC && has(FRAME_MARKER);
         seen.forged |= has(FORGED_MARKER);

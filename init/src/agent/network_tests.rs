@@ -54,57 +54,52 @@ fn network(segment: Segment) -> InstanceNetwork {
 /// and leaves nothing behind; the nested node's kernel has it and the cloud test covers it.
 #[test]
 fn instances_share_their_vlan_bridge_until_the_last_leaves() {
-    if !crate::net::root_or_skip("instances_share_their_vlan_bridge_until_the_last_leaves") {
-        return;
-    }
-    std::thread::spawn(|| {
-        // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-            .expect("unshare(CLONE_NEWNET) needs root: run the tests as root");
-        tap::create_persistent("priv0").unwrap();
-        let p = Plumbing::new("priv0");
-        let e = p.plug("i-1", &network(Segment::Untagged)).unwrap_err();
-        assert!(e.to_string().contains("not built on nodes yet"), "{e}");
-        let links = crate::net::link::tests::ip_links;
-        match p.plug("i-1", &network(Segment::Vlan(7))) {
-            Ok(tap) => {
-                assert_eq!(tap, "mti-1");
-                assert_eq!(p.plug("i-1", &network(Segment::Vlan(7))).unwrap(), tap);
-                p.plug("i-2", &network(Segment::Vlan(7))).unwrap();
-                let l = links();
-                for port in ["mti-1", "mti-2", "mvl7@priv0"] {
-                    let line = l.lines().find(|x| x.contains(&format!(": {port}:")));
+    crate::net::in_private_netns(
+        "instances_share_their_vlan_bridge_until_the_last_leaves",
+        || {
+            tap::create_persistent("priv0").unwrap();
+            let p = Plumbing::new("priv0");
+            let e = p.plug("i-1", &network(Segment::Untagged)).unwrap_err();
+            assert!(e.to_string().contains("not built on nodes yet"), "{e}");
+            let links = crate::net::link::tests::ip_links;
+            match p.plug("i-1", &network(Segment::Vlan(7))) {
+                Ok(tap) => {
+                    assert_eq!(tap, "mti-1");
+                    assert_eq!(p.plug("i-1", &network(Segment::Vlan(7))).unwrap(), tap);
+                    p.plug("i-2", &network(Segment::Vlan(7))).unwrap();
+                    let l = links();
+                    for port in ["mti-1", "mti-2", "mvl7@priv0"] {
+                        let line = l.lines().find(|x| x.contains(&format!(": {port}:")));
+                        assert!(
+                            line.is_some_and(|x| x.contains("master mbr7")),
+                            "{port}: {l}"
+                        );
+                    }
+                    assert!(l.contains("vlan protocol 802.1Q id 7"), "{l}");
+                    p.unplug("i-1");
+                    assert!(link::ifindex("mbr7").is_some() && link::ifindex("mti-1").is_none());
+                    p.unplug("i-2");
+                    assert_eq!((link::ifindex("mbr7"), link::ifindex("mvl7")), (None, None));
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(text.contains("VLAN 7 link mvl7 on priv0"), "{text}");
+                    let l = links();
                     assert!(
-                        line.is_some_and(|x| x.contains("master mbr7")),
-                        "{port}: {l}"
+                        !l.contains("mbr7") && !l.contains("mti-1"),
+                        "left behind: {l}"
                     );
                 }
-                assert!(l.contains("vlan protocol 802.1Q id 7"), "{l}");
-                p.unplug("i-1");
-                assert!(link::ifindex("mbr7").is_some() && link::ifindex("mti-1").is_none());
-                p.unplug("i-2");
-                assert_eq!((link::ifindex("mbr7"), link::ifindex("mvl7")), (None, None));
             }
-            Err(e) => {
-                let text = e.to_string();
-                assert!(text.contains("VLAN 7 link mvl7 on priv0"), "{text}");
-                let l = links();
-                assert!(
-                    !l.contains("mbr7") && !l.contains("mti-1"),
-                    "left behind: {l}"
-                );
-            }
-        }
-        let e = Plumbing::new("gone0")
-            .plug("i-3", &network(Segment::Vlan(8)))
-            .unwrap_err();
-        assert!(matches!(e, NetworkError::NoUplink(_)), "{e}");
-        assert_eq!(
-            link::ifindex("mbr8"),
-            None,
-            "a failed plug leaves no bridge"
-        );
-    })
-    .join()
-    .unwrap();
+            let e = Plumbing::new("gone0")
+                .plug("i-3", &network(Segment::Vlan(8)))
+                .unwrap_err();
+            assert!(matches!(e, NetworkError::NoUplink(_)), "{e}");
+            assert_eq!(
+                link::ifindex("mbr8"),
+                None,
+                "a failed plug leaves no bridge"
+            );
+        },
+    );
 }

@@ -69,13 +69,7 @@ fn route_table() -> String {
 /// Runs against the real kernel inside a private network namespace (needs root, as CI has).
 #[test]
 fn kernel_accepts_link_address_and_route_requests() {
-    if !crate::net::root_or_skip("kernel_accepts_link_address_and_route_requests") {
-        return;
-    }
-    std::thread::spawn(|| {
-        // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-            .expect("unshare(CLONE_NEWNET) needs root: run the tests as root");
+    crate::net::in_private_netns("kernel_accepts_link_address_and_route_requests", || {
         let mut nl = Netlink::open().unwrap();
         nl.set_up(1).unwrap();
         let addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -104,9 +98,7 @@ fn kernel_accepts_link_address_and_route_requests() {
             ),
             "{err}"
         );
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
@@ -168,13 +160,7 @@ pub(crate) fn ip_links() -> String {
 
 #[test]
 fn kernel_makes_bridges_ports_and_removes_links() {
-    if !crate::net::root_or_skip("kernel_makes_bridges_ports_and_removes_links") {
-        return;
-    }
-    std::thread::spawn(|| {
-        // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-            .expect("unshare(CLONE_NEWNET) needs root: run the tests as root");
+    crate::net::in_private_netns("kernel_makes_bridges_ports_and_removes_links", || {
         let mut nl = Netlink::open().unwrap();
         nl.new_bridge("mbr9").unwrap();
         let err = nl.new_bridge("mbr9").unwrap_err();
@@ -203,7 +189,5 @@ fn kernel_makes_bridges_ports_and_removes_links() {
         nl.del_link(br).unwrap();
         assert_eq!((ifindex("mt9"), ifindex("mbr9")), (None, None));
         assert!(nl.set_master(999_999, 999_998).is_err());
-    })
-    .join()
-    .unwrap();
+    });
 }

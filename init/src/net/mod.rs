@@ -25,6 +25,23 @@ pub(crate) fn root_or_skip(test: &str) -> bool {
     root
 }
 
+/// Runs `f` on a thread of its own in a fresh network namespace (only lo, down), as test
+/// `test` (skipped without root).
+#[cfg(test)]
+pub(crate) fn in_private_netns(test: &str, f: impl FnOnce() + Send + 'static) {
+    if !root_or_skip(test) {
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: only the network namespace is unshared; file descriptor tables stay shared.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+            .expect("unshare(CLONE_NEWNET) needs root: run the tests as root");
+        f()
+    })
+    .join()
+    .unwrap();
+}
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

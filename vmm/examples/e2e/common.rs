@@ -92,3 +92,19 @@ pub fn packet_socket(index: i32) -> std::io::Result<i32> {
     }
     Ok(fd)
 }
+
+/// Waits up to 100 ms for one frame on packet socket `fd`; its length, or `None`.
+pub fn recv_frame(fd: i32, buf: &mut [u8]) -> Option<usize> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+        return None;
+    }
+    // SAFETY: the pointer and length describe `buf`.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    (n > 0).then_some(n as usize)
+}
