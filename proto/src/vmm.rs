@@ -64,6 +64,21 @@ pub struct VmmConfig {
     /// The most detailed level the VMM logs to its stderr.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// What the metadata service at 169.254.169.254 answers on every NIC; `None`: no service
+    /// (the guest's packets to it are dropped like any other's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<InstanceMetadata>,
+}
+
+/// The content of an instance's metadata service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceMetadata {
+    /// `meta-data/...` and the identity document.
+    pub document: crate::MetadataDocument,
+    /// `user-data`, base64 as RunInstances took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
 }
 
 fn default_cmdline() -> String {
@@ -98,6 +113,7 @@ impl VmmConfig {
             rng: true,
             on_reboot: OnReboot::default(),
             failure_path: None,
+            metadata: None,
             log_level: LogLevel::default(),
         }
     }

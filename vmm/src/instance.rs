@@ -133,7 +133,8 @@ pub fn run(
             err,
         })?;
         tracing::debug!("NIC {} on tap {}", n.mac, n.tap);
-        let port = Port::new(n.mac, n.address.clone(), counters.clone());
+        let port = Port::new(n.mac, n.address.clone(), counters.clone())
+            .with_metadata(cfg.metadata.clone());
         vm.add_virtio(Box::new(Net::new(tap, port)))?;
     }
     if cfg.rng {

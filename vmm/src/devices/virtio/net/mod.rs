@@ -7,6 +7,8 @@
 //! buffers a frame must fit one receive chain; a frame that does not is dropped (the guest counts
 //! a length error), as is a transmit chain that is empty or larger than a 64 KiB frame.
 
+pub mod imds;
+pub mod metadata;
 pub mod port;
 pub mod tap;
 #[cfg(test)]
@@ -144,15 +146,27 @@ impl NetHandler {
     /// Sends every posted transmit chain the port lets out to the tap, and the port's answers
     /// to the guest.
     fn transmit(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue]) {
-        let (frame, tap, port, answers) =
-            (&mut self.tx_frame, &self.tap, &self.port, &mut self.answers);
+        let (frame, tap, port, answers) = (
+            &mut self.tx_frame,
+            &self.tap,
+            &mut self.port,
+            &mut self.answers,
+        );
         queues[TX].drain(mem, |chain| {
             let Some(len) = read_tx_frame(mem, chain, frame) else {
                 return 0;
             };
-            match port.check(&frame[VNET_HDR_LEN..len]) {
-                // A full tap queue drops the frame, as a busy wire would.
-                Verdict::Forward => drop(tap.write_frame(&frame[..len])),
+            let guest = &frame[VNET_HDR_LEN..len];
+            match port.check(guest) {
+                Verdict::Forward => match port.serve(guest) {
+                    Some(replies) => {
+                        let room = MAX_ANSWERS.saturating_sub(answers.len());
+                        let replies = replies.iter().take(room);
+                        answers.extend(replies.map(|r| with_vnet_header(r)));
+                    }
+                    // A full tap queue drops the frame, as a busy wire would.
+                    None => drop(tap.write_frame(&frame[..len])),
+                },
                 Verdict::Answer(reply) if answers.len() < MAX_ANSWERS => {
                     answers.push_back(with_vnet_header(&reply))
                 }
@@ -166,9 +180,10 @@ impl NetHandler {
     }
 }
 
-/// Answers held for a guest that posts no receive buffers; a guest that floods DHCP without
-/// reading gets no more than this many queued.
-const MAX_ANSWERS: usize = 16;
+/// Answers held for a guest that posts no receive buffers (DHCP replies, the metadata
+/// service's segments); a guest that floods without reading gets no more than this many
+/// queued, and TCP resends what was dropped.
+const MAX_ANSWERS: usize = 128;
 
 /// `frame` behind a virtio_net_hdr_v1 that asks for nothing (one buffer, checksums done).
 fn with_vnet_header(frame: &[u8]) -> Vec<u8> {

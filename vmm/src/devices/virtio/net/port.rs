@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::metadata::MetadataService;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Encodable};
-use mallee_proto::vmm::{Dropped, GuestAddress, NicStatus};
+use mallee_proto::vmm::{Dropped, GuestAddress, InstanceMetadata, NicStatus};
 use mallee_proto::Mac;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -100,11 +101,12 @@ impl PortCounters {
     }
 }
 
-/// One guest NIC's rules.
+/// One guest NIC's rules, and its metadata service.
 pub struct Port {
     mac: Mac,
     address: Option<GuestAddress>,
     counters: Arc<PortCounters>,
+    metadata: Option<MetadataService>,
 }
 
 impl Port {
@@ -114,7 +116,21 @@ impl Port {
             mac,
             address,
             counters,
+            metadata: None,
         }
+    }
+
+    /// Serves `content` at 169.254.169.254 to the guest (nothing of it reaches the tap).
+    pub fn with_metadata(mut self, content: Option<InstanceMetadata>) -> Port {
+        self.metadata = content.map(MetadataService::new);
+        self
+    }
+
+    /// Takes a frame [`Port::check`] let out when it is for the metadata service: the frames
+    /// for the guest it led to. `None`: not the service's, send it on.
+    pub fn serve(&mut self, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let service = self.metadata.as_mut()?;
+        MetadataService::wants(frame).then(|| service.handle(frame))
     }
 
     /// The guest's MAC address.

@@ -1,0 +1,228 @@
+//! The metadata service's TCP/IP: a smoltcp interface at 169.254.169.254 (MAC
+//! [`SERVICE_MAC`]) that takes the guest's ARP and TCP for that address out of the transmit path
+//! and answers with frames for the guest; nothing of it reaches the tap. Port 80 speaks the
+//! HTTP of [`super::imds`]. Listening sockets are added as connections take them (up to
+//! [`MAX_CONNECTIONS`]) and dropped when closed, so a guest fetching many paths in a row is never
+//! refused while earlier connections sit in TIME-WAIT.
+
+use std::collections::VecDeque;
+use std::time::Instant as StdInstant;
+
+use mallee_proto::vmm::InstanceMetadata;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+use super::imds::{take_head, Imds, Parsed};
+use super::port::{SERVICE_IP, SERVICE_MAC};
+
+/// Connections open at once; a SYN beyond them is answered with a reset.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Listening sockets kept ready.
+const SPARE_LISTENERS: usize = 2;
+const HTTP_PORT: u16 = 80;
+const RX_BUFFER: usize = 16 * 1024;
+const TX_BUFFER: usize = 64 * 1024;
+/// Frames the service holds for the guest at most; beyond, they are dropped (TCP resends).
+const MAX_OUT: usize = 256;
+
+/// Frames in from the guest, frames out to it.
+#[derive(Default)]
+struct Wire {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        if self.0.len() < MAX_OUT {
+            self.0.push_back(frame);
+        }
+        r
+    }
+}
+
+impl Device for Wire {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((Rx(frame), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps
+    }
+}
+
+/// One connection's request bytes so far.
+#[derive(Default)]
+struct Conn {
+    request: Vec<u8>,
+    answered: bool,
+}
+
+/// The service on one guest NIC.
+pub struct MetadataService {
+    iface: Interface,
+    wire: Wire,
+    sockets: SocketSet<'static>,
+    conns: Vec<(SocketHandle, Conn)>,
+    imds: Imds,
+    epoch: StdInstant,
+}
+
+impl MetadataService {
+    pub fn new(content: InstanceMetadata) -> MetadataService {
+        let mut wire = Wire::default();
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(SERVICE_MAC.0)));
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed); // only TCP sequence numbers depend on it
+        config.random_seed = u64::from_ne_bytes(seed);
+        let mut iface = Interface::new(config, &mut wire, Instant::from_millis(0));
+        // Prefix 0: every guest address is on-link, so replies go straight back to the guest
+        // (resolved by ARP) whatever its subnet.
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(SERVICE_IP), 0));
+        });
+        let mut service = MetadataService {
+            iface,
+            wire,
+            sockets: SocketSet::new(Vec::new()),
+            conns: Vec::new(),
+            imds: Imds::new(content),
+            epoch: StdInstant::now(),
+        };
+        service.keep_listening();
+        service
+    }
+
+    /// Whether a guest frame is the service's: ARP about 169.254.169.254 or IPv4 to it.
+    pub fn wants(frame: &[u8]) -> bool {
+        use smoltcp::wire::{ArpPacket, EthernetFrame, EthernetProtocol, Ipv4Packet};
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        match eth.ethertype() {
+            EthernetProtocol::Arp => ArpPacket::new_checked(eth.payload())
+                .is_ok_and(|a| a.target_protocol_addr() == SERVICE_IP.octets()),
+            EthernetProtocol::Ipv4 => {
+                Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| ip.dst_addr() == SERVICE_IP)
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes one guest frame; returns the frames for the guest it led to.
+    pub fn handle(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        self.wire.rx.push_back(frame.to_vec());
+        self.pump();
+        self.wire.tx.drain(..).collect()
+    }
+
+    fn now(&self) -> (Instant, StdInstant) {
+        let now = StdInstant::now();
+        let ms = now.duration_since(self.epoch).as_millis() as i64;
+        (Instant::from_millis(ms), now)
+    }
+
+    /// Polls until nothing moves: frames in, requests answered, sockets recycled.
+    fn pump(&mut self) {
+        loop {
+            let (now, wall) = self.now();
+            let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
+            let served = self.serve(wall);
+            self.keep_listening();
+            if !served && self.wire.rx.is_empty() {
+                let (now, _) = self.now();
+                let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
+                return;
+            }
+        }
+    }
+
+    /// Reads requests and writes answers; whether any socket made progress.
+    fn serve(&mut self, now: StdInstant) -> bool {
+        let mut progress = false;
+        for (handle, conn) in &mut self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if !conn.answered && socket.can_recv() {
+                let _ = socket.recv(|data| {
+                    conn.request.extend_from_slice(data);
+                    (data.len(), ())
+                });
+                progress = true;
+            }
+            if !conn.answered {
+                if let Parsed::Done(head, _) = take_head(&conn.request) {
+                    let reply = self.imds.answer(&head, now);
+                    // The reply fits the send buffer (user data is 16 KiB at most).
+                    let _ = socket.send_slice(&reply);
+                    socket.close();
+                    conn.answered = true;
+                    progress = true;
+                } else if socket.state() == tcp::State::CloseWait {
+                    socket.close(); // the guest closed before sending a whole request
+                }
+            }
+        }
+        progress
+    }
+
+    /// Drops closed connections and keeps [`SPARE_LISTENERS`] sockets listening.
+    fn keep_listening(&mut self) {
+        let sockets = &mut self.sockets;
+        self.conns.retain(|(handle, _)| {
+            // TIME-WAIT is over too: a lost final ACK on a virtio ring is not worth a socket.
+            let state = sockets.get::<tcp::Socket>(*handle).state();
+            let closed = matches!(state, tcp::State::Closed | tcp::State::TimeWait);
+            if closed {
+                sockets.remove(*handle);
+            }
+            !closed
+        });
+        let listening = (self.conns.iter())
+            .filter(|(h, _)| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
+            .count();
+        for _ in listening..SPARE_LISTENERS {
+            if self.conns.len() >= MAX_CONNECTIONS {
+                break;
+            }
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; TX_BUFFER]),
+            );
+            socket.set_ack_delay(None);
+            socket.set_nagle_enabled(false);
+            if socket.listen(HTTP_PORT).is_ok() {
+                let handle = self.sockets.add(socket);
+                self.conns.push((handle, Conn::default()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "metadata_tests.rs"]
+mod tests;
