@@ -16,6 +16,7 @@ pub mod cmdline;
 pub mod coldplug;
 pub mod disk;
 pub mod frontend;
+pub mod guest;
 pub mod log;
 pub mod modules;
 pub mod mounts;
@@ -209,8 +210,11 @@ fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
             if let Some(path) = run.clone() {
                 run::start(path);
             }
-            if let Some(cfg) = agent.clone() {
-                agent::start(cfg);
+            match agent.clone() {
+                Some(cfg) => agent::start(cfg),
+                // An instance's PID 1 (the test guest): its metadata, if a VMM serves it.
+                None if role == cmdline::Role::Node && ip != "none" => guest::start(),
+                None => {}
             }
             if test_panic {
                 std::thread::spawn(|| panic!("mallee.test_panic=1 asked for a panic"));

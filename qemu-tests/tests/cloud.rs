@@ -192,6 +192,13 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         "{}",
         node.console().tail(30)
     );
+    // Its VMM serves metadata: the guest fetched its instance id (IMDSv2) from 169.254.169.254.
+    fe.wait_console(
+        &id,
+        &format!("metadata: instance-id {id}"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; node: {}", node.console().tail(30)));
     report_figure(&format!(
         "figure: cloud, first launch RunInstances to running {:.1} s, to guest marker {:.1} s",
         running.as_secs_f64(),

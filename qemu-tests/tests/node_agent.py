@@ -84,6 +84,10 @@ for launch in ("first", "cached"):
     ip = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
     assert f"{MARKER}{ip}/27 " in out, f"the guest did not take {ip}/27: {out}"
     print(f"ok address {launch} {ip}", flush=True)
+    # Its VMM serves metadata: the guest asked for its instance id (IMDSv2) and said it.
+    wait_for(f"the instance id from the metadata service in the console of {iid}",
+             lambda: f"metadata: instance-id {iid}" in console(iid), timeout=60)
+    print(f"ok metadata {launch}", flush=True)
 
     def reachable():
         st = ec2.describe_instance_status(InstanceIds=[iid])["InstanceStatuses"]

@@ -340,6 +340,10 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
             transcript.contains(&format!("ok reachability {launch}")),
             "{transcript}"
         );
+        assert!(
+            transcript.contains(&format!("ok metadata {launch}")),
+            "{transcript}"
+        );
     }
     // Both good launches' guests saw their ephemeral disk (the script prints the guest's lines).
     let seen = |line: &str| {

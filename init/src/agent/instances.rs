@@ -15,7 +15,7 @@ use super::reconcile::{Action, Local};
 use super::storage;
 use crate::reaper;
 use mallee_proto::vmm::{
-    encode_line, Disk, Exit, Failure, Nic, Reply, Request, TapSource, VmmConfig,
+    encode_line, Disk, Exit, Failure, InstanceMetadata, Nic, Reply, Request, TapSource, VmmConfig,
 };
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
@@ -350,6 +350,10 @@ impl Instances {
                 tap: TapSource::Name(tap),
                 mac: spec.mac,
                 address: net.address.clone(),
+            });
+            cfg.metadata = Some(InstanceMetadata {
+                document: spec.metadata.clone(),
+                user_data: spec.user_data.clone(),
             });
         }
         let path = dir.join(VMM_CONFIG);

@@ -152,6 +152,9 @@ impl Client {
         if let Some(router) = lease.router.filter(|_| uplink) {
             self.nl.set_default_route(self.nic.ifindex, router)?;
         }
+        for (dst, prefix, via) in &lease.routes {
+            self.nl.add_route(self.nic.ifindex, (*dst, *prefix), *via)?;
+        }
         Ok(())
     }
 

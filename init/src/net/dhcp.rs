@@ -148,6 +148,7 @@ impl DhcpClient {
         opts.insert(DhcpOption::ParameterRequestList(vec![
             OptionCode::SubnetMask,
             OptionCode::Router,
+            OptionCode::ClasslessStaticRoute,
             OptionCode::DomainNameServer,
             OptionCode::AddressLeaseTime,
             OptionCode::Renewal,

@@ -88,6 +88,7 @@ fn discover_offer_request_ack_configures_the_lease() {
         addr: ADDR,
         prefix: 24,
         router: Some(SERVER),
+        routes: vec![],
         dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
         server: SERVER,
         lease_time: secs(3600),

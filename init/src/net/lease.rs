@@ -14,6 +14,9 @@ pub struct Lease {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub router: Option<Ipv4Addr>,
+    /// Classless static routes (option 121) other than the default one: destination, prefix
+    /// and router (`None`: on-link).
+    pub routes: Vec<(Ipv4Addr, u8, Option<Ipv4Addr>)>,
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
     pub lease_time: Duration,
@@ -41,10 +44,24 @@ pub fn lease_from(msg: &Message, known_server: Option<Ipv4Addr>) -> Option<Lease
         Some(DhcpOption::SubnetMask(mask)) => prefix_len(*mask),
         _ => 24,
     };
-    let router = match opts.get(OptionCode::Router) {
+    let mut router = match opts.get(OptionCode::Router) {
         Some(DhcpOption::Router(r)) => r.first().copied(),
         _ => None,
     };
+    let mut routes = Vec::new();
+    if let Some(DhcpOption::ClasslessStaticRoute(classless)) =
+        opts.get(OptionCode::ClasslessStaticRoute)
+    {
+        // RFC 3442: with option 121 the Router option is ignored; its default route counts.
+        router = None;
+        for (net, via) in classless {
+            let via = (!via.is_unspecified()).then_some(*via);
+            match net.prefix_len() {
+                0 => router = via,
+                len => routes.push((net.network(), len, via)),
+            }
+        }
+    }
     let dns = match opts.get(OptionCode::DomainNameServer) {
         Some(DhcpOption::DomainNameServer(d)) => d.clone(),
         _ => Vec::new(),
@@ -62,6 +79,7 @@ pub fn lease_from(msg: &Message, known_server: Option<Ipv4Addr>) -> Option<Lease
         addr,
         prefix,
         router,
+        routes,
         dns,
         server,
         lease_time: Duration::from_secs(lease.into()),
@@ -73,6 +91,38 @@ pub fn lease_from(msg: &Message, known_server: Option<Ipv4Addr>) -> Option<Lease
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classless_routes_replace_the_router_option() {
+        let mut m = Message::default();
+        m.set_yiaddr(Ipv4Addr::new(172, 31, 0, 2));
+        let opts = m.opts_mut();
+        opts.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(172, 31, 0, 1)));
+        opts.insert(DhcpOption::Router(vec![Ipv4Addr::new(172, 31, 0, 9)]));
+        let lease = lease_from(&m, None).unwrap();
+        assert_eq!(
+            (lease.router, lease.routes.len()),
+            (Some(Ipv4Addr::new(172, 31, 0, 9)), 0)
+        );
+        m.opts_mut().insert(DhcpOption::ClasslessStaticRoute(vec![
+            ("169.254.169.254/32".parse().unwrap(), Ipv4Addr::UNSPECIFIED),
+            ("10.9.0.0/16".parse().unwrap(), Ipv4Addr::new(172, 31, 0, 5)),
+            ("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(172, 31, 0, 1)),
+        ]));
+        let lease = lease_from(&m, None).unwrap();
+        assert_eq!(lease.router, Some(Ipv4Addr::new(172, 31, 0, 1)));
+        assert_eq!(
+            lease.routes,
+            vec![
+                (Ipv4Addr::new(169, 254, 169, 254), 32, None),
+                (
+                    Ipv4Addr::new(10, 9, 0, 0),
+                    16,
+                    Some(Ipv4Addr::new(172, 31, 0, 5))
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn netmask_prefix_lengths() {

@@ -35,9 +35,11 @@ pub const MAX_IFNAME: usize = 15;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
+const RT_SCOPE_LINK: u8 = 253;
 const RTPROT_DHCP: u8 = 16;
 const RTN_UNICAST: u8 = 1;
 const AF_INET: u8 = 2;
@@ -210,25 +212,41 @@ pub fn del_address_request(seq: u32, ifindex: u32, addr: Ipv4Addr, prefix: u8) -
 
 /// `RTM_NEWROUTE` (create or replace) for the default route via `gateway` on `ifindex`.
 pub fn default_route_request(seq: u32, ifindex: u32, gateway: Ipv4Addr) -> Vec<u8> {
-    // family, dst_len, src_len, tos, table, protocol, scope (universe), type, flags (u32)
+    route_request(seq, ifindex, (Ipv4Addr::UNSPECIFIED, 0), Some(gateway))
+}
+
+/// `RTM_NEWROUTE` (create or replace) for `dst/prefix` via `gateway` on `ifindex`, or straight
+/// out of `ifindex` (scope link) without a gateway.
+pub fn route_request(
+    seq: u32,
+    ifindex: u32,
+    (dst, prefix): (Ipv4Addr, u8),
+    gateway: Option<Ipv4Addr>,
+) -> Vec<u8> {
+    let scope = if gateway.is_some() { 0 } else { RT_SCOPE_LINK };
+    // family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32)
     let rtmsg = [
         AF_INET,
-        0,
+        prefix,
         0,
         0,
         RT_TABLE_MAIN,
         RTPROT_DHCP,
-        0,
+        scope,
         RTN_UNICAST,
         0,
         0,
         0,
         0,
     ];
-    Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq, &rtmsg)
-        .attr(RTA_GATEWAY, &gateway.octets())
-        .attr(RTA_OIF, &ifindex.to_ne_bytes())
-        .finish()
+    let mut msg = Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq, &rtmsg);
+    if prefix > 0 {
+        msg = msg.attr(RTA_DST, &dst.octets());
+    }
+    if let Some(gateway) = gateway {
+        msg = msg.attr(RTA_GATEWAY, &gateway.octets());
+    }
+    msg.attr(RTA_OIF, &ifindex.to_ne_bytes()).finish()
 }
 
 /// Looks through a reply buffer for the `NLMSG_ERROR` answering `seq`: `Some(0)` is an ACK,
@@ -329,6 +347,16 @@ impl Netlink {
         self.request("default route", |seq| {
             default_route_request(seq, ifindex, gateway)
         })
+    }
+
+    /// A route to `dst` via `gateway`, or on-link out of `ifindex` without one.
+    pub fn add_route(
+        &mut self,
+        ifindex: u32,
+        dst: (Ipv4Addr, u8),
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<(), LinkError> {
+        self.request("route", |seq| route_request(seq, ifindex, dst, gateway))
     }
 
     pub fn new_bridge(&mut self, name: &str) -> Result<(), LinkError> {

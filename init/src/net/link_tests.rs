@@ -85,6 +85,28 @@ fn kernel_accepts_link_address_and_route_requests() {
             "{}",
             route_table()
         );
+        // An on-link host route (DHCP option 121 with router 0.0.0.0), then one via a gateway.
+        let service = Ipv4Addr::new(169, 254, 169, 254);
+        nl.add_route(1, (service, 32), None).unwrap();
+        nl.add_route(
+            1,
+            (Ipv4Addr::new(10, 9, 0, 0), 16),
+            Some(Ipv4Addr::new(10, 77, 0, 3)),
+        )
+        .unwrap();
+        let table = route_table();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("lo\tFEA9FEA9\t00000000\t0005\t")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("lo\t0000090A\t03004D0A\t0003\t")),
+            "{table}"
+        );
         nl.del_address(1, addr, 24).unwrap();
         assert!(std::net::UdpSocket::bind((addr, 0)).is_err());
         let err = nl.set_up(999_999).unwrap_err();

@@ -217,7 +217,9 @@ impl Port {
         }
         let mtype = req.opts().msg_type();
         let reply = match mtype {
-            Some(MessageType::Discover) => offer(addr, &req, MessageType::Offer),
+            Some(MessageType::Discover) => {
+                offer(addr, &req, MessageType::Offer, self.metadata.is_some())
+            }
             Some(MessageType::Request) => {
                 let wanted = match req.opts().get(dhcproto::v4::OptionCode::RequestedIpAddress) {
                     Some(DhcpOption::RequestedIpAddress(ip)) => *ip,
@@ -225,12 +227,14 @@ impl Port {
                 };
                 if wanted == addr.address || wanted.is_unspecified() {
                     self.counters.address_taken.store(true, Ordering::Relaxed);
-                    offer(addr, &req, MessageType::Ack)
+                    offer(addr, &req, MessageType::Ack, self.metadata.is_some())
                 } else {
                     nak(addr, &req)
                 }
             }
-            Some(MessageType::Inform) => offer(addr, &req, MessageType::Ack),
+            Some(MessageType::Inform) => {
+                offer(addr, &req, MessageType::Ack, self.metadata.is_some())
+            }
             Some(MessageType::Release | MessageType::Decline) => return Verdict::Swallow,
             _ => return Verdict::Drop(Spoof::Other),
         };
@@ -279,8 +283,16 @@ fn base_reply(req: &Message, mtype: MessageType, server: Ipv4Addr) -> Message {
     m
 }
 
-/// An OFFER or ACK of the guest's address (for INFORM, the options without an address).
-fn offer(addr: &GuestAddress, req: &Message, mtype: MessageType) -> (MessageType, Vec<u8>) {
+/// An OFFER or ACK of the guest's address (for INFORM, the options without an address). With
+/// a metadata service, classless static routes (RFC 3442) put 169.254.169.254 on-link (router
+/// 0.0.0.0), so the guest reaches it with or without a gateway, and repeat the default route
+/// (a client honouring option 121 ignores option 3).
+fn offer(
+    addr: &GuestAddress,
+    req: &Message,
+    mtype: MessageType,
+    metadata: bool,
+) -> (MessageType, Vec<u8>) {
     let mut m = base_reply(req, mtype, server_id(addr));
     let inform = req.opts().msg_type() == Some(MessageType::Inform);
     if !inform {
@@ -291,6 +303,14 @@ fn offer(addr: &GuestAddress, req: &Message, mtype: MessageType) -> (MessageType
     opts.insert(DhcpOption::SubnetMask(addr.netmask()));
     if let Some(gw) = addr.gateway {
         opts.insert(DhcpOption::Router(vec![gw]));
+    }
+    if metadata {
+        let service = ipnet::Ipv4Net::new(SERVICE_IP, 32).expect("a /32");
+        let mut routes = vec![(service, Ipv4Addr::UNSPECIFIED)];
+        if let Some(gw) = addr.gateway {
+            routes.push((ipnet::Ipv4Net::default(), gw));
+        }
+        opts.insert(DhcpOption::ClasslessStaticRoute(routes));
     }
     if !addr.dns.is_empty() {
         opts.insert(DhcpOption::DomainNameServer(addr.dns.clone()));

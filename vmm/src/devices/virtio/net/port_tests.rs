@@ -108,6 +108,27 @@ fn discover_gets_an_offer_of_the_guests_address_with_its_options() {
     let s = c.status(GUEST);
     assert_eq!(s.dhcp_answered, 1);
     assert!(!s.address_taken, "an offer is not yet taken");
+    assert_eq!(
+        o.get(OptionCode::ClasslessStaticRoute),
+        None,
+        "no metadata service"
+    );
+}
+
+#[test]
+fn with_a_metadata_service_the_offer_routes_it_on_link() {
+    let (p, _) = port(Some(address()));
+    let p = p.with_metadata(Some(Default::default()));
+    let (frame, _) = dhcp(MessageType::Discover, GUEST, GUEST, Ipv4Addr::UNSPECIFIED);
+    let offer = reply(p.check(&frame));
+    let service = "169.254.169.254/32".parse().unwrap();
+    assert_eq!(
+        offer.opts().get(OptionCode::ClasslessStaticRoute),
+        Some(&DhcpOption::ClasslessStaticRoute(vec![
+            (service, Ipv4Addr::UNSPECIFIED),
+            ("0.0.0.0/0".parse().unwrap(), GW),
+        ]))
+    );
 }
 
 #[test]
