@@ -19,7 +19,8 @@ pub struct Check {
     pub reachability: &'static str,
     /// Since when it has failed (ms).
     pub impaired_since: Option<i64>,
-    /// Why it failed (Mallee's own detail).
+    /// Why it failed. EC2's model has no place for it (clients would reject it), so it is
+    /// only logged.
     pub reason: Option<String>,
 }
 

@@ -244,13 +244,15 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             .field("availabilityZone", &i.zone);
         render::state(x, "instanceState", i.state);
         let (system, instance) = lifecycle::status_checks(i, c.now);
+        for why in [&system.reason, &instance.reason].into_iter().flatten() {
+            tracing::info!(instance = %i.id, "status check failed: {why}");
+        }
         for (part, check) in [("systemStatus", system), ("instanceStatus", instance)] {
             x.open(part).field("status", check.status);
             x.set("details", &[&check], |x, c| {
                 x.field("name", "reachability")
                     .field("status", c.reachability)
-                    .opt("impairedSince", c.impaired_since.map(time).as_ref())
-                    .opt("reason", c.reason.as_ref());
+                    .opt("impairedSince", c.impaired_since.map(time).as_ref());
             });
             x.close(part);
         }
