@@ -1,5 +1,6 @@
 //! Byte-driven harnesses for the parts a guest controls: a virtio-blk request, a virtio-net
-//! transmit chain, a frame through the guest's port and the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
+//! transmit chain, a frame through the guest's port, what it sends the metadata service and
+//! the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
 //! the same functions, so both exercise one code path.
 //!
 //! Input layout: 16 descriptors (16 bytes each: addr, len, flags, next) for a 16-entry queue laid
@@ -140,5 +141,37 @@ pub fn guest_port(data: &[u8]) {
         let eth = EthernetFrame::new_checked(&answer[..]).expect("answer is Ethernet");
         assert_eq!(eth.dst_addr().0, mac.octets());
         Ipv4Packet::new_checked(eth.payload()).expect("answer is IPv4");
+    }
+}
+
+/// What a guest sends the metadata service: the bytes as one HTTP request head, then as frames
+/// (each behind a 2-byte length) into the service's TCP/IP. No panic, and every frame out is
+/// Ethernet from the service's MAC.
+pub fn metadata_service(data: &[u8]) {
+    use super::net::imds::{take_head, Imds, Parsed};
+    use super::net::metadata::MetadataService;
+    use super::net::port::SERVICE_MAC;
+    use mallee_proto::vmm::InstanceMetadata;
+    use smoltcp::wire::EthernetFrame;
+
+    let content = InstanceMetadata {
+        user_data: Some("aGk=".into()),
+        ..Default::default()
+    };
+    let now = std::time::Instant::now();
+    let _ = Imds::new(content.clone()).answer(data, now);
+    if let Parsed::Done(head, len) = take_head(data) {
+        assert!(len <= data.len() && head.len() == len);
+    }
+    let mut service = MetadataService::new(content);
+    let mut rest = data;
+    while let [a, b, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
+        let (frame, next) = tail.split_at(len);
+        for out in service.handle(frame) {
+            let eth = EthernetFrame::new_checked(&out[..]).expect("the service sends Ethernet");
+            assert_eq!(eth.src_addr().0, SERVICE_MAC.octets());
+        }
+        rest = next;
     }
 }
