@@ -9,14 +9,20 @@ use std::collections::VecDeque;
 use std::time::Instant as StdInstant;
 
 use mallee_proto::vmm::InstanceMetadata;
+use mallee_proto::Mac;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use std::net::Ipv4Addr;
 
 use super::imds::{take_head, Imds, Parsed};
-use super::port::{SERVICE_IP, SERVICE_MAC};
+
+/// The MAC the VMM's own frames come from (locally administered, never a guest's).
+pub const SERVICE_MAC: Mac = Mac([0x02, 0x4d, 0x41, 0x4c, 0x4c, 0x45]);
+/// The link-local address of the metadata service (and of the VMM's DHCP answers).
+pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// Connections open at once; a SYN beyond them is answered with a reset.
 pub const MAX_CONNECTIONS: usize = 64;

@@ -23,10 +23,9 @@ use smoltcp::wire::{
     EthernetRepr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
-/// The MAC the VMM's own replies come from (locally administered, never a guest's).
-pub const SERVICE_MAC: Mac = Mac([0x02, 0x4d, 0x41, 0x4c, 0x4c, 0x45]);
-/// The DHCP server identifier when the subnet has no gateway: the link-local service address.
-pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The VMM's own MAC and link-local address (its DHCP answers come from them; the DHCP server
+/// identifier when the subnet has no gateway).
+pub use super::metadata::{SERVICE_IP, SERVICE_MAC};
 /// How long a lease lasts; the address never changes, so renewals only confirm it.
 pub const LEASE_SECS: u32 = 86_400;
 
