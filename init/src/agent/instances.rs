@@ -91,6 +91,19 @@ struct Record {
     addressed: bool,
     /// Its guest took that address since the VMM last started (the VMM's status says so).
     address_taken: bool,
+    /// When its VMM last started.
+    started: Option<Instant>,
+}
+
+/// How long after its VMM starts a guest is watched closely for taking its address; after
+/// that the ordinary report interval asks (the frontend fails its check at 5 minutes anyway).
+const ADDRESS_WATCH: Duration = Duration::from_secs(300);
+
+impl Record {
+    /// A running guest not yet known to have taken its address.
+    fn waiting_for_address(&self) -> bool {
+        self.addressed && !self.address_taken && self.pid.is_some()
+    }
 }
 
 /// The node's instances; cheap to clone.
@@ -219,16 +232,18 @@ impl Instances {
             .collect()
     }
 
-    /// Whether a running guest has not yet taken its address.
+    /// Whether a guest started in the last [`ADDRESS_WATCH`] has not yet taken its address.
     pub fn awaiting_address(&self) -> bool {
-        (self.lock().values()).any(|r| r.addressed && !r.address_taken && r.pid.is_some())
+        (self.lock().values()).any(|r| {
+            r.waiting_for_address() && r.started.is_some_and(|t| t.elapsed() < ADDRESS_WATCH)
+        })
     }
 
     /// Every instance the node knows, for the report. Running guests not yet known to have
     /// taken their address are asked about through their VMM's socket first.
     pub fn report(&self) -> Vec<InstanceReport> {
         let waiting: Vec<(String, PathBuf)> = (self.lock().iter())
-            .filter(|(_, r)| r.addressed && !r.address_taken && r.pid.is_some())
+            .filter(|(_, r)| r.waiting_for_address())
             .map(|(id, r)| (id.clone(), r.dir.join(API_SOCKET)))
             .collect();
         for (id, socket) in waiting {
@@ -304,6 +319,7 @@ impl Instances {
                 dir,
                 addressed: spec.network.as_ref().is_some_and(|n| n.address.is_some()),
                 address_taken: false,
+                started: None,
             },
         );
         self.notify();
@@ -430,6 +446,7 @@ impl Instances {
                 r.pid = Some(pid);
                 r.local.state = Observed::Running;
                 r.address_taken = false; // a new VMM: the guest takes its address again
+                r.started = Some(Instant::now());
             });
             let code = exited.recv().unwrap_or(-1);
             info!("agent: {id} mallee-vmm exited with status {code}");
