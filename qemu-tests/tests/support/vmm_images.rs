@@ -1,6 +1,6 @@
 //! Building the node images the `mallee-vmm` end-to-end test and benchmark boot: static builds
 //! of the VMM and its helper programs (`vmm/examples/`), a guest initramfs (image-build's
-//! [`NetbootSpec::guest`] with the `e2e_guest` example as `/init`, plus `virtio_net`), and a node image carrying the guest kernel and initramfs (and, for the benchmark,
+//! [`NetbootSpec::guest`] with the `e2e_guest` example as `/init`), and a node image carrying the guest kernel and initramfs (and, for the benchmark,
 //! QEMU with the shared libraries `ldd` lists and its firmware). Shared by
 //! `tests/vmm_boot.rs` and `benches/vmm.rs`.
 
@@ -55,9 +55,8 @@ fn add_qemu(fs: &mut mallee_image_build::initramfs::Initramfs) {
 /// `/init` is the `e2e_guest` example) under `/vmm-e2e/`.
 pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
-    // The guest bundle's ramdisk spec with the e2e guest as /init, plus the NIC it tests.
-    let mut guest = NetbootSpec::guest(&bin.join("examples/e2e_guest"));
-    guest.boot_modules.push("virtio_net".into());
+    // The guest bundle's ramdisk spec (virtio_net among its modules) with the e2e guest as /init.
+    let guest = NetbootSpec::guest(&bin.join("examples/e2e_guest"));
     let (guest_fs, _) = netboot::assemble(&guest, &kernel).expect("guest initramfs");
     let guest_img = dir.file("guest.img");
     guest_fs
