@@ -79,6 +79,8 @@ for launch in ("first", "cached"):
     for line in out.splitlines():
         if "mallee-init: disk " in line:
             print(f"guest-disk {line.strip()}", flush=True)
+        if "eth0" in line or "ready role" in line:
+            print(f"guest-net {line.strip()}", flush=True)
     assert EPHEMERAL_LINE in out, f"{EPHEMERAL_LINE!r} not in the console of {iid}"
     # The guest took its private address from its VMM's DHCP answer, on its group's VLAN.
     ip = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]

@@ -68,6 +68,31 @@ pub fn take_head(buf: &[u8]) -> Parsed {
     }
 }
 
+/// Fills `buf` from the kernel's random source without waiting for it to be seeded
+/// (`GRND_INSECURE`, then `GRND_NONBLOCK` on kernels before 5.6): soon after a node boots under
+/// TCG the pool took two minutes to be ready, and a VMM must not stall its guest's network on
+/// that. What is not filled is mixed with the clock.
+pub fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    for flags in [libc::GRND_INSECURE, libc::GRND_NONBLOCK] {
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // SAFETY: the pointer and length describe `rest`, which getrandom writes at most.
+            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), flags) };
+            if n <= 0 {
+                break;
+            }
+            filled += n as usize;
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for (i, b) in buf[filled..].iter_mut().enumerate() {
+        *b ^= (nanos >> ((i % 16) * 8)) as u8;
+    }
+}
+
 impl Imds {
     pub fn new(content: InstanceMetadata) -> Imds {
         let user_data = content.user_data.as_ref().map(|u| {
@@ -139,9 +164,7 @@ impl Imds {
             }
         }
         let mut raw = [0u8; 32];
-        // A token is a secret against other guests' processes only; getrandom never fails on
-        // Linux once the kernel's pool is ready, and a zero token still expires.
-        let _ = getrandom::fill(&mut raw);
+        random_bytes(&mut raw);
         let token = B64.encode(raw);
         self.tokens.insert(token.clone(), now + ttl);
         token

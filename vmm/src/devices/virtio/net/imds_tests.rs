@@ -120,3 +120,13 @@ fn heads_are_split_off_and_garbage_is_a_400() {
     let head_only = String::from_utf8(i.answer(b"HEAD /latest/ HTTP/1.1\r\n\r\n", now)).unwrap();
     assert!(head_only.ends_with("\r\n\r\n") && head_only.contains("Content-Length: 27"));
 }
+
+#[test]
+fn random_bytes_never_wait_and_differ() {
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    random_bytes(&mut a);
+    random_bytes(&mut b);
+    assert!(a != [0; 32] && a != b);
+    let mut empty = [0u8; 0];
+    random_bytes(&mut empty);
+}

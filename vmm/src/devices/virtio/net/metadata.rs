@@ -17,7 +17,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use std::net::Ipv4Addr;
 
-use super::imds::{take_head, Imds, Parsed};
+use super::imds::{random_bytes, take_head, Imds, Parsed};
 
 /// The MAC the VMM's own frames come from (locally administered, never a guest's).
 pub const SERVICE_MAC: Mac = Mac([0x02, 0x4d, 0x41, 0x4c, 0x4c, 0x45]);
@@ -111,7 +111,7 @@ impl MetadataService {
         let mut wire = Wire::default();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(SERVICE_MAC.0)));
         let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed); // only TCP sequence numbers depend on it
+        random_bytes(&mut seed); // only TCP sequence numbers depend on it
         config.random_seed = u64::from_ne_bytes(seed);
         let mut iface = Interface::new(config, &mut wire, Instant::from_millis(0));
         // Prefix 0: every guest address is on-link, so replies go straight back to the guest
