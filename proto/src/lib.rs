@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "appliance")]
 pub mod appliance;
 pub mod cmdline;
+pub mod gateway;
 mod log_level;
 mod metadata;
 pub mod vmm;
