@@ -49,6 +49,10 @@ pub struct Config {
     /// Set by the flashable appliance's init: where it publishes the A/B slots and takes an
     /// upgrade the daemon staged (`UpgradeAppliance`). Unset: the appliance actions refuse.
     pub appliance_dir: Option<PathBuf>,
+    /// Set by the appliance's init: where the daemon writes the desired gateway (VLAN links,
+    /// public addresses, nftables rules; `mallee_proto::gateway`) for init to apply as root.
+    /// Unset: nothing on this machine forwards instance traffic.
+    pub gateway_dir: Option<PathBuf>,
 }
 
 /// The `[pxe]` table: DHCP, TFTP and HTTP on the private NIC. Nodes enroll with the `[ec2]`
@@ -105,6 +109,7 @@ impl Default for Config {
             network: Default::default(),
             pxe: None,
             appliance_dir: None,
+            gateway_dir: None,
         }
     }
 }
