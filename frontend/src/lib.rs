@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cloud;
 pub mod config;
 pub mod ec2;
+pub mod gateway;
 pub mod http;
 pub mod nodes;
 pub mod privilege;

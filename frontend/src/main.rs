@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};
 use mallee_frontend::cloud::Changes;
 use mallee_frontend::ec2::Ec2;
+use mallee_frontend::gateway::{self, GatewaySite};
 use mallee_frontend::nodes::NodeApi;
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         admin::write_credentials(&creds, &admin)?;
         tracing::info!(path = %creds.display(), "wrote the admin credentials file");
     }
+    if let Err(e) = mallee_frontend::cloud::networks::supported(&config.network) {
+        tracing::warn!("{e}; RunInstances refuses every launch until then");
+    }
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     listener.set_nonblocking(true)?;
@@ -104,6 +108,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
         tokio::spawn(apis.nodes.clone().watch_liveness());
+        if let Some(site) = gateway_site(&config) {
+            let changed = apis.nodes.changes.subscribe_network();
+            tokio::spawn(gateway::run(apis.nodes.store.clone(), site, changed));
+        }
         let upgrade = async {
             match &appliance {
                 Some(a) => a.restart_requested().await,
@@ -115,5 +123,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         println!("mallee-frontend: upgrade staged; exiting for mallee-init to install it");
         std::io::stdout().flush()?;
         std::process::exit(UPGRADE_STAGED_EXIT);
+    })
+}
+
+/// Where and how the gateway is handed to init: only on a machine whose init applies it
+/// (`gateway_dir`) and that has a private NIC (`[pxe]`).
+fn gateway_site(config: &Config) -> Option<GatewaySite> {
+    let dir = config.gateway_dir.clone()?;
+    let Some(pxe) = &config.pxe else {
+        tracing::warn!("gateway_dir is set but there is no [pxe] private NIC: no gateway");
+        return None;
+    };
+    Some(GatewaySite {
+        dir,
+        private_interface: pxe.interface.clone(),
+        api_port: config.listen.port(),
     })
 }

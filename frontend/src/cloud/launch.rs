@@ -37,6 +37,7 @@ pub fn write_instances(
     nodes: &[String],
     now: i64,
 ) -> Result<Vec<Instance>, NetworkError> {
+    networks::supported(net_cfg)?;
     let reservation_id = new_id("r", 17);
     let addressing = match net_cfg.mode {
         NetMode::System => None,

@@ -183,32 +183,22 @@ fn a_full_network_launches_fewer_down_to_min_count_and_never_half() {
     ));
 }
 
+/// MANAGED-NOVLAN and SYSTEM have no data path on the nodes yet: a launch is refused before
+/// anything is written, instead of an instance that fails on its node.
 #[test]
-fn novlan_networks_have_no_tag_and_run_out_of_slices_instead() {
-    let (_d, store) = store();
-    // A /24 in 128-address slices: two networks.
-    let cfg = cfg(NetMode::ManagedNoVlan, (300, 300), 128);
-    let a = run(&store, &cfg, "a", 1, 1).unwrap();
-    let b = run(&store, &cfg, "b", 1, 1).unwrap();
-    assert_eq!(a[0].network.as_ref().unwrap().segment, Segment::Untagged);
-    assert_eq!(ips(&b), ["10.10.0.130"]);
-    let e = run(&store, &cfg, "c", 1, 1).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            NetworkError::Exhausted(Exhausted::Slices { per: 128, .. })
-        ),
-        "{e}"
-    );
-}
-
-#[test]
-fn system_mode_makes_no_network_and_leaves_the_address_to_the_site() {
-    let (_d, store) = store();
-    let cfg = cfg(NetMode::System, (300, 300), 32);
-    let i = run(&store, &cfg, "a", 1, 1).unwrap();
-    assert_eq!(i[0].private_ip, "");
-    let net = i[0].network.clone().unwrap();
-    assert_eq!((net.segment, net.address), (Segment::System, None));
-    assert!(networks(&store).is_empty());
+fn modes_without_a_data_path_are_refused_before_anything_is_written() {
+    for mode in [NetMode::ManagedNoVlan, NetMode::System] {
+        let (_d, store) = store();
+        let e = run(&store, &cfg(mode, (300, 300), 32), "a", 1, 1).unwrap_err();
+        assert!(
+            matches!(e, NetworkError::Unsupported(m) if m == mode),
+            "{e}"
+        );
+        assert!(e.to_string().contains("mode = \"MANAGED\""), "{e}");
+        assert!(networks(&store).is_empty());
+        let instances = store
+            .cloud(|tx| tx.list::<Instance>(INSTANCE, None))
+            .unwrap();
+        assert!(instances.is_empty());
+    }
 }

@@ -333,5 +333,6 @@ pub fn change_ingress(ec2: &Ec2, c: &Call<'_>, authorize: bool) -> Result<String
         tx.put(GROUP, &g.id, &g.owner, Some(&g.name), &g)?;
         Ok::<_, Ec2Error>(())
     })?;
+    ec2.changes.bump_network();
     Ok(xml::ok(c.action, c.rid))
 }

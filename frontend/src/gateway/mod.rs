@@ -1,0 +1,181 @@
+//! The cluster controller's gateway: the frontend as router of the instance networks. This
+//! room turns the cloud's state (networks, security groups) into the desired
+//! [`mallee_proto::gateway::Gateway`] — a VLAN link with the gateway address per network and
+//! the nftables ruleset of [`rules`] — and hands it to the appliance's init, which applies it
+//! as root, whenever it changes.
+
+pub mod rules;
+
+use crate::cloud::model::{SecurityGroup, GROUP};
+use crate::cloud::networks;
+use crate::store::{Store, StoreError};
+use mallee_proto::gateway::{Applied, Gateway, GatewayLink, APPLIED_FILE, GATEWAY_FILE};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the gateway is handed over, and the fixed parts of it.
+#[derive(Debug, Clone)]
+pub struct GatewaySite {
+    /// The directory init watches (`gateway_dir`).
+    pub dir: PathBuf,
+    /// The private NIC: instance VLANs ride on it, instances never reach it untagged.
+    pub private_interface: String,
+    /// The API port instances may reach at their gateway.
+    pub api_port: u16,
+}
+
+/// The gateway the cloud's state asks for (generation 0: [`write`] stamps it).
+pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError> {
+    let (nets, groups) = store.cloud(|tx| {
+        Ok::<_, StoreError>((networks::list(tx)?, tx.list::<SecurityGroup>(GROUP, None)?))
+    })?;
+    let links = (nets.iter())
+        .filter_map(|n| {
+            Some(GatewayLink {
+                vlan: n.vlan?,
+                address: n.gateway,
+                prefix: n.subnet.prefix_len(),
+            })
+        })
+        .collect();
+    let ruleset = rules::ruleset(&rules::Inputs {
+        private_interface: &site.private_interface,
+        api_port: site.api_port,
+        networks: &nets,
+        groups: &groups,
+    });
+    Ok(Gateway {
+        generation: 0,
+        interface: site.private_interface.clone(),
+        links,
+        public: None,
+        ruleset,
+    })
+}
+
+/// Writes `gateway` into `dir` whole (a temporary file renamed into place, so init never reads
+/// half of it).
+pub fn write(dir: &Path, gateway: &Gateway) -> Result<(), GatewayError> {
+    let path = dir.join(GATEWAY_FILE);
+    let err = |source| GatewayError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = dir.join(format!(".{GATEWAY_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(gateway).unwrap_or_default();
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+/// What init last applied, when it has said.
+pub fn applied(dir: &Path) -> Option<Applied> {
+    serde_json::from_slice(&std::fs::read(dir.join(APPLIED_FILE)).ok()?).ok()
+}
+
+/// Keeps the handed-over gateway equal to what the state asks for: at start (a restarted
+/// daemon hands it over again) and after every network change.
+pub async fn run(store: Arc<Store>, site: GatewaySite, mut changed: watch::Receiver<u64>) {
+    let mut last: Option<Gateway> = None;
+    loop {
+        match desired(&store, &site) {
+            Ok(want) if last.as_ref() != Some(&want) => {
+                let stamped = Gateway {
+                    generation: now_ms(),
+                    ..want.clone()
+                };
+                match write(&site.dir, &stamped) {
+                    Ok(()) => {
+                        tracing::info!(
+                            generation = stamped.generation,
+                            links = stamped.links.len(),
+                            "gateway handed to init"
+                        );
+                        last = Some(want);
+                    }
+                    Err(e) => tracing::error!("gateway: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("gateway: reading the state: {e}"),
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::config::NetworkConfig;
+    use crate::cloud::networks::{Network, NETWORK};
+
+    #[test]
+    fn the_state_becomes_links_and_rules_and_is_handed_over_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let site = GatewaySite {
+            dir: dir.path().to_path_buf(),
+            private_interface: "eth1".into(),
+            api_port: 8773,
+        };
+        let empty = desired(&store, &site).unwrap();
+        assert!(empty.links.is_empty() && empty.ruleset.contains("table inet mallee"));
+        let subnet = NetworkConfig::default().slice(2);
+        let net = Network {
+            group_id: "sg-1".into(),
+            group_name: "web".into(),
+            owner: "alice".into(),
+            vlan: Some(102),
+            slice: 2,
+            subnet,
+            gateway: "172.31.0.65".parse().unwrap(),
+            created_ms: 0,
+        };
+        store
+            .cloud(|tx| tx.put(NETWORK, "sg-1", "alice", None, &net))
+            .unwrap();
+        let g = desired(&store, &site).unwrap();
+        assert_eq!(
+            g.links,
+            [GatewayLink {
+                vlan: 102,
+                address: net.gateway,
+                prefix: 27
+            }]
+        );
+        assert!(g.ruleset.contains("oifname \"mgw102\" jump ingress_102"));
+        write(dir.path(), &g).unwrap();
+        let back: Gateway =
+            serde_json::from_slice(&std::fs::read(dir.path().join(GATEWAY_FILE)).unwrap()).unwrap();
+        assert_eq!(back, g);
+        assert_eq!(applied(dir.path()), None);
+        std::fs::write(
+            dir.path().join(APPLIED_FILE),
+            r#"{"generation":3,"error":"nft: no"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            applied(dir.path()).unwrap().error.as_deref(),
+            Some("nft: no")
+        );
+    }
+}
