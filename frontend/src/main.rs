@@ -94,6 +94,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             config.max_clock_skew_secs,
         )
         .with_network(config.network.clone())
+        .with_gateway_dir(config.gateway_dir.clone())
         .with_appliance(appliance.clone()),
         nodes: Arc::new(NodeApi {
             store,

@@ -53,6 +53,8 @@ pub struct Ec2 {
     max_skew_secs: i64,
     /// The flashable appliance's slots, when booted from one (`appliance_dir` is configured).
     pub appliance: Option<Arc<crate::appliance::Appliance>>,
+    /// Where the gateway is handed to init (`gateway_dir`), for DescribeNetworks.
+    pub gateway_dir: Option<std::path::PathBuf>,
 }
 
 /// One decoded, authenticated call.
@@ -108,12 +110,19 @@ impl Ec2 {
             region: region.to_string(),
             max_skew_secs: max_skew as i64,
             appliance: None,
+            gateway_dir: None,
         }
     }
 
     /// Networks instances as `net` says.
     pub fn with_network(mut self, net: NetworkConfig) -> Ec2 {
         self.net = net;
+        self
+    }
+
+    /// Reports the gateway handed over in `dir` in DescribeNetworks.
+    pub fn with_gateway_dir(mut self, dir: Option<std::path::PathBuf>) -> Ec2 {
+        self.gateway_dir = dir;
         self
     }
 

@@ -1,19 +1,32 @@
 //! DescribeNetworks: the instance networks the frontend has allocated (`[network]`), for
-//! administrators only: the mode, then per security group with instances its VLAN tag (none
-//! in MANAGED-NOVLAN), subnet slice and gateway. A Mallee action like DescribeNodes
-//! (`scripts/mallee-admin ... DescribeNetworks`); Eucalyptus showed this only in its logs.
+//! administrators only: the mode, whether the frontend's init has applied the gateway the
+//! daemon handed it (`gatewayState`: off, pending, applied or failed), then per security group
+//! with instances its VLAN tag (none in MANAGED-NOVLAN), subnet slice and gateway. A Mallee
+//! action like DescribeNodes (`scripts/mallee-admin ... DescribeNetworks`); Eucalyptus showed
+//! this only in its logs.
 
 use super::nodes::authorize;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::networks::{self, Network};
 use crate::cloud::NetworkConfig;
+use crate::gateway::{self, Status};
 
 /// The response document.
-pub fn render(action: &str, rid: &str, cfg: &NetworkConfig, nets: &[Network]) -> String {
+pub fn render(
+    action: &str,
+    rid: &str,
+    cfg: &NetworkConfig,
+    gateway: &Status,
+    nets: &[Network],
+) -> String {
     let mut x = xml::response(action, rid);
     x.field("mode", cfg.mode.as_str())
-        .field("vlanRange", cfg.vlans.to_string())
+        .field("gatewayState", gateway.as_str());
+    if let Status::Failed(why) = gateway {
+        x.field("gatewayError", why);
+    }
+    x.field("vlanRange", cfg.vlans.to_string())
         .field("subnet", cfg.subnet.to_string())
         .field("addressesPerNetwork", cfg.addrs_per_net);
     x.set("networkSet", nets, |x, n| {
@@ -31,7 +44,8 @@ pub fn render(action: &str, rid: &str, cfg: &NetworkConfig, nets: &[Network]) ->
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     authorize(c.user, c.action)?;
     let nets = ec2.store.cloud(networks::list)?;
-    Ok(render(c.action, c.rid, &ec2.net, &nets))
+    let gateway = gateway::status(ec2.gateway_dir.as_deref());
+    Ok(render(c.action, c.rid, &ec2.net, &gateway, &nets))
 }
 
 #[cfg(test)]
@@ -51,7 +65,8 @@ mod tests {
             gateway: "172.31.0.97".parse().unwrap(),
             created_ms: 0,
         };
-        let doc = render("DescribeNetworks", "r1", &cfg, &[net]);
+        let failed = Status::Failed("nft: <bad>".into());
+        let doc = render("DescribeNetworks", "r1", &cfg, &failed, &[net]);
         for want in [
             "<mode>MANAGED</mode>",
             "<vlanRange>100-199</vlanRange>",
@@ -59,6 +74,8 @@ mod tests {
             "<vlan>104</vlan>",
             "<subnet>172.31.0.96/27</subnet>",
             "<gateway>172.31.0.97</gateway>",
+            "<gatewayState>failed</gatewayState>",
+            "<gatewayError>nft: &lt;bad&gt;</gatewayError>",
         ] {
             assert!(doc.contains(want), "{want} missing from {doc}");
         }

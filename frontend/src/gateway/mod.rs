@@ -84,6 +84,47 @@ pub fn applied(dir: &Path) -> Option<Applied> {
     serde_json::from_slice(&std::fs::read(dir.join(APPLIED_FILE)).ok()?).ok()
 }
 
+/// How far init got with the gateway handed over, for DescribeNetworks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// No `gateway_dir`: nothing on this machine routes instance networks.
+    Off,
+    /// Handed over; init has not applied this generation yet.
+    Pending,
+    Applied,
+    /// init could not apply it, and says why.
+    Failed(String),
+}
+
+impl Status {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Off => "off",
+            Status::Pending => "pending",
+            Status::Applied => "applied",
+            Status::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Compares what was handed over in `dir` with what init says it applied.
+pub fn status(dir: Option<&Path>) -> Status {
+    let Some(dir) = dir else {
+        return Status::Off;
+    };
+    let handed: Option<Gateway> = std::fs::read(dir.join(GATEWAY_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match (handed, applied(dir)) {
+        (Some(h), Some(a)) if a.generation == h.generation => match a.error {
+            None => Status::Applied,
+            Some(e) => Status::Failed(e),
+        },
+        (_, Some(Applied { error: Some(e), .. })) => Status::Failed(e),
+        _ => Status::Pending,
+    }
+}
+
 /// Keeps the handed-over gateway equal to what the state asks for: at start (a restarted
 /// daemon hands it over again) and after every network change.
 pub async fn run(store: Arc<Store>, site: GatewaySite, mut changed: watch::Receiver<u64>) {
