@@ -139,5 +139,6 @@ fn gateway_site(config: &Config) -> Option<GatewaySite> {
         dir,
         private_interface: pxe.interface.clone(),
         api_port: config.listen.port(),
+        subnet: config.network.subnet,
     })
 }

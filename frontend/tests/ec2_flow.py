@@ -195,7 +195,11 @@ expect("IncorrectInstanceState", ec2.reboot_instances, InstanceIds=[bad])
 step("stop refused, start, reboot")
 
 # --- addresses ------------------------------------------------------------------------------
+# Every instance of a MANAGED network has a dynamic public address from the pool; an elastic
+# IP replaces it, and when it leaves the instance gets a dynamic one again.
+dynamic = instances(ec2, InstanceIds=[pair[0]])[0]["PublicIpAddress"]
 addr = ec2.allocate_address()
+assert addr["PublicIp"] != dynamic, (addr, dynamic)
 ec2.associate_address(PublicIp=addr["PublicIp"], InstanceId=pair[0])
 assert instances(ec2, InstanceIds=[pair[0]])[0]["PublicIpAddress"] == addr["PublicIp"]
 got = cli("ec2", "describe-addresses", "--filters", f"Name=instance-id,Values={pair[0]}")["Addresses"]
@@ -203,7 +207,8 @@ assert got[0]["PublicIp"] == addr["PublicIp"] and got[0]["AllocationId"] == addr
 assert [i["InstanceId"] for i in instances(ec2, Filters=[{"Name": "ip-address", "Values": [addr["PublicIp"]]}])] == [pair[0]]
 expect("InvalidAddress.NotFound", other.release_address, PublicIp=addr["PublicIp"])
 ec2.disassociate_address(PublicIp=addr["PublicIp"])
-assert "PublicIpAddress" not in instances(ec2, InstanceIds=[pair[0]])[0]
+again = instances(ec2, InstanceIds=[pair[0]])[0]["PublicIpAddress"]
+assert again != addr["PublicIp"], again
 ec2.release_address(AllocationId=addr["AllocationId"])
 assert ec2.describe_addresses()["Addresses"] == []
 step("addresses")

@@ -124,10 +124,13 @@ pub fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, Store
 /// caller stores `i`.
 pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), StoreError> {
     if let Some(ip) = i.public_ip.take() {
+        // An elastic IP stays allocated to its owner; a dynamic one just returns to the pool.
         if let Some(mut a) = tx.get::<Address>(ADDRESS, &ip)? {
-            a.instance_id = None;
-            a.association_id = None;
-            tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+            if a.instance_id.as_deref() == Some(&i.id) {
+                a.instance_id = None;
+                a.association_id = None;
+                tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+            }
         }
         i.metadata.public_ipv4 = None;
     }

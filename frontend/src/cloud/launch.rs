@@ -5,8 +5,10 @@
 use super::config::{NetMode, NetworkConfig};
 use super::model::{new_id, Image, Instance, InstanceType, KeyPair, State, INSTANCE};
 use super::networks::{self, Exhausted, NetworkError};
+use super::public;
 use crate::store::CloudTx;
 use mallee_proto::{Goal, InstanceNetwork, MetadataDocument, PublicKey, Segment};
+use std::net::Ipv4Addr;
 
 /// Everything a launch resolved to before placement.
 pub struct Launch {
@@ -26,13 +28,15 @@ pub struct Launch {
 
 /// Writes one pending instance of `l` per entry of `nodes` (the scheduler's placement in
 /// `zone`), all in one new reservation, each with the next MAC and (MANAGED modes) the lowest
-/// free address of its first group's network, made now when the group has none. When the
+/// free address of its first group's network, made now when the group has none, and a dynamic
+/// public address from `public_pool` while it lasts. When the
 /// network has fewer free addresses than nodes, fewer are launched, but never fewer than
 /// `l.min`.
 pub fn write_instances(
     tx: &CloudTx<'_>,
     l: &Launch,
     net_cfg: &NetworkConfig,
+    public_pool: &[Ipv4Addr],
     zone: &str,
     nodes: &[String],
     now: i64,
@@ -57,6 +61,11 @@ pub fn write_instances(
         }
     };
     let count = addressing.as_ref().map_or(nodes.len(), |(_, a)| a.len());
+    // Each instance of a MANAGED network gets a dynamic public address while the pool lasts.
+    let mut dynamic = match &addressing {
+        Some(_) => public::free(tx, public_pool)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
     let mut out = Vec::new();
     for (index, node) in nodes.iter().take(count).enumerate() {
         let n = tx.next_counter("instance-address")?;
@@ -102,7 +111,7 @@ pub fn write_instances(
                 })
                 .collect(),
         };
-        let inst = Instance {
+        let mut inst = Instance {
             id,
             owner: l.owner.clone(),
             reservation_id: reservation_id.clone(),
@@ -136,6 +145,7 @@ pub fn write_instances(
             network: Some(network),
             address_taken: false,
         };
+        public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
         tracing::info!(instance = %inst.id, node, zone, instance_type = l.itype.name, vcpus = l.itype.vcpus, memory_mib = l.itype.memory_mib, "scheduled: node with the most free vCPUs, then memory");
         out.push(inst);

@@ -3,7 +3,7 @@
 //! compute nodes with their capacity and usage (`nodes`, usage derived in one place), how node
 //! reports move instances through their states (`reconcile`), the lifecycle transitions users
 //! ask for and what a terminated instance lets go of (`instances`), writing launched instances
-//! (`launch`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
+//! (`launch`), public addresses from the pool (`public`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
 //! the cloud's configuration. Its functions take the store (or a transaction) and plain values.
 //!
 //! Imports point one way: the API rooms (`ec2/` Query API, `nodes/` node protocol, `walrus/`)
@@ -20,6 +20,7 @@ pub mod launch;
 pub mod model;
 pub mod networks;
 pub mod nodes;
+pub mod public;
 pub mod reconcile;
 
 pub use changes::Changes;

@@ -59,6 +59,12 @@ fn launch(group: &str, min: u32) -> Launch {
     }
 }
 
+/// A two-address public pool.
+const POOL: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 51, 100, 10),
+    Ipv4Addr::new(198, 51, 100, 11),
+];
+
 /// Launches `count` instances of group `group` (at least `min`), as RunInstances does.
 fn run(
     store: &Store,
@@ -68,7 +74,7 @@ fn run(
     min: u32,
 ) -> Result<Vec<Instance>, NetworkError> {
     let nodes = vec!["n1".to_string(); count];
-    store.cloud(|tx| write_instances(tx, &launch(group, min), cfg, "z", &nodes, 1))
+    store.cloud(|tx| write_instances(tx, &launch(group, min), cfg, &POOL, "z", &nodes, 1))
 }
 
 fn terminate(store: &Store, i: &Instance) {
@@ -201,4 +207,56 @@ fn modes_without_a_data_path_are_refused_before_anything_is_written() {
             .unwrap();
         assert!(instances.is_empty());
     }
+}
+
+/// Instances take dynamic public addresses while the pool lasts (then none: the launch still
+/// succeeds); a terminated instance's returns to the pool; an instance an elastic IP leaves gets
+/// a dynamic one again, never the elastic IP itself.
+#[test]
+fn dynamic_public_addresses_come_from_the_pool_and_return_to_it() {
+    use crate::cloud::model::{Address, ADDRESS};
+    use crate::cloud::public;
+    let (_d, store) = store();
+    let cfg = cfg(NetMode::Managed, (100, 199), 32);
+    let a = run(&store, &cfg, "a", 2, 1).unwrap();
+    let b = run(&store, &cfg, "a", 1, 1).unwrap();
+    let public_of =
+        |i: &[Instance]| -> Vec<Option<String>> { i.iter().map(|i| i.public_ip.clone()).collect() };
+    assert_eq!(
+        public_of(&a),
+        [Some("198.51.100.10".into()), Some("198.51.100.11".into())]
+    );
+    assert_eq!(a[0].metadata.public_ipv4.as_deref(), Some("198.51.100.10"));
+    assert_eq!(public_of(&b), [None]);
+    let free = |store: &Store| store.cloud(|tx| public::free(tx, &POOL)).unwrap();
+    assert!(free(&store).is_empty());
+    terminate(&store, &a[0]);
+    assert_eq!(free(&store), [POOL[0]]);
+    // An elastic IP (the freed .10) is associated with a[1]; its .11 returns to the pool...
+    store
+        .cloud(|tx| {
+            let eip = Address {
+                public_ip: "198.51.100.10".into(),
+                allocation_id: "eipalloc-1".into(),
+                owner: "alice".into(),
+                instance_id: Some(a[1].id.clone()),
+                association_id: Some("eipassoc-1".into()),
+            };
+            tx.put(ADDRESS, &eip.public_ip, "alice", None, &eip)?;
+            let mut i = tx.get::<Instance>(INSTANCE, &a[1].id)?.unwrap();
+            public::set(&mut i, Some(eip.public_ip.clone()));
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)
+        })
+        .unwrap();
+    assert_eq!(free(&store), [POOL[1]]);
+    // ...and when the elastic IP leaves, a[1] gets a dynamic one, not the elastic IP.
+    store
+        .cloud(|tx| public::give_dynamic(tx, &POOL, &a[1].id))
+        .unwrap();
+    let i = store
+        .cloud(|tx| tx.get::<Instance>(INSTANCE, &a[1].id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(i.public_ip.as_deref(), Some("198.51.100.11"));
+    assert_eq!(i.metadata.public_ipv4.as_deref(), Some("198.51.100.11"));
 }

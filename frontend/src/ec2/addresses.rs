@@ -1,12 +1,16 @@
 //! Elastic IPs from the configured pool: Allocate, Associate (the instance's public address
-//! and metadata follow), Disassociate, Release, Describe.
+//! and metadata follow; its dynamic address returns to the pool), Disassociate and Release
+//! (the instance gets a dynamic address again), Describe. The pool's rules are
+//! `cloud::public`; the gateway moves the traffic.
 
 use super::instances::owned;
 use super::params::filter_matches;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
-use crate::cloud::model::{new_id, Address, Instance, State, ADDRESS, INSTANCE};
+use crate::cloud::model::{new_id, Address, State, ADDRESS, INSTANCE};
+use crate::cloud::public;
 use crate::store::CloudTx;
+use std::net::Ipv4Addr;
 
 fn find(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Address, Ec2Error> {
     let user = &c.user.name;
@@ -45,18 +49,10 @@ fn find(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Address, Ec2Error> {
         })
 }
 
-fn set_instance_ip(tx: &CloudTx<'_>, id: &str, ip: Option<&str>) -> Result<(), Ec2Error> {
-    if let Some(mut i) = tx.get::<Instance>(INSTANCE, id)? {
-        i.public_ip = ip.map(str::to_string);
-        i.metadata.public_ipv4 = i.public_ip.clone();
-        tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
-    }
-    Ok(())
-}
-
-fn unlink(tx: &CloudTx<'_>, a: &mut Address) -> Result<(), Ec2Error> {
+/// Takes the elastic IP off its instance, which gets a dynamic address again.
+fn unlink(tx: &CloudTx<'_>, pool: &[Ipv4Addr], a: &mut Address) -> Result<(), Ec2Error> {
     if let Some(id) = a.instance_id.take() {
-        set_instance_ip(tx, &id, None)?;
+        public::give_dynamic(tx, pool, &id)?;
     }
     a.association_id = None;
     Ok(())
@@ -64,15 +60,13 @@ fn unlink(tx: &CloudTx<'_>, a: &mut Address) -> Result<(), Ec2Error> {
 
 pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let a = ec2.store.cloud(|tx| {
-        let taken: Vec<Address> = tx.list(ADDRESS, None)?;
-        let free = ec2
-            .cfg
-            .public_ips
-            .iter()
+        let free = (public::free(tx, &ec2.cfg.public_ips)?.first())
             .map(|ip| ip.to_string())
-            .find(|ip| !taken.iter().any(|a| a.public_ip == *ip))
             .ok_or_else(|| {
-                Ec2Error::client("AddressLimitExceeded", "The address pool is exhausted.")
+                Ec2Error::client(
+                    "AddressLimitExceeded",
+                    "The address pool is exhausted (elastic IPs and running instances hold every address of [ec2] public_ips).",
+                )
             })?;
         let a = Address {
             public_ip: free,
@@ -94,6 +88,7 @@ pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let instance_id = c.p.req("InstanceId")?;
     let reassociate = c.p.bool("AllowReassociation")?.unwrap_or(false);
+    let pool = &ec2.cfg.public_ips;
     let assoc = ec2.store.cloud(|tx| {
         let inst = owned(tx, instance_id, &c.user.name)?;
         if inst.state == State::Terminated {
@@ -110,16 +105,20 @@ pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 format!("{} is already associated", a.public_ip),
             ));
         }
-        unlink(tx, &mut a)?;
+        unlink(tx, pool, &mut a)?;
         for mut other in tx.list::<Address>(ADDRESS, Some(&c.user.name))? {
             if other.instance_id.as_deref() == Some(instance_id) {
-                unlink(tx, &mut other)?;
+                other.instance_id = None;
+                other.association_id = None;
                 tx.put(ADDRESS, &other.public_ip, &other.owner, None, &other)?;
             }
         }
         a.instance_id = Some(instance_id.to_string());
         a.association_id = Some(new_id("eipassoc", 17));
-        set_instance_ip(tx, instance_id, Some(&a.public_ip))?;
+        // Its dynamic address (if any) returns to the pool.
+        let mut inst = owned(tx, instance_id, &c.user.name)?;
+        public::set(&mut inst, Some(a.public_ip.clone()));
+        tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
         tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
         Ok(a.association_id.clone().unwrap_or_default())
     })?;
@@ -132,7 +131,7 @@ pub fn associate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn disassociate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     ec2.store.cloud(|tx| {
         let mut a = find(tx, c)?;
-        unlink(tx, &mut a)?;
+        unlink(tx, &ec2.cfg.public_ips, &mut a)?;
         tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
         Ok::<_, Ec2Error>(())
     })?;
@@ -143,7 +142,7 @@ pub fn disassociate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn release(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     ec2.store.cloud(|tx| {
         let mut a = find(tx, c)?;
-        unlink(tx, &mut a)?;
+        unlink(tx, &ec2.cfg.public_ips, &mut a)?;
         tx.delete(ADDRESS, &a.public_ip)?;
         Ok::<_, Ec2Error>(())
     })?;

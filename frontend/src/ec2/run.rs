@@ -233,7 +233,15 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
         let launch = resolve(tx, c)?;
         let (zone, nodes) = place(ec2, tx, c, &launch)?;
-        let made = launch::write_instances(tx, &launch, &ec2.net, &zone, &nodes, c.now)?;
+        let made = launch::write_instances(
+            tx,
+            &launch,
+            &ec2.net,
+            &ec2.cfg.public_ips,
+            &zone,
+            &nodes,
+            c.now,
+        )?;
         if let Some(tid) = &token_id {
             let rec = TokenRecord {
                 image_id: launch.image.id.clone(),

@@ -6,10 +6,14 @@
 
 pub mod rules;
 
-use crate::cloud::model::{SecurityGroup, GROUP};
+use crate::cloud::model::{Instance, SecurityGroup, State, GROUP, INSTANCE};
 use crate::cloud::networks;
 use crate::store::{Store, StoreError};
-use mallee_proto::gateway::{Applied, Gateway, GatewayLink, APPLIED_FILE, GATEWAY_FILE};
+use ipnet::Ipv4Net;
+use mallee_proto::gateway::{
+    Applied, Gateway, GatewayLink, PublicSide, APPLIED_FILE, GATEWAY_FILE,
+};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -34,14 +38,29 @@ pub struct GatewaySite {
     pub private_interface: String,
     /// The API port instances may reach at their gateway.
     pub api_port: u16,
+    /// The private space networks are cut from (`[network] subnet`).
+    pub subnet: Ipv4Net,
 }
 
 /// The gateway the cloud's state asks for (generation 0: [`write`] stamps it).
 pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError> {
-    let (nets, groups) = store.cloud(|tx| {
-        Ok::<_, StoreError>((networks::list(tx)?, tx.list::<SecurityGroup>(GROUP, None)?))
+    let (nets, groups, instances) = store.cloud(|tx| {
+        Ok::<_, StoreError>((
+            networks::list(tx)?,
+            tx.list::<SecurityGroup>(GROUP, None)?,
+            tx.list::<Instance>(INSTANCE, None)?,
+        ))
     })?;
-    let links = (nets.iter())
+    // Every live instance with both addresses, lowest public first.
+    let mut nat: Vec<(Ipv4Addr, Ipv4Addr)> = (instances.iter())
+        .filter(|i| i.state != State::Terminated)
+        .filter_map(|i| {
+            let public = i.public_ip.as_ref()?.parse().ok()?;
+            Some((i.private_ip.parse().ok()?, public))
+        })
+        .collect();
+    nat.sort_by_key(|(_, public)| *public);
+    let links: Vec<GatewayLink> = (nets.iter())
         .filter_map(|n| {
             Some(GatewayLink {
                 vlan: n.vlan?,
@@ -52,6 +71,8 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
         .collect();
     let ruleset = rules::ruleset(&rules::Inputs {
         private_interface: &site.private_interface,
+        subnet: site.subnet,
+        nat: &nat,
         api_port: site.api_port,
         networks: &nets,
         groups: &groups,
@@ -59,8 +80,11 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
     Ok(Gateway {
         generation: 0,
         interface: site.private_interface.clone(),
+        public: (!links.is_empty()).then(|| PublicSide {
+            interface: String::new(),
+            addresses: nat.iter().map(|(_, public)| *public).collect(),
+        }),
         links,
-        public: None,
         ruleset,
     })
 }
@@ -177,6 +201,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             private_interface: "eth1".into(),
             api_port: 8773,
+            subnet: NetworkConfig::default().subnet,
         };
         let empty = desired(&store, &site).unwrap();
         assert!(empty.links.is_empty() && empty.ruleset.contains("table inet mallee"));

@@ -14,11 +14,17 @@ use ipnet::Ipv4Net;
 use mallee_proto::gateway::link_name;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::Ipv4Addr;
 
 /// What the rules are made from.
 pub struct Inputs<'a> {
     /// The private NIC (nodes and the frontend's own services): instances never reach it.
     pub private_interface: &'a str,
+    /// The private space all networks are cut from: instances without a public address
+    /// reach the outside through the frontend's own address.
+    pub subnet: Ipv4Net,
+    /// `(private, public)` address of every instance with a public address.
+    pub nat: &'a [(Ipv4Addr, Ipv4Addr)],
     /// The API port instances may reach on their gateway address.
     pub api_port: u16,
     pub networks: &'a [Network],
@@ -100,6 +106,12 @@ pub fn ruleset(inputs: &Inputs<'_>) -> String {
     let mut s = String::from("table inet mallee {\n");
     s += "\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n";
     s += "\t\tct state invalid drop\n";
+    // From outside the instance networks only what was addressed to a public address (and
+    // so DNATed) may enter one: private addresses are not reachable from the sides.
+    let _ = writeln!(
+        s,
+        "\t\toifname \"{LINKS}\" iifname != \"{LINKS}\" ct direction original ct status & dnat == 0 drop"
+    );
     for (_, v) in &tagged {
         let _ = writeln!(
             s,
@@ -141,6 +153,44 @@ pub fn ruleset(inputs: &Inputs<'_>) -> String {
         s += "\t\tcounter drop\n\t}\n";
     }
     s += "}\n";
+    if !tagged.is_empty() {
+        s += &nat(inputs);
+    }
+    s
+}
+
+/// Interface pattern of every gateway link.
+const LINKS: &str = "mgw*";
+
+/// The `ip mallee_nat` table: each public address DNATed to its instance, each instance's
+/// traffic to the outside SNATed to its public address, the others' masqueraded behind the
+/// frontend's. The outside is anything but the private NIC and the gateway links.
+fn nat(inputs: &Inputs<'_>) -> String {
+    let pairs = |f: &dyn Fn(&(Ipv4Addr, Ipv4Addr)) -> String| {
+        inputs.nat.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    let outside = format!(
+        "oifname != \"{}\" oifname != \"{LINKS}\"",
+        inputs.private_interface
+    );
+    let mut s = String::from("table ip mallee_nat {\n");
+    s += "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n";
+    if !inputs.nat.is_empty() {
+        let map = pairs(&|(private, public)| format!("{public} : {private}"));
+        let _ = writeln!(s, "\t\tdnat to ip daddr map {{ {map} }}");
+    }
+    s += "\t}\n";
+    s += "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n";
+    if !inputs.nat.is_empty() {
+        let map = pairs(&|(private, public)| format!("{private} : {public}"));
+        let _ = writeln!(s, "\t\t{outside} snat to ip saddr map {{ {map} }}");
+    }
+    let _ = writeln!(
+        s,
+        "\t\t{outside} ip saddr {} masquerade",
+        inputs.subnet.trunc()
+    );
+    s += "\t}\n}\n";
     s
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::cloud::config::NetworkConfig;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 fn network(group: &str, vlan: u16, slice: u32) -> Network {
@@ -64,9 +65,26 @@ fn sample() -> (Vec<Network>, Vec<SecurityGroup>) {
     (nets, groups)
 }
 
+const NAT: &[(Ipv4Addr, Ipv4Addr)] = &[
+    (
+        Ipv4Addr::new(172, 31, 0, 2),
+        Ipv4Addr::new(198, 51, 100, 10),
+    ),
+    (
+        Ipv4Addr::new(172, 31, 0, 34),
+        Ipv4Addr::new(198, 51, 100, 11),
+    ),
+];
+
 fn render(nets: &[Network], groups: &[SecurityGroup]) -> String {
+    render_nat(nets, groups, NAT)
+}
+
+fn render_nat(nets: &[Network], groups: &[SecurityGroup], nat: &[(Ipv4Addr, Ipv4Addr)]) -> String {
     ruleset(&Inputs {
         private_interface: "eth1",
+        subnet: NetworkConfig::default().subnet,
+        nat,
         api_port: 8773,
         networks: nets,
         groups,
@@ -109,9 +127,29 @@ fn a_groups_rules_become_its_networks_ingress_chain() {
 }
 
 #[test]
+fn public_addresses_are_dnated_in_and_snated_out_the_others_masqueraded() {
+    let (nets, groups) = sample();
+    let text = render(&nets, &groups);
+    for line in [
+        "\t\tdnat to ip daddr map { 198.51.100.10 : 172.31.0.2, 198.51.100.11 : 172.31.0.34 }\n",
+        "\t\toifname != \"eth1\" oifname != \"mgw*\" snat to ip saddr map { 172.31.0.2 : 198.51.100.10, 172.31.0.34 : 198.51.100.11 }\n",
+        "\t\toifname != \"eth1\" oifname != \"mgw*\" ip saddr 172.31.0.0/16 masquerade\n",
+        "\t\toifname \"mgw*\" iifname != \"mgw*\" ct direction original ct status & dnat == 0 drop\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from {text}");
+    }
+    let none = render_nat(&nets, &groups, &[]);
+    assert!(!none.contains("map {"), "{none}");
+    assert!(none.contains("masquerade"), "{none}");
+}
+
+#[test]
 fn no_networks_still_make_a_ruleset_without_empty_sets() {
     let text = render(&[], &[]);
-    assert!(!text.contains("{ }") && !text.contains("iifname"), "{text}");
+    assert!(
+        !text.contains("{ }") && !text.contains("iifname {"),
+        "{text}"
+    );
     assert!(text.contains("policy drop"), "{text}");
 }
 
@@ -135,10 +173,14 @@ fn nft_accepts_the_ruleset() {
         eprintln!("skipped: needs root and {nft} (Debian's nftables)");
         return;
     }
-    for (nets, groups) in [sample(), (vec![], vec![])] {
+    let (nets, groups) = sample();
+    for text in [
+        render(&nets, &groups),
+        render_nat(&nets, &groups, &[]),
+        render(&[], &[]),
+    ] {
         let text = format!(
-            "table inet mallee\ndelete table inet mallee\n{}",
-            render(&nets, &groups)
+            "table inet mallee\ndelete table inet mallee\ntable ip mallee_nat\ndelete table ip mallee_nat\n{text}"
         );
         let mut child = Command::new(nft)
             .args(["-c", "-f", "-"])
