@@ -107,14 +107,30 @@ pub fn start_frontend(
     disk: &Path,
     timeout: Duration,
 ) -> Result<Frontend, CloudError> {
+    start_frontend_with(dir, name, segment, disk, None, timeout)
+}
+
+/// [`start_frontend`] with a third NIC, `eth2`, on `public` (the outside world of
+/// [`crate::outside`], where the frontend's public addresses live).
+pub fn start_frontend_with(
+    dir: &TestDir,
+    name: &str,
+    segment: &Segment,
+    disk: &Path,
+    public: Option<Nic>,
+    timeout: Duration,
+) -> Result<Frontend, CloudError> {
     let port = free_port()?;
-    let mut vm = VmConfig::new(name)
+    let mut config = VmConfig::new(name)
         .uefi()
         .memory_mib(1024)
         .nic(Nic::user_forwarding(&[(port, API_PORT)]))
         .nic(Nic::segment(segment))
-        .disk(disk.to_path_buf())
-        .launch(dir)?;
+        .disk(disk.to_path_buf());
+    if let Some(nic) = public {
+        config = config.nic(nic);
+    }
+    let mut vm = config.launch(dir)?;
     vm.wait_for(FRONTEND_READY, timeout)
         .map_err(CloudError::Frontend)?;
     let key = |field: &str| {
@@ -231,7 +247,8 @@ pub struct TestImage {
     pub root_disk_line: String,
 }
 
-fn json(text: &str) -> Result<serde_json::Value, CloudError> {
+/// The AWS CLI's JSON output, parsed.
+pub fn json(text: &str) -> Result<serde_json::Value, CloudError> {
     serde_json::from_str(text).map_err(|e| CloudError::Aws {
         args: "(output)".into(),
         reason: format!("not JSON ({e}): {text}"),
@@ -301,8 +318,19 @@ impl Frontend {
 
     /// RunInstances of `count` m1.small instances of `emi`; their ids.
     pub fn run_instances(&self, emi: &str, count: u32) -> anyhow::Result<Vec<String>> {
+        self.run_instances_with(emi, count, &[])
+    }
+
+    /// RunInstances of `count` m1.small instances of `emi` with more CLI arguments (groups,
+    /// user data); their ids.
+    pub fn run_instances_with(
+        &self,
+        emi: &str,
+        count: u32,
+        more: &[&str],
+    ) -> anyhow::Result<Vec<String>> {
         let n = count.to_string();
-        let v = json(&self.aws(&[
+        let mut args = vec![
             "ec2",
             "run-instances",
             "--image-id",
@@ -311,7 +339,9 @@ impl Frontend {
             "m1.small",
             "--count",
             &n,
-        ])?)?;
+        ];
+        args.extend_from_slice(more);
+        let v = json(&self.aws(&args)?)?;
         let ids: Vec<String> = v["Instances"]
             .as_array()
             .into_iter()
@@ -333,11 +363,20 @@ impl Frontend {
 
     /// The private address DescribeInstances shows for `id`.
     pub fn private_ip(&self, id: &str) -> anyhow::Result<String> {
+        self.instance_field(id, "PrivateIpAddress")
+    }
+
+    /// The instance's public address (DescribeInstances `PublicIpAddress`).
+    pub fn public_ip(&self, id: &str) -> anyhow::Result<String> {
+        self.instance_field(id, "PublicIpAddress")
+    }
+
+    fn instance_field(&self, id: &str, field: &str) -> anyhow::Result<String> {
         let v = json(&self.aws(&["ec2", "describe-instances", "--instance-ids", id])?)?;
-        v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+        v["Reservations"][0]["Instances"][0][field]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("no private address for {id}: {v}"))
+            .ok_or_else(|| anyhow::anyhow!("no {field} for {id}: {v}"))
     }
 
     /// Polls until `id` is in `state`; fails early on `terminated` when waiting for another.
@@ -369,15 +408,29 @@ impl Frontend {
         needle: &str,
         timeout: Duration,
     ) -> anyhow::Result<String> {
+        self.wait_console_after(id, 0, needle, timeout)
+            .map(|(out, _)| out)
+    }
+
+    /// Polls GetConsoleOutput until `needle` appears at or after byte `from` of it; the output
+    /// and where `needle` ends (to wait for what comes after it next).
+    pub fn wait_console_after(
+        &self,
+        id: &str,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, usize)> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let out = self.console_output(id)?;
-            if out.contains(needle) {
-                return Ok(out);
+            if let Some(at) = out.get(from..).and_then(|rest| rest.find(needle)) {
+                let end = from + at + needle.len();
+                return Ok((out, end));
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
-                "{id}: no {needle:?} in its console output: {out}"
+                "{id}: no {needle:?} in its console output after byte {from}: {out}"
             );
             std::thread::sleep(Duration::from_millis(1000));
         }

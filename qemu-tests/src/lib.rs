@@ -8,6 +8,7 @@
 pub mod cloud;
 pub mod console;
 pub mod images;
+pub mod outside;
 pub mod segment;
 pub mod testdir;
 pub mod vm;

@@ -14,8 +14,9 @@
 //! power-off, keeps its state (no reformat, same admin key, same buckets, an object's bytes).
 
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
+use mallee_qemu_tests::outside::{Outside, OUTSIDE_IP};
 use mallee_qemu_tests::{report_figure, Segment, TestDir, Vm};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// The frontend's disk: the flashable image's size and more, so its data partition grows.
@@ -33,8 +34,20 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     cloud::flash_appliance(&disk, DISK_MIB).unwrap();
 
     let started = Instant::now();
-    let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(300))
+    // The world outside the cloud, on the frontend's third NIC (its public side).
+    let outside = Outside::new(&dir).unwrap_or_else(|e| panic!("{e}"));
+    outside
+        .serve_seen(SEEN_PORT)
         .unwrap_or_else(|e| panic!("{e}"));
+    let fe = cloud::start_frontend_with(
+        &dir,
+        "frontend",
+        &segment,
+        &disk,
+        Some(outside.nic()),
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let frontend_up = started.elapsed();
     let console = fe.vm.console().text();
     assert!(
@@ -267,8 +280,13 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Both answer on TCP 7000 with their instance id (the guest's user-data probe).
     let pair = fe
-        .run_instances(&image.emi, 2)
+        .run_instances_with(
+            &image.emi,
+            2,
+            &["--user-data", &format!("serve {PROBE_PORT}")],
+        )
         .unwrap_or_else(|e| panic!("{e:#}"));
     for id in &pair {
         let out = fe
@@ -303,13 +321,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         &before,
         Reboot::CtrlAltDelete,
     );
-    let mut terminate = vec!["ec2", "terminate-instances", "--instance-ids"];
-    terminate.extend(pair.iter().map(String::as_str));
-    fe.aws(&terminate).unwrap_or_else(|e| panic!("{e}"));
-    for id in &pair {
-        fe.wait_state(id, "terminated", Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
+    terminate(&fe, &on2[0]);
+    let other = group_rules_on_the_wire(&fe, &image.emi, &on1[0], &node2);
+    public_addresses_on_the_wire(&fe, &outside, &on1[0], &other);
+    terminate(&fe, &other);
+    terminate(&fe, &on1[0]);
     drop(node2);
     drop(node);
 
@@ -372,6 +388,220 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         read_at(&foreign, offset, theirs.len()) == theirs,
         "the foreign partition's bytes changed"
     );
+}
+
+/// The port the probe guests serve their instance id on.
+const PROBE_PORT: u16 = 7000;
+/// The outside host's port that answers `seen <source address>`.
+const SEEN_PORT: u16 = 7001;
+
+fn terminate(fe: &Frontend, id: &str) {
+    fe.aws(&["ec2", "terminate-instances", "--instance-ids", id])
+        .unwrap_or_else(|e| panic!("{e}"));
+    fe.wait_state(id, "terminated", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Instance networks on real traffic, with `served` (default group, serving its id on
+/// [`PROBE_PORT`]) running on the first node and the second node free, so each new instance
+/// lands there: an instance of the same group reaches it across the nodes on their VLAN; an
+/// instance of another group (another VLAN, through the frontend's gateway) cannot until the
+/// default group lets that group in, and cannot again once the rule is revoked. Returns that
+/// instance (group `probes`, on the second node, serving on [`PROBE_PORT`] too).
+fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -> String {
+    let ip = fe.private_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
+    let target = format!("{ip}:{PROBE_PORT}");
+    let connect = format!("connect {target}");
+    let answered = format!("probe: {target} answered {served}");
+    let unreachable = format!("probe: {target} unreachable");
+    let wait = Duration::from_secs(300);
+    let console = |id: &str, from: usize, needle: &str| {
+        fe.wait_console_after(id, from, needle, wait)
+            .unwrap_or_else(|e| panic!("{e:#}; node2: {}", node2.console().tail(30)))
+            .1
+    };
+
+    let same = &fe
+        .run_instances_with(emi, 1, &["--user-data", &connect])
+        .unwrap_or_else(|e| panic!("{e:#}"))[0];
+    console(same, 0, &answered);
+    assert!(
+        node2
+            .console()
+            .text()
+            .contains(&format!("agent: {same} running")),
+        "{same} did not run on the second node: {}",
+        node2.console().tail(30)
+    );
+    terminate(fe, same);
+
+    fe.aws(&[
+        "ec2",
+        "create-security-group",
+        "--group-name",
+        "probes",
+        "--description",
+        "instances that probe the default group",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let serve_and_connect = format!("serve {PROBE_PORT}\n{connect}");
+    let other = &fe
+        .run_instances_with(
+            emi,
+            1,
+            &[
+                "--security-groups",
+                "probes",
+                "--user-data",
+                &serve_and_connect,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))[0];
+    let mut at = console(other, 0, &unreachable);
+    // The frontend's init applied the gateway with the new network (VLAN 101, the range's
+    // next tag); the probe still finds the default group closed to it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nets = fe
+            .admin(&["DescribeNetworks"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let probes_vlan = nets["networkSet"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["groupName"] == "probes")
+            .map(|n| n["vlan"].clone());
+        if nets["gatewayState"] == "applied" && probes_vlan == Some(serde_json::json!("101")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway with the probes group's network on VLAN 101 was not applied: {nets}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = fe.console_output(other).unwrap_or_else(|e| panic!("{e:#}"));
+    let last = out.lines().rev().find(|l| l.contains("probe: "));
+    assert!(
+        last.is_some_and(|l| l.contains(&unreachable)),
+        "{other} reached {target} before any rule let it: {out}"
+    );
+    let rule = [
+        "--group-name",
+        "default",
+        "--protocol",
+        "tcp",
+        "--port",
+        "7000",
+        "--source-group",
+        "probes",
+    ];
+    let change = |verb: &str| {
+        let mut args = vec!["ec2", verb];
+        args.extend_from_slice(&rule);
+        fe.aws(&args).unwrap_or_else(|e| panic!("{e}"));
+    };
+    change("authorize-security-group-ingress");
+    at = console(other, at, &answered);
+    change("revoke-security-group-ingress");
+    console(other, at, &unreachable);
+    other.clone()
+}
+
+/// Public addresses on real traffic, from the outside host: `served` (default group, first
+/// node) cannot be reached at its public address until the group lets the outside in by CIDR;
+/// it reaches the outside seen as its public address; an elastic IP reaches `served`, then
+/// `other` (group `probes`, second node) once re-associated, and nothing once released.
+fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, other: &str) {
+    let wait = Duration::from_secs(60);
+    let reach = |ip: &str| -> std::io::Result<String> {
+        let to = SocketAddrV4::new(ip.parse().expect("an address"), PROBE_PORT);
+        outside.connect(to).unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Polls until the outside host's connection to `ip` gives `want` (an instance id), or
+    // fails when `want` is None.
+    let until = |ip: &str, want: Option<&str>, what: &str| {
+        let deadline = Instant::now() + wait;
+        loop {
+            let got = reach(ip);
+            match (&got, want) {
+                (Ok(id), Some(w)) if id == w => return,
+                (Err(_), None) => return,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{what}: {ip} gave {got:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let public = fe.public_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
+    let outside_net = format!("{OUTSIDE_IP}/24");
+    let rule = |verb: &str, group: &str| {
+        fe.aws(&[
+            "ec2",
+            verb,
+            "--group-name",
+            group,
+            "--protocol",
+            "tcp",
+            "--port",
+            &PROBE_PORT.to_string(),
+            "--cidr",
+            &outside_net,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    // Closed to the outside until the default group lets its net in.
+    assert!(
+        reach(&public).is_err(),
+        "the outside reached {served} at {public} before any rule let it"
+    );
+    rule("authorize-security-group-ingress", "default");
+    until(&public, Some(served), "after authorizing the outside's net");
+    // Going out, the instance is seen as its public address.
+    fe.wait_console(
+        served,
+        &format!("probe: {OUTSIDE_IP}:{SEEN_PORT} answered seen {public}"),
+        wait,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // An elastic IP moves traffic: to `served`, then to `other`, then nowhere.
+    rule("authorize-security-group-ingress", "probes");
+    let eip = cloud::json(
+        &fe.aws(&["ec2", "allocate-address"])
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))["PublicIp"]
+        .as_str()
+        .expect("a PublicIp")
+        .to_string();
+    let associate = |id: &str| {
+        fe.aws(&[
+            "ec2",
+            "associate-address",
+            "--public-ip",
+            &eip,
+            "--instance-id",
+            id,
+            "--allow-reassociation",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    associate(served);
+    until(
+        &eip,
+        Some(served),
+        "the elastic IP associated with the first instance",
+    );
+    associate(other);
+    until(
+        &eip,
+        Some(other),
+        "the elastic IP re-associated with the second instance",
+    );
+    fe.aws(&["ec2", "release-address", "--public-ip", &eip])
+        .unwrap_or_else(|e| panic!("{e}"));
+    until(&eip, None, "the released elastic IP");
 }
 
 /// In-place upgrades of the flashed appliance running slot A: to an image whose kernel panics
