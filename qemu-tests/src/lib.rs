@@ -5,6 +5,7 @@
 //! It installs nothing (`just setup` does) and never sleeps for a fixed time: every wait is a
 //! condition polled until a deadline. VMs die with the `Vm` value (or the test process).
 
+pub mod capture;
 pub mod cloud;
 pub mod console;
 pub mod images;

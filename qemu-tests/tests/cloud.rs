@@ -13,6 +13,7 @@
 //! one instance on each; and a second boot of the frontend on the same disk, after a hard
 //! power-off, keeps its state (no reformat, same admin key, same buckets, an object's bytes).
 
+use mallee_qemu_tests::capture;
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
 use mallee_qemu_tests::outside::{Outside, OUTSIDE_IP};
 use mallee_qemu_tests::{report_figure, Segment, TestDir, Vm};
@@ -324,6 +325,22 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     terminate(&fe, &on2[0]);
     let other = group_rules_on_the_wire(&fe, &image.emi, &on1[0], &node2);
     public_addresses_on_the_wire(&fe, &outside, &on1[0], &other);
+    // The frontend's capture of its private NIC: instance traffic crossed the segment tagged,
+    // only with tags of the configured range (both networks' among them); node <-> frontend
+    // traffic untagged, and no untagged frame to or from an instance address.
+    let census = capture::vlan_census(
+        &dir.file("frontend-net1.pcap"),
+        "172.31.0.0/16".parse().unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("reading the private segment's capture: {e}"));
+    assert!(
+        census.tagged.keys().all(|t| (100..=199).contains(t))
+            && census.tagged.contains_key(&100)
+            && census.tagged.contains_key(&101)
+            && census.untagged > 0
+            && census.untagged_inside_count == 0,
+        "the private segment's capture: {census:?}"
+    );
     terminate(&fe, &other);
     terminate(&fe, &on1[0]);
     drop(node2);
