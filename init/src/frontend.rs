@@ -5,7 +5,8 @@
 //! its static address, runs DHCP on every other NIC, writes the daemon's configuration (or uses
 //! `/var/lib/mallee/frontend.toml` when the operator put one there) and supervises
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
-//! exits, and the readiness line is printed once it listens.
+//! exits, and the readiness line is printed once it listens. The gateway the daemon hands over
+//! for instance networks is applied by [`crate::gateway`], started here.
 
 use crate::appliance::{self, Slots};
 use crate::cmdline::{DataDisk, PrivateNic, Settings};
@@ -13,7 +14,7 @@ use crate::disk::{self, DiskError};
 use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::partition::{self, PartitionError};
 use crate::power::{self, PowerAction};
-use crate::{log, reaper};
+use crate::{gateway, log, reaper};
 use mallee_proto::LogLevel;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
@@ -116,6 +117,8 @@ struct DaemonConfig {
     /// Set when booted from a slot of the flashable image: upgrades are staged there.
     #[serde(skip_serializing_if = "Option::is_none")]
     appliance_dir: Option<PathBuf>,
+    /// Where the daemon hands init the desired gateway ([`gateway::GATEWAY_DIR`]).
+    gateway_dir: PathBuf,
 }
 
 /// The daemon's `[ec2]` table.
@@ -152,6 +155,7 @@ pub fn daemon_config(private: &PrivateNic, secret: &str, appliance_dir: Option<&
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
         },
         appliance_dir: appliance_dir.map(Path::to_path_buf),
+        gateway_dir: PathBuf::from(gateway::GATEWAY_DIR),
     };
     // Strings, addresses and paths always serialize.
     let body = toml::to_string(&config).unwrap_or_default();
@@ -269,6 +273,19 @@ fn show_credentials() {
     }
 }
 
+/// Makes the gateway directory for the daemon, turns on forwarding and starts applying what
+/// the daemon writes there.
+fn start_gateway() {
+    if let Err(e) = gateway::enable_forwarding() {
+        warn!("gateway: {e}; instance traffic is not forwarded");
+    }
+    let dir = PathBuf::from(gateway::GATEWAY_DIR);
+    match gateway::prepare(&dir, RUN_AS) {
+        Ok(()) => gateway::start(dir),
+        Err(e) => warn!("gateway: {e}; instance networks get no gateway this boot"),
+    }
+}
+
 /// Starts everything; returns at once (the work runs on threads, so PID 1's signal loop can
 /// reap `mke2fs` and the daemon meanwhile).
 pub fn start(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
@@ -292,6 +309,7 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     if let Err(e) = configure_private(&settings.private) {
         warn!("{e}");
     }
+    start_gateway();
     let public: Vec<Nic> = nics
         .iter()
         .filter(|n| n.name != settings.private.interface)
@@ -417,6 +435,10 @@ mod tests {
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], API_PORT)));
         assert_eq!(config.data_dir, Path::new(DATA_MOUNT).join("frontend"));
         assert_eq!(config.run_as, "65534:65534");
+        assert_eq!(
+            config.gateway_dir.as_deref(),
+            Some(Path::new(gateway::GATEWAY_DIR))
+        );
         assert_eq!(config.ec2.cluster_secret, "a\"secret\\with quotes");
         let pxe = config.pxe.expect("a [pxe] table");
         assert_eq!(pxe.interface, "ens5");

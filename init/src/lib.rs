@@ -16,6 +16,7 @@ pub mod cmdline;
 pub mod coldplug;
 pub mod disk;
 pub mod frontend;
+pub mod gateway;
 pub mod guest;
 pub mod log;
 pub mod modules;

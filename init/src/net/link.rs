@@ -5,24 +5,30 @@
 //! Messages are built by hand over byte vectors (`nlmsghdr` + `ifinfomsg`/`ifaddrmsg`/`rtmsg` +
 //! attributes, see rtnetlink(7)) and sent on a `NETLINK_ROUTE` socket; every request asks for an
 //! ACK and the kernel's errno comes back as [`LinkError::Kernel`]. Links are found by name with
-//! `if_nametoindex` ([`ifindex`]); this module does not dump or monitor links.
+//! `if_nametoindex` ([`ifindex`]), or listed with their IPv4 addresses by a dump
+//! ([`Netlink::links`], [`Netlink::addresses`]); this module does not monitor links.
 
 use rustix::fd::OwnedFd;
 use rustix::net::{recv, send, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
 use std::net::Ipv4Addr;
 
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const IFF_UP: u32 = 0x1;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
@@ -44,6 +50,10 @@ const RTPROT_DHCP: u8 = 16;
 const RTN_UNICAST: u8 = 1;
 const AF_INET: u8 = 2;
 const HEADER_LEN: usize = 16;
+/// Attribute type bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER excluded).
+const NLA_TYPE_MASK: u16 = 0x3fff;
+/// Receive buffer of a dump: the kernel sizes dump messages to at most 32 KiB.
+const DUMP_BUFFER: usize = 64 * 1024;
 
 /// Why a netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +118,13 @@ impl Message {
         bytes.extend_from_slice(&0u32.to_ne_bytes());
         bytes.extend_from_slice(fixed);
         Message(bytes)
+    }
+
+    /// A dump request: answered by a series of messages and `NLMSG_DONE`, not an ACK.
+    fn dump(kind: u16, seq: u32, fixed: &[u8]) -> Self {
+        let mut msg = Message::new(kind, 0, seq, fixed);
+        msg.0[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        msg
     }
 
     fn attr(mut self, kind: u16, data: &[u8]) -> Self {
@@ -189,18 +206,23 @@ pub fn broadcast(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) | host_bits)
 }
 
-/// `RTM_NEWADDR` (create or replace) for `addr/prefix` on `ifindex`.
+/// `RTM_NEWADDR` (create or replace) for `addr/prefix` on `ifindex`. A /31 or /32 gets no
+/// broadcast address (as `ip addr add` gives none): it would be the address itself, and the
+/// kernel would then route it as a broadcast.
 pub fn add_address_request(seq: u32, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
-    Message::new(
+    let msg = Message::new(
         RTM_NEWADDR,
         NLM_F_CREATE | NLM_F_REPLACE,
         seq,
         &ifaddr(ifindex, prefix),
     )
     .attr(IFA_LOCAL, &addr.octets())
-    .attr(IFA_ADDRESS, &addr.octets())
-    .attr(IFA_BROADCAST, &broadcast(addr, prefix).octets())
-    .finish()
+    .attr(IFA_ADDRESS, &addr.octets());
+    if prefix >= 31 {
+        return msg.finish();
+    }
+    msg.attr(IFA_BROADCAST, &broadcast(addr, prefix).octets())
+        .finish()
 }
 
 /// `RTM_DELADDR` for `addr/prefix` on `ifindex`.
@@ -247,6 +269,147 @@ pub fn route_request(
         msg = msg.attr(RTA_GATEWAY, &gateway.octets());
     }
     msg.attr(RTA_OIF, &ifindex.to_ne_bytes()).finish()
+}
+
+/// `RTM_GETLINK` dumping every link.
+pub fn dump_links_request(seq: u32) -> Vec<u8> {
+    Message::dump(RTM_GETLINK, seq, &ifinfo(0, 0)).finish()
+}
+
+/// `RTM_GETADDR` dumping every IPv4 address.
+pub fn dump_addresses_request(seq: u32) -> Vec<u8> {
+    Message::dump(RTM_GETADDR, seq, &ifaddr(0, 0)).finish()
+}
+
+/// A link as a dump reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    /// The link it sits on (`IFLA_LINK`: an 802.1Q link's parent).
+    pub parent: Option<u32>,
+    /// The 802.1Q tag, when the link is a VLAN link.
+    pub vlan: Option<u16>,
+    /// The hardware address, when it is an Ethernet one.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// An IPv4 address as a dump reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressInfo {
+    pub ifindex: u32,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// The attributes in `bytes` as `(type, payload)`; stops at the first malformed one.
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]));
+        let kind = u16::from_ne_bytes([*bytes.get(2)?, *bytes.get(3)?]) & NLA_TYPE_MASK;
+        let payload = bytes.get(4..len)?;
+        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, payload))
+    })
+}
+
+/// One `RTM_NEWLINK` body (`ifinfomsg` + attributes) of a dump; `None` when too short or
+/// nameless.
+pub fn parse_link(body: &[u8]) -> Option<LinkInfo> {
+    let ifindex = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
+    let (mut name, mut parent, mut vlan, mut mac) = (None, None, None, None);
+    for (kind, data) in attributes(body.get(16..)?) {
+        match kind {
+            IFLA_IFNAME => {
+                let text = data.split(|&b| b == 0).next().unwrap_or_default();
+                name = Some(String::from_utf8_lossy(text).into_owned());
+            }
+            IFLA_LINK => parent = data.try_into().ok().map(u32::from_ne_bytes),
+            IFLA_ADDRESS => mac = data.try_into().ok(),
+            IFLA_LINKINFO => {
+                let is_vlan = attributes(data).any(|(k, d)| {
+                    k == IFLA_INFO_KIND && d.strip_suffix(b"\0").unwrap_or(d) == b"vlan"
+                });
+                let info = attributes(data).find(|(k, _)| *k == IFLA_INFO_DATA);
+                if let (true, Some((_, info))) = (is_vlan, info) {
+                    vlan = attributes(info)
+                        .find(|(k, _)| *k == IFLA_VLAN_ID)
+                        .and_then(|(_, d)| d.get(..2)?.try_into().ok())
+                        .map(u16::from_ne_bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(LinkInfo {
+        ifindex,
+        name: name?,
+        parent,
+        vlan,
+        mac,
+    })
+}
+
+/// One `RTM_NEWADDR` body (`ifaddrmsg` + attributes) of a dump; `None` when it is not IPv4 or
+/// too short.
+pub fn parse_address(body: &[u8]) -> Option<AddressInfo> {
+    let (family, prefix) = (*body.first()?, *body.get(1)?);
+    if family != AF_INET {
+        return None;
+    }
+    let ifindex = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
+    let (mut local, mut address) = (None, None);
+    for (kind, data) in attributes(body.get(8..)?) {
+        let octets: Option<[u8; 4]> = data.try_into().ok();
+        match kind {
+            IFA_LOCAL => local = octets.map(Ipv4Addr::from),
+            IFA_ADDRESS => address = octets.map(Ipv4Addr::from),
+            _ => {}
+        }
+    }
+    Some(AddressInfo {
+        ifindex,
+        address: local.or(address)?,
+        prefix,
+    })
+}
+
+/// What one buffer of a dump's reply held.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DumpPart<'a> {
+    /// The bodies (after the 16-byte header) of the messages answering the request.
+    pub bodies: Vec<&'a [u8]>,
+    /// `Some(0)` once `NLMSG_DONE` came, `Some(-errno)` when the kernel refused the dump.
+    pub end: Option<i32>,
+}
+
+/// Splits a reply buffer of the dump `seq`; truncated messages are an error (the buffer's
+/// length).
+pub fn parse_dump(buf: &[u8], seq: u32) -> Result<DumpPart<'_>, usize> {
+    let mut part = DumpPart::default();
+    let mut rest = buf;
+    while rest.len() >= HEADER_LEN && part.end.is_none() {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
+        if len < HEADER_LEN || len > rest.len() {
+            return Err(buf.len());
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
+        let body = &rest[HEADER_LEN..len];
+        if msg_seq == seq {
+            match kind {
+                NLMSG_DONE => part.end = Some(0),
+                NLMSG_ERROR => {
+                    let code = body.get(..4).ok_or(buf.len())?;
+                    let code = i32::from_ne_bytes(code.try_into().unwrap_or_default());
+                    part.end = Some(code.min(0));
+                }
+                _ => part.bodies.push(body),
+            }
+        }
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    Ok(part)
 }
 
 /// Looks through a reply buffer for the `NLMSG_ERROR` answering `seq`: `Some(0)` is an ACK,
@@ -377,6 +540,44 @@ impl Netlink {
 
     pub fn del_link(&mut self, ifindex: u32) -> Result<(), LinkError> {
         self.request("delete link", |seq| del_link_request(seq, ifindex))
+    }
+
+    /// Every link of this network namespace.
+    pub fn links(&mut self) -> Result<Vec<LinkInfo>, LinkError> {
+        self.dump("dump links", dump_links_request, parse_link)
+    }
+
+    /// Every IPv4 address of this network namespace.
+    pub fn addresses(&mut self) -> Result<Vec<AddressInfo>, LinkError> {
+        self.dump("dump addresses", dump_addresses_request, parse_address)
+    }
+
+    fn dump<T>(
+        &mut self,
+        what: &'static str,
+        build: impl Fn(u32) -> Vec<u8>,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, LinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        send(&self.fd, &build(seq), SendFlags::empty()).map_err(LinkError::Socket)?;
+        let mut buf = vec![0u8; DUMP_BUFFER];
+        let mut out = Vec::new();
+        loop {
+            let (n, _) =
+                recv(&self.fd, &mut buf[..], RecvFlags::empty()).map_err(LinkError::Socket)?;
+            let part =
+                parse_dump(&buf[..n], seq).map_err(|len| LinkError::Malformed { what, len })?;
+            out.extend(part.bodies.into_iter().filter_map(&parse));
+            match part.end {
+                None => continue,
+                Some(0) => return Ok(out),
+                Some(code) => {
+                    let errno = rustix::io::Errno::from_raw_os_error(-code);
+                    return Err(LinkError::Kernel { what, errno });
+                }
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ fn address_request_has_aligned_attributes_and_correct_length() {
     assert_eq!(msg.len(), 16 + 8 + 3 * 8);
     assert_eq!(&msg[24..32], &[8, 0, 2, 0, 10, 0, 2, 15]);
     assert_eq!(&msg[44..48], &[10, 0, 2, 255]);
+    let host = add_address_request(9, 3, Ipv4Addr::new(192, 0, 2, 7), 32);
+    assert_eq!(host.len(), 16 + 8 + 2 * 8, "a /32 has no broadcast address");
 }
 
 #[test]
@@ -211,5 +213,153 @@ fn kernel_makes_bridges_ports_and_removes_links() {
         nl.del_link(br).unwrap();
         assert_eq!((ifindex("mt9"), ifindex("mbr9")), (None, None));
         assert!(nl.set_master(999_999, 999_998).is_err());
+    });
+}
+
+#[test]
+fn dump_requests_ask_for_a_dump_without_an_ack() {
+    let links = dump_links_request(3);
+    let (len, kind, flags, seq) = header(&links);
+    assert_eq!(
+        (len as usize, kind, flags, seq),
+        (links.len(), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 3)
+    );
+    assert_eq!(&links[16..], &[0; 16], "an ifinfomsg of family AF_UNSPEC");
+    let addrs = dump_addresses_request(4);
+    let (len, kind, flags, seq) = header(&addrs);
+    assert_eq!(
+        (len as usize, kind, flags, seq),
+        (addrs.len(), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 4)
+    );
+    assert_eq!(
+        &addrs[16..],
+        &[AF_INET, 0, 0, 0, 0, 0, 0, 0],
+        "an ifaddrmsg of family AF_INET"
+    );
+}
+
+/// An `RTM_NEWLINK` as the kernel dumps a VLAN link: `mgw100` (index 7) on link 3, tag 100.
+fn vlan_link_message(seq: u32) -> Vec<u8> {
+    let info = [
+        nla(IFLA_INFO_KIND, b"vlan\0"),
+        // NLA_F_NESTED set, as newer kernels do
+        nla(
+            IFLA_INFO_DATA | 0x8000,
+            &nla(IFLA_VLAN_ID, &100u16.to_ne_bytes()),
+        ),
+    ]
+    .concat();
+    let mut msg = Message::new(RTM_NEWLINK, 0, seq, &ifinfo(7, IFF_UP))
+        .attr(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9])
+        .attr(IFLA_IFNAME, b"mgw100\0")
+        .attr(IFLA_LINK, &3u32.to_ne_bytes())
+        .attr(IFLA_LINKINFO, &info)
+        .finish();
+    msg[6..8].copy_from_slice(&0x2u16.to_ne_bytes()); // NLM_F_MULTI
+    msg
+}
+
+#[test]
+fn a_dumped_vlan_link_gives_its_name_parent_tag_and_mac() {
+    let msg = vlan_link_message(1);
+    let link = parse_link(&msg[16..]).unwrap();
+    assert_eq!(
+        link,
+        LinkInfo {
+            ifindex: 7,
+            name: "mgw100".into(),
+            parent: Some(3),
+            vlan: Some(100),
+            mac: Some([2, 0, 0, 0, 0, 9]),
+        }
+    );
+    let bridge = Message::new(RTM_NEWLINK, 0, 1, &ifinfo(8, 0))
+        .attr(IFLA_IFNAME, b"br0\0")
+        .attr(IFLA_LINKINFO, &nla(IFLA_INFO_KIND, b"bridge\0"))
+        .finish();
+    let bridge = parse_link(&bridge[16..]).unwrap();
+    assert_eq!((bridge.vlan, bridge.parent, bridge.mac), (None, None, None));
+    let nameless = Message::new(RTM_NEWLINK, 0, 1, &ifinfo(9, 0)).finish();
+    assert_eq!(parse_link(&nameless[16..]), None);
+}
+
+#[test]
+fn a_dumped_address_prefers_the_local_one_and_skips_other_families() {
+    let msg = Message::new(RTM_NEWADDR, 0, 1, &ifaddr(5, 27))
+        .attr(IFA_ADDRESS, &[10, 0, 0, 2])
+        .attr(IFA_LOCAL, &[10, 0, 0, 1])
+        .finish();
+    assert_eq!(
+        parse_address(&msg[16..]),
+        Some(AddressInfo {
+            ifindex: 5,
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            prefix: 27,
+        })
+    );
+    let mut v6 = msg.clone();
+    v6[16] = 10; // AF_INET6
+    assert_eq!(parse_address(&v6[16..]), None);
+}
+
+#[test]
+fn a_dump_ends_at_done_or_error_and_ignores_other_sequences() {
+    let mut buf = vlan_link_message(6);
+    buf.extend(vlan_link_message(5));
+    buf.extend(Message::new(NLMSG_DONE, 0, 6, &0i32.to_ne_bytes()).finish());
+    let part = parse_dump(&buf, 6).unwrap();
+    assert_eq!((part.bodies.len(), part.end), (1, Some(0)));
+    assert_eq!(part.bodies[0], &vlan_link_message(6)[16..]);
+    let more = parse_dump(&buf[..vlan_link_message(6).len()], 6).unwrap();
+    assert_eq!((more.bodies.len(), more.end), (1, None), "the dump goes on");
+    let refused = Message::new(NLMSG_ERROR, 0, 6, &(-1i32).to_ne_bytes()).finish();
+    assert_eq!(parse_dump(&refused, 6).unwrap().end, Some(-1));
+    assert!(parse_dump(&buf[..buf.len() - 3], 6).is_err());
+}
+
+#[test]
+fn random_dump_buffers_never_panic() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for len in 0..300 {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % 24) as u8
+            })
+            .collect();
+        let _ = parse_dump(&bytes, 0);
+        let _ = parse_link(&bytes);
+        let _ = parse_address(&bytes);
+    }
+}
+
+#[test]
+fn kernel_dumps_links_and_their_addresses() {
+    crate::net::in_private_netns("kernel_dumps_links_and_their_addresses", || {
+        let mut nl = Netlink::open().unwrap();
+        nl.new_bridge("mbr8").unwrap();
+        let br = ifindex("mbr8").unwrap();
+        let addr = Ipv4Addr::new(10, 78, 0, 1);
+        nl.add_address(br, addr, 26).unwrap();
+        let links = nl.links().unwrap();
+        let link = links
+            .iter()
+            .find(|l| l.name == "mbr8")
+            .expect("the bridge is dumped");
+        assert_eq!((link.ifindex, link.vlan), (br, None));
+        assert!(link.mac.is_some(), "a bridge has an Ethernet address");
+        assert!(links.iter().any(|l| l.name == "lo" && l.ifindex == 1));
+        let found = AddressInfo {
+            ifindex: br,
+            address: addr,
+            prefix: 26,
+        };
+        assert!(nl.addresses().unwrap().contains(&found));
+        nl.del_address(br, addr, 26).unwrap();
+        assert!(!nl.addresses().unwrap().contains(&found));
+        nl.del_link(br).unwrap();
+        assert!(!nl.links().unwrap().iter().any(|l| l.name == "mbr8"));
     });
 }
