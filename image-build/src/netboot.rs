@@ -27,8 +27,8 @@ pub enum NetbootError {
         source: std::io::Error,
     },
     #[error(
-        "the {role} image takes static binaries only (and mke2fs as sbin/mke2fs), not the \
-         dynamic program {program}"
+        "the {role} image takes no dynamic program {program} (a node carries only sbin/mke2fs, \
+         a guest none; the frontend mke2fs and nft)"
     )]
     DynamicRefused { role: String, program: String },
     #[error("the frontend image needs the node bundle: {path} is missing (build the node first)")]
@@ -89,6 +89,19 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
     "bridge",
     "tun",
     "nf_tables",
+    // The gateway's nftables (init applies the daemon's ruleset with nft): conntrack matches
+    // (`ct state`, `ct direction`, `ct status`), NAT chains with dnat/snat/masquerade in table
+    // `ip mallee_nat`, and reject in table `inet mallee`. No modprobe runs on the appliance, so
+    // the kernel's own requests for these fail: they are loaded at boot. Their dependencies
+    // (nf_defrag_ipv4/6, nf_reject_ipv6, nft_reject, libcrc32c) come from .modinfo.
+    "nf_conntrack",
+    "nf_nat",
+    "nft_ct",
+    "nft_nat",
+    "nft_chain_nat",
+    "nft_masq",
+    "nf_reject_ipv4",
+    "nft_reject_inet",
     "af_packet",
 ];
 
@@ -103,6 +116,9 @@ pub const GUEST_BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_bl
 
 /// Where `mke2fs` is on the build host (Debian's e2fsprogs).
 pub const HOST_MKE2FS: &str = "/usr/sbin/mke2fs";
+/// Where `nft` is on the build host (Debian's nftables); the frontend carries it as `sbin/nft`
+/// for init to apply the gateway's rules.
+pub const HOST_NFT: &str = "/usr/sbin/nft";
 /// The one dynamic program a node image may carry, at this path: `mke2fs`, which formats a
 /// node's blank cache disk and each instance's ephemeral disk. Everything else on a node is
 /// static (a node's programs must not depend on a library set nobody tests).
@@ -176,7 +192,7 @@ impl NetbootSpec {
     }
 
     /// The frontend appliance: `mallee-init` as `/init`, `mallee-frontend`, `mke2fs` for its
-    /// data disk, the node bundle in `/usr/share/mallee/node` and the iPXE binaries found in
+    /// data disk, `nft` ([`HOST_NFT`]) for the gateway's rules, the node bundle in `/usr/share/mallee/node` and the iPXE binaries found in
     /// `ipxe_dir` in `/usr/lib/ipxe`.
     pub fn frontend(
         init: &Path,
@@ -214,7 +230,10 @@ impl NetbootSpec {
             ],
             files: Vec::new(),
             host_files,
-            dynamic_programs: vec![("sbin/mke2fs".into(), mke2fs.to_path_buf())],
+            dynamic_programs: vec![
+                ("sbin/mke2fs".into(), mke2fs.to_path_buf()),
+                ("sbin/nft".into(), PathBuf::from(HOST_NFT)),
+            ],
             cmdline: FRONTEND_CMDLINE.to_string(),
         })
     }
@@ -343,4 +362,78 @@ pub fn build(
         initramfs,
         modules,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::minimal_static_elf;
+
+    /// The frontend carries nft with every library it loads, and the netfilter modules the
+    /// gateway's ruleset needs resolve in the pinned kernel and load after their dependencies.
+    #[test]
+    fn the_frontend_carries_nft_and_the_gateways_netfilter_modules() {
+        if !Path::new(HOST_NFT).exists() {
+            eprintln!("skipped: {HOST_NFT} is absent (Debian's nftables: run `just setup`)");
+            return;
+        }
+        let kernel = crate::pinned_kernel().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let (init, frontend) = (tmp.path().join("init"), tmp.path().join("frontend"));
+        std::fs::write(&init, minimal_static_elf(b"init")).unwrap();
+        std::fs::write(&frontend, minimal_static_elf(b"frontend")).unwrap();
+        let node = tmp.path().join("node");
+        std::fs::create_dir(&node).unwrap();
+        for name in ["vmlinuz", "initramfs", "cmdline"] {
+            std::fs::write(node.join(name), name).unwrap();
+        }
+        let spec = NetbootSpec::frontend(
+            &init,
+            &frontend,
+            Path::new(HOST_MKE2FS),
+            &node,
+            Path::new("/usr/lib/ipxe"),
+        )
+        .unwrap();
+        let (fs, _) = assemble(&spec, &kernel).unwrap();
+        assert!(fs.contains("sbin/nft") && fs.contains("sbin/mke2fs"));
+        let ldd = std::process::Command::new("ldd")
+            .arg(HOST_NFT)
+            .output()
+            .unwrap();
+        for lib in crate::initramfs::parse_ldd(&String::from_utf8_lossy(&ldd.stdout)) {
+            assert!(fs.contains(&lib), "{lib} (loaded by nft) missing");
+        }
+        let cpio = String::from_utf8_lossy(&fs.to_cpio()).into_owned();
+        // The load-order list is the data right after its name in the archive.
+        let at = cpio.find("lib/modules/mallee/load-order").unwrap();
+        let data = cpio[at..]
+            .split('\0')
+            .find(|d| d.contains(" kernel/"))
+            .unwrap();
+        let names: Vec<&str> = data.lines().filter_map(|l| l.split(' ').next()).collect();
+        let order = |name: &str| {
+            (names.iter())
+                .position(|n| *n == name)
+                .unwrap_or_else(|| panic!("{name} not loaded at boot: {names:?}"))
+        };
+        for module in [
+            "nf_conntrack",
+            "nf_nat",
+            "nft_ct",
+            "nft_nat",
+            "nft_chain_nat",
+            "nft_masq",
+            "nf_reject_ipv4",
+            "nft_reject_inet",
+        ] {
+            assert!(
+                order("nf_tables") < order(module),
+                "{module} before nf_tables"
+            );
+        }
+        assert!(order("nf_conntrack") < order("nft_ct"));
+        assert!(order("nf_nat") < order("nft_nat"));
+        assert!(order("nf_reject_ipv6") < order("nft_reject_inet"));
+    }
 }
