@@ -140,5 +140,6 @@ fn gateway_site(config: &Config) -> Option<GatewaySite> {
         private_interface: pxe.interface.clone(),
         api_port: config.listen.port(),
         subnet: config.network.subnet,
+        public_interface: config.network.public_interface.clone(),
     })
 }

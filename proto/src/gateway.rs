@@ -45,10 +45,12 @@ pub struct GatewayLink {
     pub prefix: u8,
 }
 
-/// The public NIC and the /32 addresses added to it (each announced with a gratuitous ARP).
+/// The public addresses, each added as a /32 and announced with a gratuitous ARP on the public
+/// NIC: the one named, or else (`None`) the NIC whose own subnet holds the address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicSide {
-    pub interface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     pub addresses: Vec<Ipv4Addr>,
 }
 
@@ -94,7 +96,7 @@ mod tests {
                 prefix: 27,
             }],
             public: Some(PublicSide {
-                interface: "eth0".into(),
+                interface: Some("eth0".into()),
                 addresses: vec![Ipv4Addr::new(10, 0, 2, 100)],
             }),
             ruleset: "table inet mallee {\n}\n".into(),

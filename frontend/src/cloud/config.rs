@@ -116,6 +116,8 @@ pub struct NetworkConfig {
     pub addrs_per_net: u32,
     /// DNS servers the guests are told of by their DHCP answer.
     pub dns: Vec<Ipv4Addr>,
+    /// The frontend's NIC for public addresses; unset: the NIC whose subnet holds each.
+    pub public_interface: Option<String>,
 }
 
 /// `[network]` as written, before it is checked.
@@ -127,6 +129,7 @@ struct NetworkToml {
     subnet: Ipv4Net,
     addrs_per_net: u32,
     dns: Vec<Ipv4Addr>,
+    public_interface: Option<String>,
 }
 
 impl Default for NetworkToml {
@@ -140,6 +143,7 @@ impl Default for NetworkToml {
             subnet: Ipv4Net::new(Ipv4Addr::new(172, 31, 0, 0), 16).expect("a /16"),
             addrs_per_net: 32,
             dns: Vec::new(),
+            public_interface: None,
         }
     }
 }
@@ -174,6 +178,7 @@ impl TryFrom<NetworkToml> for NetworkConfig {
             subnet: t.subnet,
             addrs_per_net: n,
             dns: t.dns,
+            public_interface: t.public_interface,
         })
     }
 }

@@ -24,6 +24,7 @@ fn cfg(mode: NetMode, vlans: (u16, u16), addrs_per_net: u32) -> NetworkConfig {
         subnet: "10.10.0.0/24".parse().unwrap(),
         addrs_per_net,
         dns: vec![Ipv4Addr::new(10, 0, 0, 53)],
+        public_interface: None,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct GatewaySite {
     pub api_port: u16,
     /// The private space networks are cut from (`[network] subnet`).
     pub subnet: Ipv4Net,
+    /// The NIC public addresses go on (`[network] public_interface`); `None`: the one whose
+    /// subnet holds each.
+    pub public_interface: Option<String>,
 }
 
 /// The gateway the cloud's state asks for (generation 0: [`write`] stamps it).
@@ -81,7 +84,7 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
         generation: 0,
         interface: site.private_interface.clone(),
         public: (!links.is_empty()).then(|| PublicSide {
-            interface: String::new(),
+            interface: site.public_interface.clone(),
             addresses: nat.iter().map(|(_, public)| *public).collect(),
         }),
         links,
@@ -202,6 +205,7 @@ mod tests {
             private_interface: "eth1".into(),
             api_port: 8773,
             subnet: NetworkConfig::default().subnet,
+            public_interface: None,
         };
         let empty = desired(&store, &site).unwrap();
         assert!(empty.links.is_empty() && empty.ruleset.contains("table inet mallee"));

@@ -10,8 +10,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use tracing::info;
 
-/// Adds each public address as /32 where missing (announcing it), and removes those in
-/// `added` (what this process added) that are no longer wanted.
+/// Whether `a` is inside the net of `on`'s address (a connected subnet, not a /32).
+fn connected(on: &AddressInfo, a: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(on.prefix)).unwrap_or(0);
+    on.prefix < 32 && (u32::from(on.address) & mask) == (u32::from(a) & mask)
+}
+
+/// The link public `address` belongs on: the one named, or else the NIC (not a gateway link)
+/// whose connected subnet holds it, so its neighbours ARP for it there.
+fn home<'a>(
+    named: Option<&str>,
+    address: Ipv4Addr,
+    links: &'a [LinkInfo],
+    addresses: &[AddressInfo],
+) -> Option<&'a LinkInfo> {
+    match named {
+        Some(name) => links.iter().find(|l| l.name == name),
+        None => (addresses.iter())
+            .filter(|on| connected(on, address))
+            .find_map(|on| {
+                (links.iter()).find(|l| l.ifindex == on.ifindex && link_vlan(&l.name).is_none())
+            }),
+    }
+}
+
+/// Adds each public address as /32 where missing (announcing it) on its [`home`] link, and
+/// removes those in `added` (what this process added) that are no longer wanted there.
 pub(super) fn apply_public(
     nl: &mut Netlink,
     gateway: &Gateway,
@@ -22,11 +46,23 @@ pub(super) fn apply_public(
         (Ok(l), Ok(a)) => (l, a),
         (Err(e), _) | (_, Err(e)) => return vec![e.into()],
     };
-    let wanted: BTreeSet<(String, Ipv4Addr)> = (gateway.public.iter())
-        .flat_map(|p| p.addresses.iter().map(|a| (p.interface.clone(), *a)))
-        .collect();
     let find = |name: &str| links.iter().find(|l| l.name == name);
-    let stale: Vec<_> = added.difference(&wanted).cloned().collect();
+    let mut wanted: BTreeMap<Ipv4Addr, &LinkInfo> = BTreeMap::new();
+    if let Some(public) = &gateway.public {
+        for &address in &public.addresses {
+            // Addresses this process put there are /32s, never a connected subnet.
+            match home(public.interface.as_deref(), address, &links, &addresses) {
+                Some(link) => drop(wanted.insert(address, link)),
+                None => errors.push(GatewayError::NoInterface(match &public.interface {
+                    Some(name) => name.clone(),
+                    None => format!("(none has a subnet holding {address})"),
+                })),
+            }
+        }
+    }
+    let wanted_names: BTreeSet<(String, Ipv4Addr)> =
+        (wanted.iter()).map(|(a, l)| (l.name.clone(), *a)).collect();
+    let stale: Vec<_> = added.difference(&wanted_names).cloned().collect();
     for (interface, address) in stale {
         let on = find(&interface).filter(|link| {
             let here = AddressInfo {
@@ -50,16 +86,7 @@ pub(super) fn apply_public(
         }
         added.remove(&(interface, address));
     }
-    let Some(public) = &gateway.public else {
-        return errors;
-    };
-    let Some(link) = find(&public.interface) else {
-        if !public.addresses.is_empty() {
-            errors.push(GatewayError::NoInterface(public.interface.clone()));
-        }
-        return errors;
-    };
-    for &address in &public.addresses {
+    for (&address, link) in &wanted {
         let present = (addresses.iter()).any(|a| a.ifindex == link.ifindex && a.address == address);
         if present {
             continue;
@@ -89,6 +116,17 @@ pub(super) fn apply_public(
     }
     errors
 }
+
+#[cfg(test)]
+pub(super) fn home_for_tests<'a>(
+    named: Option<&str>,
+    address: Ipv4Addr,
+    links: &'a [LinkInfo],
+    addresses: &[AddressInfo],
+) -> Option<&'a LinkInfo> {
+    home(named, address, links, addresses)
+}
+
 /// Makes the `mgw*` links exactly those of `gateway`: each an 802.1Q link of the interface with
 /// its tag, up, holding only its address; any other `mgw<tag>` link is deleted.
 pub(super) fn apply_links(nl: &mut Netlink, gateway: &Gateway) -> Vec<GatewayError> {

@@ -229,7 +229,7 @@ fn gateway(generation: u64, public: Vec<Ipv4Addr>, ruleset: &str) -> Gateway {
             prefix: 27,
         }],
         public: Some(PublicSide {
-            interface: "gwpub".into(),
+            interface: Some("gwpub".into()),
             addresses: public,
         }),
         ruleset: ruleset.into(),
@@ -367,7 +367,7 @@ fn a_refusal_waits_for_a_change_and_a_failure_is_retried() {
             g.generation = 6;
             g.ruleset.clear();
             g.public = Some(PublicSide {
-                interface: "nosuchnic".into(),
+                interface: Some("nosuchnic".into()),
                 addresses: vec![Ipv4Addr::new(192, 0, 2, 1)],
             });
             std::fs::write(
@@ -424,4 +424,43 @@ fn the_watcher_applies_each_file_renamed_into_place() {
             stop.store(true, Ordering::Relaxed);
         },
     );
+}
+
+/// A public address goes on the NIC named, or else on the NIC whose own subnet holds it (never
+/// a gateway link, never by a /32 it was given).
+#[test]
+fn public_addresses_find_their_home_by_subnet() {
+    use crate::net::link::{AddressInfo, LinkInfo};
+    let link = |ifindex, name: &str| LinkInfo {
+        ifindex,
+        name: name.into(),
+        parent: None,
+        vlan: None,
+        mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
+    };
+    let links = [link(2, "eth0"), link(4, "eth2"), link(9, "mgw100")];
+    let at = |ifindex, a: [u8; 4], prefix| AddressInfo {
+        ifindex,
+        address: Ipv4Addr::from(a),
+        prefix,
+    };
+    let addresses = [
+        at(2, [10, 0, 2, 15], 24),
+        at(4, [198, 51, 100, 120], 24),
+        at(4, [203, 0, 113, 7], 32),
+        at(9, [172, 31, 0, 1], 27),
+    ];
+    let home = |named, a: [u8; 4]| {
+        super::links::home_for_tests(named, Ipv4Addr::from(a), &links, &addresses)
+            .map(|l| l.name.clone())
+    };
+    assert_eq!(home(None, [198, 51, 100, 10]).as_deref(), Some("eth2"));
+    assert_eq!(home(None, [10, 0, 2, 99]).as_deref(), Some("eth0"));
+    assert_eq!(home(None, [203, 0, 113, 8]), None);
+    assert_eq!(home(None, [172, 31, 0, 9]), None);
+    assert_eq!(
+        home(Some("eth0"), [198, 51, 100, 10]).as_deref(),
+        Some("eth0")
+    );
+    assert_eq!(home(Some("nope"), [198, 51, 100, 10]), None);
 }
