@@ -361,7 +361,7 @@ impl Instances {
         cfg.log_level = self.env.log_level;
         if let Some(net) = &spec.network {
             let plumbing = self.env.network.as_ref().ok_or(LaunchError::NoPrivateNic)?;
-            let tap = plumbing.plug(&spec.instance_id, net)?;
+            let tap = plumbing.plug(&spec.instance_id, spec.mac, net)?;
             cfg.nics.push(Nic {
                 tap: TapSource::Name(tap),
                 mac: spec.mac,

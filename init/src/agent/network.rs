@@ -9,7 +9,7 @@
 
 use crate::net::link::{self, LinkError, Netlink};
 use crate::net::tap;
-use mallee_proto::{InstanceNetwork, Segment};
+use mallee_proto::{InstanceNetwork, Mac, Segment};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -118,16 +118,18 @@ impl Plumbing {
         }
     }
 
-    /// Plugs instance `id` into `net`'s segment; the tap's name for its VMM. On failure nothing
-    /// this call made is left behind.
-    pub fn plug(&self, id: &str, net: &InstanceNetwork) -> Result<String, NetworkError> {
+    /// Plugs instance `id` (its guest's MAC `mac`) into `net`'s segment; the tap's name for its
+    /// VMM. The bridge pins `mac` to the tap, so frames for the guest reach it even when the
+    /// segment reflects the guest's own frames back up the VLAN link. On failure nothing this
+    /// call made is left behind.
+    pub fn plug(&self, id: &str, mac: Mac, net: &InstanceNetwork) -> Result<String, NetworkError> {
         let Segment::Vlan(tag) = net.segment else {
             return Err(NetworkError::Unsupported(net.segment));
         };
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         let mut nl = Netlink::open().map_err(kernel("netlink"))?;
         let tap = tap_name(id);
-        match self.make(&mut nl, tag, &tap) {
+        match self.make(&mut nl, tag, &tap, mac) {
             Ok(()) => {
                 if ports.entry(tag).or_default().insert(tap.clone()) {
                     info!(
@@ -150,8 +152,9 @@ impl Plumbing {
         }
     }
 
-    /// Bridge, VLAN link and tap of `tag`, each made unless it exists, joined and up.
-    fn make(&self, nl: &mut Netlink, tag: u16, tap: &str) -> Result<(), NetworkError> {
+    /// Bridge, VLAN link and tap of `tag`, each made unless it exists, joined and up, with the
+    /// guest's `mac` pinned to its tap.
+    fn make(&self, nl: &mut Netlink, tag: u16, tap: &str, mac: Mac) -> Result<(), NetworkError> {
         let (bridge, vlan) = (bridge_name(tag), vlan_name(tag));
         let br = ensure(nl, &bridge, |nl| {
             nl.new_bridge(&bridge)
@@ -173,6 +176,8 @@ impl Plumbing {
         for (index, name) in [(br, &bridge), (vl, &vlan), (tp, &tap.to_string())] {
             nl.set_up(index).map_err(kernel(format!("{name} up")))?;
         }
+        nl.pin_fdb(tp, mac.0)
+            .map_err(kernel(format!("pinning {mac} to {tap}")))?;
         Ok(())
     }
 

@@ -5,6 +5,8 @@ use super::*;
 use crate::net::link::MAX_IFNAME;
 use mallee_proto::vmm::GuestAddress;
 
+const MAC: Mac = Mac([0xd0, 0x0d, 0, 0, 0, 1]);
+
 #[test]
 fn names_fit_the_kernel_and_differ_per_instance() {
     let (a, b) = (
@@ -59,14 +61,14 @@ fn instances_share_their_vlan_bridge_until_the_last_leaves() {
         || {
             tap::create_persistent("priv0").unwrap();
             let p = Plumbing::new("priv0");
-            let e = p.plug("i-1", &network(Segment::Untagged)).unwrap_err();
+            let e = p.plug("i-1", MAC, &network(Segment::Untagged)).unwrap_err();
             assert!(e.to_string().contains("not built on nodes yet"), "{e}");
             let links = crate::net::link::tests::ip_links;
-            match p.plug("i-1", &network(Segment::Vlan(7))) {
+            match p.plug("i-1", MAC, &network(Segment::Vlan(7))) {
                 Ok(tap) => {
                     assert_eq!(tap, "mti-1");
-                    assert_eq!(p.plug("i-1", &network(Segment::Vlan(7))).unwrap(), tap);
-                    p.plug("i-2", &network(Segment::Vlan(7))).unwrap();
+                    assert_eq!(p.plug("i-1", MAC, &network(Segment::Vlan(7))).unwrap(), tap);
+                    p.plug("i-2", MAC, &network(Segment::Vlan(7))).unwrap();
                     let l = links();
                     for port in ["mti-1", "mti-2", "mvl7@priv0"] {
                         let line = l.lines().find(|x| x.contains(&format!(": {port}:")));
@@ -92,7 +94,7 @@ fn instances_share_their_vlan_bridge_until_the_last_leaves() {
                 }
             }
             let e = Plumbing::new("gone0")
-                .plug("i-3", &network(Segment::Vlan(8)))
+                .plug("i-3", MAC, &network(Segment::Vlan(8)))
                 .unwrap_err();
             assert!(matches!(e, NetworkError::NoUplink(_)), "{e}");
             assert_eq!(

@@ -21,6 +21,7 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -49,6 +50,14 @@ const RT_SCOPE_LINK: u8 = 253;
 const RTPROT_DHCP: u8 = 16;
 const RTN_UNICAST: u8 = 1;
 const AF_INET: u8 = 2;
+const AF_BRIDGE: u8 = 7;
+const NDA_LLADDR: u16 = 2;
+/// A static entry (`bridge fdb ... static`).
+const NUD_NOARP: u16 = 0x40;
+/// The entry is the bridge's (not the port device's own table).
+const NTF_MASTER: u8 = 0x04;
+/// The entry never moves to another port, whatever comes in with its source address.
+const NTF_STICKY: u8 = 0x40;
 const HEADER_LEN: usize = 16;
 /// Attribute type bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER excluded).
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -186,6 +195,22 @@ pub fn new_vlan_request(
 pub fn set_master_request(seq: u32, ifindex: u32, master: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq, &ifinfo(ifindex, 0))
         .attr(IFLA_MASTER, &master.to_ne_bytes())
+        .finish()
+}
+
+/// `RTM_NEWNEIGH` (create or replace) pinning `mac` to bridge port `ifindex`: a static, sticky
+/// forwarding entry (`bridge fdb replace MAC dev PORT master static sticky`). The bridge then
+/// never learns that address on another port — not even from its own frames coming back
+/// from a segment that reflects them.
+pub fn pin_fdb_request(seq: u32, ifindex: u32, mac: [u8; 6]) -> Vec<u8> {
+    // struct ndmsg: family, pad, pad16, ifindex, state, flags, type.
+    let mut ndm = [0u8; 12];
+    ndm[0] = AF_BRIDGE;
+    ndm[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    ndm[8..10].copy_from_slice(&NUD_NOARP.to_ne_bytes());
+    ndm[10] = NTF_MASTER | NTF_STICKY;
+    Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, seq, &ndm)
+        .attr(NDA_LLADDR, &mac)
         .finish()
 }
 
@@ -536,6 +561,11 @@ impl Netlink {
         self.request("bridge port", |seq| {
             set_master_request(seq, ifindex, master)
         })
+    }
+
+    /// Pins `mac` to bridge port `ifindex` ([`pin_fdb_request`]).
+    pub fn pin_fdb(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), LinkError> {
+        self.request("bridge fdb", |seq| pin_fdb_request(seq, ifindex, mac))
     }
 
     pub fn del_link(&mut self, ifindex: u32) -> Result<(), LinkError> {

@@ -164,6 +164,12 @@ fn vlan_request_nests_kind_and_tag_as_iproute2_does() {
     let port = set_master_request(8, 4, 9);
     assert_eq!(&port[20..24], &4u32.to_ne_bytes());
     assert_eq!(&port[32..40], &[8, 0, 10, 0, 9, 0, 0, 0]);
+    // ndmsg { AF_BRIDGE, ifindex 4, NUD_NOARP, NTF_MASTER|NTF_STICKY }, NDA_LLADDR (6 + pad).
+    let pin = pin_fdb_request(9, 4, [0xd0, 0x0d, 0, 0, 0, 5]);
+    assert_eq!(&pin[4..6], &28u16.to_ne_bytes());
+    assert_eq!(&pin[16..28], &[7, 0, 0, 0, 4, 0, 0, 0, 0x40, 0, 0x44, 0]);
+    assert_eq!(&pin[28..40], &[10, 0, 2, 0, 0xd0, 0x0d, 0, 0, 0, 5, 0, 0]);
+    assert_eq!(pin.len(), 40);
     for bad in ["", "a-name-of-16-chr", "a/b", "a b", "x:1", "..", "nul\0"] {
         assert!(
             matches!(new_bridge_request(1, bad), Err(LinkError::BadName(_))),
@@ -208,6 +214,20 @@ fn kernel_makes_bridges_ports_and_removes_links() {
         assert!(
             line.contains("master mbr9") && line.contains("tun type tap"),
             "{links}"
+        );
+        // A guest's MAC pinned to its tap: static and sticky in the bridge's table.
+        nl.pin_fdb(tap, [0xd0, 0x0d, 0, 0, 0, 9]).unwrap();
+        let out = std::process::Command::new("bridge")
+            .args(["fdb", "show", "dev", "mt9"])
+            .output()
+            .expect("iproute2's bridge");
+        let fdb = String::from_utf8_lossy(&out.stdout);
+        let entry = fdb.lines().find(|l| l.starts_with("d0:0d:00:00:00:09"));
+        assert!(
+            entry.is_some_and(|l| l.contains("master mbr9")
+                && l.contains("static")
+                && l.contains("sticky")),
+            "{fdb}"
         );
         nl.del_link(tap).unwrap();
         nl.del_link(br).unwrap();
