@@ -281,13 +281,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Both answer on TCP 7000 with their instance id (the guest's user-data probe).
+    // Both answer on TCP 7000 with their instance id and connect to the outside host, which
+    // answers with the address it sees them as (the guest's user-data probes).
+    let probes = format!("serve {PROBE_PORT}\nconnect {OUTSIDE_IP}:{SEEN_PORT}");
     let pair = fe
-        .run_instances_with(
-            &image.emi,
-            2,
-            &["--user-data", &format!("serve {PROBE_PORT}")],
-        )
+        .run_instances_with(&image.emi, 2, &["--user-data", &probes])
         .unwrap_or_else(|e| panic!("{e:#}"));
     for id in &pair {
         let out = fe
@@ -341,16 +339,32 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
             && census.untagged_inside_count == 0,
         "the private segment's capture: {census:?}"
     );
+
+    // Power the frontend off hard, instances still running on the nodes, and boot it again on
+    // the same disk: nothing is lost, and its gateway comes back from the state alone (VLAN
+    // links, NAT, rules): the outside reaches the first instance at its public address again.
+    let first_key = fe.access_key.clone();
+    let public = fe.public_ip(&on1[0]).unwrap_or_else(|e| panic!("{e:#}"));
+    drop(fe);
+    let fe = cloud::start_frontend_with(
+        &dir,
+        "frontend2",
+        &segment,
+        &disk,
+        Some(outside.nic()),
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    reach_until(
+        &outside,
+        &public,
+        Some(&on1[0]),
+        "after the frontend rebooted",
+    );
     terminate(&fe, &other);
     terminate(&fe, &on1[0]);
     drop(node2);
     drop(node);
-
-    // Power the frontend off hard and boot it again on the same disk: nothing is lost.
-    let first_key = fe.access_key.clone();
-    drop(fe);
-    let fe = cloud::start_frontend(&dir, "frontend2", &segment, &disk, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}"));
     let console = fe.vm.console().text();
     assert!(
         console.contains("ext file system found")
@@ -530,26 +544,6 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
 /// it reaches the outside seen as its public address; an elastic IP reaches `served`, then
 /// `other` (group `probes`, second node) once re-associated, and nothing once released.
 fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, other: &str) {
-    let wait = Duration::from_secs(60);
-    let reach = |ip: &str| -> std::io::Result<String> {
-        let to = SocketAddrV4::new(ip.parse().expect("an address"), PROBE_PORT);
-        outside.connect(to).unwrap_or_else(|e| panic!("{e}"))
-    };
-    // Polls until the outside host's connection to `ip` gives `want` (an instance id), or
-    // fails when `want` is None.
-    let until = |ip: &str, want: Option<&str>, what: &str| {
-        let deadline = Instant::now() + wait;
-        loop {
-            let got = reach(ip);
-            match (&got, want) {
-                (Ok(id), Some(w)) if id == w => return,
-                (Err(_), None) => return,
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "{what}: {ip} gave {got:?}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    };
     let public = fe.public_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
     let outside_net = format!("{OUTSIDE_IP}/24");
     let rule = |verb: &str, group: &str| {
@@ -569,16 +563,17 @@ fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, 
     };
     // Closed to the outside until the default group lets its net in.
     assert!(
-        reach(&public).is_err(),
+        reach(outside, &public).is_err(),
         "the outside reached {served} at {public} before any rule let it"
     );
     rule("authorize-security-group-ingress", "default");
+    let until = |ip: &str, want: Option<&str>, what: &str| reach_until(outside, ip, want, what);
     until(&public, Some(served), "after authorizing the outside's net");
     // Going out, the instance is seen as its public address.
     fe.wait_console(
         served,
         &format!("probe: {OUTSIDE_IP}:{SEEN_PORT} answered seen {public}"),
-        wait,
+        Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
 
@@ -619,6 +614,28 @@ fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, 
     fe.aws(&["ec2", "release-address", "--public-ip", &eip])
         .unwrap_or_else(|e| panic!("{e}"));
     until(&eip, None, "the released elastic IP");
+}
+
+/// One TCP connection from the outside host to `ip`'s probe port: the instance id it answers.
+fn reach(outside: &Outside, ip: &str) -> std::io::Result<String> {
+    let to = SocketAddrV4::new(ip.parse().expect("an address"), PROBE_PORT);
+    outside.connect(to).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls until the outside host's connection to `ip` answers `want` (an instance id), or fails
+/// when `want` is None; `what` names the step when it never does.
+fn reach_until(outside: &Outside, ip: &str, want: Option<&str>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = reach(outside, ip);
+        match (&got, want) {
+            (Ok(id), Some(w)) if id == w => return,
+            (Err(_), None) => return,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{what}: {ip} gave {got:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// In-place upgrades of the flashed appliance running slot A: to an image whose kernel panics
@@ -897,7 +914,17 @@ fn reboot_mid_run(
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let out = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
-        if guest_boots(&out).iter().any(|b| !old_boots.contains(b)) {
+        if let Some((ip, _)) = guest_boots(&out)
+            .into_iter()
+            .find(|b| !old_boots.contains(b))
+        {
+            // The instance came back with the address it had (its MAC and address are the
+            // frontend's record, not the node's).
+            let before: Vec<&String> = old_boots.iter().map(|(ip, _)| ip).collect();
+            assert!(
+                before.iter().all(|b| **b == ip),
+                "{id} came back as {ip}, it was {before:?}"
+            );
             break;
         }
         assert!(
@@ -926,14 +953,14 @@ fn reboot_mid_run(
     ));
 }
 
-/// The boot ids in the guest markers of a console text.
-fn guest_boots(console: &str) -> Vec<String> {
+/// The address and boot id in each guest marker of a console text.
+fn guest_boots(console: &str) -> Vec<(String, String)> {
     let marker = regex::Regex::new(&format!(
-        r"{}\S+ boot_ms=\d+ boot_id=([0-9a-f-]{{36}})",
+        r"{}(\S+) boot_ms=\d+ boot_id=([0-9a-f-]{{36}})",
         regex::escape(cloud::GUEST_MARKER)
     ))
     .unwrap();
     (marker.captures_iter(console))
-        .map(|c| c[1].to_string())
+        .map(|c| (c[1].to_string(), c[2].to_string()))
         .collect()
 }
