@@ -89,11 +89,16 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
     "bridge",
     "tun",
     "nf_tables",
-    // The gateway's nftables (init applies the daemon's ruleset with nft): conntrack matches
-    // (`ct state`, `ct direction`, `ct status`), NAT chains with dnat/snat/masquerade in table
-    // `ip mallee_nat`, and reject in table `inet mallee`. No modprobe runs on the appliance, so
-    // the kernel's own requests for these fail: they are loaded at boot. Their dependencies
-    // (nf_defrag_ipv4/6, nf_reject_ipv6, nft_reject, libcrc32c) come from .modinfo.
+    "af_packet",
+];
+
+/// The gateway's nftables modules on the frontend (init applies the daemon's ruleset with nft):
+/// conntrack matches (`ct state`, `ct direction`, `ct status`), NAT chains with
+/// dnat/snat/masquerade in table `ip mallee_nat`, and reject in table `inet mallee`. No modprobe
+/// runs on the appliance, so the kernel's own requests for these fail: they are loaded at boot,
+/// after [`FRONTEND_BOOT_MODULES`]. Their dependencies (nf_defrag_ipv4/6, nf_reject_ipv6,
+/// nft_reject, libcrc32c) come from .modinfo.
+pub const GATEWAY_MODULES: &[&str] = &[
     "nf_conntrack",
     "nf_nat",
     "nft_ct",
@@ -102,7 +107,6 @@ pub const FRONTEND_BOOT_MODULES: &[&str] = &[
     "nft_masq",
     "nf_reject_ipv4",
     "nft_reject_inet",
-    "af_packet",
 ];
 
 /// The frontend's command line: its data disk and private NIC are `mallee.data=` and
@@ -219,8 +223,8 @@ impl NetbootSpec {
         }
         Ok(Self {
             role: "frontend".into(),
-            boot_modules: FRONTEND_BOOT_MODULES
-                .iter()
+            boot_modules: (FRONTEND_BOOT_MODULES.iter())
+                .chain(GATEWAY_MODULES)
                 .map(|s| s.to_string())
                 .collect(),
             coldplug_modules: NODE_NIC_MODULES.iter().map(|s| s.to_string()).collect(),
@@ -417,16 +421,7 @@ mod tests {
                 .position(|n| *n == name)
                 .unwrap_or_else(|| panic!("{name} not loaded at boot: {names:?}"))
         };
-        for module in [
-            "nf_conntrack",
-            "nf_nat",
-            "nft_ct",
-            "nft_nat",
-            "nft_chain_nat",
-            "nft_masq",
-            "nf_reject_ipv4",
-            "nft_reject_inet",
-        ] {
+        for module in GATEWAY_MODULES {
             assert!(
                 order("nf_tables") < order(module),
                 "{module} before nf_tables"

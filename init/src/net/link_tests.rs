@@ -125,19 +125,24 @@ fn kernel_accepts_link_address_and_route_requests() {
     });
 }
 
+/// `len` pseudo-random bytes from `rng` (xorshift), mostly small values so lengths and types
+/// look plausible to a parser.
+fn plausible_bytes(rng: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            (*rng % 24) as u8
+        })
+        .collect()
+}
+
 #[test]
 fn random_reply_buffers_never_panic() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for len in 0..200 {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                // mostly small values so lengths and types look plausible
-                (rng % 24) as u8
-            })
-            .collect();
+        let bytes = plausible_bytes(&mut rng, len);
         let _ = find_ack(&bytes, 0);
     }
 }
@@ -341,14 +346,7 @@ fn a_dump_ends_at_done_or_error_and_ignores_other_sequences() {
 fn random_dump_buffers_never_panic() {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for len in 0..300 {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng % 24) as u8
-            })
-            .collect();
+        let bytes = plausible_bytes(&mut rng, len);
         let _ = parse_dump(&bytes, 0);
         let _ = parse_link(&bytes);
         let _ = parse_address(&bytes);
