@@ -9,9 +9,16 @@
 //! instance-store instance is refused and the node's VMM exits only for TerminateInstances; a
 //! reset of the node mid-run sends it through its firmware and PXE again, it registers with a
 //! new boot id, and DescribeInstances says `Server.NodeRebooted` while the instance runs again
-//! (a guest marker with a new guest boot id); a second node joins and RunInstances count 2 puts
-//! one instance on each; and a second boot of the frontend on the same disk, after a hard
-//! power-off, keeps its state (no reformat, same admin key, same buckets, an object's bytes).
+//! (a guest marker with a new guest boot id, the same address); a second node joins and
+//! RunInstances count 2 puts one instance on each. Instance networks on real traffic: an
+//! instance of the same group reaches one on the other node over their VLAN; one of another
+//! group reaches it through the frontend's gateway only while a source-group rule allows it; a
+//! host outside the cloud (a netns behind the frontend's third NIC) reaches public and elastic
+//! addresses only as group rules and associations say, and sees instances as their public
+//! address; the frontend's capture of the private segment shows instance frames tagged only
+//! with the configured range's tags. A hard power-off of the frontend with instances running:
+//! its second boot on the same disk keeps its state (no reformat, same admin key, same buckets,
+//! an object's bytes) and its gateway comes back from the state alone.
 
 use mallee_qemu_tests::capture;
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
@@ -623,15 +630,23 @@ fn reach(outside: &Outside, ip: &str) -> std::io::Result<String> {
 }
 
 /// Polls until the outside host's connection to `ip` answers `want` (an instance id), or fails
-/// when `want` is None; `what` names the step when it never does.
+/// when `want` is None; `what` names the step when it never does. Reports how long it took.
 fn reach_until(outside: &Outside, ip: &str, want: Option<&str>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
     loop {
         let got = reach(outside, ip);
-        match (&got, want) {
-            (Ok(id), Some(w)) if id == w => return,
-            (Err(_), None) => return,
-            _ => {}
+        if matches!((&got, want), (Ok(id), Some(w)) if id == w) || (got.is_err() && want.is_none())
+        {
+            return report_figure(&format!(
+                "figure: cloud, outside host -> {ip}: {} {:.2} s {what}",
+                if want.is_some() {
+                    "reached"
+                } else {
+                    "unreachable"
+                },
+                start.elapsed().as_secs_f64()
+            ));
         }
         assert!(Instant::now() < deadline, "{what}: {ip} gave {got:?}");
         std::thread::sleep(Duration::from_millis(250));
