@@ -32,7 +32,9 @@ mod metadata;
 pub mod vmm;
 pub use log_level::LogLevel;
 pub use mallee_mac::{BadMac, Mac};
-pub use metadata::{MetadataDocument, PublicKey};
+pub use metadata::{
+    HttpEndpoint, HttpTokens, MetadataDocument, MetadataOptions, PublicKey, HOP_LIMITS,
+};
 
 pub const PATH_PREFIX: &str = "/_node/";
 pub const PATH_ENROLL: &str = "/_node/enroll";
@@ -132,6 +134,9 @@ pub struct InstanceSpec {
     pub user_data: Option<String>,
     pub mac: Mac,
     pub metadata: MetadataDocument,
+    /// How its metadata service behaves; the node changes a running VMM's without a restart.
+    #[serde(default)]
+    pub metadata_options: MetadataOptions,
     /// Size of the instance's ephemeral disk (`ephemeral0`, the guest's second disk) the
     /// instance type names; 0 for none.
     #[serde(default)]
@@ -198,6 +203,9 @@ pub struct InstanceReport {
     /// request or saw its ARP); always false for an instance without a network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub address_taken: bool,
+    /// The metadata options its VMM confirmed it serves with; `None` while no VMM runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_options: Option<MetadataOptions>,
 }
 
 /// An image held in the node's cache.
@@ -281,6 +289,10 @@ mod tests {
             user_data: Some("aGVsbG8=".into()),
             mac: "d0:0d:01:23:45:67".parse().unwrap(),
             metadata: MetadataDocument::default(),
+            metadata_options: MetadataOptions {
+                http_tokens: HttpTokens::Required,
+                ..MetadataOptions::default()
+            },
             ephemeral_gib: 5,
             network: Some(InstanceNetwork {
                 segment: Segment::Vlan(100),
@@ -299,6 +311,15 @@ mod tests {
         assert_eq!(decode::<DesiredState>(&bytes).unwrap(), d);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("\"goal\":\"running\""), "{text}");
+        assert!(text.contains("\"http_tokens\":\"required\""), "{text}");
+    }
+
+    #[test]
+    fn a_spec_without_metadata_options_gets_ec2s_defaults() {
+        let mut old = serde_json::to_value(spec()).unwrap();
+        old.as_object_mut().unwrap().remove("metadata_options");
+        let s: InstanceSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(s.metadata_options, MetadataOptions::default());
     }
 
     #[test]
@@ -306,8 +327,11 @@ mod tests {
         let text = r#"{"instances":[{"instance_id":"i-1","state":"failed",
             "reason":"image sha256 mismatch","reboot_count":0}],
             "image_cache":[{"sha256":"00","size":1}]}"#;
-        let r: ActualState = decode(text.as_bytes()).unwrap();
+        let mut r: ActualState = decode(text.as_bytes()).unwrap();
         assert_eq!(r.instances[0].state, Observed::Failed);
+        assert_eq!(r.instances[0].metadata_options, None);
+        assert_eq!(decode::<ActualState>(&encode(&r)).unwrap(), r);
+        r.instances[0].metadata_options = Some(MetadataOptions::default());
         assert_eq!(decode::<ActualState>(&encode(&r)).unwrap(), r);
     }
 

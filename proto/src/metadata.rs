@@ -1,9 +1,102 @@
 //! The instance metadata document: what an instance learns from 169.254.169.254. The frontend
-//! fills it in at launch; the VMM answers the EC2 metadata paths from it with [`lookup`].
+//! fills it in at launch; the VMM answers the EC2 metadata paths from it with [`lookup`]. Also
+//! the service's options ([`MetadataOptions`], EC2's `MetadataOptions`): whether IMDSv2 tokens
+//! are required, whether the service answers at all, and the IP TTL of its replies. This module
+//! fixes their shapes, defaults and EC2 words; the VMM enforces them.
 //!
 //! [`lookup`]: MetadataDocument::lookup
 
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
+
+/// The hop limits (IP TTLs) the service's replies may carry: AWS's `HttpPutResponseHopLimit`
+/// range.
+pub const HOP_LIMITS: RangeInclusive<u8> = 1..=64;
+
+/// Whether a metadata request must carry an IMDSv2 token (EC2's `HttpTokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    /// IMDSv1 and IMDSv2 both answered.
+    #[default]
+    Optional,
+    /// Only requests with a live token are answered (IMDSv1 gets 401).
+    Required,
+}
+
+impl HttpTokens {
+    /// The EC2 word.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpTokens::Optional => "optional",
+            HttpTokens::Required => "required",
+        }
+    }
+
+    /// The value of an EC2 word; `None` for any other text.
+    pub fn parse(s: &str) -> Option<HttpTokens> {
+        [HttpTokens::Optional, HttpTokens::Required]
+            .into_iter()
+            .find(|t| t.name() == s)
+    }
+}
+
+/// Whether the service answers at all (EC2's `HttpEndpoint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpEndpoint {
+    #[default]
+    Enabled,
+    /// Nothing answers 169.254.169.254: the guest's frames to it are dropped.
+    Disabled,
+}
+
+impl HttpEndpoint {
+    /// The EC2 word.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpEndpoint::Enabled => "enabled",
+            HttpEndpoint::Disabled => "disabled",
+        }
+    }
+
+    /// The value of an EC2 word; `None` for any other text.
+    pub fn parse(s: &str) -> Option<HttpEndpoint> {
+        [HttpEndpoint::Enabled, HttpEndpoint::Disabled]
+            .into_iter()
+            .find(|e| e.name() == s)
+    }
+}
+
+/// How an instance's metadata service behaves (EC2's instance `MetadataOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataOptions {
+    #[serde(default)]
+    pub http_tokens: HttpTokens,
+    #[serde(default)]
+    pub http_endpoint: HttpEndpoint,
+    /// The IP TTL of the service's replies, in [`HOP_LIMITS`]: 1 keeps them from crossing a
+    /// router (a container bridge inside the guest, say).
+    #[serde(default = "default_hop_limit")]
+    pub http_put_response_hop_limit: u8,
+}
+
+fn default_hop_limit() -> u8 {
+    1
+}
+
+impl Default for MetadataOptions {
+    /// EC2's defaults: tokens optional, endpoint enabled, hop limit 1.
+    fn default() -> MetadataOptions {
+        MetadataOptions {
+            http_tokens: HttpTokens::default(),
+            http_endpoint: HttpEndpoint::default(),
+            http_put_response_hop_limit: default_hop_limit(),
+        }
+    }
+}
 
 /// An SSH public key offered to the instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,5 +220,30 @@ mod tests {
         assert_eq!(doc.lookup("public-keys/1/openssh-key"), None);
         assert_eq!(doc.lookup("public-ipv4"), None);
         assert_eq!(doc.lookup("nonsense"), None);
+    }
+
+    #[test]
+    fn options_default_to_ec2s_and_parse_its_words() {
+        let o: MetadataOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(o, MetadataOptions::default());
+        assert_eq!(
+            (
+                o.http_tokens,
+                o.http_endpoint,
+                o.http_put_response_hop_limit
+            ),
+            (HttpTokens::Optional, HttpEndpoint::Enabled, 1)
+        );
+        let text = r#"{"http_tokens":"required","http_endpoint":"disabled","http_put_response_hop_limit":3}"#;
+        let o: MetadataOptions = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&o).unwrap(), text);
+        assert_eq!(HttpTokens::parse("required"), Some(HttpTokens::Required));
+        assert_eq!(HttpTokens::parse("Required"), None);
+        assert_eq!(
+            HttpEndpoint::parse("disabled"),
+            Some(HttpEndpoint::Disabled)
+        );
+        assert_eq!(HttpEndpoint::Disabled.name(), "disabled");
+        assert!(serde_json::from_str::<MetadataOptions>(r#"{"tags":"enabled"}"#).is_err());
     }
 }

@@ -70,7 +70,7 @@ pub struct VmmConfig {
     pub metadata: Option<InstanceMetadata>,
 }
 
-/// The content of an instance's metadata service.
+/// The content of an instance's metadata service, and how it behaves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceMetadata {
@@ -79,6 +79,9 @@ pub struct InstanceMetadata {
     /// `user-data`, base64 as RunInstances took it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// Tokens required or not, the service on or off, the TTL of its replies.
+    #[serde(default)]
+    pub options: crate::MetadataOptions,
 }
 
 fn default_cmdline() -> String {
@@ -383,6 +386,10 @@ pub enum Request {
     Status,
     /// Stop the VM (exit status 3); the stop survives [`OnReboot::Restart`].
     Shutdown,
+    /// Replace what the metadata service serves and how (the running guest keeps its IMDSv2
+    /// tokens): `{"op":"set_metadata","metadata":{...}}`. Refused when the VM was started
+    /// without a metadata service.
+    SetMetadata { metadata: Box<InstanceMetadata> },
 }
 
 /// What the VMM is doing, as the API reports it: `running`, or the exit it is heading for.
@@ -449,6 +456,9 @@ pub struct Reply {
     /// Each NIC's address and anti-spoofing counters, in configuration order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<NicStatus>,
+    /// The options the metadata service serves with from now on; `None`: the VM has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_options: Option<crate::MetadataOptions>,
     /// Why the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -464,6 +474,7 @@ impl Reply {
             memory_mib: None,
             uptime_ms: None,
             nics: Vec::new(),
+            metadata_options: None,
             error: Some(why.into()),
         }
     }

@@ -64,6 +64,18 @@ fn a_config_round_trips_through_json() {
     });
     cfg.on_reboot = OnReboot::Restart;
     cfg.failure_path = Some("/f.json".into());
+    cfg.metadata = Some(InstanceMetadata {
+        document: crate::MetadataDocument {
+            instance_id: "i-0123".into(),
+            ..Default::default()
+        },
+        user_data: Some("aGk=".into()),
+        options: crate::MetadataOptions {
+            http_tokens: crate::HttpTokens::Required,
+            http_endpoint: crate::HttpEndpoint::Disabled,
+            http_put_response_hop_limit: 2,
+        },
+    });
     let text = serde_json::to_string(&cfg).unwrap();
     assert!(text.contains(r#""tap":{"fd":3}"#), "{text}");
     assert!(text.contains(r#""on_reboot":"restart""#), "{text}");
@@ -105,6 +117,17 @@ fn a_failure_round_trips_and_reads_as_a_reason() {
 }
 
 #[test]
+fn metadata_without_options_gets_ec2s_defaults_and_unknown_options_are_refused() {
+    let document = serde_json::to_value(crate::MetadataDocument::default()).unwrap();
+    let m: InstanceMetadata =
+        serde_json::from_value(serde_json::json!({ "document": document })).unwrap();
+    assert_eq!(m.options, crate::MetadataOptions::default());
+    let mut v = serde_json::to_value(&m).unwrap();
+    v["options"]["http_protocol_ipv6"] = "enabled".into();
+    assert!(serde_json::from_value::<InstanceMetadata>(v).is_err());
+}
+
+#[test]
 fn requests_are_tagged_by_op() {
     assert_eq!(encode_line(&Request::Shutdown), b"{\"op\":\"shutdown\"}\n");
     assert_eq!(
@@ -112,6 +135,35 @@ fn requests_are_tagged_by_op() {
         Request::Status
     );
     assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+}
+
+#[test]
+fn every_request_round_trips() {
+    let set = Request::SetMetadata {
+        metadata: Box::new(InstanceMetadata {
+            user_data: Some("aGk=".into()),
+            options: crate::MetadataOptions {
+                http_put_response_hop_limit: 7,
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+    };
+    for request in [Request::Status, Request::Shutdown, set] {
+        let line = encode_line(&request);
+        let back: Request = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, request, "{}", String::from_utf8_lossy(&line));
+    }
+    let text = String::from_utf8(encode_line(&Request::SetMetadata {
+        metadata: Box::default(),
+    }))
+    .unwrap();
+    assert!(
+        text.starts_with(r#"{"op":"set_metadata","metadata":{"document":"#),
+        "{text}"
+    );
+    let extra = text.replace(r#""metadata":{"#, r#""metadata":{"colour":1,"#);
+    assert!(serde_json::from_str::<Request>(&extra).is_err());
 }
 
 #[test]
@@ -131,10 +183,15 @@ fn a_reply_round_trips_with_its_state_as_a_name() {
                 ..Dropped::default()
             },
         }],
+        metadata_options: Some(crate::MetadataOptions {
+            http_tokens: crate::HttpTokens::Required,
+            ..Default::default()
+        }),
         error: None,
     };
     let text = serde_json::to_string(&reply).unwrap();
     assert!(text.contains(r#""state":"api-shutdown""#), "{text}");
+    assert!(text.contains(r#""http_tokens":"required""#), "{text}");
     assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);
     let running: Reply = serde_json::from_str(r#"{"ok":true,"state":"running"}"#).unwrap();
     assert_eq!(running.state, Some(VmState::Running));

@@ -1,6 +1,8 @@
 //! The control socket: newline-delimited JSON requests on a unix socket, one JSON reply per
 //! request, in the contract types of `mallee-proto` ([`Request`], [`Reply`]).
-//! `{"op":"status"}` reports the VM; `{"op":"shutdown"}` stops it (exit status 3).
+//! `{"op":"status"}` reports the VM; `{"op":"shutdown"}` stops it (exit status 3);
+//! `{"op":"set_metadata",...}` replaces what the metadata service serves and how, while the guest
+//! runs (every reply names the options served from then on).
 //!
 //! Request handling is the plain function [`handle`]; the socket code only reads lines and
 //! writes replies. Hotplug is not here yet.
@@ -16,6 +18,8 @@ use mallee_proto::vmm::{encode_line, Reply, Request, VmState};
 use mallee_proto::Mac;
 
 use crate::bus::lock;
+use crate::config;
+use crate::devices::virtio::net::metadata::LiveMetadata;
 use crate::devices::virtio::net::port::PortCounters;
 use crate::exit::Exit;
 use crate::vm::latch::ExitLatch;
@@ -78,6 +82,8 @@ pub struct ApiState {
     pub memory_mib: u64,
     /// Each NIC's MAC and port counters, in configuration order.
     pub nics: Vec<(Mac, Arc<PortCounters>)>,
+    /// What the metadata service serves; `None`: the VM has no service.
+    pub metadata: Option<Arc<LiveMetadata>>,
 }
 
 /// The control socket could not be set up.
@@ -98,6 +104,7 @@ fn state_reply(state: &ApiState) -> Reply {
         memory_mib: Some(state.memory_mib),
         uptime_ms: Some(state.started.elapsed().as_millis() as u64),
         nics: state.nics.iter().map(|(mac, c)| c.status(*mac)).collect(),
+        metadata_options: state.metadata.as_ref().map(|m| m.options()),
         error: None,
     }
 }
@@ -109,6 +116,23 @@ pub fn handle(line: &str, state: &ApiState) -> Reply {
         Ok(Request::Shutdown) => {
             tracing::info!("stop requested through the API");
             state.control.request_stop();
+            state_reply(state)
+        }
+        Ok(Request::SetMetadata { metadata }) => {
+            let Some(live) = &state.metadata else {
+                return Reply::error("the VM was started without a metadata service");
+            };
+            if let Err(e) = config::check_metadata(&metadata) {
+                return Reply::error(e.to_string());
+            }
+            let o = metadata.options;
+            tracing::info!(
+                "metadata replaced through the API: tokens {}, endpoint {}, hop limit {}",
+                o.http_tokens.name(),
+                o.http_endpoint.name(),
+                o.http_put_response_hop_limit
+            );
+            live.replace(*metadata);
             state_reply(state)
         }
         Err(e) => {
@@ -163,6 +187,8 @@ pub fn serve(path: &Path, state: ApiState) -> Result<(), ApiSocketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mallee_proto::vmm::InstanceMetadata;
+    use mallee_proto::{HttpEndpoint, HttpTokens, MetadataOptions};
 
     fn state() -> ApiState {
         let control = Arc::new(Control::new());
@@ -173,6 +199,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 256,
             nics: vec![(Mac([2, 0, 0, 0, 0, 7]), Arc::default())],
+            metadata: Some(Arc::new(LiveMetadata::new(Default::default()))),
         }
     }
 
@@ -205,6 +232,73 @@ mod tests {
         control.attach(&next);
         assert_eq!(next.get(), Some(Exit::ApiShutdown));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    fn set(options: MetadataOptions) -> String {
+        let metadata = InstanceMetadata {
+            user_data: Some("aGk=".into()),
+            options,
+            ..Default::default()
+        };
+        String::from_utf8(encode_line(&Request::SetMetadata {
+            metadata: Box::new(metadata),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn set_metadata_replaces_the_content_and_the_reply_names_the_options() {
+        let st = state();
+        let live = st.metadata.clone().unwrap();
+        assert_eq!(
+            handle(r#"{"op":"status"}"#, &st).metadata_options,
+            Some(MetadataOptions::default())
+        );
+        let wanted = MetadataOptions {
+            http_tokens: HttpTokens::Required,
+            http_endpoint: HttpEndpoint::Disabled,
+            http_put_response_hop_limit: 3,
+        };
+        let before = live.version();
+        let reply = handle(&set(wanted), &st);
+        assert!(reply.ok, "{reply:?}");
+        assert_eq!(reply.metadata_options, Some(wanted));
+        assert_ne!(live.version(), before, "the ports must see a new version");
+        let (_, now) = live.current();
+        assert_eq!(
+            (now.options, now.user_data.as_deref()),
+            (wanted, Some("aGk="))
+        );
+        assert_eq!(
+            reply.state,
+            Some(VmState::Running),
+            "the guest keeps running"
+        );
+    }
+
+    #[test]
+    fn set_metadata_refuses_a_bad_hop_limit_and_a_vm_without_a_service() {
+        let st = state();
+        let live = st.metadata.clone().unwrap();
+        for hops in [0, 65] {
+            let bad = MetadataOptions {
+                http_put_response_hop_limit: hops,
+                ..Default::default()
+            };
+            let reply = handle(&set(bad), &st);
+            assert!(
+                !reply.ok && reply.error.as_deref().unwrap().contains("hop limit"),
+                "{reply:?}"
+            );
+        }
+        assert_eq!(live.version(), 0, "nothing replaced");
+        let none = ApiState {
+            metadata: None,
+            ..state()
+        };
+        let reply = handle(&set(MetadataOptions::default()), &none);
+        assert!(!reply.ok, "{reply:?}");
+        assert_eq!(handle(r#"{"op":"status"}"#, &none).metadata_options, None);
     }
 
     #[test]

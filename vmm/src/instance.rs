@@ -16,6 +16,7 @@ use crate::config::{DiskSource, TapSource, VmmConfig};
 use crate::devices::virtio::block::aoe::AoeDisk;
 use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::metadata::LiveMetadata;
 use crate::devices::virtio::net::port::{Port, PortCounters};
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
@@ -92,12 +93,14 @@ fn console(cfg: &VmmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
 }
 
 /// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
-/// (the API's handle) can stop it; `ports` holds each NIC's counters (they outlive the VM). A VM
-/// that fails while running is an error saying what failed, never `Ok(Exit::Error)`.
+/// (the API's handle) can stop it; `ports` holds each NIC's counters and `metadata` what its
+/// metadata service serves (both outlive the VM; the API may replace `metadata`'s content). A
+/// VM that fails while running is an error saying what failed, never `Ok(Exit::Error)`.
 pub fn run(
     cfg: &VmmConfig,
     control: &Arc<Control>,
     ports: &[Arc<PortCounters>],
+    metadata: Option<&Arc<LiveMetadata>>,
 ) -> Result<Exit, InstanceError> {
     tracing::info!(
         "building the VM: {} MiB, {} vCPUs, {} disks, {} NICs, kernel {}",
@@ -133,8 +136,8 @@ pub fn run(
             err,
         })?;
         tracing::debug!("NIC {} on tap {}", n.mac, n.tap);
-        let port = Port::new(n.mac, n.address.clone(), counters.clone())
-            .with_metadata(cfg.metadata.clone());
+        let port =
+            Port::new(n.mac, n.address.clone(), counters.clone()).with_metadata(metadata.cloned());
         vm.add_virtio(Box::new(Net::new(tap, port)))?;
     }
     if cfg.rng {

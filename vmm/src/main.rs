@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use mallee_vmm::api::{self, ApiState, Control};
 use mallee_vmm::config::{self, LogLevel, OnReboot, VmmConfig, USAGE};
+use mallee_vmm::devices::virtio::net::metadata::LiveMetadata;
 use mallee_vmm::devices::virtio::net::port::PortCounters;
 use mallee_vmm::exit::{self as vm_exit, Exit, Failure};
 use mallee_vmm::instance::{self, InstanceError};
@@ -31,6 +32,7 @@ fn init_logging(level: LogLevel) {
 fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
     let control = Arc::new(Control::new());
     let ports: Vec<Arc<PortCounters>> = cfg.nics.iter().map(|_| Arc::default()).collect();
+    let metadata = (cfg.metadata.clone()).map(|m| Arc::new(LiveMetadata::new(m)));
     if let Some(path) = &cfg.api_socket {
         let state = ApiState {
             control: control.clone(),
@@ -38,10 +40,11 @@ fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
             vcpus: cfg.vcpus,
             memory_mib: cfg.memory_mib,
             nics: cfg.nics.iter().map(|n| n.mac).zip(ports.clone()).collect(),
+            metadata: metadata.clone(),
         };
         api::serve(path, state)?;
     }
-    let exit = run_vms(cfg, &control, &ports);
+    let exit = run_vms(cfg, &control, &ports, metadata.as_ref());
     for (nic, counters) in cfg.nics.iter().zip(&ports) {
         let s = counters.status(nic.mac);
         tracing::info!(
@@ -55,14 +58,16 @@ fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
     exit
 }
 
-/// Runs the VM, again after each guest reboot under `on_reboot: restart`, until it ends.
+/// Runs the VM, again after each guest reboot under `on_reboot: restart` (serving the metadata
+/// the API last set), until it ends.
 fn run_vms(
     cfg: &VmmConfig,
     control: &Arc<Control>,
     ports: &[Arc<PortCounters>],
+    metadata: Option<&Arc<LiveMetadata>>,
 ) -> anyhow::Result<Exit> {
     loop {
-        let exit = instance::run(cfg, control, ports).map_err(|e| match e {
+        let exit = instance::run(cfg, control, ports, metadata).map_err(|e| match e {
             // The VM ran and then failed: its message says so already.
             InstanceError::Failed(_) => anyhow::Error::from(e),
             e => anyhow::Error::from(e).context("cannot start the VM"),

@@ -98,6 +98,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         user_data: i.user_data.clone(),
         mac: i.mac,
         metadata: i.metadata.clone(),
+        metadata_options: Default::default(),
         ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
         network: i.network.clone(),
     })
@@ -158,6 +159,7 @@ pub(crate) mod tests {
             reason: reason.map(str::to_string),
             reboot_count: 0,
             address_taken: false,
+            metadata_options: None,
         }
     }
 

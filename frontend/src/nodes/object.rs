@@ -117,6 +117,7 @@ mod tests {
             user_data: None,
             mac: "d0:0d:00:00:00:01".parse().unwrap(),
             metadata: Default::default(),
+            metadata_options: Default::default(),
             ephemeral_gib: 0,
             network: None,
         };

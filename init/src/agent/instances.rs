@@ -263,6 +263,7 @@ impl Instances {
                 reason: r.reason.clone(),
                 reboot_count: r.local.reboot_count,
                 address_taken: r.address_taken,
+                metadata_options: None,
             })
             .collect()
     }
@@ -370,6 +371,7 @@ impl Instances {
             cfg.metadata = Some(InstanceMetadata {
                 document: spec.metadata.clone(),
                 user_data: spec.user_data.clone(),
+                options: spec.metadata_options,
             });
         }
         let path = dir.join(VMM_CONFIG);

@@ -120,6 +120,7 @@ fn a_stop_sends_a_typed_shutdown_and_reads_the_reply() {
         uptime_ms: Some(10),
         error: None,
         nics: Vec::new(),
+        metadata_options: None,
     };
     let vmm = fake_vmm_socket(&sock, done);
     api_shutdown(&sock).unwrap();

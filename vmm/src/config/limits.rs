@@ -1,8 +1,9 @@
 //! What this VMM can run: the checks a [`VmmConfig`] must pass, whichever front end produced it
 //! (RAM range, vCPU count, device count, AoE addresses, serial and tap name lengths, unicast
-//! MACs, guest addresses). Errors name the JSON field.
+//! MACs, guest addresses, the metadata service's hop limit). Errors name the JSON field.
 
-use mallee_proto::vmm::GuestAddress;
+use mallee_proto::vmm::{GuestAddress, InstanceMetadata};
+use mallee_proto::HOP_LIMITS;
 
 use super::{err, ConfigError, DiskSource, TapSource, VmmConfig};
 
@@ -65,6 +66,23 @@ fn check_address(a: &GuestAddress) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks metadata the service can serve: a hop limit in [`HOP_LIMITS`] (the configuration's
+/// and the API's `set_metadata`).
+pub fn check_metadata(m: &InstanceMetadata) -> Result<(), ConfigError> {
+    let hops = m.options.http_put_response_hop_limit;
+    if !HOP_LIMITS.contains(&hops) {
+        return Err(err(
+            "metadata",
+            format!(
+                "hop limit {hops} is not from {} to {}",
+                HOP_LIMITS.start(),
+                HOP_LIMITS.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `cfg` against this VMM's limits.
 pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
     if cfg.kernel.as_os_str().is_empty() {
@@ -123,6 +141,9 @@ pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
         if let Some(a) = &n.address {
             check_address(a)?;
         }
+    }
+    if let Some(m) = &cfg.metadata {
+        check_metadata(m)?;
     }
     if cfg.disks.len() + cfg.nics.len() > MAX_DEVICES {
         return Err(err(

@@ -15,7 +15,7 @@ mod fields;
 mod limits;
 
 pub use fields::parse_size;
-pub use limits::{check, MAX_DEVICES, MAX_VCPUS};
+pub use limits::{check, check_metadata, MAX_DEVICES, MAX_VCPUS};
 pub use mallee_proto::vmm::{
     Disk, DiskSource, GuestAddress, LogLevel, Nic, OnReboot, TapSource, VmmConfig,
     DEFAULT_MEMORY_MIB,

@@ -145,28 +145,50 @@ pub fn guest_port(data: &[u8]) {
 }
 
 /// What a guest sends the metadata service: the bytes as one HTTP request head, then as frames
-/// (each behind a 2-byte length) into the service's TCP/IP. No panic, and every frame out is
-/// Ethernet from the service's MAC.
+/// (each behind a 2-byte length) into the service's TCP/IP, under options the first byte picks
+/// (tokens required, endpoint disabled, hop limit) and that a length of 0 toggles through
+/// [`MetadataService::update`]. No panic, and every frame out is Ethernet from the service's
+/// MAC.
 pub fn metadata_service(data: &[u8]) {
     use super::net::imds::{take_head, Imds, Parsed};
     use super::net::metadata::MetadataService;
     use super::net::port::SERVICE_MAC;
     use mallee_proto::vmm::InstanceMetadata;
+    use mallee_proto::{HttpEndpoint, HttpTokens, MetadataOptions};
     use smoltcp::wire::EthernetFrame;
 
-    let content = InstanceMetadata {
+    let pick = data.first().copied().unwrap_or(0);
+    let options = |pick: u8| MetadataOptions {
+        http_tokens: match pick & 1 {
+            0 => HttpTokens::Optional,
+            _ => HttpTokens::Required,
+        },
+        // Disabled only when two bits say so: most inputs should reach the TCP/IP.
+        http_endpoint: match pick & 6 {
+            6 => HttpEndpoint::Disabled,
+            _ => HttpEndpoint::Enabled,
+        },
+        http_put_response_hop_limit: (pick >> 3) % 64 + 1,
+    };
+    let content = |pick: u8| InstanceMetadata {
         user_data: Some("aGk=".into()),
+        options: options(pick),
         ..Default::default()
     };
     let now = std::time::Instant::now();
-    let _ = Imds::new(content.clone()).answer(data, now);
+    let _ = Imds::new(content(pick)).answer(data, now);
     if let Parsed::Done(head, len) = take_head(data) {
         assert!(len <= data.len() && head.len() == len);
     }
-    let mut service = MetadataService::new(content);
+    let mut service = MetadataService::new(content(pick));
+    let mut flip = pick;
     let mut rest = data;
     while let [a, b, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
+        if len == 0 {
+            flip = flip.rotate_left(1);
+            service.update(content(flip));
+        }
         let (frame, next) = tail.split_at(len);
         for out in service.handle(frame) {
             let eth = EthernetFrame::new_checked(&out[..]).expect("the service sends Ethernet");

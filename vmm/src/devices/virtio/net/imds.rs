@@ -4,8 +4,10 @@
 //! `dynamic/instance-identity/document`; `PUT /latest/api/token` with
 //! `X-aws-ec2-metadata-token-ttl-seconds` (1-21600) hands out an IMDSv2 token, refused when it
 //! carries `X-Forwarded-For` (as AWS does: a token must not travel through a proxy). A request
-//! carrying `X-aws-ec2-metadata-token` must carry a live token (401 otherwise). The TCP/IP
-//! under it is [`super::metadata`].
+//! carrying `X-aws-ec2-metadata-token` must carry a live token (401 otherwise), and with the
+//! option `http_tokens: required` every request must (IMDSv1 gets 401). [`Imds::update`]
+//! replaces the content and options while tokens handed out stay valid. The TCP/IP under it,
+//! and the options about it (the endpoint on or off, the hop limit), are [`super::metadata`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use mallee_proto::vmm::InstanceMetadata;
+use mallee_proto::HttpTokens;
 
 /// The largest request head taken; a longer one is answered 400 (AWS allows about 8 KiB too).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -93,17 +96,27 @@ pub fn random_bytes(buf: &mut [u8]) {
     }
 }
 
+/// `user-data` as served: decoded from its base64.
+fn decode_user_data(content: &InstanceMetadata) -> Option<Vec<u8>> {
+    content.user_data.as_ref().map(|u| {
+        // The API checked it at launch; undecodable data is served as given.
+        B64.decode(u).unwrap_or_else(|_| u.clone().into_bytes())
+    })
+}
+
 impl Imds {
     pub fn new(content: InstanceMetadata) -> Imds {
-        let user_data = content.user_data.as_ref().map(|u| {
-            // The API checked it at launch; undecodable data is served as given.
-            B64.decode(u).unwrap_or_else(|_| u.clone().into_bytes())
-        });
         Imds {
+            user_data: decode_user_data(&content),
             content,
-            user_data,
             tokens: HashMap::new(),
         }
+    }
+
+    /// Serves `content` (and its options) from now on; tokens already handed out stay valid.
+    pub fn update(&mut self, content: InstanceMetadata) {
+        self.user_data = decode_user_data(&content);
+        self.content = content;
     }
 
     /// The response to the request head `head`, received at `now`.
@@ -140,8 +153,11 @@ impl Imds {
         if method != "GET" && method != "HEAD" {
             return error(405, "Method Not Allowed");
         }
-        if let Some(token) = header(TOKEN_HEADER) {
-            if self.tokens.get(&token).is_none_or(|until| *until <= now) {
+        let token = header(TOKEN_HEADER);
+        let required = self.content.options.http_tokens == HttpTokens::Required;
+        if token.is_some() || required {
+            let live = (token.as_ref()).and_then(|t| self.tokens.get(t));
+            if live.is_none_or(|until| *until <= now) {
                 return error(401, "Unauthorized");
             }
         }

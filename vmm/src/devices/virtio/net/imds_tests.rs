@@ -1,10 +1,14 @@
 //! The metadata service's HTTP, request bytes to response bytes (no sockets).
 
 use super::*;
-use mallee_proto::{MetadataDocument, PublicKey};
+use mallee_proto::{MetadataDocument, MetadataOptions, PublicKey};
 
 fn imds(user_data: Option<&str>) -> Imds {
-    Imds::new(InstanceMetadata {
+    Imds::new(content(user_data, MetadataOptions::default()))
+}
+
+fn content(user_data: Option<&str>, options: MetadataOptions) -> InstanceMetadata {
+    InstanceMetadata {
         document: MetadataDocument {
             instance_id: "i-0123456789abcdef0".into(),
             ami_id: "emi-00000001".into(),
@@ -17,7 +21,19 @@ fn imds(user_data: Option<&str>) -> Imds {
             ..Default::default()
         },
         user_data: user_data.map(|u| B64.encode(u)),
-    })
+        options,
+    }
+}
+
+fn required() -> MetadataOptions {
+    MetadataOptions {
+        http_tokens: HttpTokens::Required,
+        ..MetadataOptions::default()
+    }
+}
+
+fn put_token(ttl: u32) -> String {
+    format!("PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: {ttl}\r\n\r\n")
 }
 
 /// (status, body) of the answer to `head`.
@@ -104,6 +120,61 @@ fn imdsv2_tokens_are_issued_checked_and_expire() {
     let elsewhere = "PUT /latest/meta-data/ HTTP/1.1\r\n\r\n";
     assert_eq!(ask(&mut i, elsewhere, now).0, 405);
     assert_eq!(ask(&mut i, "DELETE / HTTP/1.1\r\n\r\n", now).0, 405);
+}
+
+#[test]
+fn required_tokens_refuse_imdsv1_and_answer_only_a_live_token() {
+    let mut i = Imds::new(content(Some("hi"), required()));
+    let now = Instant::now();
+    for path in [
+        "/latest/meta-data/instance-id",
+        "/latest/user-data",
+        "/latest/",
+        "/",
+    ] {
+        assert_eq!(ask(&mut i, &get(path, ""), now).0, 401, "IMDSv1 {path}");
+    }
+    let head = String::from_utf8(i.answer(b"HEAD /latest/ HTTP/1.1\r\n\r\n", now)).unwrap();
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    let (status, token) = ask(&mut i, &put_token(30), now);
+    assert_eq!(status, 200, "a token is still handed out");
+    let with = format!("X-aws-ec2-metadata-token: {token}\r\n");
+    assert_eq!(
+        ask(&mut i, &get("/latest/user-data", &with), now),
+        (200, "hi".to_string())
+    );
+    let later = now + Duration::from_secs(31);
+    assert_eq!(ask(&mut i, &get("/latest/user-data", &with), later).0, 401);
+    let forged = "X-aws-ec2-metadata-token: AAAA\r\n";
+    assert_eq!(ask(&mut i, &get("/latest/user-data", forged), now).0, 401);
+}
+
+#[test]
+fn an_update_serves_new_content_and_options_and_keeps_the_tokens_handed_out() {
+    let mut i = imds(Some("one"));
+    let now = Instant::now();
+    let (_, token) = ask(&mut i, &put_token(600), now);
+    let with = format!("X-aws-ec2-metadata-token: {token}\r\n");
+    let mut next = content(Some("two"), required());
+    next.document.public_ipv4 = Some("198.51.100.7".into());
+    i.update(next);
+    let ipv4 = "/latest/meta-data/public-ipv4";
+    assert_eq!(ask(&mut i, &get(ipv4, ""), now).0, 401, "now required");
+    assert_eq!(
+        ask(&mut i, &get(ipv4, &with), now),
+        (200, "198.51.100.7".to_string())
+    );
+    assert_eq!(
+        ask(&mut i, &get("/latest/user-data", &with), now),
+        (200, "two".to_string())
+    );
+    i.update(content(None, MetadataOptions::default()));
+    assert_eq!(
+        ask(&mut i, &get(ipv4, ""), now).0,
+        404,
+        "optional again, and gone"
+    );
+    assert_eq!(ask(&mut i, &get("/latest/user-data", &with), now).0, 404);
 }
 
 #[test]

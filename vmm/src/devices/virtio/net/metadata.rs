@@ -4,12 +4,21 @@
 //! HTTP of [`super::imds`]. Listening sockets are added as connections take them (up to
 //! [`MAX_CONNECTIONS`]) and dropped when closed, so a guest fetching many paths in a row is never
 //! refused while earlier connections sit in TIME-WAIT.
+//!
+//! The content's options rule the wire: `http_put_response_hop_limit` is the IP TTL of every
+//! reply, and `http_endpoint: disabled` takes the guest's frames for the service and answers
+//! nothing (no ARP reply, no TCP, not even a reset). [`LiveMetadata`] is where the API puts new
+//! content while the guest runs; each NIC's port hands it to its service with
+//! [`MetadataService::update`] before the next guest frame, so nothing is ever answered from
+//! content the API has replaced.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant as StdInstant;
 
 use mallee_proto::vmm::InstanceMetadata;
-use mallee_proto::Mac;
+use mallee_proto::{HttpEndpoint, Mac, MetadataOptions};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
@@ -96,6 +105,53 @@ struct Conn {
     answered: bool,
 }
 
+/// What the service answers now, shared by the API (which replaces it while the guest runs) and
+/// every NIC's port (which serves it); like the port counters it outlives each VM of a guest
+/// that restarts.
+pub struct LiveMetadata {
+    /// Bumped by every replacement, so a port sees one with an atomic load per frame.
+    version: AtomicU64,
+    content: Mutex<InstanceMetadata>,
+}
+
+impl LiveMetadata {
+    pub fn new(content: InstanceMetadata) -> LiveMetadata {
+        LiveMetadata {
+            version: AtomicU64::new(0),
+            content: Mutex::new(content),
+        }
+    }
+
+    /// Serves `content` from the next guest frame on.
+    pub fn replace(&self, content: InstanceMetadata) {
+        let mut held = crate::bus::lock(&self.content);
+        *held = content;
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The version of the content now; changes with every [`LiveMetadata::replace`].
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// The content now, and its version.
+    pub fn current(&self) -> (u64, InstanceMetadata) {
+        let held = crate::bus::lock(&self.content);
+        (self.version(), held.clone())
+    }
+
+    /// The options served now.
+    pub fn options(&self) -> MetadataOptions {
+        crate::bus::lock(&self.content).options
+    }
+}
+
+/// The TTL of the service's replies: smoltcp refuses 0, which the configuration check and the
+/// API refuse before it gets here.
+fn hop_limit(options: &MetadataOptions) -> u8 {
+    options.http_put_response_hop_limit.max(1)
+}
+
 /// The service on one guest NIC.
 pub struct MetadataService {
     iface: Interface,
@@ -104,6 +160,10 @@ pub struct MetadataService {
     conns: Vec<(SocketHandle, Conn)>,
     imds: Imds,
     epoch: StdInstant,
+    /// The IP TTL of every reply.
+    hop_limit: u8,
+    /// Whether it answers at all.
+    enabled: bool,
 }
 
 impl MetadataService {
@@ -119,6 +179,7 @@ impl MetadataService {
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(SERVICE_IP), 0));
         });
+        let options = content.options;
         let mut service = MetadataService {
             iface,
             wire,
@@ -126,9 +187,33 @@ impl MetadataService {
             conns: Vec::new(),
             imds: Imds::new(content),
             epoch: StdInstant::now(),
+            hop_limit: hop_limit(&options),
+            enabled: options.http_endpoint == HttpEndpoint::Enabled,
         };
         service.keep_listening();
         service
+    }
+
+    /// Serves `content` under its options from now on. IMDSv2 tokens handed out stay valid;
+    /// open connections take the new hop limit; disabling forgets every connection and frame
+    /// in flight without a word to the guest.
+    pub fn update(&mut self, content: InstanceMetadata) {
+        let options = content.options;
+        self.imds.update(content);
+        self.hop_limit = hop_limit(&options);
+        for (handle, _) in &self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            socket.set_hop_limit(Some(self.hop_limit));
+        }
+        let enabled = options.http_endpoint == HttpEndpoint::Enabled;
+        if !enabled {
+            for (handle, _) in self.conns.drain(..) {
+                self.sockets.remove(handle);
+            }
+            self.wire = Wire::default();
+        }
+        self.enabled = enabled;
+        self.keep_listening();
     }
 
     /// Whether a guest frame is the service's: ARP about 169.254.169.254 or IPv4 to it.
@@ -147,8 +232,12 @@ impl MetadataService {
         }
     }
 
-    /// Takes one guest frame; returns the frames for the guest it led to.
+    /// Takes one guest frame; returns the frames for the guest it led to (none while the
+    /// endpoint is disabled: the frame is dropped).
     pub fn handle(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        if !self.enabled {
+            return Vec::new();
+        }
         self.wire.rx.push_back(frame.to_vec());
         self.pump();
         self.wire.tx.drain(..).collect()
@@ -203,7 +292,8 @@ impl MetadataService {
         progress
     }
 
-    /// Drops closed connections and keeps [`SPARE_LISTENERS`] sockets listening.
+    /// Drops closed connections and keeps [`SPARE_LISTENERS`] sockets listening (none while
+    /// disabled).
     fn keep_listening(&mut self) {
         let sockets = &mut self.sockets;
         self.conns.retain(|(handle, _)| {
@@ -218,7 +308,8 @@ impl MetadataService {
         let listening = (self.conns.iter())
             .filter(|(h, _)| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
             .count();
-        for _ in listening..SPARE_LISTENERS {
+        let wanted = if self.enabled { SPARE_LISTENERS } else { 0 };
+        for _ in listening..wanted {
             if self.conns.len() >= MAX_CONNECTIONS {
                 break;
             }
@@ -228,6 +319,7 @@ impl MetadataService {
             );
             socket.set_ack_delay(None);
             socket.set_nagle_enabled(false);
+            socket.set_hop_limit(Some(self.hop_limit));
             if socket.listen(HTTP_PORT).is_ok() {
                 let handle = self.sockets.add(socket);
                 self.conns.push((handle, Conn::default()));

@@ -2,8 +2,8 @@
 //! guest, and every frame between them goes through [`MetadataService::handle`].
 
 use super::*;
-use mallee_proto::MetadataDocument;
-use smoltcp::wire::Ipv4Address;
+use mallee_proto::{HttpTokens, MetadataDocument};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Address, Ipv4Packet};
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0xe2, 0xe0, 0x01];
 
@@ -15,6 +15,8 @@ struct Guest {
     ms: i64,
     /// Leave TCP checksums as an offloading guest does (partial: zero here).
     offload: bool,
+    /// Every frame the service sent the guest.
+    received: Vec<Vec<u8>>,
 }
 
 impl Guest {
@@ -33,6 +35,7 @@ impl Guest {
             sockets: SocketSet::new(Vec::new()),
             ms: 0,
             offload: false,
+            received: Vec::new(),
         }
     }
 
@@ -55,14 +58,16 @@ impl Guest {
                 if self.offload && frame.len() >= 54 && frame[12..14] == [8, 0] && frame[23] == 6 {
                     frame[50..52].copy_from_slice(&[0, 0]);
                 }
-                self.wire.rx.extend(service.handle(&frame));
+                let replies = service.handle(&frame);
+                self.received.extend(replies.iter().cloned());
+                self.wire.rx.extend(replies);
             }
         }
         panic!("the exchange never settled");
     }
 
-    /// One HTTP exchange on a fresh connection from local port `port`.
-    fn fetch(&mut self, service: &mut MetadataService, port: u16, request: &str) -> Vec<u8> {
+    /// Opens a connection from local port `port` and carries frames until nothing moves.
+    fn connect(&mut self, service: &mut MetadataService, port: u16) -> SocketHandle {
         let socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 65536]),
             tcp::SocketBuffer::new(vec![0; 4096]),
@@ -75,6 +80,21 @@ impl Guest {
             .connect(cx, remote, port)
             .unwrap();
         self.exchange(service);
+        h
+    }
+
+    /// The IP TTL of every IPv4 frame the service sent.
+    fn ttls(&self) -> Vec<u8> {
+        (self.received.iter())
+            .filter_map(|f| EthernetFrame::new_checked(&f[..]).ok())
+            .filter(|eth| eth.ethertype() == EthernetProtocol::Ipv4)
+            .map(|eth| Ipv4Packet::new_checked(eth.payload()).unwrap().hop_limit())
+            .collect()
+    }
+
+    /// One HTTP exchange on a fresh connection from local port `port`.
+    fn fetch(&mut self, service: &mut MetadataService, port: u16, request: &str) -> Vec<u8> {
+        let h = self.connect(service, port);
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         assert!(s.may_send(), "not connected: {}", s.state());
         s.send_slice(request.as_bytes()).unwrap();
@@ -100,16 +120,37 @@ impl Guest {
     }
 }
 
-fn service(user_data: Option<Vec<u8>>) -> MetadataService {
+fn content(user_data: Option<Vec<u8>>, options: MetadataOptions) -> InstanceMetadata {
     use base64::Engine;
-    MetadataService::new(InstanceMetadata {
+    InstanceMetadata {
         document: MetadataDocument {
             instance_id: "i-0123456789abcdef0".into(),
             ..Default::default()
         },
         user_data: user_data.map(|u| base64::engine::general_purpose::STANDARD.encode(u)),
-    })
+        options,
+    }
 }
+
+fn service(user_data: Option<Vec<u8>>) -> MetadataService {
+    MetadataService::new(content(user_data, MetadataOptions::default()))
+}
+
+fn hops(n: u8) -> MetadataOptions {
+    MetadataOptions {
+        http_put_response_hop_limit: n,
+        ..MetadataOptions::default()
+    }
+}
+
+fn disabled() -> MetadataOptions {
+    MetadataOptions {
+        http_endpoint: HttpEndpoint::Disabled,
+        ..MetadataOptions::default()
+    }
+}
+
+const INSTANCE_ID: &str = "GET /latest/meta-data/instance-id HTTP/1.1\r\n\r\n";
 
 #[test]
 fn a_guest_resolves_the_service_and_fetches_over_tcp() {
@@ -196,4 +237,102 @@ fn only_arp_and_ipv4_for_the_service_address_are_taken() {
         8, 8, 8, 8
     ))));
     assert!(!MetadataService::wants(&[0u8; 10]));
+}
+
+#[test]
+fn replies_carry_the_hop_limit_as_their_ip_ttl() {
+    let mut svc = MetadataService::new(content(None, hops(3)));
+    let mut guest = Guest::new();
+    let reply = guest.fetch(&mut svc, 40100, INSTANCE_ID);
+    assert!(reply.ends_with(b"i-0123456789abcdef0"));
+    let ttls = guest.ttls();
+    assert!(ttls.len() >= 3, "SYN-ACK, data and FIN at least: {ttls:?}");
+    assert!(ttls.iter().all(|t| *t == 3), "{ttls:?}");
+}
+
+#[test]
+fn the_default_hop_limit_is_one() {
+    let mut svc = service(None);
+    let mut guest = Guest::new();
+    guest.fetch(&mut svc, 40101, INSTANCE_ID);
+    let ttls = guest.ttls();
+    assert!(!ttls.is_empty() && ttls.iter().all(|t| *t == 1), "{ttls:?}");
+}
+
+#[test]
+fn a_disabled_endpoint_answers_neither_arp_nor_tcp() {
+    use crate::devices::virtio::net::port::arp_frame;
+    use smoltcp::wire::ArpOperation;
+    let mut svc = MetadataService::new(content(None, disabled()));
+    let who_has = arp_frame(
+        mallee_proto::Mac(GUEST_MAC),
+        std::net::Ipv4Addr::new(172, 31, 0, 2),
+        SERVICE_IP,
+        ArpOperation::Request,
+    );
+    assert!(
+        MetadataService::wants(&who_has),
+        "still taken from the wire"
+    );
+    assert_eq!(svc.handle(&who_has), Vec::<Vec<u8>>::new(), "no ARP reply");
+    // The guest's stack gets no ARP answer, so no SYN ever leaves it; the service's own
+    // TCP/IP holds nothing either.
+    let mut guest = Guest::new();
+    let h = guest.connect(&mut svc, 40102);
+    assert!(guest.received.is_empty(), "{:?}", guest.received);
+    assert_eq!(
+        guest.sockets.get::<tcp::Socket>(h).state(),
+        tcp::State::SynSent
+    );
+    assert!(svc.conns.is_empty(), "no listener while disabled");
+}
+
+#[test]
+fn an_update_changes_the_ttl_and_keeps_the_tokens() {
+    let mut svc = MetadataService::new(content(None, hops(1)));
+    let mut guest = Guest::new();
+    let put = "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n";
+    let reply = String::from_utf8(guest.fetch(&mut svc, 40103, put)).unwrap();
+    let token = reply.split("\r\n\r\n").nth(1).unwrap().to_string();
+    svc.update(content(
+        None,
+        MetadataOptions {
+            http_tokens: HttpTokens::Required,
+            http_put_response_hop_limit: 9,
+            ..MetadataOptions::default()
+        },
+    ));
+    guest.received.clear();
+    let v1 = String::from_utf8(guest.fetch(&mut svc, 40104, INSTANCE_ID)).unwrap();
+    assert!(v1.starts_with("HTTP/1.1 401 "), "{v1}");
+    let with = format!(
+        "GET /latest/meta-data/instance-id HTTP/1.1\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n"
+    );
+    let v2 = String::from_utf8(guest.fetch(&mut svc, 40105, &with)).unwrap();
+    assert!(v2.starts_with("HTTP/1.1 200 "), "{v2}");
+    let ttls = guest.ttls();
+    assert!(!ttls.is_empty() && ttls.iter().all(|t| *t == 9), "{ttls:?}");
+}
+
+#[test]
+fn disabling_drops_open_connections_silently_and_enabling_serves_again() {
+    let mut svc = service(None);
+    let mut guest = Guest::new();
+    let h = guest.connect(&mut svc, 40106);
+    assert!(guest.sockets.get::<tcp::Socket>(h).may_send());
+    svc.update(content(None, disabled()));
+    guest.received.clear();
+    let s = guest.sockets.get_mut::<tcp::Socket>(h);
+    s.send_slice(INSTANCE_ID.as_bytes()).unwrap();
+    guest.exchange(&mut svc);
+    assert!(
+        guest.received.is_empty(),
+        "not even a reset: {:?}",
+        guest.received
+    );
+    guest.sockets.get_mut::<tcp::Socket>(h).abort();
+    guest.exchange(&mut svc);
+    svc.update(content(None, MetadataOptions::default()));
+    let reply = guest.fetch(&mut svc, 40107, INSTANCE_ID);
+    assert!(reply.ends_with(b"i-0123456789abcdef0"));
 }

@@ -12,10 +12,10 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::metadata::MetadataService;
+use super::metadata::{LiveMetadata, MetadataService};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Encodable};
-use mallee_proto::vmm::{Dropped, GuestAddress, InstanceMetadata, NicStatus};
+use mallee_proto::vmm::{Dropped, GuestAddress, NicStatus};
 use mallee_proto::Mac;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -100,12 +100,20 @@ impl PortCounters {
     }
 }
 
+/// A NIC's metadata service and the shared content it follows.
+struct Served {
+    live: Arc<LiveMetadata>,
+    /// The version of `live` the service has.
+    version: u64,
+    service: MetadataService,
+}
+
 /// One guest NIC's rules, and its metadata service.
 pub struct Port {
     mac: Mac,
     address: Option<GuestAddress>,
     counters: Arc<PortCounters>,
-    metadata: Option<MetadataService>,
+    metadata: Option<Served>,
 }
 
 impl Port {
@@ -119,17 +127,34 @@ impl Port {
         }
     }
 
-    /// Serves `content` at 169.254.169.254 to the guest (nothing of it reaches the tap).
-    pub fn with_metadata(mut self, content: Option<InstanceMetadata>) -> Port {
-        self.metadata = content.map(MetadataService::new);
+    /// Serves `live`'s content at 169.254.169.254 to the guest, following its replacements
+    /// (nothing of it reaches the tap).
+    pub fn with_metadata(mut self, live: Option<Arc<LiveMetadata>>) -> Port {
+        self.metadata = live.map(|live| {
+            let (version, content) = live.current();
+            Served {
+                live,
+                version,
+                service: MetadataService::new(content),
+            }
+        });
         self
     }
 
     /// Takes a frame [`Port::check`] let out when it is for the metadata service: the frames
-    /// for the guest it led to. `None`: not the service's, send it on.
+    /// for the guest it led to (none while the endpoint is disabled). `None`: not the
+    /// service's, send it on. Content the API replaced is taken up first.
     pub fn serve(&mut self, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
-        let service = self.metadata.as_mut()?;
-        MetadataService::wants(frame).then(|| service.handle(frame))
+        let served = self.metadata.as_mut()?;
+        if !MetadataService::wants(frame) {
+            return None;
+        }
+        if served.live.version() != served.version {
+            let (version, content) = served.live.current();
+            served.service.update(content);
+            served.version = version;
+        }
+        Some(served.service.handle(frame))
     }
 
     /// The guest's MAC address.

@@ -118,7 +118,7 @@ fn discover_gets_an_offer_of_the_guests_address_with_its_options() {
 #[test]
 fn with_a_metadata_service_the_offer_routes_it_on_link() {
     let (p, _) = port(Some(address()));
-    let p = p.with_metadata(Some(Default::default()));
+    let p = p.with_metadata(Some(Arc::new(LiveMetadata::new(Default::default()))));
     let (frame, _) = dhcp(MessageType::Discover, GUEST, GUEST, Ipv4Addr::UNSPECIFIED);
     let offer = reply(p.check(&frame));
     let service = "169.254.169.254/32".parse().unwrap();
@@ -128,6 +128,43 @@ fn with_a_metadata_service_the_offer_routes_it_on_link() {
             (service, Ipv4Addr::UNSPECIFIED),
             ("0.0.0.0/0".parse().unwrap(), GW),
         ]))
+    );
+}
+
+#[test]
+fn the_port_serves_what_the_api_last_set_and_a_disabled_service_keeps_frames_from_the_tap() {
+    use mallee_proto::vmm::InstanceMetadata;
+    use mallee_proto::{HttpEndpoint, MetadataOptions};
+    let (p, _) = port(Some(address()));
+    let live = Arc::new(LiveMetadata::new(Default::default()));
+    let mut p = p.with_metadata(Some(live.clone()));
+    let who_has = arp_frame(GUEST, ME, SERVICE_IP, ArpOperation::Request);
+    assert_eq!(p.check(&who_has), Verdict::Forward);
+    assert_eq!(p.serve(&who_has).map(|r| r.len()), Some(1), "an ARP reply");
+    let off = MetadataOptions {
+        http_endpoint: HttpEndpoint::Disabled,
+        ..MetadataOptions::default()
+    };
+    live.replace(InstanceMetadata {
+        options: off,
+        ..Default::default()
+    });
+    assert_eq!(
+        p.serve(&who_has),
+        Some(vec![]),
+        "taken (not sent to the tap), unanswered"
+    );
+    live.replace(InstanceMetadata::default());
+    assert_eq!(
+        p.serve(&who_has).map(|r| r.len()),
+        Some(1),
+        "answered again"
+    );
+    let elsewhere = arp_frame(GUEST, ME, GW, ArpOperation::Request);
+    assert_eq!(
+        p.serve(&elsewhere),
+        None,
+        "not the service's: on to the tap"
     );
 }
 
