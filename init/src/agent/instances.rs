@@ -6,12 +6,14 @@
 //! kernel and ramdisk while the instance lives, and runs the VMM on its own thread until it
 //! exits. A stop sends [`Request::Shutdown`] through the socket, then kills the VMM after a
 //! deadline. A VMM that exits on its own makes the instance `failed` with the reason its exit
-//! status ([`Exit`]) and failure report give (a guest reset restarts it instead).
+//! status ([`Exit`]) and failure report give (a guest reset restarts it instead). New metadata
+//! for a running instance goes to its VMM as [`Request::SetMetadata`] and into `vmm.json`, so a
+//! restarted VMM serves it too; the report names the options the VMM confirmed.
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
 use super::network::{NetworkError, Plumbing};
-use super::reconcile::{Action, Local};
+use super::reconcile::{self, Action, Local};
 use super::storage;
 use crate::reaper;
 use mallee_proto::vmm::{
@@ -163,6 +165,22 @@ pub fn vmm_config(
     })
 }
 
+/// The VMM config at `path`, if it reads as one.
+fn read_config(path: &Path) -> Option<VmmConfig> {
+    mallee_proto::decode(&std::fs::read(path).ok()?).ok()
+}
+
+/// Puts `metadata` into the VMM config at `path`, replacing the file whole (a rename), so a
+/// VMM starting meanwhile reads the old config or the new one, never half of one.
+fn write_config_metadata(path: &Path, metadata: &InstanceMetadata) -> std::io::Result<()> {
+    let mut cfg = read_config(path)
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a VMM config", path.display())))?;
+    cfg.metadata = Some(metadata.clone());
+    let tmp = path.with_extension("json.new");
+    std::fs::write(&tmp, mallee_proto::encode(&cfg))?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Sends `request` to a VMM's control socket and reads its answer; `None` when the VMM closed
 /// the socket without one.
 fn api_call(socket: &Path, request: &Request) -> Result<Option<Reply>, ControlError> {
@@ -228,7 +246,7 @@ impl Instances {
     pub fn locals(&self) -> BTreeMap<String, Local> {
         self.lock()
             .iter()
-            .map(|(k, r)| (k.clone(), r.local))
+            .map(|(k, r)| (k.clone(), r.local.clone()))
             .collect()
     }
 
@@ -263,7 +281,9 @@ impl Instances {
                 reason: r.reason.clone(),
                 reboot_count: r.local.reboot_count,
                 address_taken: r.address_taken,
-                metadata_options: None,
+                metadata_options: (r.local.serving.as_ref())
+                    .filter(|_| r.pid.is_some())
+                    .map(|m| m.options),
             })
             .collect()
     }
@@ -292,7 +312,44 @@ impl Instances {
                 }
                 self.notify();
             }
+            Action::SetMetadata(id, metadata) => self.set_metadata(&id, *metadata),
         }
+    }
+
+    /// Has the running VMM of `id` serve `metadata` (it answers with the options it serves
+    /// from then on), then writes it into `vmm.json` for the VMM's next start. A VMM that
+    /// refuses or cannot be reached keeps what it served; the next desired state asks again.
+    fn set_metadata(&self, id: &str, metadata: InstanceMetadata) {
+        let Some((pid, dir)) = (self.lock().get(id)).and_then(|r| Some((r.pid?, r.dir.clone())))
+        else {
+            return;
+        };
+        let request = Request::SetMetadata {
+            metadata: Box::new(metadata.clone()),
+        };
+        let served = match api_call(&dir.join(API_SOCKET), &request) {
+            Ok(Some(reply)) => reply.metadata_options,
+            Ok(None) => return warn!("agent: {id}: the VMM closed its socket on set_metadata"),
+            Err(e) => return warn!("agent: {id}: control socket: {e}"),
+        };
+        if served != Some(metadata.options) {
+            return warn!("agent: {id}: the VMM serves options {served:?} after set_metadata");
+        }
+        if let Err(e) = write_config_metadata(&dir.join(VMM_CONFIG), &metadata) {
+            warn!("agent: {id}: the VMM serves the new metadata but its next start would not: {e}");
+        }
+        let o = metadata.options;
+        info!(
+            "agent: {id}: metadata updated (tokens {}, endpoint {}, hop limit {})",
+            o.http_tokens.name(),
+            o.http_endpoint.name(),
+            o.http_put_response_hop_limit
+        );
+        self.set(id, |r| {
+            if r.pid == Some(pid) {
+                r.local.serving = Some(metadata);
+            }
+        });
     }
 
     fn set(&self, id: &str, f: impl FnOnce(&mut Record)) {
@@ -312,6 +369,7 @@ impl Instances {
                     state: Observed::Pending,
                     stopping: false,
                     reboot_count: spec.reboot_count,
+                    serving: None,
                 },
                 target: Observed::Terminated,
                 reason: None,
@@ -368,12 +426,9 @@ impl Instances {
                 mac: spec.mac,
                 address: net.address.clone(),
             });
-            cfg.metadata = Some(InstanceMetadata {
-                document: spec.metadata.clone(),
-                user_data: spec.user_data.clone(),
-                options: spec.metadata_options,
-            });
         }
+        // Even without a NIC (nothing to answer on), so the options are the VMM's to confirm.
+        cfg.metadata = Some(reconcile::metadata(spec));
         let path = dir.join(VMM_CONFIG);
         std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
         Ok((
@@ -439,6 +494,8 @@ impl Instances {
             if self.lock().get(&id).is_none_or(|r| r.local.stopping) {
                 return self.ended(&id, None);
             }
+            // The file as this VMM reads it: a restart serves what set_metadata last wrote.
+            let serving = read_config(&cfg).and_then(|c| c.metadata);
             let (pid, exited) = match self.spawn_vmm(&cfg, &dir) {
                 Ok(s) => s,
                 Err(e) => return self.ended(&id, Some(e.to_string())),
@@ -446,6 +503,7 @@ impl Instances {
             info!("agent: {id} running, mallee-vmm pid {pid}");
             self.set(&id, |r| {
                 r.pid = Some(pid);
+                r.local.serving = serving;
                 r.local.state = Observed::Running;
                 r.address_taken = false; // a new VMM: the guest takes its address again
                 r.started = Some(Instant::now());
@@ -455,6 +513,7 @@ impl Instances {
             let mut t = self.lock();
             let Some(r) = t.get_mut(&id) else { return };
             r.pid = None;
+            r.local.serving = None;
             let reset = Exit::from_code(code) == Some(Exit::Reboot);
             if r.rebooting || (reset && !r.local.stopping) {
                 r.rebooting = false;
@@ -482,6 +541,7 @@ impl Instances {
         let mut gone = false;
         self.set(id, |r| {
             r.pid = None;
+            r.local.serving = None;
             match failure {
                 Some(why) if !r.local.stopping => {
                     r.local.state = Observed::Failed;

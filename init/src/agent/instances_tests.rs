@@ -212,3 +212,123 @@ fn a_launch_whose_disks_do_not_fit_fails_with_a_reason_and_leaves_no_directory()
         "half-made directory left"
     );
 }
+
+/// Instances under a temporary root, nothing fetched or run.
+fn instances_in(root: &Path) -> Instances {
+    Instances::new(Env {
+        root: root.join("instances"),
+        disks_share_cache: false,
+        vmm: PathBuf::from("/nonexistent/mallee-vmm"),
+        log_level: mallee_proto::LogLevel::Debug,
+        cache: Cache::open(&root.join("images"), 1 << 20, mallee_proto::Storage::Ram).unwrap(),
+        fetch: Arc::new(Objects(vec![])),
+        stop_deadline: Duration::from_secs(1),
+        network: None,
+    })
+}
+
+/// `i-1` running under a VMM (pid 1, never signalled here) that serves `serving`, with its
+/// `vmm.json` in place; returns the instance directory.
+fn running_instance(instances: &Instances, serving: &InstanceMetadata) -> PathBuf {
+    let dir = instances.env.root.join("i-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = vmm_config(&spec(0), &dir, Path::new("/k"), None).unwrap();
+    cfg.metadata = Some(serving.clone());
+    std::fs::write(dir.join(VMM_CONFIG), mallee_proto::encode(&cfg)).unwrap();
+    let record = Record {
+        local: Local {
+            state: Observed::Running,
+            stopping: false,
+            reboot_count: 0,
+            serving: Some(serving.clone()),
+        },
+        target: Observed::Terminated,
+        reason: None,
+        pid: Some(1),
+        rebooting: false,
+        dir: dir.clone(),
+        addressed: false,
+        address_taken: false,
+        started: Some(Instant::now()),
+    };
+    instances.lock().insert("i-1".into(), record);
+    dir
+}
+
+fn ok_reply(options: Option<mallee_proto::MetadataOptions>) -> Reply {
+    Reply {
+        ok: true,
+        state: Some(mallee_proto::vmm::VmState::Running),
+        vcpus: Some(1),
+        memory_mib: Some(256),
+        uptime_ms: Some(10),
+        nics: Vec::new(),
+        metadata_options: options,
+        error: None,
+    }
+}
+
+#[test]
+fn new_metadata_goes_to_the_running_vmm_and_into_its_config_and_the_report_names_its_options() {
+    use mallee_proto::{HttpEndpoint, MetadataOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let instances = instances_in(tmp.path());
+    let old = InstanceMetadata::default();
+    let dir = running_instance(&instances, &old);
+    assert_eq!(
+        instances.report()[0].metadata_options,
+        Some(MetadataOptions::default())
+    );
+    let mut new = old.clone();
+    new.document.public_ipv4 = Some("198.51.100.9".into());
+    new.options.http_endpoint = HttpEndpoint::Disabled;
+    let vmm = fake_vmm_socket(&dir.join(API_SOCKET), ok_reply(Some(new.options)));
+    instances.apply(Action::SetMetadata("i-1".into(), Box::new(new.clone())));
+    let sent: Request = mallee_proto::decode(vmm.join().unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        sent,
+        Request::SetMetadata {
+            metadata: Box::new(new.clone())
+        }
+    );
+    assert_eq!(instances.locals()["i-1"].serving.as_ref(), Some(&new));
+    assert_eq!(instances.report()[0].metadata_options, Some(new.options));
+    let cfg = read_config(&dir.join(VMM_CONFIG)).unwrap();
+    assert_eq!(cfg.metadata, Some(new), "a restarted VMM serves it too");
+    assert_eq!(
+        cfg.kernel,
+        Path::new("/k"),
+        "the rest of the config is kept"
+    );
+}
+
+#[test]
+fn a_vmm_that_refuses_or_confirms_other_options_keeps_what_it_served() {
+    use mallee_proto::{HttpTokens, MetadataOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let instances = instances_in(tmp.path());
+    let old = InstanceMetadata::default();
+    let dir = running_instance(&instances, &old);
+    let mut new = old.clone();
+    new.options.http_tokens = HttpTokens::Required;
+    let sock = dir.join(API_SOCKET);
+    for reply in [
+        Reply::error("the VM was started without a metadata service"),
+        ok_reply(Some(MetadataOptions::default())),
+    ] {
+        let vmm = fake_vmm_socket(&sock, reply);
+        instances.apply(Action::SetMetadata("i-1".into(), Box::new(new.clone())));
+        vmm.join().unwrap();
+        std::fs::remove_file(&sock).unwrap();
+        assert_eq!(instances.locals()["i-1"].serving.as_ref(), Some(&old));
+        assert_eq!(
+            instances.report()[0].metadata_options,
+            Some(MetadataOptions::default())
+        );
+        let cfg = read_config(&dir.join(VMM_CONFIG)).unwrap();
+        assert_eq!(cfg.metadata, Some(old.clone()));
+    }
+    // No VMM listening at all: nothing changes either.
+    instances.apply(Action::SetMetadata("i-1".into(), Box::new(new)));
+    assert_eq!(instances.locals()["i-1"].serving.as_ref(), Some(&old));
+}

@@ -1,17 +1,22 @@
 //! Reconciling: from the desired state the frontend sent and what the node holds, the actions
 //! to take. A plain function, run on every desired state (level-triggered: running it twice
-//! on the same input asks for nothing new once the first actions are under way).
+//! on the same input asks for nothing new once the first actions are under way). A running
+//! VMM whose metadata (document, user data, options) is not the desired one gets the desired
+//! one through its API, without a restart.
 
+use mallee_proto::vmm::InstanceMetadata;
 use mallee_proto::{Goal, InstanceSpec, Observed};
 use std::collections::BTreeMap;
 
 /// What the node knows of one local instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Local {
     pub state: Observed,
     /// A stop is under way.
     pub stopping: bool,
     pub reboot_count: u32,
+    /// What its running VMM's metadata service serves; `None` while no VMM runs.
+    pub serving: Option<InstanceMetadata>,
 }
 
 /// One thing to do.
@@ -24,6 +29,18 @@ pub enum Action {
     Reboot(String, u32),
     /// Drop the record and its files: the frontend no longer lists it.
     Forget(String),
+    /// Have the running VMM serve this metadata (AssociateAddress changed `public-ipv4`,
+    /// ModifyInstanceMetadataOptions the options).
+    SetMetadata(String, Box<InstanceMetadata>),
+}
+
+/// What the metadata service of `spec`'s instance must serve.
+pub fn metadata(spec: &InstanceSpec) -> InstanceMetadata {
+    InstanceMetadata {
+        document: spec.metadata.clone(),
+        user_data: spec.user_data.clone(),
+        options: spec.metadata_options,
+    }
 }
 
 fn live(l: &Local) -> bool {
@@ -43,6 +60,12 @@ pub fn plan(desired: &[InstanceSpec], local: &BTreeMap<String, Local>) -> Vec<Ac
             }
             (Goal::Running, Some(l)) if live(l) && spec.reboot_count > l.reboot_count => {
                 out.push(Action::Reboot(id.clone(), spec.reboot_count))
+            }
+            (Goal::Running, Some(l)) if live(l) => {
+                let wanted = metadata(spec);
+                if l.serving.as_ref().is_some_and(|m| *m != wanted) {
+                    out.push(Action::SetMetadata(id.clone(), Box::new(wanted)));
+                }
             }
             (Goal::Stopped, Some(l)) if live(l) => {
                 out.push(Action::Stop(id.clone(), Observed::Stopped))
@@ -102,11 +125,15 @@ mod tests {
             state,
             stopping,
             reboot_count: 0,
+            serving: None,
         }
     }
 
     fn map(items: &[(&str, Local)]) -> BTreeMap<String, Local> {
-        items.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]
@@ -172,5 +199,27 @@ mod tests {
         assert_eq!(plan(&d, &l), vec![Action::Reboot("i-1".into(), 2)]);
         let l = map(&[("i-1", local(Observed::Stopped, false))]);
         assert!(matches!(&plan(&d, &l)[..], [Action::Launch(_)]));
+    }
+
+    #[test]
+    fn a_running_vmm_serving_other_metadata_is_given_the_desired_one() {
+        let mut d = spec("i-1", Goal::Running, 0);
+        let mut running = local(Observed::Running, false);
+        running.serving = Some(metadata(&d));
+        assert_eq!(
+            plan(&[d.clone()], &map(&[("i-1", running.clone())])),
+            vec![]
+        );
+        d.metadata.public_ipv4 = Some("198.51.100.9".into());
+        d.metadata_options.http_tokens = mallee_proto::HttpTokens::Required;
+        assert_eq!(
+            plan(&[d.clone()], &map(&[("i-1", running.clone())])),
+            vec![Action::SetMetadata("i-1".into(), Box::new(metadata(&d)))]
+        );
+        // No VMM yet (still preparing) or one being stopped: nothing to tell.
+        let preparing = local(Observed::Pending, false);
+        assert_eq!(plan(&[d.clone()], &map(&[("i-1", preparing)])), vec![]);
+        running.stopping = true;
+        assert_eq!(plan(&[d], &map(&[("i-1", running)])), vec![]);
     }
 }
