@@ -1,7 +1,8 @@
 //! The EC2 API driven by the AWS CLI and boto3 (every response checked against botocore's
 //! model) with a test node speaking the node protocol over loopback, against the real
 //! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
-//! input, other users, capacity, kill -9 mid-flow, node silence, node reboot and DescribeNodes.
+//! input, other users, capacity, kill -9 mid-flow, node silence, node reboot, DescribeNodes and
+//! instance metadata options.
 
 mod common;
 mod ec2_support;
@@ -133,6 +134,61 @@ fn a_node_back_with_a_new_boot_id_reports_its_instances_rebooted_and_describe_no
     assert!(
         log.contains("node rebooted: its instances were lost"),
         "no warning in the log: {log}"
+    );
+}
+
+#[test]
+fn metadata_options_reach_the_node_and_are_pending_until_it_reports_its_vmm_serves_them() {
+    use mallee_proto::{HttpEndpoint, HttpTokens};
+    use std::sync::atomic::Ordering;
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let node = TestNode::start(fe.port, "node-1", 4, 2048);
+    let hold = node.hold_metadata.clone();
+    let out = run_driven(
+        &mut fe,
+        "ec2_metadata.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |_, line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words[..] {
+                ["HOLD"] => {
+                    hold.store(true, Ordering::SeqCst);
+                    Some("HELD".into())
+                }
+                ["SEEN", id] => {
+                    // Handed the new options; the report that went with them carried the old.
+                    node.wait("the node to be handed the new options", |s| {
+                        s.specs[id].metadata_options.http_endpoint == HttpEndpoint::Disabled
+                    });
+                    Some("SEEN".into())
+                }
+                ["RELEASE"] => {
+                    hold.store(false, Ordering::SeqCst);
+                    Some("RELEASED".into())
+                }
+                ["ADDRESS", id, ip] => {
+                    node.wait("the node to be handed the new public-ipv4", |s| {
+                        s.specs[id].metadata.public_ipv4.as_deref() == Some(ip)
+                    });
+                    Some("ADDRESSED".into())
+                }
+                _ => None,
+            }
+        },
+    );
+    assert!(out.contains("ok terminated: no modify"), "{out}");
+    assert!(out.contains("ModifyInstanceMetadataOptions"), "{out}");
+    // The node was handed the options last set, the ones its agent would have the VMM serve.
+    let strict = out
+        .lines()
+        .find_map(|l| l.strip_prefix("strict "))
+        .expect("script printed the instance id");
+    let seen = node.seen.lock().unwrap();
+    let first = seen.specs[strict].metadata_options;
+    assert_eq!(
+        (first.http_tokens, first.http_put_response_hop_limit),
+        (HttpTokens::Optional, 64)
     );
 }
 

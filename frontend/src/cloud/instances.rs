@@ -1,10 +1,11 @@
 //! Instance lifecycle on the cloud's side: the transitions a user asks for (terminate, start,
-//! reboot change the goal the node reconciles towards), the instances placed on a node, and
-//! what a terminated instance lets go of. The node-driven state machine is `reconcile`.
+//! reboot change the goal the node reconciles towards; new metadata options change what the
+//! node has the instance's VMM serve), the instances placed on a node, and what a terminated
+//! instance lets go of. The node-driven state machine is `reconcile`.
 
 use super::model::{Address, Instance, State, Volume, ADDRESS, INSTANCE, VOLUME};
 use crate::store::{CloudTx, StoreError};
-use mallee_proto::Goal;
+use mallee_proto::{Goal, MetadataOptions};
 
 /// How long a running guest has to take its address before its reachability check fails.
 pub const REACHABILITY_PATIENCE_MS: i64 = 5 * 60 * 1000;
@@ -110,6 +111,19 @@ pub fn reboot(i: &mut Instance) -> Result<(), NotNow> {
     }
 }
 
+/// Asks the node to serve `i`'s metadata with `options` from now on (a pending, running or
+/// stopped instance; a stopped one takes them when it starts). Returns whether they changed.
+pub fn set_metadata_options(i: &mut Instance, options: MetadataOptions) -> Result<bool, NotNow> {
+    match i.state {
+        State::Pending | State::Running | State::Stopping | State::Stopped => {
+            let changed = i.metadata_options != options;
+            i.metadata_options = options;
+            Ok(changed)
+        }
+        State::ShuttingDown | State::Terminated => Err(NotNow),
+    }
+}
+
 /// Every instance placed on `node`, terminated ones included.
 pub fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, StoreError> {
     Ok(tx
@@ -167,6 +181,32 @@ mod tests {
             }),
         });
         i
+    }
+
+    #[test]
+    fn metadata_options_change_on_live_or_stopped_instances_only() {
+        let mut i = addressed();
+        let required = MetadataOptions {
+            http_tokens: mallee_proto::HttpTokens::Required,
+            ..MetadataOptions::default()
+        };
+        assert_eq!(set_metadata_options(&mut i, required), Ok(true));
+        assert_eq!(i.metadata_options, required);
+        assert_eq!(
+            set_metadata_options(&mut i, required),
+            Ok(false),
+            "no change"
+        );
+        i.state = State::Stopped;
+        assert_eq!(
+            set_metadata_options(&mut i, MetadataOptions::default()),
+            Ok(true)
+        );
+        for gone in [State::ShuttingDown, State::Terminated] {
+            i.state = gone;
+            assert_eq!(set_metadata_options(&mut i, required), Err(NotNow));
+            assert_eq!(i.metadata_options, MetadataOptions::default(), "untouched");
+        }
     }
 
     #[test]

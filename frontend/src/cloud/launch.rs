@@ -21,6 +21,7 @@ pub struct Launch {
     /// (group id, group name).
     pub groups: Vec<(String, String)>,
     pub user_data: Option<String>,
+    pub metadata_options: mallee_proto::MetadataOptions,
     pub client_token: Option<String>,
     pub min: u32,
     pub max: u32,
@@ -144,6 +145,8 @@ pub fn write_instances(
             metadata,
             network: Some(network),
             address_taken: false,
+            metadata_options: l.metadata_options,
+            metadata_options_served: None,
         };
         public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;

@@ -284,12 +284,25 @@ pub struct Instance {
     /// Its node said the guest took its address since it last started.
     #[serde(default)]
     pub address_taken: bool,
+    /// How its metadata service must behave (RunInstances, ModifyInstanceMetadataOptions).
+    #[serde(default)]
+    pub metadata_options: mallee_proto::MetadataOptions,
+    /// The options its node last said the instance's VMM serves with; `None` while it does
+    /// not run there.
+    #[serde(default)]
+    pub metadata_options_served: Option<mallee_proto::MetadataOptions>,
 }
 
 impl Instance {
     /// Whether it still holds room on its node.
     pub fn holds_capacity(&self) -> bool {
         self.state != State::Terminated
+    }
+
+    /// Whether its VMM is known to serve its metadata options (EC2's `applied`; `pending`
+    /// otherwise: not yet reported, not running, or still the old ones).
+    pub fn metadata_options_applied(&self) -> bool {
+        self.metadata_options_served == Some(self.metadata_options)
     }
 
     pub fn set_state(&mut self, state: State, now_ms: i64) {

@@ -54,6 +54,10 @@ fn launch(group: &str, min: u32) -> Launch {
         key: None,
         groups: vec![(format!("sg-{group}"), group.to_string())],
         user_data: None,
+        metadata_options: mallee_proto::MetadataOptions {
+            http_put_response_hop_limit: 3,
+            ..Default::default()
+        },
         client_token: None,
         min,
         max: min,
@@ -95,6 +99,17 @@ fn networks(store: &Store) -> Vec<Network> {
 
 fn ips(instances: &[Instance]) -> Vec<&str> {
     instances.iter().map(|i| i.private_ip.as_str()).collect()
+}
+
+#[test]
+fn launched_instances_carry_their_metadata_options_to_the_node_pending_until_it_reports() {
+    let (_d, store) = store();
+    let cfg = cfg(NetMode::Managed, (300, 302), 32);
+    let made = run(&store, &cfg, "a", 1, 1).unwrap();
+    assert_eq!(made[0].metadata_options.http_put_response_hop_limit, 3);
+    assert!(!made[0].metadata_options_applied());
+    let spec = crate::cloud::reconcile::spec(&made[0]).unwrap();
+    assert_eq!(spec.metadata_options, made[0].metadata_options);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! How a node's report moves an instance through its states. Plain functions over records:
 //! pending → running → shutting-down → terminated (and stopping → stopped), a failed launch
-//! ending terminated with its reason, an instance its node lost by rebooting, and the desired
-//! state handed back to the node.
+//! ending terminated with its reason, an instance its node lost by rebooting, the metadata
+//! options its node says the instance's VMM serves, and the desired state handed back to the
+//! node.
 
 use super::model::{instance_type, Instance, Reason, State};
 use crate::auth::time::format_iso8601_millis;
@@ -10,7 +11,13 @@ use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
 /// Applies what the node saw (`None`: the node did not list the instance). Returns whether
 /// the record changed.
 pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool {
-    let before = (i.state, i.goal, i.reason.clone(), i.address_taken);
+    let before = (
+        i.state,
+        i.goal,
+        i.reason.clone(),
+        i.address_taken,
+        i.metadata_options_served,
+    );
     let observed = seen.map(|s| s.state);
     match (i.goal, observed) {
         (_, _) if i.state == State::Terminated => {}
@@ -49,9 +56,18 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
         }
         (Goal::Terminated, Some(_)) => i.set_state(State::ShuttingDown, now),
     }
-    i.address_taken = i.state == State::Running
-        && seen.is_some_and(|s| s.state == Observed::Running && s.address_taken);
-    (i.state, i.goal, i.reason.clone(), i.address_taken) != before
+    let running = seen.filter(|s| i.state == State::Running && s.state == Observed::Running);
+    i.address_taken = running.is_some_and(|s| s.address_taken);
+    // Only what the node says its VMM serves now counts; nothing runs, nothing is served.
+    i.metadata_options_served = running.and_then(|s| s.metadata_options);
+    let after = (
+        i.state,
+        i.goal,
+        i.reason.clone(),
+        i.address_taken,
+        i.metadata_options_served,
+    );
+    after != before
 }
 
 /// `stateReason` code of an instance whose node rebooted under it.
@@ -98,7 +114,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         user_data: i.user_data.clone(),
         mac: i.mac,
         metadata: i.metadata.clone(),
-        metadata_options: Default::default(),
+        metadata_options: i.metadata_options,
         ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
         network: i.network.clone(),
     })
@@ -149,6 +165,8 @@ pub(crate) mod tests {
             metadata: Default::default(),
             network: None,
             address_taken: false,
+            metadata_options: Default::default(),
+            metadata_options_served: None,
         }
     }
 
@@ -176,6 +194,48 @@ pub(crate) mod tests {
         assert!(i.state == State::Pending && !i.address_taken);
         assert!(apply(&mut i, Some(&seen(Observed::Running, None)), 8));
         assert!(i.state == State::Running && !i.address_taken);
+    }
+
+    #[test]
+    fn metadata_options_are_applied_only_while_the_node_says_its_vmm_serves_them() {
+        use mallee_proto::{HttpTokens, MetadataOptions};
+        let mut i = instance();
+        let mut running = seen(Observed::Running, None);
+        assert!(apply(&mut i, Some(&running), 1));
+        assert!(!i.metadata_options_applied(), "the node did not say");
+        running.metadata_options = Some(MetadataOptions::default());
+        assert!(apply(&mut i, Some(&running), 2));
+        assert!(i.metadata_options_applied());
+        // Asked for other options: pending until the node reports them.
+        i.metadata_options.http_tokens = HttpTokens::Required;
+        assert!(!i.metadata_options_applied());
+        assert_eq!(spec(&i).unwrap().metadata_options, i.metadata_options);
+        assert!(
+            !apply(&mut i, Some(&running), 3),
+            "the old options again: nothing new"
+        );
+        assert!(!i.metadata_options_applied());
+        running.metadata_options = Some(i.metadata_options);
+        assert!(apply(&mut i, Some(&running), 4));
+        assert!(i.metadata_options_applied());
+        // The node lost it: nothing serves them.
+        assert!(apply(&mut i, None, 5));
+        assert!(i.state == State::Pending && !i.metadata_options_applied());
+        // A stale report of a VMM still running under a terminate: not applied either.
+        i.goal = Goal::Terminated;
+        apply(&mut i, Some(&running), 6);
+        assert!(i.state == State::ShuttingDown && !i.metadata_options_applied());
+    }
+
+    #[test]
+    fn an_old_record_without_metadata_options_reads_as_ec2s_defaults() {
+        let mut v = serde_json::to_value(instance()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("metadata_options");
+        o.remove("metadata_options_served");
+        let i: Instance = serde_json::from_value(v).unwrap();
+        assert_eq!(i.metadata_options, mallee_proto::MetadataOptions::default());
+        assert_eq!(i.metadata_options_served, None);
     }
 
     #[test]

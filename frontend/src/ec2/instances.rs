@@ -1,7 +1,8 @@
 //! Instance calls after launch: DescribeInstances (filters, MaxResults/NextToken),
 //! Terminate/Stop/Start/Reboot (the core's lifecycle transitions change the goal the node
 //! reconciles towards),
-//! GetConsoleOutput and DescribeInstanceStatus.
+//! GetConsoleOutput and DescribeInstanceStatus. ModifyInstanceMetadataOptions is
+//! `metadata_options`.
 
 use super::params::{filter_matches, Filter};
 use super::render;
@@ -136,7 +137,8 @@ fn change_each(
     Ok(x.finish())
 }
 
-fn incorrect(i: &Instance, what: &str) -> Ec2Error {
+/// `IncorrectInstanceState`: `i` cannot be `what` (started, rebooted, ...) in its state.
+pub fn incorrect(i: &Instance, what: &str) -> Ec2Error {
     Ec2Error::client(
         "IncorrectInstanceState",
         format!(

@@ -17,6 +17,7 @@ mod groups;
 mod images;
 pub mod instances;
 mod keypairs;
+mod metadata_options;
 mod networks;
 mod nodes;
 mod render;
@@ -219,6 +220,7 @@ impl Ec2 {
             "RebootInstances" => instances::reboot(self, c),
             "GetConsoleOutput" => instances::console_output(self, c),
             "DescribeInstanceStatus" => instances::describe_status(self, c),
+            "ModifyInstanceMetadataOptions" => metadata_options::modify(self, c),
             "DescribeInstanceTypes" => zones::describe_instance_types(self, c),
             "DescribeAvailabilityZones" => zones::describe_zones(self, c),
             "DescribeRegions" => zones::describe_regions(self, c),

@@ -75,6 +75,7 @@ fn instance(x: &mut Xml, i: &Instance) {
     x.open("blockDeviceMapping").close("blockDeviceMapping");
     x.field("virtualizationType", "hvm")
         .opt("clientToken", i.client_token.as_ref());
+    super::metadata_options::render(x, "metadataOptions", i);
 }
 
 fn transition_reason(i: &Instance) -> String {

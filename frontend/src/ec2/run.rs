@@ -4,6 +4,7 @@
 
 use super::groups;
 use super::images::visible;
+use super::metadata_options;
 use super::render;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
@@ -15,6 +16,7 @@ use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use mallee_proto::MetadataOptions;
 use serde::{Deserialize, Serialize};
 
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -143,8 +145,11 @@ fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
             ));
         }
     }
+    let metadata_options =
+        metadata_options::parse(c.p, "MetadataOptions.", MetadataOptions::default())?;
     Ok(Launch {
         owner: c.user.name.clone(),
+        metadata_options,
         client_token: c.p.get("ClientToken").map(str::to_string),
         image,
         kernel,

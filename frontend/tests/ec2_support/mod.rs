@@ -8,7 +8,8 @@ use crate::common::Frontend;
 use base64::Engine;
 use mallee_proto::{
     ActualState, CacheSummary, CachedImage, ConsoleReport, DesiredState, EnrollRequest,
-    EnrollResponse, Goal, InstanceReport, InstanceSpec, NodeInfo, Observed, Storage,
+    EnrollResponse, Goal, InstanceReport, InstanceSpec, MetadataOptions, NodeInfo, Observed,
+    Storage,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -82,10 +83,14 @@ pub struct Seen {
 
 /// A node agent stand-in on a thread: enrolls, registers (with a boot id the test may change),
 /// long-polls, and reports every desired instance as running (or failed, when its user data
-/// says `fail-launch`), and an image cache that "downloads" each image once.
+/// says `fail-launch`) with the metadata options it was handed (the ones it first had while
+/// `hold_metadata` is set, as a VMM that has not taken new ones yet), and an image cache that
+/// "downloads" each image once.
 pub struct TestNode {
     pub seen: Arc<Mutex<Seen>>,
     pub paused: Arc<AtomicBool>,
+    /// Keep reporting the metadata options each instance had when this was set.
+    pub hold_metadata: Arc<AtomicBool>,
     /// The boot id it registers with (`/proc/sys/kernel/random/boot_id` on a real node).
     pub boot_id: Arc<Mutex<String>>,
     rejoin: Arc<AtomicBool>,
@@ -107,6 +112,9 @@ struct Agent {
     fetched: BTreeSet<String>,
     started: BTreeSet<String>,
     cache: CacheSummary,
+    /// The metadata options each instance's "VMM" serves.
+    served: BTreeMap<String, MetadataOptions>,
+    hold_metadata: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -211,6 +219,12 @@ impl Agent {
                 }
             }
             if let Some((state, reason)) = Self::observe(spec) {
+                let held = self.hold_metadata.load(Ordering::SeqCst);
+                let served = match self.served.get(&spec.instance_id) {
+                    Some(options) if held => *options,
+                    _ => spec.metadata_options,
+                };
+                self.served.insert(spec.instance_id.clone(), served);
                 reports.push(InstanceReport {
                     instance_id: spec.instance_id.clone(),
                     state,
@@ -220,7 +234,7 @@ impl Agent {
                     // guests take their address at once.
                     address_taken: state == Observed::Running
                         && spec.network.as_ref().is_some_and(|n| n.address.is_some()),
-                    metadata_options: None,
+                    metadata_options: (state == Observed::Running).then_some(served),
                 });
             }
         }
@@ -269,6 +283,7 @@ impl TestNode {
         let stop = Arc::new(AtomicBool::new(false));
         let rejoin = Arc::new(AtomicBool::new(false));
         let boot_id = Arc::new(Mutex::new("test-boot-1".to_string()));
+        let hold_metadata = Arc::new(AtomicBool::new(false));
         let mut agent = Agent {
             port,
             id: id.into(),
@@ -285,6 +300,8 @@ impl TestNode {
                 budget_bytes: 1 << 30,
                 ..CacheSummary::default()
             },
+            served: BTreeMap::new(),
+            hold_metadata: hold_metadata.clone(),
         };
         let (p, s, r) = (paused.clone(), stop.clone(), rejoin.clone());
         let thread = std::thread::spawn(move || {
@@ -308,6 +325,7 @@ impl TestNode {
         let node = TestNode {
             seen,
             paused,
+            hold_metadata,
             boot_id,
             rejoin,
             stop,
