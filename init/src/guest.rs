@@ -16,6 +16,7 @@
 //! This module runs no user-data scripts and configures nothing: it only listens and connects.
 
 use crate::agent::client::{Client, ClientError, Reply};
+use crate::net::route;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -41,11 +42,9 @@ const MAX_ANSWER: u64 = 256;
 /// Whether `/proc/net/route` text routes 169.254.169.254/32 on-link (what the VMM's DHCP answer
 /// asks for when it serves metadata).
 pub fn metadata_route(table: &str) -> bool {
-    table.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1) == Some(&"FEA9FEA9")
-            && f.get(2) == Some(&"00000000")
-            && f.get(7) == Some(&"FFFFFFFF")
+    let service = Ipv4Addr::new(169, 254, 169, 254);
+    (route::routes(table).iter()).any(|r| {
+        r.destination == service && r.gateway.is_unspecified() && r.mask == Ipv4Addr::BROADCAST
     })
 }
 

@@ -11,13 +11,17 @@ use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
 /// Applies what the node saw (`None`: the node did not list the instance). Returns whether
 /// the record changed.
 pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool {
-    let before = (
-        i.state,
-        i.goal,
-        i.reason.clone(),
-        i.address_taken,
-        i.metadata_options_served,
-    );
+    // What a report can change, to tell whether it did.
+    let seen_by_report = |i: &Instance| {
+        (
+            i.state,
+            i.goal,
+            i.reason.clone(),
+            i.address_taken,
+            i.metadata_options_served,
+        )
+    };
+    let before = seen_by_report(i);
     let observed = seen.map(|s| s.state);
     match (i.goal, observed) {
         (_, _) if i.state == State::Terminated => {}
@@ -60,14 +64,7 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
     i.address_taken = running.is_some_and(|s| s.address_taken);
     // Only what the node says its VMM serves now counts; nothing runs, nothing is served.
     i.metadata_options_served = running.and_then(|s| s.metadata_options);
-    let after = (
-        i.state,
-        i.goal,
-        i.reason.clone(),
-        i.address_taken,
-        i.metadata_options_served,
-    );
-    after != before
+    seen_by_report(i) != before
 }
 
 /// `stateReason` code of an instance whose node rebooted under it.

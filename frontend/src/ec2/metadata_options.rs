@@ -10,25 +10,12 @@
 
 use super::instances::{incorrect, owned};
 use super::params::Params;
-use super::xml::{self, Xml};
+use super::render::{self, ALWAYS_DISABLED};
+use super::xml;
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::instances::{self as lifecycle, NotNow};
-use crate::cloud::model::{Instance, INSTANCE};
+use crate::cloud::model::INSTANCE;
 use mallee_proto::{HttpEndpoint, HttpTokens, MetadataOptions, HOP_LIMITS};
-
-/// Options that exist only switched off here: parameter, response element, why.
-const ALWAYS_DISABLED: [(&str, &str, &str); 2] = [
-    (
-        "HttpProtocolIpv6",
-        "httpProtocolIpv6",
-        "the metadata service has no IPv6 endpoint",
-    ),
-    (
-        "InstanceMetadataTags",
-        "instanceMetadataTags",
-        "this cloud has no instance tags",
-    ),
-];
 
 /// `base` changed by the options named `prefix` + member (`MetadataOptions.HttpTokens` in
 /// RunInstances, `HttpTokens` in ModifyInstanceMetadataOptions); an absent one keeps its value.
@@ -80,24 +67,6 @@ pub fn parse(p: &Params, prefix: &str, base: MetadataOptions) -> Result<Metadata
     Ok(o)
 }
 
-/// `i`'s options as element `name` (an `InstanceMetadataOptionsResponse`).
-pub fn render(x: &mut Xml, name: &str, i: &Instance) {
-    let o = i.metadata_options;
-    let state = match i.metadata_options_applied() {
-        true => "applied",
-        false => "pending",
-    };
-    x.open(name)
-        .field("state", state)
-        .field("httpTokens", o.http_tokens.name())
-        .field("httpPutResponseHopLimit", o.http_put_response_hop_limit)
-        .field("httpEndpoint", o.http_endpoint.name());
-    for (_, element, _) in ALWAYS_DISABLED {
-        x.field(element, "disabled");
-    }
-    x.close(name);
-}
-
 /// ModifyInstanceMetadataOptions: the options given replace the instance's, the rest stay;
 /// the answer's `state` is `pending` until its node reports its VMM serves them.
 pub fn modify(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -119,13 +88,15 @@ pub fn modify(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     }
     let mut x = xml::response(c.action, c.rid);
     x.field("instanceId", &inst.id);
-    render(&mut x, "instanceMetadataOptions", &inst);
+    render::metadata_options(&mut x, "instanceMetadataOptions", &inst);
     Ok(x.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::model::Instance;
+    use crate::ec2::xml::Xml;
 
     fn parsed(pairs: &[(&str, &str)]) -> Result<MetadataOptions, Ec2Error> {
         parse(
@@ -211,7 +182,7 @@ mod tests {
         let xml = |i: &Instance| {
             let mut x = Xml::namespaced(xml::EC2_NS);
             x.open("r");
-            render(&mut x, "metadataOptions", i);
+            render::metadata_options(&mut x, "metadataOptions", i);
             x.finish()
         };
         let pending = xml(&i);

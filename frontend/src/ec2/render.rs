@@ -75,7 +75,7 @@ fn instance(x: &mut Xml, i: &Instance) {
     x.open("blockDeviceMapping").close("blockDeviceMapping");
     x.field("virtualizationType", "hvm")
         .opt("clientToken", i.client_token.as_ref());
-    super::metadata_options::render(x, "metadataOptions", i);
+    metadata_options(x, "metadataOptions", i);
 }
 
 fn transition_reason(i: &Instance) -> String {
@@ -122,4 +122,37 @@ pub fn state_changes(x: &mut Xml, changes: &[(String, State, State)]) {
         state(x, "currentState", *after);
         state(x, "previousState", *before);
     });
+}
+
+/// Metadata options that exist only switched off here (`ec2/metadata_options.rs` refuses
+/// `enabled`): parameter, response element, why.
+pub const ALWAYS_DISABLED: [(&str, &str, &str); 2] = [
+    (
+        "HttpProtocolIpv6",
+        "httpProtocolIpv6",
+        "the metadata service has no IPv6 endpoint",
+    ),
+    (
+        "InstanceMetadataTags",
+        "instanceMetadataTags",
+        "this cloud has no instance tags",
+    ),
+];
+
+/// `i`'s options as element `name` (an `InstanceMetadataOptionsResponse`).
+pub fn metadata_options(x: &mut Xml, name: &str, i: &Instance) {
+    let o = i.metadata_options;
+    let state = match i.metadata_options_applied() {
+        true => "applied",
+        false => "pending",
+    };
+    x.open(name)
+        .field("state", state)
+        .field("httpTokens", o.http_tokens.name())
+        .field("httpPutResponseHopLimit", o.http_put_response_hop_limit)
+        .field("httpEndpoint", o.http_endpoint.name());
+    for (_, element, _) in ALWAYS_DISABLED {
+        x.field(element, "disabled");
+    }
+    x.close(name);
 }

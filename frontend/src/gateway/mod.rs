@@ -152,32 +152,54 @@ pub fn status(dir: Option<&Path>) -> Status {
     }
 }
 
+/// Hands over the gateway the state asks for unless it equals `last` (what was handed over
+/// before); returns what is handed over now. Blocking: SQLite and files.
+fn hand_over(store: &Store, site: &GatewaySite, last: Option<Gateway>) -> Option<Gateway> {
+    let want = match desired(store, site) {
+        Ok(want) => want,
+        Err(e) => {
+            tracing::error!("gateway: reading the state: {e}");
+            return last;
+        }
+    };
+    if last.as_ref() == Some(&want) {
+        return last;
+    }
+    let stamped = Gateway {
+        generation: now_ms(),
+        ..want.clone()
+    };
+    match write(&site.dir, &stamped) {
+        Ok(()) => {
+            tracing::info!(
+                generation = stamped.generation,
+                links = stamped.links.len(),
+                "gateway handed to init"
+            );
+            Some(want)
+        }
+        Err(e) => {
+            tracing::error!("gateway: {e}");
+            last
+        }
+    }
+}
+
 /// Keeps the handed-over gateway equal to what the state asks for: at start (a restarted
-/// daemon hands it over again) and after every network change.
+/// daemon hands it over again) and after every network change. The work runs on the blocking
+/// pool, off the runtime's workers.
 pub async fn run(store: Arc<Store>, site: GatewaySite, mut changed: watch::Receiver<u64>) {
+    let site = Arc::new(site);
     let mut last: Option<Gateway> = None;
     loop {
-        match desired(&store, &site) {
-            Ok(want) if last.as_ref() != Some(&want) => {
-                let stamped = Gateway {
-                    generation: now_ms(),
-                    ..want.clone()
-                };
-                match write(&site.dir, &stamped) {
-                    Ok(()) => {
-                        tracing::info!(
-                            generation = stamped.generation,
-                            links = stamped.links.len(),
-                            "gateway handed to init"
-                        );
-                        last = Some(want);
-                    }
-                    Err(e) => tracing::error!("gateway: {e}"),
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!("gateway: reading the state: {e}"),
-        }
+        let (store, site) = (store.clone(), site.clone());
+        let previous = last.take();
+        last = tokio::task::spawn_blocking(move || hand_over(&store, &site, previous))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!("gateway: handing over: {e}");
+                None
+            });
         if changed.changed().await.is_err() {
             return;
         }

@@ -8,7 +8,7 @@
 //! the same links again.
 
 use crate::net::link::{self, LinkError, Netlink};
-use crate::net::tap;
+use crate::net::{route, tap};
 use mallee_proto::{InstanceNetwork, Mac, Segment};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -51,18 +51,11 @@ pub fn vlan_name(tag: u16) -> String {
 /// The interface the kernel routes `to` through, from `/proc/net/route` text (longest prefix
 /// wins; addresses and masks are little-endian hex).
 pub fn route_interface(table: &str, to: Ipv4Addr) -> Option<String> {
-    let to = u32::from_le_bytes(to.octets());
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let hex = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
-            let (dest, mask) = (hex(1)?, hex(7)?);
-            (to & mask == dest).then(|| (u32::from_be(mask).leading_ones(), f[0].to_string()))
-        })
-        .max_by_key(|(bits, _)| *bits)
-        .map(|(_, name)| name)
+    let to = u32::from(to);
+    (route::routes(table).into_iter())
+        .filter(|r| to & u32::from(r.mask) == u32::from(r.destination))
+        .max_by_key(|r| u32::from(r.mask).leading_ones())
+        .map(|r| r.interface)
 }
 
 /// The node's instance links; one per node.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod dhcp;
 pub mod lease;
 pub mod link;
+pub mod route;
 pub mod tap;
 
 /// For tests that need root (network namespaces, veth pairs): true when they can run; else
