@@ -4,8 +4,7 @@
 //! veths or taps), ARP type 1 (Ethernet) and no `wireless` directory. The first lease any NIC
 //! gets makes that NIC the uplink (default route, DNS) and is announced through `on_ready`. What
 //! the leases change on the system is in [`client`]; the netlink messages in [`link`]; the
-//! routing table as the kernel shows it in [`route`]; the
-//! protocol in [`dhcp`].
+//! routing table as the kernel shows it in [`route`]; the protocol in [`dhcp`].
 
 pub mod client;
 pub mod dhcp;
