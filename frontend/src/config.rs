@@ -174,6 +174,7 @@ impl Config {
                 .or_else(|| self.ec2.clusters.first().cloned())
                 .unwrap_or_else(|| "cluster1".to_string()),
             enrollment_secret: self.ec2.cluster_secret.clone(),
+            bridge: self.network.mode != crate::cloud::NetMode::Managed,
         };
         let mut c = crate::pxe::PxeConfig::new(
             &section.interface,

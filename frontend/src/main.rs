@@ -56,9 +56,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
         admin::write_credentials(&creds, &admin)?;
         tracing::info!(path = %creds.display(), "wrote the admin credentials file");
     }
-    if let Err(e) = mallee_frontend::cloud::networks::supported(&config.network) {
-        tracing::warn!("{e}; RunInstances refuses every launch until then");
-    }
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     listener.set_nonblocking(true)?;

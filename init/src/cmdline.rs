@@ -6,7 +6,8 @@
 //! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
 //! there by the frontend's PXE service; the agent starts only when all three are set) and
 //! `mallee.disk=auto|none|/dev/X` (the node's cache disk, default `auto`: see
-//! [`crate::agent::storage`]); for
+//! [`crate::agent::storage`]) and `mallee.bridge=MAC` (the NIC to put into the uplink bridge,
+//! see [`crate::net::bridge`]); for
 //! the frontend, `mallee.data=/dev/vdX` or `mallee.data=PARTLABEL=NAME` (data disk, default
 //! `/dev/vda`; the flashable image names its partition), `mallee.slot=a|b` (which A/B slot of
 //! the flashable image booted, put there by the image's own command line),
@@ -127,6 +128,8 @@ pub struct Settings {
     pub secret: Option<String>,
     /// Node: the cache disk.
     pub disk: NodeDisk,
+    /// Node: the NIC (by MAC) to put into the uplink bridge, which then takes its place.
+    pub bridge: Option<mallee_proto::Mac>,
     /// The most detailed level init, the agent, the VMMs and the frontend daemon log.
     pub log: LogLevel,
     /// Human-readable notes about ignored keys or values, one per problem.
@@ -148,6 +151,7 @@ impl Default for Settings {
             cluster: None,
             secret: None,
             disk: NodeDisk::Auto,
+            bridge: None,
             log: LogLevel::Info,
             warnings: Vec::new(),
         }
@@ -262,6 +266,12 @@ pub fn parse(cmdline: &str) -> Settings {
             Key::Cluster if !value.is_empty() => settings.cluster = Some(value.to_owned()),
             Key::Secret if !value.is_empty() => settings.secret = Some(value.to_owned()),
             Key::Cluster | Key::Secret => settings.warnings.push(format!("ignoring empty {key}")),
+            Key::Bridge => match value.parse() {
+                Ok(mac) => settings.bridge = Some(mac),
+                Err(_) => settings.warnings.push(format!(
+                    "ignoring mallee.bridge={value:?}: expected the MAC of a NIC"
+                )),
+            },
             Key::Log => match LogLevel::parse(value) {
                 Some(level) => settings.log = level,
                 None => settings.warnings.push(format!(
@@ -344,10 +354,15 @@ mod tests {
             Key::Secret.arg("s3"),
             Key::Disk.arg("none"),
             Key::Log.arg(LogLevel::Warn),
+            Key::Bridge.arg("52:54:00:0a:0b:0c"),
         ]
         .join(" ");
         let s = parse(&line);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.bridge, Some("52:54:00:0a:0b:0c".parse().unwrap()));
+        // iPXE left its variable unexpanded: a warning, no bridge.
+        let bad = parse("mallee.bridge=${netX/mac}");
+        assert_eq!((bad.bridge, bad.warnings.len()), (None, 1));
         assert_eq!(s.cluster.as_deref(), Some("zone-a"));
         assert_eq!(s.disk, NodeDisk::None);
         assert_eq!(s.log, LogLevel::Warn);

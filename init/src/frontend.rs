@@ -2,8 +2,9 @@
 //!
 //! It mounts the data disk on `/var/lib/mallee` (through [`crate::disk`]: formatted only when
 //! its first 128 KiB are all zero, so a disk holding anything is never overwritten), gives the private NIC
-//! its static address, runs DHCP on every other NIC, writes the daemon's configuration (or uses
-//! `/var/lib/mallee/frontend.toml` when the operator put one there) and supervises
+//! its static address, runs DHCP on every other NIC, writes the daemon's configuration (with the
+//! site settings of the ESP's `mallee.toml` laid over it; or uses `/var/lib/mallee/frontend.toml`
+//! whole when the operator put one there) and supervises
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
 //! exits, and the readiness line is printed once it listens. The gateway the daemon hands over
 //! for instance networks is applied by [`crate::gateway`], started here.
@@ -15,6 +16,7 @@ use crate::net::{self, client::OnReady, link::Netlink, Nic};
 use crate::partition::{self, PartitionError};
 use crate::power::{self, PowerAction};
 use crate::{gateway, log, reaper};
+use mallee_proto::appliance::{Esp, SITE_CONFIG};
 use mallee_proto::LogLevel;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
@@ -201,12 +203,56 @@ fn config_file(settings: &Settings, slots: Option<&Slots>) -> Result<PathBuf, Fr
     };
     std::fs::create_dir_all("/run/mallee").map_err(werr)?;
     let appliance_dir = slots.map(|_| Path::new(appliance::DIR));
-    std::fs::write(
-        &path,
-        daemon_config(&settings.private, &secret, appliance_dir),
-    )
-    .map_err(werr)?;
+    let mut text = daemon_config(&settings.private, &secret, appliance_dir);
+    if let Some(site) = slots.and_then(site_settings) {
+        match with_site_settings(&text, &site) {
+            Ok(merged) => {
+                info!("using the site settings in the ESP's {SITE_CONFIG}");
+                text = merged;
+            }
+            Err(e) => error!("the ESP's {SITE_CONFIG} is not TOML ({e}); it is ignored this boot: fix it and reboot"),
+        }
+    }
+    std::fs::write(&path, text).map_err(werr)?;
     Ok(path)
+}
+
+/// The site settings file on the ESP of `slots`, when there is one.
+fn site_settings(slots: &Slots) -> Option<String> {
+    let esp = Esp::partition(&slots.esp, false)
+        .inspect_err(|e| warn!("reading the ESP for {SITE_CONFIG}: {e}"))
+        .ok()?;
+    let bytes = esp.read(SITE_CONFIG).ok()?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Some(text),
+        Err(_) => {
+            error!("the ESP's {SITE_CONFIG} is not UTF-8 text; it is ignored this boot");
+            None
+        }
+    }
+}
+
+/// `written` (the daemon's config) with `site`'s keys laid over it: a table in both is merged
+/// key by key, anything else in `site` replaces what was written.
+pub fn with_site_settings(written: &str, site: &str) -> Result<String, toml::de::Error> {
+    fn lay(base: &mut toml::Table, over: toml::Table) {
+        for (key, value) in over {
+            match (base.get_mut(&key), value) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => lay(b, o),
+                (_, value) => drop(base.insert(key, value)),
+            }
+        }
+    }
+    let mut base: toml::Table = written.parse()?;
+    lay(&mut base, site.parse()?);
+    let header: String = (written.lines())
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let body = toml::to_string(&base).unwrap_or_default();
+    Ok(format!(
+        "{header}# With the site settings of the ESP's {SITE_CONFIG} laid over it.\n{body}"
+    ))
 }
 
 /// Delay before restart `n` (0-based): 1, 2, 4, … 30 s.
@@ -422,6 +468,27 @@ mod tests {
     }
 
     /// What init writes is read by the daemon's own parser, which refuses unknown fields.
+    #[test]
+    fn site_settings_are_laid_over_the_written_config_key_by_key() {
+        let private = PrivateNic::default();
+        let written = daemon_config(&private, "s", None);
+        let site = "[network]\nmode = \"MANAGED-NOVLAN\"\nvlans = \"300-310\"\n[pxe]\nrange_start = \"10.77.0.100\"\n";
+        let merged = with_site_settings(&written, site).unwrap();
+        let config = mallee_frontend::config::Config::parse(&merged).expect(&merged);
+        assert_eq!(
+            config.network.mode,
+            mallee_frontend::cloud::NetMode::ManagedNoVlan
+        );
+        assert_eq!(config.network.vlans.to_string(), "300-310");
+        let pxe = config.pxe.expect("[pxe] kept");
+        // Laid over, not replaced: the table's other keys are still the written ones.
+        assert_eq!(pxe.interface, private.interface);
+        assert_eq!(pxe.range_start, Some("10.77.0.100".parse().unwrap()));
+        assert_eq!(config.ec2.cluster_secret, "s");
+        assert!(merged.starts_with("# Written by mallee-init"), "{merged}");
+        assert!(with_site_settings(&written, "[network\nmode = 1").is_err());
+    }
+
     #[test]
     fn the_daemon_reads_the_written_config() {
         let private = PrivateNic::parse("ens5:10.1.0.1/16").unwrap();

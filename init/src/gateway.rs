@@ -121,6 +121,19 @@ pub fn enable_forwarding() -> Result<(), GatewayError> {
     std::fs::write(IP_FORWARD, "1\n").map_err(io_err(Path::new(IP_FORWARD)))
 }
 
+/// No ICMP redirects from `interface` (nor from any, since the kernel ORs `all` in): untagged
+/// networks (MANAGED-NOVLAN) share the private NIC, so traffic between them leaves by the
+/// interface it came in on, and a redirect would tell a guest to bypass the gateway — and its
+/// security group rules — by sending straight to the other network. Best effort: logged.
+fn no_redirects(interface: &str) {
+    for conf in ["all", "default", interface] {
+        let path = format!("/proc/sys/net/ipv4/conf/{conf}/send_redirects");
+        if let Err(e) = std::fs::write(&path, "0\n") {
+            warn!("gateway: {path}: {e}");
+        }
+    }
+}
+
 /// Watches `dir` on a thread of its own for as long as init runs, applying with `nft` at
 /// [`nft::NFT`] run through PID 1's reaper.
 pub fn start(dir: PathBuf) {
@@ -213,11 +226,12 @@ pub struct Outcome {
     version: Option<Version>,
 }
 
-/// Applies gateways, remembering the public addresses it added (the only ones it removes).
+/// Applies gateways, remembering the addresses it added beside links' own (the only ones it
+/// removes).
 pub struct Applier {
     nft: PathBuf,
     spawn: Spawn,
-    added: BTreeSet<(String, Ipv4Addr)>,
+    added: BTreeSet<links::Added>,
 }
 
 impl Applier {
@@ -282,7 +296,8 @@ impl Applier {
         match Netlink::open() {
             Ok(mut nl) => {
                 errors.extend(links::apply_links(&mut nl, gateway));
-                errors.extend(links::apply_public(&mut nl, gateway, &mut self.added));
+                errors.extend(links::apply_added(&mut nl, gateway, &mut self.added));
+                no_redirects(&gateway.interface);
             }
             Err(e) => errors.push(e.into()),
         }

@@ -33,7 +33,7 @@ use power::{shutdown, PowerAction};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The signals PID 1 acts on; all are blocked in every thread and taken with sigwaitinfo.
 const HANDLED_SIGNALS: [i32; 5] = [
@@ -250,7 +250,13 @@ pub fn main() {
     info!("role={}", settings.role);
     load_modules();
     report_kvm();
-    let nics = net::wait_for_nics(Duration::from_secs(5));
+    let mut nics = net::wait_for_nics(Duration::from_secs(5));
+    if let (cmdline::Role::Node, Some(mac)) = (settings.role, settings.bridge) {
+        match net::bridge::bridge_uplink(&nics, mac) {
+            Ok(bridged) => nics = bridged,
+            Err(e) => error!("uplink bridge: {e}; instances that share the node's segment (MANAGED-NOVLAN, SYSTEM) cannot be plugged"),
+        }
+    }
     let hostname = set_hostname(&settings, &nics);
     let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
     info!("hostname {hostname}, wired NICs: {names:?}");

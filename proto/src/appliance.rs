@@ -23,6 +23,9 @@ pub const UKI_DIR: &str = "EFI/Linux";
 pub const LOADER_CONF: &str = "loader/loader.conf";
 /// The GPT name of the EFI system partition of the flashable image.
 pub const ESP_PARTLABEL: &str = "mallee-esp";
+/// Site settings an operator adds after flashing, at the ESP's root (FAT: any computer can mount
+/// it and edit the file): TOML laid over the frontend's written configuration, key by key.
+pub const SITE_CONFIG: &str = "mallee.toml";
 /// The `ID=` of the appliance's os-release: an image without it is not ours.
 pub const OS_ID: &str = "mallee";
 /// Exit status of `mallee-frontend` that tells `mallee-init` an upgrade is staged: install it

@@ -36,10 +36,13 @@ pub enum Key {
     /// Log level of init, the node agent, the VMM and the frontend daemon: `error`, `warn`,
     /// `info` or `debug`.
     Log,
+    /// Node: the MAC of the NIC to put into the uplink bridge (MANAGED-NOVLAN and SYSTEM, where
+    /// instances share the node's segment); iPXE fills in the NIC it booted from.
+    Bridge,
 }
 
 impl Key {
-    pub const ALL: [Key; 13] = [
+    pub const ALL: [Key; 14] = [
         Key::Role,
         Key::Run,
         Key::Hostname,
@@ -53,6 +56,7 @@ impl Key {
         Key::Cluster,
         Key::Secret,
         Key::Log,
+        Key::Bridge,
     ];
 
     /// The name after `mallee.`.
@@ -71,6 +75,7 @@ impl Key {
             Key::Cluster => "cluster",
             Key::Secret => "secret",
             Key::Log => "log",
+            Key::Bridge => "bridge",
         }
     }
 

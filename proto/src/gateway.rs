@@ -1,6 +1,7 @@
 //! The frontend's gateway, the daemon ↔ `mallee-init` contract on the appliance: the daemon
-//! (unprivileged) writes the whole desired gateway — one VLAN link with the gateway address per
-//! active instance network, the public addresses, and the nftables ruleset — as [`Gateway`] into
+//! (unprivileged) writes the whole desired gateway — the gateway address of each active instance
+//! network (on a VLAN link of its own, or on the private NIC itself when untagged), the public
+//! addresses, and the nftables ruleset — as [`Gateway`] into
 //! its gateway directory; init (root) applies it and answers with [`Applied`]. Level-triggered:
 //! each file is the complete state, so a restarted daemon or a rebooted appliance converges by
 //! writing or reading it again.
@@ -22,9 +23,9 @@ pub const TABLES: &[&str] = &["inet mallee", "ip mallee_nat"];
 pub struct Gateway {
     /// Bumped by the daemon on every change; [`Applied::generation`] echoes it.
     pub generation: u64,
-    /// The NIC that carries instance VLANs (the private NIC).
+    /// The NIC that carries instance networks (the private NIC).
     pub interface: String,
-    /// One link per active instance network.
+    /// One gateway per active instance network.
     pub links: Vec<GatewayLink>,
     /// Public addresses the frontend answers for (DNAT/SNAT of instances' public addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,11 +37,13 @@ pub struct Gateway {
     pub ruleset: String,
 }
 
-/// An instance network's gateway: an 802.1Q link of [`Gateway::interface`] tagged `vlan`,
-/// named [`link_name`], holding `address/prefix`.
+/// An instance network's gateway: `address/prefix` on the 802.1Q link of [`Gateway::interface`]
+/// tagged `vlan`, named [`link_name`] (MANAGED), or on the interface itself beside its own
+/// addresses when `vlan` is `None` (MANAGED-NOVLAN).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayLink {
-    pub vlan: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     pub address: Ipv4Addr,
     pub prefix: u8,
 }
@@ -91,7 +94,7 @@ mod tests {
             generation: 7,
             interface: "eth1".into(),
             links: vec![GatewayLink {
-                vlan: 100,
+                vlan: Some(100),
                 address: Ipv4Addr::new(172, 31, 0, 1),
                 prefix: 27,
             }],

@@ -146,6 +146,22 @@ pub struct InstanceSpec {
     pub network: Option<InstanceNetwork>,
 }
 
+/// The first two bytes of every instance's MAC: the frontend's DHCP (which serves nodes) never
+/// answers these, so in SYSTEM mode the site's DHCP server is the one instances hear.
+pub const INSTANCE_MAC_PREFIX: [u8; 2] = [0xd0, 0x0d];
+
+/// The MAC of the `n`th instance the frontend launched.
+pub fn instance_mac(n: u32) -> Mac {
+    let [p0, p1] = INSTANCE_MAC_PREFIX;
+    let b = n.to_be_bytes();
+    Mac([p0, p1, b[0], b[1], b[2], b[3]])
+}
+
+/// Whether `mac` is an instance's (see [`INSTANCE_MAC_PREFIX`]).
+pub fn is_instance_mac(mac: Mac) -> bool {
+    mac.0[..2] == INSTANCE_MAC_PREFIX
+}
+
 /// Where an instance's NIC is plugged on the node, and the address its VMM hands it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceNetwork {
@@ -156,7 +172,7 @@ pub struct InstanceNetwork {
 }
 
 /// The layer-2 segment an instance's tap joins on its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Segment {
     /// MANAGED: the bridge of this 802.1Q tag on the node's private NIC (`<nic>.<vlan>`).

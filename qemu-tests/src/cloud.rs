@@ -107,15 +107,16 @@ pub fn start_frontend(
     disk: &Path,
     timeout: Duration,
 ) -> Result<Frontend, CloudError> {
-    start_frontend_with(dir, name, segment, disk, None, timeout)
+    start_frontend_with(dir, name, Nic::segment(segment), disk, None, timeout)
 }
 
-/// [`start_frontend`] with a third NIC, `eth2`, on `public` (the outside world of
+/// [`start_frontend`] with its private NIC, `eth1`, on `private` (a segment, or a site network
+/// of [`crate::outside`]) and a third NIC, `eth2`, on `public` (the outside world of
 /// [`crate::outside`], where the frontend's public addresses live).
 pub fn start_frontend_with(
     dir: &TestDir,
     name: &str,
-    segment: &Segment,
+    private: Nic,
     disk: &Path,
     public: Option<Nic>,
     timeout: Duration,
@@ -125,7 +126,7 @@ pub fn start_frontend_with(
         .uefi()
         .memory_mib(1024)
         .nic(Nic::user_forwarding(&[(port, API_PORT)]))
-        .nic(Nic::segment(segment))
+        .nic(private)
         .disk(disk.to_path_buf());
     if let Some(nic) = public {
         config = config.nic(nic);
@@ -161,10 +162,28 @@ pub fn start_frontend_with(
 
 /// A diskless node VM that network-boots (its NIC's iPXE ROM) from the segment.
 pub fn node_config(name: &str, segment: &Segment, mac: &str) -> VmConfig {
+    node_on(name, Nic::segment(segment).mac(mac))
+}
+
+/// A diskless node VM that network-boots through `nic`.
+pub fn node_on(name: &str, nic: Nic) -> VmConfig {
     VmConfig::new(name)
         .nested_kvm(true)
         .memory_mib(1024)
-        .nic(Nic::segment(segment).mac(mac).boot())
+        .nic(nic.boot())
+}
+
+/// Puts `settings` into the flashed appliance on `disk` (not running) as the site settings
+/// file an operator would add to its ESP after flashing.
+pub fn site_settings(disk: &Path, settings: &str) -> Result<(), CloudError> {
+    use mallee_proto::appliance::{Esp, SITE_CONFIG};
+    let io = |e: mallee_proto::appliance::ApplianceError| CloudError::Io {
+        what: format!("writing {SITE_CONFIG} into the ESP of {}", disk.display()),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let esp = Esp::in_image(disk, true).map_err(io)?;
+    esp.write(SITE_CONFIG, settings.as_bytes()).map_err(io)?;
+    esp.close().map_err(io)
 }
 
 impl Frontend {

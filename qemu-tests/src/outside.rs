@@ -1,12 +1,19 @@
-//! The world outside a cloud under test: a network namespace of its own behind the frontend
-//! VM's public NIC (a tap on a bridge that a veth pair joins to the namespace, so every boot of
-//! the frontend finds its tap by name). The namespace has `198.51.100.1/24` (TEST-NET-2, the
-//! net of the frontend's default public pool), a DHCP server (dnsmasq, itself the router) that
-//! gives the frontend's public NIC its address, and helpers that connect and serve from inside
-//! it, as a host on the Internet would. Nothing leaves the bridge and the namespace.
+//! Networks around a cloud under test, each a host in a network namespace of its own behind a
+//! bridge whose taps are VMs' NICs (a veth pair joins the bridge to the namespace; the taps keep
+//! their names, so every boot of a VM finds its tap): the host's address, a DHCP server
+//! (dnsmasq, itself the router) and helpers that connect and serve from inside the namespace.
+//! Nothing leaves the bridge and the namespace.
+//!
+//! - [`Outside::new`]: the world outside the cloud, behind the frontend's public NIC: the host
+//!   has `198.51.100.1/24` (TEST-NET-2, the net of the frontend's default public pool) and
+//!   leases the frontend's public NIC its address, as a host on the Internet would.
+//! - [`Outside::site`]: a site's own network that the frontend's private NIC and the nodes
+//!   share (MANAGED-NOVLAN, SYSTEM): the host has [`SITE_IP`] and leases addresses only to
+//!   instances, as the site's DHCP server in SYSTEM mode (the frontend's serves the nodes).
 
 use crate::testdir::TestDir;
 use crate::vm::Nic;
+use mallee_proto::INSTANCE_MAC_PREFIX;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -15,9 +22,25 @@ use std::time::Duration;
 
 /// The outside host's address.
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const PREFIX: u8 = 24;
 /// What dnsmasq leases the frontend's public NIC (out of the default pool `.10`–`.41`).
 const DHCP_RANGE: &str = "198.51.100.100,198.51.100.150,255.255.255.0,1h";
+/// The site host's address, on the frontend's private net (`10.77.0.0/24`).
+pub const SITE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 250);
+/// What the site's DHCP server leases instances: apart from the frontend's node pool.
+pub const SITE_RANGE: (Ipv4Addr, Ipv4Addr) =
+    (Ipv4Addr::new(10, 77, 0, 200), Ipv4Addr::new(10, 77, 0, 240));
+
+/// One such network.
+struct Spec {
+    /// One letter naming its links and namespace apart from another network's.
+    kind: char,
+    address: Ipv4Addr,
+    prefix: u8,
+    /// How many VM taps the bridge has.
+    taps: usize,
+    /// dnsmasq's DHCP arguments.
+    dhcp: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutsideError {
@@ -45,32 +68,70 @@ fn run(args: &[&str]) -> Result<(), OutsideError> {
     }
 }
 
-/// The namespace, the bridge, tap and veth pair, and the DHCP server; all removed when dropped.
+/// The namespace, the bridge, taps and veth pair, and the DHCP server; all removed when dropped.
 pub struct Outside {
     ns: String,
-    /// Names in this namespace: the bridge, the frontend's tap, the veth end on the bridge.
+    /// Names in this namespace: the bridge, the VMs' taps, the veth end on the bridge.
     bridge: String,
-    tap: String,
+    taps: Vec<String>,
     veth: String,
     dnsmasq: Child,
 }
 
 impl Outside {
-    /// Makes it all and starts the DHCP server; `dir` keeps dnsmasq's log.
+    /// The world outside the cloud, with one tap: the frontend's public NIC. `dir` keeps
+    /// dnsmasq's log.
     pub fn new(dir: &TestDir) -> Result<Outside, OutsideError> {
+        Outside::make(
+            dir,
+            Spec {
+                kind: 'o',
+                address: OUTSIDE_IP,
+                prefix: 24,
+                taps: 1,
+                dhcp: vec![format!("--dhcp-range={DHCP_RANGE}")],
+            },
+        )
+    }
+
+    /// A site's network with `taps` taps (the frontend's private NIC, the nodes' NICs), whose
+    /// DHCP server answers only instances' MACs (the frontend's answers the nodes).
+    pub fn site(dir: &TestDir, taps: usize) -> Result<Outside, OutsideError> {
+        let [p0, p1] = INSTANCE_MAC_PREFIX;
+        let (first, last) = SITE_RANGE;
+        Outside::make(
+            dir,
+            Spec {
+                kind: 's',
+                address: SITE_IP,
+                prefix: 24,
+                taps,
+                dhcp: vec![
+                    format!("--dhcp-range={first},{last},255.255.255.0,1h"),
+                    format!("--dhcp-host={p0:02x}:{p1:02x}:*:*:*:*,set:instance"),
+                    "--dhcp-ignore=tag:!instance".into(),
+                ],
+            },
+        )
+    }
+
+    /// Makes it all and starts the DHCP server.
+    fn make(dir: &TestDir, spec: Spec) -> Result<Outside, OutsideError> {
         let tag = std::process::id() % 100_000;
-        let ns = format!("mallee-out{tag}");
-        let (bridge, tap) = (format!("mob{tag}"), format!("mot{tag}"));
-        let (veth, inner) = (format!("mov{tag}"), format!("moi{tag}"));
+        let k = spec.kind;
+        let ns = format!("mallee-{k}{tag}");
+        let bridge = format!("m{k}b{tag}");
+        let taps: Vec<String> = (0..spec.taps).map(|i| format!("m{k}t{i}{tag}")).collect();
+        let (veth, inner) = (format!("m{k}v{tag}"), format!("m{k}i{tag}"));
         let _ = run(&["ip", "netns", "del", &ns]);
-        for link in [&bridge, &tap, &veth] {
+        for link in taps.iter().chain([&bridge, &veth]) {
             let _ = run(&["ip", "link", "del", link]);
         }
         run(&["ip", "netns", "add", &ns])?;
         let mut outside = Outside {
             ns: ns.clone(),
             bridge: bridge.clone(),
-            tap: tap.clone(),
+            taps: taps.clone(),
             veth: veth.clone(),
             // Replaced below; a placeholder that has already exited.
             dnsmasq: Command::new("true")
@@ -81,21 +142,23 @@ impl Outside {
                 })?,
         };
         run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
-        run(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        for tap in &taps {
+            run(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"])?;
+        }
         run(&[
             "ip", "link", "add", &veth, "type", "veth", "peer", "name", &inner,
         ])?;
         run(&["ip", "link", "set", &inner, "netns", &ns])?;
-        for link in [&tap, &veth] {
+        for link in taps.iter().chain([&veth]) {
             run(&["ip", "link", "set", link, "master", &bridge])?;
             run(&["ip", "link", "set", link, "up"])?;
         }
         run(&["ip", "link", "set", &bridge, "up"])?;
-        let addr = format!("{OUTSIDE_IP}/{PREFIX}");
+        let addr = format!("{}/{}", spec.address, spec.prefix);
         run(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &inner])?;
         run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        let log_path = dir.file("outside-dnsmasq.log");
+        let log_path = dir.file(&format!("{ns}-dnsmasq.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| OutsideError::Command {
             command: format!("creating {}", log_path.display()),
             reason: e.to_string(),
@@ -116,7 +179,7 @@ impl Outside {
                 "--no-hosts",
                 "--leasefile-ro",
             ])
-            .arg(format!("--dhcp-range={DHCP_RANGE}"))
+            .args(&spec.dhcp)
             .args(["--log-dhcp", "--log-facility=-"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -128,9 +191,14 @@ impl Outside {
         Ok(outside)
     }
 
-    /// The frontend's public NIC: on this tap.
+    /// The first VM NIC on this network (the frontend's public NIC on the outside's).
     pub fn nic(&self) -> Nic {
-        Nic::tap(&self.tap)
+        self.nic_at(0)
+    }
+
+    /// VM NIC `i` on this network.
+    pub fn nic_at(&self, i: usize) -> Nic {
+        Nic::tap(&self.taps[i])
     }
 
     /// Runs `f` on a thread inside the namespace (sockets it opens stay there); `None` from
@@ -205,7 +273,7 @@ impl Drop for Outside {
     fn drop(&mut self) {
         let _ = self.dnsmasq.kill();
         let _ = self.dnsmasq.wait();
-        for link in [&self.tap, &self.veth, &self.bridge] {
+        for link in self.taps.iter().chain([&self.veth, &self.bridge]) {
             let _ = run(&["ip", "link", "del", link]);
         }
         let _ = run(&["ip", "netns", "del", &self.ns]);

@@ -50,7 +50,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let fe = cloud::start_frontend_with(
         &dir,
         "frontend",
-        &segment,
+        mallee_qemu_tests::vm::Nic::segment(&segment),
         &disk,
         Some(outside.nic()),
         Duration::from_secs(300),
@@ -356,7 +356,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let fe = cloud::start_frontend_with(
         &dir,
         "frontend2",
-        &segment,
+        mallee_qemu_tests::vm::Nic::segment(&segment),
         &disk,
         Some(outside.nic()),
         Duration::from_secs(300),

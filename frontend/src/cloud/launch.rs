@@ -42,7 +42,6 @@ pub fn write_instances(
     nodes: &[String],
     now: i64,
 ) -> Result<Vec<Instance>, NetworkError> {
-    networks::supported(net_cfg)?;
     let reservation_id = new_id("r", 17);
     let addressing = match net_cfg.mode {
         NetMode::System => None,
@@ -70,8 +69,7 @@ pub fn write_instances(
     let mut out = Vec::new();
     for (index, node) in nodes.iter().take(count).enumerate() {
         let n = tx.next_counter("instance-address")?;
-        let b = (n as u32).to_be_bytes();
-        let mac = mallee_proto::Mac([0xd0, 0x0d, b[0], b[1], b[2], b[3]]);
+        let mac = mallee_proto::instance_mac(n as u32);
         let id = new_id("i", 17);
         // SYSTEM: the site's DHCP server picks the address; none is known here.
         let (private_ip, hostname, network) = match &addressing {

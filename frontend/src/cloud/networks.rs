@@ -69,16 +69,6 @@ pub enum NetworkError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
-    #[error("network mode {} is not built yet: nodes plug instances only into MANAGED networks (a VLAN per security group); set [network] mode = \"MANAGED\" in the frontend's config", .0.as_str())]
-    Unsupported(NetMode),
-}
-
-/// Refuses a mode whose data path is not built yet (the nodes would refuse the instance).
-pub fn supported(cfg: &NetworkConfig) -> Result<(), NetworkError> {
-    match cfg.mode {
-        NetMode::Managed => Ok(()),
-        other => Err(NetworkError::Unsupported(other)),
-    }
 }
 
 /// The lowest free slice and (MANAGED) the lowest free tag, given the networks that exist.

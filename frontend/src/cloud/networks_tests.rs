@@ -205,24 +205,29 @@ fn a_full_network_launches_fewer_down_to_min_count_and_never_half() {
     ));
 }
 
-/// MANAGED-NOVLAN and SYSTEM have no data path on the nodes yet: a launch is refused before
-/// anything is written, instead of an instance that fails on its node.
+/// MANAGED-NOVLAN: the same addressing as MANAGED, on the untagged bridge (no tag taken).
+/// SYSTEM: no network, no address, no public address: the site's DHCP server answers.
 #[test]
-fn modes_without_a_data_path_are_refused_before_anything_is_written() {
-    for mode in [NetMode::ManagedNoVlan, NetMode::System] {
-        let (_d, store) = store();
-        let e = run(&store, &cfg(mode, (300, 300), 32), "a", 1, 1).unwrap_err();
-        assert!(
-            matches!(e, NetworkError::Unsupported(m) if m == mode),
-            "{e}"
-        );
-        assert!(e.to_string().contains("mode = \"MANAGED\""), "{e}");
-        assert!(networks(&store).is_empty());
-        let instances = store
-            .cloud(|tx| tx.list::<Instance>(INSTANCE, None))
-            .unwrap();
-        assert!(instances.is_empty());
-    }
+fn novlan_networks_are_untagged_and_system_instances_have_no_address_of_ours() {
+    let (_d, store) = store();
+    let made = run(&store, &cfg(NetMode::ManagedNoVlan, (300, 300), 32), "a", 2, 1).unwrap();
+    let other = run(&store, &cfg(NetMode::ManagedNoVlan, (300, 300), 32), "b", 1, 1).unwrap();
+    let nets = networks(&store);
+    assert_eq!(nets.len(), 2);
+    assert!(nets.iter().all(|n| n.vlan.is_none()), "{nets:?}");
+    assert_eq!(ips(&made), ["10.10.0.2", "10.10.0.3"]);
+    assert_eq!(ips(&other), ["10.10.0.34"]);
+    let net = made[0].network.as_ref().unwrap();
+    assert_eq!(net.segment, Segment::Untagged);
+    assert_eq!(net.address.as_ref().unwrap().address, Ipv4Addr::new(10, 10, 0, 2));
+    assert!(made[0].public_ip.is_some());
+
+    let (_d2, site) = self::store();
+    let made = run(&site, &cfg(NetMode::System, (300, 300), 32), "a", 1, 1).unwrap();
+    assert!(networks(&site).is_empty());
+    let net = made[0].network.as_ref().unwrap();
+    assert_eq!((net.segment, net.address.as_ref()), (Segment::System, None));
+    assert_eq!((made[0].private_ip.as_str(), &made[0].public_ip), ("", &None));
 }
 
 /// Instances take dynamic public addresses while the pool lasts (then none: the launch still

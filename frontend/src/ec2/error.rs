@@ -92,7 +92,6 @@ impl From<NetworkError> for Ec2Error {
     fn from(e: NetworkError) -> Ec2Error {
         match e {
             NetworkError::Store(e) => Ec2Error::internal(e),
-            e @ NetworkError::Unsupported(_) => Ec2Error::client("Unsupported", e.to_string()),
             // The group's own network is full: EC2's code for a subnet without free addresses.
             NetworkError::Exhausted(e @ Exhausted::Addresses { .. }) => {
                 Ec2Error::client("InsufficientFreeAddressesInSubnet", e.to_string())

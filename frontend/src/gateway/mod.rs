@@ -64,12 +64,10 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
         .collect();
     nat.sort_by_key(|(_, public)| *public);
     let links: Vec<GatewayLink> = (nets.iter())
-        .filter_map(|n| {
-            Some(GatewayLink {
-                vlan: n.vlan?,
-                address: n.gateway,
-                prefix: n.subnet.prefix_len(),
-            })
+        .map(|n| GatewayLink {
+            vlan: n.vlan,
+            address: n.gateway,
+            prefix: n.subnet.prefix_len(),
         })
         .collect();
     let ruleset = rules::ruleset(&rules::Inputs {
@@ -249,7 +247,7 @@ mod tests {
         assert_eq!(
             g.links,
             [GatewayLink {
-                vlan: 102,
+                vlan: Some(102),
                 address: net.gateway,
                 prefix: 27
             }]

@@ -5,6 +5,9 @@
 //! replies to flows the instances opened pass; instances reach the frontend itself only for
 //! ping and the API. Traffic between instances of one network stays on its VLAN and never
 //! crosses the gateway (as in Eucalyptus): a group's rules filter what comes from elsewhere.
+//! Untagged networks (MANAGED-NOVLAN) share the private NIC, so there a network is told by its
+//! subnet instead of its link; they share one layer-2 segment too, so a guest that sends
+//! straight to another network's MAC bypasses the gateway, as in the original's NOVLAN mode.
 //! Only ids and numbers are written, never a user's names, so nothing a user types can
 //! become a rule.
 
@@ -31,9 +34,52 @@ pub struct Inputs<'a> {
     pub groups: &'a [SecurityGroup],
 }
 
-/// The chain holding network `n`'s ingress rules.
-fn ingress_chain(vlan: u16) -> String {
-    format!("ingress_{vlan}")
+/// The chain holding network `n`'s ingress rules: by VLAN tag, or by slice when untagged.
+fn ingress_chain(n: &Network) -> String {
+    match n.vlan {
+        Some(vlan) => format!("ingress_{vlan}"),
+        None => format!("ingress_s{}", n.slice),
+    }
+}
+
+/// The nft match for packets leaving the gateway into network `n`: out of its VLAN link, or
+/// (untagged, MANAGED-NOVLAN) out of the private NIC to its subnet.
+fn into_network(n: &Network, private: &str) -> String {
+    match n.vlan {
+        Some(vlan) => format!("oifname \"{}\"", link_name(vlan)),
+        None => format!("oifname \"{private}\" ip daddr {}", n.subnet),
+    }
+}
+
+/// An nft set of `items` (`{ a, b }`), or the one item alone.
+fn set(items: &[String]) -> String {
+    match items {
+        [one] => one.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    }
+}
+
+/// The matches for packets coming from instances, one per kind of network present: in on
+/// the VLAN links, or in on the private NIC from an untagged network's subnet.
+fn from_instances(inputs: &Inputs<'_>) -> Vec<String> {
+    let (tagged, untagged): (Vec<&Network>, Vec<&Network>) =
+        inputs.networks.iter().partition(|n| n.vlan.is_some());
+    let links: Vec<String> = (tagged.iter().filter_map(|n| n.vlan))
+        .map(|v| format!("\"{}\"", link_name(v)))
+        .collect();
+    let subnets: Vec<String> = untagged.iter().map(|n| n.subnet.to_string()).collect();
+    let mut out = Vec::new();
+    if !links.is_empty() {
+        out.push(format!("iifname {}", set(&links)));
+    }
+    if !subnets.is_empty() {
+        out.push(format!(
+            "iifname \"{}\" ip saddr {}",
+            inputs.private_interface,
+            set(&subnets)
+        ));
+    }
+    out
 }
 
 /// The nft match for a rule's protocol and ports (empty for every protocol).
@@ -93,57 +139,54 @@ fn ingress_rules(rules: &[Rule], subnets: &BTreeMap<&str, Ipv4Net>) -> Vec<Strin
 
 /// The whole ruleset (table `inet mallee`) for `inputs`.
 pub fn ruleset(inputs: &Inputs<'_>) -> String {
-    let tagged: Vec<(&Network, u16)> = (inputs.networks.iter())
-        .filter_map(|n| n.vlan.map(|v| (n, v)))
-        .collect();
+    let private = inputs.private_interface;
     let subnets: BTreeMap<&str, Ipv4Net> = (inputs.networks.iter())
         .map(|n| (n.group_id.as_str(), n.subnet))
         .collect();
-    let links: Vec<String> = tagged
-        .iter()
-        .map(|(_, v)| format!("\"{}\"", link_name(*v)))
+    let untagged: Vec<String> = (inputs.networks.iter())
+        .filter(|n| n.vlan.is_none())
+        .map(|n| n.subnet.to_string())
         .collect();
+    let sources = from_instances(inputs);
     let mut s = String::from("table inet mallee {\n");
     s += "\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n";
     s += "\t\tct state invalid drop\n";
     // From outside the instance networks only what was addressed to a public address (and
     // so DNATed) may enter one: private addresses are not reachable from the sides.
+    let undnated = "ct direction original ct status & dnat == 0 drop";
     let _ = writeln!(
         s,
-        "\t\toifname \"{LINKS}\" iifname != \"{LINKS}\" ct direction original ct status & dnat == 0 drop"
+        "\t\toifname \"{LINKS}\" iifname != \"{LINKS}\" {undnated}"
     );
-    for (_, v) in &tagged {
+    if !untagged.is_empty() {
+        let to = format!("ip daddr {}", set(&untagged));
+        let _ = writeln!(s, "\t\t{to} iifname != \"{private}\" {undnated}");
+        let from = format!("ip saddr != {}", set(&untagged));
+        let _ = writeln!(s, "\t\t{to} {from} {undnated}");
+    }
+    for n in inputs.networks {
         let _ = writeln!(
             s,
-            "\t\toifname \"{}\" jump {}",
-            link_name(*v),
-            ingress_chain(*v)
+            "\t\t{} jump {}",
+            into_network(n, private),
+            ingress_chain(n)
         );
     }
-    if !links.is_empty() {
-        let _ = writeln!(
-            s,
-            "\t\tiifname {{ {} }} oifname != \"{}\" accept",
-            links.join(", "),
-            inputs.private_interface
-        );
+    for from in &sources {
+        let _ = writeln!(s, "\t\t{from} oifname != \"{private}\" accept");
     }
     s += "\t}\n";
     s += "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n";
-    if !links.is_empty() {
-        let _ = writeln!(
-            s,
-            "\t\tiifname {{ {} }} jump from_instances",
-            links.join(", ")
-        );
+    for from in &sources {
+        let _ = writeln!(s, "\t\t{from} jump from_instances");
     }
     s += "\t}\n";
     s += "\tchain from_instances {\n\t\tct state established,related accept\n";
     s += "\t\ticmp type echo-request accept\n";
     let _ = writeln!(s, "\t\ttcp dport {} accept", inputs.api_port);
     s += "\t\tcounter drop\n\t}\n";
-    for (net, v) in &tagged {
-        let _ = writeln!(s, "\tchain {} {{", ingress_chain(*v));
+    for net in inputs.networks {
+        let _ = writeln!(s, "\tchain {} {{", ingress_chain(net));
         let _ = writeln!(s, "\t\t# {} {}", net.group_id, net.subnet);
         s += "\t\tct direction reply accept\n\t\tct state related accept\n";
         let group = inputs.groups.iter().find(|g| g.id == net.group_id);
@@ -153,7 +196,7 @@ pub fn ruleset(inputs: &Inputs<'_>) -> String {
         s += "\t\tcounter drop\n\t}\n";
     }
     s += "}\n";
-    if !tagged.is_empty() {
+    if !inputs.networks.is_empty() {
         s += &nat(inputs);
     }
     s

@@ -4,13 +4,13 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-fn network(group: &str, vlan: u16, slice: u32) -> Network {
+fn network(group: &str, vlan: impl Into<Option<u16>>, slice: u32) -> Network {
     let subnet = NetworkConfig::default().slice(slice);
     Network {
         group_id: group.into(),
         group_name: "name; with \"quotes\"\nand a newline".into(),
         owner: "alice".into(),
-        vlan: Some(vlan),
+        vlan: vlan.into(),
         slice,
         subnet,
         gateway: std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1),
@@ -164,6 +164,39 @@ fn port_ranges_and_every_port() {
     assert_eq!(icmp(3, 4), "ip protocol icmp icmp type 3 icmp code 4");
 }
 
+/// MANAGED-NOVLAN: the networks share the private NIC, so each is told by its subnet; the
+/// same ingress rules, the same NAT.
+fn untagged() -> (Vec<Network>, Vec<SecurityGroup>) {
+    let (mut nets, groups) = sample();
+    for n in &mut nets {
+        n.vlan = None;
+    }
+    (nets, groups)
+}
+
+#[test]
+fn untagged_networks_are_told_by_subnet_on_the_private_nic() {
+    let (nets, groups) = untagged();
+    let text = render(&nets, &groups);
+    for line in [
+        "\t\toifname \"eth1\" ip daddr 172.31.0.0/27 jump ingress_s0\n",
+        "\t\toifname \"eth1\" ip daddr 172.31.0.32/27 jump ingress_s1\n",
+        "\t\tip daddr { 172.31.0.0/27, 172.31.0.32/27 } iifname != \"eth1\" ct direction original ct status & dnat == 0 drop\n",
+        "\t\tip daddr { 172.31.0.0/27, 172.31.0.32/27 } ip saddr != { 172.31.0.0/27, 172.31.0.32/27 } ct direction original ct status & dnat == 0 drop\n",
+        "\t\tiifname \"eth1\" ip saddr { 172.31.0.0/27, 172.31.0.32/27 } oifname != \"eth1\" accept\n",
+        "\t\tiifname \"eth1\" ip saddr { 172.31.0.0/27, 172.31.0.32/27 } jump from_instances\n",
+        "\tchain ingress_s0 {\n\t\t# sg-a 172.31.0.0/27\n",
+        "\t\tip saddr 172.31.0.32/27 tcp dport 7000 accept\n",
+        "\t\tdnat to ip daddr map { 198.51.100.10 : 172.31.0.2, 198.51.100.11 : 172.31.0.34 }\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from {text}");
+    }
+    // The drops that keep the sides out come before any jump into a network.
+    let drop = text.find("iifname != \"eth1\" ct direction").unwrap();
+    assert!(drop < text.find("jump ingress_s0").unwrap(), "{text}");
+    assert!(!text.contains("iifname {"), "{text}");
+}
+
 /// The kernel's own parser accepts the rendered ruleset (`nft -c`: checked, not applied), in
 /// the transaction init wraps it in. Skipped where nft is not installed.
 #[test]
@@ -174,8 +207,11 @@ fn nft_accepts_the_ruleset() {
         return;
     }
     let (nets, groups) = sample();
+    let (flat, flat_groups) = untagged();
     for text in [
         render(&nets, &groups),
+        render(&flat, &flat_groups),
+        render(&flat[..1], &flat_groups),
         render_nat(&nets, &groups, &[]),
         render(&[], &[]),
     ] {

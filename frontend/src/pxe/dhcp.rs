@@ -122,6 +122,10 @@ impl DhcpServer {
         }
         let mtype = msg.opts().msg_type().ok_or(DhcpError::NoMessageType)?;
         let mac = client_mac(msg)?;
+        if mallee_proto::is_instance_mac(mac) {
+            // Instances are the VMMs' (MANAGED modes) or the site DHCP server's (SYSTEM).
+            return Ok(None);
+        }
         let requested = match msg.opts().get(OptionCode::RequestedIpAddress) {
             Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
             _ => None,

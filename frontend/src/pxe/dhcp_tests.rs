@@ -367,3 +367,16 @@ fn mutated_and_truncated_captures_never_panic() {
         }
     }
 }
+
+/// Instances are never this server's clients: their VMM answers them (MANAGED modes) or the
+/// site's DHCP server does (SYSTEM), so a DISCOVER from an instance MAC gets no OFFER and takes
+/// no address from the nodes' pool.
+#[test]
+fn instance_macs_get_no_offer() {
+    let mut s = server();
+    let mut discover = request(MessageType::Discover, vec![]);
+    discover.set_chaddr(&mallee_proto::instance_mac(7).0);
+    assert!(s.handle(&discover, 1000).unwrap().is_none());
+    let node = request(MessageType::Discover, vec![]);
+    assert!(s.handle(&node, 1000).unwrap().is_some());
+}

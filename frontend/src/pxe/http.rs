@@ -32,10 +32,17 @@ pub struct NodeParams {
     pub frontend: SocketAddr,
     pub cluster: String,
     pub enrollment_secret: String,
+    /// The node puts the NIC it booted from into its uplink bridge (MANAGED-NOVLAN and SYSTEM,
+    /// whose instances share the node's segment).
+    pub bridge: bool,
 }
 
+/// What iPXE replaces with the MAC of the NIC it booted from.
+const BOOT_NIC_MAC: &str = "${netX/mac}";
+
 /// The node kernel's command line: the image's own, then `mallee.frontend=`, `mallee.cluster=`,
-/// `mallee.secret=`, then `initrd=initramfs` (needed by the EFI stub when iPXE boots on UEFI).
+/// `mallee.secret=` (and `mallee.bridge=` with the boot NIC's MAC, which iPXE fills in), then
+/// `initrd=initramfs` (needed by the EFI stub when iPXE boots on UEFI).
 pub fn node_cmdline(base: &str, p: &NodeParams) -> Result<String, NodeCmdlineError> {
     for (field, value) in [
         ("cluster name", &p.cluster),
@@ -53,11 +60,14 @@ pub fn node_cmdline(base: &str, p: &NodeParams) -> Result<String, NodeCmdlineErr
     if !line.is_empty() {
         line.push(' ');
     }
-    let words = [
+    let mut words = vec![
         Key::Frontend.arg(p.frontend),
         Key::Cluster.arg(&p.cluster),
         Key::Secret.arg(&p.enrollment_secret),
     ];
+    if p.bridge {
+        words.push(Key::Bridge.arg(BOOT_NIC_MAC));
+    }
     line.push_str(&words.join(" "));
     line.push_str(" initrd=initramfs");
     Ok(line)
@@ -125,6 +135,7 @@ mod tests {
             frontend: "10.9.0.1:8773".parse().unwrap(),
             cluster: "zone-a".into(),
             enrollment_secret: "s3cr3t".into(),
+            bridge: false,
         }
     }
 
@@ -135,6 +146,19 @@ mod tests {
             line,
             "console=ttyS0 mallee.role=node mallee.frontend=10.9.0.1:8773 \
              mallee.cluster=zone-a mallee.secret=s3cr3t initrd=initramfs"
+        );
+    }
+
+    #[test]
+    fn a_bridged_node_is_told_to_bridge_the_nic_ipxe_booted_from() {
+        let p = NodeParams {
+            bridge: true,
+            ..params()
+        };
+        let line = node_cmdline("", &p).unwrap();
+        assert!(
+            line.ends_with("mallee.secret=s3cr3t mallee.bridge=${netX/mac} initrd=initramfs"),
+            "{line}"
         );
     }
 

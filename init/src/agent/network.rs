@@ -3,10 +3,12 @@
 //! that tag on the private NIC (the one the frontend is reached through), made when the first
 //! instance of the network comes and removed when the last one leaves. The node has no address
 //! on these links (IPv6 is switched off on them, so it does not even autoconfigure one): it
-//! only carries frames. The guest's address, DHCP answer and anti-spoofing are its VMM's
-//! (`Nic.address`). Everything is made idempotently, so a relaunch after a node reboot makes
-//! the same links again.
+//! only carries frames. MANAGED-NOVLAN and SYSTEM: the tap joins the node's uplink bridge
+//! ([`UPLINK_BRIDGE`], made at boot), so the instance is on the node's own segment. The guest's
+//! address, DHCP answer and anti-spoofing are its VMM's (`Nic.address`). Everything is made
+//! idempotently, so a relaunch after a node reboot makes the same links again.
 
+use crate::net::bridge::UPLINK_BRIDGE;
 use crate::net::link::{self, LinkError, Netlink};
 use crate::net::{route, tap};
 use mallee_proto::{InstanceNetwork, Mac, Segment};
@@ -26,8 +28,8 @@ pub enum NetworkError {
     },
     #[error("tap {0}: {1}")]
     Tap(String, std::io::Error),
-    #[error("{0:?} networks are not built on nodes yet (only MANAGED's VLANs are); set [network] mode = \"MANAGED\" on the frontend")]
-    Unsupported(Segment),
+    #[error("the instance shares the node's segment ({0:?}) but this node has no uplink bridge {UPLINK_BRIDGE}: it booted while the frontend's [network] mode was MANAGED; reboot the node so it boots bridged")]
+    NotBridged(Segment),
     #[error("the private NIC {0} is gone")]
     NoUplink(String),
 }
@@ -62,8 +64,8 @@ pub fn route_interface(table: &str, to: Ipv4Addr) -> Option<String> {
 pub struct Plumbing {
     /// The private NIC VLAN links are made on.
     uplink: String,
-    /// Each bridge's instance taps on this node.
-    ports: Mutex<BTreeMap<u16, BTreeSet<String>>>,
+    /// Each segment's instance taps on this node.
+    ports: Mutex<BTreeMap<Segment, BTreeSet<String>>>,
 }
 
 fn kernel(what: impl Into<String>) -> impl FnOnce(LinkError) -> NetworkError {
@@ -103,6 +105,19 @@ fn remove(nl: &mut Netlink, name: &str) {
     }
 }
 
+/// Makes instance tap `tap` (unless it exists) a port of bridge `br` (named `bridge`), up, with
+/// the guest's `mac` pinned to it.
+fn join(nl: &mut Netlink, br: u32, bridge: &str, tap: &str, mac: Mac) -> Result<(), NetworkError> {
+    let tp = ensure(nl, tap, |_| {
+        tap::create_persistent(tap).map_err(|e| NetworkError::Tap(tap.to_string(), e))
+    })?;
+    nl.set_master(tp, br)
+        .map_err(kernel(format!("{tap} into {bridge}")))?;
+    nl.set_up(tp).map_err(kernel(format!("{tap} up")))?;
+    nl.pin_fdb(tp, mac.0)
+        .map_err(kernel(format!("pinning {mac} to {tap}")))
+}
+
 impl Plumbing {
     pub fn new(uplink: &str) -> Plumbing {
         Plumbing {
@@ -116,27 +131,34 @@ impl Plumbing {
     /// segment reflects the guest's own frames back up the VLAN link. On failure nothing this
     /// call made is left behind.
     pub fn plug(&self, id: &str, mac: Mac, net: &InstanceNetwork) -> Result<String, NetworkError> {
-        let Segment::Vlan(tag) = net.segment else {
-            return Err(NetworkError::Unsupported(net.segment));
-        };
+        let segment = net.segment;
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         let mut nl = Netlink::open().map_err(kernel("netlink"))?;
         let tap = tap_name(id);
-        match self.make(&mut nl, tag, &tap, mac) {
+        let made = match segment {
+            Segment::Vlan(tag) => self.make(&mut nl, tag, &tap, mac),
+            Segment::Untagged | Segment::System => match link::ifindex(UPLINK_BRIDGE) {
+                Some(bridge) => join(&mut nl, bridge, UPLINK_BRIDGE, &tap, mac),
+                None => Err(NetworkError::NotBridged(segment)),
+            },
+        };
+        match made {
             Ok(()) => {
-                if ports.entry(tag).or_default().insert(tap.clone()) {
-                    info!(
-                        "agent: {id} plugged: tap {tap} on bridge {} (VLAN {tag} on {})",
-                        bridge_name(tag),
-                        self.uplink
-                    );
+                if ports.entry(segment).or_default().insert(tap.clone()) {
+                    let on = match segment {
+                        Segment::Vlan(tag) => {
+                            format!("{} (VLAN {tag} on {})", bridge_name(tag), self.uplink)
+                        }
+                        _ => format!("{UPLINK_BRIDGE} (the node's own segment)"),
+                    };
+                    info!("agent: {id} plugged: tap {tap} on bridge {on}");
                 }
                 Ok(tap)
             }
             Err(e) => {
-                let alone = ports.get(&tag).is_none_or(|taps| taps.is_empty());
+                let alone = ports.get(&segment).is_none_or(|taps| taps.is_empty());
                 remove(&mut nl, &tap);
-                if alone {
+                if let (Segment::Vlan(tag), true) = (segment, alone) {
                     remove(&mut nl, &vlan_name(tag));
                     remove(&mut nl, &bridge_name(tag));
                 }
@@ -150,7 +172,7 @@ impl Plumbing {
     fn make(&self, nl: &mut Netlink, tag: u16, tap: &str, mac: Mac) -> Result<(), NetworkError> {
         let (bridge, vlan) = (bridge_name(tag), vlan_name(tag));
         let br = ensure(nl, &bridge, |nl| {
-            nl.new_bridge(&bridge)
+            nl.new_bridge(&bridge, None)
                 .map_err(kernel(format!("bridge {bridge}")))
         })?;
         let parent = link::ifindex(&self.uplink)
@@ -159,27 +181,20 @@ impl Plumbing {
             let what = format!("VLAN {tag} link {vlan} on {}", self.uplink);
             nl.new_vlan(&vlan, parent, tag).map_err(kernel(what))
         })?;
-        let tp = ensure(nl, tap, |_| {
-            tap::create_persistent(tap).map_err(|e| NetworkError::Tap(tap.to_string(), e))
-        })?;
-        for (port, name) in [(vl, &vlan), (tp, &tap.to_string())] {
-            nl.set_master(port, br)
-                .map_err(kernel(format!("{name} into {bridge}")))?;
-        }
-        for (index, name) in [(br, &bridge), (vl, &vlan), (tp, &tap.to_string())] {
+        nl.set_master(vl, br)
+            .map_err(kernel(format!("{vlan} into {bridge}")))?;
+        for (index, name) in [(br, &bridge), (vl, &vlan)] {
             nl.set_up(index).map_err(kernel(format!("{name} up")))?;
         }
-        nl.pin_fdb(tp, mac.0)
-            .map_err(kernel(format!("pinning {mac} to {tap}")))?;
-        Ok(())
+        join(nl, br, &bridge, tap, mac)
     }
 
-    /// Unplugs instance `id`: its tap goes, and its network's bridge and VLAN link with it when
-    /// it was the last instance on them.
+    /// Unplugs instance `id`: its tap goes, and its VLAN network's bridge and VLAN link with it
+    /// when it was the last instance on them (the uplink bridge stays: it is the node's own).
     pub fn unplug(&self, id: &str) {
         let tap = tap_name(id);
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((&tag, _)) = ports.iter().find(|(_, taps)| taps.contains(&tap)) else {
+        let Some((&segment, _)) = ports.iter().find(|(_, taps)| taps.contains(&tap)) else {
             return;
         };
         let mut nl = match Netlink::open() {
@@ -187,15 +202,22 @@ impl Plumbing {
             Err(e) => return warn!("agent: unplugging {id}: {e}"),
         };
         remove(&mut nl, &tap);
-        let taps = ports.entry(tag).or_default();
+        let taps = ports.entry(segment).or_default();
         taps.remove(&tap);
-        if taps.is_empty() {
-            ports.remove(&tag);
-            remove(&mut nl, &vlan_name(tag));
-            remove(&mut nl, &bridge_name(tag));
-            info!("agent: {id} unplugged; VLAN {tag} has no instance left here: bridge removed");
-        } else {
-            info!("agent: {id} unplugged from VLAN {tag}");
+        let last = taps.is_empty();
+        if last {
+            ports.remove(&segment);
+        }
+        match (segment, last) {
+            (Segment::Vlan(tag), true) => {
+                remove(&mut nl, &vlan_name(tag));
+                remove(&mut nl, &bridge_name(tag));
+                info!(
+                    "agent: {id} unplugged; VLAN {tag} has no instance left here: bridge removed"
+                );
+            }
+            (Segment::Vlan(tag), false) => info!("agent: {id} unplugged from VLAN {tag}"),
+            _ => info!("agent: {id} unplugged from {UPLINK_BRIDGE}"),
         }
     }
 }

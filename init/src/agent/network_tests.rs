@@ -62,7 +62,12 @@ fn instances_share_their_vlan_bridge_until_the_last_leaves() {
             tap::create_persistent("priv0").unwrap();
             let p = Plumbing::new("priv0");
             let e = p.plug("i-1", MAC, &network(Segment::Untagged)).unwrap_err();
-            assert!(e.to_string().contains("not built on nodes yet"), "{e}");
+            assert!(
+                matches!(e, NetworkError::NotBridged(Segment::Untagged)),
+                "{e}"
+            );
+            assert!(e.to_string().contains("reboot the node"), "{e}");
+            assert_eq!(link::ifindex("mti-1"), None, "a failed plug leaves no tap");
             let links = crate::net::link::tests::ip_links;
             match p.plug("i-1", MAC, &network(Segment::Vlan(7))) {
                 Ok(tap) => {
@@ -101,6 +106,48 @@ fn instances_share_their_vlan_bridge_until_the_last_leaves() {
                 link::ifindex("mbr8"),
                 None,
                 "a failed plug leaves no bridge"
+            );
+        },
+    );
+}
+
+/// Against the real kernel: MANAGED-NOVLAN and SYSTEM instances join the node's uplink bridge
+/// (made at boot from its NIC), which stays when the last of them leaves.
+#[test]
+fn untagged_and_system_instances_join_the_uplink_bridge() {
+    crate::net::in_private_netns(
+        "untagged_and_system_instances_join_the_uplink_bridge",
+        || {
+            tap::create_persistent("eth0").unwrap();
+            let nic = crate::net::Nic {
+                name: "eth0".into(),
+                ifindex: link::ifindex("eth0").unwrap(),
+                mac: Mac([0x52, 0x54, 0, 1, 2, 3]),
+            };
+            crate::net::bridge::bridge_uplink(&[nic.clone()], nic.mac).unwrap();
+            let p = Plumbing::new(UPLINK_BRIDGE);
+            let a = p.plug("i-a", MAC, &network(Segment::Untagged)).unwrap();
+            let b = p
+                .plug(
+                    "i-b",
+                    Mac([0xd0, 0x0d, 0, 0, 0, 2]),
+                    &network(Segment::System),
+                )
+                .unwrap();
+            let links = crate::net::link::tests::ip_links();
+            for port in [&a, &b, &"eth0".to_string()] {
+                let line = links.lines().find(|x| x.contains(&format!(": {port}:")));
+                assert!(
+                    line.is_some_and(|x| x.contains("master mbr0")),
+                    "{port}: {links}"
+                );
+            }
+            p.unplug("i-a");
+            p.unplug("i-b");
+            assert_eq!((link::ifindex(&a), link::ifindex(&b)), (None, None));
+            assert!(
+                link::ifindex(UPLINK_BRIDGE).is_some(),
+                "the uplink bridge stays"
             );
         },
     );

@@ -1,7 +1,7 @@
-//! The gateway's links and addresses: the `mgw*` 802.1Q links with their gateway addresses, and
-//! the public /32 addresses on the public NIC. Level-triggered over netlink dumps: each call
-//! makes the kernel match the whole desired state. It touches no other link, and removes only
-//! public addresses it was told it added.
+//! The gateway's links and addresses: the `mgw*` 802.1Q links with their gateway addresses, the
+//! untagged networks' gateway addresses on the private NIC, and the public /32 addresses on the
+//! public NIC. Level-triggered over netlink dumps: each call makes the kernel match the whole
+//! desired state. It touches no other link, and removes only addresses it added itself.
 
 use super::{arp, GatewayError};
 use crate::net::link::{ifindex, AddressInfo, LinkInfo, Netlink};
@@ -34,12 +34,18 @@ fn home<'a>(
     }
 }
 
-/// Adds each public address as /32 where missing (announcing it) on its [`home`] link, and
-/// removes those in `added` (what this process added) that are no longer wanted there.
-pub(super) fn apply_public(
+/// An address this process adds beside a link's own: `(link name, address, prefix)`.
+pub(super) type Added = (String, Ipv4Addr, u8);
+
+/// The addresses the gateway adds beside links' own — each public address as a /32 on its
+/// [`home`] link (announced by a gratuitous ARP), and each untagged network's gateway address
+/// on the private interface itself (MANAGED-NOVLAN) — added where missing; those in `added`
+/// (what this process added) that are no longer wanted are removed. No other address is
+/// touched: the interfaces' own stay.
+pub(super) fn apply_added(
     nl: &mut Netlink,
     gateway: &Gateway,
-    added: &mut BTreeSet<(String, Ipv4Addr)>,
+    added: &mut BTreeSet<Added>,
 ) -> Vec<GatewayError> {
     let mut errors = Vec::new();
     let (links, addresses) = match (nl.links(), nl.addresses()) {
@@ -47,12 +53,15 @@ pub(super) fn apply_public(
         (Err(e), _) | (_, Err(e)) => return vec![e.into()],
     };
     let find = |name: &str| links.iter().find(|l| l.name == name);
-    let mut wanted: BTreeMap<Ipv4Addr, &LinkInfo> = BTreeMap::new();
+    // What is wanted, and whether to announce it.
+    let mut wanted: BTreeMap<Added, (&LinkInfo, bool)> = BTreeMap::new();
     if let Some(public) = &gateway.public {
         for &address in &public.addresses {
             // Addresses this process put there are /32s, never a connected subnet.
             match home(public.interface.as_deref(), address, &links, &addresses) {
-                Some(link) => drop(wanted.insert(address, link)),
+                Some(link) => {
+                    wanted.insert((link.name.clone(), address, 32), (link, true));
+                }
                 None => errors.push(GatewayError::NoInterface(match &public.interface {
                     Some(name) => name.clone(),
                     None => format!("(none has a subnet holding {address})"),
@@ -60,48 +69,64 @@ pub(super) fn apply_public(
             }
         }
     }
-    let wanted_names: BTreeSet<(String, Ipv4Addr)> =
-        (wanted.iter()).map(|(a, l)| (l.name.clone(), *a)).collect();
-    let stale: Vec<_> = added.difference(&wanted_names).cloned().collect();
-    for (interface, address) in stale {
-        let on = find(&interface).filter(|link| {
+    let untagged = gateway.links.iter().filter(|l| l.vlan.is_none());
+    for link in untagged {
+        match find(&gateway.interface) {
+            Some(on) => {
+                wanted.insert((on.name.clone(), link.address, link.prefix), (on, false));
+            }
+            None => errors.push(GatewayError::NoInterface(gateway.interface.clone())),
+        }
+    }
+    let present = |(name, address, prefix): &Added| {
+        find(name).filter(|link| {
             let here = AddressInfo {
                 ifindex: link.ifindex,
-                address,
-                prefix: 32,
+                address: *address,
+                prefix: *prefix,
             };
             addresses.contains(&here)
-        });
-        if let Some(link) = on {
-            if let Err(source) = nl.del_address(link.ifindex, address, 32) {
+        })
+    };
+    let stale: Vec<Added> = (added.iter())
+        .filter(|a| !wanted.contains_key(a))
+        .cloned()
+        .collect();
+    for key in stale {
+        if let Some(link) = present(&key) {
+            let (interface, address, prefix) = key.clone();
+            if let Err(source) = nl.del_address(link.ifindex, address, prefix) {
                 errors.push(GatewayError::Address {
                     link: interface,
                     address,
-                    prefix: 32,
+                    prefix,
                     source,
                 });
                 continue;
             }
-            info!("gateway: removed {address}/32 from {interface}");
+            info!("gateway: removed {address}/{prefix} from {interface}");
         }
-        added.remove(&(interface, address));
+        added.remove(&key);
     }
-    for (&address, link) in &wanted {
-        let present = (addresses.iter()).any(|a| a.ifindex == link.ifindex && a.address == address);
-        if present {
+    for (key, (link, announce)) in &wanted {
+        let (_, address, prefix) = *key;
+        if present(key).is_some() {
             continue;
         }
-        if let Err(source) = nl.add_address(link.ifindex, address, 32) {
+        if let Err(source) = nl.add_address(link.ifindex, address, prefix) {
             errors.push(GatewayError::Address {
                 link: link.name.clone(),
                 address,
-                prefix: 32,
+                prefix,
                 source,
             });
             continue;
         }
-        info!("gateway: added {address}/32 to {}", link.name);
-        added.insert((link.name.clone(), address));
+        info!("gateway: added {address}/{prefix} to {}", link.name);
+        added.insert(key.clone());
+        if !announce {
+            continue;
+        }
         let announced = match link.mac {
             Some(mac) => arp::announce(link.ifindex, mac, address),
             None => Err(std::io::Error::other("the link has no Ethernet address")),
@@ -127,14 +152,16 @@ pub(super) fn home_for_tests<'a>(
     home(named, address, links, addresses)
 }
 
-/// Makes the `mgw*` links exactly those of `gateway`: each an 802.1Q link of the interface with
-/// its tag, up, holding only its address; any other `mgw<tag>` link is deleted.
+/// Makes the `mgw*` links exactly those of `gateway`'s tagged networks: each an 802.1Q link of
+/// the interface with its tag, up, holding only its address; any other `mgw<tag>` link is
+/// deleted. (Untagged networks' addresses are [`apply_added`]'s.)
 pub(super) fn apply_links(nl: &mut Netlink, gateway: &Gateway) -> Vec<GatewayError> {
     let mut errors = Vec::new();
     let mut wanted: BTreeMap<u16, &GatewayLink> = BTreeMap::new();
     for link in &gateway.links {
-        if wanted.insert(link.vlan, link).is_some() {
-            errors.push(GatewayError::DuplicateVlan(link.vlan));
+        let Some(vlan) = link.vlan else { continue };
+        if wanted.insert(vlan, link).is_some() {
+            errors.push(GatewayError::DuplicateVlan(vlan));
         }
     }
     let links = match nl.links() {
@@ -202,7 +229,13 @@ pub(super) fn apply_links(nl: &mut Netlink, gateway: &Gateway) -> Vec<GatewayErr
     };
     for (vlan, index) in ready {
         let want = wanted[&vlan];
-        errors.extend(set_only_address(nl, index, want, &addresses));
+        errors.extend(set_only_address(
+            nl,
+            index,
+            &link_name(vlan),
+            want,
+            &addresses,
+        ));
     }
     errors
 }
@@ -216,13 +249,13 @@ fn is_vlan_of(link: &LinkInfo, parent: Option<u32>, vlan: u16) -> bool {
 fn set_only_address(
     nl: &mut Netlink,
     index: u32,
+    name: &str,
     want: &GatewayLink,
     addresses: &[AddressInfo],
 ) -> Vec<GatewayError> {
     let mut errors = Vec::new();
-    let name = link_name(want.vlan);
     let fail = |address, prefix, source| GatewayError::Address {
-        link: name.clone(),
+        link: name.to_string(),
         address,
         prefix,
         source,

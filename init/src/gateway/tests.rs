@@ -224,7 +224,7 @@ fn gateway(generation: u64, public: Vec<Ipv4Addr>, ruleset: &str) -> Gateway {
         generation,
         interface: "gwpriv".into(),
         links: vec![GatewayLink {
-            vlan: 100,
+            vlan: Some(100),
             address: Ipv4Addr::new(172, 31, 0, 1),
             prefix: 27,
         }],
@@ -260,7 +260,7 @@ fn a_gateway_is_applied_and_an_empty_one_undoes_it() {
         move || {
             let mut nl = Netlink::open().unwrap();
             for name in ["gwpriv", "gwpub", "mgw7"] {
-                nl.new_bridge(name).unwrap();
+                nl.new_bridge(name, None).unwrap();
                 nl.set_up(ifindex(name).unwrap()).unwrap();
             }
             let (public_nic, lease) = (ifindex("gwpub").unwrap(), Ipv4Addr::new(10, 0, 2, 15));
@@ -463,4 +463,64 @@ fn public_addresses_find_their_home_by_subnet() {
         Some("eth0")
     );
     assert_eq!(home(Some("nope"), [198, 51, 100, 10]), None);
+}
+
+/// MANAGED-NOVLAN: an untagged network's gateway address goes on the private NIC beside the
+/// NIC's own, which stays when the network goes; the NIC sends no ICMP redirects (they would
+/// steer guests around the gateway's rules).
+#[test]
+fn untagged_gateway_addresses_sit_beside_the_nics_own() {
+    let Some(nft) = host_nft() else { return };
+    crate::net::in_private_netns(
+        "untagged_gateway_addresses_sit_beside_the_nics_own",
+        move || {
+            let mut nl = Netlink::open().unwrap();
+            nl.new_bridge("gwpriv", None).unwrap();
+            let private = ifindex("gwpriv").unwrap();
+            nl.set_up(private).unwrap();
+            let own = Ipv4Addr::new(10, 77, 0, 1);
+            nl.add_address(private, own, 24).unwrap();
+            let untagged = |generation, links: Vec<GatewayLink>| Gateway {
+                generation,
+                interface: "gwpriv".into(),
+                links,
+                public: None,
+                ruleset: SAMPLE.into(),
+            };
+            let net = |third: u8| GatewayLink {
+                vlan: None,
+                address: Ipv4Addr::new(172, 31, 0, third),
+                prefix: 27,
+            };
+            let mut applier = Applier::new(nft, spawn_waited);
+            let held = |nl: &mut Netlink| -> Vec<(Ipv4Addr, u8)> {
+                let mut v: Vec<_> = (nl.addresses().unwrap().into_iter())
+                    .filter(|a| a.ifindex == private)
+                    .map(|a| (a.address, a.prefix))
+                    .collect();
+                v.sort();
+                v
+            };
+            let errors = applier.apply(&untagged(1, vec![net(1), net(33)]));
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(
+                held(&mut nl),
+                [
+                    (own, 24),
+                    (Ipv4Addr::new(172, 31, 0, 1), 27),
+                    (Ipv4Addr::new(172, 31, 0, 33), 27)
+                ]
+            );
+            let redirects =
+                std::fs::read_to_string("/proc/sys/net/ipv4/conf/gwpriv/send_redirects");
+            assert_eq!(redirects.unwrap().trim(), "0");
+            assert!(applier.apply(&untagged(2, vec![net(33)])).is_empty());
+            assert_eq!(
+                held(&mut nl),
+                [(own, 24), (Ipv4Addr::new(172, 31, 0, 33), 27)]
+            );
+            assert!(applier.apply(&untagged(3, vec![])).is_empty());
+            assert_eq!(held(&mut nl), [(own, 24)], "the NIC's own address stays");
+        },
+    );
 }

@@ -162,13 +162,21 @@ pub fn link_up_request(seq: u32, ifindex: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq, &ifinfo(ifindex, IFF_UP)).finish()
 }
 
-/// `RTM_NEWLINK` creating the bridge `name` (failing if a link has that name).
-pub fn new_bridge_request(seq: u32, name: &str) -> Result<Vec<u8>, LinkError> {
+/// `RTM_NEWLINK` creating the bridge `name` (failing if a link has that name), with Ethernet
+/// address `mac` when given (then fixed: ports joining later never change it).
+pub fn new_bridge_request(
+    seq: u32,
+    name: &str,
+    mac: Option<[u8; 6]>,
+) -> Result<Vec<u8>, LinkError> {
     let flags = NLM_F_CREATE | NLM_F_EXCL;
-    Ok(Message::new(RTM_NEWLINK, flags, seq, &ifinfo(0, 0))
+    let mut msg = Message::new(RTM_NEWLINK, flags, seq, &ifinfo(0, 0))
         .attr(IFLA_IFNAME, &ifname(name)?)
-        .attr(IFLA_LINKINFO, &nla(IFLA_INFO_KIND, b"bridge"))
-        .finish())
+        .attr(IFLA_LINKINFO, &nla(IFLA_INFO_KIND, b"bridge"));
+    if let Some(mac) = mac {
+        msg = msg.attr(IFLA_ADDRESS, &mac);
+    }
+    Ok(msg.finish())
 }
 
 /// `RTM_NEWLINK` creating `name`, the 802.1Q link of tag `vlan` on link `parent`.
@@ -547,8 +555,8 @@ impl Netlink {
         self.request("route", |seq| route_request(seq, ifindex, dst, gateway))
     }
 
-    pub fn new_bridge(&mut self, name: &str) -> Result<(), LinkError> {
-        let msg = new_bridge_request(0, name)?;
+    pub fn new_bridge(&mut self, name: &str, mac: Option<[u8; 6]>) -> Result<(), LinkError> {
+        let msg = new_bridge_request(0, name, mac)?;
         self.request("new bridge", |seq| with_seq(&msg, seq))
     }
 

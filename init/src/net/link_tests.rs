@@ -177,7 +177,7 @@ fn vlan_request_nests_kind_and_tag_as_iproute2_does() {
     assert_eq!(pin.len(), 40);
     for bad in ["", "a-name-of-16-chr", "a/b", "a b", "x:1", "..", "nul\0"] {
         assert!(
-            matches!(new_bridge_request(1, bad), Err(LinkError::BadName(_))),
+            matches!(new_bridge_request(1, bad, None), Err(LinkError::BadName(_))),
             "{bad:?}"
         );
     }
@@ -197,8 +197,8 @@ pub(crate) fn ip_links() -> String {
 fn kernel_makes_bridges_ports_and_removes_links() {
     crate::net::in_private_netns("kernel_makes_bridges_ports_and_removes_links", || {
         let mut nl = Netlink::open().unwrap();
-        nl.new_bridge("mbr9").unwrap();
-        let err = nl.new_bridge("mbr9").unwrap_err();
+        nl.new_bridge("mbr9", None).unwrap();
+        let err = nl.new_bridge("mbr9", None).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -357,7 +357,7 @@ fn random_dump_buffers_never_panic() {
 fn kernel_dumps_links_and_their_addresses() {
     crate::net::in_private_netns("kernel_dumps_links_and_their_addresses", || {
         let mut nl = Netlink::open().unwrap();
-        nl.new_bridge("mbr8").unwrap();
+        nl.new_bridge("mbr8", None).unwrap();
         let br = ifindex("mbr8").unwrap();
         let addr = Ipv4Addr::new(10, 78, 0, 1);
         nl.add_address(br, addr, 26).unwrap();

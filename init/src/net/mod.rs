@@ -3,9 +3,11 @@
 //! A wired NIC is an interface under `/sys/class/net` with a `device` link (so not lo, bridges,
 //! veths or taps), ARP type 1 (Ethernet) and no `wireless` directory. The first lease any NIC
 //! gets makes that NIC the uplink (default route, DNS) and is announced through `on_ready`. What
-//! the leases change on the system is in [`client`]; the netlink messages in [`link`]; the
-//! routing table as the kernel shows it in [`route`]; the protocol in [`dhcp`].
+//! the leases change on the system is in [`client`]; a node's uplink bridge in [`bridge`]; the
+//! netlink messages in [`link`]; the routing table as the kernel shows it in [`route`]; the
+//! protocol in [`dhcp`].
 
+pub mod bridge;
 pub mod client;
 pub mod dhcp;
 pub mod lease;
