@@ -41,6 +41,7 @@ fn start_pxe(dir: &TestDir, net: &TapNamespace) -> RunningPxe {
             frontend: format!("{SERVER}:8773").parse().unwrap(),
             cluster: "pxe-test".into(),
             enrollment_secret: "pxe-test-secret".into(),
+            bridge: false,
         },
     );
     config.lease_db = dir.file("leases.db");

@@ -42,6 +42,7 @@ fn start(name: &str) -> (RunningPxe, PathBuf) {
             frontend: "127.0.0.1:8773".parse().unwrap(),
             cluster: "zone-a".into(),
             enrollment_secret: "enroll-me".into(),
+            bridge: false,
         },
     );
     config.dhcp_port = 0;

@@ -210,8 +210,22 @@ fn a_full_network_launches_fewer_down_to_min_count_and_never_half() {
 #[test]
 fn novlan_networks_are_untagged_and_system_instances_have_no_address_of_ours() {
     let (_d, store) = store();
-    let made = run(&store, &cfg(NetMode::ManagedNoVlan, (300, 300), 32), "a", 2, 1).unwrap();
-    let other = run(&store, &cfg(NetMode::ManagedNoVlan, (300, 300), 32), "b", 1, 1).unwrap();
+    let made = run(
+        &store,
+        &cfg(NetMode::ManagedNoVlan, (300, 300), 32),
+        "a",
+        2,
+        1,
+    )
+    .unwrap();
+    let other = run(
+        &store,
+        &cfg(NetMode::ManagedNoVlan, (300, 300), 32),
+        "b",
+        1,
+        1,
+    )
+    .unwrap();
     let nets = networks(&store);
     assert_eq!(nets.len(), 2);
     assert!(nets.iter().all(|n| n.vlan.is_none()), "{nets:?}");
@@ -219,7 +233,10 @@ fn novlan_networks_are_untagged_and_system_instances_have_no_address_of_ours() {
     assert_eq!(ips(&other), ["10.10.0.34"]);
     let net = made[0].network.as_ref().unwrap();
     assert_eq!(net.segment, Segment::Untagged);
-    assert_eq!(net.address.as_ref().unwrap().address, Ipv4Addr::new(10, 10, 0, 2));
+    assert_eq!(
+        net.address.as_ref().unwrap().address,
+        Ipv4Addr::new(10, 10, 0, 2)
+    );
     assert!(made[0].public_ip.is_some());
 
     let (_d2, site) = self::store();
@@ -227,7 +244,10 @@ fn novlan_networks_are_untagged_and_system_instances_have_no_address_of_ours() {
     assert!(networks(&site).is_empty());
     let net = made[0].network.as_ref().unwrap();
     assert_eq!((net.segment, net.address.as_ref()), (Segment::System, None));
-    assert_eq!((made[0].private_ip.as_str(), &made[0].public_ip), ("", &None));
+    assert_eq!(
+        (made[0].private_ip.as_str(), &made[0].public_ip),
+        ("", &None)
+    );
 }
 
 /// Instances take dynamic public addresses while the pool lasts (then none: the launch still

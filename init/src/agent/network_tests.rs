@@ -124,7 +124,7 @@ fn untagged_and_system_instances_join_the_uplink_bridge() {
                 ifindex: link::ifindex("eth0").unwrap(),
                 mac: Mac([0x52, 0x54, 0, 1, 2, 3]),
             };
-            crate::net::bridge::bridge_uplink(&[nic.clone()], nic.mac).unwrap();
+            crate::net::bridge::bridge_uplink(std::slice::from_ref(&nic), nic.mac).unwrap();
             let p = Plumbing::new(UPLINK_BRIDGE);
             let a = p.plug("i-a", MAC, &network(Segment::Untagged)).unwrap();
             let b = p
