@@ -60,17 +60,21 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
             };
             let u = store.create_user(name, role)?;
             Ok(format!(
-                "{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}",
                 u.name,
                 u.role.as_str(),
                 u.access_key,
-                u.secret
+                u.secret,
+                u.account_id()
             ))
         }
         ["user", "list"] => Ok(store
             .list_users()?
             .iter()
-            .map(|u| format!("{}\t{}\t{}", u.name, u.role.as_str(), u.access_key))
+            .map(|u| {
+                let (name, role, key) = (&u.name, u.role.as_str(), &u.access_key);
+                format!("{name}\t{role}\t{key}\t{}", u.account_id())
+            })
             .collect::<Vec<_>>()
             .join("\n")),
         ["user", "delete", name] => {

@@ -1,6 +1,6 @@
 //! `mallee-frontend`: the cloud controller daemon. Layers, imports pointing down only:
-//! API rooms (`ec2/` EC2 Query API, `walrus/` S3, `nodes/` the node protocol's HTTP side,
-//! `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
+//! API rooms (`ec2/` EC2 Query API, `identity` STS/IAM caller identity on the same endpoint,
+//! `walrus/` S3, `nodes/` the node protocol's HTTP side, `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
 //! reconciliation) → `store/` (SQLite state and object files). Beside them: `http` (plumbing the
 //! API rooms share), `auth` (SigV4, one entry point), `scheduler` (pure placement), `config`
 //! (TOML), `server` (the listener), `admin` (CLI), `privilege` (dropping root), `appliance` (the
@@ -14,6 +14,7 @@ pub mod config;
 pub mod ec2;
 pub mod gateway;
 pub mod http;
+pub mod identity;
 pub mod nodes;
 pub mod privilege;
 pub mod pxe;

@@ -6,6 +6,7 @@ use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};
 use mallee_frontend::cloud::Changes;
 use mallee_frontend::ec2::Ec2;
 use mallee_frontend::gateway::{self, GatewaySite};
+use mallee_frontend::identity::Identity;
 use mallee_frontend::nodes::NodeApi;
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
 use std::path::PathBuf;
@@ -93,6 +94,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_network(config.network.clone())
         .with_gateway_dir(config.gateway_dir.clone())
         .with_appliance(appliance.clone()),
+        identity: Identity::new(store.clone(), config.max_clock_skew_secs),
         nodes: Arc::new(NodeApi {
             store,
             cfg: config.ec2.clone(),

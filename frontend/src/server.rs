@@ -1,9 +1,11 @@
 //! The HTTP server: accepts connections on the listener and hands each request to the API
-//! that owns it: `/_node/...` to the node protocol, EC2 Query requests (see
-//! `ec2::is_ec2_request`) to EC2, everything else to Walrus.
+//! that owns it: `/_node/...` to the node protocol, Query requests (see
+//! `ec2::is_ec2_request`) to STS/IAM when their signature is scoped to `sts` or `iam`
+//! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus.
 
 use crate::ec2::Ec2;
 use crate::http::RespBody;
+use crate::identity::{Identity, Service};
 use crate::nodes::NodeApi;
 use crate::walrus::Walrus;
 use hyper::server::conn::http1;
@@ -16,6 +18,7 @@ use tokio::net::TcpListener;
 pub struct Apis {
     pub walrus: Walrus,
     pub ec2: Ec2,
+    pub identity: Identity,
     pub nodes: Arc<NodeApi>,
 }
 
@@ -31,6 +34,9 @@ impl Apis {
             .and_then(|v| v.to_str().ok());
         let query = req.uri().query().unwrap_or("");
         if crate::ec2::is_ec2_request(req.method(), path, content_type, query) {
+            if let Some(service) = Service::claimed(req.headers(), query) {
+                return self.identity.handle(service, req).await;
+            }
             return self.ec2.handle(req).await;
         }
         self.walrus.handle(req).await

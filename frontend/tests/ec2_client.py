@@ -1,5 +1,6 @@
 """Client helpers shared by the EC2 test scripts: boto3 clients and the AWS CLI (run
-in-process through awscli's own driver) with every response checked by `ec2_model`, raw
+in-process through awscli's own driver) with every response checked by `ec2_model` (STS and
+IAM ones by `query_model`), raw
 SigV4-signed Query requests for input the SDKs refuse to send, and polling with deadlines."""
 
 import base64
@@ -22,9 +23,11 @@ from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ec2_model import ModelChecker  # noqa: E402
+from query_model import QueryModelChecker  # noqa: E402
 
 EP = sys.argv[1]
 CHECK = ModelChecker()
+QUERY_CHECKS = {"sts": QueryModelChecker("sts"), "iam": QueryModelChecker("iam")}
 NO_RETRY = Config(retries={"max_attempts": 1, "mode": "standard"}, parameter_validation=False)
 
 
@@ -37,6 +40,8 @@ def client(service="ec2", key=None, secret=None, retry=True):
     c = boto3.client(service, **kw)
     if service == "ec2":
         CHECK.register(c.meta.events)
+    if service in QUERY_CHECKS:
+        QUERY_CHECKS[service].register(c.meta.events)
     return c
 
 
@@ -47,6 +52,8 @@ def cli(*args, expect_error=None):
 
     driver = create_clidriver()
     driver.session.register("before-parse.ec2", CHECK)
+    for checker in QUERY_CHECKS.values():
+        checker.register(driver.session)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = driver.main(["--endpoint-url", EP, "--output", "json", *args])

@@ -1,8 +1,9 @@
 //! The EC2 API driven by the AWS CLI and boto3 (every response checked against botocore's
 //! model) with a test node speaking the node protocol over loopback, against the real
 //! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
-//! input, other users, capacity, kill -9 mid-flow, node silence, node reboot, DescribeNodes and
-//! instance metadata options.
+//! input, other users, capacity, kill -9 mid-flow, node silence, node reboot, DescribeNodes,
+//! instance metadata options, key pairs as EC2 makes and fingerprints them, STS/IAM caller
+//! identity with the EC2 owner ids that go with it, tags, and instance attributes.
 
 mod common;
 mod ec2_support;
@@ -247,4 +248,118 @@ fn node_protocol_refuses_wrong_secrets_tokens_clusters_and_malformed_messages() 
     let (status, _) =
         status_and_error(http(fe.port, "GET", PATH_DESIRED, Some(&token), b"").unwrap());
     assert_eq!(status, 401);
+}
+
+#[test]
+fn key_pairs_are_rsa_by_default_fingerprinted_as_ec2_does_and_reach_the_metadata() {
+    let mut fe = start_frontend(60);
+    let node = TestNode::start(fe.port, "node-1", 4, 2048);
+    let out = run_driven(&mut fe, "ec2_keys.py", &[], |_, _| None);
+    assert!(
+        out.contains("ok instances launched with each key type"),
+        "{out}"
+    );
+    // Each instance's node was handed its key for public-keys/0/openssh-key: the public half
+    // ssh-keygen derived from the private key the client got, then the key pair's name.
+    let seen = node.seen.lock().unwrap();
+    let lines: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("metadata-key "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in lines {
+        let (id, openssh) = line.split_once(' ').unwrap();
+        let keys = &seen.specs[id].metadata.public_keys;
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(keys[0].openssh, openssh);
+        assert_eq!(Some(keys[0].name.as_str()), openssh.rsplit(' ').next());
+    }
+}
+
+#[test]
+fn sts_and_iam_name_the_caller_and_ec2_owner_ids_are_its_account() {
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let _node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let out = run_driven(
+        &mut fe,
+        "ec2_identity.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |_, _| None,
+    );
+    assert!(out.contains("ok instances and snapshots"), "{out}");
+    assert!(out.contains("sts model-checked"), "{out}");
+    // The operator sees the same account ids.
+    let listed = fe.admin(&["user", "list"]);
+    for line in out.lines().filter_map(|l| l.strip_prefix("account ")) {
+        let (name, account) = line.split_once(' ').unwrap();
+        assert_eq!(account.len(), 12, "{line}");
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}\t")) && l.ends_with(account)),
+            "{name} {account} not in {listed}"
+        );
+    }
+}
+
+#[test]
+fn tags_are_made_with_their_resources_filtered_limited_and_deleted_with_them() {
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let _node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let out = run_driven(
+        &mut fe,
+        "ec2_tags.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |fe, line| {
+            (line == "RESTART").then(|| {
+                fe.restart();
+                "RESTARTED".to_string()
+            })
+        },
+    );
+    assert!(
+        out.contains("ok deleting a resource deletes its tags"),
+        "{out}"
+    );
+    for action in ["CreateTags", "DeleteTags", "DescribeTags"] {
+        assert!(
+            out.contains(action),
+            "{action} was not model-checked: {out}"
+        );
+    }
+}
+
+#[test]
+fn instance_attributes_are_described_and_modified_as_ec2_does_and_protection_holds() {
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let out = run_driven(
+        &mut fe,
+        "ec2_instance_attributes.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2)],
+        |_, line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words[..] {
+                // The node is handed the groups the guest's metadata lists.
+                ["GROUPS", id, names] => {
+                    let want: Vec<&str> = names.split(',').collect();
+                    node.wait("the node to be handed the new security groups", |s| {
+                        s.specs[id].metadata.security_groups == want
+                    });
+                    Some("GROUPS".into())
+                }
+                _ => None,
+            }
+        },
+    );
+    assert!(out.contains("ok protection off: terminated"), "{out}");
+    assert!(out.contains("ModifyInstanceAttribute"), "{out}");
+    let log = fe.log();
+    assert!(
+        log.contains("volume deleted with its terminated instance"),
+        "no log line for the delete-on-termination volume: {log}"
+    );
 }

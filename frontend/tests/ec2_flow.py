@@ -55,13 +55,13 @@ expect("AuthFailure", other.deregister_image, ImageId=eki)
 step("images")
 
 # --- key pairs ------------------------------------------------------------------------------
-kp = cli("ec2", "create-key-pair", "--key-name", "k1")
+kp = cli("ec2", "create-key-pair", "--key-name", "k1", "--key-type", "ed25519")
 priv = serialization.load_ssh_private_key(kp["KeyMaterial"].encode(), password=None)
 pub_blob = base64.b64decode(priv.public_key().public_bytes(
     serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1])
 assert kp["KeyFingerprint"] == base64.b64encode(hashlib.sha256(pub_blob).digest()).decode(), kp
 expect("InvalidKeyPair.Duplicate", ec2.create_key_pair, KeyName="k1")
-expect("InvalidParameterValue", ec2.create_key_pair, KeyName="k-rsa", KeyType="rsa")
+expect("InvalidParameterValue", ec2.create_key_pair, KeyName="k-dsa", KeyType="dsa")
 mine = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
     serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 with tempfile.NamedTemporaryFile(suffix=".pub") as f:

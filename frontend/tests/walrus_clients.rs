@@ -25,7 +25,12 @@ fn boto3_objects_multipart_chunked_errors_and_user_isolation() {
     let fe = Frontend::start();
     let line = fe.admin(&["user", "create", "bob"]);
     let fields: Vec<&str> = line.trim().split('\t').collect();
-    assert_eq!(fields.len(), 4, "admin user create printed {line:?}");
+    // name, role, access key, secret, account id
+    assert_eq!(fields.len(), 5, "admin user create printed {line:?}");
+    assert!(
+        fields[4].len() == 12 && fields[4].bytes().all(|b| b.is_ascii_digit()),
+        "{line:?}"
+    );
     assert!(fe.admin(&["user", "list"]).contains("bob\tuser"));
     let out = fe.run_script(
         "s3_boto.py",

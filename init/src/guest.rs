@@ -1,6 +1,7 @@
 //! What `mallee-init` does as an instance's PID 1 (the test guest: role node, no frontend on
-//! its command line) once its NIC has an address from a VMM that serves metadata (the lease
-//! put 169.254.169.254 on-link): with one IMDSv2 token it asks the metadata service for its
+//! its command line) once its NIC has an address and a route to 169.254.169.254 (on-link from
+//! the VMM's lease, or the default route of the site's): with one IMDSv2 token it asks the
+//! metadata service for its
 //! instance id, says it on the console (where GetConsoleOutput shows it), then fetches its user
 //! data and starts the network probes it asks for, so end-to-end tests can watch reachability:
 //!
@@ -39,13 +40,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most of an answer a probe reads and logs.
 const MAX_ANSWER: u64 = 256;
 
-/// Whether `/proc/net/route` text routes 169.254.169.254/32 on-link (what the VMM's DHCP answer
-/// asks for when it serves metadata).
+/// Whether `/proc/net/route` text has any route to 169.254.169.254: on-link (what the VMM's
+/// DHCP answer asks for when it serves metadata) or through a gateway, the default route
+/// included (SYSTEM: the site's DHCP server knows nothing of the service, and the VMM takes the
+/// guest's packets for it whichever router they are addressed to, as EC2's hypervisor does).
 pub fn metadata_route(table: &str) -> bool {
-    let service = Ipv4Addr::new(169, 254, 169, 254);
-    (route::routes(table).iter()).any(|r| {
-        r.destination == service && r.gateway.is_unspecified() && r.mask == Ipv4Addr::BROADCAST
-    })
+    let service = u32::from(Ipv4Addr::new(169, 254, 169, 254));
+    (route::routes(table).iter()).any(|r| service & u32::from(r.mask) == u32::from(r.destination))
 }
 
 /// Why a request to the metadata service failed; `what` names the request.

@@ -1,13 +1,20 @@
 use super::*;
 
 #[test]
-fn the_on_link_service_route_is_recognised() {
+fn any_route_to_the_service_is_recognised() {
     let head =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
     let on_link = "eth0\tFEA9FEA9\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
     let via_gw = "eth0\tFEA9FEA9\t01001FAC\t0007\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+    let default = "eth0\t00000000\t01004D0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+    let local = "eth0\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
     assert!(metadata_route(&format!("{head}{on_link}")));
-    assert!(!metadata_route(&format!("{head}{via_gw}")));
+    assert!(metadata_route(&format!("{head}{via_gw}")));
+    assert!(metadata_route(&format!("{head}{local}{default}")));
+    assert!(
+        !metadata_route(&format!("{head}{local}")),
+        "only 10.77.0.0/24"
+    );
     assert!(!metadata_route(head));
 }
 

@@ -216,9 +216,14 @@ pub struct InstanceReport {
     pub reason: Option<String>,
     pub reboot_count: u32,
     /// The guest took its address since its VMM last started (the VMM answered its DHCP
-    /// request or saw its ARP); always false for an instance without a network.
+    /// request or saw its ARP; SYSTEM: saw it use one); always false for an instance without a
+    /// network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub address_taken: bool,
+    /// The address the guest took when its VMM did not hand it out (SYSTEM: the site's DHCP
+    /// server did), as the VMM saw the guest use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     /// The metadata options its VMM confirmed it serves with; `None` while no VMM runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_options: Option<MetadataOptions>,

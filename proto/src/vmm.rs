@@ -235,8 +235,12 @@ pub struct NicStatus {
     /// The guest's MAC address.
     pub mac: Mac,
     /// Whether the guest has taken its address: the VMM acknowledged its DHCP request, or it
-    /// announced the address in ARP.
+    /// announced the address in ARP; without an address of the VMM's (SYSTEM), it used one.
     pub address_taken: bool,
+    /// The address the guest was seen using, when the VMM did not give it (SYSTEM: the site's
+    /// DHCP server did): the source of its ARP or IPv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     /// DHCP messages the VMM answered.
     pub dhcp_answered: u64,
     /// Frames the guest sent that were dropped, by reason.

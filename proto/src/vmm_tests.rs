@@ -177,6 +177,7 @@ fn a_reply_round_trips_with_its_state_as_a_name() {
         nics: vec![NicStatus {
             mac: Mac([2, 0, 0, 0, 0, 1]),
             address_taken: true,
+            address: Some(std::net::Ipv4Addr::new(10, 77, 0, 201)),
             dhcp_answered: 2,
             dropped: Dropped {
                 mac: 1,

@@ -18,7 +18,8 @@
 //! address; the frontend's capture of the private segment shows instance frames tagged only
 //! with the configured range's tags. A hard power-off of the frontend with instances running:
 //! its second boot on the same disk keeps its state (no reformat, same admin key, same buckets,
-//! an object's bytes) and its gateway comes back from the state alone.
+//! an object's bytes) and its gateway comes back from the state alone. The frontend's VLAN range
+//! is the site's (`mallee.toml` on the ESP), not the default.
 
 use mallee_qemu_tests::capture;
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
@@ -29,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// The frontend's disk: the flashable image's size and more, so its data partition grows.
 const DISK_MIB: u64 = 1536;
+/// The VLAN range the site settings give the frontend (not the default `100-199`).
+const VLANS: (u16, u16) = (300, 349);
 
 #[test]
 fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
@@ -40,6 +43,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .unwrap()
         .len();
     cloud::flash_appliance(&disk, DISK_MIB).unwrap();
+    // The operator's site settings, on the ESP as one would add them after flashing: a VLAN
+    // range of the site's choosing, not the default.
+    let (first_vlan, last_vlan) = VLANS;
+    cloud::site_settings(
+        &disk,
+        &format!("[network]\nvlans = \"{first_vlan}-{last_vlan}\"\n"),
+    )
+    .unwrap();
 
     let started = Instant::now();
     // The world outside the cloud, on the frontend's third NIC (its public side).
@@ -193,7 +204,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         image.root_disk_line
     );
     // The guest took the address DescribeInstances shows from its VMM's DHCP answer, over a
-    // tap on its group's VLAN bridge (the default range's first tag) on the node.
+    // tap on its group's VLAN bridge (the configured range's first tag) on the node.
     let ip = fe.private_ip(&id).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         out.contains(&format!("{}{ip}/27 ", cloud::GUEST_MARKER)),
@@ -207,9 +218,9 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         node.console().tail(30)
     );
     assert!(
-        node.console()
-            .text()
-            .contains("on bridge mbr100 (VLAN 100 on eth0)"),
+        node.console().text().contains(&format!(
+            "on bridge mbr{first_vlan} (VLAN {first_vlan} on eth0)"
+        )),
         "{}",
         node.console().tail(30)
     );
@@ -339,9 +350,12 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     )
     .unwrap_or_else(|e| panic!("reading the private segment's capture: {e}"));
     assert!(
-        census.tagged.keys().all(|t| (100..=199).contains(t))
-            && census.tagged.contains_key(&100)
-            && census.tagged.contains_key(&101)
+        census
+            .tagged
+            .keys()
+            .all(|t| (first_vlan..=last_vlan).contains(t))
+            && census.tagged.contains_key(&first_vlan)
+            && census.tagged.contains_key(&(first_vlan + 1))
             && census.untagged > 0
             && census.untagged_inside_count == 0,
         "the private segment's capture: {census:?}"
@@ -496,8 +510,9 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
         )
         .unwrap_or_else(|e| panic!("{e:#}"))[0];
     let mut at = console(other, 0, &unreachable);
-    // The frontend's init applied the gateway with the new network (VLAN 101, the range's
-    // next tag); the probe still finds the default group closed to it.
+    // The frontend's init applied the gateway with the new network (the range's next tag);
+    // the probe still finds the default group closed to it.
+    let tag = (VLANS.0 + 1).to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let nets = fe
@@ -509,12 +524,12 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
             .flatten()
             .find(|n| n["groupName"] == "probes")
             .map(|n| n["vlan"].clone());
-        if nets["gatewayState"] == "applied" && probes_vlan == Some(serde_json::json!("101")) {
+        if nets["gatewayState"] == "applied" && probes_vlan == Some(serde_json::json!(tag)) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the gateway with the probes group's network on VLAN 101 was not applied: {nets}"
+            "the gateway with the probes group's network on VLAN {tag} was not applied: {nets}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -31,6 +31,7 @@ mod tests {
             access_key: "k".into(),
             secret: "s".into(),
             role,
+            created_ms: 0,
         };
         assert!(may_access(&u(Role::User), "u", Access::Write));
         assert!(!may_access(&u(Role::User), "other", Access::Read));

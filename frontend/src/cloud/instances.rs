@@ -58,15 +58,18 @@ pub fn status_checks(i: &Instance, now: i64) -> (Check, Check) {
         return (c.clone(), c);
     }
     let system = Check::new("ok", "passed");
-    let address = (i.network.as_ref()).and_then(|n| n.address.as_ref());
+    // The address the guest should take: its VMM's answer, or (SYSTEM) the site's DHCP's.
+    let address = (i.network.as_ref()).map(|n| match &n.address {
+        Some(a) => format!("its address {}", a.address),
+        None => "an address from the site's DHCP server".to_string(),
+    });
     let instance = match address {
         None => Check::new("ok", "passed"),
         Some(_) if i.address_taken => Check::new("ok", "passed"),
-        Some(a) if now - i.state_ms >= REACHABILITY_PATIENCE_MS => Check::failed(
+        Some(what) if now - i.state_ms >= REACHABILITY_PATIENCE_MS => Check::failed(
             i.state_ms + REACHABILITY_PATIENCE_MS,
             format!(
-                "the guest has not taken its address {} in {} s of running: its image must configure its first NIC by DHCP",
-                a.address,
+                "the guest has not taken {what} in {} s of running: its image must configure its first NIC by DHCP",
                 REACHABILITY_PATIENCE_MS / 1000
             ),
         ),
@@ -134,8 +137,8 @@ pub fn instances_on(tx: &CloudTx<'_>, node: &str) -> Result<Vec<Instance>, Store
 }
 
 /// What a terminated instance lets go of: its elastic IP is disassociated, its volumes
-/// detached (as EC2 does) and its group's network freed when it was the last one in it. The
-/// caller stores `i`.
+/// detached (as EC2 does; those marked delete-on-termination are deleted, tags and all) and
+/// its group's network freed when it was the last one in it. The caller stores `i`.
 pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), StoreError> {
     if let Some(ip) = i.public_ip.take() {
         // An elastic IP stays allocated to its owner; a dynamic one just returns to the pool.
@@ -149,7 +152,14 @@ pub fn release_on_termination(tx: &CloudTx<'_>, i: &mut Instance) -> Result<(), 
         i.metadata.public_ipv4 = None;
     }
     for mut v in tx.list::<Volume>(VOLUME, Some(&i.owner))? {
-        if v.attachment.as_ref().is_some_and(|a| a.instance_id == i.id) {
+        let Some(a) = v.attachment.as_ref().filter(|a| a.instance_id == i.id) else {
+            continue;
+        };
+        if a.delete_on_termination {
+            tx.delete(VOLUME, &v.id)?;
+            super::tags::forget(tx, &v.id)?;
+            tracing::info!(volume = %v.id, instance = %i.id, "volume deleted with its terminated instance (delete on termination)");
+        } else {
             v.attachment = None;
             v.state = "available".into();
             tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
@@ -234,6 +244,37 @@ mod tests {
             .reason
             .unwrap()
             .contains("not taken its address 172.31.0.2"));
+    }
+
+    /// SYSTEM: no address of ours, but the guest must still take one (the site's): no pass
+    /// until its node saw it use one, and the report's address becomes the instance's.
+    #[test]
+    fn a_system_guest_passes_once_seen_with_the_sites_address() {
+        let mut i = addressed();
+        i.private_ip = String::new();
+        i.network = Some(InstanceNetwork {
+            segment: Segment::System,
+            address: None,
+        });
+        assert_eq!(status_checks(&i, 2_000).1.reachability, "initializing");
+        let late = status_checks(&i, 1_000 + REACHABILITY_PATIENCE_MS).1;
+        assert!(late.reason.unwrap().contains("the site's DHCP server"));
+        let report = mallee_proto::InstanceReport {
+            instance_id: i.id.clone(),
+            state: mallee_proto::Observed::Running,
+            reason: None,
+            reboot_count: 0,
+            address_taken: true,
+            address: Some("10.77.0.201".parse().unwrap()),
+            metadata_options: None,
+        };
+        assert!(super::super::reconcile::apply(&mut i, Some(&report), 2_000));
+        assert_eq!(i.private_ip, "10.77.0.201");
+        assert_eq!(status_checks(&i, 2_000).1.reachability, "passed");
+        // A MANAGED instance's address is the frontend's, whatever the report says.
+        let mut managed = addressed();
+        super::super::reconcile::apply(&mut managed, Some(&report), 2_000);
+        assert_eq!(managed.private_ip, addressed().private_ip);
     }
 
     #[test]

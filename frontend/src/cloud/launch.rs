@@ -3,10 +3,13 @@
 //! desired state. Resolving a request's parameters is the API's (`ec2/run.rs`).
 
 use super::config::{NetMode, NetworkConfig};
-use super::model::{new_id, Image, Instance, InstanceType, KeyPair, State, INSTANCE};
+use super::model::{
+    new_id, Image, Instance, InstanceType, KeyPair, ShutdownPolicy, State, INSTANCE,
+};
 use super::networks::{self, Exhausted, NetworkError};
 use super::public;
-use crate::store::CloudTx;
+use super::tags::{self, ResourceType, TagSet};
+use crate::store::{CloudTx, StoreError};
 use mallee_proto::{Goal, InstanceNetwork, MetadataDocument, PublicKey, Segment};
 use std::net::Ipv4Addr;
 
@@ -145,6 +148,7 @@ pub fn write_instances(
             address_taken: false,
             metadata_options: l.metadata_options,
             metadata_options_served: None,
+            shutdown: Default::default(),
         };
         public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;
@@ -152,4 +156,25 @@ pub fn write_instances(
         out.push(inst);
     }
     Ok(out)
+}
+
+/// Gives the instances [`write_instances`] just wrote their shutdown policy (RunInstances'
+/// DisableApiTermination and InstanceInitiatedShutdownBehavior) and the tags asked for them
+/// (TagSpecifications of type `instance`), in the launch's transaction.
+pub fn settle(
+    tx: &CloudTx<'_>,
+    instances: &mut [Instance],
+    shutdown: ShutdownPolicy,
+    tags: &TagSet,
+) -> Result<(), StoreError> {
+    for i in instances {
+        if i.shutdown != shutdown {
+            i.shutdown = shutdown;
+            tx.put(INSTANCE, &i.id, &i.owner, None, i)?;
+        }
+        if !tags.is_empty() {
+            tags::attach(tx, &i.owner, &i.id, ResourceType::Instance, tags)?;
+        }
+    }
+    Ok(())
 }

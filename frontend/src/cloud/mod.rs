@@ -2,8 +2,9 @@
 //! records (`model`: images, key pairs, groups, instances, addresses, volumes, snapshots), the
 //! compute nodes with their capacity and usage (`nodes`, usage derived in one place), how node
 //! reports move instances through their states (`reconcile`), the lifecycle transitions users
-//! ask for and what a terminated instance lets go of (`instances`), writing launched instances
-//! (`launch`), public addresses from the pool (`public`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
+//! ask for and what a terminated instance lets go of (`instances`), the attributes users change
+//! after launch (`instance_attributes`), the tags on resources (`tags`), writing launched
+//! instances (`launch`), public addresses from the pool (`public`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
 //! the cloud's configuration. Its functions take the store (or a transaction) and plain values.
 //!
 //! Imports point one way: the API rooms (`ec2/` Query API, `nodes/` node protocol, `walrus/`)
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod changes;
 pub mod config;
+pub mod instance_attributes;
 pub mod instances;
 pub mod launch;
 pub mod model;
@@ -22,6 +24,7 @@ pub mod networks;
 pub mod nodes;
 pub mod public;
 pub mod reconcile;
+pub mod tags;
 
 pub use changes::Changes;
 pub use config::{Ec2Config, NetMode, NetworkConfig};

@@ -17,6 +17,13 @@ pub const VOLUME: &str = "volume";
 pub const SNAPSHOT: &str = "snapshot";
 pub const CONSOLE: &str = "console";
 
+/// Id prefixes of images: Eucalyptus's (`emi`, `eki`, `eri`) and AWS's, which clients may use.
+pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
+
+/// The device an instance's root disk is to its guest: the VMM presents the instance-store
+/// root disk as its first virtio-blk disk. Images carry no root device name of their own yet.
+pub const ROOT_DEVICE_NAME: &str = "/dev/vda";
+
 /// `prefix-` and `len` random lower-case hex digits.
 pub fn new_id(prefix: &str, len: usize) -> String {
     let mut rng = rand::thread_rng();
@@ -243,6 +250,41 @@ pub struct Reason {
     pub message: String,
 }
 
+/// What a guest that powers itself off ends as (EC2's `InstanceInitiatedShutdownBehavior`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownBehavior {
+    /// EC2's default.
+    #[default]
+    Stop,
+    Terminate,
+}
+
+impl ShutdownBehavior {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownBehavior::Stop => "stop",
+            ShutdownBehavior::Terminate => "terminate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ShutdownBehavior> {
+        match s {
+            "stop" => Some(ShutdownBehavior::Stop),
+            "terminate" => Some(ShutdownBehavior::Terminate),
+            _ => None,
+        }
+    }
+}
+
+/// How an instance may end: whether TerminateInstances is refused (`disableApiTermination`)
+/// and what its guest powering off does (stored and shown; the node does not act on it yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownPolicy {
+    pub disable_api_termination: bool,
+    pub instance_initiated: ShutdownBehavior,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
@@ -291,6 +333,9 @@ pub struct Instance {
     /// not run there.
     #[serde(default)]
     pub metadata_options_served: Option<mallee_proto::MetadataOptions>,
+    /// Termination protection and shutdown behaviour (RunInstances, ModifyInstanceAttribute).
+    #[serde(default)]
+    pub shutdown: ShutdownPolicy,
 }
 
 impl Instance {
@@ -327,6 +372,10 @@ pub struct Attachment {
     pub instance_id: String,
     pub device: String,
     pub attached_ms: i64,
+    /// Delete the volume when its instance is terminated (ModifyInstanceAttribute's
+    /// `blockDeviceMapping`); volumes attached by AttachVolume start without.
+    #[serde(default)]
+    pub delete_on_termination: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

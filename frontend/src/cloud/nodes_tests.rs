@@ -88,6 +88,7 @@ fn a_new_boot_id_marks_the_nodes_instances_rebooted_and_pending() {
             reason: None,
             reboot_count: 0,
             address_taken: false,
+            address: None,
             metadata_options: None,
         }],
         image_cache: vec![],

@@ -1,12 +1,12 @@
 //! How a node's report moves an instance through its states. Plain functions over records:
 //! pending → running → shutting-down → terminated (and stopping → stopped), a failed launch
 //! ending terminated with its reason, an instance its node lost by rebooting, the metadata
-//! options its node says the instance's VMM serves, and the desired state handed back to the
-//! node.
+//! options its node says the instance's VMM serves, a SYSTEM instance's address as its node saw
+//! the guest use it, and the desired state handed back to the node.
 
 use super::model::{instance_type, Instance, Reason, State};
 use crate::auth::time::format_iso8601_millis;
-use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed};
+use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed, Segment};
 
 /// Applies what the node saw (`None`: the node did not list the instance). Returns whether
 /// the record changed.
@@ -18,6 +18,7 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
             i.goal,
             i.reason.clone(),
             i.address_taken,
+            i.private_ip.clone(),
             i.metadata_options_served,
         )
     };
@@ -62,6 +63,11 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
     }
     let running = seen.filter(|s| i.state == State::Running && s.state == Observed::Running);
     i.address_taken = running.is_some_and(|s| s.address_taken);
+    // SYSTEM: the site's DHCP server chose the address; it is known once the guest used it.
+    let site_chosen = (i.network.as_ref()).is_some_and(|n| n.segment == Segment::System);
+    if let (true, Some(address)) = (site_chosen, running.and_then(|s| s.address)) {
+        i.private_ip = address.to_string();
+    }
     // Only what the node says its VMM serves now counts; nothing runs, nothing is served.
     i.metadata_options_served = running.and_then(|s| s.metadata_options);
     seen_by_report(i) != before
@@ -164,6 +170,7 @@ pub(crate) mod tests {
             address_taken: false,
             metadata_options: Default::default(),
             metadata_options_served: None,
+            shutdown: Default::default(),
         }
     }
 
@@ -174,6 +181,7 @@ pub(crate) mod tests {
             reason: reason.map(str::to_string),
             reboot_count: 0,
             address_taken: false,
+            address: None,
             metadata_options: None,
         }
     }

@@ -1,14 +1,17 @@
 //! Elastic IPs from the configured pool: Allocate, Associate (the instance's public address
 //! and metadata follow; its dynamic address returns to the pool), Disassociate and Release
 //! (the instance gets a dynamic address again), Describe. The pool's rules are
-//! `cloud::public`; the gateway moves the traffic.
+//! `cloud::public`; the gateway moves the traffic. Elastic IPs take tags by allocation id
+//! (TagSpecifications, `tagSet`, tag filters; see `tags`), which go when they are released.
 
 use super::instances::owned;
 use super::params::filter_matches;
+use super::tags;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::model::{new_id, Address, State, ADDRESS, INSTANCE};
 use crate::cloud::public;
+use crate::cloud::tags::{self as tagging, ResourceType};
 use crate::store::CloudTx;
 use std::net::Ipv4Addr;
 
@@ -59,6 +62,7 @@ fn unlink(tx: &CloudTx<'_>, pool: &[Ipv4Addr], a: &mut Address) -> Result<(), Ec
 }
 
 pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let tag_set = tags::specified_for(c.p, ResourceType::ElasticIp)?;
     let a = ec2.store.cloud(|tx| {
         let free = (public::free(tx, &ec2.cfg.public_ips)?.first())
             .map(|ip| ip.to_string())
@@ -76,6 +80,7 @@ pub fn allocate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             association_id: None,
         };
         tx.put(ADDRESS, &a.public_ip, &a.owner, None, &a)?;
+        tagging::attach(tx, &a.owner, &a.allocation_id, ResourceType::ElasticIp, &tag_set)?;
         Ok::<_, Ec2Error>(a)
     })?;
     let mut x = xml::response(c.action, c.rid);
@@ -144,6 +149,7 @@ pub fn release(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         let mut a = find(tx, c)?;
         unlink(tx, &ec2.cfg.public_ips, &mut a)?;
         tx.delete(ADDRESS, &a.public_ip)?;
+        tagging::forget(tx, &a.allocation_id)?;
         Ok::<_, Ec2Error>(())
     })?;
     ec2.changes.bump();
@@ -154,7 +160,11 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ips = c.p.list("PublicIp");
     let allocs = c.p.list("AllocationId");
     let filters = c.p.filters()?;
-    let all: Vec<Address> = ec2.store.cloud(|tx| tx.list(ADDRESS, Some(&c.user.name)))?;
+    let (all, tag_index) = ec2.store.cloud(|tx| {
+        let all: Vec<Address> = tx.list(ADDRESS, Some(&c.user.name))?;
+        let tag_index = tagging::index(tx, &c.user.name, ResourceType::ElasticIp)?;
+        Ok::<_, Ec2Error>((all, tag_index))
+    })?;
     for ip in &ips {
         if !all.iter().any(|a| &a.public_ip == ip) {
             return Err(Ec2Error::client(
@@ -184,7 +194,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                     "instance-id" => opt(&a.instance_id),
                     "association-id" => opt(&a.association_id),
                     "domain" => filter_matches(f, "standard"),
-                    _ => false,
+                    _ => tags::tag_filter(f, tag_index.of(&a.allocation_id)).unwrap_or(false),
                 }
             })
         })
@@ -196,6 +206,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             .field("domain", "standard")
             .opt("instanceId", a.instance_id.as_ref())
             .opt("associationId", a.association_id.as_ref());
+        tags::render(x, tag_index.of(&a.allocation_id));
     });
     Ok(x.finish())
 }

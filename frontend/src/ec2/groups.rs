@@ -1,12 +1,15 @@
 //! Security groups: Create, Delete, Describe and Authorize/Revoke ingress (protocol, port
 //! range, CIDR or source group), in both the structured `IpPermissions.N` form and the old
-//! top-level form. Every user has a `default` group, made on first use.
+//! top-level form. Every user has a `default` group, made on first use. Groups take tags
+//! (TagSpecifications, `tagSet`, tag filters; see `tags`), which go when they are deleted.
 
 use super::params::{filter_matches, Params};
+use super::tags;
 use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
-use crate::store::CloudTx;
+use crate::cloud::tags::{self as tagging, ResourceType};
+use crate::store::{account_id, CloudTx};
 
 /// The owner's `default` group, created if missing.
 pub fn ensure_default(tx: &CloudTx<'_>, owner: &str) -> Result<SecurityGroup, Ec2Error> {
@@ -61,6 +64,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ));
     }
     let owner = &c.user.name;
+    let tag_set = tags::specified_for(c.p, ResourceType::SecurityGroup)?;
     let id = ec2.store.cloud(|tx| {
         ensure_default(tx, owner)?;
         if tx.by_name::<SecurityGroup>(GROUP, owner, name)?.is_some() {
@@ -77,10 +81,12 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             rules: Vec::new(),
         };
         tx.put(GROUP, &g.id, owner, Some(name), &g)?;
+        tagging::attach(tx, owner, &g.id, ResourceType::SecurityGroup, &tag_set)?;
         Ok(g.id)
     })?;
     let mut x = xml::response(c.action, c.rid);
     x.field("groupId", id);
+    tags::render(&mut x, &tag_set);
     Ok(x.finish())
 }
 
@@ -107,6 +113,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             ));
         }
         tx.delete(GROUP, &g.id)?;
+        tagging::forget(tx, &g.id)?;
         Ok::<_, Ec2Error>(())
     })?;
     Ok(xml::ok(c.action, c.rid))
@@ -117,12 +124,14 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("GroupId");
     let filters = c.p.filters()?;
     let owner = &c.user.name;
-    let groups = ec2.store.cloud(|tx| {
+    let (groups, tag_index) = ec2.store.cloud(|tx| {
         ensure_default(tx, owner)?;
         for n in names.iter().chain(&ids) {
             find(tx, owner, n)?;
         }
-        Ok::<_, Ec2Error>(tx.list::<SecurityGroup>(GROUP, Some(owner))?)
+        let groups = tx.list::<SecurityGroup>(GROUP, Some(owner))?;
+        let tag_index = tagging::index(tx, owner, ResourceType::SecurityGroup)?;
+        Ok::<_, Ec2Error>((groups, tag_index))
     })?;
     let shown: Vec<&SecurityGroup> = groups
         .iter()
@@ -133,18 +142,19 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 "group-name" => filter_matches(f, &g.name),
                 "group-id" => filter_matches(f, &g.id),
                 "description" => filter_matches(f, &g.description),
-                "owner-id" => filter_matches(f, &g.owner),
-                _ => false,
+                "owner-id" => filter_matches(f, &account_id(&g.owner)),
+                _ => tags::tag_filter(f, tag_index.of(&g.id)).unwrap_or(false),
             })
         })
         .collect();
     let mut x = xml::response(c.action, c.rid);
     x.set("securityGroupInfo", &shown, |x, g| {
-        x.field("ownerId", &g.owner)
+        x.field("ownerId", account_id(&g.owner))
             .field("groupId", &g.id)
             .field("groupName", &g.name)
             .field("groupDescription", &g.description);
         render_rules(x, &g.rules);
+        tags::render(x, tag_index.of(&g.id));
     });
     Ok(x.finish())
 }
@@ -173,7 +183,7 @@ fn render_rules(x: &mut Xml, rules: &[Rule]) {
             .collect();
         x.set("groups", &groups, |x, r| {
             if let Source::Group { id, name, owner } = &r.source {
-                x.field("userId", owner)
+                x.field("userId", account_id(owner))
                     .field("groupId", id)
                     .field("groupName", name);
             }

@@ -1,16 +1,19 @@
 //! Images: RegisterImage makes an emi-/eki-/eri- record from a Walrus object (its size and
 //! SHA-256 come from the object store, the kind from the object's `x-amz-meta-mallee-image-type`
 //! metadata: `machine` (default), `kernel` or `ramdisk`); DescribeImages with owners,
-//! executable-by and filters; DeregisterImage; launch permissions.
+//! executable-by and filters (tag filters: the caller's own tags); DeregisterImage (the image's
+//! tags go with it); launch permissions.
 
 use super::params::{filter_matches, Params};
+use super::tags;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::access::{may_access, Access};
 use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
-use crate::store::{CloudTx, ObjectRow, User};
+use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
+use crate::store::{account_id, CloudTx, ObjectRow, User};
 
-pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
+pub use crate::cloud::model::IMAGE_PREFIXES;
 const KIND_META: &str = "x-amz-meta-mallee-image-type";
 
 /// The image `id` if `user` may see it, else the error clients expect.
@@ -87,6 +90,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         return Err(Ec2Error::invalid("Architecture", arch, "Use x86_64."));
     }
     let owner = &c.user.name;
+    let tag_set = tags::specified_for(c.p, ResourceType::Image)?;
     let id = ec2.store.cloud(|tx| {
         if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
             return Err(Ec2Error::client(
@@ -119,6 +123,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             created_ms: c.now,
         };
         tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
+        tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
         Ok(img.id)
     })?;
     tracing::info!(image = %id, kind = kind.as_str(), bucket, key, size = obj.size, sha256 = %obj.sha256, "registered image");
@@ -127,18 +132,25 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(x.finish())
 }
 
-fn keep(img: &Image, user: &str, p: &Params, filters: &[super::params::Filter]) -> bool {
+fn keep(
+    img: &Image,
+    user: &str,
+    p: &Params,
+    filters: &[super::params::Filter],
+    tags: &TagSet,
+) -> bool {
     let owners = p.list("Owner");
     let exec = p.list("ExecutableBy");
+    // Owners and users are named by account id, as on AWS.
     let owner_ok = owners.is_empty()
         || owners
             .iter()
-            .any(|o| (o == "self" && img.owner == user) || *o == img.owner);
+            .any(|o| (o == "self" && img.owner == user) || *o == account_id(&img.owner));
     let exec_ok = exec.is_empty()
         || exec.iter().any(|e| match e.as_str() {
             "all" => img.public,
             "self" => img.launchable_by(user),
-            u => img.public || img.launch_users.iter().any(|x| x == u),
+            u => img.public || img.launch_users.iter().any(|x| account_id(x) == u),
         });
     owner_ok
         && exec_ok
@@ -147,12 +159,12 @@ fn keep(img: &Image, user: &str, p: &Params, filters: &[super::params::Filter]) 
             "name" => filter_matches(f, &img.name),
             "image-type" => filter_matches(f, img.kind.as_str()),
             "state" => filter_matches(f, "available"),
-            "owner-id" => filter_matches(f, &img.owner),
+            "owner-id" => filter_matches(f, &account_id(&img.owner)),
             "is-public" => filter_matches(f, if img.public { "true" } else { "false" }),
             "architecture" => filter_matches(f, &img.architecture),
             "kernel-id" => filter_matches(f, img.kernel_id.as_deref().unwrap_or("")),
             "ramdisk-id" => filter_matches(f, img.ramdisk_id.as_deref().unwrap_or("")),
-            _ => false,
+            _ => tags::tag_filter(f, tags).unwrap_or(false),
         })
 }
 
@@ -160,24 +172,26 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("ImageId");
     let filters = c.p.filters()?;
     let user = &c.user.name;
-    let images: Vec<Image> = ec2.store.cloud(|tx| {
+    let (images, tag_index) = ec2.store.cloud(|tx| {
         for id in &ids {
             visible(tx, id, user)?;
         }
-        Ok::<_, Ec2Error>(tx.list::<Image>(IMAGE, None)?)
+        // The caller's own tags: those on shared images' owners' side are theirs.
+        let tag_index = tagging::index(tx, user, ResourceType::Image)?;
+        Ok::<_, Ec2Error>((tx.list::<Image>(IMAGE, None)?, tag_index))
     })?;
     let shown: Vec<&Image> = images
         .iter()
         .filter(|i| i.launchable_by(user))
         .filter(|i| ids.is_empty() || ids.contains(&i.id))
-        .filter(|i| keep(i, user, c.p, &filters))
+        .filter(|i| keep(i, user, c.p, &filters, tag_index.of(&i.id)))
         .collect();
     let mut x = xml::response(c.action, c.rid);
     x.set("imagesSet", &shown, |x, i| {
         x.field("imageId", &i.id)
             .field("imageLocation", format!("{}/{}", i.bucket, i.key))
             .field("imageState", "available")
-            .field("imageOwnerId", &i.owner)
+            .field("imageOwnerId", account_id(&i.owner))
             .field("creationDate", time(i.created_ms))
             .field("isPublic", i.public)
             .field("architecture", &i.architecture)
@@ -189,6 +203,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             .field("rootDeviceType", "instance-store")
             .field("virtualizationType", "hvm");
         x.open("blockDeviceMapping").close("blockDeviceMapping");
+        tags::render(x, tag_index.of(&i.id));
     });
     Ok(x.finish())
 }
@@ -210,6 +225,7 @@ pub fn deregister(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     ec2.store.cloud(|tx| {
         let img = owned(tx, id, &c.user.name)?;
         tx.delete(IMAGE, &img.id)?;
+        tagging::forget(tx, &img.id)?;
         Ok::<_, Ec2Error>(())
     })?;
     Ok(xml::ok(c.action, c.rid))
@@ -223,13 +239,13 @@ pub fn describe_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     x.field("imageId", &img.id);
     match attr {
         "launchPermission" => {
-            let mut perms: Vec<(&str, &str)> = img
+            let mut perms: Vec<(&str, String)> = img
                 .launch_users
                 .iter()
-                .map(|u| ("userId", u.as_str()))
+                .map(|u| ("userId", account_id(u)))
                 .collect();
             if img.public {
-                perms.insert(0, ("group", "all"));
+                perms.insert(0, ("group", "all".into()));
             }
             x.set("launchPermission", &perms, |x, (k, v)| {
                 x.field(k, v);
@@ -259,6 +275,17 @@ pub fn describe_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
     }
     Ok(x.finish())
+}
+
+/// The name of the user whose account id `account` is (launch permissions name accounts).
+fn user_of_account(ec2: &Ec2, account: &str) -> Result<String, Ec2Error> {
+    let found = ec2.store.user_by_account(account)?;
+    found.map(|u| u.name).ok_or_else(|| {
+        Ec2Error::client(
+            "InvalidAMIAttributeItemValue",
+            format!("Invalid attribute item value \"{account}\" for userId item type."),
+        )
+    })
 }
 
 /// (add?, group `all`?, user) triples from both the old and the structured parameter forms.
@@ -308,7 +335,13 @@ fn permission_changes(p: &Params) -> Result<Vec<(bool, Option<String>)>, Ec2Erro
 
 pub fn modify_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let id = c.p.req("ImageId")?;
-    let changes = permission_changes(c.p)?;
+    let changes = permission_changes(c.p)?
+        .into_iter()
+        .map(|(add, account)| match account {
+            Some(a) => Ok((add, Some(user_of_account(ec2, &a)?))),
+            None => Ok((add, None)),
+        })
+        .collect::<Result<Vec<_>, Ec2Error>>()?;
     let description = c.p.get("Description.Value");
     if changes.is_empty() && description.is_none() {
         return Err(Ec2Error::missing("LaunchPermission"));

@@ -1,15 +1,18 @@
-//! Instance calls after launch: DescribeInstances (filters, MaxResults/NextToken),
-//! Terminate/Stop/Start/Reboot (the core's lifecycle transitions change the goal the node
-//! reconciles towards),
+//! Instance calls after launch: DescribeInstances (filters, tag filters included,
+//! MaxResults/NextToken), Terminate/Stop/Start/Reboot (the core's lifecycle transitions change
+//! the goal the node reconciles towards; termination protection is honoured),
 //! GetConsoleOutput and DescribeInstanceStatus. ModifyInstanceMetadataOptions is
-//! `metadata_options`.
+//! `metadata_options`; Describe/ModifyInstanceAttribute are `instance_attributes`.
 
 use super::params::{filter_matches, Filter};
 use super::render;
+use super::tags;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::instance_attributes::{may_terminate, Related};
 use crate::cloud::instances as lifecycle;
 use crate::cloud::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
+use crate::cloud::tags::TagSet;
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -24,7 +27,7 @@ pub fn owned(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Instance, Ec2Erro
         .ok_or_else(|| Ec2Error::not_found("InvalidInstanceID", id))
 }
 
-fn matches(i: &Instance, f: &Filter) -> Result<bool, Ec2Error> {
+fn matches(i: &Instance, f: &Filter, tags: &TagSet) -> Result<bool, Ec2Error> {
     let opt = |v: &Option<String>| v.as_deref().is_some_and(|v| filter_matches(f, v));
     Ok(match f.name.as_str() {
         "instance-id" => filter_matches(f, &i.id),
@@ -42,13 +45,16 @@ fn matches(i: &Instance, f: &Filter) -> Result<bool, Ec2Error> {
         "group-id" | "instance.group-id" => i.groups.iter().any(|(id, _)| filter_matches(f, id)),
         "group-name" | "instance.group-name" => i.groups.iter().any(|(_, n)| filter_matches(f, n)),
         "client-token" => opt(&i.client_token),
-        other => {
-            return Err(Ec2Error::invalid(
-                "Filter.Name",
-                other,
-                "The filter is not supported.",
-            ))
-        }
+        other => match tags::tag_filter(f, tags) {
+            Some(passes) => passes,
+            None => {
+                return Err(Ec2Error::invalid(
+                    "Filter.Name",
+                    other,
+                    "The filter is not supported.",
+                ))
+            }
+        },
     })
 }
 
@@ -80,7 +86,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ),
         None => None,
     };
-    let all = callers_instances(ec2, c, &ids)?;
+    let (all, related) = callers_instances(ec2, c, &ids)?;
     let mut shown = Vec::new();
     for i in &all {
         if !ids.is_empty() && !ids.contains(&i.id) {
@@ -91,7 +97,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
         let mut keep = true;
         for f in &filters {
-            keep &= matches(i, f)?;
+            keep &= matches(i, f, related.tags.of(&i.id))?;
         }
         if keep {
             shown.push(i);
@@ -105,7 +111,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         }
     }
     let mut x = xml::response(c.action, c.rid);
-    render::reservations(&mut x, &shown);
+    render::reservations(&mut x, &shown, &related);
     x.opt("nextToken", next);
     Ok(x.finish())
 }
@@ -148,8 +154,11 @@ pub fn incorrect(i: &Instance, what: &str) -> Ec2Error {
     )
 }
 
+/// Terminates the instances named; one with termination protection fails the whole call, and
+/// none is terminated (`OperationNotPermitted`, as AWS).
 pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     change_each(ec2, c, |i, now| {
+        may_terminate(i).map_err(|e| Ec2Error::client("OperationNotPermitted", e.to_string()))?;
         lifecycle::terminate(i, now);
         Ok(())
     })
@@ -208,13 +217,19 @@ pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(x.finish())
 }
 
-/// Every instance of the caller, once each id asked for is known to be theirs.
-fn callers_instances(ec2: &Ec2, c: &Call<'_>, ids: &[String]) -> Result<Vec<Instance>, Ec2Error> {
+/// Every instance of the caller, once each id asked for is known to be theirs, with their
+/// tags and attached volumes.
+fn callers_instances(
+    ec2: &Ec2,
+    c: &Call<'_>,
+    ids: &[String],
+) -> Result<(Vec<Instance>, Related), Ec2Error> {
     ec2.store.cloud(|tx| {
         for id in ids {
             owned(tx, id, &c.user.name)?;
         }
-        Ok::<_, Ec2Error>(tx.list::<Instance>(INSTANCE, Some(&c.user.name))?)
+        let all = tx.list::<Instance>(INSTANCE, Some(&c.user.name))?;
+        Ok::<_, Ec2Error>((all, Related::load(tx, &c.user.name)?))
     })
 }
 
@@ -222,7 +237,7 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("InstanceId");
     let include_all = c.p.bool("IncludeAllInstances")?.unwrap_or(false);
     let filters = c.p.filters()?;
-    let all = callers_instances(ec2, c, &ids)?;
+    let (all, related) = callers_instances(ec2, c, &ids)?;
     let mut shown = Vec::new();
     for i in &all {
         let wanted =
@@ -233,7 +248,7 @@ pub fn describe_status(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 && match f.name.as_str() {
                     "availability-zone" => filter_matches(f, &i.zone),
                     "instance-state-name" => filter_matches(f, i.state.name()),
-                    _ => matches(i, f)?,
+                    _ => matches(i, f, related.tags.of(&i.id))?,
                 };
         }
         if keep {

@@ -1,98 +1,28 @@
-//! Key pairs: CreateKeyPair generates a real ed25519 key (the private half is returned once,
-//! in OpenSSH format, and never stored), ImportKeyPair takes an OpenSSH public key line (the
-//! clients send it base64), DescribeKeyPairs, DeleteKeyPair.
+//! Key pairs: CreateKeyPair (RSA by default, ed25519 on request; the private half is returned
+//! once and never stored), ImportKeyPair (the clients send the key base64), DescribeKeyPairs,
+//! DeleteKeyPair. Making and reading keys, and their fingerprints, are `key_material`'s.
 
+use super::key_material::{self, KeyError, KeyType, PublicKey};
 use super::params::filter_matches;
+use super::tags;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::model::{new_id, KeyPair, KEY_PAIR};
+use crate::cloud::tags::{self as tagging, ResourceType};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
-fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn read_ssh_string(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
-    let s = b.get(4..4 + len)?;
-    Some((s, &b[4 + len..]))
-}
-
-/// A new ed25519 key: (OpenSSH private key PEM, OpenSSH public key line).
-pub fn generate_ed25519(comment: &str) -> (String, String) {
-    let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let public = signing.verifying_key().to_bytes();
-    let mut pub_blob = Vec::new();
-    ssh_string(&mut pub_blob, b"ssh-ed25519");
-    ssh_string(&mut pub_blob, &public);
-    let check: u32 = rand::random();
-    let mut private = Vec::new();
-    private.extend_from_slice(&check.to_be_bytes());
-    private.extend_from_slice(&check.to_be_bytes());
-    ssh_string(&mut private, b"ssh-ed25519");
-    ssh_string(&mut private, &public);
-    let mut pair = signing.to_bytes().to_vec();
-    pair.extend_from_slice(&public);
-    ssh_string(&mut private, &pair);
-    ssh_string(&mut private, comment.as_bytes());
-    let mut pad = 1u8;
-    while private.len() % 8 != 0 {
-        private.push(pad);
-        pad += 1;
+impl From<KeyError> for Ec2Error {
+    fn from(e: KeyError) -> Ec2Error {
+        match e {
+            KeyError::Encoding(_) => Ec2Error::internal(e),
+            // EC2's answer to any key it cannot take, with what was wrong.
+            e => Ec2Error::client(
+                "InvalidKey.Format",
+                format!("Key is not in valid OpenSSH public key format: {e}"),
+            ),
+        }
     }
-    let mut file = b"openssh-key-v1\0".to_vec();
-    ssh_string(&mut file, b"none");
-    ssh_string(&mut file, b"none");
-    ssh_string(&mut file, b"");
-    file.extend_from_slice(&1u32.to_be_bytes());
-    ssh_string(&mut file, &pub_blob);
-    ssh_string(&mut file, &private);
-    let body = B64.encode(&file);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(70)
-        .map(|c| std::str::from_utf8(c).unwrap_or(""))
-        .collect();
-    let pem = format!(
-        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
-        lines.join("\n")
-    );
-    let line = format!("ssh-ed25519 {} {comment}", B64.encode(&pub_blob));
-    (pem, line)
-}
-
-/// Checks an OpenSSH public key line; returns (key type, fingerprint, normalized line).
-pub fn parse_public_key(text: &str) -> Option<(String, String, String)> {
-    let mut fields = text.split_whitespace();
-    let kind = fields.next()?;
-    let blob = B64.decode(fields.next()?).ok()?;
-    let (inner, rest) = read_ssh_string(&blob)?;
-    let known = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-    ];
-    if inner != kind.as_bytes() || !known.contains(&kind) || rest.is_empty() {
-        return None;
-    }
-    let key_type = if kind == "ssh-ed25519" {
-        "ed25519"
-    } else if kind == "ssh-rsa" {
-        "rsa"
-    } else {
-        "ecdsa"
-    };
-    let fingerprint = B64.encode(Sha256::digest(&blob));
-    Some((
-        key_type.to_string(),
-        fingerprint,
-        format!("{kind} {}", B64.encode(&blob)),
-    ))
 }
 
 fn check_name(name: &str) -> Result<(), Ec2Error> {
@@ -106,24 +36,18 @@ fn check_name(name: &str) -> Result<(), Ec2Error> {
     Ok(())
 }
 
-fn store_new(
-    ec2: &Ec2,
-    c: &Call<'_>,
-    name: &str,
-    kind: &str,
-    fp: &str,
-    line: &str,
-) -> Result<KeyPair, Ec2Error> {
+fn store_new(ec2: &Ec2, c: &Call<'_>, name: &str, key: &PublicKey) -> Result<KeyPair, Ec2Error> {
     check_name(name)?;
     let kp = KeyPair {
         id: new_id("key", 17),
         owner: c.user.name.clone(),
         name: name.to_string(),
-        fingerprint: fp.to_string(),
-        key_type: kind.to_string(),
-        public_key: line.to_string(),
+        fingerprint: key.fingerprint.clone(),
+        key_type: key.key_type.as_str().to_string(),
+        public_key: key.openssh.clone(),
         created_ms: c.now,
     };
+    let tag_set = tags::specified_for(c.p, ResourceType::KeyPair)?;
     ec2.store.cloud(|tx| {
         if tx.by_name::<KeyPair>(KEY_PAIR, &kp.owner, name)?.is_some() {
             return Err(Ec2Error::client(
@@ -132,58 +56,58 @@ fn store_new(
             ));
         }
         tx.put(KEY_PAIR, &kp.id, &kp.owner, Some(name), &kp)?;
+        tagging::attach(tx, &kp.owner, &kp.id, ResourceType::KeyPair, &tag_set)?;
         Ok(kp.clone())
     })
 }
 
+/// The key type CreateKeyPair was asked for (`rsa` when none), once its format is one made
+/// here.
+fn requested_type(c: &Call<'_>) -> Result<KeyType, Ec2Error> {
+    let kind = c.p.get("KeyType").unwrap_or("rsa");
+    let kind = KeyType::parse(kind)
+        .ok_or_else(|| Ec2Error::invalid("KeyType", kind, "Use rsa or ed25519."))?;
+    match c.p.get("KeyFormat").unwrap_or("pem") {
+        "pem" => Ok(kind),
+        "ppk" => Err(Ec2Error::client(
+            "UnsupportedOperation",
+            "KeyFormat ppk (PuTTY) is not supported here; create the key as pem and convert it with puttygen.",
+        )),
+        other => Err(Ec2Error::invalid("KeyFormat", other, "Use pem or ppk.")),
+    }
+}
+
 pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("KeyName")?;
-    match c.p.get("KeyType").unwrap_or("ed25519") {
-        "ed25519" => {}
-        other => {
-            return Err(Ec2Error::invalid(
-                "KeyType",
-                other,
-                "Only ed25519 keys are generated; import an RSA key with ImportKeyPair.",
-            ))
-        }
-    }
-    if c.p.get("KeyFormat").is_some_and(|f| f != "pem") {
-        return Err(Ec2Error::invalid(
-            "KeyFormat",
-            c.p.get("KeyFormat").unwrap_or(""),
-            "Only pem is supported.",
-        ));
-    }
-    let (pem, line) = generate_ed25519(name);
-    let (kind, fp, line) = parse_public_key(&line)
-        .ok_or_else(|| Ec2Error::internal("generated key does not parse"))?;
-    let kp = store_new(ec2, c, name, &kind, &fp, &line)?;
+    check_name(name)?;
+    let kind = requested_type(c)?;
+    let pair = key_material::generate(kind, name)?;
+    let kp = store_new(ec2, c, name, &pair.public)?;
     let mut x = xml::response(c.action, c.rid);
     x.field("keyPairId", &kp.id)
         .field("keyName", &kp.name)
         .field("keyFingerprint", &kp.fingerprint)
-        .field("keyMaterial", pem);
+        .field("keyMaterial", &pair.private_pem);
+    tags::render(&mut x, &tags::specified_for(c.p, ResourceType::KeyPair)?);
     Ok(x.finish())
 }
 
 pub fn import(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("KeyName")?;
     let material = c.p.req("PublicKeyMaterial")?;
-    let bad = || {
+    let decoded = B64.decode(material.trim()).map_err(|_| {
         Ec2Error::client(
             "InvalidKey.Format",
-            "Key is not in valid OpenSSH public key format",
+            "Key is not in valid OpenSSH public key format: PublicKeyMaterial is not base64",
         )
-    };
-    let decoded = B64.decode(material.trim()).map_err(|_| bad())?;
-    let text = String::from_utf8(decoded).map_err(|_| bad())?;
-    let (kind, fp, line) = parse_public_key(&text).ok_or_else(bad)?;
-    let kp = store_new(ec2, c, name, &kind, &fp, &line)?;
+    })?;
+    let key = key_material::read_public(&decoded)?;
+    let kp = store_new(ec2, c, name, &key)?;
     let mut x = xml::response(c.action, c.rid);
     x.field("keyFingerprint", &kp.fingerprint)
         .field("keyName", &kp.name)
         .field("keyPairId", &kp.id);
+    tags::render(&mut x, &tags::specified_for(c.p, ResourceType::KeyPair)?);
     Ok(x.finish())
 }
 
@@ -192,9 +116,11 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("KeyPairId");
     let filters = c.p.filters()?;
     let with_public = c.p.bool("IncludePublicKey")?.unwrap_or(false);
-    let all: Vec<KeyPair> = ec2
-        .store
-        .cloud(|tx| tx.list(KEY_PAIR, Some(&c.user.name)))?;
+    let (all, tag_index) = ec2.store.cloud(|tx| {
+        let all: Vec<KeyPair> = tx.list(KEY_PAIR, Some(&c.user.name))?;
+        let tag_index = tagging::index(tx, &c.user.name, ResourceType::KeyPair)?;
+        Ok::<_, Ec2Error>((all, tag_index))
+    })?;
     for n in &names {
         if !all.iter().any(|k| &k.name == n) {
             return Err(Ec2Error::client(
@@ -221,7 +147,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 "key-pair-id" => filter_matches(f, &k.id),
                 "fingerprint" => filter_matches(f, &k.fingerprint),
                 "key-type" => filter_matches(f, &k.key_type),
-                _ => false,
+                _ => tags::tag_filter(f, tag_index.of(&k.id)).unwrap_or(false),
             })
         })
         .collect();
@@ -235,6 +161,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         if with_public {
             x.field("publicKey", &k.public_key);
         }
+        tags::render(x, tag_index.of(&k.id));
     });
     Ok(x.finish())
 }
@@ -256,6 +183,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         };
         if let Some(k) = &found {
             tx.delete(KEY_PAIR, &k.id)?;
+            tagging::forget(tx, &k.id)?;
         }
         Ok::<_, Ec2Error>(found)
     })?;
@@ -268,25 +196,46 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ec2::params::Params;
+    use crate::store::{Role, User};
 
-    #[test]
-    fn generated_keys_are_openssh_and_their_public_half_parses() {
-        let (pem, line) = generate_ed25519("k1");
-        assert!(pem.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let raw = B64.decode(body).unwrap();
-        assert!(raw.starts_with(b"openssh-key-v1\0"));
-        let (kind, fp, _) = parse_public_key(&line).unwrap();
-        assert_eq!(kind, "ed25519");
-        assert_eq!(B64.decode(fp).unwrap().len(), 32);
+    fn requested(query: &str) -> Result<KeyType, Ec2Error> {
+        let user = User {
+            name: "u".into(),
+            access_key: "AK".into(),
+            secret: "s".into(),
+            role: Role::User,
+            created_ms: 0,
+        };
+        let p = Params::parse(query);
+        let c = Call {
+            user: &user,
+            p: &p,
+            rid: "r",
+            action: "CreateKeyPair",
+            now: 0,
+        };
+        requested_type(&c)
     }
 
     #[test]
-    fn public_keys_whose_blob_disagrees_with_their_type_are_refused() {
-        let (_, line) = generate_ed25519("k");
-        let blob = line.split(' ').nth(1).unwrap();
-        assert!(parse_public_key(&format!("ssh-rsa {blob}")).is_none());
-        assert!(parse_public_key("ssh-ed25519 !!!").is_none());
-        assert!(parse_public_key("").is_none());
+    fn create_key_pair_makes_rsa_unless_asked_for_ed25519_and_only_pem() {
+        assert_eq!(requested("KeyName=k"), Ok(KeyType::Rsa));
+        assert_eq!(
+            requested("KeyType=ed25519&KeyFormat=pem"),
+            Ok(KeyType::Ed25519)
+        );
+        let code = |q| requested(q).unwrap_err().code;
+        assert_eq!(code("KeyFormat=ppk"), "UnsupportedOperation");
+        assert_eq!(code("KeyType=dsa"), "InvalidParameterValue");
+        assert_eq!(code("KeyFormat=der"), "InvalidParameterValue");
+    }
+
+    #[test]
+    fn unreadable_keys_are_invalid_key_format_and_say_why() {
+        let e = Ec2Error::from(KeyError::RsaSize(512));
+        assert_eq!((e.status, e.code.as_str()), (400, "InvalidKey.Format"));
+        assert!(e.message.contains("512 bits"), "{e}");
+        assert_eq!(Ec2Error::from(KeyError::Encoding("x".into())).status, 500);
     }
 }

@@ -4,7 +4,7 @@
 //! enforces `HttpTokens`, `HttpEndpoint` and `HttpPutResponseHopLimit`; `state` is `applied`
 //! only once its node reported the VMM serves them (`Instance::metadata_options_applied`).
 //! `HttpProtocolIpv6` and `InstanceMetadataTags` exist here only as `disabled` (the service
-//! has no IPv6 endpoint and the cloud no instance tags): `enabled` is refused with
+//! has no IPv6 endpoint and does not serve instance tags): `enabled` is refused with
 //! `UnsupportedOperation`, as AWS refuses an option an instance cannot have, never taken and
 //! ignored.
 

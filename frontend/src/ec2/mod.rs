@@ -15,13 +15,16 @@ mod addresses;
 mod appliance;
 mod groups;
 mod images;
+mod instance_attributes;
 pub mod instances;
+mod key_material;
 mod keypairs;
 mod metadata_options;
 mod networks;
 mod nodes;
 mod render;
 mod run;
+mod tags;
 mod volumes;
 mod zones;
 
@@ -221,6 +224,11 @@ impl Ec2 {
             "GetConsoleOutput" => instances::console_output(self, c),
             "DescribeInstanceStatus" => instances::describe_status(self, c),
             "ModifyInstanceMetadataOptions" => metadata_options::modify(self, c),
+            "DescribeInstanceAttribute" => instance_attributes::describe(self, c),
+            "ModifyInstanceAttribute" => instance_attributes::modify(self, c),
+            "CreateTags" => tags::create(self, c),
+            "DeleteTags" => tags::delete(self, c),
+            "DescribeTags" => tags::describe(self, c),
             "DescribeInstanceTypes" => zones::describe_instance_types(self, c),
             "DescribeAvailabilityZones" => zones::describe_zones(self, c),
             "DescribeRegions" => zones::describe_regions(self, c),

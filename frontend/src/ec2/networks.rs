@@ -32,7 +32,7 @@ pub fn render(
     x.set("networkSet", nets, |x, n| {
         x.field("groupId", &n.group_id)
             .field("groupName", &n.group_name)
-            .field("ownerId", &n.owner)
+            .field("ownerId", crate::store::account_id(&n.owner))
             .opt("vlan", n.vlan.as_ref())
             .field("subnet", n.subnet.to_string())
             .field("gateway", n.gateway.to_string())
@@ -67,6 +67,8 @@ mod tests {
         };
         let failed = Status::Failed("nft: <bad>".into());
         let doc = render("DescribeNetworks", "r1", &cfg, &failed, &[net]);
+        let owner = format!("<ownerId>{}</ownerId>", crate::store::account_id("alice"));
+        assert!(doc.contains(&owner), "{owner} missing from {doc}");
         for want in [
             "<mode>MANAGED</mode>",
             "<vlanRange>100-199</vlanRange>",

@@ -168,6 +168,7 @@ mod tests {
             access_key: "AK".into(),
             secret: "s".into(),
             role,
+            created_ms: 0,
         };
         assert!(authorize(&user(Role::Admin), "DescribeNodes").is_ok());
         for role in [Role::User, Role::Node] {

@@ -1,8 +1,12 @@
 //! XML for instances, shared by RunInstances and DescribeInstances (botocore's `Reservation`
-//! and `Instance` shapes) and the state-change lists of Terminate/Stop/Start.
+//! and `Instance` shapes, with the instance's tags and attached volumes), the block device
+//! mapping DescribeInstanceAttribute shows too, and the state-change lists of
+//! Terminate/Stop/Start.
 
+use super::tags;
 use super::xml::{time, Xml};
-use crate::cloud::model::{Instance, State};
+use crate::cloud::instance_attributes::Related;
+use crate::cloud::model::{Attachment, Instance, State, Volume, ROOT_DEVICE_NAME};
 
 /// `instanceState`-like element `name` for `state`.
 pub fn state(x: &mut Xml, name: &str, state: State) {
@@ -31,7 +35,7 @@ fn groups(x: &mut Xml, groups: &[(String, String)]) {
     });
 }
 
-fn instance(x: &mut Xml, i: &Instance) {
+fn instance(x: &mut Xml, i: &Instance, related: &Related) {
     x.field("instanceId", &i.id).field("imageId", &i.image_id);
     state(x, "instanceState", i.state);
     // SYSTEM mode: the site's DHCP server picks the address, unknown here.
@@ -71,10 +75,12 @@ fn instance(x: &mut Xml, i: &Instance) {
             .close("stateReason");
     }
     x.field("architecture", "x86_64")
-        .field("rootDeviceType", "instance-store");
-    x.open("blockDeviceMapping").close("blockDeviceMapping");
+        .field("rootDeviceType", "instance-store")
+        .field("rootDeviceName", ROOT_DEVICE_NAME);
+    block_devices(x, related.volumes_of(&i.id));
     x.field("virtualizationType", "hvm")
         .opt("clientToken", i.client_token.as_ref());
+    tags::render(x, related.tags.of(&i.id));
     metadata_options(x, "metadataOptions", i);
 }
 
@@ -85,19 +91,20 @@ fn transition_reason(i: &Instance) -> String {
     }
 }
 
-/// A `Reservation` body (no wrapper element), instances in the order given.
-pub fn reservation(x: &mut Xml, owner: &str, instances: &[&Instance]) {
+/// A `Reservation` body (no wrapper element), instances in the order given; `owner` is the
+/// owning user's name (shown as its account id).
+pub fn reservation(x: &mut Xml, owner: &str, instances: &[&Instance], related: &Related) {
     let Some(first) = instances.first() else {
         return;
     };
     x.field("reservationId", &first.reservation_id)
-        .field("ownerId", owner);
+        .field("ownerId", crate::store::account_id(owner));
     groups(x, &first.groups);
-    x.set("instancesSet", instances, |x, i| instance(x, i));
+    x.set("instancesSet", instances, |x, i| instance(x, i, related));
 }
 
 /// `reservationSet`: instances grouped by reservation, in order of first appearance.
-pub fn reservations(x: &mut Xml, instances: &[&Instance]) {
+pub fn reservations(x: &mut Xml, instances: &[&Instance], related: &Related) {
     let mut order: Vec<&str> = Vec::new();
     for i in instances {
         if !order.contains(&i.reservation_id.as_str()) {
@@ -111,7 +118,25 @@ pub fn reservations(x: &mut Xml, instances: &[&Instance]) {
             .filter(|i| i.reservation_id == *r)
             .collect();
         let owner = members.first().map(|i| i.owner.clone()).unwrap_or_default();
-        reservation(x, &owner, &members);
+        reservation(x, &owner, &members, related);
+    });
+}
+
+/// `blockDeviceMapping`: the EBS volumes attached to an instance (its root disk is
+/// instance-store, so not among them).
+pub fn block_devices(x: &mut Xml, volumes: &[Volume]) {
+    let attached: Vec<(&Volume, &Attachment)> = volumes
+        .iter()
+        .filter_map(|v| v.attachment.as_ref().map(|a| (v, a)))
+        .collect();
+    x.set("blockDeviceMapping", &attached, |x, (v, a)| {
+        x.field("deviceName", &a.device);
+        x.open("ebs")
+            .field("volumeId", &v.id)
+            .field("status", "attached")
+            .field("attachTime", time(a.attached_ms))
+            .field("deleteOnTermination", a.delete_on_termination)
+            .close("ebs");
     });
 }
 
@@ -135,7 +160,7 @@ pub const ALWAYS_DISABLED: [(&str, &str, &str); 2] = [
     (
         "InstanceMetadataTags",
         "instanceMetadataTags",
-        "this cloud has no instance tags",
+        "the metadata service does not serve instance tags",
     ),
 ];
 

@@ -1,17 +1,25 @@
 //! RunInstances: validates the request, resolves image, kernel, ramdisk, key and groups, asks
 //! the scheduler for nodes, and has the core write the instances (the nodes' desired state) in
-//! one transaction. A repeated ClientToken returns the original reservation.
+//! one transaction, with their shutdown policy (DisableApiTermination,
+//! InstanceInitiatedShutdownBehavior) and their tags (TagSpecifications of type `instance`;
+//! `volume` is accepted and tags nothing, as no launch here makes an EBS volume). A repeated
+//! ClientToken returns the original reservation.
 
 use super::groups;
 use super::images::visible;
 use super::metadata_options;
+use super::params::Params;
 use super::render;
+use super::tags;
 use super::xml;
 use super::{Call, Ec2, Ec2Error};
+use crate::cloud::instance_attributes::Related;
 use crate::cloud::launch::{self, Launch};
 use crate::cloud::model::{
-    instance_type, Image, ImageKind, Instance, KeyPair, CLIENT_TOKEN, INSTANCE, KEY_PAIR,
+    instance_type, Image, ImageKind, Instance, KeyPair, ShutdownBehavior, ShutdownPolicy,
+    CLIENT_TOKEN, INSTANCE, KEY_PAIR,
 };
+use crate::cloud::tags::{self as tagging, ResourceType, TagIndex};
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -25,6 +33,38 @@ const MAX_USER_DATA: usize = 16 * 1024;
 struct TokenRecord {
     image_id: String,
     instances: Vec<String>,
+}
+
+/// User data as given in parameter `param` (base64 of at most 16 KiB); empty is none.
+pub(super) fn user_data(value: Option<&str>, param: &str) -> Result<Option<String>, Ec2Error> {
+    let Some(u) = value.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let raw = B64.decode(u).map_err(|_| {
+        Ec2Error::invalid(param, "(omitted)", "Invalid BASE64 encoding of user data.")
+    })?;
+    if raw.len() > MAX_USER_DATA {
+        return Err(Ec2Error::invalid(
+            param,
+            "(omitted)",
+            "User data is limited to 16384 bytes.",
+        ));
+    }
+    Ok(Some(u.to_string()))
+}
+
+/// RunInstances' DisableApiTermination and InstanceInitiatedShutdownBehavior.
+fn shutdown_policy(p: &Params) -> Result<ShutdownPolicy, Ec2Error> {
+    let param = "InstanceInitiatedShutdownBehavior";
+    let instance_initiated = match p.get(param) {
+        None => ShutdownBehavior::default(),
+        Some(v) => ShutdownBehavior::parse(v)
+            .ok_or_else(|| Ec2Error::invalid(param, v, "It must be stop or terminate."))?,
+    };
+    Ok(ShutdownPolicy {
+        disable_api_termination: p.bool("DisableApiTermination")?.unwrap_or(false),
+        instance_initiated,
+    })
 }
 
 fn counts(c: &Call<'_>) -> Result<(u32, u32), Ec2Error> {
@@ -125,26 +165,7 @@ fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
             groups.push((g.id, g.name));
         }
     }
-    let user_data =
-        c.p.get("UserData")
-            .filter(|u| !u.is_empty())
-            .map(str::to_string);
-    if let Some(u) = &user_data {
-        let raw = B64.decode(u).map_err(|_| {
-            Ec2Error::invalid(
-                "UserData",
-                "(omitted)",
-                "Invalid BASE64 encoding of user data.",
-            )
-        })?;
-        if raw.len() > MAX_USER_DATA {
-            return Err(Ec2Error::invalid(
-                "UserData",
-                "(omitted)",
-                "User data is limited to 16384 bytes.",
-            ));
-        }
-    }
+    let user_data = user_data(c.p.get("UserData"), "UserData")?;
     let metadata_options =
         metadata_options::parse(c.p, "MetadataOptions.", MetadataOptions::default())?;
     Ok(Launch {
@@ -219,7 +240,15 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             "At most 64 characters.",
         ));
     }
-    let instances = ec2.store.cloud(|tx| {
+    let shutdown = shutdown_policy(c.p)?;
+    // Volume tags are AWS's for the EBS volumes a launch makes; every instance here boots
+    // from an instance-store image, so a launch makes none and there is nothing to tag.
+    let specs = tags::specified(c.p, &[ResourceType::Instance, ResourceType::Volume])?;
+    let instance_tags = specs
+        .get(&ResourceType::Instance)
+        .cloned()
+        .unwrap_or_default();
+    let (instances, fresh, tag_index) = ec2.store.cloud(|tx| {
         let token_id = token.map(|t| format!("{}:{t}", c.user.name));
         if let Some(tid) = &token_id {
             if let Some(prev) = tx.get::<TokenRecord>(CLIENT_TOKEN, tid)? {
@@ -233,12 +262,13 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 for id in &prev.instances {
                     out.extend(tx.get::<Instance>(INSTANCE, id)?);
                 }
-                return Ok((out, false));
+                let tags = tagging::index(tx, &c.user.name, ResourceType::Instance)?;
+                return Ok((out, false, tags));
             }
         }
         let launch = resolve(tx, c)?;
         let (zone, nodes) = place(ec2, tx, c, &launch)?;
-        let made = launch::write_instances(
+        let mut made = launch::write_instances(
             tx,
             &launch,
             &ec2.net,
@@ -247,6 +277,7 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             &nodes,
             c.now,
         )?;
+        launch::settle(tx, &mut made, shutdown, &instance_tags)?;
         if let Some(tid) = &token_id {
             let rec = TokenRecord {
                 image_id: launch.image.id.clone(),
@@ -254,14 +285,19 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             };
             tx.put(CLIENT_TOKEN, tid, &c.user.name, None, &rec)?;
         }
-        Ok((made, true))
+        let tags = TagIndex::same(made.iter().map(|i| i.id.clone()), &instance_tags);
+        Ok((made, true, tags))
     })?;
-    let (instances, fresh) = instances;
     if fresh {
         ec2.changes.bump();
     }
     let refs: Vec<&Instance> = instances.iter().collect();
+    // Just launched: no volume is attached yet.
+    let related = Related {
+        tags: tag_index,
+        ..Related::default()
+    };
     let mut x = xml::response(c.action, c.rid);
-    render::reservation(&mut x, &c.user.name, &refs);
+    render::reservation(&mut x, &c.user.name, &refs, &related);
     Ok(x.finish())
 }

@@ -1,14 +1,17 @@
 //! Volume and snapshot records and their state machines (the AoE data path comes later):
 //! volumes are `available` ⇄ `in-use` (attach/detach) and deleted only when `available`;
-//! snapshots of one's own volumes complete at once (no data to copy yet).
+//! snapshots of one's own volumes complete at once (no data to copy yet). Both take tags
+//! (TagSpecifications, `tagSet`, tag filters; see `tags`), which go when they are deleted.
 
 use super::instances::owned;
 use super::params::filter_matches;
+use super::tags;
 use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::model::{
     new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME,
 };
+use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
 use crate::store::CloudTx;
 
 fn volume(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Volume, Ec2Error> {
@@ -49,10 +52,10 @@ fn attachment(x: &mut Xml, v: &Volume, a: &Attachment, status: &str) {
         .field("device", &a.device)
         .field("status", status)
         .field("attachTime", time(a.attached_ms))
-        .field("deleteOnTermination", false);
+        .field("deleteOnTermination", a.delete_on_termination);
 }
 
-fn render_volume(x: &mut Xml, v: &Volume) {
+fn render_volume(x: &mut Xml, v: &Volume, tags: &TagSet) {
     x.field("volumeId", &v.id)
         .field("size", v.size_gib)
         .field("snapshotId", v.snapshot_id.as_deref().unwrap_or(""))
@@ -64,6 +67,7 @@ fn render_volume(x: &mut Xml, v: &Volume) {
         attachment(x, v, a, "attached")
     });
     x.field("volumeType", "standard").field("encrypted", false);
+    tags::render(x, tags);
 }
 
 pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
@@ -75,6 +79,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             "No such availability zone.",
         ));
     }
+    let tag_set = tags::specified_for(c.p, ResourceType::Volume)?;
     let v = ec2.store.cloud(|tx| {
         let snap = match c.p.get("SnapshotId") {
             Some(id) => Some(snapshot(tx, id, &c.user.name)?),
@@ -110,10 +115,11 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             attachment: None,
         };
         save(tx, &v)?;
+        tagging::attach(tx, &v.owner, &v.id, ResourceType::Volume, &tag_set)?;
         Ok(v)
     })?;
     let mut x = xml::response(c.action, c.rid);
-    render_volume(&mut x, &v);
+    render_volume(&mut x, &v, &tag_set);
     Ok(x.finish())
 }
 
@@ -131,6 +137,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             ));
         }
         tx.delete(VOLUME, id)?;
+        tagging::forget(tx, id)?;
         Ok(())
     })?;
     Ok(xml::ok(c.action, c.rid))
@@ -139,11 +146,13 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("VolumeId");
     let filters = c.p.filters()?;
-    let all = ec2.store.cloud(|tx| {
+    let (all, tag_index) = ec2.store.cloud(|tx| {
         for id in &ids {
             volume(tx, id, &c.user.name)?;
         }
-        Ok::<_, Ec2Error>(tx.list::<Volume>(VOLUME, Some(&c.user.name))?)
+        let all = tx.list::<Volume>(VOLUME, Some(&c.user.name))?;
+        let tag_index = tagging::index(tx, &c.user.name, ResourceType::Volume)?;
+        Ok::<_, Ec2Error>((all, tag_index))
     })?;
     let shown: Vec<&Volume> = all
         .iter()
@@ -158,12 +167,14 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                     .attachment
                     .as_ref()
                     .is_some_and(|a| filter_matches(f, &a.instance_id)),
-                _ => false,
+                _ => tags::tag_filter(f, tag_index.of(&v.id)).unwrap_or(false),
             })
         })
         .collect();
     let mut x = xml::response(c.action, c.rid);
-    x.set("volumeSet", &shown, |x, v| render_volume(x, v));
+    x.set("volumeSet", &shown, |x, v| {
+        render_volume(x, v, tag_index.of(&v.id))
+    });
     Ok(x.finish())
 }
 
@@ -200,6 +211,7 @@ pub fn attach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             instance_id: inst.id,
             device: device.to_string(),
             attached_ms: c.now,
+            delete_on_termination: false,
         });
         save(tx, &v)?;
         Ok(v)
@@ -236,20 +248,22 @@ pub fn detach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(x.finish())
 }
 
-fn render_snapshot(x: &mut Xml, s: &Snapshot) {
+fn render_snapshot(x: &mut Xml, s: &Snapshot, tags: &TagSet) {
     x.field("snapshotId", &s.id)
         .field("volumeId", &s.volume_id)
         .field("status", &s.state)
         .field("startTime", time(s.started_ms))
         .field("progress", "100%")
-        .field("ownerId", &s.owner)
+        .field("ownerId", crate::store::account_id(&s.owner))
         .field("volumeSize", s.volume_size)
         .field("description", &s.description)
         .field("encrypted", false);
+    tags::render(x, tags);
 }
 
 pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let vid = c.p.req("VolumeId")?;
+    let tag_set = tags::specified_for(c.p, ResourceType::Snapshot)?;
     let s = ec2.store.cloud(|tx| {
         let v = volume(tx, vid, &c.user.name)?;
         let s = Snapshot {
@@ -262,10 +276,11 @@ pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             started_ms: c.now,
         };
         tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)?;
+        tagging::attach(tx, &s.owner, &s.id, ResourceType::Snapshot, &tag_set)?;
         Ok::<_, Ec2Error>(s)
     })?;
     let mut x = xml::response(c.action, c.rid);
-    render_snapshot(&mut x, &s);
+    render_snapshot(&mut x, &s, &tag_set);
     Ok(x.finish())
 }
 
@@ -274,6 +289,7 @@ pub fn delete_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     ec2.store.cloud(|tx| {
         snapshot(tx, id, &c.user.name)?;
         tx.delete(SNAPSHOT, id)?;
+        tagging::forget(tx, id)?;
         Ok::<_, Ec2Error>(())
     })?;
     Ok(xml::ok(c.action, c.rid))
@@ -282,11 +298,13 @@ pub fn delete_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn describe_snapshots(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("SnapshotId");
     let filters = c.p.filters()?;
-    let all = ec2.store.cloud(|tx| {
+    let (all, tag_index) = ec2.store.cloud(|tx| {
         for id in &ids {
             snapshot(tx, id, &c.user.name)?;
         }
-        Ok::<_, Ec2Error>(tx.list::<Snapshot>(SNAPSHOT, Some(&c.user.name))?)
+        let all = tx.list::<Snapshot>(SNAPSHOT, Some(&c.user.name))?;
+        let tag_index = tagging::index(tx, &c.user.name, ResourceType::Snapshot)?;
+        Ok::<_, Ec2Error>((all, tag_index))
     })?;
     let shown: Vec<&Snapshot> = all
         .iter()
@@ -296,11 +314,13 @@ pub fn describe_snapshots(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 "snapshot-id" => filter_matches(f, &s.id),
                 "volume-id" => filter_matches(f, &s.volume_id),
                 "status" => filter_matches(f, &s.state),
-                _ => false,
+                _ => tags::tag_filter(f, tag_index.of(&s.id)).unwrap_or(false),
             })
         })
         .collect();
     let mut x = xml::response(c.action, c.rid);
-    x.set("snapshotSet", &shown, |x, s| render_snapshot(x, s));
+    x.set("snapshotSet", &shown, |x, s| {
+        render_snapshot(x, s, tag_index.of(&s.id))
+    });
     Ok(x.finish())
 }

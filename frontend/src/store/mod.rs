@@ -14,7 +14,7 @@ pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
 pub use buckets::{Bucket, ListPage, ObjectRow};
 pub use cloud::CloudTx;
 pub use multipart::{PartRow, Upload};
-pub use users::{Role, User};
+pub use users::{account_id, iam_user_id, is_account_id, Role, User};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,14 @@ pub enum StoreError {
     NoSuchUpload(String),
     #[error("user {0} already exists")]
     UserExists(String),
+    #[error(
+        "user {name} would have account id {account}, which user {other} has; choose another name"
+    )]
+    AccountIdTaken {
+        name: String,
+        account: String,
+        other: String,
+    },
     #[error("user {0} does not exist")]
     NoSuchUser(String),
     #[error("stored metadata is corrupt: {0}")]

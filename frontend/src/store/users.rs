@@ -1,9 +1,13 @@
-//! Users and their access key pairs.
+//! Users, their access key pairs, and the AWS identity each one has: a 12-digit account id
+//! and an IAM-style user id, both derived from the user's name (records name their owner, so
+//! a record's account id needs no lookup, and a store made before ids existed needs no
+//! migration). Each user is an account of its own, as each owns its resources alone.
 
 use super::{now_ms, Store, StoreError};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::Rng;
 use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
 
 /// What a user may do: the admin sees everything; a node reads every bucket (images); a user
 /// sees only what it owns.
@@ -40,7 +44,17 @@ pub struct User {
     pub access_key: String,
     pub secret: String,
     pub role: Role,
+    pub created_ms: i64,
 }
+
+impl User {
+    /// The user's 12-digit account id (see [`account_id`]).
+    pub fn account_id(&self) -> String {
+        account_id(&self.name)
+    }
+}
+
+const USER_COLUMNS: &str = "name, access_key, secret, role, created_ms";
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(3)?;
@@ -49,7 +63,43 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         access_key: r.get(1)?,
         secret: r.get(2)?,
         role: Role::parse(&role).unwrap_or(Role::User),
+        created_ms: r.get(4)?,
     })
+}
+
+fn name_digest(purpose: &str, name: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"mallee ");
+    h.update(purpose.as_bytes());
+    h.update([0]);
+    h.update(name.as_bytes());
+    h.finalize().into()
+}
+
+/// The account id of the user named `name`: twelve decimal digits, as AWS account ids are,
+/// the same for that name in every store and release (a hash of it, so records of a deleted
+/// user still show one). `Store::create_user` refuses a name whose id another user has.
+pub fn account_id(name: &str) -> String {
+    let d = name_digest("account", name);
+    let n = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    format!("{:012}", n % 1_000_000_000_000)
+}
+
+/// The user's unique id as IAM shows it (`AIDA` and 17 characters of A–Z, 2–7, like an IAM
+/// user's), derived from the name like [`account_id`].
+pub fn iam_user_id(name: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let d = name_digest("user", name);
+    let tail: String = d[..17]
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    format!("AIDA{tail}")
+}
+
+/// Whether `s` has the shape of an account id (twelve ASCII digits).
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn new_key_pair() -> (String, String) {
@@ -70,29 +120,66 @@ impl Store {
     /// Creates a user with a fresh key pair.
     pub fn create_user(&self, name: &str, role: Role) -> Result<User, StoreError> {
         let (access_key, secret) = new_key_pair();
-        let conn = self.conn();
-        let n = conn.execute(
+        let created_ms = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let account = account_id(name);
+        let names: Vec<String> = tx
+            .prepare("SELECT name FROM users")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if let Some(other) = names
+            .iter()
+            .find(|n| *n != name && account_id(n) == account)
+        {
+            return Err(StoreError::AccountIdTaken {
+                name: name.to_string(),
+                account,
+                other: other.clone(),
+            });
+        }
+        let n = tx.execute(
             "INSERT OR IGNORE INTO users (name, access_key, secret, role, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, access_key, secret, role.as_str(), now_ms()],
+            params![name, access_key, secret, role.as_str(), created_ms],
         )?;
         if n == 0 {
             return Err(StoreError::UserExists(name.to_string()));
         }
+        tx.commit()?;
         Ok(User {
             name: name.to_string(),
             access_key,
             secret,
             role,
+            created_ms,
         })
     }
 
     /// Every user, by name.
     pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let conn = self.reader();
-        let mut stmt =
-            conn.prepare("SELECT name, access_key, secret, role FROM users ORDER BY name")?;
+        let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
         let users = stmt.query_map([], row_to_user)?.collect::<Result<_, _>>()?;
         Ok(users)
+    }
+
+    /// The user named `name`.
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let conn = self.reader();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"))?;
+        Ok(stmt.query_row([name], row_to_user).optional()?)
+    }
+
+    /// The user whose account id is `account`.
+    pub fn user_by_account(&self, account: &str) -> Result<Option<User>, StoreError> {
+        if !is_account_id(account) {
+            return Ok(None);
+        }
+        Ok(self
+            .list_users()?
+            .into_iter()
+            .find(|u| u.account_id() == account))
     }
 
     /// Deletes a user (its buckets stay, owned by the name, visible to the admin).
@@ -109,9 +196,9 @@ impl Store {
     /// The user holding `access_key`.
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, access_key, secret, role FROM users WHERE access_key = ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE access_key = ?1"
+        ))?;
         let user = stmt.query_row([access_key], row_to_user).optional()?;
         Ok(user)
     }
@@ -127,5 +214,58 @@ impl Store {
             return Ok(None);
         }
         self.create_user("admin", Role::Admin).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_twelve_digits_and_stable_for_a_name() {
+        let a = account_id("alice");
+        assert!(is_account_id(&a), "{a}");
+        assert_eq!(a, account_id("alice"));
+        assert_ne!(a, account_id("bob"));
+        assert!(!is_account_id("12345678901"));
+        assert!(!is_account_id("12345678901x"));
+    }
+
+    #[test]
+    fn the_derivation_of_ids_never_changes() {
+        // A change here would change every owner id of a running cloud. Computed apart from
+        // this code, with Python's hashlib:
+        //   d = sha256(b"mallee account\0admin").digest()
+        //   "%012d" % (int.from_bytes(d[:8], "big") % 10**12)
+        //   d = sha256(b"mallee user\0admin").digest()
+        //   "AIDA" + "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[b % 32] for b in d[:17])
+        assert_eq!(account_id("admin"), "924102936198");
+        assert_eq!(iam_user_id("admin"), "AIDAOWOHI4WYQ24DT2G2O");
+    }
+
+    #[test]
+    fn iam_user_ids_look_like_aws_ones() {
+        let id = iam_user_id("alice");
+        assert_eq!(id.len(), 21);
+        assert!(id.starts_with("AIDA"));
+        assert!(id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert_ne!(id, iam_user_id("bob"));
+    }
+
+    #[test]
+    fn users_are_found_by_name_and_by_account_id_with_their_creation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let made = store.create_user("carol", Role::User).unwrap();
+        assert!(made.created_ms > 0);
+        let by_name = store.user_by_name("carol").unwrap().unwrap();
+        assert_eq!(by_name, made);
+        let by_account = store.user_by_account(&made.account_id()).unwrap();
+        assert_eq!(by_account.as_ref(), Some(&made));
+        assert_eq!(store.user_by_account("000000000000").unwrap(), None);
+        assert_eq!(store.user_by_account("carol").unwrap(), None);
+        assert_eq!(store.user_by_name("dave").unwrap(), None);
     }
 }

@@ -234,6 +234,7 @@ impl Agent {
                     // guests take their address at once.
                     address_taken: state == Observed::Running
                         && spec.network.as_ref().is_some_and(|n| n.address.is_some()),
+                    address: None,
                     metadata_options: (state == Observed::Running).then_some(served),
                 });
             }

@@ -89,10 +89,12 @@ struct Record {
     pid: Option<u32>,
     rebooting: bool,
     dir: PathBuf,
-    /// It has a NIC with an address the VMM hands out.
-    addressed: bool,
+    /// It has a NIC: its guest takes an address, from its VMM or (SYSTEM) the site's DHCP.
+    networked: bool,
     /// Its guest took that address since the VMM last started (the VMM's status says so).
     address_taken: bool,
+    /// The address the VMM saw the guest use, when the VMM did not hand it out (SYSTEM).
+    address: Option<std::net::Ipv4Addr>,
     /// When its VMM last started.
     started: Option<Instant>,
 }
@@ -104,7 +106,7 @@ const ADDRESS_WATCH: Duration = Duration::from_secs(300);
 impl Record {
     /// A running guest not yet known to have taken its address.
     fn waiting_for_address(&self) -> bool {
-        self.addressed && !self.address_taken && self.pid.is_some()
+        self.networked && !self.address_taken && self.pid.is_some()
     }
 }
 
@@ -267,8 +269,15 @@ impl Instances {
         for (id, socket) in waiting {
             match api_status(&socket) {
                 Ok(reply) if reply.nics.iter().any(|n| n.address_taken) => {
-                    info!("agent: {id}'s guest took its address");
-                    self.set(&id, |r| r.address_taken = r.pid.is_some());
+                    let seen = reply.nics.iter().find_map(|n| n.address);
+                    match seen {
+                        Some(ip) => info!("agent: {id}'s guest took address {ip}"),
+                        None => info!("agent: {id}'s guest took its address"),
+                    }
+                    self.set(&id, |r| {
+                        r.address_taken = r.pid.is_some();
+                        r.address = seen;
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => warn!("agent: {id}: control socket: {e}"),
@@ -281,6 +290,7 @@ impl Instances {
                 reason: r.reason.clone(),
                 reboot_count: r.local.reboot_count,
                 address_taken: r.address_taken,
+                address: r.address.filter(|_| r.address_taken),
                 metadata_options: (r.local.serving.as_ref())
                     .filter(|_| r.pid.is_some())
                     .map(|m| m.options),
@@ -376,8 +386,9 @@ impl Instances {
                 pid: None,
                 rebooting: false,
                 dir,
-                addressed: spec.network.as_ref().is_some_and(|n| n.address.is_some()),
+                networked: spec.network.is_some(),
                 address_taken: false,
+                address: None,
                 started: None,
             },
         );

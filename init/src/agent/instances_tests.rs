@@ -247,8 +247,9 @@ fn running_instance(instances: &Instances, serving: &InstanceMetadata) -> PathBu
         pid: Some(1),
         rebooting: false,
         dir: dir.clone(),
-        addressed: false,
+        networked: false,
         address_taken: false,
+        address: None,
         started: Some(Instant::now()),
     };
     instances.lock().insert("i-1".into(), record);
@@ -331,4 +332,49 @@ fn a_vmm_that_refuses_or_confirms_other_options_keeps_what_it_served() {
     // No VMM listening at all: nothing changes either.
     instances.apply(Action::SetMetadata("i-1".into(), Box::new(new)));
     assert_eq!(instances.locals()["i-1"].serving.as_ref(), Some(&old));
+}
+
+/// SYSTEM: a networked guest whose VMM gives no address is asked about until its VMM has seen
+/// it use one; the report then carries that address (the site's DHCP server chose it).
+#[test]
+fn the_address_a_system_guest_uses_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let instances = instances_in(tmp.path());
+    let dir = running_instance(&instances, &InstanceMetadata::default());
+    instances.lock().get_mut("i-1").unwrap().networked = true;
+    let sock = dir.join(API_SOCKET);
+    let nic = |address: Option<std::net::Ipv4Addr>| mallee_proto::vmm::NicStatus {
+        mac: mallee_proto::instance_mac(1),
+        address_taken: address.is_some(),
+        address,
+        dhcp_answered: 0,
+        dropped: Default::default(),
+    };
+    let vmm = fake_vmm_socket(
+        &sock,
+        Reply {
+            nics: vec![nic(None)],
+            ..ok_reply(None)
+        },
+    );
+    let report = instances.report();
+    vmm.join().unwrap();
+    std::fs::remove_file(&sock).unwrap();
+    assert_eq!((report[0].address_taken, report[0].address), (false, None));
+    let leased = std::net::Ipv4Addr::new(10, 77, 0, 201);
+    let vmm = fake_vmm_socket(
+        &sock,
+        Reply {
+            nics: vec![nic(Some(leased))],
+            ..ok_reply(None)
+        },
+    );
+    let report = instances.report();
+    vmm.join().unwrap();
+    assert_eq!(
+        (report[0].address_taken, report[0].address),
+        (true, Some(leased))
+    );
+    // Known now: the VMM is not asked again (nothing listens), and the report keeps it.
+    assert_eq!(instances.report()[0].address, Some(leased));
 }

@@ -5,11 +5,12 @@
 //!
 //! [`Port::check`] is a plain function of one frame: it forwards it, drops it, or answers it with
 //! a frame for the guest. A NIC without an address (SYSTEM mode, the site's DHCP) only has its
-//! source MAC checked and VLAN tags refused; a NIC with one lets out only ARP and IPv4 from that
-//! address (and DHCP, which never leaves the VMM).
+//! source MAC checked and VLAN tags refused, and the address its guest uses (the source of its
+//! ARP or IPv4) is noted for the node to report; a NIC with one lets out only ARP and IPv4 from
+//! that address (and DHCP, which never leaves the VMM).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::metadata::{LiveMetadata, MetadataService};
@@ -65,6 +66,8 @@ pub enum Spoof {
 #[derive(Debug, Default)]
 pub struct PortCounters {
     address_taken: AtomicBool,
+    /// The address the guest was seen using (no address of ours), as a `u32`; 0: none yet.
+    seen: AtomicU32,
     dhcp_answered: AtomicU64,
     dropped_mac: AtomicU64,
     dropped_ip: AtomicU64,
@@ -89,6 +92,10 @@ impl PortCounters {
         NicStatus {
             mac,
             address_taken: self.address_taken.load(Ordering::Relaxed),
+            address: match self.seen.load(Ordering::Relaxed) {
+                0 => None,
+                seen => Some(Ipv4Addr::from(seen)),
+            },
             dhcp_answered: get(&self.dhcp_answered),
             dropped: Dropped {
                 mac: get(&self.dropped_mac),
@@ -183,6 +190,7 @@ impl Port {
             return Verdict::Drop(Spoof::Other);
         }
         let Some(addr) = &self.address else {
+            self.note_source(ethertype, eth.payload());
             return Verdict::Forward;
         };
         match ethertype {
@@ -190,6 +198,34 @@ impl Port {
             EthernetProtocol::Ipv4 => self.judge_ipv4(addr, eth.payload()),
             _ => Verdict::Drop(Spoof::Other),
         }
+    }
+
+    /// Without an address of ours: notes the address the guest uses, from the sender of its
+    /// ARP or the source of its IPv4 (a DHCP client's `0.0.0.0` claims nothing).
+    fn note_source(&self, ethertype: EthernetProtocol, payload: &[u8]) {
+        let source = match ethertype {
+            EthernetProtocol::Arp => {
+                match ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) {
+                    Ok(ArpRepr::EthernetIpv4 {
+                        source_protocol_addr,
+                        ..
+                    }) => source_protocol_addr,
+                    _ => return,
+                }
+            }
+            EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
+                Ok(ip) => ip.src_addr(),
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        if source.is_unspecified() || source.is_broadcast() || source.is_multicast() {
+            return;
+        }
+        self.counters
+            .seen
+            .store(u32::from(source), Ordering::Relaxed);
+        self.counters.address_taken.store(true, Ordering::Relaxed);
     }
 
     fn judge_arp(&self, addr: &GuestAddress, payload: &[u8]) -> Verdict {

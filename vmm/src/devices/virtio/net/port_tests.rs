@@ -289,6 +289,36 @@ fn without_an_address_only_the_mac_and_vlan_tags_are_checked_and_dhcp_goes_out()
     assert_eq!(c.status(GUEST).dhcp_answered, 0);
 }
 
+/// SYSTEM: the site's DHCP picks the guest's address, so the VMM learns it from what the guest
+/// sends; a DHCP client's `0.0.0.0` and a spoofed frame teach it nothing.
+#[test]
+fn without_an_address_the_one_the_guest_uses_is_noted() {
+    let (p, c) = port(None);
+    let (discover, _) = dhcp(MessageType::Discover, GUEST, GUEST, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.check(&discover), Verdict::Forward);
+    let probe = arp_frame(GUEST, Ipv4Addr::UNSPECIFIED, ME, ArpOperation::Request);
+    assert_eq!(p.check(&probe), Verdict::Forward);
+    let mut spoofed = arp_frame(GUEST, GW, ME, ArpOperation::Request);
+    spoofed[6..12].copy_from_slice(&OTHER.octets());
+    assert_eq!(p.check(&spoofed), Verdict::Drop(Spoof::Mac));
+    let s = c.status(GUEST);
+    assert_eq!((s.address_taken, s.address), (false, None));
+    let leased = Ipv4Addr::new(10, 77, 0, 201);
+    let announce = arp_frame(GUEST, leased, GW, ArpOperation::Request);
+    assert_eq!(p.check(&announce), Verdict::Forward);
+    let s = c.status(GUEST);
+    assert_eq!((s.address_taken, s.address), (true, Some(leased)));
+    let other = udp_frame(
+        (GUEST, OTHER),
+        Ipv4Addr::new(10, 77, 0, 202),
+        GW,
+        (1, 2),
+        b"x",
+    );
+    assert_eq!(p.check(&other), Verdict::Forward);
+    assert_eq!(c.status(GUEST).address, Some(Ipv4Addr::new(10, 77, 0, 202)));
+}
+
 #[test]
 fn truncations_of_a_dhcp_request_never_panic() {
     let (p, _) = port(Some(address()));
