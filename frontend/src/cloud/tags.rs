@@ -331,12 +331,13 @@ fn save(tx: &CloudTx<'_>, owner: &str, r: &Record) -> Result<(), StoreError> {
 }
 
 /// CreateTags: adds `tags` to each of `owner`'s resources `ids`. Every id is checked before
-/// anything is written, so a refusal (the caller's transaction rolls back) changes nothing.
-pub fn create(
+/// Applies `change` to the tags of each of `owner`'s resources `ids`, once all are known to be
+/// theirs (one that is not fails the whole call before anything changes).
+fn change_each(
     tx: &CloudTx<'_>,
     owner: &str,
     ids: &[String],
-    tags: &TagSet,
+    mut change: impl FnMut(&mut Record, &str) -> Result<(), TagError>,
 ) -> Result<(), TagError> {
     let kinds = ids
         .iter()
@@ -344,10 +345,20 @@ pub fn create(
         .collect::<Result<Vec<_>, _>>()?;
     for (id, kind) in ids.iter().zip(kinds) {
         let mut r = load(tx, id, kind)?;
-        r.tags.add(tags, id)?;
+        change(&mut r, id)?;
         save(tx, owner, &r)?;
     }
     Ok(())
+}
+
+/// anything is written, so a refusal (the caller's transaction rolls back) changes nothing.
+pub fn create(
+    tx: &CloudTx<'_>,
+    owner: &str,
+    ids: &[String],
+    tags: &TagSet,
+) -> Result<(), TagError> {
+    change_each(tx, owner, ids, |r, id| r.tags.add(tags, id))
 }
 
 /// DeleteTags: removes what `which` names (`None`: every tag) from each of `owner`'s
@@ -358,16 +369,10 @@ pub fn delete(
     ids: &[String],
     which: Option<&[Removal]>,
 ) -> Result<(), TagError> {
-    let kinds = ids
-        .iter()
-        .map(|id| owned_resource(tx, owner, id))
-        .collect::<Result<Vec<_>, _>>()?;
-    for (id, kind) in ids.iter().zip(kinds) {
-        let mut r = load(tx, id, kind)?;
+    change_each(tx, owner, ids, |r, _| {
         r.tags.remove(which);
-        save(tx, owner, &r)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Tags resource `id` of `owner`, made in this transaction (TagSpecifications); `tags` were
