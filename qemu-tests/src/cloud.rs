@@ -385,6 +385,35 @@ impl Frontend {
         self.instance_field(id, "PrivateIpAddress")
     }
 
+    /// CreateSecurityGroup `name` with `description`.
+    pub fn create_group(&self, name: &str, description: &str) -> Result<(), CloudError> {
+        self.aws(&[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            name,
+            "--description",
+            description,
+        ])
+        .map(drop)
+    }
+
+    /// `verb` (`authorize-security-group-ingress` or `revoke-…`) the rule letting TCP `port`
+    /// into `group` from `source` (`["--cidr", NET]` or `["--source-group", GROUP]`).
+    pub fn tcp_ingress(
+        &self,
+        verb: &str,
+        group: &str,
+        port: u16,
+        source: &[&str],
+    ) -> Result<(), CloudError> {
+        let port = port.to_string();
+        let mut args = vec!["ec2", verb, "--group-name", group, "--protocol", "tcp"];
+        args.extend_from_slice(&["--port", &port]);
+        args.extend_from_slice(source);
+        self.aws(&args).map(drop)
+    }
+
     /// The instance's public address (DescribeInstances `PublicIpAddress`).
     pub fn public_ip(&self, id: &str) -> anyhow::Result<String> {
         self.instance_field(id, "PublicIpAddress")

@@ -487,15 +487,8 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
     );
     terminate(fe, same);
 
-    fe.aws(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "probes",
-        "--description",
-        "instances that probe the default group",
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    fe.create_group("probes", "instances that probe the default group")
+        .unwrap_or_else(|e| panic!("{e}"));
     let serve_and_connect = format!("serve {PROBE_PORT}\n{connect}");
     let other = &fe
         .run_instances_with(
@@ -539,20 +532,9 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
         last.is_some_and(|l| l.contains(&unreachable)),
         "{other} reached {target} before any rule let it: {out}"
     );
-    let rule = [
-        "--group-name",
-        "default",
-        "--protocol",
-        "tcp",
-        "--port",
-        "7000",
-        "--source-group",
-        "probes",
-    ];
     let change = |verb: &str| {
-        let mut args = vec!["ec2", verb];
-        args.extend_from_slice(&rule);
-        fe.aws(&args).unwrap_or_else(|e| panic!("{e}"));
+        fe.tcp_ingress(verb, "default", PROBE_PORT, &["--source-group", "probes"])
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     change("authorize-security-group-ingress");
     at = console(other, at, &answered);
@@ -569,19 +551,8 @@ fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, 
     let public = fe.public_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
     let outside_net = format!("{OUTSIDE_IP}/24");
     let rule = |verb: &str, group: &str| {
-        fe.aws(&[
-            "ec2",
-            verb,
-            "--group-name",
-            group,
-            "--protocol",
-            "tcp",
-            "--port",
-            &PROBE_PORT.to_string(),
-            "--cidr",
-            &outside_net,
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+        fe.tcp_ingress(verb, group, PROBE_PORT, &["--cidr", &outside_net])
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     // Closed to the outside until the default group lets its net in.
     assert!(

@@ -127,19 +127,8 @@ fn terminate(fe: &Frontend, id: &str) {
 }
 
 fn ingress(fe: &Frontend, verb: &str, group: &str, source: &[&str]) {
-    let port = PROBE_PORT.to_string();
-    let mut args = vec![
-        "ec2",
-        verb,
-        "--group-name",
-        group,
-        "--protocol",
-        "tcp",
-        "--port",
-        &port,
-    ];
-    args.extend_from_slice(source);
-    fe.aws(&args).unwrap_or_else(|e| panic!("{e}"));
+    fe.tcp_ingress(verb, group, PROBE_PORT, source)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
@@ -157,15 +146,8 @@ fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
         a_ip,
         "the guest did not take the address DescribeInstances shows"
     );
-    fe.aws(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "probes",
-        "--description",
-        "instances that probe the default group",
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    fe.create_group("probes", "instances that probe the default group")
+        .unwrap_or_else(|e| panic!("{e}"));
     let target = format!("{a_ip}:{PROBE_PORT}");
     let probe = format!("connect {target}");
     let (b, b_ip) = launch(fe, node, emi, &probe, &["--security-groups", "probes"]);
