@@ -146,6 +146,41 @@ impl LiveMetadata {
     }
 }
 
+/// For a guest IPv4 frame: an ARP reply from its sender to the service, which fills the
+/// service's neighbour cache with the guest's address and MAC (smoltcp learns neighbours only
+/// from ARP). `None` for anything else.
+fn neighbour_hint(frame: &[u8]) -> Option<Vec<u8>> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet,
+    };
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let (mac, source) = (eth.src_addr(), ip.src_addr());
+    if !mac.is_unicast() || source.is_unspecified() || source.is_broadcast() {
+        return None;
+    }
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: mac,
+        source_protocol_addr: source,
+        target_hardware_addr: EthernetAddress(SERVICE_MAC.0),
+        target_protocol_addr: SERVICE_IP,
+    };
+    let header = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress(SERVICE_MAC.0),
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut out = vec![0u8; header.buffer_len() + arp.buffer_len()];
+    let mut out_eth = EthernetFrame::new_unchecked(&mut out[..]);
+    header.emit(&mut out_eth);
+    arp.emit(&mut ArpPacket::new_unchecked(out_eth.payload_mut()));
+    Some(out)
+}
+
 /// The TTL of the service's replies: smoltcp refuses 0, which the configuration check and the
 /// API refuse before it gets here.
 fn hop_limit(options: &MetadataOptions) -> u8 {
@@ -238,7 +273,16 @@ impl MetadataService {
         if !self.enabled {
             return Vec::new();
         }
-        self.wire.rx.push_back(frame.to_vec());
+        let mut frame = frame.to_vec();
+        // A guest without an on-link route to the service (SYSTEM: the site's DHCP knows
+        // nothing of it) sends through its router and never ARPs for the service: take the
+        // packet whichever MAC it names, as EC2's hypervisor does, and learn the guest's MAC
+        // from it, so the replies need no ARP either.
+        if let Some(hint) = neighbour_hint(&frame) {
+            frame[..6].copy_from_slice(&SERVICE_MAC.0);
+            self.wire.rx.push_back(hint);
+        }
+        self.wire.rx.push_back(frame);
         self.pump();
         self.wire.tx.drain(..).collect()
     }

@@ -17,7 +17,13 @@ struct Guest {
     offload: bool,
     /// Every frame the service sent the guest.
     received: Vec<Vec<u8>>,
+    /// Routed through [`ROUTER`] (no on-link route to the service): its ARP is answered here.
+    routed: bool,
 }
+
+/// The site's router of a routed guest (SYSTEM), and its MAC.
+const ROUTER: Ipv4Address = Ipv4Address::new(10, 77, 0, 250);
+const ROUTER_MAC: [u8; 6] = [0x52, 0x54, 0, 0xe2, 0xe0, 0xfe];
 
 impl Guest {
     fn new() -> Guest {
@@ -36,7 +42,55 @@ impl Guest {
             ms: 0,
             offload: false,
             received: Vec::new(),
+            routed: false,
         }
+    }
+
+    /// A guest whose lease (the site's) gave it an address and a default route only.
+    fn routed() -> Guest {
+        let mut g = Guest::new();
+        g.iface.update_ip_addrs(|a| {
+            a.clear();
+            let _ = a.push(IpCidr::new(IpAddress::v4(10, 77, 0, 232), 24));
+        });
+        g.iface.routes_mut().add_default_ipv4_route(ROUTER).unwrap();
+        g.routed = true;
+        g
+    }
+
+    /// The router's answer to the guest's ARP request for it, if `frame` is one.
+    fn router_arp(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetRepr};
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?;
+        let ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } = arp
+        else {
+            return None;
+        };
+        (self.routed && target_protocol_addr == ROUTER).then_some(())?;
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(ROUTER_MAC),
+            source_protocol_addr: ROUTER,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        let header = EthernetRepr {
+            src_addr: EthernetAddress(ROUTER_MAC),
+            dst_addr: source_hardware_addr,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut out = vec![0u8; header.buffer_len() + reply.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+        header.emit(&mut eth);
+        reply.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        Some(out)
     }
 
     /// Polls the guest and carries frames both ways until nothing moves.
@@ -53,6 +107,10 @@ impl Guest {
                 return;
             }
             for mut frame in out {
+                if let Some(reply) = self.router_arp(&frame) {
+                    self.wire.rx.push_back(reply);
+                    continue;
+                }
                 assert!(MetadataService::wants(&frame), "the guest sent elsewhere");
                 // Ethernet 14 + IPv4 20 (no options from smoltcp): TCP checksum at 16..18.
                 if self.offload && frame.len() >= 54 && frame[12..14] == [8, 0] && frame[23] == 6 {
@@ -163,6 +221,21 @@ fn a_guest_resolves_the_service_and_fetches_over_tcp() {
     );
     let reply = String::from_utf8(reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\ni-0123456789abcdef0"), "{reply}");
+}
+
+/// SYSTEM: the guest's packets for the service go to its router's MAC (its only route is the
+/// default one); the service takes them all the same.
+#[test]
+fn a_guest_that_routes_to_the_service_through_its_router_is_served() {
+    let mut svc = service(None);
+    let mut guest = Guest::routed();
+    let reply = guest.fetch(
+        &mut svc,
+        40000,
+        "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    );
+    let reply = String::from_utf8(reply).unwrap();
     assert!(reply.ends_with("\r\n\r\ni-0123456789abcdef0"), "{reply}");
 }
 
