@@ -46,15 +46,29 @@ pub struct Frontend {
     pub access_key: String,
 }
 
-/// A free TCP port on the host's loopback (released again at once; QEMU binds it next).
+/// A free TCP port on the host's loopback, for a daemon (QEMU's forwarding, a frontend) that
+/// binds it next. It comes from below the kernel's ephemeral range, so no test's outgoing
+/// connection can take it in between; the start differs per process and call, so concurrent
+/// tests rarely try the same one, and one that is held is skipped.
 pub fn free_port() -> Result<u16, CloudError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| CloudError::Io {
-            what: "finding a free port".into(),
-            source,
-        })
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20000;
+    const SPAN: u16 = 12000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    let mut last = None;
+    for _ in 0..64 {
+        let step = NEXT.fetch_add(97, Ordering::Relaxed);
+        let port = LOW + seed.wrapping_add(step) % SPAN;
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(CloudError::Io {
+        what: format!("finding a free port in {LOW}-{}", LOW + SPAN),
+        source: last.expect("at least one try"),
+    })
 }
 
 /// Creates a sparse data disk of `mib` MiB unless it exists (a second boot keeps its data).

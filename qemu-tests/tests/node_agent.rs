@@ -63,10 +63,7 @@ struct Frontend {
 
 impl Frontend {
     fn start(bin: &Path) -> Frontend {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = mallee_qemu_tests::cloud::free_port().expect("free port");
         // The daemon drops root: its data dir must be reachable by its user.
         let dir = std::env::temp_dir().join(format!("mallee-node-agent-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -15,41 +15,52 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mallee-frontend");
 pub struct Frontend {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    extra: String,
     child: Option<Child>,
     starts: u32,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
 }
 
 impl Frontend {
     /// Starts a frontend with a fresh data directory.
     pub fn start() -> Frontend {
+        Frontend::start_with("")
+    }
+
+    /// Starts a frontend with a fresh data directory and `extra` appended to its config.
+    pub fn start_with(extra: &str) -> Frontend {
         let dir = tempfile::Builder::new()
             .prefix("mallee-frontend-test")
             .tempdir()
             .unwrap();
         // The daemon drops root; it must be able to reach its data dir inside ours.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = free_port();
-        std::fs::write(
-            dir.path().join("frontend.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
         let mut f = Frontend {
             dir,
-            port,
+            port: 0,
+            extra: extra.to_string(),
             child: None,
             starts: 0,
         };
+        // Port 0 at the first start: the kernel picks a port nobody holds, where a port found
+        // free beforehand could be taken by another test's connection before the daemon binds
+        // it. Restarts keep the port the first start got.
+        f.write_config();
         f.spawn();
+        f.write_config();
         f
+    }
+
+    fn write_config(&self) {
+        std::fs::write(
+            self.config(),
+            format!(
+                "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{}",
+                self.port,
+                self.data_dir().display(),
+                self.extra
+            ),
+        )
+        .unwrap();
     }
 
     pub fn config(&self) -> PathBuf {
@@ -88,7 +99,13 @@ impl Frontend {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("listening on") {
+            if let Some(line) = text.lines().find(|l| l.contains("listening on http://")) {
+                let addr = line.rsplit("http://").next().unwrap_or_default();
+                self.port = addr
+                    .trim()
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap_or_else(|e| panic!("bound address in {line:?}: {e}"))
+                    .port();
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -22,17 +22,12 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "test-cluster-secret";
 pub const ZONE: &str = "zone-a";
 
-/// Starts a frontend, then restarts it with `[ec2]` settings for tests.
+/// Starts a frontend with `[ec2]` settings for tests.
 pub fn start_frontend(deadline_secs: u64) -> Frontend {
-    let mut fe = Frontend::start();
-    let mut text = std::fs::read_to_string(fe.config()).unwrap();
-    text.push_str(&format!(
+    Frontend::start_with(&format!(
         "\n[ec2]\nclusters = [\"{ZONE}\"]\ncluster_secret = \"{SECRET}\"\n\
          node_deadline_secs = {deadline_secs}\nlong_poll_secs = 1\n"
-    ));
-    std::fs::write(fe.config(), text).unwrap();
-    fe.restart();
-    fe
+    ))
 }
 
 /// One HTTP/1.1 exchange (Connection: close); returns (status, body).
