@@ -44,6 +44,8 @@ pub struct Config {
     pub ec2: crate::cloud::Ec2Config,
     /// The instance networks (`[network]` table).
     pub network: crate::cloud::NetworkConfig,
+    /// Volume exports over AoE (`[storage]` table).
+    pub storage: crate::cloud::StorageConfig,
     /// The PXE service that boots the compute nodes (`[pxe]` table); off unless present.
     pub pxe: Option<PxeSection>,
     /// Set by the flashable appliance's init: where it publishes the A/B slots and takes an
@@ -107,6 +109,7 @@ impl Default for Config {
             run_as: "mallee".to_string(),
             ec2: Default::default(),
             network: Default::default(),
+            storage: Default::default(),
             pxe: None,
             appliance_dir: None,
             gateway_dir: None,

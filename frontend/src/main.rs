@@ -1,5 +1,6 @@
 //! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon; `[--config FILE] admin
-//! user create|list|delete` manages users.
+//! user create|list|delete` manages users; `[--config FILE] storage` runs the storage
+//! controller (as root) that exports the volumes the daemon lists over AoE.
 
 use anyhow::{bail, Context};
 use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};
@@ -8,6 +9,7 @@ use mallee_frontend::ec2::Ec2;
 use mallee_frontend::gateway::{self, GatewaySite};
 use mallee_frontend::identity::Identity;
 use mallee_frontend::nodes::NodeApi;
+use mallee_frontend::storage::keeper::{self, StorageSite, VOLUMES_DIR};
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +40,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", admin::run(&store, &args[1..])?);
             Ok(())
         }
-        Some(other) => bail!("unknown command {other:?}; try `serve` or `admin`"),
+        Some("storage") => storage(&config),
+        Some(other) => bail!("unknown command {other:?}; try `serve`, `admin` or `storage`"),
     }
 }
 
@@ -93,6 +96,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         )
         .with_network(config.network.clone())
         .with_gateway_dir(config.gateway_dir.clone())
+        .with_storage(config.storage.clone())
         .with_appliance(appliance.clone()),
         identity: Identity::new(store.clone(), config.max_clock_skew_secs),
         nodes: Arc::new(NodeApi {
@@ -108,6 +112,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
         tokio::spawn(apis.nodes.clone().watch_liveness());
+        tokio::spawn(keeper::run(
+            apis.nodes.store.clone(),
+            storage_site(&config),
+            apis.nodes.changes.subscribe_network(),
+        ));
         if let Some(site) = gateway_site(&config) {
             let changed = apis.nodes.changes.subscribe_network();
             tokio::spawn(gateway::run(apis.nodes.store.clone(), site, changed));
@@ -124,6 +133,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         std::process::exit(UPGRADE_STAGED_EXIT);
     })
+}
+
+/// Where volumes live and their exports are handed to the storage controller; they are served
+/// on `[storage] interface`, else the `[pxe]` private NIC.
+fn storage_site(config: &Config) -> StorageSite {
+    let interface = (config.storage.interface.clone())
+        .or_else(|| config.pxe.as_ref().map(|p| p.interface.clone()))
+        .unwrap_or_default();
+    StorageSite {
+        dir: config.data_dir.join(mallee_proto::storage::STORAGE_DIR),
+        volumes: config.data_dir.join(VOLUMES_DIR),
+        interface,
+    }
+}
+
+/// The storage controller of `<data_dir>/storage`: stays root (AF_PACKET sockets) and never
+/// returns but on an error.
+fn storage(config: &Config) -> anyhow::Result<()> {
+    let dir = config.data_dir.join(mallee_proto::storage::STORAGE_DIR);
+    let controller = mallee_frontend::storage::Controller::new(&dir);
+    tracing::info!(dir = %dir.display(), "storage controller watching");
+    println!("mallee-frontend: storage controller serving");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    controller.run()
 }
 
 /// Where and how the gateway is handed to init: only on a machine whose init applies it

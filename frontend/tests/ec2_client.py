@@ -109,6 +109,18 @@ def wait_for(what, fn, timeout=30):
         time.sleep(0.1)
 
 
+def wait_volume(ec2, vid, state="available"):
+    """Waits until volume `vid` is in `state` (a new one is `creating` until its file exists)."""
+    return wait_for(f"volume {vid} {state}", lambda: [
+        v for v in ec2.describe_volumes(VolumeIds=[vid])["Volumes"] if v["State"] == state])[0]
+
+
+def wait_snapshot(ec2, sid):
+    """Waits until snapshot `sid` is completed (its chunks are in Walrus)."""
+    return wait_for(f"snapshot {sid} completed", lambda: [
+        s for s in ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"] if s["State"] == "completed"])[0]
+
+
 def instances(ec2, **kw):
     out = []
     for r in ec2.describe_instances(**kw)["Reservations"]:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ec2_client import (CHECK, admin_keys, b64, cli, client, expect, instances, raw, states,
-                        step, wait_for, wait_state)
+                        step, wait_for, wait_snapshot, wait_state, wait_volume)
 
 ec2 = client()
 ec2_once = client(retry=False)
@@ -214,16 +214,44 @@ assert ec2.describe_addresses()["Addresses"] == []
 step("addresses")
 
 # --- volumes and snapshots ------------------------------------------------------------------
-vol = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
-ec2.attach_volume(VolumeId=vol, InstanceId=pair[1], Device="/dev/vdb")
-v = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
+def volume(vid):
+    return ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+
+
+def attachment_state(vid):
+    atts = volume(vid)["Attachments"]
+    return atts[0]["State"] if atts else None
+
+
+made = ec2.create_volume(Size=1, AvailabilityZone=zone)
+vol = made["VolumeId"]
+assert made["State"] == "creating", made
+wait_volume(ec2, vol)
+expect("InvalidParameterValue", ec2.create_volume, Size=1025, AvailabilityZone=zone)
+att = ec2.attach_volume(VolumeId=vol, InstanceId=pair[1], Device="/dev/vdb")
+assert att["State"] == "attaching", att
+v = volume(vol)
 assert v["State"] == "in-use" and v["Attachments"][0]["InstanceId"] == pair[1], v
+# The test node's VMMs take a volume at once; attached only once the node says so.
+wait_for("the node to hold the volume", lambda: attachment_state(vol) == "attached")
 expect("VolumeInUse", ec2.delete_volume, VolumeId=vol)
-ec2.detach_volume(VolumeId=vol)
-snap = ec2.create_snapshot(VolumeId=vol, Description="s")["SnapshotId"]
-assert ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "completed"
+expect("VolumeInUse", ec2.attach_volume, VolumeId=vol, InstanceId=pair[0], Device="/dev/vdb")
+spare = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
+wait_volume(ec2, spare)
+expect("InvalidParameterValue", ec2.attach_volume, VolumeId=spare, InstanceId=pair[1], Device="/dev/vdb")
+ec2.delete_volume(VolumeId=spare)
+det = ec2.detach_volume(VolumeId=vol)
+assert det["State"] == "detaching", det
+wait_volume(ec2, vol)
+expect("IncorrectState", ec2.detach_volume, VolumeId=vol)
+snap = ec2.create_snapshot(VolumeId=vol, Description="s")
+assert snap["State"] == "pending", snap
+snap = snap["SnapshotId"]
+done = wait_snapshot(ec2, snap)
+assert done["Progress"] == "100%", done
 vol2 = cli("ec2", "create-volume", "--snapshot-id", snap, "--availability-zone", zone)
-assert vol2["Size"] == 1 and vol2["SnapshotId"] == snap, vol2
+assert vol2["Size"] == 1 and vol2["SnapshotId"] == snap and vol2["State"] == "creating", vol2
+wait_volume(ec2, vol2["VolumeId"])
 ec2.delete_volume(VolumeId=vol2["VolumeId"])
 ec2.delete_snapshot(SnapshotId=snap)
 ec2.delete_volume(VolumeId=vol)
@@ -279,6 +307,7 @@ everyone = pair + more + [late]
 addr = ec2.allocate_address()
 ec2.associate_address(AllocationId=addr["AllocationId"], InstanceId=late)
 vol = ec2.create_volume(Size=2, AvailabilityZone=zone)["VolumeId"]
+wait_volume(ec2, vol)
 ec2.attach_volume(VolumeId=vol, InstanceId=late, Device="/dev/vdc")
 expect("InvalidGroup.InUse", ec2.delete_security_group, GroupName="web")
 out = ec2.terminate_instances(InstanceIds=everyone)["TerminatingInstances"]

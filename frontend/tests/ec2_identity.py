@@ -9,7 +9,7 @@ import os
 import re
 
 from ec2_client import (CHECK, QUERY_CHECKS, admin_keys, cli, client, expect, instances,
-                        step, wait_state)
+                        step, wait_state, wait_snapshot, wait_volume)
 
 key, secret = admin_keys()
 bob_key, bob_secret = os.environ["USER2_KEY"], os.environ["USER2_SECRET"]
@@ -98,9 +98,11 @@ wait_state(ec2, [iid], "running")
 assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["OwnerId"] == account
 zone = instances(ec2, InstanceIds=[iid])[0]["Placement"]["AvailabilityZone"]
 vol = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
+wait_volume(ec2, vol)
 snap = ec2.create_snapshot(VolumeId=vol)
 assert snap["OwnerId"] == account, snap
 assert ec2.describe_snapshots(SnapshotIds=[snap["SnapshotId"]])["Snapshots"][0]["OwnerId"] == account
+wait_snapshot(ec2, snap["SnapshotId"])
 ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
 ec2.delete_volume(VolumeId=vol)
 ec2.terminate_instances(InstanceIds=[iid])

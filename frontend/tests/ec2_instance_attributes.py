@@ -13,7 +13,8 @@ import os
 import random
 import sys
 
-from ec2_client import CHECK, admin_keys, cli, client, expect, instances, raw, states, step, wait_state
+from ec2_client import (CHECK, admin_keys, cli, client, expect, instances, raw, states, step, wait_for,
+                        wait_state, wait_volume)
 
 ec2 = client()
 ec2_once = client(retry=False)
@@ -153,8 +154,13 @@ step("groupSet changed while its first group stays (node told); another first gr
 # --- block device mapping: attached volumes, delete on termination --------------------------------
 kept = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
 doomed = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
+wait_volume(ec2, kept)
+wait_volume(ec2, doomed)
 ec2.attach_volume(VolumeId=doomed, InstanceId=guarded, Device="/dev/sdf")
 ec2.attach_volume(VolumeId=kept, InstanceId=guarded, Device="/dev/sdg")
+wait_for("both attachments attached (the test node's VMM holds them)", lambda: all(
+    v["Attachments"][0]["State"] == "attached"
+    for v in ec2.describe_volumes(VolumeIds=[kept, doomed])["Volumes"]))
 bdm = attr(guarded, "blockDeviceMapping")["BlockDeviceMappings"]
 assert [(b["DeviceName"], b["Ebs"]["VolumeId"], b["Ebs"]["DeleteOnTermination"]) for b in bdm] == \
     [("/dev/sdf", doomed, False), ("/dev/sdg", kept, False)], bdm

@@ -14,7 +14,7 @@ import tempfile
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ec2_client import CHECK, admin_keys, cli, client, expect, instances, raw, step, wait_state
+from ec2_client import CHECK, admin_keys, cli, client, expect, instances, raw, step, wait_state, wait_snapshot, wait_volume
 
 ec2 = client()
 ec2_once = client(retry=False)
@@ -68,6 +68,7 @@ wait_state(ec2, web + [db, plain], "running")
 vol = ec2.create_volume(Size=1, AvailabilityZone=zone, TagSpecifications=spec("volume", team="blue"))
 assert tags(vol) == {"team": "blue"}, vol
 vol = vol["VolumeId"]
+wait_volume(ec2, vol)
 snap = ec2.create_snapshot(VolumeId=vol, TagSpecifications=spec("snapshot", when="nightly"))
 assert tags(snap) == {"when": "nightly"}, snap
 snap = snap["SnapshotId"]
@@ -258,6 +259,7 @@ step(f"{len(before)} tags survive a restart")
 
 # --- they go with their resource ----------------------------------------------------------------
 gone = [vol, snap, group, alloc, kp, imported, emi]
+wait_snapshot(ec2, snap)
 ec2.delete_snapshot(SnapshotId=snap)
 ec2.delete_volume(VolumeId=vol)
 ec2.delete_security_group(GroupId=group)

@@ -6,7 +6,9 @@
 //! site settings of the ESP's `mallee.toml` laid over it; or uses `/var/lib/mallee/frontend.toml`
 //! whole when the operator put one there) and supervises
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
-//! exits, and the readiness line is printed once it listens. The gateway the daemon hands over
+//! exits, and the readiness line is printed once it listens. Beside it, and supervised the
+//! same way, runs `mallee-frontend storage`, the storage controller that serves (as root) the
+//! volume exports the daemon lists. The gateway the daemon hands over
 //! for instance networks is applied by [`crate::gateway`], started here.
 
 use crate::appliance::{self, Slots};
@@ -23,7 +25,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -260,13 +262,23 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((1u64 << n.min(5)).min(30))
 }
 
-/// Runs the daemon once; its stdout is copied to the console and each listening line is sent
-/// on `listening`. Returns its exit code.
-fn run_daemon(config: &Path, level: LogLevel, listening: &Sender<()>) -> i32 {
+/// Runs `mallee-frontend --config CONFIG ARGS` once (`ARGS` empty: the daemon); its stderr and
+/// stdout go to the console and each stdout line is also handed to `on_line`. Returns its exit
+/// code.
+fn run_frontend(
+    config: &Path,
+    args: &[&str],
+    level: LogLevel,
+    on_line: impl Fn(&str) + Send + 'static,
+) -> i32 {
+    let name = std::iter::once("mallee-frontend")
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => {
-            error!("mallee-frontend: pipe: {e}");
+            error!("{name}: pipe: {e}");
             return -1;
         }
     };
@@ -274,6 +286,7 @@ fn run_daemon(config: &Path, level: LogLevel, listening: &Sender<()>) -> i32 {
     command
         .arg("--config")
         .arg(config)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(log::console_stdio())
@@ -287,24 +300,48 @@ fn run_daemon(config: &Path, level: LogLevel, listening: &Sender<()>) -> i32 {
     let (pid, exited) = match spawned {
         Ok(x) => x,
         Err(e) => {
-            error!("mallee-frontend: cannot start: {e}");
+            error!("{name}: cannot start: {e}");
             return 127;
         }
     };
-    info!("mallee-frontend started, pid {pid}");
-    let listening = listening.clone();
+    info!("{name} started, pid {pid}");
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(reader).lines() {
             let Ok(line) = line else { break };
             if let Some(mut console) = log::console_handle() {
                 let _ = writeln!(console, "{line}");
             }
-            if line.starts_with("mallee-frontend: listening on") {
-                let _ = listening.send(());
-            }
+            on_line(&line);
         }
     });
     exited.recv().unwrap_or(-1)
+}
+
+/// Runs `once` again and again on a thread of its own, with [`backoff`] between runs (reset
+/// after a run that lasted a minute); `exited` sees each exit code before the delay.
+fn supervise(
+    name: &'static str,
+    mut once: impl FnMut() -> i32 + Send + 'static,
+    mut exited: impl FnMut(i32) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let mut restarts = 0u32;
+        loop {
+            let started = Instant::now();
+            let code = once();
+            exited(code);
+            if started.elapsed() > Duration::from_secs(60) {
+                restarts = 0;
+            }
+            let delay = backoff(restarts);
+            warn!(
+                "{name} exited code={code}; restarting in {} s",
+                delay.as_secs()
+            );
+            std::thread::sleep(delay);
+            restarts += 1;
+        }
+    });
 }
 
 fn show_credentials() {
@@ -424,37 +461,41 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
         }
         while rx.recv().is_ok() {} // later restarts need no second readiness line
     });
-    std::thread::spawn(move || {
-        let mut restarts = 0u32;
-        loop {
-            let started = Instant::now();
-            let code = run_daemon(&config, level, &tx);
-            if code == mallee_proto::appliance::UPGRADE_STAGED_EXIT {
-                if let Some(slots) = &slots {
-                    match appliance::install_staged(slots, Path::new(appliance::DIR)) {
-                        Ok(up) => {
-                            info!(
-                                "upgrade: rebooting to try version {} in slot {}",
-                                up.version, up.slot
-                            );
-                            power::shutdown(PowerAction::Reboot);
-                        }
-                        Err(e) => error!("upgrade: {e}; the running slot stays"),
-                    }
+    // The storage controller stays root (AoE needs AF_PACKET sockets) and serves the volumes
+    // the daemon lists in <data_dir>/storage.
+    let storage_config = config.clone();
+    supervise(
+        "mallee-frontend storage",
+        move || run_frontend(&storage_config, &["storage"], level, |_| {}),
+        |_| {},
+    );
+    supervise(
+        "mallee-frontend",
+        move || {
+            let tx = tx.clone();
+            run_frontend(&config, &[], level, move |line| {
+                if line.starts_with("mallee-frontend: listening on") {
+                    let _ = tx.send(());
                 }
+            })
+        },
+        move |code| {
+            if code != mallee_proto::appliance::UPGRADE_STAGED_EXIT {
+                return;
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                restarts = 0;
+            let Some(slots) = &slots else { return };
+            match appliance::install_staged(slots, Path::new(appliance::DIR)) {
+                Ok(up) => {
+                    info!(
+                        "upgrade: rebooting to try version {} in slot {}",
+                        up.version, up.slot
+                    );
+                    power::shutdown(PowerAction::Reboot);
+                }
+                Err(e) => error!("upgrade: {e}; the running slot stays"),
             }
-            let delay = backoff(restarts);
-            warn!(
-                "mallee-frontend exited code={code}; restarting in {} s",
-                delay.as_secs()
-            );
-            std::thread::sleep(delay);
-            restarts += 1;
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod cmdline;
 pub mod gateway;
 mod log_level;
 mod metadata;
+pub mod storage;
 pub mod vmm;
 pub use log_level::LogLevel;
 pub use mallee_mac::{BadMac, Mac};
@@ -144,6 +145,24 @@ pub struct InstanceSpec {
     /// The instance's network interface; `None`: the instance has no NIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<InstanceNetwork>,
+    /// EBS volumes the instance should have attached, each served over AoE by the frontend's
+    /// storage controller to this node's MACs only. A volume no longer listed is detached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttachment>,
+}
+
+/// Most volumes one instance can have attached at once (the VMM's pre-provisioned slots).
+pub const MAX_VOLUMES: usize = 8;
+
+/// One EBS volume as the node attaches it: the AoE address the storage controller exports it
+/// at, on the segment the node's private NIC is on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolumeAttachment {
+    pub volume_id: String,
+    /// The device name the user asked for (`/dev/sdf`); the guest names its disks itself.
+    pub device: String,
+    pub shelf: u16,
+    pub slot: u8,
 }
 
 /// The first two bytes of every instance's MAC: the frontend's DHCP (which serves nodes) never
@@ -227,6 +246,9 @@ pub struct InstanceReport {
     /// The metadata options its VMM confirmed it serves with; `None` while no VMM runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_options: Option<MetadataOptions>,
+    /// The volumes its running VMM says it has attached (their ids), and nothing else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// An image held in the node's cache.
@@ -319,6 +341,12 @@ mod tests {
                 segment: Segment::Vlan(100),
                 address: None,
             }),
+            volumes: vec![VolumeAttachment {
+                volume_id: "vol-0123456789abcdef0".into(),
+                device: "/dev/sdf".into(),
+                shelf: 100,
+                slot: 3,
+            }],
         }
     }
 

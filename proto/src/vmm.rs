@@ -43,7 +43,13 @@ pub struct VmmConfig {
     /// virtio-blk disks, in PCI slot order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
-    /// virtio-net interfaces, in PCI slot order after the disks.
+    /// Empty virtio-blk devices the API can attach volumes to while the guest runs
+    /// ([`Request::AttachVolume`]), in PCI slot order after the disks and before the NICs; slot
+    /// `n` is the `n`-th of them. An empty slot is one sector of zeros that refuses writes (not 0
+    /// bytes: Linux tells udev of no capacity change from or to 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub volume_slots: u8,
+    /// virtio-net interfaces, in PCI slot order after the disks and volume slots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<Nic>,
     /// Where the serial console's output goes; `None` writes it to the VMM's stdout.
@@ -100,6 +106,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
 impl VmmConfig {
     /// A VM booting `kernel` with every other field at its default (as if absent from JSON).
     pub fn new(kernel: impl Into<PathBuf>) -> VmmConfig {
@@ -110,6 +120,7 @@ impl VmmConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             vcpus: default_vcpus(),
             disks: Vec::new(),
+            volume_slots: 0,
             nics: Vec::new(),
             console: None,
             api_socket: None,
@@ -394,6 +405,35 @@ pub enum Request {
     /// tokens): `{"op":"set_metadata","metadata":{...}}`. Refused when the VM was started
     /// without a metadata service.
     SetMetadata { metadata: Box<InstanceMetadata> },
+    /// Put a volume into an empty volume slot ([`VmmConfig::volume_slots`]); the guest sees the
+    /// slot's disk grow to the volume's size, with the volume id as its serial (at most 20
+    /// bytes): `{"op":"attach_volume","slot":0,"volume_id":"vol-1","source":{"aoe":{...}}}`.
+    /// Refused, with nothing changed, when the slot does not exist, holds a volume, or the
+    /// source cannot be opened. A read-only volume fails the guest's writes with an I/O error
+    /// (the device's read-only flag is fixed at boot, so the guest is not told beforehand).
+    AttachVolume {
+        slot: u8,
+        volume_id: String,
+        source: DiskSource,
+        #[serde(default)]
+        read_only: bool,
+    },
+    /// Empty a volume slot: wait for the guest's requests in flight on it, flush the volume, and
+    /// show the guest an empty slot again: `{"op":"detach_volume","slot":0}`. Refused when the
+    /// slot does not exist or is empty.
+    DetachVolume { slot: u8 },
+}
+
+/// One volume slot, as the status reply gives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSlotStatus {
+    /// The slot number ([`Request::AttachVolume`]'s `slot`).
+    pub slot: u8,
+    /// The volume in it; `None`: the slot is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// The size the guest sees (0 when empty).
+    pub size_bytes: u64,
 }
 
 /// What the VMM is doing, as the API reports it: `running`, or the exit it is heading for.
@@ -460,6 +500,9 @@ pub struct Reply {
     /// Each NIC's address and anti-spoofing counters, in configuration order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<NicStatus>,
+    /// Each volume slot and what it holds, in slot order (none without volume slots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_slots: Vec<VolumeSlotStatus>,
     /// The options the metadata service serves with from now on; `None`: the VM has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_options: Option<crate::MetadataOptions>,
@@ -478,6 +521,7 @@ impl Reply {
             memory_mib: None,
             uptime_ms: None,
             nics: Vec::new(),
+            volume_slots: Vec::new(),
             metadata_options: None,
             error: Some(why.into()),
         }

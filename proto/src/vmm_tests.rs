@@ -184,6 +184,18 @@ fn a_reply_round_trips_with_its_state_as_a_name() {
                 ..Dropped::default()
             },
         }],
+        volume_slots: vec![
+            VolumeSlotStatus {
+                slot: 0,
+                volume_id: Some("vol-0a1b2c3d".into()),
+                size_bytes: 1 << 30,
+            },
+            VolumeSlotStatus {
+                slot: 1,
+                volume_id: None,
+                size_bytes: 0,
+            },
+        ],
         metadata_options: Some(crate::MetadataOptions {
             http_tokens: crate::HttpTokens::Required,
             ..Default::default()
@@ -219,4 +231,92 @@ fn a_guest_address_knows_its_netmask_and_subnet() {
     );
     assert!(a.contains("10.1.3.254".parse().unwrap()));
     assert!(!a.contains("10.1.4.1".parse().unwrap()));
+}
+
+#[test]
+fn volume_slots_default_to_none_and_are_left_out_when_zero() {
+    let cfg: VmmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
+    assert_eq!(cfg.volume_slots, 0);
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(!text.contains("volume_slots"), "{text}");
+    let cfg: VmmConfig = serde_json::from_str(r#"{"kernel":"/k","volume_slots":2}"#).unwrap();
+    assert_eq!(cfg.volume_slots, 2);
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(text.contains(r#""volume_slots":2"#), "{text}");
+    assert_eq!(serde_json::from_str::<VmmConfig>(&text).unwrap(), cfg);
+}
+
+#[test]
+fn attach_and_detach_requests_have_their_documented_shapes() {
+    let attach = Request::AttachVolume {
+        slot: 1,
+        volume_id: "vol-0a1b2c3d".into(),
+        source: DiskSource::Aoe {
+            iface: "eth1".into(),
+            shelf: 7,
+            slot: 2,
+        },
+        read_only: false,
+    };
+    assert_eq!(
+        String::from_utf8(encode_line(&attach)).unwrap(),
+        concat!(
+            r#"{"op":"attach_volume","slot":1,"volume_id":"vol-0a1b2c3d","#,
+            r#""source":{"aoe":{"iface":"eth1","shelf":7,"slot":2}},"read_only":false}"#,
+            "\n"
+        )
+    );
+    let detach = Request::DetachVolume { slot: 1 };
+    assert_eq!(
+        encode_line(&detach),
+        b"{\"op\":\"detach_volume\",\"slot\":1}\n"
+    );
+    let file = Request::AttachVolume {
+        slot: 0,
+        volume_id: "vol-1".into(),
+        source: DiskSource::File("/v/vol-1.img".into()),
+        read_only: true,
+    };
+    for request in [attach, detach, file] {
+        let line = encode_line(&request);
+        let back: Request = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, request, "{}", String::from_utf8_lossy(&line));
+    }
+    let short: Request = serde_json::from_str(
+        r#"{"op":"attach_volume","slot":0,"volume_id":"v","source":{"file":"/f"}}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            short,
+            Request::AttachVolume {
+                read_only: false,
+                ..
+            }
+        ),
+        "read_only defaults to false"
+    );
+    assert!(serde_json::from_str::<Request>(r#"{"op":"detach_volume"}"#).is_err());
+    assert!(serde_json::from_str::<Request>(r#"{"op":"detach_volume","slot":256}"#).is_err());
+}
+
+#[test]
+fn an_empty_slot_in_a_reply_has_no_volume_id() {
+    let empty = VolumeSlotStatus {
+        slot: 3,
+        volume_id: None,
+        size_bytes: 0,
+    };
+    let text = serde_json::to_string(&empty).unwrap();
+    assert_eq!(text, r#"{"slot":3,"size_bytes":0}"#);
+    assert_eq!(
+        serde_json::from_str::<VolumeSlotStatus>(&text).unwrap(),
+        empty
+    );
+    let reply: Reply = serde_json::from_str(
+        r#"{"ok":true,"volume_slots":[{"slot":0,"volume_id":"vol-9","size_bytes":512}]}"#,
+    )
+    .unwrap();
+    assert_eq!(reply.volume_slots[0].volume_id.as_deref(), Some("vol-9"));
+    assert_eq!(reply.volume_slots[0].size_bytes, 512);
 }

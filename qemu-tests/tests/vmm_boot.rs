@@ -4,7 +4,10 @@
 //! marked frame over virtio-net, and frames forged from another MAC and another address; the
 //! node-side program sees the marked frame on the tap and neither the forged ones nor any DHCP,
 //! gets the VMM's exit status (0: the guest powered off through ACPI) and reads the second disk
-//! back. Both programs (`vmm/examples/e2e_{guest,node}.rs`) print
+//! back. Between the two, the node attaches a volume file to the VMM's volume slot through its
+//! API once the guest's frame went by; the guest sees its empty `vdc` grow to the volume with the
+//! volume id as serial, writes a marker the node waits for, and sees `vdc` go back to 0 bytes
+//! when the node detaches the volume. Both programs (`vmm/examples/e2e_{guest,node}.rs`) print
 //! one line per check; this test reads them from the node's console.
 
 #[path = "support/vmm_images.rs"]
@@ -53,12 +56,19 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         "vmm-e2e-guest: disk2 ok",
         "vmm-e2e-guest: network ok",
         "took 10.77.0.5 mask 255.255.255.0 gw 10.77.0.1 host vmm-e2e",
+        "vmm-e2e-guest: disk vdc size=4096 serial=vol-e2e0001",
+        "vmm-e2e-guest: disk vdc size=1 serial=",
+        "vmm-e2e-guest: volume ok attached 4096 sectors serial vol-e2e0001, detached",
         "vmm-e2e-guest: rng ok virtio_rng",
         "vmm-e2e-node: vmm exit=0",
         "vmm-e2e-node: frame seen on tap=true",
         "vmm-e2e-node: forged frames on tap=false",
         "vmm-e2e-node: dhcp on tap=false",
         "vmm-e2e-node: disk2 pattern ok=true",
+        "vmm-e2e-node: attach vol-e2e0001 ok=true",
+        "vmm-e2e-node: volume written by guest=true",
+        "vmm-e2e-node: detach ok=true",
+        "vmm-e2e-node: volume attach and detach ok=true",
         "vmm-e2e-node: PASS",
     ] {
         assert!(

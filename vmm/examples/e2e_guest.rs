@@ -1,7 +1,9 @@
 //! End-to-end guest program: PID 1 of the test initramfs booted by `mallee-vmm` inside a nested
 //! node. It loads the virtio modules the initramfs lists, checks the read-only disk's pattern,
 //! writes the second disk's pattern, takes its address from its VMM's DHCP, sends a marked frame
-//! from it and frames forged with another MAC and another address, prints a line per step and
+//! from it and frames forged with another MAC and another address, then watches the empty volume
+//! slot `vdc` until the node attaches a volume (`disk vdc size=N serial=S`), writes a marker to
+//! it, and watches it go back to one empty sector when the node detaches it; it prints a line per step and
 //! powers the machine off through ACPI (which ends `mallee-vmm` with exit status 0).
 //!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     say, DISK_BYTES, FORGED_MARKER, FRAME_MARKER, GATEWAY, GUEST_IP, GUEST_MAC, HOSTNAME,
-    PREFIX_LEN,
+    PREFIX_LEN, VOLUME_BYTES, VOLUME_ID, VOLUME_MARKER,
 };
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
@@ -266,6 +268,58 @@ fn network() -> Result<String, String> {
     ))
 }
 
+/// The volume slot's disk: its size in sectors and its serial (empty when GET_ID fails, as it
+/// does on an empty slot).
+fn slot_disk(dev: &str) -> (u64, String) {
+    let size = std::fs::read_to_string(format!("/sys/block/{dev}/size")).unwrap_or_default();
+    let serial = std::fs::read_to_string(format!("/sys/block/{dev}/serial")).unwrap_or_default();
+    (size.trim().parse().unwrap_or(0), serial.trim().to_string())
+}
+
+/// Waits up to 180 s for the slot's size to satisfy `want`, printing the disk line once it does.
+fn watch_slot(dev: &str, want: impl Fn(u64) -> bool) -> Result<(u64, String), String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (size, serial) = slot_disk(dev);
+        if want(size) {
+            say(&format!(
+                "vmm-e2e-guest: disk {dev} size={size} serial={serial}"
+            ));
+            return Ok((size, serial));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{dev} stayed at {size} sectors"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The volume slot: empty at boot; the node attaches a volume once it saw the network step's
+/// frame; the guest writes the marker the node waits for before it detaches the volume.
+fn volume() -> Result<String, String> {
+    let dev = "vdc";
+    if !wait_for(&format!("/dev/{dev}")) {
+        return Err(format!("no /dev/{dev}"));
+    }
+    // An empty slot is one sector (so udev hears of the attach; see `media::NoMedium`).
+    let (size, serial) = watch_slot(dev, |s| s > 1)?;
+    if size != (VOLUME_BYTES / 512) as u64 || serial != VOLUME_ID {
+        return Err(format!("{dev} has {size} sectors, serial {serial:?}"));
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/{dev}"))
+        .map_err(|e| format!("open /dev/{dev}: {e}"))?;
+    let mut sector = [0u8; 512];
+    sector[..VOLUME_MARKER.len()].copy_from_slice(VOLUME_MARKER);
+    f.write_all(&sector)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("write /dev/{dev}: {e}"))?;
+    drop(f);
+    watch_slot(dev, |s| s == 1)?;
+    Ok(format!("attached {size} sectors serial {serial}, detached"))
+}
+
 fn step(name: &str, r: Result<String, String>) -> bool {
     match r {
         Ok(detail) => {
@@ -303,6 +357,7 @@ fn main() {
         },
     );
     ok &= step("network", network());
+    ok &= step("volume", volume());
     ok &= step(
         "rng",
         if wait_for("/sys/class/misc/hw_random") {

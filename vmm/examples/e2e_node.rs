@@ -3,7 +3,9 @@
 //! an AF_PACKET socket, runs `mallee-vmm` on the Debian kernel and the test initramfs with an
 //! address for the guest, then checks what the guest did: its frame on the tap, and neither its
 //! forged frames nor its DHCP (which the VMM answers), the exit status (0: the guest powered off),
-//! the pattern on the second disk.
+//! the pattern on the second disk. Once the guest's frame went by (its network step is done), it
+//! attaches a volume file to the VMM's volume slot through the API, waits for the guest to write
+//! its marker to it, and detaches it.
 //!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
 //! image.
@@ -12,8 +14,9 @@
 mod common;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,9 +24,13 @@ use std::time::{Duration, Instant};
 
 use common::{
     say, FORGED_MARKER, FRAME_MARKER, GATEWAY, GUEST_IP, GUEST_MAC, HOSTNAME, PREFIX_LEN,
+    VOLUME_BYTES, VOLUME_ID, VOLUME_MARKER,
 };
+use mallee_proto::vmm::{encode_line, DiskSource, Reply, Request};
 
 const TAP: &str = "vmtap0";
+const API: &str = "/tmp/vmm.sock";
+const VOLUME: &str = "/tmp/vol.img";
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
@@ -58,8 +65,8 @@ struct Seen {
     dhcp: bool,
 }
 
-/// Watches the tap until `stop`.
-fn sniff(fd: i32, stop: Arc<AtomicBool>) -> Seen {
+/// Watches the tap until `stop`; `guest_sent` is set once the guest's marked frame went by.
+fn sniff(fd: i32, stop: Arc<AtomicBool>, guest_sent: Arc<AtomicBool>) -> Seen {
     let mut seen = Seen::default();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::SeqCst) {
@@ -69,6 +76,9 @@ fn sniff(fd: i32, stop: Arc<AtomicBool>) -> Seen {
         let f = &buf[..n];
         let has = |m: &[u8]| f.windows(m.len()).any(|w| w == m);
         seen.good |= f[6..12] == GUEST_MAC && has(FRAME_MARKER);
+        if seen.good {
+            guest_sent.store(true, Ordering::SeqCst);
+        }
         seen.forged |= has(FORGED_MARKER);
         // IPv4 without options, UDP, port 67 or 68 on either side.
         let udp = f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17;
@@ -90,17 +100,93 @@ fn guest_address() -> String {
     )
 }
 
+/// One request to the VMM's API.
+fn api(request: &Request) -> Result<Reply, String> {
+    let mut s = UnixStream::connect(API).map_err(|e| format!("connect {API}: {e}"))?;
+    s.write_all(&encode_line(request))
+        .map_err(|e| format!("send: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| format!("read reply: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("reply {line:?}: {e}"))
+}
+
+/// Waits up to `secs` for `done`.
+fn wait_until(secs: u64, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// The volume's course: attach once the guest is past its network step, wait for the guest's
+/// marker on the volume, detach. Returns whether all three happened as they should; gives up
+/// when `vmm_gone` (the VMM exited).
+fn volume(guest_sent: &AtomicBool, vmm_gone: &AtomicBool) -> bool {
+    let gone = || vmm_gone.load(Ordering::SeqCst);
+    if !wait_until(600, || guest_sent.load(Ordering::SeqCst) || gone()) || gone() {
+        say("vmm-e2e-node: the guest never reached its volume step");
+        return false;
+    }
+    let attach = api(&Request::AttachVolume {
+        slot: 0,
+        volume_id: VOLUME_ID.into(),
+        source: DiskSource::File(VOLUME.into()),
+        read_only: false,
+    });
+    let attached = attach.as_ref().is_ok_and(|r| {
+        r.ok && r.volume_slots.first().is_some_and(|s| {
+            s.volume_id.as_deref() == Some(VOLUME_ID) && s.size_bytes == VOLUME_BYTES as u64
+        })
+    });
+    say(&format!(
+        "vmm-e2e-node: attach {VOLUME_ID} ok={attached} {attach:?}"
+    ));
+    if !attached {
+        return false;
+    }
+    let marker = || {
+        let mut head = [0u8; 512];
+        File::open(VOLUME)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|_| head.starts_with(VOLUME_MARKER))
+    };
+    let written = wait_until(300, || marker() || gone()) && marker();
+    say(&format!("vmm-e2e-node: volume written by guest={written}"));
+    let detach = api(&Request::DetachVolume { slot: 0 });
+    let detached = detach.as_ref().is_ok_and(|r| {
+        r.ok && r
+            .volume_slots
+            .first()
+            .is_some_and(|s| s.volume_id.is_none() && s.size_bytes == 0)
+    });
+    say(&format!("vmm-e2e-node: detach ok={detached} {detach:?}"));
+    written && detached
+}
+
 fn run() -> Result<(), String> {
     std::fs::create_dir_all("/tmp").map_err(|e| e.to_string())?;
     std::fs::write("/tmp/disk1.img", common::disk_image(1)).map_err(|e| e.to_string())?;
     std::fs::write("/tmp/disk2.img", vec![0u8; common::DISK_BYTES]).map_err(|e| e.to_string())?;
+    std::fs::write(VOLUME, vec![0u8; VOLUME_BYTES]).map_err(|e| e.to_string())?;
     make_persistent_tap().map_err(|e| format!("tap: {e}"))?;
     let index = common::link_up(TAP).map_err(|e| format!("tap up: {e}"))?;
     let fd = common::packet_socket(index).map_err(|e| format!("packet socket: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let guest_sent = Arc::new(AtomicBool::new(false));
     let sniffer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || sniff(fd, stop))
+        let (stop, guest_sent) = (stop.clone(), guest_sent.clone());
+        std::thread::spawn(move || sniff(fd, stop, guest_sent))
+    };
+    let vmm_gone = Arc::new(AtomicBool::new(false));
+    let volume = {
+        let vmm_gone = vmm_gone.clone();
+        std::thread::spawn(move || volume(&guest_sent, &vmm_gone))
     };
 
     let mac = GUEST_MAC
@@ -129,7 +215,8 @@ fn run() -> Result<(), String> {
             "/tmp/disk2.img",
         ])
         .args(["--net", &format!("tap={TAP},mac={mac},{}", guest_address())])
-        .args(["--api-socket", "/tmp/vmm.sock"])
+        .args(["--volume-slots", "1"])
+        .args(["--api-socket", API])
         .spawn()
         .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
     let deadline = started + Duration::from_secs(600);
@@ -144,6 +231,7 @@ fn run() -> Result<(), String> {
             Err(e) => return Err(format!("wait: {e}")),
         }
     };
+    vmm_gone.store(true, Ordering::SeqCst);
     say(&format!(
         "vmm-e2e-node: vmm exit={} after {} ms",
         status.code().unwrap_or(-1),
@@ -151,6 +239,10 @@ fn run() -> Result<(), String> {
     ));
     stop.store(true, Ordering::SeqCst);
     let seen = sniffer.join().unwrap_or_default();
+    let volume_ok = volume.join().unwrap_or(false);
+    say(&format!(
+        "vmm-e2e-node: volume attach and detach ok={volume_ok}"
+    ));
     say(&format!("vmm-e2e-node: frame seen on tap={}", seen.good));
     say(&format!(
         "vmm-e2e-node: forged frames on tap={}",
@@ -163,7 +255,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("read disk2: {e}"))?;
     let pattern_ok = disk2 == common::disk_image(2);
     say(&format!("vmm-e2e-node: disk2 pattern ok={pattern_ok}"));
-    if status.code() == Some(0) && seen.good && !seen.forged && !seen.dhcp && pattern_ok {
+    let net_ok = seen.good && !seen.forged && !seen.dhcp;
+    if status.code() == Some(0) && net_ok && pattern_ok && volume_ok {
         Ok(())
     } else {
         Err("checks failed".into())

@@ -2,10 +2,13 @@
 //! request, in the contract types of `mallee-proto` ([`Request`], [`Reply`]).
 //! `{"op":"status"}` reports the VM; `{"op":"shutdown"}` stops it (exit status 3);
 //! `{"op":"set_metadata",...}` replaces what the metadata service serves and how, while the guest
-//! runs (every reply names the options served from then on).
+//! runs (every reply names the options served from then on); `{"op":"attach_volume",...}` and
+//! `{"op":"detach_volume","slot":N}` put a volume into a volume slot and take it out (every reply
+//! lists what each slot holds).
 //!
 //! Request handling is the plain function [`handle`]; the socket code only reads lines and
-//! writes replies. Hotplug is not here yet.
+//! writes replies. Each client has its own thread, so an attach waiting for an AoE target does
+//! not hold up other clients.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -19,6 +22,7 @@ use mallee_proto::Mac;
 
 use crate::bus::lock;
 use crate::config;
+use crate::devices::virtio::block::{self, slot::VolumeSlots};
 use crate::devices::virtio::net::metadata::LiveMetadata;
 use crate::devices::virtio::net::port::PortCounters;
 use crate::exit::Exit;
@@ -84,6 +88,8 @@ pub struct ApiState {
     pub nics: Vec<(Mac, Arc<PortCounters>)>,
     /// What the metadata service serves; `None`: the VM has no service.
     pub metadata: Option<Arc<LiveMetadata>>,
+    /// The volume slots, in slot order.
+    pub volume_slots: VolumeSlots,
 }
 
 /// The control socket could not be set up.
@@ -104,6 +110,7 @@ fn state_reply(state: &ApiState) -> Reply {
         memory_mib: Some(state.memory_mib),
         uptime_ms: Some(state.started.elapsed().as_millis() as u64),
         nics: state.nics.iter().map(|(mac, c)| c.status(*mac)).collect(),
+        volume_slots: state.volume_slots.status(),
         metadata_options: state.metadata.as_ref().map(|m| m.options()),
         error: None,
     }
@@ -135,9 +142,39 @@ pub fn handle(line: &str, state: &ApiState) -> Reply {
             live.replace(*metadata);
             state_reply(state)
         }
+        Ok(Request::AttachVolume {
+            slot,
+            volume_id,
+            source,
+            read_only,
+        }) => {
+            if let Err(e) = config::check_disk_source("source", &source) {
+                return Reply::error(e.to_string());
+            }
+            let attached = (state.volume_slots.get(slot)).and_then(|s| {
+                s.attach(&volume_id, read_only, &source.to_string(), || {
+                    block::open(&source, read_only)
+                })
+            });
+            slot_reply(attached.map(drop), state)
+        }
+        Ok(Request::DetachVolume { slot }) => {
+            let detached = (state.volume_slots.get(slot)).and_then(|s| s.detach());
+            slot_reply(detached.map(drop), state)
+        }
         Err(e) => {
             tracing::warn!("API: bad request: {e}");
             Reply::error(format!("bad request: {e}"))
+        }
+    }
+}
+
+fn slot_reply(done: Result<(), block::slot::SlotError>, state: &ApiState) -> Reply {
+    match done {
+        Ok(()) => state_reply(state),
+        Err(e) => {
+            tracing::warn!("API: {e}");
+            Reply::error(e.to_string())
         }
     }
 }
@@ -200,6 +237,7 @@ mod tests {
             memory_mib: 256,
             nics: vec![(Mac([2, 0, 0, 0, 0, 7]), Arc::default())],
             metadata: Some(Arc::new(LiveMetadata::new(Default::default()))),
+            volume_slots: VolumeSlots::new(1),
         }
     }
 
@@ -299,6 +337,99 @@ mod tests {
         let reply = handle(&set(MetadataOptions::default()), &none);
         assert!(!reply.ok, "{reply:?}");
         assert_eq!(handle(r#"{"op":"status"}"#, &none).metadata_options, None);
+    }
+
+    fn call(st: &ApiState, request: &Request) -> Reply {
+        handle(
+            std::str::from_utf8(&encode_line(request)).unwrap().trim(),
+            st,
+        )
+    }
+
+    #[test]
+    fn attach_and_detach_a_file_volume_and_status_shows_the_slot() {
+        let st = state();
+        let path = std::env::temp_dir().join(format!("mallee-vmm-api-vol-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let attach = |volume_id: &str| Request::AttachVolume {
+            slot: 0,
+            volume_id: volume_id.into(),
+            source: mallee_proto::vmm::DiskSource::File(path.clone()),
+            read_only: false,
+        };
+        let reply = call(&st, &attach("vol-1"));
+        assert!(reply.ok, "{reply:?}");
+        let slot = &reply.volume_slots[0];
+        assert_eq!(
+            (slot.slot, slot.volume_id.as_deref(), slot.size_bytes),
+            (0, Some("vol-1"), 1 << 20)
+        );
+        assert_eq!(call(&st, &Request::Status).volume_slots, reply.volume_slots);
+        let again = call(&st, &attach("vol-2"));
+        assert!(
+            !again.ok
+                && again
+                    .error
+                    .as_deref()
+                    .unwrap()
+                    .contains("already holds volume vol-1"),
+            "{again:?}"
+        );
+        let reply = call(&st, &Request::DetachVolume { slot: 0 });
+        assert!(reply.ok, "{reply:?}");
+        assert_eq!(reply.volume_slots[0].volume_id, None);
+        assert_eq!(reply.volume_slots[0].size_bytes, 0);
+        let again = call(&st, &Request::DetachVolume { slot: 0 });
+        assert!(
+            !again.ok && again.error.as_deref().unwrap().contains("is empty"),
+            "{again:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn attach_refuses_a_missing_slot_a_missing_file_and_a_broadcast_aoe_address() {
+        use mallee_proto::vmm::DiskSource;
+        let st = state();
+        let attach = |slot, source| Request::AttachVolume {
+            slot,
+            volume_id: "vol-1".into(),
+            source,
+            read_only: false,
+        };
+        let cases = [
+            (
+                attach(1, DiskSource::File("/x".into())),
+                "volume slot 1 does not exist",
+            ),
+            (
+                attach(0, DiskSource::File("/no/such/vol".into())),
+                "cannot open /no/such/vol",
+            ),
+            (
+                attach(
+                    0,
+                    DiskSource::Aoe {
+                        iface: "eth1".into(),
+                        shelf: u16::MAX,
+                        slot: 1,
+                    },
+                ),
+                "broadcast AoE address",
+            ),
+            (
+                Request::DetachVolume { slot: 9 },
+                "volume slot 9 does not exist",
+            ),
+        ];
+        for (request, why) in cases {
+            let reply = call(&st, &request);
+            assert!(
+                !reply.ok && reply.error.as_deref().unwrap().contains(why),
+                "{request:?}: {reply:?}"
+            );
+        }
+        assert_eq!(call(&st, &Request::Status).volume_slots[0].volume_id, None);
     }
 
     #[test]

@@ -12,10 +12,9 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::api::Control;
 use crate::boot::{self, cpuid, regs, BootError, BootSpec};
-use crate::config::{DiskSource, TapSource, VmmConfig};
-use crate::devices::virtio::block::aoe::AoeDisk;
-use crate::devices::virtio::block::backend::{BlockBackend, RawFile};
-use crate::devices::virtio::block::Block;
+use crate::config::{TapSource, VmmConfig};
+use crate::devices::virtio::block::slot::VolumeSlots;
+use crate::devices::virtio::block::{self, Block};
 use crate::devices::virtio::net::metadata::LiveMetadata;
 use crate::devices::virtio::net::port::{Port, PortCounters};
 use crate::devices::virtio::net::tap::Tap;
@@ -68,11 +67,18 @@ pub enum InstanceError {
     Failed(String),
 }
 
-fn open_disk(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
-    Ok(match source {
-        DiskSource::File(path) => Box::new(RawFile::open(path, read_only)?),
-        DiskSource::Aoe { iface, shelf, slot } => Box::new(AoeDisk::open(iface, *shelf, *slot)?),
-    })
+/// What outlives each VM built from the configuration: the API's handle, each NIC's counters,
+/// what the metadata service serves (the API may replace it) and the volume slots (the API
+/// attaches and detaches volumes; a restarted guest finds them as they were).
+pub struct Shared<'a> {
+    /// The API's handle: it can stop the VM.
+    pub control: &'a Arc<Control>,
+    /// Each NIC's counters, in configuration order.
+    pub ports: &'a [Arc<PortCounters>],
+    /// What the metadata service serves; `None`: no service.
+    pub metadata: Option<&'a Arc<LiveMetadata>>,
+    /// The volume slots (as many as `volume_slots` in the configuration).
+    pub volume_slots: &'a VolumeSlots,
 }
 
 fn console(cfg: &VmmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
@@ -92,28 +98,29 @@ fn console(cfg: &VmmConfig) -> Result<Box<dyn Write + Send>, InstanceError> {
     }
 }
 
-/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end; `control`
-/// (the API's handle) can stop it; `ports` holds each NIC's counters and `metadata` what its
-/// metadata service serves (both outlive the VM; the API may replace `metadata`'s content). A
-/// VM that fails while running is an error saying what failed, never `Ok(Exit::Error)`.
-pub fn run(
-    cfg: &VmmConfig,
-    control: &Arc<Control>,
-    ports: &[Arc<PortCounters>],
-    metadata: Option<&Arc<LiveMetadata>>,
-) -> Result<Exit, InstanceError> {
+/// Builds the VM described by `cfg` (devices, kernel, vCPUs) and runs it to its end, with what
+/// outlives it in `shared`. PCI slot order: disks, volume slots, NICs, rng. A VM that fails while
+/// running is an error saying what failed, never `Ok(Exit::Error)`.
+pub fn run(cfg: &VmmConfig, shared: &Shared<'_>) -> Result<Exit, InstanceError> {
+    let Shared {
+        control,
+        ports,
+        metadata,
+        volume_slots,
+    } = *shared;
     tracing::info!(
-        "building the VM: {} MiB, {} vCPUs, {} disks, {} NICs, kernel {}",
+        "building the VM: {} MiB, {} vCPUs, {} disks, {} volume slots, {} NICs, kernel {}",
         cfg.memory_mib,
         cfg.vcpus,
         cfg.disks.len(),
+        cfg.volume_slots,
         cfg.nics.len(),
         cfg.kernel.display()
     );
     let mut vm = Vm::new(cfg.memory_bytes())?;
     vm.add_serial(console(cfg)?)?;
     for d in &cfg.disks {
-        let backend = open_disk(&d.source, d.read_only).map_err(|err| InstanceError::Disk {
+        let backend = block::open(&d.source, d.read_only).map_err(|err| InstanceError::Disk {
             path: d.source.to_string(),
             err,
         })?;
@@ -125,6 +132,9 @@ pub fn run(
         );
         let blk = Block::new(backend, d.read_only, d.serial.as_deref());
         vm.add_virtio(Box::new(blk))?;
+    }
+    for slot in volume_slots.iter() {
+        vm.add_virtio(Box::new(Block::for_slot(slot.clone())))?;
     }
     for (n, counters) in cfg.nics.iter().zip(ports) {
         let tap = match &n.tap {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use mallee_vmm::api::{self, ApiState, Control};
 use mallee_vmm::config::{self, LogLevel, OnReboot, VmmConfig, USAGE};
+use mallee_vmm::devices::virtio::block::slot::VolumeSlots;
 use mallee_vmm::devices::virtio::net::metadata::LiveMetadata;
 use mallee_vmm::devices::virtio::net::port::PortCounters;
 use mallee_vmm::exit::{self as vm_exit, Exit, Failure};
@@ -33,6 +34,7 @@ fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
     let control = Arc::new(Control::new());
     let ports: Vec<Arc<PortCounters>> = cfg.nics.iter().map(|_| Arc::default()).collect();
     let metadata = (cfg.metadata.clone()).map(|m| Arc::new(LiveMetadata::new(m)));
+    let slots = VolumeSlots::new(cfg.volume_slots);
     if let Some(path) = &cfg.api_socket {
         let state = ApiState {
             control: control.clone(),
@@ -41,10 +43,17 @@ fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
             memory_mib: cfg.memory_mib,
             nics: cfg.nics.iter().map(|n| n.mac).zip(ports.clone()).collect(),
             metadata: metadata.clone(),
+            volume_slots: slots.clone(),
         };
         api::serve(path, state)?;
     }
-    let exit = run_vms(cfg, &control, &ports, metadata.as_ref());
+    let shared = instance::Shared {
+        control: &control,
+        ports: &ports,
+        metadata: metadata.as_ref(),
+        volume_slots: &slots,
+    };
+    let exit = run_vms(cfg, &shared);
     for (nic, counters) in cfg.nics.iter().zip(&ports) {
         let s = counters.status(nic.mac);
         tracing::info!(
@@ -59,15 +68,11 @@ fn run(cfg: &VmmConfig, started: Instant) -> anyhow::Result<Exit> {
 }
 
 /// Runs the VM, again after each guest reboot under `on_reboot: restart` (serving the metadata
-/// the API last set), until it ends.
-fn run_vms(
-    cfg: &VmmConfig,
-    control: &Arc<Control>,
-    ports: &[Arc<PortCounters>],
-    metadata: Option<&Arc<LiveMetadata>>,
-) -> anyhow::Result<Exit> {
+/// the API last set, with the volumes the API attached), until it ends.
+fn run_vms(cfg: &VmmConfig, shared: &instance::Shared<'_>) -> anyhow::Result<Exit> {
+    let control = shared.control;
     loop {
-        let exit = instance::run(cfg, control, ports, metadata).map_err(|e| match e {
+        let exit = instance::run(cfg, shared).map_err(|e| match e {
             // The VM ran and then failed: its message says so already.
             InstanceError::Failed(_) => anyhow::Error::from(e),
             e => anyhow::Error::from(e).context("cannot start the VM"),

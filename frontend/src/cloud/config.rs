@@ -1,6 +1,7 @@
 //! Configuration of the cloud: clusters (zones), the node enrollment secret, address pools and
 //! node timing (the `[ec2]` table of the daemon's TOML file, read by the EC2 API, the
-//! scheduler and the node protocol alike) and the instance networks (the `[network]` table).
+//! scheduler and the node protocol alike), the instance networks (the `[network]` table) and
+//! the volume exports (the `[storage]` table).
 //! Parsing, checking and defaults only.
 
 use ipnet::Ipv4Net;
@@ -84,21 +85,87 @@ impl TryFrom<String> for VlanRange {
     type Error = String;
 
     fn try_from(s: String) -> Result<VlanRange, String> {
-        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
-        let tag = |t: &str| {
-            t.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|t| (1..=4094).contains(t))
-                .ok_or_else(|| {
-                    format!("VLAN range {s:?}: {t:?} is not a tag in 1-4094 (write \"100-199\")")
-                })
-        };
-        let (first, last) = (tag(a)?, tag(b)?);
-        if first > last {
-            return Err(format!("VLAN range {s:?} runs backwards"));
-        }
+        let (first, last) = parse_range(&s, "VLAN range", "a tag", 1..=4094, "100-199")?;
         Ok(VlanRange { first, last })
+    }
+}
+
+/// `"A-B"` (or `"A"`) as an inclusive range within `valid`; errors name `what` and show
+/// `example`.
+fn parse_range(
+    s: &str,
+    what: &str,
+    one: &str,
+    valid: std::ops::RangeInclusive<u16>,
+    example: &str,
+) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| valid.contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "{what} {s:?}: {t:?} is not {one} in {}-{} (write \"{example}\")",
+                    valid.start(),
+                    valid.end()
+                )
+            })
+    };
+    let (first, last) = (number(a)?, number(b)?);
+    if first > last {
+        return Err(format!("{what} {s:?} runs backwards"));
+    }
+    Ok((first, last))
+}
+
+/// The `[storage]` table: where the storage controller exports attached volumes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The NIC AoE exports are served on; unset: the `[pxe]` private NIC.
+    pub interface: Option<String>,
+    /// The AoE shelves exports may use (each slot but 255 of each).
+    pub shelves: ShelfRange,
+}
+
+/// The AoE shelves volume exports may use, written `"100-109"` (or one shelf, `"100"`); every
+/// slot of a shelf but 255 (the broadcast slot) is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ShelfRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for ShelfRange {
+    fn default() -> Self {
+        ShelfRange {
+            first: 100,
+            last: 109,
+        }
+    }
+}
+
+impl std::fmt::Display for ShelfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl From<ShelfRange> for String {
+    fn from(r: ShelfRange) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for ShelfRange {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<ShelfRange, String> {
+        let (first, last) = parse_range(&s, "AoE shelf range", "a shelf", 0..=65534, "100-109")?;
+        Ok(ShelfRange { first, last })
     }
 }
 

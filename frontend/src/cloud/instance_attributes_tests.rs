@@ -290,6 +290,7 @@ fn delete_on_termination_is_set_on_the_volume_at_the_device_and_only_there() {
             device: device.into(),
             attached_ms: 0,
             delete_on_termination: false,
+            ..Default::default()
         }),
     };
     store

@@ -267,6 +267,7 @@ mod tests {
             address_taken: true,
             address: Some("10.77.0.201".parse().unwrap()),
             metadata_options: None,
+            volumes: Vec::new(),
         };
         assert!(super::super::reconcile::apply(&mut i, Some(&report), 2_000));
         assert_eq!(i.private_ip, "10.77.0.201");

@@ -5,7 +5,7 @@
 //! ask for and what a terminated instance lets go of (`instances`), the attributes users change
 //! after launch (`instance_attributes`), the tags on resources (`tags`), writing launched
 //! instances (`launch`), public addresses from the pool (`public`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
-//! the cloud's configuration. Its functions take the store (or a transaction) and plain values.
+//! volume attachments and the exports they need (`volumes`), and the cloud's configuration. Its functions take the store (or a transaction) and plain values.
 //!
 //! Imports point one way: the API rooms (`ec2/` Query API, `nodes/` node protocol, `walrus/`)
 //! call into this core, and the core calls the store (and the pure `scheduler`); nothing here
@@ -25,6 +25,7 @@ pub mod nodes;
 pub mod public;
 pub mod reconcile;
 pub mod tags;
+pub mod volumes;
 
 pub use changes::Changes;
-pub use config::{Ec2Config, NetMode, NetworkConfig};
+pub use config::{Ec2Config, NetMode, NetworkConfig, StorageConfig};

@@ -367,7 +367,7 @@ pub struct Address {
     pub association_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub instance_id: String,
     pub device: String,
@@ -376,6 +376,36 @@ pub struct Attachment {
     /// `blockDeviceMapping`); volumes attached by AttachVolume start without.
     #[serde(default)]
     pub delete_on_termination: bool,
+    /// How far the attachment is, as the instance's node reports it.
+    #[serde(default)]
+    pub status: AttachStatus,
+    /// Where the storage controller exports the volume while attached: AoE shelf and slot.
+    #[serde(default)]
+    pub shelf: u16,
+    #[serde(default)]
+    pub slot: u8,
+}
+
+/// An attachment's state, as `describe-volumes` shows it: `attached` only once the instance's
+/// node says its VMM has the disk, and the volume is `available` again only once the node says
+/// its VMM let the disk go (flushed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachStatus {
+    #[default]
+    Attaching,
+    Attached,
+    Detaching,
+}
+
+impl AttachStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachStatus::Attaching => "attaching",
+            AttachStatus::Attached => "attached",
+            AttachStatus::Detaching => "detaching",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +431,19 @@ pub struct Snapshot {
     /// pending | completed | error
     pub state: String,
     pub started_ms: i64,
+    /// Percent of the volume's chunks stored in Walrus.
+    #[serde(default)]
+    pub progress: u8,
+    /// The volume's point-in-time copy is made (its chunks are being stored from it).
+    #[serde(default)]
+    pub copied: bool,
+    /// Bytes this snapshot added to Walrus (chunks no earlier snapshot stored, and its
+    /// manifest).
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Why it is in `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_message: Option<String>,
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 
 use super::config::Ec2Config;
 use super::instances::{instances_on, release_on_termination};
-use super::model::{Instance, State, CONSOLE, INSTANCE};
-use super::reconcile;
+use super::model::{Instance, State, Volume, CONSOLE, INSTANCE, VOLUME};
+use super::{reconcile, volumes};
 use crate::scheduler::NodeLoad;
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
@@ -180,8 +180,16 @@ fn restart_after_reboot(tx: &CloudTx<'_>, node: &str, now: i64) -> Result<(), St
 
 /// Every instance the node should hold, with its goal.
 pub fn desired(store: &Store, node: &str) -> Result<Vec<InstanceSpec>, NodeError> {
-    let all = store.cloud(|tx| instances_on(tx, node))?;
-    Ok(all.iter().filter_map(reconcile::spec).collect())
+    let (all, volumes) = store.cloud(|tx| {
+        Ok::<_, StoreError>((instances_on(tx, node)?, tx.list::<Volume>(VOLUME, None)?))
+    })?;
+    Ok((all.iter())
+        .filter_map(|i| {
+            let mut spec = reconcile::spec(i)?;
+            spec.volumes = volumes::wanted(&volumes, &i.id);
+            Some(spec)
+        })
+        .collect())
 }
 
 /// Applies a report (also the heartbeat). Returns whether any instance changed.
@@ -201,6 +209,7 @@ pub fn report(
         n.image_cache = actual.image_cache.clone();
         n.cache = actual.cache.clone();
         let mut changed = false;
+        let mut seen_instances = Vec::new();
         for mut i in instances_on(tx, node)? {
             let seen = actual.instances.iter().find(|r| r.instance_id == i.id);
             let before = i.state;
@@ -216,7 +225,9 @@ pub fn report(
                 tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
                 changed = true;
             }
+            seen_instances.push(i);
         }
+        changed |= volumes::after_report(tx, &seen_instances, &actual.instances)?;
         save(tx, &n)?;
         Ok(changed)
     })

@@ -90,6 +90,7 @@ fn a_new_boot_id_marks_the_nodes_instances_rebooted_and_pending() {
             address_taken: false,
             address: None,
             metadata_options: None,
+            volumes: Vec::new(),
         }],
         image_cache: vec![],
         cache: Default::default(),

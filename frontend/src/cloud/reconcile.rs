@@ -120,6 +120,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         metadata_options: i.metadata_options,
         ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
         network: i.network.clone(),
+        volumes: Vec::new(), // filled in by `nodes::desired`, from the volume records
     })
 }
 
@@ -183,6 +184,7 @@ pub(crate) mod tests {
             address_taken: false,
             address: None,
             metadata_options: None,
+            volumes: Vec::new(),
         }
     }
 

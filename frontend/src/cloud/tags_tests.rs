@@ -175,6 +175,7 @@ fn resources(store: &Store) {
                     device: "/dev/sdf".into(),
                     attached_ms: 0,
                     delete_on_termination: false,
+                    ..Default::default()
                 }),
             };
             tx.put(VOLUME, &v.id, &v.owner, None, &v)?;

@@ -454,6 +454,8 @@ mod tests {
                 device: "/dev/sdf".into(),
                 attached_ms: 0,
                 delete_on_termination: true,
+                status: crate::cloud::model::AttachStatus::Attached,
+                ..Default::default()
             }),
         };
         let mut x = Xml::namespaced(xml::EC2_NS);

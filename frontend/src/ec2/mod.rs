@@ -59,6 +59,8 @@ pub struct Ec2 {
     pub appliance: Option<Arc<crate::appliance::Appliance>>,
     /// Where the gateway is handed to init (`gateway_dir`), for DescribeNetworks.
     pub gateway_dir: Option<std::path::PathBuf>,
+    /// The volume exports (`[storage]`): the shelves attachments are given.
+    pub storage: crate::cloud::StorageConfig,
 }
 
 /// One decoded, authenticated call.
@@ -115,7 +117,14 @@ impl Ec2 {
             max_skew_secs: max_skew as i64,
             appliance: None,
             gateway_dir: None,
+            storage: Default::default(),
         }
+    }
+
+    /// Exports attached volumes as `storage` says.
+    pub fn with_storage(mut self, storage: crate::cloud::StorageConfig) -> Ec2 {
+        self.storage = storage;
+        self
     }
 
     /// Networks instances as `net` says.

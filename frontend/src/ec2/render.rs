@@ -133,7 +133,7 @@ pub fn block_devices(x: &mut Xml, volumes: &[Volume]) {
         x.field("deviceName", &a.device);
         x.open("ebs")
             .field("volumeId", &v.id)
-            .field("status", "attached")
+            .field("status", a.status.as_str())
             .field("attachTime", time(a.attached_ms))
             .field("deleteOnTermination", a.delete_on_termination)
             .close("ebs");

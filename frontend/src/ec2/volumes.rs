@@ -1,7 +1,11 @@
-//! Volume and snapshot records and their state machines (the AoE data path comes later):
-//! volumes are `available` ⇄ `in-use` (attach/detach) and deleted only when `available`;
-//! snapshots of one's own volumes complete at once (no data to copy yet). Both take tags
-//! (TagSpecifications, `tagSet`, tag filters; see `tags`), which go when they are deleted.
+//! The EBS volume and snapshot actions. A volume is `creating` until the storage keeper has
+//! made its backing file, then `available`; AttachVolume gives it an AoE address and leaves
+//! the attachment `attaching` until the instance's node says its VMM has the disk (see
+//! `cloud::volumes`); DetachVolume leaves it `detaching` until the node says the disk is
+//! flushed and gone (`--force` lets go at once). A snapshot is `pending`, with its progress,
+//! until the storage keeper has copied the volume at one instant and stored its chunks in
+//! Walrus (`storage::keeper`); a volume made from one is `creating` until restored. Both take tags (TagSpecifications, `tagSet`,
+//! tag filters; see `tags`), which go when they are deleted.
 
 use super::instances::owned;
 use super::params::filter_matches;
@@ -9,10 +13,28 @@ use super::tags;
 use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::model::{
-    new_id, well_formed, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME,
+    new_id, well_formed, AttachStatus, Attachment, Snapshot, State, Volume, SNAPSHOT, VOLUME,
 };
 use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
+use crate::cloud::volumes::free_address;
+use crate::storage::keeper::free_snapshot;
 use crate::store::CloudTx;
+use mallee_proto::MAX_VOLUMES;
+
+/// A volume id no volume has. Eight hex digits (the older EC2 form, as Eucalyptus had): the
+/// guest reads the id as its disk's virtio serial, which holds 20 bytes, so
+/// `/dev/disk/by-id/virtio-vol-…` names the whole id.
+fn fresh_volume_id(tx: &CloudTx<'_>) -> Result<String, Ec2Error> {
+    loop {
+        let id = new_id("vol", 8);
+        if tx.get::<Volume>(VOLUME, &id)?.is_none() {
+            return Ok(id);
+        }
+    }
+}
+
+/// The largest volume CreateVolume makes, in GiB.
+pub const MAX_SIZE_GIB: u64 = 1024;
 
 fn volume(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Volume, Ec2Error> {
     if !well_formed(id, &["vol"]) {
@@ -46,11 +68,11 @@ fn save(tx: &CloudTx<'_>, v: &Volume) -> Result<(), Ec2Error> {
     Ok(tx.put(VOLUME, &v.id, &v.owner, None, v)?)
 }
 
-fn attachment(x: &mut Xml, v: &Volume, a: &Attachment, status: &str) {
+fn attachment(x: &mut Xml, v: &Volume, a: &Attachment) {
     x.field("volumeId", &v.id)
         .field("instanceId", &a.instance_id)
         .field("device", &a.device)
-        .field("status", status)
+        .field("status", a.status.as_str())
         .field("attachTime", time(a.attached_ms))
         .field("deleteOnTermination", a.delete_on_termination);
 }
@@ -63,9 +85,7 @@ fn render_volume(x: &mut Xml, v: &Volume, tags: &TagSet) {
         .field("status", &v.state)
         .field("createTime", time(v.created_ms));
     let atts: Vec<&Attachment> = v.attachment.iter().collect();
-    x.set("attachmentSet", &atts, |x, a| {
-        attachment(x, v, a, "attached")
-    });
+    x.set("attachmentSet", &atts, |x, a| attachment(x, v, a));
     x.field("volumeType", "standard").field("encrypted", false);
     tags::render(x, tags);
 }
@@ -85,12 +105,18 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             Some(id) => Some(snapshot(tx, id, &c.user.name)?),
             None => None,
         };
+        if let Some(s) = snap.as_ref().filter(|s| s.state != "completed") {
+            return Err(Ec2Error::client(
+                "IncorrectState",
+                format!("Snapshot '{}' is in the '{}' state.", s.id, s.state),
+            ));
+        }
         let size = match (c.p.int("Size")?, &snap) {
-            (Some(s), _) if !(1..=16384).contains(&s) => {
+            (Some(s), _) if !(1..=MAX_SIZE_GIB as i64).contains(&s) => {
                 return Err(Ec2Error::invalid(
                     "Size",
                     &s.to_string(),
-                    "Size is 1..16384 GiB.",
+                    &format!("Size is 1..{MAX_SIZE_GIB} GiB."),
                 ))
             }
             (Some(s), Some(sn)) if (s as u64) < sn.volume_size => {
@@ -105,12 +131,12 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             (None, None) => return Err(Ec2Error::missing("Size")),
         };
         let v = Volume {
-            id: new_id("vol", 17),
+            id: fresh_volume_id(tx)?,
             owner: c.user.name.clone(),
             size_gib: size,
             zone: zone.to_string(),
             snapshot_id: snap.map(|s| s.id),
-            state: "available".into(),
+            state: "creating".into(),
             created_ms: c.now,
             attachment: None,
         };
@@ -118,6 +144,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         tagging::attach(tx, &v.owner, &v.id, ResourceType::Volume, &tag_set)?;
         Ok(v)
     })?;
+    ec2.changes.bump(); // the storage keeper makes the backing file
     let mut x = xml::response(c.action, c.rid);
     render_volume(&mut x, &v, &tag_set);
     Ok(x.finish())
@@ -127,19 +154,17 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let id = c.p.req("VolumeId")?;
     ec2.store.cloud(|tx| {
         let v = volume(tx, id, &c.user.name)?;
-        if v.state != "available" {
+        if let Some(a) = &v.attachment {
             return Err(Ec2Error::client(
                 "VolumeInUse",
-                format!(
-                    "Volume {id} is currently attached to {}",
-                    v.attachment.map(|a| a.instance_id).unwrap_or_default()
-                ),
+                format!("Volume {id} is currently attached to {}", a.instance_id),
             ));
         }
         tx.delete(VOLUME, id)?;
         tagging::forget(tx, id)?;
         Ok(())
     })?;
+    ec2.changes.bump(); // the storage keeper removes the backing file
     Ok(xml::ok(c.action, c.rid))
 }
 
@@ -187,10 +212,16 @@ pub fn attach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let v = ec2.store.cloud(|tx| {
         let mut v = volume(tx, vid, &c.user.name)?;
         let inst = owned(tx, iid, &c.user.name)?;
-        if v.state != "available" {
+        if let Some(a) = &v.attachment {
             return Err(Ec2Error::client(
                 "VolumeInUse",
-                format!("{vid} is already attached to an instance"),
+                format!("{vid} is already attached to an instance ({})", a.instance_id),
+            ));
+        }
+        if v.state != "available" {
+            return Err(Ec2Error::client(
+                "IncorrectState",
+                format!("Volume '{vid}' is in the '{}' state.", v.state),
             ));
         }
         if !matches!(inst.state, State::Running | State::Pending | State::Stopped) {
@@ -206,45 +237,94 @@ pub fn attach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 "The volume is not in the same availability zone as the instance.",
             ));
         }
+        let volumes = tx.list::<Volume>(VOLUME, None)?;
+        let on_instance: Vec<&Attachment> = (volumes.iter())
+            .filter_map(|v| v.attachment.as_ref())
+            .filter(|a| a.instance_id == inst.id)
+            .collect();
+        if on_instance.iter().any(|a| a.device == device) {
+            return Err(Ec2Error::invalid(
+                "Device",
+                device,
+                &format!("Attachment point {device} is already in use"),
+            ));
+        }
+        if on_instance.len() >= MAX_VOLUMES {
+            return Err(Ec2Error::client(
+                "AttachmentLimitExceeded",
+                format!("Instance '{iid}' already has {MAX_VOLUMES} volumes attached, the most it can have."),
+            ));
+        }
+        let (shelf, slot) = free_address(tx, ec2.storage.shelves)?.ok_or_else(|| {
+            Ec2Error::new(
+                503,
+                "InsufficientVolumeCapacity",
+                format!(
+                    "Every AoE address of shelves {} is exporting a volume; detach one or widen [storage] shelves.",
+                    ec2.storage.shelves
+                ),
+            )
+        })?;
         v.state = "in-use".into();
         v.attachment = Some(Attachment {
             instance_id: inst.id,
             device: device.to_string(),
             attached_ms: c.now,
             delete_on_termination: false,
+            status: AttachStatus::Attaching,
+            shelf,
+            slot,
         });
         save(tx, &v)?;
         Ok(v)
     })?;
+    ec2.changes.bump();
     let mut x = xml::response(c.action, c.rid);
     if let Some(a) = &v.attachment {
-        attachment(&mut x, &v, a, "attaching");
+        attachment(&mut x, &v, a);
     }
     Ok(x.finish())
 }
 
+/// DetachVolume: the attachment is `detaching` until the node says its VMM let the disk go;
+/// `Force` lets go at once (the guest's outstanding I/O fails).
 pub fn detach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let vid = c.p.req("VolumeId")?;
+    let force =
+        c.p.get("Force")
+            .is_some_and(|f| f.eq_ignore_ascii_case("true"));
     let (v, a) = ec2.store.cloud(|tx| {
         let mut v = volume(tx, vid, &c.user.name)?;
-        let a = v.attachment.take().ok_or_else(|| {
-            Ec2Error::client(
+        let Some(a) = v.attachment.as_mut() else {
+            return Err(Ec2Error::client(
                 "IncorrectState",
-                format!("Volume '{vid}' is in the 'available' state."),
-            )
-        })?;
+                format!("Volume '{vid}' is in the '{}' state.", v.state),
+            ));
+        };
         if c.p.get("InstanceId").is_some_and(|i| i != a.instance_id) {
             return Err(Ec2Error::client(
                 "InvalidAttachment.NotFound",
                 format!("The volume {vid} is not attached to that instance"),
             ));
         }
-        v.state = "available".into();
+        if a.status == AttachStatus::Detaching && !force {
+            return Err(Ec2Error::client(
+                "IncorrectState",
+                format!("Volume '{vid}' is already detaching."),
+            ));
+        }
+        a.status = AttachStatus::Detaching;
+        let a = a.clone();
+        if force {
+            v.attachment = None;
+            v.state = "available".into();
+        }
         save(tx, &v)?;
         Ok((v, a))
     })?;
+    ec2.changes.bump();
     let mut x = xml::response(c.action, c.rid);
-    attachment(&mut x, &v, &a, "detaching");
+    attachment(&mut x, &v, &a);
     Ok(x.finish())
 }
 
@@ -253,7 +333,7 @@ fn render_snapshot(x: &mut Xml, s: &Snapshot, tags: &TagSet) {
         .field("volumeId", &s.volume_id)
         .field("status", &s.state)
         .field("startTime", time(s.started_ms))
-        .field("progress", "100%")
+        .field("progress", format!("{}%", s.progress))
         .field("ownerId", crate::store::account_id(&s.owner))
         .field("volumeSize", s.volume_size)
         .field("description", &s.description)
@@ -266,19 +346,30 @@ pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let tag_set = tags::specified_for(c.p, ResourceType::Snapshot)?;
     let s = ec2.store.cloud(|tx| {
         let v = volume(tx, vid, &c.user.name)?;
+        if !matches!(v.state.as_str(), "available" | "in-use") {
+            return Err(Ec2Error::client(
+                "IncorrectState",
+                format!("Volume '{vid}' is in the '{}' state.", v.state),
+            ));
+        }
         let s = Snapshot {
             id: new_id("snap", 17),
             owner: c.user.name.clone(),
             volume_id: v.id,
             volume_size: v.size_gib,
             description: c.p.get("Description").unwrap_or("").to_string(),
-            state: "completed".into(),
+            state: "pending".into(),
             started_ms: c.now,
+            progress: 0,
+            copied: false,
+            stored_bytes: 0,
+            state_message: None,
         };
         tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)?;
         tagging::attach(tx, &s.owner, &s.id, ResourceType::Snapshot, &tag_set)?;
         Ok::<_, Ec2Error>(s)
     })?;
+    ec2.changes.bump(); // the storage keeper copies the volume and stores its chunks
     let mut x = xml::response(c.action, c.rid);
     render_snapshot(&mut x, &s, &tag_set);
     Ok(x.finish())
@@ -287,11 +378,36 @@ pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 pub fn delete_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let id = c.p.req("SnapshotId")?;
     ec2.store.cloud(|tx| {
-        snapshot(tx, id, &c.user.name)?;
+        let s = snapshot(tx, id, &c.user.name)?;
+        if s.state == "pending" {
+            return Err(Ec2Error::client(
+                "IncorrectState",
+                format!(
+                    "Snapshot '{id}' is still pending ({}%); delete it once it completes.",
+                    s.progress
+                ),
+            ));
+        }
+        let restoring = tx
+            .list::<Volume>(VOLUME, None)?
+            .into_iter()
+            .find(|v| v.state == "creating" && v.snapshot_id.as_deref() == Some(id));
+        if let Some(v) = restoring {
+            return Err(Ec2Error::client(
+                "InvalidSnapshot.InUse",
+                format!("The snapshot {id} is being restored into volume {}.", v.id),
+            ));
+        }
+        Ok::<_, Ec2Error>(())
+    })?;
+    // The chunks go first: a failure leaves the snapshot listed, to be deleted again.
+    let freed = free_snapshot(&ec2.store, id).map_err(Ec2Error::internal)?;
+    ec2.store.cloud(|tx| {
         tx.delete(SNAPSHOT, id)?;
         tagging::forget(tx, id)?;
         Ok::<_, Ec2Error>(())
     })?;
+    tracing::info!(snapshot = %id, freed_bytes = freed, "snapshot deleted");
     Ok(xml::ok(c.action, c.rid))
 }
 

@@ -164,7 +164,7 @@ fn hand_over(store: &Store, site: &GatewaySite, last: Option<Gateway>) -> Option
         return last;
     }
     let stamped = Gateway {
-        generation: now_ms(),
+        generation: crate::handover::now_ms(),
         ..want.clone()
     };
     match write(&site.dir, &stamped) {
@@ -186,28 +186,11 @@ fn hand_over(store: &Store, site: &GatewaySite, last: Option<Gateway>) -> Option
 /// Keeps the handed-over gateway equal to what the state asks for: at start (a restarted
 /// daemon hands it over again) and after every network change. The work runs on the blocking
 /// pool, off the runtime's workers.
-pub async fn run(store: Arc<Store>, site: GatewaySite, mut changed: watch::Receiver<u64>) {
-    let site = Arc::new(site);
-    let mut last: Option<Gateway> = None;
-    loop {
-        let (store, site) = (store.clone(), site.clone());
-        let previous = last.take();
-        last = tokio::task::spawn_blocking(move || hand_over(&store, &site, previous))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!("gateway: handing over: {e}");
-                None
-            });
-        if changed.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+pub async fn run(store: Arc<Store>, site: GatewaySite, changed: watch::Receiver<u64>) {
+    crate::handover::run("gateway", changed, None, move |last| {
+        hand_over(&store, &site, last)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -120,6 +120,7 @@ mod tests {
             metadata_options: Default::default(),
             ephemeral_gib: 0,
             network: None,
+            volumes: Vec::new(),
         };
         let specs = [spec];
         assert!(placed(&specs, "images", "root.img"));

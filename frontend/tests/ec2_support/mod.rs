@@ -231,6 +231,12 @@ impl Agent {
                         && spec.network.as_ref().is_some_and(|n| n.address.is_some()),
                     address: None,
                     metadata_options: (state == Observed::Running).then_some(served),
+                    // Its VMMs take every volume they are given at once.
+                    volumes: if state == Observed::Running {
+                        spec.volumes.iter().map(|v| v.volume_id.clone()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }

@@ -8,13 +8,17 @@
 //! deadline. A VMM that exits on its own makes the instance `failed` with the reason its exit
 //! status ([`Exit`]) and failure report give (a guest reset restarts it instead). New metadata
 //! for a running instance goes to its VMM as [`Request::SetMetadata`] and into `vmm.json`, so a
-//! restarted VMM serves it too; the report names the options the VMM confirmed.
+//! restarted VMM serves it too; the report names the options the VMM confirmed. Every VMM has
+//! [`volumes::SLOTS`] empty volume slots; volumes are attached and detached through the socket
+//! ([`Request::AttachVolume`], [`Request::DetachVolume`]), and a new VMM holds none until
+//! given them again.
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
 use super::network::{NetworkError, Plumbing};
 use super::reconcile::{self, Action, Local};
 use super::storage;
+use super::volumes::{self, Held, Stage};
 use crate::reaper;
 use mallee_proto::vmm::{
     encode_line, Disk, Exit, Failure, InstanceMetadata, Nic, Reply, Request, TapSource, VmmConfig,
@@ -160,6 +164,7 @@ pub fn vmm_config(
         memory_mib: spec.memory_mib,
         vcpus: u8::try_from(spec.vcpus).map_err(|_| LaunchError::TooManyVcpus(spec.vcpus))?,
         disks,
+        volume_slots: volumes::SLOTS,
         console: Some(dir.join(CONSOLE)),
         api_socket: Some(dir.join(API_SOCKET)),
         failure_path: Some(dir.join(FAILURE)),
@@ -186,8 +191,17 @@ fn write_config_metadata(path: &Path, metadata: &InstanceMetadata) -> std::io::R
 /// Sends `request` to a VMM's control socket and reads its answer; `None` when the VMM closed
 /// the socket without one.
 fn api_call(socket: &Path, request: &Request) -> Result<Option<Reply>, ControlError> {
+    api_call_within(socket, request, Duration::from_secs(2))
+}
+
+/// [`api_call`] for requests that take the VMM a while (a volume's AoE target to find).
+fn api_call_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Option<Reply>, ControlError> {
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(timeout))?;
     s.write_all(&encode_line(request))?;
     let mut line = String::new();
     if BufReader::new(s).read_line(&mut line)? == 0 {
@@ -294,6 +308,10 @@ impl Instances {
                 metadata_options: (r.local.serving.as_ref())
                     .filter(|_| r.pid.is_some())
                     .map(|m| m.options),
+                volumes: match r.pid {
+                    Some(_) => volumes::reported(&r.local.volumes),
+                    None => Vec::new(),
+                },
             })
             .collect()
     }
@@ -323,7 +341,115 @@ impl Instances {
                 self.notify();
             }
             Action::SetMetadata(id, metadata) => self.set_metadata(&id, *metadata),
+            Action::AttachVolume(id, volume) => self.attach_volume(&id, volume),
+            Action::DetachVolume(id, volume) => self.detach_volume(&id, &volume),
         }
+    }
+
+    /// Gives the running VMM of `id` the volume in its lowest free slot, on a thread of its own
+    /// (finding the AoE target may take the VMM seconds). A refusal leaves the slot free; the
+    /// next desired state asks again.
+    fn attach_volume(&self, id: &str, volume: mallee_proto::VolumeAttachment) {
+        let Some(interface) = self.env.network.as_ref().map(|p| p.uplink().to_string()) else {
+            return warn!(
+                "agent: {id}: no private NIC to reach volume {} on",
+                volume.volume_id
+            );
+        };
+        let (pid, socket, slot) = {
+            let mut t = self.lock();
+            let Some(r) = t.get_mut(id) else { return };
+            let Some(pid) = r.pid else { return };
+            if r.local.volumes.contains_key(&volume.volume_id) {
+                return;
+            }
+            let Some(slot) = volumes::free_slot(&r.local.volumes) else {
+                return warn!("agent: {id}: no free volume slot for {}", volume.volume_id);
+            };
+            let held = Held {
+                slot,
+                stage: Stage::Attaching,
+            };
+            r.local.volumes.insert(volume.volume_id.clone(), held);
+            (pid, r.dir.join(API_SOCKET), slot)
+        };
+        let me = self.clone();
+        let id = id.to_string();
+        std::thread::spawn(move || {
+            let request = volumes::attach_request(slot, &volume, &interface);
+            let vid = volume.volume_id;
+            let result = api_call_within(&socket, &request, volumes::API_TIMEOUT);
+            me.set(&id, |r| {
+                if r.pid != Some(pid) {
+                    return; // another VMM now: it holds nothing yet
+                }
+                match result {
+                    Ok(Some(_)) => {
+                        info!(
+                            "agent: {id}: volume {vid} attached in slot {slot} (AoE {interface})"
+                        );
+                        if let Some(h) = r.local.volumes.get_mut(&vid) {
+                            h.stage = Stage::Attached;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        let why = match result {
+                            Err(e) => e.to_string(),
+                            _ => "the VMM closed its socket".into(),
+                        };
+                        warn!("agent: {id}: attaching volume {vid}: {why}");
+                        r.local.volumes.remove(&vid);
+                    }
+                }
+            });
+        });
+    }
+
+    /// Has the running VMM of `id` flush the volume and let it go, on a thread of its own. A
+    /// VMM that cannot be reached keeps it as attached; the next desired state asks again.
+    fn detach_volume(&self, id: &str, volume_id: &str) {
+        let (pid, socket, slot) = {
+            let mut t = self.lock();
+            let Some(r) = t.get_mut(id) else { return };
+            let Some(pid) = r.pid else { return };
+            let Some(h) = r.local.volumes.get_mut(volume_id) else {
+                return;
+            };
+            if h.stage != Stage::Attached {
+                return; // still being attached (asked again later), or already going
+            }
+            h.stage = Stage::Detaching;
+            (pid, r.dir.join(API_SOCKET), h.slot)
+        };
+        let (me, id, vid) = (self.clone(), id.to_string(), volume_id.to_string());
+        std::thread::spawn(move || {
+            let result = api_call_within(
+                &socket,
+                &Request::DetachVolume { slot },
+                volumes::API_TIMEOUT,
+            );
+            me.set(&id, |r| {
+                if r.pid != Some(pid) {
+                    return;
+                }
+                match result {
+                    Ok(Some(_)) => {
+                        info!("agent: {id}: volume {vid} flushed and detached from slot {slot}");
+                        r.local.volumes.remove(&vid);
+                    }
+                    other => {
+                        let why = match other {
+                            Err(e) => e.to_string(),
+                            _ => "the VMM closed its socket".into(),
+                        };
+                        warn!("agent: {id}: detaching volume {vid}: {why}");
+                        if let Some(h) = r.local.volumes.get_mut(&vid) {
+                            h.stage = Stage::Attached;
+                        }
+                    }
+                }
+            });
+        });
     }
 
     /// Has the running VMM of `id` serve `metadata` (it answers with the options it serves
@@ -380,6 +506,7 @@ impl Instances {
                     stopping: false,
                     reboot_count: spec.reboot_count,
                     serving: None,
+                    volumes: volumes::Slots::new(),
                 },
                 target: Observed::Terminated,
                 reason: None,
@@ -515,6 +642,7 @@ impl Instances {
             self.set(&id, |r| {
                 r.pid = Some(pid);
                 r.local.serving = serving;
+                r.local.volumes.clear(); // a new VMM holds no volume until given it
                 r.local.state = Observed::Running;
                 r.address_taken = false; // a new VMM: the guest takes its address again
                 r.started = Some(Instant::now());
@@ -525,6 +653,7 @@ impl Instances {
             let Some(r) = t.get_mut(&id) else { return };
             r.pid = None;
             r.local.serving = None;
+            r.local.volumes.clear();
             let reset = Exit::from_code(code) == Some(Exit::Reboot);
             if r.rebooting || (reset && !r.local.stopping) {
                 r.rebooting = false;
@@ -553,6 +682,7 @@ impl Instances {
         self.set(id, |r| {
             r.pid = None;
             r.local.serving = None;
+            r.local.volumes.clear();
             match failure {
                 Some(why) if !r.local.stopping => {
                     r.local.state = Observed::Failed;

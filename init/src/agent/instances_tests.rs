@@ -120,6 +120,7 @@ fn a_stop_sends_a_typed_shutdown_and_reads_the_reply() {
         uptime_ms: Some(10),
         error: None,
         nics: Vec::new(),
+        volume_slots: Vec::new(),
         metadata_options: None,
     };
     let vmm = fake_vmm_socket(&sock, done);
@@ -241,6 +242,7 @@ fn running_instance(instances: &Instances, serving: &InstanceMetadata) -> PathBu
             stopping: false,
             reboot_count: 0,
             serving: Some(serving.clone()),
+            volumes: Default::default(),
         },
         target: Observed::Terminated,
         reason: None,
@@ -264,6 +266,7 @@ fn ok_reply(options: Option<mallee_proto::MetadataOptions>) -> Reply {
         memory_mib: Some(256),
         uptime_ms: Some(10),
         nics: Vec::new(),
+        volume_slots: Vec::new(),
         metadata_options: options,
         error: None,
     }

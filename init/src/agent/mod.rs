@@ -15,6 +15,7 @@ mod instances;
 pub mod network;
 pub mod reconcile;
 pub mod storage;
+mod volumes;
 
 use client::{Client, ClientError};
 use images::Fetch;

@@ -126,6 +126,12 @@ impl Plumbing {
         }
     }
 
+    /// The node's link on the private segment (the NIC, or the bridge it was enslaved to): where
+    /// the frontend's AoE exports are reached too.
+    pub fn uplink(&self) -> &str {
+        &self.uplink
+    }
+
     /// Plugs instance `id` (its guest's MAC `mac`) into `net`'s segment; the tap's name for its
     /// VMM. The bridge pins `mac` to the tap, so frames for the guest reach it even when the
     /// segment reflects the guest's own frames back up the VLAN link. On failure nothing this

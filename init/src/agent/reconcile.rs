@@ -2,10 +2,12 @@
 //! to take. A plain function, run on every desired state (level-triggered: running it twice
 //! on the same input asks for nothing new once the first actions are under way). A running
 //! VMM whose metadata (document, user data, options) is not the desired one gets the desired
-//! one through its API, without a restart.
+//! one through its API, without a restart; a running VMM is given the volumes the desired state
+//! attaches and relieved of those it no longer lists.
 
+use super::volumes::Slots;
 use mallee_proto::vmm::InstanceMetadata;
-use mallee_proto::{Goal, InstanceSpec, Observed};
+use mallee_proto::{Goal, InstanceSpec, Observed, VolumeAttachment};
 use std::collections::BTreeMap;
 
 /// What the node knows of one local instance.
@@ -17,6 +19,9 @@ pub struct Local {
     pub reboot_count: u32,
     /// What its running VMM's metadata service serves; `None` while no VMM runs.
     pub serving: Option<InstanceMetadata>,
+    /// The volumes its running VMM holds or is being given or relieved of; none while no VMM
+    /// runs.
+    pub volumes: Slots,
 }
 
 /// One thing to do.
@@ -32,6 +37,10 @@ pub enum Action {
     /// Have the running VMM serve this metadata (AssociateAddress changed `public-ipv4`,
     /// ModifyInstanceMetadataOptions the options).
     SetMetadata(String, Box<InstanceMetadata>),
+    /// Give the running VMM this volume (AttachVolume).
+    AttachVolume(String, VolumeAttachment),
+    /// Have the running VMM flush this volume and let it go (DetachVolume).
+    DetachVolume(String, String),
 }
 
 /// What the metadata service of `spec`'s instance must serve.
@@ -45,6 +54,17 @@ pub fn metadata(spec: &InstanceSpec) -> InstanceMetadata {
 
 fn live(l: &Local) -> bool {
     matches!(l.state, Observed::Pending | Observed::Running) && !l.stopping
+}
+
+/// The volume attaches and detaches that make a running VMM hold what `spec` lists.
+fn volumes(spec: &InstanceSpec, l: &Local, out: &mut Vec<Action>) {
+    let id = &spec.instance_id;
+    for v in (spec.volumes.iter()).filter(|v| !l.volumes.contains_key(&v.volume_id)) {
+        out.push(Action::AttachVolume(id.clone(), v.clone()));
+    }
+    for held in (l.volumes.keys()).filter(|h| !spec.volumes.iter().any(|v| v.volume_id == **h)) {
+        out.push(Action::DetachVolume(id.clone(), held.clone()));
+    }
 }
 
 /// The actions that move `local` towards `desired`.
@@ -65,6 +85,9 @@ pub fn plan(desired: &[InstanceSpec], local: &BTreeMap<String, Local>) -> Vec<Ac
                 let wanted = metadata(spec);
                 if l.serving.as_ref().is_some_and(|m| *m != wanted) {
                     out.push(Action::SetMetadata(id.clone(), Box::new(wanted)));
+                }
+                if l.state == Observed::Running {
+                    volumes(spec, l, &mut out);
                 }
             }
             (Goal::Stopped, Some(l)) if live(l) => {
@@ -117,6 +140,7 @@ mod tests {
             metadata_options: Default::default(),
             ephemeral_gib: 0,
             network: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -126,6 +150,7 @@ mod tests {
             stopping,
             reboot_count: 0,
             serving: None,
+            volumes: Slots::new(),
         }
     }
 
@@ -221,5 +246,36 @@ mod tests {
         assert_eq!(plan(&[d.clone()], &map(&[("i-1", preparing)])), vec![]);
         running.stopping = true;
         assert_eq!(plan(&[d], &map(&[("i-1", running)])), vec![]);
+    }
+
+    #[test]
+    fn a_running_vmm_is_given_listed_volumes_and_relieved_of_others() {
+        use crate::agent::volumes::{Held, Stage};
+        let mut d = spec("i-1", Goal::Running, 0);
+        let v = |id: &str| VolumeAttachment {
+            volume_id: id.into(),
+            device: "/dev/sdf".into(),
+            shelf: 100,
+            slot: 0,
+        };
+        d.volumes = vec![v("vol-a"), v("vol-b")];
+        let mut running = local(Observed::Running, false);
+        running.serving = Some(metadata(&d));
+        let held = |slot| Held {
+            slot,
+            stage: Stage::Attached,
+        };
+        running.volumes.insert("vol-a".into(), held(0));
+        running.volumes.insert("vol-c".into(), held(1));
+        assert_eq!(
+            plan(&[d.clone()], &map(&[("i-1", running.clone())])),
+            vec![
+                Action::AttachVolume("i-1".into(), v("vol-b")),
+                Action::DetachVolume("i-1".into(), "vol-c".into()),
+            ]
+        );
+        // Not running yet: the VMM is not there to take them.
+        let preparing = local(Observed::Pending, false);
+        assert_eq!(plan(&[d], &map(&[("i-1", preparing)])), vec![]);
     }
 }

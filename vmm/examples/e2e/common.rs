@@ -1,5 +1,5 @@
 //! What the end-to-end programs agree on: disk patterns, the frame markers, the guest's MAC and
-//! the address its VMM hands out.
+//! the address its VMM hands out, the hot-attached volume.
 
 /// Bytes in each test disk.
 pub const DISK_BYTES: usize = 1 << 20;
@@ -7,6 +7,12 @@ pub const DISK_BYTES: usize = 1 << 20;
 pub const FRAME_MARKER: &[u8] = b"mallee-e2e-frame";
 /// The guest NIC's MAC.
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x01];
+/// What the guest writes at the start of the hot-attached volume before the node detaches it.
+pub const VOLUME_MARKER: &[u8] = b"mallee-e2e-volume";
+/// The hot-attached volume's id (its serial in the guest).
+pub const VOLUME_ID: &str = "vol-e2e0001";
+/// The hot-attached volume's size.
+pub const VOLUME_BYTES: usize = 2 << 20;
 /// The payload of the frames the guest forges (another MAC, another source address): the node
 /// must never see it on the tap.
 pub const FORGED_MARKER: &[u8] = b"mallee-e2e-forged";

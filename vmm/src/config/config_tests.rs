@@ -119,6 +119,30 @@ fn too_many_devices_are_refused() {
 }
 
 #[test]
+fn volume_slots_are_counted_against_the_device_limit_and_capped() {
+    assert_eq!(load("--kernel /k").unwrap().volume_slots, 0);
+    let c = load(&format!("--kernel /k --volume-slots {MAX_VOLUME_SLOTS}")).unwrap();
+    assert_eq!(c.volume_slots, MAX_VOLUME_SLOTS);
+    assert_eq!(
+        from_json(r#"{"kernel":"/k","volume_slots":2}"#)
+            .unwrap()
+            .volume_slots,
+        2
+    );
+    let over = MAX_VOLUME_SLOTS + 1;
+    for bad in [format!("{over}"), "300".into(), "x".into()] {
+        let e = load(&format!("--kernel /k --volume-slots {bad}")).unwrap_err();
+        assert_eq!(e.field, "volume_slots", "{bad}: {e}");
+    }
+    let disks = " --disk /d".repeat(MAX_DEVICES - usize::from(MAX_VOLUME_SLOTS) + 1);
+    let e = load(&format!(
+        "--kernel /k{disks} --volume-slots {MAX_VOLUME_SLOTS}"
+    ))
+    .unwrap_err();
+    assert_eq!(e.field, "volume_slots", "{e}");
+}
+
+#[test]
 fn on_reboot_defaults_to_exit_and_takes_restart() {
     let c = load("--kernel /k").unwrap();
     assert_eq!(c.on_reboot, OnReboot::Exit);

@@ -46,6 +46,19 @@ pub(super) fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
     })
 }
 
+/// `--volume-slots N`.
+pub(super) fn parse_volume_slots(s: &str) -> Result<u8, ConfigError> {
+    s.trim().parse().map_err(|_| {
+        err(
+            "volume_slots",
+            format!(
+                "`{s}` is not a number from 0 to {}",
+                super::MAX_VOLUME_SLOTS
+            ),
+        )
+    })
+}
+
 /// A named choice (`--on-reboot restart`, `--log-level debug`) spelled as in the JSON form.
 pub(super) fn parse_choice<'de, T: Deserialize<'de>>(
     field: &str,

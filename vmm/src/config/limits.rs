@@ -1,5 +1,5 @@
 //! What this VMM can run: the checks a [`VmmConfig`] must pass, whichever front end produced it
-//! (RAM range, vCPU count, device count, AoE addresses, serial and tap name lengths, unicast
+//! (RAM range, vCPU count, device and volume slot counts, AoE addresses, serial and tap name lengths, unicast
 //! MACs, guest addresses, the metadata service's hop limit). Errors name the JSON field.
 
 use mallee_proto::vmm::{GuestAddress, InstanceMetadata};
@@ -9,8 +9,10 @@ use super::{err, ConfigError, DiskSource, TapSource, VmmConfig};
 
 /// Most vCPUs the MP table and APIC ID space here allow.
 pub const MAX_VCPUS: u8 = 64;
-/// Most disks plus NICs (PCI slots 1..=30 minus rng).
+/// Most disks plus volume slots plus NICs (PCI slots 1..=30 minus rng).
 pub const MAX_DEVICES: usize = 24;
+/// Most volume slots (empty virtio-blk devices for hot-attached volumes).
+pub const MAX_VOLUME_SLOTS: u8 = 16;
 /// Least guest RAM a Linux guest boots in.
 const MIN_MEMORY_MIB: u64 = 16;
 /// Most guest RAM (1 TiB).
@@ -66,6 +68,23 @@ fn check_address(a: &GuestAddress) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks a disk's or volume's source (a configured disk's, the API's `attach_volume`): a
+/// non-empty path, or an AoE target on an interface name that can exist at a unicast address.
+pub fn check_disk_source(field: &str, source: &DiskSource) -> Result<(), ConfigError> {
+    match source {
+        DiskSource::File(path) if path.as_os_str().is_empty() => Err(err(field, "empty path")),
+        DiskSource::File(_) => Ok(()),
+        DiskSource::Aoe { iface, shelf, slot } => {
+            check_ifname(field, "AoE interface", iface)?;
+            // 0xffff.0xff is the broadcast address, never a target's own.
+            if *shelf == u16::MAX || *slot == u8::MAX {
+                return Err(err(field, format!("{source} is a broadcast AoE address")));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Checks metadata the service can serve: a hop limit in [`HOP_LIMITS`] (the configuration's
 /// and the API's `set_metadata`).
 pub fn check_metadata(m: &InstanceMetadata) -> Result<(), ConfigError> {
@@ -104,22 +123,7 @@ pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
         ));
     }
     for d in &cfg.disks {
-        match &d.source {
-            DiskSource::File(path) if path.as_os_str().is_empty() => {
-                return Err(err("disks", "empty path"));
-            }
-            DiskSource::File(_) => {}
-            DiskSource::Aoe { iface, shelf, slot } => {
-                check_ifname("disks", "AoE interface", iface)?;
-                // 0xffff.0xff is the broadcast address, never a target's own.
-                if *shelf == u16::MAX || *slot == u8::MAX {
-                    return Err(err(
-                        "disks",
-                        format!("{} is a broadcast AoE address", d.source),
-                    ));
-                }
-            }
-        }
+        check_disk_source("disks", &d.source)?;
         if let Some(serial) = d.serial.as_deref().filter(|s| s.len() > MAX_SERIAL) {
             return Err(err(
                 "disks",
@@ -145,10 +149,21 @@ pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
     if let Some(m) = &cfg.metadata {
         check_metadata(m)?;
     }
-    if cfg.disks.len() + cfg.nics.len() > MAX_DEVICES {
+    if cfg.volume_slots > MAX_VOLUME_SLOTS {
         return Err(err(
-            "disks",
-            format!("more than {MAX_DEVICES} disks and NICs"),
+            "volume_slots",
+            format!("{} is more than {MAX_VOLUME_SLOTS}", cfg.volume_slots),
+        ));
+    }
+    if cfg.disks.len() + usize::from(cfg.volume_slots) + cfg.nics.len() > MAX_DEVICES {
+        let field = if cfg.volume_slots > 0 {
+            "volume_slots"
+        } else {
+            "disks"
+        };
+        return Err(err(
+            field,
+            format!("more than {MAX_DEVICES} disks, volume slots and NICs"),
         ));
     }
     Ok(())

@@ -15,7 +15,9 @@ mod fields;
 mod limits;
 
 pub use fields::parse_size;
-pub use limits::{check, check_metadata, MAX_DEVICES, MAX_VCPUS};
+pub use limits::{
+    check, check_disk_source, check_metadata, MAX_DEVICES, MAX_VCPUS, MAX_VOLUME_SLOTS,
+};
 pub use mallee_proto::vmm::{
     Disk, DiskSource, GuestAddress, LogLevel, Nic, OnReboot, TapSource, VmmConfig,
     DEFAULT_MEMORY_MIB,
@@ -41,7 +43,7 @@ fn err(field: &str, reason: impl Into<String>) -> ConfigError {
 
 /// The flags, for `--help`.
 pub const USAGE: &str = "usage: mallee-vmm --kernel K [--initrd I] [--cmdline C] [--mem 256M] \
-[--vcpus N] [--disk PATH|aoe:IFACE:SHELF.SLOT[,ro][,serial=S]]... \
+[--vcpus N] [--disk PATH|aoe:IFACE:SHELF.SLOT[,ro][,serial=S]]... [--volume-slots N] \
 [--net tap=NAME|fd=N,mac=M[,ip=A/PREFIX[,gw=G][,dns=D]...[,hostname=H]]]... \
 [--serial FILE] [--api-socket PATH] [--no-rng] [--on-reboot exit|restart] [--failure-path FILE] \
 [--log-level error|warn|info|debug|trace]
@@ -98,6 +100,7 @@ pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<VmmConfig, C
             "mem" => cfg.memory_mib = fields::parse_mem(&value)?,
             "vcpus" => cfg.vcpus = fields::parse_vcpus(&value)?,
             "disk" => cfg.disks.push(fields::parse_disk(&value)?),
+            "volume-slots" => cfg.volume_slots = fields::parse_volume_slots(&value)?,
             "net" => cfg.nics.push(fields::parse_net(&value)?),
             "serial" => cfg.console = Some(value.into()),
             "api-socket" => cfg.api_socket = Some(value.into()),

@@ -3,10 +3,12 @@
 //!
 //! A device's queue processing runs on its own worker thread, woken by the queues' notification
 //! eventfds (ioeventfds in the VM) and by any extra fds the device has (a tap). Interrupts go out
-//! through one eventfd per queue (an irqfd in the VM). This module does not know about PCI: the
+//! through one eventfd per queue (an irqfd in the VM); a device whose configuration changes while
+//! the guest runs (a volume slot) signals that through [`config_change`]. This module does not know about PCI: the
 //! transport in [`pci`] does.
 
 pub mod block;
+pub mod config_change;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod net;
@@ -127,6 +129,10 @@ pub trait VirtioDevice: Send {
     ) -> Result<(), ActivateError>;
     /// Stops serving queues so the device can be activated again.
     fn reset(&mut self);
+    /// Takes the handle that tells the driver the configuration changed (the transport calls it
+    /// once, before the driver sees the device); devices whose configuration never changes
+    /// ignore it.
+    fn set_config_change(&mut self, _change: config_change::ConfigChange) {}
 }
 
 /// Copies `data.len()` bytes of a config-space image at `offset`, zero past its end.

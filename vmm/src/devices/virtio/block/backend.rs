@@ -19,6 +19,11 @@ pub trait BlockBackend: Send + 'static {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes completed writes durable.
     fn flush(&mut self) -> io::Result<()>;
+    /// Whether there is anything behind it: `false` for an empty volume slot, whose every
+    /// request the device fails before reaching the backend.
+    fn present(&self) -> bool {
+        true
+    }
     /// Whether [`BlockBackend::discard`] does anything (VIRTIO_BLK_F_DISCARD is offered only then).
     fn supports_discard(&self) -> bool {
         false
@@ -177,6 +182,9 @@ impl BlockBackend for Box<dyn BlockBackend> {
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn present(&self) -> bool {
+        (**self).present()
     }
     fn supports_discard(&self) -> bool {
         (**self).supports_discard()

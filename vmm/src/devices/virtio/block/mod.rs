@@ -1,15 +1,25 @@
 //! The virtio-blk device: feature bits, configuration space, and the queue handler that runs
-//! requests (parsing and checks live in [`request`], storage in [`backend`]).
+//! requests (parsing and checks live in [`request`], storage in [`backend`], the disk shared with
+//! the worker in [`media`], hot-attached volumes in [`slot`]).
 
 pub mod aoe;
 pub mod backend;
+pub mod media;
 pub mod request;
+pub mod slot;
 #[cfg(test)]
 #[path = "block_tests.rs"]
 mod tests;
 
-use self::backend::BlockBackend;
-use self::request::{Disk, ID_BYTES, SECTOR_SIZE};
+use std::sync::Arc;
+
+use mallee_proto::vmm::DiskSource;
+
+use self::aoe::AoeDisk;
+use self::backend::{BlockBackend, RawFile};
+use self::media::Media;
+use self::slot::VolumeSlot;
+use super::config_change::ConfigChange;
 use super::worker::{QueueHandler, Worker};
 use super::{check_queues, read_config_bytes, ActivateError, ActiveQueue, GuestMemoryMmap};
 use super::{VirtioDevice, VIRTIO_F_VERSION_1};
@@ -26,12 +36,21 @@ const F_FLUSH: u64 = 1 << 9;
 const F_DISCARD: u64 = 1 << 13;
 const F_WRITE_ZEROES: u64 = 1 << 14;
 
-/// A virtio-blk device over any [`BlockBackend`].
+/// Opens a disk's source: a raw file or block device, or an AoE target (which waits up to the
+/// initiator's timeout for the target to answer).
+pub fn open(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
+    Ok(match source {
+        DiskSource::File(path) => Box::new(RawFile::open(path, read_only)?),
+        DiskSource::Aoe { iface, shelf, slot } => Box::new(AoeDisk::open(iface, *shelf, *slot)?),
+    })
+}
+
+/// A virtio-blk device over any [`BlockBackend`], or over a volume slot.
 pub struct Block {
-    disk: Option<Disk<Box<dyn BlockBackend>>>,
+    media: Arc<Media>,
+    slot: Option<Arc<VolumeSlot>>,
     worker: Option<Worker<BlockHandler>>,
     features: u64,
-    config: Vec<u8>,
     queue_sizes: [u16; 1],
 }
 
@@ -48,22 +67,25 @@ impl Block {
         if discard {
             features |= F_DISCARD;
         }
-        let mut id = [0u8; ID_BYTES];
-        if let Some(s) = serial {
-            let n = s.len().min(ID_BYTES);
-            id[..n].copy_from_slice(&s.as_bytes()[..n]);
-        }
-        let config = config_space(backend.size() / SECTOR_SIZE);
+        let disk = media::disk(backend, read_only, serial, discard);
         Block {
-            disk: Some(Disk {
-                backend,
-                read_only,
-                serial: id,
-                discard,
-            }),
+            media: Arc::new(Media::new(disk)),
+            slot: None,
             worker: None,
             features,
-            config,
+            queue_sizes: [QUEUE_SIZE],
+        }
+    }
+
+    /// The device of a volume slot: whatever the slot holds now and later. Its features cannot
+    /// depend on a volume not yet attached: writable (a read-only volume fails writes), no
+    /// discard.
+    pub fn for_slot(slot: Arc<VolumeSlot>) -> Block {
+        Block {
+            media: slot.media(),
+            slot: Some(slot),
+            worker: None,
+            features: VIRTIO_F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_WRITE_ZEROES,
             queue_sizes: [QUEUE_SIZE],
         }
     }
@@ -87,13 +109,13 @@ fn config_space(sectors: u64) -> Vec<u8> {
 }
 
 struct BlockHandler {
-    disk: Disk<Box<dyn BlockBackend>>,
+    media: Arc<Media>,
 }
 
 impl QueueHandler for BlockHandler {
     fn process_queue(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
-        let disk = &mut self.disk;
-        queues[index].drain(mem, |chain| request::process(mem, chain, disk).used_len);
+        let media = &self.media;
+        queues[index].drain(mem, |chain| media.serve(mem, chain));
     }
 }
 
@@ -111,7 +133,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        read_config_bytes(&config_space(self.media.sectors()), offset, data);
     }
 
     fn activate(
@@ -121,19 +143,25 @@ impl VirtioDevice for Block {
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         check_queues(&mem, &queues, 1)?;
-        let disk = self.disk.take().ok_or(ActivateError::AlreadyActive)?;
-        self.worker = Some(Worker::spawn(
-            "virtio-blk",
-            mem,
-            queues,
-            BlockHandler { disk },
-        )?);
+        if self.worker.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let handler = BlockHandler {
+            media: self.media.clone(),
+        };
+        self.worker = Some(Worker::spawn("virtio-blk", mem, queues, handler)?);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(h) = self.worker.take().and_then(Worker::stop) {
-            self.disk = Some(h.disk);
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+
+    fn set_config_change(&mut self, change: ConfigChange) {
+        if let Some(slot) = &self.slot {
+            slot.set_config_change(change);
         }
     }
 }

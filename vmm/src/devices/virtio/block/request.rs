@@ -117,6 +117,9 @@ pub enum BlockRequestError {
     /// Guest memory could not be copied to or from.
     #[error("guest buffer copy failed")]
     GuestCopy,
+    /// The device is an empty volume slot.
+    #[error("no volume in the slot")]
+    NoMedium,
 }
 
 impl BlockRequestError {
@@ -196,6 +199,9 @@ fn run<B: BlockBackend>(
     writer: &mut Writer<'_>,
     disk: &mut Disk<B>,
 ) -> Result<(), BlockRequestError> {
+    if !disk.backend.present() {
+        return Err(BlockRequestError::NoMedium);
+    }
     let header: RequestHeader = reader
         .read_obj()
         .map_err(|_| BlockRequestError::ShortHeader)?;

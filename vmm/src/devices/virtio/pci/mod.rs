@@ -17,6 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::common::{CommonAction, CommonConfig};
 use self::msix::{MsiRouter, MsixTable};
+use super::config_change::ConfigChange;
 use super::{status, ActiveQueue, GuestMemoryMmap, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::pci::config::{ConfigSpace, PciId};
 use crate::devices::pci::PciDevice;
@@ -61,7 +62,11 @@ pub struct VirtioPci {
     msix: MsixTable,
     mem: GuestMemoryMmap,
     active: bool,
+    config_change: ConfigChange,
 }
+
+/// Offset of `config_generation` in the common configuration.
+const CONFIG_GENERATION: u64 = 0x15;
 
 fn class_of(device_type: u16) -> u32 {
     match device_type {
@@ -86,7 +91,7 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u32, extra: Option<u32>) -> Vec
 impl VirtioPci {
     /// Wraps `device` with its BAR at `bar_addr`, MSI-X vectors routed from `gsi_base`.
     pub fn new(
-        device: Box<dyn VirtioDevice>,
+        mut device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
         bar_addr: u32,
         gsi_base: u32,
@@ -125,6 +130,10 @@ impl VirtioPci {
         let vector_evts = (0..vectors)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()?;
+        let config_change = ConfigChange::new(
+            (vector_evts.iter().map(EventFd::try_clone)).collect::<Result<Vec<_>, _>>()?,
+        );
+        device.set_config_change(config_change.clone());
         Ok(VirtioPci {
             config,
             device,
@@ -134,6 +143,7 @@ impl VirtioPci {
             msix: MsixTable::new(vectors, gsi_base, router),
             mem,
             active: false,
+            config_change,
         })
     }
 
@@ -214,6 +224,7 @@ impl VirtioPci {
     fn reset(&mut self) {
         self.device.reset();
         self.common = CommonConfig::new(self.device.queue_max_sizes());
+        self.config_change.set_vector(self.common.config_vector);
         self.active = false;
     }
 }
@@ -240,9 +251,24 @@ impl PciDevice for VirtioPci {
     fn bar_read(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
         let features = self.device.features();
         match offset / REGION * REGION {
-            COMMON_OFFSET => self.common.read(offset, data, features),
-            // No INTx: the ISR never has a bit set.
-            ISR_OFFSET => data.fill(0),
+            COMMON_OFFSET => {
+                self.common.read(offset, data, features);
+                // The generation byte follows the status byte; the device moves it on.
+                if let Some(b) = (CONFIG_GENERATION.checked_sub(offset))
+                    .filter(|_| offset >= 0x14)
+                    .and_then(|i| data.get_mut(i as usize))
+                {
+                    *b = self.config_change.generation();
+                }
+            }
+            // No INTx: only the configuration bit is ever set (the driver learns of queue
+            // interrupts through MSI-X alone); reading clears it.
+            ISR_OFFSET => {
+                data.fill(0);
+                if let (0, Some(b)) = (offset - ISR_OFFSET, data.first_mut()) {
+                    *b = self.config_change.take_isr();
+                }
+            }
             DEVICE_OFFSET => self.device.read_config(offset - DEVICE_OFFSET, data),
             MSIX_TABLE_OFFSET | 0x5000 => self.msix.read(offset - MSIX_TABLE_OFFSET, data),
             _ => data.fill(0),
@@ -255,6 +281,7 @@ impl PciDevice for VirtioPci {
                 if let CommonAction::Status(s) = self.common.write(offset, data) {
                     self.set_status(s);
                 }
+                self.config_change.set_vector(self.common.config_vector);
             }
             DEVICE_OFFSET => self.device.write_config(offset - DEVICE_OFFSET, data),
             NOTIFY_OFFSET => {

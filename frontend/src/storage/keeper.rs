@@ -1,0 +1,457 @@
+//! The daemon's side of the storage controller. It makes the backing file of each `creating`
+//! volume (sparse, its full size, or restored from its snapshot) and marks it `available`,
+//! removes the backing files of volumes that no longer exist, hands the controller the exports
+//! the cloud's state asks for ([`crate::cloud::volumes::exports`]) whenever they change, and
+//! takes snapshots: a `pending` snapshot's volume is withheld from the exports until the
+//! controller says it no longer serves it (a node's writes stall and are retransmitted), copied
+//! as it is at that instant, exported again, and the copy cut into chunks in Walrus
+//! ([`super::snapshots`]) on a thread of its own.
+
+use super::{read_applied, snapshots, write_exports};
+use crate::cloud::model::{Snapshot, Volume, SNAPSHOT, VOLUME};
+use crate::cloud::volumes::{backing_files, backing_path, exports};
+use crate::store::{Store, StoreError};
+use mallee_proto::storage::Exports;
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Where volumes live and are handed over.
+#[derive(Debug, Clone)]
+pub struct StorageSite {
+    /// The storage directory the controller watches (`<data_dir>/storage`).
+    pub dir: PathBuf,
+    /// Where backing files live (`<data_dir>/volumes`).
+    pub volumes: PathBuf,
+    /// The NIC the exports are served on.
+    pub interface: String,
+}
+
+/// The backing files' directory under the daemon's `data_dir`.
+pub const VOLUMES_DIR: &str = "volumes";
+
+/// How often the keeper looks again without a change (a backing file it could not make, a
+/// snapshot whose volume the controller still serves).
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// How long one pass waits for the controller to stop serving a volume being snapshotted.
+const WITHHOLD_WAIT: Duration = Duration::from_secs(10);
+
+/// What was handed over last: the exports (generation 0) and the generation they were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handed {
+    exports: Exports,
+    generation: u64,
+}
+
+/// Snapshots whose chunks are being stored now (one thread each, one at a time).
+static CHUNKING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Held while chunks are stored or freed: a chunk found present stays until its snapshot is
+/// written.
+static SNAPSHOT_WORK: Mutex<()> = Mutex::new(());
+
+fn copy_path(dir: &Path, snapshot_id: &str) -> PathBuf {
+    dir.join(format!("{snapshot_id}.copy"))
+}
+
+/// Makes the backing file of `v` unless it exists: sparse, `size_gib` long, or the snapshot it
+/// is made from.
+fn make_backing(store: &Store, dir: &Path, v: &Volume) -> Result<(), String> {
+    let path = backing_path(dir, &v.id);
+    let len = v.size_gib << 30;
+    if let Some(snap) = &v.snapshot_id {
+        let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+        return snapshots::restore(store, snap, &path, len).map_err(|e| e.to_string());
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    if file.metadata().map_err(|e| e.to_string())?.len() != len {
+        file.set_len(len).map_err(|e| e.to_string())?;
+    }
+    file.sync_all().map_err(|e| e.to_string())
+}
+
+/// Copies `src` to `dest` as it is, holes kept as holes (only data regions are read).
+fn sparse_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let mut from = std::fs::File::open(src)?;
+    let len = from.metadata()?.len();
+    let to = std::fs::File::create(dest)?;
+    to.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        use nix::unistd::{lseek, Whence};
+        use std::os::fd::AsRawFd;
+        let fd = from.as_raw_fd();
+        let Ok(data) = lseek(fd, at as i64, Whence::SeekData) else {
+            break; // no data after `at`
+        };
+        let hole = lseek(fd, data, Whence::SeekHole).unwrap_or(len as i64) as u64;
+        let mut pos = data as u64;
+        from.seek(SeekFrom::Start(pos))?;
+        while pos < hole {
+            let n = ((hole - pos) as usize).min(buf.len());
+            from.read_exact(&mut buf[..n])?;
+            to.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        at = hole;
+    }
+    to.sync_all()
+}
+
+/// Makes the backing files of `creating` volumes and marks them `available` (or fails them);
+/// removes the files of volumes the store no longer has and copies no pending snapshot needs.
+fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
+    let all = store.cloud(|tx| tx.list::<Volume>(VOLUME, None))?;
+    for v in all.iter().filter(|v| v.state == "creating") {
+        let made = make_backing(store, dir, v);
+        if let Err(e) = &made {
+            tracing::error!(volume = %v.id, "making the backing file in {}: {e}", dir.display());
+            if v.snapshot_id.is_none() {
+                continue; // retried
+            }
+        }
+        store.cloud(|tx| {
+            if let Some(mut now) = tx.get::<Volume>(VOLUME, &v.id)? {
+                if now.state == "creating" {
+                    now.state = if made.is_ok() { "available" } else { "error" }.into();
+                    tx.put(VOLUME, &now.id, &now.owner, None, &now)?;
+                    tracing::info!(volume = %now.id, size_gib = now.size_gib, snapshot = ?now.snapshot_id, state = %now.state, "volume made");
+                }
+            }
+            Ok::<_, StoreError>(())
+        })?;
+    }
+    // Listed after the records: a volume created since has its record before its file.
+    let files = backing_files(dir).unwrap_or_default();
+    let (known, pending) = store.cloud(|tx| {
+        let known: BTreeSet<String> = (tx.list::<Volume>(VOLUME, None)?.into_iter())
+            .map(|v| v.id)
+            .collect();
+        let pending: BTreeSet<String> = (tx.list::<Snapshot>(SNAPSHOT, None)?.into_iter())
+            .filter(|s| s.state == "pending")
+            .map(|s| s.id)
+            .collect();
+        Ok::<_, StoreError>((known, pending))
+    })?;
+    for id in files.iter().filter(|id| !known.contains(*id)) {
+        match std::fs::remove_file(backing_path(dir, id)) {
+            Ok(()) => tracing::info!(volume = %id, "volume deleted: backing file removed"),
+            Err(e) => tracing::error!(volume = %id, "removing the backing file: {e}"),
+        }
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(snap) = name.to_str().and_then(|n| n.strip_suffix(".copy")) else {
+            continue;
+        };
+        if !pending.contains(snap) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Hands over the exports the state asks for, less the volumes in `withheld`, unless they
+/// equal what `last` handed over.
+fn hand_over(
+    store: &Store,
+    site: &StorageSite,
+    withheld: &BTreeSet<String>,
+    last: Option<Handed>,
+) -> Option<Handed> {
+    let want = match store.cloud(|tx| exports(tx, &site.volumes)) {
+        Ok(mut exports) => {
+            exports.retain(|e| !withheld.contains(&e.volume_id));
+            Exports {
+                generation: 0,
+                interface: site.interface.clone(),
+                exports,
+            }
+        }
+        Err(e) => {
+            tracing::error!("storage: reading the state: {e}");
+            return last;
+        }
+    };
+    if last.as_ref().is_some_and(|l| l.exports == want) {
+        return last;
+    }
+    let generation = crate::handover::now_ms();
+    let stamped = Exports {
+        generation,
+        ..want.clone()
+    };
+    match write_exports(&site.dir, &stamped) {
+        Ok(()) => {
+            tracing::info!(
+                generation,
+                exports = stamped.exports.len(),
+                "volume exports handed to the storage controller"
+            );
+            Some(Handed {
+                exports: want,
+                generation,
+            })
+        }
+        Err(e) => {
+            tracing::error!("storage: {e}");
+            last
+        }
+    }
+}
+
+/// Whether nothing can be writing to `volume` now: it is attached to nothing, or the
+/// controller answered for `handed` (which does not export it) and serves it no more. Waits
+/// up to [`WITHHOLD_WAIT`] for the controller to answer.
+fn quiet(site: &StorageSite, volume: &Volume, handed: Option<&Handed>) -> bool {
+    if volume.attachment.is_none() {
+        return true;
+    }
+    let Some(handed) = handed else { return false };
+    let until = Instant::now() + WITHHOLD_WAIT;
+    loop {
+        if let Ok(Some(a)) = read_applied(&site.dir) {
+            if a.generation == handed.generation && a.export(&volume.id).is_none() {
+                return true;
+            }
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50)); // polling the controller's answer file
+    }
+}
+
+fn save_snapshot(store: &Store, id: &str, f: impl FnOnce(&mut Snapshot)) {
+    let r = store.cloud(|tx| {
+        if let Some(mut s) = tx.get::<Snapshot>(SNAPSHOT, id)? {
+            f(&mut s);
+            tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)?;
+        }
+        Ok::<_, StoreError>(())
+    });
+    if let Err(e) = r {
+        tracing::error!(snapshot = %id, "storage: saving the snapshot: {e}");
+    }
+}
+
+/// Cuts the copy of pending snapshot `s` into Walrus on a thread of its own (unless one is at
+/// it), then marks it `completed` (or `error`) and removes the copy.
+fn chunk(store: Arc<Store>, site: &StorageSite, s: &Snapshot) {
+    if !CHUNKING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(s.id.clone())
+    {
+        return;
+    }
+    let (id, volume, copy) = (
+        s.id.clone(),
+        s.volume_id.clone(),
+        copy_path(&site.volumes, &s.id),
+    );
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let result = {
+            let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+            snapshots::take(&store, &copy, &id, &volume, |pct| {
+                save_snapshot(&store, &id, |s| s.progress = pct.min(99))
+            })
+        };
+        match result {
+            Ok(t) => {
+                tracing::info!(snapshot = %id, volume = %volume, chunks = t.chunks, new_chunks = t.new_chunks, stored_bytes = t.stored_bytes, ms = started.elapsed().as_millis() as u64, "snapshot completed");
+                save_snapshot(&store, &id, |s| {
+                    s.state = "completed".into();
+                    s.progress = 100;
+                    s.stored_bytes = t.stored_bytes;
+                });
+            }
+            Err(e) => {
+                tracing::error!(snapshot = %id, "snapshot failed: {e}");
+                save_snapshot(&store, &id, |s| {
+                    s.state = "error".into();
+                    s.state_message = Some(e.to_string());
+                });
+            }
+        }
+        let _ = std::fs::remove_file(&copy);
+        CHUNKING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    });
+}
+
+/// One pass: files, snapshots' copies, the exports; returns what is handed over.
+fn keep(store: &Arc<Store>, site: &StorageSite, mut last: Option<Handed>) -> Option<Handed> {
+    if let Err(e) = keep_files(store, &site.volumes) {
+        tracing::error!("storage: {e}");
+    }
+    let (pending, volumes) = match store.cloud(|tx| {
+        let snaps = tx.list::<Snapshot>(SNAPSHOT, None)?;
+        Ok::<_, StoreError>((snaps, tx.list::<Volume>(VOLUME, None)?))
+    }) {
+        Ok((snaps, vols)) => (
+            snaps
+                .into_iter()
+                .filter(|s| s.state == "pending")
+                .collect::<Vec<_>>(),
+            vols,
+        ),
+        Err(e) => {
+            tracing::error!("storage: reading the state: {e}");
+            return last;
+        }
+    };
+    let uncopied: Vec<&Snapshot> = pending.iter().filter(|s| !s.copied).collect();
+    if !uncopied.is_empty() {
+        let withheld = uncopied.iter().map(|s| s.volume_id.clone()).collect();
+        last = hand_over(store, site, &withheld, last);
+        for s in uncopied {
+            let Some(v) = volumes.iter().find(|v| v.id == s.volume_id) else {
+                save_snapshot(store, &s.id, |s| {
+                    s.state = "error".into();
+                    s.state_message = Some("its volume was deleted before it was copied".into());
+                });
+                continue;
+            };
+            if !quiet(site, v, last.as_ref()) {
+                tracing::info!(snapshot = %s.id, volume = %v.id, "snapshot waits for the storage controller to stop serving the volume");
+                continue;
+            }
+            let started = Instant::now();
+            let copy = copy_path(&site.volumes, &s.id);
+            match sparse_copy(&backing_path(&site.volumes, &v.id), &copy) {
+                Ok(()) => {
+                    tracing::info!(snapshot = %s.id, volume = %v.id, ms = started.elapsed().as_millis() as u64, "volume copied at this instant for its snapshot");
+                    save_snapshot(store, &s.id, |s| s.copied = true);
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %s.id, "copying volume {}: {e}", v.id);
+                    let _ = std::fs::remove_file(&copy);
+                }
+            }
+        }
+    }
+    // Everything copied is exported again.
+    let still: BTreeSet<String> = (store.cloud(|tx| tx.list::<Snapshot>(SNAPSHOT, None)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.state == "pending" && !s.copied)
+        .map(|s| s.volume_id)
+        .collect();
+    last = hand_over(store, site, &still, last);
+    for s in (store.cloud(|tx| tx.list::<Snapshot>(SNAPSHOT, None)))
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s.state == "pending" && s.copied)
+    {
+        chunk(store.clone(), site, s);
+    }
+    last
+}
+
+/// Frees the chunks of snapshot `id` no other snapshot uses (DeleteSnapshot), on the caller's
+/// thread; returns the bytes freed.
+pub fn free_snapshot(store: &Store, id: &str) -> Result<u64, snapshots::SnapshotError> {
+    let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+    snapshots::delete(store, id)
+}
+
+/// Keeps backing files, snapshots and the handed-over exports equal to what the state asks
+/// for: at start and after every change of the cloud's state.
+pub async fn run(store: Arc<Store>, site: StorageSite, changed: watch::Receiver<u64>) {
+    for dir in [&site.dir, &site.volumes] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::error!("storage: creating {}: {e}", dir.display());
+        }
+    }
+    if let Err(e) = snapshots::ensure_bucket(&store) {
+        tracing::error!("storage: {e}");
+    }
+    crate::handover::run("storage", changed, Some(RETRY), move |last| {
+        keep(&store, &site, last)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::model::Attachment;
+
+    fn volume(id: &str, state: &str) -> Volume {
+        Volume {
+            id: id.into(),
+            owner: "alice".into(),
+            size_gib: 2,
+            zone: "zone-a".into(),
+            snapshot_id: None,
+            state: state.into(),
+            created_ms: 0,
+            attachment: None,
+        }
+    }
+
+    #[test]
+    fn creating_volumes_get_sparse_files_and_deleted_ones_lose_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let site = StorageSite {
+            dir: dir.path().join("storage"),
+            volumes: dir.path().join("volumes"),
+            interface: "eth1".into(),
+        };
+        std::fs::create_dir_all(&site.dir).unwrap();
+        std::fs::create_dir_all(&site.volumes).unwrap();
+        let v = volume("vol-0123456789abcdef0", "creating");
+        store
+            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
+            .unwrap();
+        std::fs::write(backing_path(&site.volumes, "vol-00000000000000000"), b"x").unwrap();
+        let handed = keep(&store, &site, None).expect("handed over");
+        assert!(handed.exports.exports.is_empty());
+        let file = std::fs::metadata(backing_path(&site.volumes, &v.id)).unwrap();
+        assert_eq!(file.len(), 2 << 30);
+        use std::os::unix::fs::MetadataExt;
+        assert!(file.blocks() * 512 < 1 << 20, "sparse, not written out");
+        let now: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
+        assert_eq!(now.state, "available");
+        assert!(!backing_path(&site.volumes, "vol-00000000000000000").exists());
+        // Unchanged state: nothing written again.
+        let before = std::fs::read(site.dir.join(mallee_proto::storage::EXPORTS_FILE)).unwrap();
+        keep(&store, &site, Some(handed));
+        let after = std::fs::read(site.dir.join(mallee_proto::storage::EXPORTS_FILE)).unwrap();
+        assert_eq!(before, after);
+        // A volume attached to an instance on no known node is not exported (no MAC to allow).
+        let mut attached = now.clone();
+        attached.attachment = Some(Attachment {
+            instance_id: "i-0123456789abcdef0".into(),
+            device: "/dev/sdf".into(),
+            attached_ms: 0,
+            delete_on_termination: false,
+            status: Default::default(),
+            shelf: 100,
+            slot: 0,
+        });
+        store
+            .cloud(|tx| tx.put(VOLUME, &attached.id, &attached.owner, None, &attached))
+            .unwrap();
+        assert!(keep(&store, &site, None)
+            .unwrap()
+            .exports
+            .exports
+            .is_empty());
+    }
+}
