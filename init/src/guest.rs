@@ -9,7 +9,8 @@
 //!   instance id and a newline, then closes it;
 //! * `connect <ipv4>:<port>`: a connection attempt every second, for ever, whose outcome is
 //!   logged whenever it changes (`probe: <ip>:<port> answered <line>` or
-//!   `... unreachable (<reason>)`).
+//!   `... unreachable (<reason>)`);
+//! * `disks`: check and write each EBS volume attached to it (see [`crate::guest_disks`]).
 //!
 //! Other user-data lines are ignored (so a shell script is harmless), as is anything after `#`;
 //! a `serve` or `connect` line that does not parse is logged as a warning and skipped. The
@@ -124,6 +125,8 @@ pub enum Probe {
     Serve(u16),
     /// `connect <ipv4>:<port>`.
     Connect(SocketAddrV4),
+    /// `disks`.
+    Disks,
 }
 
 /// What is wrong with a `serve` or `connect` line.
@@ -184,6 +187,8 @@ fn parse_line(line: &str) -> Result<Option<Probe>, LineError> {
             Ok(Some(Probe::Connect(SocketAddrV4::new(ip, port))))
         }
         ["connect", ..] => Err(LineError::Usage("connect <ipv4>:<port>")),
+        ["disks"] => Ok(Some(Probe::Disks)),
+        ["disks", ..] => Err(LineError::Usage("disks")),
         _ => Ok(None),
     }
 }
@@ -324,6 +329,14 @@ fn run_probes(user_data: &[u8], id: &str) {
                     .spawn(move || watch(addr));
                 if let Err(e) = spawned {
                     warn!("probe: cannot start probing {addr}: {e}");
+                }
+            }
+            Probe::Disks => {
+                let me = id.to_string();
+                let spawned = (thread::Builder::new().name("disks".into()))
+                    .spawn(move || crate::guest_disks::watch(me));
+                if let Err(e) = spawned {
+                    warn!("probe: cannot start the volume check: {e}");
                 }
             }
         }

@@ -18,6 +18,7 @@ pub mod disk;
 pub mod frontend;
 pub mod gateway;
 pub mod guest;
+pub mod guest_disks;
 pub mod log;
 pub mod modules;
 pub mod mounts;

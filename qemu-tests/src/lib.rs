@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod cloud;
 pub mod console;
+pub mod ebs;
 pub mod images;
 pub mod outside;
 pub mod segment;

@@ -86,24 +86,15 @@ fn sparse_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
     let to = std::fs::File::create(dest)?;
     to.set_len(len)?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        use nix::unistd::{lseek, Whence};
-        use std::os::fd::AsRawFd;
-        let fd = from.as_raw_fd();
-        let Ok(data) = lseek(fd, at as i64, Whence::SeekData) else {
-            break; // no data after `at`
-        };
-        let hole = lseek(fd, data, Whence::SeekHole).unwrap_or(len as i64) as u64;
-        let mut pos = data as u64;
-        from.seek(SeekFrom::Start(pos))?;
-        while pos < hole {
-            let n = ((hole - pos) as usize).min(buf.len());
+    for (start, end) in snapshots::data_extents(&from)? {
+        from.seek(SeekFrom::Start(start))?;
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
             from.read_exact(&mut buf[..n])?;
             to.write_all_at(&buf[..n], pos)?;
             pos += n as u64;
         }
-        at = hole;
     }
     to.sync_all()
 }
@@ -453,5 +444,21 @@ mod tests {
             .exports
             .exports
             .is_empty());
+    }
+
+    #[test]
+    fn a_copy_has_the_same_bytes_and_keeps_the_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("v.img");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(&[9u8; 3 << 20], 40 << 20).unwrap();
+        let dest = dir.path().join("v.copy");
+        sparse_copy(&src, &dest).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dest).unwrap());
+        let blocks = std::fs::metadata(&dest).unwrap().blocks() * 512;
+        assert!(blocks < 8 << 20, "{blocks} bytes allocated for 3 MiB of data");
     }
 }

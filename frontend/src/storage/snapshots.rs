@@ -123,7 +123,13 @@ pub fn take(
     let mut taken = Taken::default();
     let mut chunks = Vec::new();
     let mut last_pct = 0;
-    for index in 0..count {
+    // Chunks wholly in holes are zeros: only those that hold data are read.
+    let extents = data_extents(&file).map_err(io("reading", source))?;
+    let with_data = |index: u64| {
+        let (start, end) = (index * CHUNK as u64, (index + 1) * CHUNK as u64);
+        extents.iter().any(|(s, e)| *s < end && *e > start)
+    };
+    for index in (0..count).filter(|i| with_data(*i)) {
         let len = (size - index * CHUNK as u64).min(CHUNK as u64) as usize;
         file.seek(SeekFrom::Start(index * CHUNK as u64))
             .map_err(io("reading", source))?;
@@ -157,6 +163,26 @@ pub fn take(
     taken.stored_bytes += put(store, &manifest_key(snapshot_id), &bytes)?;
     progress(100);
     Ok(taken)
+}
+
+/// The byte ranges of `file` that hold data (`SEEK_DATA`/`SEEK_HOLE`): everything outside
+/// them reads as zeros. A file system that does not know holes reports the whole file.
+pub fn data_extents(file: &std::fs::File) -> std::io::Result<Vec<(u64, u64)>> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    let len = file.metadata()?.len();
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let Ok(data) = lseek(fd, at as i64, Whence::SeekData) else {
+            break; // ENXIO: no data after `at`
+        };
+        let hole = lseek(fd, data, Whence::SeekHole).map_or(len, |h| h as u64);
+        out.push((data as u64, hole.min(len)));
+        at = hole;
+    }
+    Ok(out)
 }
 
 /// The manifest of `snapshot_id`.
