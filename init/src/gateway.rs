@@ -16,12 +16,12 @@ pub mod nft;
 use crate::net::link::{LinkError, Netlink};
 use crate::reaper;
 use mallee_proto::gateway::{Applied, Gateway, APPLIED_FILE, GATEWAY_FILE};
+use mallee_proto::handoff::{read_bounded, replace, HandoffError, Version};
 use nft::{NftError, Spawn};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,10 +49,8 @@ pub enum GatewayError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a regular file")]
-    NotAFile { path: String },
-    #[error("{path} is larger than {MAX_FILE} bytes")]
-    TooLarge { path: String },
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
     #[error("{path} is not a gateway: {source}")]
     Parse {
         path: String,
@@ -145,49 +143,12 @@ fn spawn_reaped(command: &mut Command) -> std::io::Result<std::sync::mpsc::Recei
     reaper::spawn_watched(command).map(|(_, exited)| exited)
 }
 
-/// What identifies one version of the gateway file: a rename brings a new inode, a rewrite in
-/// place a new modification time or size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Version {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    size: u64,
-}
-
-impl Version {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Version {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            size: meta.size(),
-        }
-    }
-}
-
 /// Reads the gateway file at `path` without following a symlink or blocking on a FIFO the
 /// directory's owner may have put there.
 fn read_gateway(path: &Path) -> Result<(Gateway, Version), GatewayError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    let shown = || path.display().to_string();
-    if !meta.is_file() {
-        return Err(GatewayError::NotAFile { path: shown() });
-    }
-    if meta.len() > MAX_FILE {
-        return Err(GatewayError::TooLarge { path: shown() });
-    }
-    let mut text = Vec::new();
-    file.take(MAX_FILE)
-        .read_to_end(&mut text)
-        .map_err(io_err(path))?;
+    let (text, meta) = read_bounded(path, MAX_FILE)?;
     let gateway = serde_json::from_slice(&text).map_err(|source| GatewayError::Parse {
-        path: shown(),
+        path: path.display().to_string(),
         source,
     })?;
     Ok((gateway, Version::of(&meta)))
@@ -196,24 +157,9 @@ fn read_gateway(path: &Path) -> Result<(Gateway, Version), GatewayError> {
 /// Writes `applied` as [`APPLIED_FILE`] in `dir`: a fresh temporary file (never one the
 /// directory's owner prepared), mode 0644, renamed into place.
 pub fn write_applied(dir: &Path, applied: &Applied) -> Result<(), GatewayError> {
-    let temp = dir.join(APPLIED_TEMP);
-    match std::fs::remove_file(&temp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&temp)(e)),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&temp)
-        .map_err(io_err(&temp))?;
     // Serializing two plain fields cannot fail.
     let text = serde_json::to_string(applied).unwrap_or_default() + "\n";
-    file.write_all(text.as_bytes()).map_err(io_err(&temp))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(io_err(&temp))?;
-    let dest = dir.join(APPLIED_FILE);
-    std::fs::rename(&temp, &dest).map_err(io_err(&dest))
+    Ok(replace(dir, APPLIED_TEMP, APPLIED_FILE, text.as_bytes())?)
 }
 
 /// What one look at the gateway file came to.

@@ -66,7 +66,11 @@ pub fn pattern(seed: &str) -> Vec<u8> {
 /// A disk the guest has: its size in sectors and its serial.
 fn disks() -> BTreeMap<String, (u64, String)> {
     let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().to_string();
         if !name.starts_with("vd") {
             continue;
@@ -116,7 +120,9 @@ pub fn watch(me: String) {
     loop {
         let now = disks();
         for (dev, volume) in held.clone() {
-            let still = now.get(&dev).is_some_and(|(size, serial)| *size > 1 && *serial == volume);
+            let still = now
+                .get(&dev)
+                .is_some_and(|(size, serial)| *size > 1 && *serial == volume);
             if !still {
                 info!("disk: {volume} gone");
                 held.remove(&dev);

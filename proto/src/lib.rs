@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub mod appliance;
 pub mod cmdline;
 pub mod gateway;
+pub mod handoff;
 mod log_level;
 mod metadata;
 pub mod storage;

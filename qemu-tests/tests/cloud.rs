@@ -455,7 +455,8 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
     let zone = fe.zone(a).unwrap_or_else(|e| fail(e));
     let vol = fe.create_volume(1, &zone, None).unwrap_or_else(|e| fail(e));
     let started = Instant::now();
-    fe.attach_volume(&vol, a, "/dev/sdf").unwrap_or_else(|e| fail(e));
+    fe.attach_volume(&vol, a, "/dev/sdf")
+        .unwrap_or_else(|e| fail(e));
     let attached = started.elapsed().as_secs_f64();
     let (_, at) = fe
         .wait_console_after(a, 0, &format!("disk: {vol} empty"), wait)
@@ -470,7 +471,8 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
     fe.wait_console_after(a, at, &format!("disk: {vol} gone"), wait)
         .unwrap_or_else(|e| fail(e));
 
-    fe.attach_volume(&vol, b, "/dev/sdf").unwrap_or_else(|e| fail(e));
+    fe.attach_volume(&vol, b, "/dev/sdf")
+        .unwrap_or_else(|e| fail(e));
     let (_, at) = fe
         .wait_console_after(b, 0, &format!("disk: {vol} holds {a} ok"), wait)
         .unwrap_or_else(|e| fail(e));
@@ -494,7 +496,9 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
         .unwrap_or_else(|e| fail(e));
     let refused = fe.aws(&["ec2", "delete-volume", "--volume-id", &vol]);
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_string().contains("VolumeInUse")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("VolumeInUse")),
         "deleting an attached volume: {refused:?}"
     );
     for v in [&vol, &restored] {

@@ -4,8 +4,8 @@
 use super::*;
 use crate::cloud::config::Ec2Config;
 use crate::cloud::instances as lifecycle;
-use crate::cloud::model::{instance_type, Attachment, ImageKind};
-use crate::cloud::reconcile::{spec, tests::instance};
+use crate::cloud::model::{instance_type, ImageKind};
+use crate::cloud::reconcile::{spec, tests::attached_volume, tests::instance};
 use crate::store::Store;
 use mallee_proto::{Goal, InstanceNetwork};
 
@@ -277,22 +277,7 @@ fn stored_in(tx: &CloudTx<'_>) -> Instance {
 fn delete_on_termination_is_set_on_the_volume_at_the_device_and_only_there() {
     let (_d, store) = store();
     node_with_a_stopped_instance(&store);
-    let volume = |id: &str, device: &str| Volume {
-        id: id.into(),
-        owner: "u".into(),
-        size_gib: 1,
-        zone: "z".into(),
-        snapshot_id: None,
-        state: "in-use".into(),
-        created_ms: 0,
-        attachment: Some(Attachment {
-            instance_id: "i-00000001".into(),
-            device: device.into(),
-            attached_ms: 0,
-            delete_on_termination: false,
-            ..Default::default()
-        }),
-    };
+    let volume = attached_volume;
     store
         .cloud(|tx| {
             tx.put(

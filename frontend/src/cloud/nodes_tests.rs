@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::cloud::model::Reason;
-use crate::cloud::reconcile::{tests::instance, NODE_REBOOTED};
-use mallee_proto::{Goal, InstanceReport, Observed, Storage};
+use crate::cloud::reconcile::tests::{instance, seen};
+use crate::cloud::reconcile::NODE_REBOOTED;
+use mallee_proto::{Goal, Observed, Storage};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -82,16 +83,7 @@ fn a_new_boot_id_marks_the_nodes_instances_rebooted_and_pending() {
     assert_eq!((n.boot_id.as_str(), n.booted_ms), ("b2", 1_000));
     // The node starts it again: running, and the reason stays.
     let report_running = ActualState {
-        instances: vec![InstanceReport {
-            instance_id: "i-00000001".into(),
-            state: Observed::Running,
-            reason: None,
-            reboot_count: 0,
-            address_taken: false,
-            address: None,
-            metadata_options: None,
-            volumes: Vec::new(),
-        }],
+        instances: vec![seen(Observed::Running, None)],
         image_cache: vec![],
         cache: Default::default(),
     };

@@ -175,7 +175,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn seen(state: Observed, reason: Option<&str>) -> InstanceReport {
+    /// What a node says of [`instance`]: `state`, with `reason`.
+    pub fn seen(state: Observed, reason: Option<&str>) -> InstanceReport {
         InstanceReport {
             instance_id: "i-00000001".into(),
             state,
@@ -185,6 +186,24 @@ pub(crate) mod tests {
             address: None,
             metadata_options: None,
             volumes: Vec::new(),
+        }
+    }
+
+    /// Volume `id` of user `u`, 1 GiB, attached to [`instance`] at `device`.
+    pub fn attached_volume(id: &str, device: &str) -> crate::cloud::model::Volume {
+        crate::cloud::model::Volume {
+            id: id.into(),
+            owner: "u".into(),
+            size_gib: 1,
+            zone: "z".into(),
+            snapshot_id: None,
+            state: "in-use".into(),
+            created_ms: 0,
+            attachment: Some(crate::cloud::model::Attachment {
+                instance_id: "i-00000001".into(),
+                device: device.into(),
+                ..Default::default()
+            }),
         }
     }
 

@@ -1,8 +1,7 @@
 //! Tests of the tag rules and records over a real store in a temporary directory (no socket).
 
 use super::*;
-use crate::cloud::model::Attachment;
-use crate::cloud::reconcile::tests::instance;
+use crate::cloud::reconcile::tests::{attached_volume, instance};
 use crate::store::Store;
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -163,20 +162,8 @@ fn resources(store: &Store) {
             bobs.owner = "bob".into();
             tx.put(INSTANCE, &bobs.id, &bobs.owner, None, &bobs)?;
             let v = Volume {
-                id: "vol-00000001".into(),
                 owner: "alice".into(),
-                size_gib: 1,
-                zone: "z".into(),
-                snapshot_id: None,
-                state: "in-use".into(),
-                created_ms: 0,
-                attachment: Some(Attachment {
-                    instance_id: "i-00000001".into(),
-                    device: "/dev/sdf".into(),
-                    attached_ms: 0,
-                    delete_on_termination: false,
-                    ..Default::default()
-                }),
+                ..attached_volume("vol-00000001", "/dev/sdf")
             };
             tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
             let a = Address {

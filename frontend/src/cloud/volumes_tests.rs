@@ -1,42 +1,21 @@
 //! Attachments moved by node reports, the attachments a node is asked for, and AoE addresses.
 
 use super::*;
-use crate::cloud::model::Attachment;
-use crate::cloud::reconcile::tests::instance;
+use crate::cloud::reconcile::tests::{attached_volume, instance, seen};
 use crate::store::Store;
 use mallee_proto::Observed;
 
 fn attached(status: AttachStatus) -> Volume {
-    Volume {
-        id: "vol-0123456789abcdef0".into(),
-        owner: "u".into(),
-        size_gib: 1,
-        zone: "z".into(),
-        snapshot_id: None,
-        state: "in-use".into(),
-        created_ms: 0,
-        attachment: Some(Attachment {
-            instance_id: "i-00000001".into(),
-            device: "/dev/sdf".into(),
-            attached_ms: 0,
-            delete_on_termination: false,
-            status,
-            shelf: 100,
-            slot: 0,
-        }),
-    }
+    let mut v = attached_volume("vol-0123456789abcdef0", "/dev/sdf");
+    let a = v.attachment.as_mut().unwrap();
+    (a.status, a.shelf) = (status, 100);
+    v
 }
 
 fn report(volumes: &[&str]) -> InstanceReport {
     InstanceReport {
-        instance_id: "i-00000001".into(),
-        state: Observed::Running,
-        reason: None,
-        reboot_count: 0,
-        address_taken: false,
-        address: None,
-        metadata_options: None,
         volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        ..seen(Observed::Running, None)
     }
 }
 

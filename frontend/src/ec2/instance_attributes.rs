@@ -353,7 +353,6 @@ pub fn modify(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::model::Volume;
 
     #[test]
     fn one_attribute_per_call_in_either_parameter_form() {
@@ -441,23 +440,10 @@ mod tests {
 
     #[test]
     fn block_device_mappings_show_each_attached_volume() {
-        let v = Volume {
-            id: "vol-00000001".into(),
-            owner: "u".into(),
-            size_gib: 1,
-            zone: "z".into(),
-            snapshot_id: None,
-            state: "in-use".into(),
-            created_ms: 0,
-            attachment: Some(crate::cloud::model::Attachment {
-                instance_id: "i-00000001".into(),
-                device: "/dev/sdf".into(),
-                attached_ms: 0,
-                delete_on_termination: true,
-                status: crate::cloud::model::AttachStatus::Attached,
-                ..Default::default()
-            }),
-        };
+        let mut v = crate::cloud::reconcile::tests::attached_volume("vol-00000001", "/dev/sdf");
+        let a = v.attachment.as_mut().unwrap();
+        a.delete_on_termination = true;
+        a.status = crate::cloud::model::AttachStatus::Attached;
         let mut x = Xml::namespaced(xml::EC2_NS);
         x.open("r");
         render::block_devices(&mut x, &[v]);

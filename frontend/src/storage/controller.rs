@@ -10,10 +10,10 @@
 //! backing file is synced once more after that. A new MAC list is swapped into the running
 //! target's access control; no restart.
 
-use super::files::no_follow_flags;
 use super::plan::{plan, Refusal};
 use mallee_aoe::net::{NetError, PacketSocket};
 use mallee_aoe::target::{AccessControl, Backend, BackendError, Target, TargetConfig, TargetError};
+use mallee_proto::handoff::NO_FOLLOW;
 use mallee_proto::storage::{Applied, ExportState, Exports, VolumeExport};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -212,7 +212,7 @@ fn start(
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(no_follow_flags())
+        .custom_flags(NO_FOLLOW)
         .open(path)
         .map_err(|source| ExportError::Open {
             path: path.clone(),

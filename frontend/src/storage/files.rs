@@ -5,9 +5,8 @@
 //! writes only a temporary file it created itself.
 
 use super::{io_err, StorageError};
+use mallee_proto::handoff::{read_bounded, replace};
 use mallee_proto::storage::{Applied, Exports, APPLIED_FILE, EXPORTS_FILE};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The largest exports file read (about 50,000 exports).
@@ -20,88 +19,30 @@ pub fn write_exports(dir: &Path, exports: &Exports) -> Result<(), StorageError> 
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     // Plain strings, numbers and paths: serializing cannot fail.
     let bytes = serde_json::to_vec_pretty(exports).unwrap_or_default();
-    replace(dir, EXPORTS_TEMP, EXPORTS_FILE, &bytes)
+    Ok(replace(dir, EXPORTS_TEMP, EXPORTS_FILE, &bytes)?)
 }
 
 /// What the controller serves, when it has answered yet.
 pub fn read_applied(dir: &Path) -> Result<Option<Applied>, StorageError> {
     let path = dir.join(APPLIED_FILE);
-    match read_bounded(&path) {
+    match read_bounded(&path, MAX_FILE) {
         Ok((bytes, _)) => Ok(Some(parse(&path, &bytes)?)),
-        Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// The exports file and the metadata of what was read (its owner, its version).
 pub(crate) fn read_exports(dir: &Path) -> Result<(Exports, std::fs::Metadata), StorageError> {
     let path = dir.join(EXPORTS_FILE);
-    let (bytes, meta) = read_bounded(&path)?;
+    let (bytes, meta) = read_bounded(&path, MAX_FILE)?;
     Ok((parse(&path, &bytes)?, meta))
 }
 
 /// Answers the daemon: [`APPLIED_FILE`] in `dir`, mode 0644 (root's, readable by the daemon).
 pub(crate) fn write_applied(dir: &Path, applied: &Applied) -> Result<(), StorageError> {
     let text = serde_json::to_vec_pretty(applied).unwrap_or_default();
-    replace(dir, APPLIED_TEMP, APPLIED_FILE, &text)
-}
-
-/// Writes `bytes` to a fresh `temp` in `dir` (never a file someone prepared there: an old one
-/// is removed, the new one created exclusively), makes it durable and renames it to `name`.
-fn replace(dir: &Path, temp: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    let temp = dir.join(temp);
-    match std::fs::remove_file(&temp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&temp)(e)),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&temp)
-        .map_err(io_err(&temp))?;
-    file.write_all(bytes).map_err(io_err(&temp))?;
-    // The process umask may have narrowed the mode; the other side must be able to read it.
-    (file.set_permissions(std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| file.sync_data())
-        .map_err(io_err(&temp))?;
-    let dest = dir.join(name);
-    std::fs::rename(&temp, &dest).map_err(io_err(&dest))
-}
-
-/// Reads `path` without following a symlink or blocking on a FIFO, if it is a regular file
-/// of at most [`MAX_FILE`] bytes.
-fn read_bounded(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), StorageError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow_flags())
-        .open(path)
-        .map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(StorageError::NotAFile {
-            path: path.to_owned(),
-        });
-    }
-    if meta.size() > MAX_FILE {
-        return Err(StorageError::TooLarge {
-            path: path.to_owned(),
-            limit: MAX_FILE,
-        });
-    }
-    let mut bytes = Vec::new();
-    (file.take(MAX_FILE))
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
-    Ok((bytes, meta))
-}
-
-/// `O_NOFOLLOW | O_NONBLOCK`: no symlink at the last component, no waiting on a FIFO.
-pub(crate) fn no_follow_flags() -> i32 {
-    use nix::fcntl::OFlag;
-    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
+    Ok(replace(dir, APPLIED_TEMP, APPLIED_FILE, &text)?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StorageError> {
@@ -116,6 +57,7 @@ mod tests {
     use super::*;
     use mallee_proto::storage::{ExportState, VolumeExport};
     use mallee_proto::Mac;
+    use std::os::unix::fs::MetadataExt;
 
     fn exports() -> Exports {
         Exports {
@@ -175,7 +117,7 @@ mod tests {
         std::os::unix::fs::symlink("real", dir.path().join(EXPORTS_FILE)).unwrap();
         assert!(matches!(
             read_exports(dir.path()),
-            Err(StorageError::Io { .. })
+            Err(StorageError::Handoff(_))
         ));
         std::fs::remove_file(dir.path().join(EXPORTS_FILE)).unwrap();
         std::fs::write(dir.path().join(EXPORTS_FILE), b"{\"generation\":").unwrap();

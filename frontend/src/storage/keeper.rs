@@ -459,6 +459,9 @@ mod tests {
         sparse_copy(&src, &dest).unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dest).unwrap());
         let blocks = std::fs::metadata(&dest).unwrap().blocks() * 512;
-        assert!(blocks < 8 << 20, "{blocks} bytes allocated for 3 MiB of data");
+        assert!(
+            blocks < 8 << 20,
+            "{blocks} bytes allocated for 3 MiB of data"
+        );
     }
 }

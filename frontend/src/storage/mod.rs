@@ -30,10 +30,8 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a regular file")]
-    NotAFile { path: PathBuf },
-    #[error("{path} is larger than {limit} bytes")]
-    TooLarge { path: PathBuf, limit: u64 },
+    #[error(transparent)]
+    Handoff(#[from] mallee_proto::handoff::HandoffError),
     #[error("{path} does not parse: {source}")]
     Parse {
         path: PathBuf,

@@ -5,6 +5,7 @@
 
 use super::controller::{reconcile, Running};
 use super::files::{read_exports, write_applied};
+use mallee_proto::handoff::Version;
 use mallee_proto::storage::{Applied, Exports};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,27 +16,6 @@ use tracing::{error, info, warn};
 pub const POLL: Duration = Duration::from_millis(200);
 /// How soon an export that failed to start is tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
-
-/// What identifies one version of the exports file: a rename brings a new inode, a rewrite in
-/// place a new modification time or size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Version {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    size: u64,
-}
-
-impl Version {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Version {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            size: meta.size(),
-        }
-    }
-}
 
 /// The storage controller of one storage directory.
 #[derive(Debug)]
