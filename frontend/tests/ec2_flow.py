@@ -253,11 +253,42 @@ vol2 = cli("ec2", "create-volume", "--snapshot-id", snap, "--availability-zone",
 assert vol2["Size"] == 1 and vol2["SnapshotId"] == snap and vol2["State"] == "creating", vol2
 wait_volume(ec2, vol2["VolumeId"])
 ec2.delete_volume(VolumeId=vol2["VolumeId"])
+step("volumes and snapshots")
+
+# --- EBS-backed instances: booted from a volume made from the image's snapshot ---------------
+expect("InvalidParameterCombination", ec2.register_image, Name="ebs-nokernel", RootDeviceName="/dev/vda",
+       BlockDeviceMappings=[{"DeviceName": "/dev/vda", "Ebs": {"SnapshotId": snap}}])
+ebs_emi = ec2.register_image(Name="ebs-root", RootDeviceName="/dev/vda", KernelId=eki, RamdiskId=eri,
+                             BlockDeviceMappings=[{"DeviceName": "/dev/vda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
+img = ec2.describe_images(ImageIds=[ebs_emi])["Images"][0]
+assert img["RootDeviceType"] == "ebs" and img["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] == snap, img
+expect("InvalidSnapshot.InUse", ec2.delete_snapshot, SnapshotId=snap)
+ebs_i = ec2.run_instances(ImageId=ebs_emi, MinCount=1, MaxCount=1)["Instances"][0]
+assert ebs_i["RootDeviceType"] == "ebs", ebs_i
+ebs_i = ebs_i["InstanceId"]
+wait_state(ec2, [ebs_i], "running")
+desc = instances(ec2, InstanceIds=[ebs_i])[0]
+root_vol = desc["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+assert desc["BlockDeviceMappings"][0]["DeviceName"] == "/dev/vda", desc
+rv = volume(root_vol)
+assert rv["SnapshotId"] == snap and rv["State"] == "in-use" and rv["Attachments"][0]["DeleteOnTermination"], rv
+wait_for("the root volume attached", lambda: attachment_state(root_vol) == "attached")
+expect("OperationNotPermitted", ec2.detach_volume, VolumeId=root_vol)
+expect("UnsupportedOperation", ec2.stop_instances, InstanceIds=[pair[0]])
+ec2.stop_instances(InstanceIds=[ebs_i])
+wait_state(ec2, [ebs_i], "stopped")
+assert volume(root_vol)["State"] == "in-use", "a stopped instance keeps its root volume"
+ec2.start_instances(InstanceIds=[ebs_i])
+wait_state(ec2, [ebs_i], "running")
+ec2.terminate_instances(InstanceIds=[ebs_i])
+wait_state(ec2, [ebs_i], "terminated")
+expect("InvalidVolume.NotFound", ec2.describe_volumes, VolumeIds=[root_vol])
+ec2.deregister_image(ImageId=ebs_emi)
+step("EBS-backed: root volume from the snapshot, stop keeps it, start, terminate deletes it")
 ec2.delete_snapshot(SnapshotId=snap)
 ec2.delete_volume(VolumeId=vol)
 expect("InvalidVolume.NotFound", ec2.describe_volumes, VolumeIds=[vol])
 expect("InvalidVolumeID.Malformed", ec2.describe_volumes, VolumeIds=["vol-nope"])
-step("volumes and snapshots")
 
 # --- bad input and other users ------------------------------------------------------------------
 expect("InvalidInstanceID.Malformed", ec2.describe_instances, InstanceIds=["bogus"])

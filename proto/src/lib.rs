@@ -150,6 +150,10 @@ pub struct InstanceSpec {
     /// storage controller to this node's MACs only. A volume no longer listed is detached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeAttachment>,
+    /// EBS-backed: the volume the instance boots from (its first disk, `/dev/vda`), instead of
+    /// a copy of `image`. The node reports it among `volumes` while its VMM runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<VolumeAttachment>,
 }
 
 /// Most volumes one instance can have attached at once (the VMM's pre-provisioned slots).
@@ -348,6 +352,12 @@ mod tests {
                 shelf: 100,
                 slot: 3,
             }],
+            root_volume: Some(VolumeAttachment {
+                volume_id: "vol-0000abcd".into(),
+                device: "/dev/vda".into(),
+                shelf: 100,
+                slot: 4,
+            }),
         }
     }
 

@@ -33,6 +33,7 @@ fn kernel() -> Image {
         public: false,
         launch_users: vec![],
         created_ms: 0,
+        root_snapshot: None,
     }
 }
 

@@ -90,6 +90,20 @@ pub fn terminate(i: &mut Instance, now: i64) {
     }
 }
 
+/// Asks the node to stop `i` (an EBS-backed instance: its root volume stays); stopping or
+/// stopped already: nothing to do.
+pub fn stop(i: &mut Instance, now: i64) -> Result<(), NotNow> {
+    match i.state {
+        State::Pending | State::Running => {
+            i.goal = Goal::Stopped;
+            i.set_state(State::Stopping, now);
+            Ok(())
+        }
+        State::Stopping | State::Stopped => Ok(()),
+        _ => Err(NotNow),
+    }
+}
+
 /// Asks the node to start a stopped `i`; pending or running already: nothing to do.
 pub fn start(i: &mut Instance, now: i64) -> Result<(), NotNow> {
     match i.state {

@@ -149,6 +149,7 @@ pub fn write_instances(
             metadata_options: l.metadata_options,
             metadata_options_served: None,
             shutdown: Default::default(),
+            root_volume: None, // EBS-backed: set with the volume the launch makes
         };
         public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;

@@ -100,6 +100,10 @@ pub struct Image {
     pub public: bool,
     pub launch_users: Vec<String>,
     pub created_ms: i64,
+    /// EBS-backed (RootDeviceType `ebs`): the snapshot each instance's root volume is made
+    /// from; the image then has no object in Walrus of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_snapshot: Option<String>,
 }
 
 impl Image {
@@ -336,6 +340,9 @@ pub struct Instance {
     /// Termination protection and shutdown behaviour (RunInstances, ModifyInstanceAttribute).
     #[serde(default)]
     pub shutdown: ShutdownPolicy,
+    /// EBS-backed: the volume it boots from (made from its image's snapshot at launch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<String>,
 }
 
 impl Instance {
@@ -384,6 +391,9 @@ pub struct Attachment {
     pub shelf: u16,
     #[serde(default)]
     pub slot: u8,
+    /// The instance boots from it (an EBS-backed instance's root volume).
+    #[serde(default)]
+    pub root: bool,
 }
 
 /// An attachment's state, as `describe-volumes` shows it: `attached` only once the instance's

@@ -47,6 +47,7 @@ fn launch(group: &str, min: u32) -> Launch {
             public: false,
             launch_users: vec![],
             created_ms: 0,
+            root_snapshot: None,
         },
         kernel: None,
         ramdisk: None,

@@ -187,6 +187,10 @@ pub fn desired(store: &Store, node: &str) -> Result<Vec<InstanceSpec>, NodeError
         .filter_map(|i| {
             let mut spec = reconcile::spec(i)?;
             spec.volumes = volumes::wanted(&volumes, &i.id);
+            // An EBS-backed instance waits (pending) until its root volume is made.
+            if let Some(root) = volumes::root_of(&volumes, i) {
+                spec.root_volume = Some(root?);
+            }
             Some(spec)
         })
         .collect())

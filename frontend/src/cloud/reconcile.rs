@@ -120,7 +120,9 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         metadata_options: i.metadata_options,
         ephemeral_gib: instance_type(&i.instance_type).map_or(0, |t| t.disk_gib),
         network: i.network.clone(),
-        volumes: Vec::new(), // filled in by `nodes::desired`, from the volume records
+        // Filled in by `nodes::desired`, from the volume records.
+        volumes: Vec::new(),
+        root_volume: None,
     })
 }
 
@@ -172,6 +174,7 @@ pub(crate) mod tests {
             metadata_options: Default::default(),
             metadata_options_served: None,
             shutdown: Default::default(),
+            root_volume: None,
         }
     }
 

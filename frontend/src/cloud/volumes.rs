@@ -43,23 +43,79 @@ pub fn backing_files(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// The attachments the node of instance `i` must hold for it: all but those being detached.
+fn node_view(v: &Volume, a: &super::model::Attachment) -> VolumeAttachment {
+    VolumeAttachment {
+        volume_id: v.id.clone(),
+        device: a.device.clone(),
+        shelf: a.shelf,
+        slot: a.slot,
+    }
+}
+
+/// The attachments the node of instance `i` must hold for it: all but those being detached,
+/// and but its root volume (see [`root_of`]).
 pub fn wanted(volumes: &[Volume], instance_id: &str) -> Vec<VolumeAttachment> {
     let mut out: Vec<VolumeAttachment> = (volumes.iter())
         .filter_map(|v| {
             let a = v.attachment.as_ref()?;
-            (a.instance_id == instance_id && a.status != AttachStatus::Detaching).then(|| {
-                VolumeAttachment {
-                    volume_id: v.id.clone(),
-                    device: a.device.clone(),
-                    shelf: a.shelf,
-                    slot: a.slot,
-                }
-            })
+            (a.instance_id == instance_id && a.status != AttachStatus::Detaching && !a.root)
+                .then(|| node_view(v, a))
         })
         .collect();
     out.sort();
     out
+}
+
+/// An EBS-backed instance's root volume as its node boots from it, once the volume is made
+/// (`Some(None)` while it is still being restored from its snapshot: the node must not start
+/// the instance yet); `None` for an instance-store instance.
+pub fn root_of(volumes: &[Volume], i: &Instance) -> Option<Option<VolumeAttachment>> {
+    let id = i.root_volume.as_ref()?;
+    let v = volumes.iter().find(|v| v.id == *id);
+    let a = v.and_then(|v| v.attachment.as_ref().map(|a| (v, a)));
+    Some(
+        a.filter(|(v, _)| v.state != "creating")
+            .map(|(v, a)| node_view(v, a)),
+    )
+}
+
+/// Makes the root volume of EBS-backed instance `i` from `snapshot` (`creating` until the
+/// storage keeper restored it), attached to `i` at `device`, deleted with it, at the next free
+/// AoE address; records it in `i`. `None` when every address of `shelves` is taken.
+pub fn make_root(
+    tx: &CloudTx<'_>,
+    i: &mut Instance,
+    snapshot: &super::model::Snapshot,
+    device: &str,
+    shelves: ShelfRange,
+    id: String,
+    now: i64,
+) -> Result<Option<Volume>, StoreError> {
+    let Some((shelf, slot)) = free_address(tx, shelves)? else {
+        return Ok(None);
+    };
+    let v = Volume {
+        id,
+        owner: i.owner.clone(),
+        size_gib: snapshot.volume_size,
+        zone: i.zone.clone(),
+        snapshot_id: Some(snapshot.id.clone()),
+        state: "creating".into(),
+        created_ms: now,
+        attachment: Some(super::model::Attachment {
+            instance_id: i.id.clone(),
+            device: device.to_string(),
+            attached_ms: now,
+            delete_on_termination: true,
+            status: AttachStatus::Attaching,
+            shelf,
+            slot,
+            root: true,
+        }),
+    };
+    tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
+    i.root_volume = Some(v.id.clone());
+    Ok(Some(v))
 }
 
 /// What `v`'s attachment becomes now that the node of its instance `i` reported (`seen`:
@@ -125,6 +181,9 @@ pub fn exports(tx: &CloudTx<'_>, dir: &Path) -> Result<Vec<VolumeExport>, StoreE
     let mut out = Vec::new();
     for v in tx.list::<Volume>(VOLUME, None)? {
         let Some(a) = &v.attachment else { continue };
+        if v.state == "creating" {
+            continue; // still being restored: nobody may read it yet
+        }
         let Some(i) = tx.get::<Instance>(INSTANCE, &a.instance_id)? else {
             continue;
         };

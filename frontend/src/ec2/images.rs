@@ -9,7 +9,7 @@ use super::tags;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::access::{may_access, Access};
-use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE};
+use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE, ROOT_DEVICE_NAME};
 use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
 use crate::store::{account_id, CloudTx, ObjectRow, User};
 
@@ -66,7 +66,6 @@ pub(super) fn walrus_object<'a>(
 
 pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = c.p.req("Name")?;
-    let location = c.p.req("ImageLocation")?;
     if !(3..=128).contains(&name.len()) {
         return Err(Ec2Error::invalid(
             "Name",
@@ -74,6 +73,10 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             "AMI names are 3 to 128 characters.",
         ));
     }
+    if let Some(snapshot) = root_snapshot(c.p)? {
+        return register_ebs(ec2, c, name, &snapshot);
+    }
+    let location = c.p.req("ImageLocation")?;
     let (bucket, key, obj) = walrus_object(ec2, c.user, location)?;
     let kind_text = obj
         .metadata
@@ -121,12 +124,84 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             public: false,
             launch_users: Vec::new(),
             created_ms: c.now,
+            root_snapshot: None,
         };
         tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
         tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
         Ok(img.id)
     })?;
     tracing::info!(image = %id, kind = kind.as_str(), bucket, key, size = obj.size, sha256 = %obj.sha256, "registered image");
+    let mut x = xml::response(c.action, c.rid);
+    x.field("imageId", id);
+    Ok(x.finish())
+}
+
+/// The snapshot RegisterImage's block-device mapping puts at the root device
+/// (`RootDeviceName`, which must be ours), if any.
+fn root_snapshot(p: &Params) -> Result<Option<String>, Ec2Error> {
+    let root = p.get("RootDeviceName").unwrap_or(ROOT_DEVICE_NAME);
+    if root != ROOT_DEVICE_NAME {
+        return Err(Ec2Error::invalid(
+            "RootDeviceName",
+            root,
+            &format!("Instances here boot from {ROOT_DEVICE_NAME}."),
+        ));
+    }
+    for n in 1.. {
+        let Some(device) = p.get(&format!("BlockDeviceMapping.{n}.DeviceName")) else {
+            return Ok(None);
+        };
+        if device == root {
+            let key = format!("BlockDeviceMapping.{n}.Ebs.SnapshotId");
+            return Ok(Some(p.req(&key)?.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// RegisterImage of an EBS-backed image: its root is a copy of `snapshot` (one of the caller's,
+/// completed) made for each instance; it boots the kernel (and ramdisk) it names.
+fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<String, Ec2Error> {
+    let owner = &c.user.name;
+    let tag_set = tags::specified_for(c.p, ResourceType::Image)?;
+    let id = ec2.store.cloud(|tx| {
+        if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
+            return Err(Ec2Error::client(
+                "InvalidAMIName.Duplicate",
+                format!("AMI name {name} is already in use by an AMI owned by you"),
+            ));
+        }
+        let snap = super::volumes::completed_snapshot(tx, snapshot, owner)?;
+        let kernel_id = linked(tx, c.p.get("KernelId"), owner, ImageKind::Kernel)?;
+        let ramdisk_id = linked(tx, c.p.get("RamdiskId"), owner, ImageKind::Ramdisk)?;
+        if kernel_id.is_none() {
+            return Err(Ec2Error::combination(
+                "An EBS-backed image here needs a KernelId: instances boot its kernel and ramdisk with the root volume as /dev/vda.",
+            ));
+        }
+        let img = Image {
+            id: new_id("emi", 8),
+            owner: owner.clone(),
+            name: name.to_string(),
+            description: c.p.get("Description").map(str::to_string),
+            kind: ImageKind::Machine,
+            bucket: String::new(),
+            key: String::new(),
+            size: snap.volume_size << 30,
+            sha256: String::new(),
+            architecture: c.p.get("Architecture").unwrap_or("x86_64").to_string(),
+            kernel_id,
+            ramdisk_id,
+            public: false,
+            launch_users: Vec::new(),
+            created_ms: c.now,
+            root_snapshot: Some(snap.id),
+        };
+        tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
+        tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
+        Ok(img.id)
+    })?;
+    tracing::info!(image = %id, snapshot, "registered an EBS-backed image");
     let mut x = xml::response(c.action, c.rid);
     x.field("imageId", id);
     Ok(x.finish())
@@ -188,8 +263,12 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         .collect();
     let mut x = xml::response(c.action, c.rid);
     x.set("imagesSet", &shown, |x, i| {
+        let location = match &i.root_snapshot {
+            Some(_) => format!("{}/{}", account_id(&i.owner), i.name),
+            None => format!("{}/{}", i.bucket, i.key),
+        };
         x.field("imageId", &i.id)
-            .field("imageLocation", format!("{}/{}", i.bucket, i.key))
+            .field("imageLocation", location)
             .field("imageState", "available")
             .field("imageOwnerId", account_id(&i.owner))
             .field("creationDate", time(i.created_ms))
@@ -200,9 +279,26 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             .opt("ramdiskId", i.ramdisk_id.as_ref())
             .field("name", &i.name)
             .opt("description", i.description.as_ref())
-            .field("rootDeviceType", "instance-store")
+            .field(
+                "rootDeviceType",
+                if i.root_snapshot.is_some() {
+                    "ebs"
+                } else {
+                    "instance-store"
+                },
+            )
+            .field("rootDeviceName", ROOT_DEVICE_NAME)
             .field("virtualizationType", "hvm");
-        x.open("blockDeviceMapping").close("blockDeviceMapping");
+        let roots: Vec<&String> = i.root_snapshot.iter().collect();
+        x.set("blockDeviceMapping", &roots, |x, snap| {
+            x.field("deviceName", ROOT_DEVICE_NAME);
+            x.open("ebs")
+                .field("snapshotId", snap)
+                .field("volumeSize", i.size >> 30)
+                .field("deleteOnTermination", true)
+                .field("volumeType", "standard")
+                .close("ebs");
+        });
         tags::render(x, tag_index.of(&i.id));
     });
     Ok(x.finish())

@@ -164,11 +164,15 @@ pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     })
 }
 
-/// Every instance here boots from an instance-store image, and AWS refuses to stop
-/// those: their root disk lives only as long as the VMM. The stop goal the node
-/// protocol already carries waits for EBS-backed instances.
+/// StopInstances: only EBS-backed instances stop (their root volume keeps the disk); AWS
+/// refuses instance-store ones, whose root disk lives only as long as the VMM.
 pub fn stop(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, _| Err(not_ebs_backed(i)))
+    change_each(ec2, c, |i, now| {
+        if i.root_volume.is_none() {
+            return Err(not_ebs_backed(i));
+        }
+        lifecycle::stop(i, now).map_err(|lifecycle::NotNow| incorrect(i, "stopped"))
+    })
 }
 
 fn not_ebs_backed(i: &Instance) -> Ec2Error {

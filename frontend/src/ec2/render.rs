@@ -75,7 +75,7 @@ fn instance(x: &mut Xml, i: &Instance, related: &Related) {
             .close("stateReason");
     }
     x.field("architecture", "x86_64")
-        .field("rootDeviceType", "instance-store")
+        .field("rootDeviceType", root_device_type(i))
         .field("rootDeviceName", ROOT_DEVICE_NAME);
     block_devices(x, related.volumes_of(&i.id));
     x.field("virtualizationType", "hvm")
@@ -122,8 +122,17 @@ pub fn reservations(x: &mut Xml, instances: &[&Instance], related: &Related) {
     });
 }
 
-/// `blockDeviceMapping`: the EBS volumes attached to an instance (its root disk is
-/// instance-store, so not among them).
+/// `ebs` for an instance that boots from a volume, else `instance-store`.
+pub fn root_device_type(i: &Instance) -> &'static str {
+    if i.root_volume.is_some() {
+        "ebs"
+    } else {
+        "instance-store"
+    }
+}
+
+/// `blockDeviceMapping`: the EBS volumes attached to an instance (an EBS-backed one's root
+/// volume among them).
 pub fn block_devices(x: &mut Xml, volumes: &[Volume]) {
     let attached: Vec<(&Volume, &Attachment)> = volumes
         .iter()

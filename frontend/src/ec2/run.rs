@@ -16,10 +16,11 @@ use super::{Call, Ec2, Ec2Error};
 use crate::cloud::instance_attributes::Related;
 use crate::cloud::launch::{self, Launch};
 use crate::cloud::model::{
-    instance_type, Image, ImageKind, Instance, KeyPair, ShutdownBehavior, ShutdownPolicy,
-    CLIENT_TOKEN, INSTANCE, KEY_PAIR,
+    instance_type, Image, ImageKind, Instance, KeyPair, ShutdownBehavior, ShutdownPolicy, Snapshot,
+    CLIENT_TOKEN, INSTANCE, KEY_PAIR, SNAPSHOT,
 };
 use crate::cloud::tags::{self as tagging, ResourceType, TagIndex};
+use crate::cloud::volumes;
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -106,6 +107,40 @@ fn linked(
         ));
     }
     Ok(Some(img))
+}
+
+/// Makes each EBS-backed instance's root volume from the image's snapshot, in the launch's
+/// transaction: a launch that cannot have them all makes nothing.
+fn root_volumes(
+    ec2: &Ec2,
+    tx: &CloudTx<'_>,
+    c: &Call<'_>,
+    snapshot: &str,
+    made: &mut [Instance],
+) -> Result<(), Ec2Error> {
+    let snap = tx
+        .get::<Snapshot>(SNAPSHOT, snapshot)?
+        .filter(|s| s.state == "completed")
+        .ok_or_else(|| {
+            Ec2Error::client(
+                "InvalidSnapshot.NotFound",
+                format!("The image's root snapshot '{snapshot}' does not exist (deleted?)."),
+            )
+        })?;
+    for i in made.iter_mut() {
+        let id = super::volumes::fresh_volume_id(tx)?;
+        let device = crate::cloud::model::ROOT_DEVICE_NAME;
+        let shelves = ec2.storage.shelves;
+        if volumes::make_root(tx, i, &snap, device, shelves, id, c.now)?.is_none() {
+            return Err(Ec2Error::new(
+                503,
+                "InsufficientVolumeCapacity",
+                format!("Every AoE address of shelves {shelves} is exporting a volume; no root volume can be made."),
+            ));
+        }
+        tx.put(INSTANCE, &i.id, &i.owner, None, i)?;
+    }
+    Ok(())
 }
 
 fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
@@ -278,6 +313,9 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             c.now,
         )?;
         launch::settle(tx, &mut made, shutdown, &instance_tags)?;
+        if let Some(snap) = &launch.image.root_snapshot {
+            root_volumes(ec2, tx, c, snap, &mut made)?;
+        }
         if let Some(tid) = &token_id {
             let rec = TokenRecord {
                 image_id: launch.image.id.clone(),

@@ -24,7 +24,7 @@ use mallee_proto::MAX_VOLUMES;
 /// A volume id no volume has. Eight hex digits (the older EC2 form, as Eucalyptus had): the
 /// guest reads the id as its disk's virtio serial, which holds 20 bytes, so
 /// `/dev/disk/by-id/virtio-vol-…` names the whole id.
-fn fresh_volume_id(tx: &CloudTx<'_>) -> Result<String, Ec2Error> {
+pub(crate) fn fresh_volume_id(tx: &CloudTx<'_>) -> Result<String, Ec2Error> {
     loop {
         let id = new_id("vol", 8);
         if tx.get::<Volume>(VOLUME, &id)?.is_none() {
@@ -62,6 +62,22 @@ fn snapshot(tx: &CloudTx<'_>, id: &str, user: &str) -> Result<Snapshot, Ec2Error
                 format!("The snapshot '{id}' does not exist."),
             )
         })
+}
+
+/// Snapshot `id` of `user`, refused unless it is completed.
+pub(crate) fn completed_snapshot(
+    tx: &CloudTx<'_>,
+    id: &str,
+    user: &str,
+) -> Result<Snapshot, Ec2Error> {
+    let s = snapshot(tx, id, user)?;
+    if s.state != "completed" {
+        return Err(Ec2Error::client(
+            "IncorrectState",
+            format!("Snapshot '{id}' is in the '{}' state.", s.state),
+        ));
+    }
+    Ok(s)
 }
 
 fn save(tx: &CloudTx<'_>, v: &Volume) -> Result<(), Ec2Error> {
@@ -102,15 +118,9 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let tag_set = tags::specified_for(c.p, ResourceType::Volume)?;
     let v = ec2.store.cloud(|tx| {
         let snap = match c.p.get("SnapshotId") {
-            Some(id) => Some(snapshot(tx, id, &c.user.name)?),
+            Some(id) => Some(completed_snapshot(tx, id, &c.user.name)?),
             None => None,
         };
-        if let Some(s) = snap.as_ref().filter(|s| s.state != "completed") {
-            return Err(Ec2Error::client(
-                "IncorrectState",
-                format!("Snapshot '{}' is in the '{}' state.", s.id, s.state),
-            ));
-        }
         let size = match (c.p.int("Size")?, &snap) {
             (Some(s), _) if !(1..=MAX_SIZE_GIB as i64).contains(&s) => {
                 return Err(Ec2Error::invalid(
@@ -274,6 +284,7 @@ pub fn attach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             status: AttachStatus::Attaching,
             shelf,
             slot,
+            root: false,
         });
         save(tx, &v)?;
         Ok(v)
@@ -305,6 +316,12 @@ pub fn detach(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             return Err(Ec2Error::client(
                 "InvalidAttachment.NotFound",
                 format!("The volume {vid} is not attached to that instance"),
+            ));
+        }
+        if a.root {
+            return Err(Ec2Error::client(
+                "OperationNotPermitted",
+                format!("Volume '{vid}' is the root device of instance {}; terminate the instance instead.", a.instance_id),
             ));
         }
         if a.status == AttachStatus::Detaching && !force {
@@ -396,6 +413,15 @@ pub fn delete_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             return Err(Ec2Error::client(
                 "InvalidSnapshot.InUse",
                 format!("The snapshot {id} is being restored into volume {}.", v.id),
+            ));
+        }
+        let image = (tx.list::<crate::cloud::model::Image>(crate::cloud::model::IMAGE, None)?)
+            .into_iter()
+            .find(|i| i.root_snapshot.as_deref() == Some(id));
+        if let Some(image) = image {
+            return Err(Ec2Error::client(
+                "InvalidSnapshot.InUse",
+                format!("The snapshot {id} is currently in use by {}", image.id),
             ));
         }
         Ok::<_, Ec2Error>(())

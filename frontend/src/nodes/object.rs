@@ -121,6 +121,7 @@ mod tests {
             ephemeral_gib: 0,
             network: None,
             volumes: Vec::new(),
+            root_volume: None,
         };
         let specs = [spec];
         assert!(placed(&specs, "images", "root.img"));

@@ -114,7 +114,12 @@ fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
         store.cloud(|tx| {
             if let Some(mut now) = tx.get::<Volume>(VOLUME, &v.id)? {
                 if now.state == "creating" {
-                    now.state = if made.is_ok() { "available" } else { "error" }.into();
+                    now.state = match (&made, &now.attachment) {
+                        (Err(_), _) => "error",
+                        (Ok(()), Some(_)) => "in-use", // an EBS-backed instance's root
+                        (Ok(()), None) => "available",
+                    }
+                    .into();
                     tx.put(VOLUME, &now.id, &now.owner, None, &now)?;
                     tracing::info!(volume = %now.id, size_gib = now.size_gib, snapshot = ?now.snapshot_id, state = %now.state, "volume made");
                 }
@@ -430,11 +435,8 @@ mod tests {
         attached.attachment = Some(Attachment {
             instance_id: "i-0123456789abcdef0".into(),
             device: "/dev/sdf".into(),
-            attached_ms: 0,
-            delete_on_termination: false,
-            status: Default::default(),
             shelf: 100,
-            slot: 0,
+            ..Default::default()
         });
         store
             .cloud(|tx| tx.put(VOLUME, &attached.id, &attached.owner, None, &attached))

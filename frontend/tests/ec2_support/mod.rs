@@ -233,7 +233,9 @@ impl Agent {
                     metadata_options: (state == Observed::Running).then_some(served),
                     // Its VMMs take every volume they are given at once.
                     volumes: if state == Observed::Running {
-                        spec.volumes.iter().map(|v| v.volume_id.clone()).collect()
+                        (spec.root_volume.iter().chain(&spec.volumes))
+                            .map(|v| v.volume_id.clone())
+                            .collect()
                     } else {
                         Vec::new()
                     },

@@ -101,6 +101,8 @@ struct Record {
     address: Option<std::net::Ipv4Addr>,
     /// When its VMM last started.
     started: Option<Instant>,
+    /// EBS-backed: the volume its VMM boots from (held whenever the VMM runs).
+    root_volume: Option<String>,
 }
 
 /// How long after its VMM starts a guest is watched closely for taking its address; after
@@ -144,7 +146,8 @@ fn read_failure(path: &Path) -> Option<Failure> {
     mallee_proto::decode(&std::fs::read(path).ok()?).ok()
 }
 
-/// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`), the
+/// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`) — or,
+/// EBS-backed, the root volume over AoE on `aoe_interface` (serial the volume id) — the
 /// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
 /// `ephemeral0`).
 pub fn vmm_config(
@@ -152,8 +155,17 @@ pub fn vmm_config(
     dir: &Path,
     kernel: &Path,
     initrd: Option<&Path>,
+    aoe_interface: Option<&str>,
 ) -> Result<VmmConfig, LaunchError> {
-    let mut disks = vec![Disk::file(dir.join(disks::ROOT), Some("root"))];
+    let root = match &spec.root_volume {
+        None => Disk::file(dir.join(disks::ROOT), Some("root")),
+        Some(v) => Disk {
+            source: volumes::source(v, aoe_interface.ok_or(LaunchError::NoPrivateNic)?),
+            serial: Some(v.volume_id.clone()),
+            read_only: false,
+        },
+    };
+    let mut disks = vec![root];
     if spec.ephemeral_gib > 0 {
         let path = dir.join(disks::EPHEMERAL);
         disks.push(Disk::file(path, Some(disks::EPHEMERAL_LABEL)));
@@ -309,7 +321,9 @@ impl Instances {
                     .filter(|_| r.pid.is_some())
                     .map(|m| m.options),
                 volumes: match r.pid {
-                    Some(_) => volumes::reported(&r.local.volumes),
+                    Some(_) => (r.root_volume.iter().cloned())
+                        .chain(volumes::reported(&r.local.volumes))
+                        .collect(),
                     None => Vec::new(),
                 },
             })
@@ -517,6 +531,7 @@ impl Instances {
                 address_taken: false,
                 address: None,
                 started: None,
+                root_volume: spec.root_volume.as_ref().map(|v| v.volume_id.clone()),
             },
         );
         self.notify();
@@ -542,18 +557,22 @@ impl Instances {
             Some(r) => Some(cache.get(r, fetch)?),
             None => None,
         };
-        let root = cache.get(&spec.image, fetch)?;
         self.check_room(spec)?;
-        disks::sparse_copy(&root.path, &dir.join(disks::ROOT)).map_err(io)?;
-        drop(root);
+        // EBS-backed: the root volume is the root disk; there is no image to copy.
+        if spec.root_volume.is_none() {
+            let root = cache.get(&spec.image, fetch)?;
+            disks::sparse_copy(&root.path, &dir.join(disks::ROOT)).map_err(io)?;
+        }
         if spec.ephemeral_gib > 0 {
             disks::make_ephemeral(dir, spec.ephemeral_gib)?;
         }
+        let uplink = self.env.network.as_ref().map(|p| p.uplink());
         let mut cfg = vmm_config(
             spec,
             dir,
             &kernel.path,
             ramdisk.as_ref().map(|p| p.path.as_path()),
+            uplink,
         )?;
         cfg.log_level = self.env.log_level;
         if let Some(net) = &spec.network {
@@ -583,7 +602,12 @@ impl Instances {
         let cache =
             (self.env.disks_share_cache).then_some((summary.budget_bytes, summary.used_bytes));
         let free = storage::room_for_instances(avail, cache);
-        let needed = disks::creation_bytes(spec.image.size, spec.ephemeral_gib);
+        let image = if spec.root_volume.is_some() {
+            0
+        } else {
+            spec.image.size
+        };
+        let needed = disks::creation_bytes(image, spec.ephemeral_gib);
         Ok(disks::check_room(root, needed, free)?)
     }
 

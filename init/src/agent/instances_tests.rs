@@ -45,7 +45,7 @@ fn spec(ephemeral_gib: u64) -> InstanceSpec {
 
 #[test]
 fn the_vmm_config_names_the_instance_files() {
-    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None).unwrap();
+    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None, None).unwrap();
     assert_eq!(c.kernel, Path::new("/k"));
     assert_eq!((c.memory_mib, c.vcpus), (256, 2));
     assert_eq!(
@@ -64,7 +64,7 @@ fn the_vmm_config_names_the_instance_files() {
 
 #[test]
 fn an_ephemeral_disk_is_the_second_disk() {
-    let c = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None).unwrap();
+    let c = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None, None).unwrap();
     assert_eq!(c.disks.len(), 2);
     assert_eq!(c.disks[0].source, DiskSource::File("/i/root.img".into()));
     assert_eq!(
@@ -74,12 +74,36 @@ fn an_ephemeral_disk_is_the_second_disk() {
 }
 
 #[test]
+fn an_ebs_backed_instance_boots_from_its_root_volume_over_aoe() {
+    let mut ebs = spec(0);
+    ebs.root_volume = Some(mallee_proto::VolumeAttachment {
+        volume_id: "vol-0000abcd".into(),
+        device: "/dev/vda".into(),
+        shelf: 100,
+        slot: 4,
+    });
+    let c = vmm_config(&ebs, Path::new("/i"), Path::new("/k"), None, Some("eth0")).unwrap();
+    let aoe = DiskSource::Aoe {
+        iface: "eth0".into(),
+        shelf: 100,
+        slot: 4,
+    };
+    assert_eq!(
+        (&c.disks[0].source, c.disks[0].serial.as_deref()),
+        (&aoe, Some("vol-0000abcd"))
+    );
+    let e = vmm_config(&ebs, Path::new("/i"), Path::new("/k"), None, None).unwrap_err();
+    assert!(matches!(e, LaunchError::NoPrivateNic), "{e}");
+}
+
+#[test]
 fn the_vmm_config_file_reads_back_as_the_same_config() {
     let c = vmm_config(
         &spec(5),
         Path::new("/i"),
         Path::new("/k"),
         Some(Path::new("/r")),
+        None,
     )
     .unwrap();
     let read: VmmConfig = mallee_proto::decode(&mallee_proto::encode(&c)).unwrap();
@@ -90,7 +114,7 @@ fn the_vmm_config_file_reads_back_as_the_same_config() {
 fn more_vcpus_than_the_vmm_counts_is_a_launch_error() {
     let mut big = spec(0);
     big.vcpus = 1000;
-    let e = vmm_config(&big, Path::new("/i"), Path::new("/k"), None).unwrap_err();
+    let e = vmm_config(&big, Path::new("/i"), Path::new("/k"), None, None).unwrap_err();
     assert!(matches!(e, LaunchError::TooManyVcpus(1000)), "{e}");
 }
 
@@ -233,10 +257,11 @@ fn instances_in(root: &Path) -> Instances {
 fn running_instance(instances: &Instances, serving: &InstanceMetadata) -> PathBuf {
     let dir = instances.env.root.join("i-1");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = vmm_config(&spec(0), &dir, Path::new("/k"), None).unwrap();
+    let mut cfg = vmm_config(&spec(0), &dir, Path::new("/k"), None, None).unwrap();
     cfg.metadata = Some(serving.clone());
     std::fs::write(dir.join(VMM_CONFIG), mallee_proto::encode(&cfg)).unwrap();
     let record = Record {
+        root_volume: None,
         local: Local {
             state: Observed::Running,
             stopping: false,

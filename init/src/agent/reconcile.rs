@@ -141,6 +141,7 @@ mod tests {
             ephemeral_gib: 0,
             network: None,
             volumes: Vec::new(),
+            root_volume: None,
         }
     }
 

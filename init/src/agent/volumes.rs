@@ -49,16 +49,21 @@ pub fn reported(held: &Slots) -> Vec<String> {
         .collect()
 }
 
+/// Where `volume`'s blocks come from: its AoE export, reached on `interface`.
+pub fn source(volume: &VolumeAttachment, interface: &str) -> DiskSource {
+    DiskSource::Aoe {
+        iface: interface.to_string(),
+        shelf: volume.shelf,
+        slot: volume.slot,
+    }
+}
+
 /// The request that puts `volume` into `slot`, read over AoE on `interface`.
 pub fn attach_request(slot: u8, volume: &VolumeAttachment, interface: &str) -> Request {
     Request::AttachVolume {
         slot,
         volume_id: volume.volume_id.clone(),
-        source: DiskSource::Aoe {
-            iface: interface.to_string(),
-            shelf: volume.shelf,
-            slot: volume.slot,
-        },
+        source: source(volume, interface),
         read_only: false,
     }
 }
