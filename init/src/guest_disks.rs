@@ -1,11 +1,15 @@
 //! The test guest's volume check (user-data line `disks`): it watches the guest's virtio disks
-//! and, for each EBS volume that appears (a `vol-` serial and more than one sector), reads what
-//! an earlier writer left on it — a header sector naming the writer and the SHA-256 of the MiB
-//! after it — says whether those bytes still match, then writes its own MiB and header and
-//! flushes them to the volume. Lines on the console, for the end-to-end tests:
+//! and, for each EBS volume it has (a `vol-` serial and more than one sector, its root disk
+//! included when it boots from one), reads what an earlier writer left at the volume's end — a
+//! header in the last sector naming the writer and the SHA-256 of the MiB before it — says
+//! whether those bytes still match, then writes its own MiB and header there and flushes them
+//! to the volume. A volume with no header that is not its root disk first gets a copy of the
+//! guest's root disk at its start, so a snapshot of it can be an EBS-backed image's root. Lines
+//! on the console, for the end-to-end tests:
 //!
 //! * `disk: <volume> empty` (no header), `disk: <volume> holds <writer> ok` or
 //!   `disk: <volume> holds <writer> BAD <why>`;
+//! * `disk: <volume> took the root disk (<bytes> bytes)` after the copy;
 //! * `disk: <volume> wrote <sha256>` once its own bytes are flushed;
 //! * `disk: <volume> gone` when the volume is detached (the slot is empty again).
 //!
@@ -82,19 +86,33 @@ fn disks() -> BTreeMap<String, (u64, String)> {
     out
 }
 
-/// Reads what is on `dev`, says so, then writes and flushes this writer's bytes.
-fn check_and_write(dev: &str, volume: &str, me: &str) -> std::io::Result<String> {
+/// The guest's root disk, which volumes with nothing on them get a copy of.
+const ROOT_DEV: &str = "vda";
+
+/// Reads what is at the end of `dev` (`sectors` long), says so, then writes and flushes this
+/// writer's bytes there; an empty volume that is not the root disk first takes a copy of it.
+fn check_and_write(dev: &str, sectors: u64, volume: &str, me: &str) -> std::io::Result<String> {
     let path = format!("/dev/{dev}");
     let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
     // Nothing this guest read from the device before (another volume in the slot) may answer.
     // SAFETY: BLKFLSBUF takes no argument and only drops the device's clean cached pages.
     unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) };
-    let mut first = [0u8; SECTOR];
-    f.read_exact(&mut first)?;
-    match parse_header(&first) {
-        None => info!("disk: {volume} empty"),
+    let size = sectors * SECTOR as u64;
+    let (data_at, header_at) = (size - (DATA_BYTES + SECTOR) as u64, size - SECTOR as u64);
+    let mut last = [0u8; SECTOR];
+    f.seek(SeekFrom::Start(header_at))?;
+    f.read_exact(&mut last)?;
+    match parse_header(&last) {
+        None => {
+            info!("disk: {volume} empty");
+            if dev != ROOT_DEV {
+                let copied = copy_root(&mut f, data_at)?;
+                info!("disk: {volume} took the root disk ({copied} bytes)");
+            }
+        }
         Some((writer, sha)) => {
             let mut data = vec![0u8; DATA_BYTES];
+            f.seek(SeekFrom::Start(data_at))?;
             f.read_exact(&mut data)?;
             let seen = format!("{:x}", Sha256::digest(&data));
             if seen == sha {
@@ -106,12 +124,23 @@ fn check_and_write(dev: &str, volume: &str, me: &str) -> std::io::Result<String>
     }
     let data = pattern(&format!("{me} {volume}"));
     let sha = format!("{:x}", Sha256::digest(&data));
-    f.seek(SeekFrom::Start(SECTOR as u64))?;
+    f.seek(SeekFrom::Start(data_at))?;
     f.write_all(&data)?;
-    f.seek(SeekFrom::Start(0))?;
     f.write_all(&header(me, &sha))?;
     f.sync_all()?;
     Ok(sha)
+}
+
+/// Copies the root disk to the start of `to` if it fits below `limit`; the bytes copied.
+fn copy_root(to: &mut std::fs::File, limit: u64) -> std::io::Result<u64> {
+    let mut root = std::fs::File::open(format!("/dev/{ROOT_DEV}"))?;
+    let len = root.seek(SeekFrom::End(0))?;
+    if len > limit {
+        return Ok(0);
+    }
+    root.seek(SeekFrom::Start(0))?;
+    to.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut root, to)
 }
 
 /// Watches the disks for ever, checking each volume that appears as `me` (the instance id).
@@ -129,11 +158,12 @@ pub fn watch(me: String) {
             }
         }
         for (dev, (size, serial)) in now {
-            if size <= 1 || !serial.starts_with("vol-") || held.contains_key(&dev) {
+            let room = ((DATA_BYTES + SECTOR) / SECTOR) as u64;
+            if size <= room || !serial.starts_with("vol-") || held.contains_key(&dev) {
                 continue;
             }
             held.insert(dev.clone(), serial.clone());
-            match check_and_write(&dev, &serial, &me) {
+            match check_and_write(&dev, size, &serial, &me) {
                 Ok(sha) => info!("disk: {serial} wrote {sha}"),
                 Err(e) => warn!("disk: {serial} on /dev/{dev}: {e}"),
             }

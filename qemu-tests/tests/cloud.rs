@@ -341,7 +341,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     terminate(&fe, &on2[0]);
     let other = group_rules_on_the_wire(&fe, &image.emi, &on1[0], &node2);
     public_addresses_on_the_wire(&fe, &outside, &on1[0], &other);
-    volumes_on_the_wire(&fe, &on1[0], &other);
+    volumes_on_the_wire(&fe, &on1[0], &other, &image);
     // The frontend's capture of its private NIC: instance traffic crossed the segment tagged,
     // only with tags of the configured range (both networks' among them); node <-> frontend
     // traffic untagged, and no untagged frame to or from an instance address.
@@ -448,8 +448,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
 /// in its guest, which writes a checksummed MiB; a snapshot taken while it is attached; detached
 /// (the guest sees it go) and attached to `b`, whose guest finds `a`'s bytes intact and writes
 /// its own; a second snapshot stores only the chunks that changed; a volume restored from the
-/// first snapshot holds `a`'s bytes again.
-fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
+/// first snapshot holds `a`'s bytes again. `a`'s guest also copied its root disk onto the empty
+/// volume, so the first snapshot is the root of an EBS-backed image: its instance boots from a
+/// volume made from it, keeps what it wrote across a stop and start, and its root volume goes
+/// with it when it is terminated.
+fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str, image: &cloud::TestImage) {
     let wait = Duration::from_secs(300);
     let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
     let zone = fe.zone(a).unwrap_or_else(|e| fail(e));
@@ -494,6 +497,7 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
         .unwrap_or_else(|e| fail(e));
     fe.wait_console_after(b, at, &format!("disk: {restored} holds {a} ok"), wait)
         .unwrap_or_else(|e| fail(e));
+    ebs_backed(fe, &first, a, image);
     let refused = fe.aws(&["ec2", "delete-volume", "--volume-id", &vol]);
     assert!(
         refused
@@ -508,6 +512,90 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str) {
     }
     report_figure(&format!(
         "figure: cloud, AttachVolume to attached {attached:.1} s; snapshot of 1 GiB (1 MiB written) completed in {snapped:.1} s; the second snapshot stored {second} bytes"
+    ));
+}
+
+/// An EBS-backed instance from an image whose root is `snapshot` (a copy of the test image's
+/// root disk, then `writer`'s check): it boots from its root volume, finds `writer`'s bytes,
+/// writes its own, finds those after a stop and start, and its root volume is deleted with it.
+fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestImage) {
+    let wait = Duration::from_secs(300);
+    let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
+    let mapping = format!("DeviceName=/dev/vda,Ebs={{SnapshotId={snapshot}}}");
+    let registered = fe
+        .aws(&[
+            "ec2",
+            "register-image",
+            "--name",
+            "ebs-root",
+            "--root-device-name",
+            "/dev/vda",
+            "--block-device-mappings",
+            &mapping,
+            "--kernel-id",
+            &image.eki,
+            "--ramdisk-id",
+            &image.eri,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let emi = cloud::json(&registered).unwrap()["ImageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let c = fe
+        .run_instances_with(&emi, 1, &["--user-data", "disks"])
+        .unwrap_or_else(|e| fail(e))[0]
+        .clone();
+    fe.wait_state(&c, "running", wait)
+        .unwrap_or_else(|e| fail(e));
+    let booted = started.elapsed().as_secs_f64();
+    let v = cloud::json(
+        &fe.aws(&["ec2", "describe-instances", "--instance-ids", &c])
+            .unwrap(),
+    )
+    .unwrap();
+    let inst = &v["Reservations"][0]["Instances"][0];
+    assert_eq!(inst["RootDeviceType"], "ebs", "{inst}");
+    let root = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no root volume: {inst}"))
+        .to_string();
+    // The test image's root file system, read from the volume over AoE.
+    let fs = image
+        .root_disk_line
+        .split("serial root, ")
+        .nth(1)
+        .expect("the root disk line names the file system");
+    fe.wait_console(&c, &format!("serial {root}, {fs}"), wait)
+        .unwrap_or_else(|e| fail(e));
+    fe.wait_console(&c, &format!("disk: {root} holds {writer} ok"), wait)
+        .unwrap_or_else(|e| fail(e));
+    fe.wait_console(&c, &format!("disk: {root} wrote "), wait)
+        .unwrap_or_else(|e| fail(e));
+    let stopped = Instant::now();
+    fe.aws(&["ec2", "stop-instances", "--instance-ids", &c])
+        .unwrap_or_else(|e| panic!("{e}"));
+    fe.wait_state(&c, "stopped", wait)
+        .unwrap_or_else(|e| fail(e));
+    fe.aws(&["ec2", "start-instances", "--instance-ids", &c])
+        .unwrap_or_else(|e| panic!("{e}"));
+    fe.wait_state(&c, "running", wait)
+        .unwrap_or_else(|e| fail(e));
+    fe.wait_console(&c, &format!("disk: {root} holds {c} ok"), wait)
+        .unwrap_or_else(|e| fail(e));
+    let restarted = stopped.elapsed().as_secs_f64();
+    terminate(fe, &c);
+    fe.wait_volume(&root, "deleted with its instance", |_| false)
+        .map(drop)
+        .unwrap_or_else(|e| {
+            assert!(
+                format!("{e:#}").contains("InvalidVolume.NotFound"),
+                "the root volume outlived its instance: {e:#}"
+            )
+        });
+    report_figure(&format!(
+        "figure: cloud, EBS-backed RunInstances to running {booted:.1} s; stop, start and its own bytes found again {restarted:.1} s"
     ));
 }
 
