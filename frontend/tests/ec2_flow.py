@@ -263,7 +263,8 @@ ebs_emi = ec2.register_image(Name="ebs-root", RootDeviceName="/dev/vda", KernelI
 img = ec2.describe_images(ImageIds=[ebs_emi])["Images"][0]
 assert img["RootDeviceType"] == "ebs" and img["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] == snap, img
 expect("InvalidSnapshot.InUse", ec2.delete_snapshot, SnapshotId=snap)
-ebs_i = ec2.run_instances(ImageId=ebs_emi, MinCount=1, MaxCount=1)["Instances"][0]
+ebs_i = ec2.run_instances(ImageId=ebs_emi, MinCount=1, MaxCount=1, TagSpecifications=[
+    {"ResourceType": "volume", "Tags": [{"Key": "role", "Value": "root"}]}])["Instances"][0]
 assert ebs_i["RootDeviceType"] == "ebs", ebs_i
 ebs_i = ebs_i["InstanceId"]
 wait_state(ec2, [ebs_i], "running")
@@ -272,6 +273,7 @@ root_vol = desc["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
 assert desc["BlockDeviceMappings"][0]["DeviceName"] == "/dev/vda", desc
 rv = volume(root_vol)
 assert rv["SnapshotId"] == snap and rv["State"] == "in-use" and rv["Attachments"][0]["DeleteOnTermination"], rv
+assert rv["Tags"] == [{"Key": "role", "Value": "root"}], rv
 wait_for("the root volume attached", lambda: attachment_state(root_vol) == "attached")
 expect("OperationNotPermitted", ec2.detach_volume, VolumeId=root_vol)
 expect("UnsupportedOperation", ec2.stop_instances, InstanceIds=[pair[0]])

@@ -121,7 +121,7 @@ impl Attribute {
             }
             Attribute::DisableApiStop => (
                 unsupported,
-                "instances here boot from instance-store images and cannot be stopped, so there is no stop to protect against",
+                "stop protection is not built here; only EBS-backed instances stop, and StopInstances stops them",
             ),
             _ => return None,
         })

@@ -19,7 +19,7 @@ use crate::cloud::model::{
     instance_type, Image, ImageKind, Instance, KeyPair, ShutdownBehavior, ShutdownPolicy, Snapshot,
     CLIENT_TOKEN, INSTANCE, KEY_PAIR, SNAPSHOT,
 };
-use crate::cloud::tags::{self as tagging, ResourceType, TagIndex};
+use crate::cloud::tags::{self as tagging, ResourceType, TagIndex, TagSet};
 use crate::cloud::volumes;
 use crate::scheduler::{self, Need};
 use crate::store::CloudTx;
@@ -116,6 +116,7 @@ fn root_volumes(
     tx: &CloudTx<'_>,
     c: &Call<'_>,
     snapshot: &str,
+    tags: &TagSet,
     made: &mut [Instance],
 ) -> Result<(), Ec2Error> {
     let snap = tx
@@ -131,13 +132,14 @@ fn root_volumes(
         let id = super::volumes::fresh_volume_id(tx)?;
         let device = crate::cloud::model::ROOT_DEVICE_NAME;
         let shelves = ec2.storage.shelves;
-        if volumes::make_root(tx, i, &snap, device, shelves, id, c.now)?.is_none() {
+        let Some(v) = volumes::make_root(tx, i, &snap, device, shelves, id, c.now)? else {
             return Err(Ec2Error::new(
                 503,
                 "InsufficientVolumeCapacity",
                 format!("Every AoE address of shelves {shelves} is exporting a volume; no root volume can be made."),
             ));
-        }
+        };
+        tagging::attach(tx, &i.owner, &v.id, ResourceType::Volume, tags)?;
         tx.put(INSTANCE, &i.id, &i.owner, None, i)?;
     }
     Ok(())
@@ -276,11 +278,14 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         ));
     }
     let shutdown = shutdown_policy(c.p)?;
-    // Volume tags are AWS's for the EBS volumes a launch makes; every instance here boots
-    // from an instance-store image, so a launch makes none and there is nothing to tag.
+    // Volume tags go on the root volumes an EBS-backed launch makes (none for instance-store).
     let specs = tags::specified(c.p, &[ResourceType::Instance, ResourceType::Volume])?;
     let instance_tags = specs
         .get(&ResourceType::Instance)
+        .cloned()
+        .unwrap_or_default();
+    let volume_tags = specs
+        .get(&ResourceType::Volume)
         .cloned()
         .unwrap_or_default();
     let (instances, fresh, tag_index) = ec2.store.cloud(|tx| {
@@ -314,7 +319,7 @@ pub fn run_instances(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         )?;
         launch::settle(tx, &mut made, shutdown, &instance_tags)?;
         if let Some(snap) = &launch.image.root_snapshot {
-            root_volumes(ec2, tx, c, snap, &mut made)?;
+            root_volumes(ec2, tx, c, snap, &volume_tags, &mut made)?;
         }
         if let Some(tid) = &token_id {
             let rec = TokenRecord {
