@@ -497,7 +497,6 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str, image: &cloud::TestImage
         .unwrap_or_else(|e| fail(e));
     fe.wait_console_after(b, at, &format!("disk: {restored} holds {a} ok"), wait)
         .unwrap_or_else(|e| fail(e));
-    ebs_backed(fe, &first, a, image);
     let refused = fe.aws(&["ec2", "delete-volume", "--volume-id", &vol]);
     assert!(
         refused
@@ -510,6 +509,9 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str, image: &cloud::TestImage
         fe.aws(&["ec2", "delete-volume", "--volume-id", v])
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    // Room on the second node (each holds one instance) for the EBS-backed one.
+    terminate(fe, b);
+    ebs_backed(fe, &first, a, image);
     report_figure(&format!(
         "figure: cloud, AttachVolume to attached {attached:.1} s; snapshot of 1 GiB (1 MiB written) completed in {snapped:.1} s; the second snapshot stored {second} bytes"
     ));
