@@ -99,6 +99,35 @@ fn sparse_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
     to.sync_all()
 }
 
+/// An EBS-backed instance whose root volume could not be made never runs: it is terminated
+/// with the reason, which lets its root volume go (deleted with it).
+fn fail_launch(
+    tx: &crate::store::CloudTx<'_>,
+    instance: &str,
+    volume: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    use crate::cloud::model::{Instance, Reason, State, INSTANCE};
+    let Some(mut i) = tx.get::<Instance>(INSTANCE, instance)? else {
+        return Ok(());
+    };
+    tracing::error!(
+        instance,
+        volume,
+        "EBS-backed launch failed: its root volume could not be made: {why}"
+    );
+    i.reason = Some(Reason {
+        code: "Server.InternalError".into(),
+        message: format!(
+            "Server.InternalError: the root volume {volume} could not be made from its snapshot: {why}"
+        ),
+    });
+    i.goal = mallee_proto::Goal::Terminated;
+    i.set_state(State::Terminated, crate::store::now_ms());
+    crate::cloud::instances::release_on_termination(tx, &mut i)?;
+    tx.put(INSTANCE, &i.id, &i.owner, None, &i)
+}
+
 /// Makes the backing files of `creating` volumes and marks them `available` (or fails them);
 /// removes the files of volumes the store no longer has and copies no pending snapshot needs.
 fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
@@ -112,6 +141,9 @@ fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
             }
         }
         store.cloud(|tx| {
+            if let (Err(why), Some(a)) = (&made, v.attachment.as_ref().filter(|a| a.root)) {
+                return fail_launch(tx, &a.instance_id, &v.id, why);
+            }
             if let Some(mut now) = tx.get::<Volume>(VOLUME, &v.id)? {
                 if now.state == "creating" {
                     now.state = match (&made, &now.attachment) {
@@ -465,5 +497,39 @@ mod tests {
             blocks < 8 << 20,
             "{blocks} bytes allocated for 3 MiB of data"
         );
+    }
+
+    #[test]
+    fn a_root_volume_that_cannot_be_restored_fails_its_launch_and_goes() {
+        use crate::cloud::model::{Instance, State, INSTANCE};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let volumes = dir.path().join("volumes");
+        std::fs::create_dir_all(&volumes).unwrap();
+        let mut i = crate::cloud::reconcile::tests::instance();
+        i.root_volume = Some("vol-0000beef".into());
+        let mut v = crate::cloud::reconcile::tests::attached_volume("vol-0000beef", "/dev/vda");
+        v.state = "creating".into();
+        v.snapshot_id = Some("snap-00000000".into()); // no manifest: nothing to restore
+        let a = v.attachment.as_mut().unwrap();
+        (a.root, a.delete_on_termination) = (true, true);
+        store
+            .cloud(|tx| {
+                tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+                tx.put(VOLUME, &v.id, &v.owner, None, &v)
+            })
+            .unwrap();
+        keep_files(&store, &volumes).unwrap();
+        let (i, v) = store
+            .cloud(|tx| {
+                Ok::<_, StoreError>((
+                    tx.get::<Instance>(INSTANCE, "i-00000001")?.unwrap(),
+                    tx.get::<Volume>(VOLUME, "vol-0000beef")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(i.state, State::Terminated);
+        assert!(i.reason.unwrap().message.contains("could not be made"));
+        assert_eq!(v, None, "deleted with its instance");
     }
 }
