@@ -1,15 +1,12 @@
 //! EBS volumes as the cloud records them, between the EC2 API, the nodes and the storage
 //! controller: the AoE address an attachment is exported at, the attachments each node is
-//! asked to hold, how a node's report moves an attachment (attaching → attached, detaching →
-//! gone), and the exports the storage controller must serve (each answering only the MACs of
-//! the node whose instance has the volume). Plain functions over records.
+//! asked to hold, and how a node's report moves an attachment (attaching → attached, detaching
+//! → gone). Plain functions over records; the exports they call for are the storage keeper's.
 
 use super::config::ShelfRange;
-use super::model::{AttachStatus, Instance, State, Volume, INSTANCE, VOLUME};
-use super::nodes::{Node, NODE};
+use super::model::{AttachStatus, Instance, State, Volume, VOLUME};
 use crate::store::{CloudTx, StoreError};
-use mallee_proto::storage::VolumeExport;
-use mallee_proto::{InstanceReport, Mac, VolumeAttachment};
+use mallee_proto::{InstanceReport, VolumeAttachment};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -172,36 +169,6 @@ pub fn after_report(
         }
     }
     Ok(changed)
-}
-
-/// The exports the storage controller must serve: every attached volume (detaching ones too,
-/// until their node has flushed and let go) at its shelf/slot, answering only the MACs of the
-/// node its instance runs on. A volume whose instance has no node yet is not exported.
-pub fn exports(tx: &CloudTx<'_>, dir: &Path) -> Result<Vec<VolumeExport>, StoreError> {
-    let mut out = Vec::new();
-    for v in tx.list::<Volume>(VOLUME, None)? {
-        let Some(a) = &v.attachment else { continue };
-        if v.state == "creating" {
-            continue; // still being restored: nobody may read it yet
-        }
-        let Some(i) = tx.get::<Instance>(INSTANCE, &a.instance_id)? else {
-            continue;
-        };
-        let node: Option<Node> = tx.get(NODE, &i.node)?;
-        let allowed: Vec<Mac> = node.and_then(|n| n.info).map_or(Vec::new(), |n| n.macs);
-        if allowed.is_empty() {
-            continue;
-        }
-        out.push(VolumeExport {
-            volume_id: v.id.clone(),
-            path: backing_path(dir, &v.id),
-            shelf: a.shelf,
-            slot: a.slot,
-            allowed,
-        });
-    }
-    out.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,17 +1,21 @@
 //! The daemon's side of the storage controller. It makes the backing file of each `creating`
 //! volume (sparse, its full size, or restored from its snapshot) and marks it `available`,
 //! removes the backing files of volumes that no longer exist, hands the controller the exports
-//! the cloud's state asks for ([`crate::cloud::volumes::exports`]) whenever they change, and
+//! the cloud's state asks for ([`exports`]) whenever they change, and
 //! takes snapshots: a `pending` snapshot's volume is withheld from the exports until the
 //! controller says it no longer serves it (a node's writes stall and are retransmitted), copied
 //! as it is at that instant, exported again, and the copy cut into chunks in Walrus
 //! ([`super::snapshots`]) on a thread of its own.
 
 use super::{read_applied, snapshots, write_exports};
+use crate::cloud::model::{Instance, INSTANCE};
 use crate::cloud::model::{Snapshot, Volume, SNAPSHOT, VOLUME};
-use crate::cloud::volumes::{backing_files, backing_path, exports};
-use crate::store::{Store, StoreError};
+use crate::cloud::nodes::{Node, NODE};
+use crate::cloud::volumes::{backing_files, backing_path};
+use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::storage::Exports;
+use mallee_proto::storage::VolumeExport;
+use mallee_proto::Mac;
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -46,6 +50,36 @@ const WITHHOLD_WAIT: Duration = Duration::from_secs(10);
 pub struct Handed {
     exports: Exports,
     generation: u64,
+}
+
+/// The exports the storage controller must serve: every attached volume (detaching ones too,
+/// until their node has flushed and let go) at its shelf/slot, answering only the MACs of the
+/// node its instance runs on. A volume whose instance has no node yet is not exported.
+fn exports(tx: &CloudTx<'_>, dir: &Path) -> Result<Vec<VolumeExport>, StoreError> {
+    let mut out = Vec::new();
+    for v in tx.list::<Volume>(VOLUME, None)? {
+        let Some(a) = &v.attachment else { continue };
+        if v.state == "creating" {
+            continue; // still being restored: nobody may read it yet
+        }
+        let Some(i) = tx.get::<Instance>(INSTANCE, &a.instance_id)? else {
+            continue;
+        };
+        let node: Option<Node> = tx.get(NODE, &i.node)?;
+        let allowed: Vec<Mac> = node.and_then(|n| n.info).map_or(Vec::new(), |n| n.macs);
+        if allowed.is_empty() {
+            continue;
+        }
+        out.push(VolumeExport {
+            volume_id: v.id.clone(),
+            path: backing_path(dir, &v.id),
+            shelf: a.shelf,
+            slot: a.slot,
+            allowed,
+        });
+    }
+    out.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    Ok(out)
 }
 
 /// Snapshots whose chunks are being stored now (one thread each, one at a time).
