@@ -88,19 +88,11 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         Some(t) => ImageKind::parse(t)
             .ok_or_else(|| Ec2Error::invalid(KIND_META, t, "Use machine, kernel or ramdisk."))?,
     };
-    let arch = c.p.get("Architecture").unwrap_or("x86_64");
-    if !["x86_64", "i386", "arm64"].contains(&arch) {
-        return Err(Ec2Error::invalid("Architecture", arch, "Use x86_64."));
-    }
+    let arch = architecture(c.p)?;
     let owner = &c.user.name;
     let tag_set = tags::specified_for(c.p, ResourceType::Image)?;
     let id = ec2.store.cloud(|tx| {
-        if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
-            return Err(Ec2Error::client(
-                "InvalidAMIName.Duplicate",
-                format!("AMI name {name} is already in use by an AMI owned by you"),
-            ));
-        }
+        name_free(tx, owner, name)?;
         let kernel_id = linked(tx, c.p.get("KernelId"), owner, ImageKind::Kernel)?;
         let ramdisk_id = linked(tx, c.p.get("RamdiskId"), owner, ImageKind::Ramdisk)?;
         if kind != ImageKind::Machine && (kernel_id.is_some() || ramdisk_id.is_some()) {
@@ -136,6 +128,26 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(x.finish())
 }
 
+/// Refuses a second image of `owner` called `name`.
+fn name_free(tx: &CloudTx<'_>, owner: &str, name: &str) -> Result<(), Ec2Error> {
+    if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
+        return Err(Ec2Error::client(
+            "InvalidAMIName.Duplicate",
+            format!("AMI name {name} is already in use by an AMI owned by you"),
+        ));
+    }
+    Ok(())
+}
+
+/// RegisterImage's `Architecture` (default x86_64).
+fn architecture(p: &Params) -> Result<&str, Ec2Error> {
+    let arch = p.get("Architecture").unwrap_or("x86_64");
+    if !["x86_64", "i386", "arm64"].contains(&arch) {
+        return Err(Ec2Error::invalid("Architecture", arch, "Use x86_64."));
+    }
+    Ok(arch)
+}
+
 /// The snapshot RegisterImage's block-device mapping puts at the root device
 /// (`RootDeviceName`, which must be ours), if any.
 fn root_snapshot(p: &Params) -> Result<Option<String>, Ec2Error> {
@@ -165,12 +177,7 @@ fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<S
     let owner = &c.user.name;
     let tag_set = tags::specified_for(c.p, ResourceType::Image)?;
     let id = ec2.store.cloud(|tx| {
-        if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
-            return Err(Ec2Error::client(
-                "InvalidAMIName.Duplicate",
-                format!("AMI name {name} is already in use by an AMI owned by you"),
-            ));
-        }
+        name_free(tx, owner, name)?;
         let snap = super::volumes::completed_snapshot(tx, snapshot, owner)?;
         let kernel_id = linked(tx, c.p.get("KernelId"), owner, ImageKind::Kernel)?;
         let ramdisk_id = linked(tx, c.p.get("RamdiskId"), owner, ImageKind::Ramdisk)?;
@@ -189,7 +196,7 @@ fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<S
             key: String::new(),
             size: snap.volume_size << 30,
             sha256: String::new(),
-            architecture: c.p.get("Architecture").unwrap_or("x86_64").to_string(),
+            architecture: architecture(c.p)?.to_string(),
             kernel_id,
             ramdisk_id,
             public: false,
