@@ -115,7 +115,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(keeper::run(
             apis.nodes.store.clone(),
             storage_site(&config),
-            apis.nodes.changes.subscribe_network(),
+            apis.nodes.changes.clone(),
         ));
         if let Some(site) = gateway_site(&config) {
             let changed = apis.nodes.changes.subscribe_network();

@@ -3,12 +3,13 @@
 //! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
 //! input, other users, capacity, kill -9 mid-flow, node silence, node reboot, DescribeNodes,
 //! instance metadata options, key pairs as EC2 makes and fingerprints them, STS/IAM caller
-//! identity with the EC2 owner ids that go with it, tags, and instance attributes.
+//! identity with the EC2 owner ids that go with it, tags, instance attributes, and CreateImage
+//! (with a stand-in for the storage controller's answers).
 
 mod common;
 mod ec2_support;
 
-use ec2_support::{new_user, run_driven, start_frontend, TestNode};
+use ec2_support::{new_user, run_driven, start_frontend, StorageStandIn, TestNode};
 
 #[test]
 fn aws_cli_and_boto3_run_the_whole_flow_and_survive_kill_9() {
@@ -361,5 +362,94 @@ fn instance_attributes_are_described_and_modified_as_ec2_does_and_protection_hol
     assert!(
         log.contains("volume deleted with its terminated instance"),
         "no log line for the delete-on-termination volume: {log}"
+    );
+}
+
+#[test]
+fn create_image_copies_the_root_volume_at_rest_and_the_image_launches() {
+    use mallee_proto::Goal;
+    use std::sync::atomic::Ordering;
+    let mut fe = start_frontend(60);
+    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let storage = StorageStandIn::start(&fe);
+    let out = run_driven(&mut fe, "ec2_create_image.py", &[], |fe, line| {
+        let reply = match line {
+            // A keeper pass gave up waiting for the controller (and ended: whatever it does
+            // after its copies, it did without one).
+            "WAIT-STORAGE-REFUSED" => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while !fe
+                    .log()
+                    .contains("snapshot waits for the storage controller")
+                {
+                    assert!(std::time::Instant::now() < deadline, "{}", fe.log());
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                "REFUSED"
+            }
+            "HOLD-STORAGE" => {
+                storage.paused.store(true, Ordering::SeqCst);
+                "HELD"
+            }
+            "RELEASE-STORAGE" => {
+                storage.paused.store(false, Ordering::SeqCst);
+                "RELEASED"
+            }
+            "PAUSE-NODE" => {
+                node.pause();
+                "NODE-PAUSED"
+            }
+            "RESUME-NODE" => {
+                node.resume();
+                "NODE-RESUMED"
+            }
+            _ => return None,
+        };
+        Some(reply.to_string())
+    });
+    assert!(
+        out.contains("ok deregistered: the snapshot stays until deleted"),
+        "{out}"
+    );
+    assert!(out.contains("CreateImage"), "not model-checked: {out}");
+    let imaged = out
+        .lines()
+        .find_map(|l| l.strip_prefix("imaged "))
+        .expect("script printed the imaged instances");
+    let (rebooted, live) = imaged.split_once(' ').unwrap();
+    let seen = node.seen.lock().unwrap();
+    // The node was asked to stop the rebooted instance and to run it again; the NoReboot one
+    // was never asked to stop.
+    let goals = &seen.goals[rebooted];
+    assert_eq!(
+        goals[..3],
+        [Goal::Running, Goal::Stopped, Goal::Running],
+        "{goals:?}"
+    );
+    assert!(
+        !seen.goals[live].contains(&Goal::Stopped),
+        "{:?}",
+        seen.goals[live]
+    );
+    // The instance launched from the new image was handed a root volume to boot.
+    let launched = out
+        .lines()
+        .find_map(|l| l.strip_prefix("launched "))
+        .expect("script printed the launched instance");
+    let (child, _snapshot) = launched.split_once(' ').unwrap();
+    assert!(
+        seen.specs[child].root_volume.is_some(),
+        "{:?}",
+        seen.specs[child]
+    );
+    drop(seen);
+    let log = fe.log();
+    assert!(
+        log.contains("CreateImage: root volume copied; instance started again"),
+        "{log}"
+    );
+    assert!(
+        log.contains("was terminated before its root volume could be copied"),
+        "{log}"
     );
 }

@@ -2,8 +2,8 @@
 //! ModifyInstanceAttribute: which attribute may change in which state, and what a change does
 //! to the record. Instance type, user data, kernel and ramdisk change only while the instance
 //! is stopped, and the node's spec is built from the record (`reconcile::spec`), so they take
-//! effect at its next start; a new type must fit in the room the stopped instance holds on its
-//! node. Termination protection (which TerminateInstances honours) and the shutdown behaviour
+//! effect at its next start (which places it where the new type fits, `nodes::start_placed`).
+//! Termination protection (which TerminateInstances honours) and the shutdown behaviour
 //! change at any time before the instance ends. The security groups change only while the
 //! first group stays: an instance's network is its first group's (`networks`), so another
 //! first group would mean moving it to another VLAN and subnet, which nothing does. Also the
@@ -13,7 +13,6 @@
 use super::model::{
     Image, Instance, InstanceType, ShutdownBehavior, State, Volume, INSTANCE, VOLUME,
 };
-use super::nodes;
 use super::tags::{self, ResourceType, TagIndex};
 use crate::store::{CloudTx, StoreError};
 use mallee_proto::Segment;
@@ -51,16 +50,6 @@ pub enum AttributeError {
     },
     #[error("An instance is in at least one security group.")]
     NoGroups,
-    #[error("Insufficient capacity for {wanted} on node {node}, where the stopped instance '{instance}' holds its room: {free_vcpus} vCPUs and {free_mib} MiB would be free for it, {wanted} needs {vcpus} vCPUs and {mib} MiB.")]
-    NoRoom {
-        instance: String,
-        node: String,
-        wanted: &'static str,
-        vcpus: u32,
-        mib: u64,
-        free_vcpus: u64,
-        free_mib: u64,
-    },
     #[error("No device is currently mapped at {0}")]
     NoDevice(String),
     #[error(transparent)]
@@ -149,48 +138,13 @@ pub fn apply(i: &mut Instance, change: Change) -> Result<bool, AttributeError> {
     Ok(true)
 }
 
-/// ModifyInstanceAttribute on `i`: [`apply`], with a new type checked to fit on its node
-/// first ([`room_for`]), and `i` stored. Returns whether the node must hear of it.
+/// ModifyInstanceAttribute on `i`: [`apply`], and `i` stored. Returns whether the node must
+/// hear of it. A new type needs no room now: a stopped instance holds none, and its start
+/// places it where the type fits (or answers InsufficientInstanceCapacity).
 pub fn modify(tx: &CloudTx<'_>, i: &mut Instance, change: Change) -> Result<bool, AttributeError> {
-    let before = i.clone();
-    let wanted = match &change {
-        Change::InstanceType(t) => Some(*t),
-        _ => None,
-    };
     let notify = apply(i, change)?;
-    if let Some(t) = wanted {
-        room_for(tx, &before, t)?;
-    }
     tx.put(INSTANCE, &i.id, &i.owner, None, i)?;
     Ok(notify)
-}
-
-/// Checks that the node of stopped instance `i` has room for type `wanted` in place of the
-/// room `i` holds there now (a stopped instance keeps its room, see `nodes::usage`).
-pub fn room_for(
-    tx: &CloudTx<'_>,
-    i: &Instance,
-    wanted: &'static InstanceType,
-) -> Result<(), AttributeError> {
-    let Some(node) = nodes::loads(tx)?.into_iter().find(|n| n.id == i.node) else {
-        // A node never registered holds nothing; it is checked again when it starts.
-        return Ok(());
-    };
-    let free_vcpus = u64::from(node.cpus) + u64::from(i.vcpus);
-    let free_vcpus = free_vcpus.saturating_sub(u64::from(node.used_vcpus));
-    let free_mib = (node.memory_mib + i.memory_mib).saturating_sub(node.used_mib);
-    if u64::from(wanted.vcpus) > free_vcpus || wanted.memory_mib > free_mib {
-        return Err(AttributeError::NoRoom {
-            instance: i.id.clone(),
-            node: node.id,
-            wanted: wanted.name,
-            vcpus: wanted.vcpus,
-            mib: wanted.memory_mib,
-            free_vcpus,
-            free_mib,
-        });
-    }
-    Ok(())
 }
 
 /// What an instance's description shows besides its record: its tags and the volumes

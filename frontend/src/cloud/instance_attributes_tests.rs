@@ -4,6 +4,7 @@
 use super::*;
 use crate::cloud::config::Ec2Config;
 use crate::cloud::instances as lifecycle;
+use crate::cloud::nodes;
 use crate::cloud::model::{instance_type, ImageKind};
 use crate::cloud::reconcile::{spec, tests::attached_volume, tests::instance};
 use crate::store::Store;
@@ -34,6 +35,7 @@ fn kernel() -> Image {
         launch_users: vec![],
         created_ms: 0,
         root_snapshot: None,
+        source_instance: None,
     }
 }
 
@@ -208,7 +210,9 @@ fn node_with_a_stopped_instance(store: &Store) {
     other.state = State::Running;
     store
         .cloud(|tx| {
-            tx.put(INSTANCE, "i-00000001", "u", None, &stopped())?;
+            let mut i = stopped();
+            i.zone = cfg.clusters[0].clone();
+            tx.put(INSTANCE, "i-00000001", "u", None, &i)?;
             tx.put(INSTANCE, &other.id, "u", None, &other)
         })
         .unwrap();
@@ -219,52 +223,43 @@ fn stored(store: &Store, id: &str) -> Instance {
 }
 
 #[test]
-fn a_new_type_must_fit_in_the_room_the_stopped_instance_holds_on_its_node() {
+fn a_new_type_is_stored_at_once_and_placed_where_it_fits_at_the_start() {
     let (_d, store) = store();
     node_with_a_stopped_instance(&store);
-    // 1 vCPU is the other instance's, 1 this one's: m1.large wants 2.
-    let e = store
-        .cloud(|tx| {
+    let retype = |store: &Store, t: &str| {
+        store
+            .cloud(|tx| {
+                let mut i = stored_in(tx);
+                modify(tx, &mut i, Change::InstanceType(instance_type(t).unwrap()))
+            })
+            .unwrap()
+    };
+    // m1.large wants 2 vCPUs; the running instance holds 1 of n1's 2, the stopped one none.
+    assert!(retype(&store, "m1.large"));
+    let i = stored(&store, "i-00000001");
+    assert_eq!((i.instance_type.as_str(), i.vcpus), ("m1.large", 2));
+    assert_eq!(store.cloud(nodes::usage).unwrap()["n1"], [1, 256]);
+    let start = |store: &Store| {
+        store.cloud(|tx| {
             let mut i = stored_in(tx);
-            modify(
-                tx,
-                &mut i,
-                Change::InstanceType(instance_type("m1.large").unwrap()),
-            )
+            let r = nodes::start_placed(tx, &mut i, 9);
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+            Ok::<_, StoreError>(r)
         })
-        .unwrap_err();
-    match &e {
-        AttributeError::NoRoom {
-            free_vcpus,
-            vcpus,
-            node,
-            ..
-        } => {
-            assert_eq!((*free_vcpus, *vcpus, node.as_str()), (1, 2, "n1"))
-        }
-        other => panic!("{other}"),
-    }
-    assert_eq!(
-        stored(&store, "i-00000001").instance_type,
-        "m1.small",
-        "unchanged"
+    };
+    let refused = start(&store).unwrap();
+    assert!(
+        matches!(&refused, Err(nodes::StartError::NoRoom(why)) if why.contains("vCPUs ran out")),
+        "{refused:?}"
     );
-    // c1.medium: 1 vCPU and 512 MiB fit.
-    let notify = store
-        .cloud(|tx| {
-            let mut i = stored_in(tx);
-            modify(
-                tx,
-                &mut i,
-                Change::InstanceType(instance_type("c1.medium").unwrap()),
-            )
-        })
-        .unwrap();
-    assert!(notify);
+    assert_eq!(stored(&store, "i-00000001").state, State::Stopped);
+    // c1.medium: 1 vCPU and 512 MiB fit; it starts with the new type's room.
+    assert!(retype(&store, "c1.medium"));
+    start(&store).unwrap().unwrap();
     let i = stored(&store, "i-00000001");
     assert_eq!(
-        (i.instance_type.as_str(), i.vcpus, i.memory_mib),
-        ("c1.medium", 1, 512)
+        (i.instance_type.as_str(), i.vcpus, i.memory_mib, i.state),
+        ("c1.medium", 1, 512, State::Pending)
     );
     let used = store.cloud(nodes::usage).unwrap()["n1"];
     assert_eq!(used, [2, 768], "the node's usage follows the stored type");

@@ -91,8 +91,12 @@ pub fn terminate(i: &mut Instance, now: i64) {
 }
 
 /// Asks the node to stop `i` (an EBS-backed instance: its root volume stays); stopping or
-/// stopped already: nothing to do.
+/// stopped already: nothing to do. One CreateImage holds stopped stays stopped once its root
+/// volume is copied.
 pub fn stop(i: &mut Instance, now: i64) -> Result<(), NotNow> {
+    if let Some(hold) = &mut i.image_hold {
+        hold.restart = false;
+    }
     match i.state {
         State::Pending | State::Running => {
             i.goal = Goal::Stopped;
@@ -104,10 +108,11 @@ pub fn stop(i: &mut Instance, now: i64) -> Result<(), NotNow> {
     }
 }
 
-/// Asks the node to start a stopped `i`; pending or running already: nothing to do.
+/// Asks the node to start a stopped `i`; pending or running already: nothing to do. One
+/// CreateImage holds stopped (see `images`) cannot start before its root volume is copied.
 pub fn start(i: &mut Instance, now: i64) -> Result<(), NotNow> {
     match i.state {
-        State::Stopped => {
+        State::Stopped if i.image_hold.is_none() => {
             i.goal = Goal::Running;
             i.set_state(State::Pending, now);
             Ok(())

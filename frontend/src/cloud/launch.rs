@@ -150,6 +150,7 @@ pub fn write_instances(
             metadata_options_served: None,
             shutdown: Default::default(),
             root_volume: None, // EBS-backed: set with the volume the launch makes
+            image_hold: None,
         };
         public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;

@@ -3,7 +3,7 @@
 //! compute nodes with their capacity and usage (`nodes`, usage derived in one place), how node
 //! reports move instances through their states (`reconcile`), the lifecycle transitions users
 //! ask for and what a terminated instance lets go of (`instances`), the attributes users change
-//! after launch (`instance_attributes`), the tags on resources (`tags`), writing launched
+//! after launch (`instance_attributes`), images made from instances and the state images show (`images`), the tags on resources (`tags`), writing launched
 //! instances (`launch`), public addresses from the pool (`public`), the change signal nodes wait on (`changes`), who may use a bucket (`access`) and
 //! volume attachments and the exports they need (`volumes`), and the cloud's configuration. Its functions take the store (or a transaction) and plain values.
 //!
@@ -16,6 +16,7 @@
 pub mod access;
 pub mod changes;
 pub mod config;
+pub mod images;
 pub mod instance_attributes;
 pub mod instances;
 pub mod launch;

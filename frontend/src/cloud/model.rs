@@ -24,6 +24,9 @@ pub const IMAGE_PREFIXES: &[&str] = &["emi", "eki", "eri", "ami", "aki", "ari"];
 /// root disk as its first virtio-blk disk. Images carry no root device name of their own yet.
 pub const ROOT_DEVICE_NAME: &str = "/dev/vda";
 
+/// An image's architecture when nothing names one (RegisterImage without `Architecture`).
+pub const DEFAULT_ARCHITECTURE: &str = "x86_64";
+
 /// `prefix-` and `len` random lower-case hex digits.
 pub fn new_id(prefix: &str, len: usize) -> String {
     let mut rng = rand::thread_rng();
@@ -104,6 +107,10 @@ pub struct Image {
     /// from; the image then has no object in Walrus of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_snapshot: Option<String>,
+    /// Made by CreateImage from this instance's root volume (DescribeImages'
+    /// `sourceInstanceId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_instance: Option<String>,
 }
 
 impl Image {
@@ -224,6 +231,10 @@ pub enum State {
 }
 
 impl State {
+    /// The states in which an instance holds no room on a node: a stopped one is placed again
+    /// when it starts.
+    pub const ROOMLESS: [State; 2] = [State::Terminated, State::Stopped];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Pending => "pending",
@@ -343,12 +354,27 @@ pub struct Instance {
     /// EBS-backed: the volume it boots from (made from its image's snapshot at launch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_volume: Option<String>,
+    /// CreateImage holds it stopped until its root volume is copied (see `cloud::images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_hold: Option<ImageHold>,
+}
+
+/// CreateImage's hold on an EBS-backed instance whose root volume it copies at rest: the
+/// instance stays stopped (StartInstances is refused) until the snapshot's point-in-time copy
+/// is made, then it is started again if CreateImage stopped it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageHold {
+    pub image_id: String,
+    pub snapshot_id: String,
+    /// Start it again once the copy is made: it was running and CreateImage stopped it (a
+    /// StopInstances meanwhile clears this).
+    pub restart: bool,
 }
 
 impl Instance {
-    /// Whether it still holds room on its node.
+    /// Whether it still holds room on its node (see [`State::ROOMLESS`]).
     pub fn holds_capacity(&self) -> bool {
-        self.state != State::Terminated
+        !State::ROOMLESS.contains(&self.state)
     }
 
     /// Whether its VMM is known to serve its metadata options (EC2's `applied`; `pending`
@@ -454,6 +480,30 @@ pub struct Snapshot {
     /// Why it is in `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_message: Option<String>,
+    /// Not to be copied yet: CreateImage waits for its instance to stop first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+impl Snapshot {
+    /// A new `pending` snapshot `id` of volume `v`, made for `owner` at `now`: the storage
+    /// keeper copies the volume at one instant and stores its chunks in Walrus.
+    pub fn pending(id: String, owner: &str, v: &Volume, description: &str, now: i64) -> Snapshot {
+        Snapshot {
+            id,
+            owner: owner.to_string(),
+            volume_id: v.id.clone(),
+            volume_size: v.size_gib,
+            description: description.to_string(),
+            state: "pending".into(),
+            started_ms: now,
+            progress: 0,
+            copied: false,
+            stored_bytes: 0,
+            state_message: None,
+            held: false,
+        }
+    }
 }
 
 #[cfg(test)]

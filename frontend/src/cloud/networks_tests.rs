@@ -48,6 +48,7 @@ fn launch(group: &str, min: u32) -> Launch {
             launch_users: vec![],
             created_ms: 0,
             root_snapshot: None,
+            source_instance: None,
         },
         kernel: None,
         ramdisk: None,

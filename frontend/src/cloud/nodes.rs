@@ -1,15 +1,16 @@
 //! Compute nodes as the cloud knows them: enrollment (cluster secret → per-node token, only
 //! its SHA-256 kept), registration (a new boot id means the node rebooted and lost its
 //! instances), the desired state of a node, applying a node's report (instances, image cache),
-//! console output, marking silent nodes down, and each node's capacity and usage. Usage is
+//! console output, marking silent nodes down, each node's capacity and usage, and placing a
+//! stopped instance again when it starts ([`start_placed`]). Usage is
 //! derived in one place, [`usage`], from the instances that hold room on a node; nothing keeps
 //! a counter of it. Each operation is one store transaction; the HTTP side is `nodes/`.
 
 use super::config::Ec2Config;
-use super::instances::{instances_on, release_on_termination};
+use super::instances::{self as lifecycle, instances_on, release_on_termination};
 use super::model::{Instance, State, Volume, CONSOLE, INSTANCE, VOLUME};
 use super::{reconcile, volumes};
-use crate::scheduler::NodeLoad;
+use crate::scheduler::{self, Need, NodeLoad};
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
     ActualState, CacheSummary, CachedImage, ConsoleReport, EnrollRequest, InstanceSpec, NodeInfo,
@@ -281,20 +282,54 @@ pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, S
     })
 }
 
-/// vCPUs and MiB that instances hold on each node (every instance not terminated holds its
-/// room; see [`Instance::holds_capacity`]), summed by SQLite over the instance documents. The
-/// one place node usage comes from: placement, zone capacity and DescribeNodes all read it.
+/// vCPUs and MiB that instances hold on each node (every instance neither terminated nor
+/// stopped holds its room; see [`Instance::holds_capacity`]), summed by SQLite over the instance
+/// documents. The one place node usage comes from: placement, zone capacity and DescribeNodes
+/// all read it.
 pub fn usage(tx: &CloudTx<'_>) -> Result<HashMap<String, [u64; 2]>, StoreError> {
+    let roomless = State::ROOMLESS.map(State::name);
     let sums = tx.sum_by(
         INSTANCE,
         "node",
         ["vcpus", "memory_mib"],
-        ("state", State::Terminated.name()),
+        ("state", &roomless),
     )?;
     Ok(sums
         .into_iter()
         .map(|(node, [c, m])| (node, [c.max(0) as u64, m.max(0) as u64]))
         .collect())
+}
+
+/// Why a stopped instance did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Not stopped (nor already pending or running), or held by a CreateImage.
+    #[error("not in a state from which it can be started")]
+    NotNow,
+    /// No node of its zone has room for it; the scheduler's reason.
+    #[error("{0}")]
+    NoRoom(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts `i` (see [`lifecycle::start`]): a stopped instance held no room anywhere, so it is
+/// placed again, on the node of its zone with the most room — not necessarily the one it ran on
+/// (its root volume is exported to wherever it lands). Pending or running: nothing to do.
+pub fn start_placed(tx: &CloudTx<'_>, i: &mut Instance, now: i64) -> Result<(), StartError> {
+    if i.state == State::Stopped && i.image_hold.is_none() {
+        let need = Need {
+            vcpus: i.vcpus,
+            memory_mib: i.memory_mib,
+        };
+        let placed = scheduler::place(&loads(tx)?, &i.zone, need, 1, 1)
+            .map_err(|s| StartError::NoRoom(s.0))?;
+        if let Some(node) = placed.into_iter().next() {
+            i.node = node;
+            i.node_down = false;
+        }
+    }
+    lifecycle::start(i, now).map_err(|lifecycle::NotNow| StartError::NotNow)
 }
 
 /// Capacity and use of every registered node, for the scheduler.
@@ -354,4 +389,4 @@ pub fn views(tx: &CloudTx<'_>) -> Result<Vec<NodeView>, StoreError> {
 
 #[cfg(test)]
 #[path = "nodes_tests.rs"]
-mod tests;
+pub(crate) mod tests;

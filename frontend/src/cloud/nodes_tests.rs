@@ -37,6 +37,22 @@ fn info(node: &Node, boot_id: &str) -> NodeInfo {
     }
 }
 
+/// Node `id` enrolled and registered in `zone` (2 vCPUs, 2048 MiB), for tests elsewhere that
+/// need room for an instance to start.
+pub(crate) fn node_in(store: &Store, id: &str, zone: &str) {
+    let cfg = Ec2Config {
+        clusters: vec![zone.to_string()],
+        ..Ec2Config::default()
+    };
+    let req = EnrollRequest {
+        node_id: id.into(),
+        cluster: zone.into(),
+        secret: cfg.cluster_secret.clone(),
+    };
+    let node = authenticate(store, &enroll(store, &cfg, &req, 1).unwrap()).unwrap();
+    register(store, &node, info(&node, "b1"), 2).unwrap();
+}
+
 fn put(store: &Store, i: &Instance) {
     store
         .cloud(|tx| tx.put(INSTANCE, &i.id, &i.owner, None, i))
@@ -177,4 +193,83 @@ fn usage_sums_the_instances_holding_room_and_drops_one_once_terminated() {
     assert_eq!(get(&store, "i-00000003").state, State::Terminated);
     let views = store.cloud(views).unwrap();
     assert_eq!(views[0].used, [1, 256]);
+}
+
+#[test]
+fn a_stopped_instance_holds_no_room_and_starts_wherever_there_is_room() {
+    let (_d, store) = store();
+    let cfg = Ec2Config::default();
+    for id in ["n1", "n2"] {
+        node_in(&store, id, &cfg.clusters[0]);
+    }
+    // `i` stopped on n2; n2 then filled by `big`; n1 holds `small`.
+    let mut i = instance();
+    (i.zone, i.node, i.state, i.goal) = (
+        cfg.clusters[0].clone(),
+        "n2".into(),
+        State::Stopped,
+        Goal::Stopped,
+    );
+    put(&store, &i);
+    let mut big = instance();
+    (big.id, big.zone, big.node, big.state) = (
+        "i-00000003".into(),
+        cfg.clusters[0].clone(),
+        "n2".into(),
+        State::Running,
+    );
+    (big.vcpus, big.memory_mib) = (2, 1024);
+    put(&store, &big);
+    let used = store.cloud(usage).unwrap();
+    assert_eq!(
+        used.get("n2"),
+        Some(&[2, 1024]),
+        "a stopped instance holds no room"
+    );
+
+    let start = |store: &Store, id: &str| {
+        store.cloud(|tx| {
+            let mut i: Instance = tx.get(INSTANCE, id)?.unwrap();
+            let r = start_placed(tx, &mut i, 5);
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+            Ok::<_, StoreError>(r.map(|()| i))
+        })
+    };
+    let started = start(&store, &i.id).unwrap().unwrap();
+    assert_eq!(
+        (started.node.as_str(), started.state, started.goal),
+        ("n1", State::Pending, Goal::Running),
+        "started on the node with room, not back on the full one"
+    );
+    // Starting it again is nothing to do; it stays where it is.
+    assert_eq!(start(&store, &i.id).unwrap().unwrap().node, "n1");
+
+    // Stopped again with both nodes full: no room, and it stays stopped where it was.
+    let mut again = get(&store, &i.id);
+    (again.state, again.goal) = (State::Stopped, Goal::Stopped);
+    put(&store, &again);
+    let mut filler = instance();
+    (filler.id, filler.zone, filler.node, filler.state) = (
+        "i-00000004".into(),
+        cfg.clusters[0].clone(),
+        "n1".into(),
+        State::Running,
+    );
+    (filler.vcpus, filler.memory_mib) = (2, 1024);
+    put(&store, &filler);
+    let refused = start(&store, &i.id).unwrap();
+    assert!(
+        matches!(&refused, Err(StartError::NoRoom(why)) if why.contains("room for 0")),
+        "{refused:?}"
+    );
+    assert_eq!(get(&store, &i.id).state, State::Stopped);
+
+    // A terminated instance does not start.
+    let mut gone = get(&store, &i.id);
+    gone.state = State::Terminated;
+    put(&store, &gone);
+    assert!(matches!(
+        start(&store, &i.id).unwrap(),
+        Err(StartError::NotNow)
+    ));
 }

@@ -175,6 +175,7 @@ pub(crate) mod tests {
             metadata_options_served: None,
             shutdown: Default::default(),
             root_volume: None,
+            image_hold: None,
         }
     }
 

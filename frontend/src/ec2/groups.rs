@@ -7,7 +7,7 @@ use super::params::{filter_matches, Params};
 use super::tags;
 use super::xml::{self, Xml};
 use super::{Call, Ec2, Ec2Error};
-use crate::cloud::model::{new_id, Instance, Rule, SecurityGroup, Source, GROUP, INSTANCE};
+use crate::cloud::model::{new_id, Instance, Rule, SecurityGroup, Source, State, GROUP, INSTANCE};
 use crate::cloud::tags::{self as tagging, ResourceType};
 use crate::store::{account_id, CloudTx};
 
@@ -102,7 +102,7 @@ pub fn delete(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
         let in_use = tx
             .list::<Instance>(INSTANCE, Some(&c.user.name))?
             .into_iter()
-            .any(|i| i.holds_capacity() && i.groups.iter().any(|(id, _)| *id == g.id));
+            .any(|i| i.state != State::Terminated && i.groups.iter().any(|(id, _)| *id == g.id));
         if in_use {
             return Err(Ec2Error::client(
                 "InvalidGroup.InUse",

@@ -1,17 +1,23 @@
 //! Images: RegisterImage makes an emi-/eki-/eri- record from a Walrus object (its size and
 //! SHA-256 come from the object store, the kind from the object's `x-amz-meta-mallee-image-type`
-//! metadata: `machine` (default), `kernel` or `ramdisk`); DescribeImages with owners,
-//! executable-by and filters (tag filters: the caller's own tags); DeregisterImage (the image's
-//! tags go with it); launch permissions.
+//! metadata: `machine` (default), `kernel` or `ramdisk`), or an EBS-backed one from a root
+//! snapshot; DescribeImages with owners, executable-by and filters (tag filters: the caller's
+//! own tags), each image's state as `cloud::images` derives it (an EBS-backed image is
+//! `pending` until its root snapshot is in Walrus); DeregisterImage (the image's tags go with
+//! it, its root snapshot stays); launch permissions. CreateImage is `create_image`.
 
 use super::params::{filter_matches, Params};
 use super::tags;
 use super::xml::{self, time};
 use super::{Call, Ec2, Ec2Error};
 use crate::cloud::access::{may_access, Access};
-use crate::cloud::model::{new_id, well_formed, Image, ImageKind, IMAGE, ROOT_DEVICE_NAME};
+use crate::cloud::images::{self as imaging, ImageState};
+use crate::cloud::model::{
+    new_id, well_formed, Image, ImageKind, DEFAULT_ARCHITECTURE, IMAGE, ROOT_DEVICE_NAME,
+};
 use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
 use crate::store::{account_id, CloudTx, ObjectRow, User};
+use std::collections::BTreeMap;
 
 pub use crate::cloud::model::IMAGE_PREFIXES;
 const KIND_META: &str = "x-amz-meta-mallee-image-type";
@@ -64,8 +70,16 @@ pub(super) fn walrus_object<'a>(
     Ok((bucket, key, obj))
 }
 
-pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    let name = c.p.req("Name")?;
+/// `InvalidAMIID.Unavailable`: `img` is not available (pending or failed) for `what`.
+pub(super) fn unavailable(img: &Image, state: &ImageState, what: &str) -> Ec2Error {
+    Ec2Error::client(
+        "InvalidAMIID.Unavailable",
+        format!("AMI '{}' is {}, and cannot be {what}", img.id, state.name()),
+    )
+}
+
+/// An AMI name as RegisterImage and CreateImage take it: 3 to 128 characters.
+pub(super) fn valid_name(name: &str) -> Result<&str, Ec2Error> {
     if !(3..=128).contains(&name.len()) {
         return Err(Ec2Error::invalid(
             "Name",
@@ -73,6 +87,11 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             "AMI names are 3 to 128 characters.",
         ));
     }
+    Ok(name)
+}
+
+pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let name = valid_name(c.p.req("Name")?)?;
     if let Some(snapshot) = root_snapshot(c.p)? {
         return register_ebs(ec2, c, name, &snapshot);
     }
@@ -117,6 +136,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             launch_users: Vec::new(),
             created_ms: c.now,
             root_snapshot: None,
+            source_instance: None,
         };
         tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
         tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
@@ -129,7 +149,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 }
 
 /// Refuses a second image of `owner` called `name`.
-fn name_free(tx: &CloudTx<'_>, owner: &str, name: &str) -> Result<(), Ec2Error> {
+pub(super) fn name_free(tx: &CloudTx<'_>, owner: &str, name: &str) -> Result<(), Ec2Error> {
     if tx.by_name::<Image>(IMAGE, owner, name)?.is_some() {
         return Err(Ec2Error::client(
             "InvalidAMIName.Duplicate",
@@ -141,7 +161,7 @@ fn name_free(tx: &CloudTx<'_>, owner: &str, name: &str) -> Result<(), Ec2Error> 
 
 /// RegisterImage's `Architecture` (default x86_64).
 fn architecture(p: &Params) -> Result<&str, Ec2Error> {
-    let arch = p.get("Architecture").unwrap_or("x86_64");
+    let arch = p.get("Architecture").unwrap_or(DEFAULT_ARCHITECTURE);
     if !["x86_64", "i386", "arm64"].contains(&arch) {
         return Err(Ec2Error::invalid("Architecture", arch, "Use x86_64."));
     }
@@ -203,6 +223,7 @@ fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<S
             launch_users: Vec::new(),
             created_ms: c.now,
             root_snapshot: Some(snap.id),
+            source_instance: None,
         };
         tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
         tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
@@ -216,6 +237,7 @@ fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<S
 
 fn keep(
     img: &Image,
+    state: &ImageState,
     user: &str,
     p: &Params,
     filters: &[super::params::Filter],
@@ -240,7 +262,7 @@ fn keep(
             "image-id" => filter_matches(f, &img.id),
             "name" => filter_matches(f, &img.name),
             "image-type" => filter_matches(f, img.kind.as_str()),
-            "state" => filter_matches(f, "available"),
+            "state" => filter_matches(f, state.name()),
             "owner-id" => filter_matches(f, &account_id(&img.owner)),
             "is-public" => filter_matches(f, if img.public { "true" } else { "false" }),
             "architecture" => filter_matches(f, &img.architecture),
@@ -254,29 +276,35 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("ImageId");
     let filters = c.p.filters()?;
     let user = &c.user.name;
-    let (images, tag_index) = ec2.store.cloud(|tx| {
+    let (images, states, tag_index) = ec2.store.cloud(|tx| {
         for id in &ids {
             visible(tx, id, user)?;
         }
         // The caller's own tags: those on shared images' owners' side are theirs.
         let tag_index = tagging::index(tx, user, ResourceType::Image)?;
-        Ok::<_, Ec2Error>((tx.list::<Image>(IMAGE, None)?, tag_index))
+        let images: Vec<Image> = (tx.list::<Image>(IMAGE, None)?.into_iter())
+            .filter(|i| i.launchable_by(user))
+            .filter(|i| ids.is_empty() || ids.contains(&i.id))
+            .collect();
+        let mut states = BTreeMap::new();
+        for i in &images {
+            states.insert(i.id.clone(), imaging::state_of(tx, i)?);
+        }
+        Ok::<_, Ec2Error>((images, states, tag_index))
     })?;
-    let shown: Vec<&Image> = images
-        .iter()
-        .filter(|i| i.launchable_by(user))
-        .filter(|i| ids.is_empty() || ids.contains(&i.id))
-        .filter(|i| keep(i, user, c.p, &filters, tag_index.of(&i.id)))
+    let shown: Vec<(&Image, &ImageState)> = (images.iter())
+        .filter_map(|i| Some((i, states.get(&i.id)?)))
+        .filter(|(i, s)| keep(i, s, user, c.p, &filters, tag_index.of(&i.id)))
         .collect();
     let mut x = xml::response(c.action, c.rid);
-    x.set("imagesSet", &shown, |x, i| {
+    x.set("imagesSet", &shown, |x, (i, state)| {
         let location = match &i.root_snapshot {
             Some(_) => format!("{}/{}", account_id(&i.owner), i.name),
             None => format!("{}/{}", i.bucket, i.key),
         };
         x.field("imageId", &i.id)
             .field("imageLocation", location)
-            .field("imageState", "available")
+            .field("imageState", state.name())
             .field("imageOwnerId", account_id(&i.owner))
             .field("creationDate", time(i.created_ms))
             .field("isPublic", i.public)
@@ -295,7 +323,14 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 },
             )
             .field("rootDeviceName", ROOT_DEVICE_NAME)
-            .field("virtualizationType", "hvm");
+            .field("virtualizationType", "hvm")
+            .opt("sourceInstanceId", i.source_instance.as_ref());
+        if let Some(r) = state.reason() {
+            x.open("stateReason")
+                .field("code", &r.code)
+                .field("message", &r.message)
+                .close("stateReason");
+        }
         let roots: Vec<&String> = i.root_snapshot.iter().collect();
         x.set("blockDeviceMapping", &roots, |x, snap| {
             x.field("deviceName", ROOT_DEVICE_NAME);
@@ -451,6 +486,15 @@ pub fn modify_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     }
     ec2.store.cloud(|tx| {
         let mut img = owned(tx, id, &c.user.name)?;
+        let state = imaging::state_of(tx, &img)?;
+        if state == ImageState::Pending {
+            return Err(Ec2Error::client(
+                "InvalidAMIID.Unavailable",
+                format!(
+                    "The AMI ID '{id}' is currently pending and may not be used for this operation"
+                ),
+            ));
+        }
         for (add, user) in &changes {
             match (add, user) {
                 (true, None) => img.public = true,

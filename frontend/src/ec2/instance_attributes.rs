@@ -301,9 +301,6 @@ fn refused(i: &Instance, e: AttributeError) -> Ec2Error {
         AttributeError::Ended(_) => incorrect(i, "modified"),
         e @ AttributeError::NetworkGroup { .. } => Ec2Error::combination(e.to_string()),
         e @ AttributeError::NoGroups => Ec2Error::missing(&format!("GroupId ({e})")),
-        e @ AttributeError::NoRoom { .. } => {
-            Ec2Error::new(500, "InsufficientInstanceCapacity", e.to_string())
-        }
         e @ AttributeError::NoDevice(_) => {
             Ec2Error::client("InvalidInstanceAttributeValue", e.to_string())
         }

@@ -12,6 +12,7 @@ use super::{Call, Ec2, Ec2Error};
 use crate::cloud::instance_attributes::{may_terminate, Related};
 use crate::cloud::instances as lifecycle;
 use crate::cloud::model::{well_formed, Instance, State, CONSOLE, INSTANCE};
+use crate::cloud::nodes::{self, StartError};
 use crate::cloud::tags::TagSet;
 use crate::store::CloudTx;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -120,7 +121,7 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 fn change_each(
     ec2: &Ec2,
     c: &Call<'_>,
-    change: impl Fn(&mut Instance, i64) -> Result<(), Ec2Error>,
+    change: impl Fn(&CloudTx<'_>, &mut Instance, i64) -> Result<(), Ec2Error>,
 ) -> Result<String, Ec2Error> {
     let ids = c.p.list("InstanceId");
     if ids.is_empty() {
@@ -131,7 +132,7 @@ fn change_each(
         for id in &ids {
             let mut i = owned(tx, id, &c.user.name)?;
             let before = i.state;
-            change(&mut i, c.now)?;
+            change(tx, &mut i, c.now)?;
             tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
             out.push((i.id.clone(), before, i.state));
         }
@@ -157,7 +158,7 @@ pub fn incorrect(i: &Instance, what: &str) -> Ec2Error {
 /// Terminates the instances named; one with termination protection fails the whole call, and
 /// none is terminated (`OperationNotPermitted`, as AWS).
 pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| {
+    change_each(ec2, c, |_, i, now| {
         may_terminate(i).map_err(|e| Ec2Error::client("OperationNotPermitted", e.to_string()))?;
         lifecycle::terminate(i, now);
         Ok(())
@@ -167,7 +168,7 @@ pub fn terminate(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
 /// StopInstances: only EBS-backed instances stop (their root volume keeps the disk); AWS
 /// refuses instance-store ones, whose root disk lives only as long as the VMM.
 pub fn stop(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| {
+    change_each(ec2, c, |_, i, now| {
         if i.root_volume.is_none() {
             return Err(not_ebs_backed(i));
         }
@@ -186,14 +187,23 @@ fn not_ebs_backed(i: &Instance) -> Ec2Error {
 }
 
 pub fn start(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, now| match lifecycle::start(i, now) {
+    change_each(ec2, c, |tx, i, now| match nodes::start_placed(tx, i, now) {
         Ok(()) => Ok(()),
-        Err(lifecycle::NotNow) => Err(incorrect(i, "started")),
+        Err(StartError::NotNow) => Err(incorrect(i, "started")),
+        Err(StartError::NoRoom(why)) => Err(Ec2Error::new(
+            500,
+            "InsufficientInstanceCapacity",
+            format!(
+                "Insufficient capacity to start {} ({}): {why}",
+                i.id, i.instance_type
+            ),
+        )),
+        Err(StartError::Store(e)) => Err(e.into()),
     })
 }
 
 pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    change_each(ec2, c, |i, _| match lifecycle::reboot(i) {
+    change_each(ec2, c, |_, i, _| match lifecycle::reboot(i) {
         Ok(()) => Ok(()),
         Err(lifecycle::NotNow) => Err(incorrect(i, "rebooted")),
     })?;

@@ -13,6 +13,7 @@ pub mod xml;
 
 mod addresses;
 mod appliance;
+mod create_image;
 mod groups;
 mod images;
 mod instance_attributes;
@@ -213,6 +214,7 @@ impl Ec2 {
             "RegisterImage" => images::register(self, c),
             "DescribeImages" => images::describe(self, c),
             "DeregisterImage" => images::deregister(self, c),
+            "CreateImage" => create_image::create(self, c),
             "DescribeImageAttribute" => images::describe_attribute(self, c),
             "ModifyImageAttribute" => images::modify_attribute(self, c),
             "CreateKeyPair" => keypairs::create(self, c),

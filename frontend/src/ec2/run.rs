@@ -156,6 +156,10 @@ fn resolve(tx: &CloudTx<'_>, c: &Call<'_>) -> Result<Launch, Ec2Error> {
             "It is a kernel or ramdisk image.",
         ));
     }
+    let state = crate::cloud::images::state_of(tx, &image)?;
+    if state != crate::cloud::images::ImageState::Available {
+        return Err(super::images::unavailable(&image, &state, "run"));
+    }
     let kernel = linked(
         tx,
         c,

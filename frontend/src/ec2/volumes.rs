@@ -369,19 +369,8 @@ pub fn create_snapshot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
                 format!("Volume '{vid}' is in the '{}' state.", v.state),
             ));
         }
-        let s = Snapshot {
-            id: new_id("snap", 17),
-            owner: c.user.name.clone(),
-            volume_id: v.id,
-            volume_size: v.size_gib,
-            description: c.p.get("Description").unwrap_or("").to_string(),
-            state: "pending".into(),
-            started_ms: c.now,
-            progress: 0,
-            copied: false,
-            stored_bytes: 0,
-            state_message: None,
-        };
+        let description = c.p.get("Description").unwrap_or("");
+        let s = Snapshot::pending(new_id("snap", 17), &c.user.name, &v, description, c.now);
         tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)?;
         tagging::attach(tx, &s.owner, &s.id, ResourceType::Snapshot, &tag_set)?;
         Ok::<_, Ec2Error>(s)

@@ -5,13 +5,17 @@
 //! takes snapshots: a `pending` snapshot's volume is withheld from the exports until the
 //! controller says it no longer serves it (a node's writes stall and are retransmitted), copied
 //! as it is at that instant, exported again, and the copy cut into chunks in Walrus
-//! ([`super::snapshots`]) on a thread of its own.
+//! ([`super::snapshots`]) on a thread of its own. A snapshot CreateImage holds is left alone
+//! until its instance is stopped; each pass moves those holds ([`crate::cloud::images::advance`])
+//! before and after the copies, and wakes the nodes when that starts an instance again.
 
 use super::{read_applied, snapshots, write_exports};
+use crate::cloud::images;
 use crate::cloud::model::{Instance, INSTANCE};
 use crate::cloud::model::{Snapshot, Volume, SNAPSHOT, VOLUME};
 use crate::cloud::nodes::{Node, NODE};
 use crate::cloud::volumes::{backing_files, backing_path};
+use crate::cloud::Changes;
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::storage::Exports;
 use mallee_proto::storage::VolumeExport;
@@ -355,11 +359,26 @@ fn chunk(store: Arc<Store>, site: &StorageSite, s: &Snapshot) {
     });
 }
 
+/// Moves CreateImage's holds one step, waking the nodes when an instance starts again.
+fn advance_images(store: &Store, changes: &Changes) {
+    match store.cloud(|tx| images::advance(tx, crate::store::now_ms())) {
+        Ok(true) => changes.bump(),
+        Ok(false) => {}
+        Err(e) => tracing::error!("storage: moving CreateImage's holds: {e}"),
+    }
+}
+
 /// One pass: files, snapshots' copies, the exports; returns what is handed over.
-fn keep(store: &Arc<Store>, site: &StorageSite, mut last: Option<Handed>) -> Option<Handed> {
+fn keep(
+    store: &Arc<Store>,
+    site: &StorageSite,
+    changes: &Changes,
+    mut last: Option<Handed>,
+) -> Option<Handed> {
     if let Err(e) = keep_files(store, &site.volumes) {
         tracing::error!("storage: {e}");
     }
+    advance_images(store, changes);
     let (pending, volumes) = match store.cloud(|tx| {
         let snaps = tx.list::<Snapshot>(SNAPSHOT, None)?;
         Ok::<_, StoreError>((snaps, tx.list::<Volume>(VOLUME, None)?))
@@ -367,7 +386,7 @@ fn keep(store: &Arc<Store>, site: &StorageSite, mut last: Option<Handed>) -> Opt
         Ok((snaps, vols)) => (
             snaps
                 .into_iter()
-                .filter(|s| s.state == "pending")
+                .filter(|s| s.state == "pending" && !s.held)
                 .collect::<Vec<_>>(),
             vols,
         ),
@@ -410,7 +429,7 @@ fn keep(store: &Arc<Store>, site: &StorageSite, mut last: Option<Handed>) -> Opt
     let still: BTreeSet<String> = (store.cloud(|tx| tx.list::<Snapshot>(SNAPSHOT, None)))
         .unwrap_or_default()
         .into_iter()
-        .filter(|s| s.state == "pending" && !s.copied)
+        .filter(|s| s.state == "pending" && !s.copied && !s.held)
         .map(|s| s.volume_id)
         .collect();
     last = hand_over(store, site, &still, last);
@@ -421,6 +440,7 @@ fn keep(store: &Arc<Store>, site: &StorageSite, mut last: Option<Handed>) -> Opt
     {
         chunk(store.clone(), site, s);
     }
+    advance_images(store, changes); // copies made: holds released, instances started again
     last
 }
 
@@ -433,7 +453,8 @@ pub fn free_snapshot(store: &Store, id: &str) -> Result<u64, snapshots::Snapshot
 
 /// Keeps backing files, snapshots and the handed-over exports equal to what the state asks
 /// for: at start and after every change of the cloud's state.
-pub async fn run(store: Arc<Store>, site: StorageSite, changed: watch::Receiver<u64>) {
+pub async fn run(store: Arc<Store>, site: StorageSite, changes: Arc<Changes>) {
+    let changed: watch::Receiver<u64> = changes.subscribe_network();
     for dir in [&site.dir, &site.volumes] {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::error!("storage: creating {}: {e}", dir.display());
@@ -443,7 +464,7 @@ pub async fn run(store: Arc<Store>, site: StorageSite, changed: watch::Receiver<
         tracing::error!("storage: {e}");
     }
     crate::handover::run("storage", changed, Some(RETRY), move |last| {
-        keep(&store, &site, last)
+        keep(&store, &site, &changes, last)
     })
     .await
 }
@@ -482,7 +503,8 @@ mod tests {
             .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
             .unwrap();
         std::fs::write(backing_path(&site.volumes, "vol-00000000000000000"), b"x").unwrap();
-        let handed = keep(&store, &site, None).expect("handed over");
+        let changes = Changes::default();
+        let handed = keep(&store, &site, &changes, None).expect("handed over");
         assert!(handed.exports.exports.is_empty());
         let file = std::fs::metadata(backing_path(&site.volumes, &v.id)).unwrap();
         assert_eq!(file.len(), 2 << 30);
@@ -493,7 +515,7 @@ mod tests {
         assert!(!backing_path(&site.volumes, "vol-00000000000000000").exists());
         // Unchanged state: nothing written again.
         let before = std::fs::read(site.dir.join(mallee_proto::storage::EXPORTS_FILE)).unwrap();
-        keep(&store, &site, Some(handed));
+        keep(&store, &site, &changes, Some(handed));
         let after = std::fs::read(site.dir.join(mallee_proto::storage::EXPORTS_FILE)).unwrap();
         assert_eq!(before, after);
         // A volume attached to an instance on no known node is not exported (no MAC to allow).
@@ -507,11 +529,51 @@ mod tests {
         store
             .cloud(|tx| tx.put(VOLUME, &attached.id, &attached.owner, None, &attached))
             .unwrap();
-        assert!(keep(&store, &site, None)
+        assert!(keep(&store, &site, &changes, None)
             .unwrap()
             .exports
             .exports
             .is_empty());
+    }
+
+    #[test]
+    fn a_held_snapshot_is_not_copied_until_its_hold_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let site = StorageSite {
+            dir: dir.path().join("storage"),
+            volumes: dir.path().join("volumes"),
+            interface: "eth1".into(),
+        };
+        std::fs::create_dir_all(&site.volumes).unwrap();
+        let v = volume("vol-0000beef", "creating");
+        let mut s = Snapshot::pending("snap-00000000000000001".into(), "alice", &v, "", 0);
+        s.held = true;
+        store
+            .cloud(|tx| {
+                tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
+                tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)
+            })
+            .unwrap();
+        let changes = Changes::default();
+        let copied = || {
+            let s: Snapshot = store.cloud(|tx| tx.get(SNAPSHOT, &s.id)).unwrap().unwrap();
+            s.copied
+        };
+        keep(&store, &site, &changes, None);
+        assert!(
+            !copied(),
+            "held: CreateImage waits for its instance to stop"
+        );
+        store
+            .cloud(|tx| {
+                let mut s: Snapshot = tx.get(SNAPSHOT, &s.id)?.unwrap();
+                s.held = false;
+                tx.put(SNAPSHOT, &s.id, &s.owner, None, &s)
+            })
+            .unwrap();
+        keep(&store, &site, &changes, None);
+        assert!(copied(), "unattached and no longer held: copied at once");
     }
 
     #[test]

@@ -90,23 +90,25 @@ impl CloudTx<'_> {
     }
 
     /// Sums of the integer fields `sums` of the records of `kind`, grouped by the string field
-    /// `group`, skipping records whose field `skip.0` equals `skip.1`. Field names are JSON
+    /// `group`, skipping records whose field `skip.0` is one of `skip.1`. Field names are JSON
     /// object keys of the documents; SQLite reads them without building the records.
     pub fn sum_by(
         &self,
         kind: &str,
         group: &str,
         sums: [&str; 2],
-        skip: (&str, &str),
+        skip: (&str, &[&str]),
     ) -> Result<Vec<(String, [i64; 2])>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT json_extract(body, '$.' || ?2) AS g,
                     SUM(json_extract(body, '$.' || ?3)), SUM(json_extract(body, '$.' || ?4))
-             FROM cloud WHERE kind = ?1 AND json_extract(body, '$.' || ?5) IS NOT ?6
+             FROM cloud WHERE kind = ?1 AND coalesce(json_extract(body, '$.' || ?5)
+                 NOT IN (SELECT value FROM json_each(?6)), 1)
              GROUP BY g",
         )?;
+        let skipped = serde_json::to_string(skip.1).map_err(|e| corrupt(kind, "sum_by", e))?;
         let rows = stmt.query_map(
-            params![kind, group, sums[0], sums[1], skip.0, skip.1],
+            params![kind, group, sums[0], sums[1], skip.0, skipped],
             |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?.unwrap_or_default(),
@@ -217,8 +219,18 @@ mod tests {
                     None,
                     &serde_json::json!({"at": "b", "n": 1, "m": 1, "st": "on"}),
                 )?;
-                let sums = tx.sum_by("sized", "at", ["n", "m"], ("st", "off"))?;
+                let sums = tx.sum_by("sized", "at", ["n", "m"], ("st", &["off"]))?;
                 assert_eq!(sums, vec![("a".into(), [5, 6]), ("b".into(), [1, 1])]);
+                // A record without the skip field is counted; several values are skipped.
+                tx.put(
+                    "sized",
+                    "s-5",
+                    "u",
+                    None,
+                    &serde_json::json!({"at": "c", "n": 1, "m": 2}),
+                )?;
+                let sums = tx.sum_by("sized", "at", ["n", "m"], ("st", &["off", "on"]))?;
+                assert_eq!(sums, vec![("c".into(), [1, 2])]);
                 assert_eq!(tx.next_counter("c")?, 1);
                 assert_eq!(tx.next_counter("c")?, 2);
                 assert!(tx.delete("thing", "t-1")?);

@@ -1,6 +1,7 @@
 //! Support for the EC2 tests: a frontend started with an `[ec2]` configuration, a test node
 //! that speaks the real node protocol (`mallee-proto` JSON over HTTP on loopback) from a
-//! thread, and a driver for scripts that ask the harness to act (`KILL`, `PAUSE`, `RESUME`).
+//! thread, a stand-in for the storage controller's answers, and a driver for scripts that ask
+//! the harness to act (`KILL`, `PAUSE`, `RESUME`).
 
 #![allow(dead_code)]
 
@@ -74,6 +75,8 @@ pub struct Seen {
     pub desired: Vec<String>,
     pub enrollments: u32,
     pub reports: u32,
+    /// Each instance's goals in the order the node was handed them (repeats left out).
+    pub goals: BTreeMap<String, Vec<Goal>>,
 }
 
 /// A node agent stand-in on a thread: enrolls, registers (with a boot id the test may change),
@@ -84,6 +87,8 @@ pub struct Seen {
 pub struct TestNode {
     pub seen: Arc<Mutex<Seen>>,
     pub paused: Arc<AtomicBool>,
+    /// Set by the node's thread while it is paused and no round is under way.
+    idle: Arc<AtomicBool>,
     /// Keep reporting the metadata options each instance had when this was set.
     pub hold_metadata: Arc<AtomicBool>,
     /// The boot id it registers with (`/proc/sys/kernel/random/boot_id` on a real node).
@@ -274,6 +279,10 @@ impl Agent {
             .map(|s| s.instance_id.clone())
             .collect();
         for spec in desired.instances {
+            let goals = seen.goals.entry(spec.instance_id.clone()).or_default();
+            if goals.last() != Some(&spec.goal) {
+                goals.push(spec.goal);
+            }
             seen.specs.insert(spec.instance_id.clone(), spec);
         }
         Ok(())
@@ -307,10 +316,13 @@ impl TestNode {
             served: BTreeMap::new(),
             hold_metadata: hold_metadata.clone(),
         };
-        let (p, s, r) = (paused.clone(), stop.clone(), rejoin.clone());
+        let idle = Arc::new(AtomicBool::new(false));
+        let (p, s, r, i) = (paused.clone(), stop.clone(), rejoin.clone(), idle.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                if p.load(Ordering::SeqCst) {
+                let pause = p.load(Ordering::SeqCst);
+                i.store(pause, Ordering::SeqCst);
+                if pause {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }
@@ -329,6 +341,7 @@ impl TestNode {
         let node = TestNode {
             seen,
             paused,
+            idle,
             hold_metadata,
             boot_id,
             rejoin,
@@ -350,6 +363,21 @@ impl TestNode {
         let before = self.seen.lock().unwrap().enrollments;
         self.rejoin.store(true, Ordering::SeqCst);
         self.wait("the node to register again", |s| s.enrollments > before);
+    }
+
+    /// Stops reporting and returns once no round (long poll, report) is under way, so nothing
+    /// the frontend asks from now on is seen until [`TestNode::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.idle.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "timed out pausing the node");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Polls the node's view until `cond` holds (30 s deadline).
@@ -423,4 +451,73 @@ pub fn new_user(fe: &Frontend, name: &str) -> (String, String) {
     let line = fe.admin(&["user", "create", name]);
     let f: Vec<&str> = line.trim().split('\t').collect();
     (f[2].to_string(), f[3].to_string())
+}
+
+/// Stands in for the storage controller (`mallee-frontend storage` needs root and an
+/// AF_PACKET socket on the nodes' segment): answers each exports file the daemon hands over as
+/// served, as the controller's `applied.json`, so the storage keeper can withhold an attached
+/// volume and snapshot it. Serves nothing over AoE. While `paused`, it answers nothing (a
+/// controller that has not caught up yet).
+pub struct StorageStandIn {
+    pub paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StorageStandIn {
+    pub fn start(fe: &Frontend) -> StorageStandIn {
+        use mallee_proto::storage::{Applied, ExportState, Exports, APPLIED_FILE, EXPORTS_FILE};
+        let dir = fe.data_dir().join(mallee_proto::storage::STORAGE_DIR);
+        let paused = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (paused.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut answered = None;
+            while !s.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                if p.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(text) = std::fs::read(dir.join(EXPORTS_FILE)) else {
+                    continue;
+                };
+                let Ok(want) = serde_json::from_slice::<Exports>(&text) else {
+                    continue; // caught mid-rename: read it again
+                };
+                if answered == Some(want.generation) {
+                    continue;
+                }
+                let applied = Applied {
+                    generation: want.generation,
+                    exports: (want.exports.iter())
+                        .map(|e| ExportState {
+                            volume_id: e.volume_id.clone(),
+                            shelf: e.shelf,
+                            slot: e.slot,
+                            error: None,
+                        })
+                        .collect(),
+                    error: None,
+                };
+                let temp = dir.join(".applied.json.stand-in");
+                std::fs::write(&temp, serde_json::to_vec(&applied).unwrap()).unwrap();
+                std::fs::rename(&temp, dir.join(APPLIED_FILE)).unwrap();
+                answered = Some(want.generation);
+            }
+        });
+        StorageStandIn {
+            paused,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StorageStandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
