@@ -125,8 +125,8 @@ pub enum Probe {
     Serve(u16),
     /// `connect <ipv4>:<port>`.
     Connect(SocketAddrV4),
-    /// `disks`.
-    Disks,
+    /// `disks`, or `disks churn` to also keep rewriting and re-reading a ring of each volume.
+    Disks { churn: bool },
 }
 
 /// What is wrong with a `serve` or `connect` line.
@@ -187,8 +187,9 @@ fn parse_line(line: &str) -> Result<Option<Probe>, LineError> {
             Ok(Some(Probe::Connect(SocketAddrV4::new(ip, port))))
         }
         ["connect", ..] => Err(LineError::Usage("connect <ipv4>:<port>")),
-        ["disks"] => Ok(Some(Probe::Disks)),
-        ["disks", ..] => Err(LineError::Usage("disks")),
+        ["disks"] => Ok(Some(Probe::Disks { churn: false })),
+        ["disks", "churn"] => Ok(Some(Probe::Disks { churn: true })),
+        ["disks", ..] => Err(LineError::Usage("disks [churn]")),
         _ => Ok(None),
     }
 }
@@ -331,10 +332,10 @@ fn run_probes(user_data: &[u8], id: &str) {
                     warn!("probe: cannot start probing {addr}: {e}");
                 }
             }
-            Probe::Disks => {
+            Probe::Disks { churn } => {
                 let me = id.to_string();
                 let spawned = (thread::Builder::new().name("disks".into()))
-                    .spawn(move || crate::guest_disks::watch(me));
+                    .spawn(move || crate::guest_disks::watch(me, churn));
                 if let Err(e) = spawned {
                     warn!("probe: cannot start the volume check: {e}");
                 }

@@ -13,6 +13,16 @@
 //! * `disk: <volume> wrote <sha256>` once its own bytes are flushed;
 //! * `disk: <volume> gone` when the volume is detached (the slot is empty again).
 //!
+//! With `disks churn` the guest then keeps rewriting a ring of [`CHURN_BLOCKS`] MiB just before
+//! that MiB, flushing each write, and after every lap reads the ring back and compares it with
+//! what it last wrote, so a storage outage mid-write shows as a stall followed by intact laps:
+//!
+//! * `disk: <volume> churn lap <n> ok` (the first lap, every 16th, and each after a stall),
+//!   `disk: <volume> churn lap <n> BAD block <i>`;
+//! * `disk: <volume> churn stalled <seconds> s in a write and completed` when one write and its
+//!   flush took longer than [`STALL`] (`in a read-back` for a lap's read-back);
+//! * `disk: <volume> churn stopped: <error>` when a write fails (the volume went away).
+//!
 //! The header's format and the pattern are plain functions ([`header`], [`parse_header`],
 //! [`pattern`]); the rest reads `/sys/block` and `/dev`.
 
@@ -29,6 +39,12 @@ pub const DATA_BYTES: usize = 1 << 20;
 const SECTOR: usize = 512;
 const MAGIC: &str = "mallee-disk-check";
 const POLL: Duration = Duration::from_millis(200);
+/// The MiB blocks `disks churn` keeps rewriting, just below the writer's MiB.
+pub const CHURN_BLOCKS: u64 = 8;
+/// A churn write and flush slower than this is reported as a stall.
+pub const STALL: Duration = Duration::from_secs(5);
+/// The pause between churn writes, so the churn does not take the node's whole CPU.
+const CHURN_PACE: Duration = Duration::from_millis(250);
 /// `_IO(0x12, 97)` from `<linux/fs.h>`: drop a block device's cached pages.
 const BLKFLSBUF: u64 = 0x1261;
 
@@ -97,8 +113,7 @@ fn check_and_write(dev: &str, sectors: u64, volume: &str, me: &str) -> std::io::
     // Nothing this guest read from the device before (another volume in the slot) may answer.
     // SAFETY: BLKFLSBUF takes no argument and only drops the device's clean cached pages.
     unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) };
-    let size = sectors * SECTOR as u64;
-    let (data_at, header_at) = (size - (DATA_BYTES + SECTOR) as u64, size - SECTOR as u64);
+    let (data_at, header_at) = layout(sectors);
     let mut last = [0u8; SECTOR];
     f.seek(SeekFrom::Start(header_at))?;
     f.read_exact(&mut last)?;
@@ -106,7 +121,7 @@ fn check_and_write(dev: &str, sectors: u64, volume: &str, me: &str) -> std::io::
         None => {
             info!("disk: {volume} empty");
             if dev != ROOT_DEV {
-                let copied = copy_root(&mut f, data_at)?;
+                let copied = copy_root(&mut f, churn_start(sectors))?;
                 info!("disk: {volume} took the root disk ({copied} bytes)");
             }
         }
@@ -131,6 +146,89 @@ fn check_and_write(dev: &str, sectors: u64, volume: &str, me: &str) -> std::io::
     Ok(sha)
 }
 
+/// Where the writer's MiB and its header sector start on a volume of `sectors`.
+fn layout(sectors: u64) -> (u64, u64) {
+    let size = sectors * SECTOR as u64;
+    (size - (DATA_BYTES + SECTOR) as u64, size - SECTOR as u64)
+}
+
+/// Where the churn ring starts (nothing below it is churned; the root copy must end here).
+fn churn_start(sectors: u64) -> u64 {
+    layout(sectors)
+        .0
+        .saturating_sub(CHURN_BLOCKS * DATA_BYTES as u64)
+}
+
+/// What churn write `n` of `volume` by `me` puts in its block.
+pub fn churn_bytes(me: &str, volume: &str, n: u64) -> Vec<u8> {
+    pattern(&format!("{me} {volume} churn {n}"))
+}
+
+/// Rewrites and re-reads the churn ring of `volume` on `dev` until a write fails.
+fn churn(dev: &str, sectors: u64, volume: &str, me: &str) -> std::io::Result<()> {
+    let start = churn_start(sectors);
+    if start == 0 {
+        info!("disk: {volume} churn stopped: too small for a ring");
+        return Ok(());
+    }
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/{dev}"))?;
+    let mut last = [0u64; CHURN_BLOCKS as usize]; // the churn number each block last took
+    let mut stalled = false;
+    let serial = format!("/sys/block/{dev}/serial");
+    for n in 0u64.. {
+        // The slot may hold another volume by now: churn only the one it was started on.
+        if std::fs::read_to_string(&serial).unwrap_or_default().trim() != volume {
+            info!("disk: {volume} churn stopped: the volume is gone");
+            return Ok(());
+        }
+        let block = n % CHURN_BLOCKS;
+        let began = std::time::Instant::now();
+        f.seek(SeekFrom::Start(start + block * DATA_BYTES as u64))?;
+        f.write_all(&churn_bytes(me, volume, n))?;
+        f.sync_data()?;
+        last[block as usize] = n;
+        stalled |= stall(volume, "write", began);
+        if block + 1 == CHURN_BLOCKS {
+            let lap = n / CHURN_BLOCKS;
+            let began = std::time::Instant::now();
+            // SAFETY: BLKFLSBUF takes no argument and only drops the device's clean cached pages.
+            unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) };
+            let mut seen = vec![0u8; DATA_BYTES];
+            for (i, n) in last.iter().enumerate() {
+                f.seek(SeekFrom::Start(start + i as u64 * DATA_BYTES as u64))?;
+                f.read_exact(&mut seen)?;
+                if seen != churn_bytes(me, volume, *n) {
+                    info!("disk: {volume} churn lap {lap} BAD block {i}");
+                    return Ok(());
+                }
+            }
+            stalled |= stall(volume, "read-back", began);
+            if lap.is_multiple_of(16) || stalled {
+                info!("disk: {volume} churn lap {lap} ok");
+                stalled = false;
+            }
+        }
+        std::thread::sleep(CHURN_PACE);
+    }
+    Ok(())
+}
+
+/// Whether the churn I/O begun at `began` (`what`: a write and its flush, or a lap's read-back)
+/// took longer than [`STALL`]; says so when it did.
+fn stall(volume: &str, what: &str, began: std::time::Instant) -> bool {
+    let took = began.elapsed();
+    if took > STALL {
+        info!(
+            "disk: {volume} churn stalled {:.1} s in a {what} and completed",
+            took.as_secs_f64()
+        );
+    }
+    took > STALL
+}
+
 /// Copies the root disk to the start of `to` if it fits below `limit`; the bytes copied.
 fn copy_root(to: &mut std::fs::File, limit: u64) -> std::io::Result<u64> {
     let mut root = std::fs::File::open(format!("/dev/{ROOT_DEV}"))?;
@@ -143,8 +241,9 @@ fn copy_root(to: &mut std::fs::File, limit: u64) -> std::io::Result<u64> {
     std::io::copy(&mut root, to)
 }
 
-/// Watches the disks for ever, checking each volume that appears as `me` (the instance id).
-pub fn watch(me: String) {
+/// Watches the disks for ever, checking each volume that appears as `me` (the instance id), and
+/// with `churn` then churning it.
+pub fn watch(me: String, churn: bool) {
     let mut held: BTreeMap<String, String> = BTreeMap::new(); // device → volume
     loop {
         let now = disks();
@@ -165,7 +264,23 @@ pub fn watch(me: String) {
             held.insert(dev.clone(), serial.clone());
             match check_and_write(&dev, size, &serial, &me) {
                 Ok(sha) => info!("disk: {serial} wrote {sha}"),
-                Err(e) => warn!("disk: {serial} on /dev/{dev}: {e}"),
+                Err(e) => {
+                    warn!("disk: {serial} on /dev/{dev}: {e}");
+                    continue;
+                }
+            }
+            if churn {
+                let (me, on) = (me.clone(), dev.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("churn-{dev}"))
+                    .spawn(move || {
+                        if let Err(e) = self::churn(&on, size, &serial, &me) {
+                            info!("disk: {serial} churn stopped: {e}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    warn!("disk: cannot start churning /dev/{dev}: {e}");
+                }
             }
         }
         std::thread::sleep(POLL);
@@ -193,5 +308,23 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, pattern("i-1 vol-1"));
         assert!(a.chunks(512 * 1024).all(|c| c.iter().any(|x| *x != 0)));
+    }
+
+    #[test]
+    fn the_churn_ring_sits_between_the_root_copy_and_the_writers_mib() {
+        let sectors = (1u64 << 30) / SECTOR as u64;
+        let (data_at, header_at) = layout(sectors);
+        assert_eq!(header_at, (1 << 30) - 512);
+        assert_eq!(data_at + DATA_BYTES as u64, header_at);
+        assert_eq!(
+            churn_start(sectors) + CHURN_BLOCKS * DATA_BYTES as u64,
+            data_at
+        );
+        // A volume too small for a ring has none.
+        assert_eq!(churn_start(((DATA_BYTES + SECTOR) / SECTOR) as u64 + 1), 0);
+        assert_ne!(
+            churn_bytes("i-1", "vol-1", 0),
+            churn_bytes("i-1", "vol-1", 8)
+        );
     }
 }

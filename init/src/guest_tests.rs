@@ -24,7 +24,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddrV4 {
 
 #[test]
 fn serve_and_connect_lines_parse_in_order() {
-    let text = "serve 8080\r\n  connect 10.0.0.5:22   # the neighbour\nserve 65535 #\nconnect 127.0.0.1:1\ndisks\ndisks now\n";
+    let text = "serve 8080\r\n  connect 10.0.0.5:22   # the neighbour\nserve 65535 #\nconnect 127.0.0.1:1\ndisks\ndisks churn\ndisks now\n";
     let (probes, bad) = parse_user_data(text);
     assert_eq!(
         probes,
@@ -33,11 +33,12 @@ fn serve_and_connect_lines_parse_in_order() {
             Probe::Connect(v4(10, 0, 0, 5, 22)),
             Probe::Serve(65535),
             Probe::Connect(v4(127, 0, 0, 1, 1)),
-            Probe::Disks,
+            Probe::Disks { churn: false },
+            Probe::Disks { churn: true },
         ]
     );
     assert_eq!(bad.len(), 1, "`disks now`: {bad:?}");
-    assert_eq!(bad[0].error, LineError::Usage("disks"));
+    assert_eq!(bad[0].error, LineError::Usage("disks [churn]"));
 }
 
 #[test]

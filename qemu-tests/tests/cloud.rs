@@ -16,10 +16,13 @@
 //! host outside the cloud (a netns behind the frontend's third NIC) reaches public and elastic
 //! addresses only as group rules and associations say, and sees instances as their public
 //! address; the frontend's capture of the private segment shows instance frames tagged only
-//! with the configured range's tags. A hard power-off of the frontend with instances running:
-//! its second boot on the same disk keeps its state (no reformat, same admin key, same buckets,
-//! an object's bytes) and its gateway comes back from the state alone. The frontend's VLAN range
-//! is the site's (`mallee.toml` on the ESP), not the default.
+//! with the configured range's tags. EBS over AoE (volumes attached, written, snapshotted, moved
+//! between nodes, restored; an EBS-backed instance stopped on one node and started on the
+//! other). A hard power-off of the frontend with that instance running and writing to its root
+//! volume: its writes stall and then complete intact; the frontend's second boot on the same disk
+//! keeps its state (no reformat, same admin key, same buckets, an object's bytes) and its gateway
+//! comes back from the state alone. The frontend's VLAN range is the site's (`mallee.toml` on the
+//! ESP), not the default.
 
 use mallee_qemu_tests::capture;
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
@@ -341,7 +344,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     terminate(&fe, &on2[0]);
     let other = group_rules_on_the_wire(&fe, &image.emi, &on1[0], &node2);
     public_addresses_on_the_wire(&fe, &outside, &on1[0], &other);
-    volumes_on_the_wire(&fe, &on1[0], &other, &image);
+    let (ebs, root) = volumes_on_the_wire(&fe, &on1[0], &other, &image);
     // The frontend's capture of its private NIC: instance traffic crossed the segment tagged,
     // only with tags of the configured range (both networks' among them); node <-> frontend
     // traffic untagged, and no untagged frame to or from an instance address.
@@ -362,11 +365,27 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         "the private segment's capture: {census:?}"
     );
 
-    // Power the frontend off hard, instances still running on the nodes, and boot it again on
-    // the same disk: nothing is lost, and its gateway comes back from the state alone (VLAN
-    // links, NAT, rules): the outside reaches the first instance at its public address again.
+    // Power the frontend off hard, the EBS-backed instance running on a node and writing to its
+    // root volume, and boot it again on the same disk: nothing is lost; its gateway comes back
+    // from the state alone (VLAN links, NAT, rules): the outside reaches the instance at its
+    // public address again; and the guest's writes, stalled while the storage controller was
+    // gone, complete and read back intact.
     let first_key = fe.access_key.clone();
-    let public = fe.public_ip(&on1[0]).unwrap_or_else(|e| panic!("{e:#}"));
+    let public = fe.public_ip(&ebs).unwrap_or_else(|e| panic!("{e:#}"));
+    reach_until(
+        &outside,
+        &public,
+        Some(&ebs),
+        "the EBS-backed instance, started on the other node",
+    );
+    let (_, churning) = fe
+        .wait_console_after(
+            &ebs,
+            0,
+            &format!("disk: {root} churn lap 0 ok"),
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     drop(fe);
     let fe = cloud::start_frontend_with(
         &dir,
@@ -377,14 +396,11 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         Duration::from_secs(300),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    reach_until(
-        &outside,
-        &public,
-        Some(&on1[0]),
-        "after the frontend rebooted",
-    );
-    terminate(&fe, &other);
-    terminate(&fe, &on1[0]);
+    reach_until(&outside, &public, Some(&ebs), "after the frontend rebooted");
+    writes_ride_out_the_reboot(&fe, &ebs, &root, churning);
+    image_of_a_running_instance(&fe, &ebs);
+    terminate(&fe, &ebs);
+    root_volume_went_with(&fe, &root);
     drop(node2);
     drop(node);
     let console = fe.vm.console().text();
@@ -451,8 +467,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
 /// first snapshot holds `a`'s bytes again. `a`'s guest also copied its root disk onto the empty
 /// volume, so the first snapshot is the root of an EBS-backed image: its instance boots from a
 /// volume made from it, keeps what it wrote across a stop and start, and its root volume goes
-/// with it when it is terminated.
-fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str, image: &cloud::TestImage) {
+/// with it when it is terminated. Returns that instance and its root volume, running on the
+/// first node with its guest churning the root volume.
+fn volumes_on_the_wire(
+    fe: &Frontend,
+    a: &str,
+    b: &str,
+    image: &cloud::TestImage,
+) -> (String, String) {
     let wait = Duration::from_secs(300);
     let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
     let zone = fe.zone(a).unwrap_or_else(|e| fail(e));
@@ -511,16 +533,23 @@ fn volumes_on_the_wire(fe: &Frontend, a: &str, b: &str, image: &cloud::TestImage
     }
     // Room on the second node (each holds one instance) for the EBS-backed one.
     terminate(fe, b);
-    ebs_backed(fe, &first, a, image);
     report_figure(&format!(
         "figure: cloud, AttachVolume to attached {attached:.1} s; snapshot of 1 GiB (1 MiB written) completed in {snapped:.1} s; the second snapshot stored {second} bytes"
     ));
+    ebs_backed(fe, &first, a, image)
 }
 
 /// An EBS-backed instance from an image whose root is `snapshot` (a copy of the test image's
-/// root disk, then `writer`'s check): it boots from its root volume, finds `writer`'s bytes,
-/// writes its own, finds those after a stop and start, and its root volume is deleted with it.
-fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestImage) {
+/// root disk, then `writer`'s check): it boots from its root volume on the second node, finds
+/// `writer`'s bytes and writes its own; stopped, and started once `writer` (on the first node)
+/// is gone, it runs on the first node and finds its own bytes there. Its guest serves its id on
+/// [`PROBE_PORT`] and keeps churning its root volume. Returns it and its root volume.
+fn ebs_backed(
+    fe: &Frontend,
+    snapshot: &str,
+    writer: &str,
+    image: &cloud::TestImage,
+) -> (String, String) {
     let wait = Duration::from_secs(300);
     let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
     let mapping = format!("DeviceName=/dev/vda,Ebs={{SnapshotId={snapshot}}}");
@@ -545,8 +574,9 @@ fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestIm
         .unwrap()
         .to_string();
     let started = Instant::now();
+    let user_data = format!("serve {PROBE_PORT}\ndisks churn");
     let c = fe
-        .run_instances_with(&emi, 1, &["--user-data", "disks"])
+        .run_instances_with(&emi, 1, &["--user-data", &user_data])
         .unwrap_or_else(|e| fail(e))[0]
         .clone();
     fe.wait_state(&c, "running", wait)
@@ -575,11 +605,15 @@ fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestIm
         .unwrap_or_else(|e| fail(e));
     fe.wait_console(&c, &format!("disk: {root} wrote "), wait)
         .unwrap_or_else(|e| fail(e));
+    assert_eq!(host_of(fe, &c), NODES[1], "the first node was full");
     let stopped = Instant::now();
     fe.aws(&["ec2", "stop-instances", "--instance-ids", &c])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&c, "stopped", wait)
         .unwrap_or_else(|e| fail(e));
+    // Both nodes free: the start goes to the first (ties go to the lowest id), not back to the
+    // node the instance ran on.
+    terminate(fe, writer);
     fe.aws(&["ec2", "start-instances", "--instance-ids", &c])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&c, "running", wait)
@@ -587,8 +621,138 @@ fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestIm
     fe.wait_console(&c, &format!("disk: {root} holds {c} ok"), wait)
         .unwrap_or_else(|e| fail(e));
     let restarted = stopped.elapsed().as_secs_f64();
-    terminate(fe, &c);
-    fe.wait_volume(&root, "deleted with its instance", |_| false)
+    assert_eq!(host_of(fe, &c), NODES[0], "started on the same node again");
+    report_figure(&format!(
+        "figure: cloud, EBS-backed RunInstances to running {booted:.1} s; stop, start on the other node and its own bytes found again {restarted:.1} s"
+    ));
+    (c, root)
+}
+
+/// The nodes' ids, first and second.
+const NODES: [&str; 2] = ["node-525400770001", "node-525400770002"];
+
+/// The node `id` runs on, as DescribeNodes reports it.
+fn host_of(fe: &Frontend, id: &str) -> &'static str {
+    let on: Vec<&str> = NODES
+        .into_iter()
+        .filter(|n| {
+            fe.node(n)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .instances
+                .iter()
+                .any(|i| i == id)
+        })
+        .collect();
+    match on.as_slice() {
+        [one] => one,
+        _ => panic!("{id} runs on {on:?}"),
+    }
+}
+
+/// The churn of `root` by `id`'s guest, which wrote past console byte `from` before the
+/// frontend went down: a write stalled while the storage controller was gone and completed
+/// after, and the laps read back after it are intact; nothing failed or read back wrong.
+fn writes_ride_out_the_reboot(fe: &Frontend, id: &str, root: &str, from: usize) {
+    let wait = Duration::from_secs(300);
+    let (_, at) = fe
+        .wait_console_after(id, from, &format!("disk: {root} churn stalled "), wait)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let lap = format!("disk: {root} churn lap ");
+    let (out, at) = fe
+        .wait_console_after(id, at, &lap, wait)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let verdict = out[at..].lines().next().unwrap_or_default();
+    assert!(
+        verdict.ends_with(" ok"),
+        "the first lap after the stall: {lap}{verdict}"
+    );
+    let stall = out[from..]
+        .lines()
+        .find_map(|l| l.split_once("churn stalled ").map(|(_, s)| s.to_string()))
+        .unwrap_or_default();
+    for bad in ["BAD", "churn stopped"] {
+        assert!(
+            !out[from..].contains(bad),
+            "{id}'s churn of {root}: {}",
+            &out[from..]
+        );
+    }
+    report_figure(&format!(
+        "figure: cloud, the guest's root-volume I/O in flight across the frontend's hard power-off and reboot stalled {stall}"
+    ));
+}
+
+/// CreateImage of EBS-backed `id` while it runs (`--no-reboot`: its root volume copied live):
+/// the image is `available` once its snapshot is in Walrus, and an instance of it (on the other
+/// node) boots from a copy of the root volume holding what `id`'s guest wrote there.
+fn image_of_a_running_instance(fe: &Frontend, id: &str) {
+    let wait = Duration::from_secs(300);
+    let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
+    let started = Instant::now();
+    let made = fe
+        .aws(&[
+            "ec2",
+            "create-image",
+            "--instance-id",
+            id,
+            "--name",
+            "made-from-a-running-instance",
+            "--no-reboot",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let emi = cloud::json(&made).unwrap()["ImageId"]
+        .as_str()
+        .expect("an ImageId")
+        .to_string();
+    let deadline = Instant::now() + wait;
+    let image = loop {
+        let v = cloud::json(
+            &fe.aws(&["ec2", "describe-images", "--image-ids", &emi])
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap();
+        let image = v["Images"][0].clone();
+        match image["State"].as_str() {
+            Some("available") => break image,
+            Some("pending") => {}
+            other => panic!("CreateImage of {id}: {other:?}: {image}"),
+        }
+        assert!(Instant::now() < deadline, "{emi} still pending: {image}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let copied = started.elapsed().as_secs_f64();
+    assert_eq!(image["RootDeviceType"], "ebs", "{image}");
+    assert_eq!(
+        fe.instance_state(id).unwrap_or_else(|e| fail(e)),
+        "running",
+        "--no-reboot stopped {id}"
+    );
+    let d = fe
+        .run_instances_with(&emi, 1, &["--user-data", "disks"])
+        .unwrap_or_else(|e| fail(e))[0]
+        .clone();
+    fe.wait_state(&d, "running", wait)
+        .unwrap_or_else(|e| fail(e));
+    let v = cloud::json(
+        &fe.aws(&["ec2", "describe-instances", "--instance-ids", &d])
+            .unwrap(),
+    )
+    .unwrap();
+    let root = v["Reservations"][0]["Instances"][0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no root volume: {v}"))
+        .to_string();
+    fe.wait_console(&d, &format!("disk: {root} holds {id} ok"), wait)
+        .unwrap_or_else(|e| fail(e));
+    terminate(fe, &d);
+    report_figure(&format!(
+        "figure: cloud, CreateImage --no-reboot of a running EBS-backed instance to available {copied:.1} s"
+    ));
+}
+
+/// `root` was deleted with its instance.
+fn root_volume_went_with(fe: &Frontend, root: &str) {
+    fe.wait_volume(root, "deleted with its instance", |_| false)
         .map(drop)
         .unwrap_or_else(|e| {
             assert!(
@@ -596,9 +760,6 @@ fn ebs_backed(fe: &Frontend, snapshot: &str, writer: &str, image: &cloud::TestIm
                 "the root volume outlived its instance: {e:#}"
             )
         });
-    report_figure(&format!(
-        "figure: cloud, EBS-backed RunInstances to running {booted:.1} s; stop, start and its own bytes found again {restarted:.1} s"
-    ));
 }
 
 /// The port the probe guests serve their instance id on.

@@ -82,6 +82,10 @@ const RX_BATCH: usize = 32;
 pub struct InitiatorConfig {
     /// A call fails with `TimedOut` after this long without completing.
     pub total_timeout: Duration,
+    /// `open` stops looking for the target after this long, or after `total_timeout` if that
+    /// is shorter: an initiator may ride out a long outage of a target it has, yet still be
+    /// told soon that one is not there at all.
+    pub discover_timeout: Duration,
     /// Upper bound on frames in flight (the target's buffer count bounds it too).
     pub max_window: usize,
     pub initial_rto: Duration,
@@ -95,6 +99,7 @@ impl Default for InitiatorConfig {
     fn default() -> Self {
         InitiatorConfig {
             total_timeout: Duration::from_secs(30),
+            discover_timeout: Duration::from_secs(30),
             max_window: 64,
             initial_rto: Duration::from_millis(200),
             min_rto: Duration::from_millis(50),
@@ -145,7 +150,7 @@ pub struct Initiator {
 }
 
 impl Initiator {
-    /// Finds shelf/slot on the socket's segment (retrying discovery until the total timeout),
+    /// Finds shelf/slot on the socket's segment (retrying discovery until the discover timeout),
     /// starts the receive thread and reads the capacity with IDENTIFY DEVICE.
     pub fn open(
         sock: PacketSocket,
@@ -159,7 +164,7 @@ impl Initiator {
             if let Some(f) = found.into_iter().next() {
                 break f;
             }
-            if start.elapsed() > cfg.total_timeout {
+            if start.elapsed() > cfg.discover_timeout.min(cfg.total_timeout) {
                 return Err(InitiatorError::NoTarget { shelf, slot });
             }
         };

@@ -2,15 +2,22 @@
 //! volumes exported by the frontend reach the guest as ordinary virtio disks.
 //!
 //! The initiator does discovery, retransmission and the ATA commands; this adapter only maps its
-//! errors to I/O errors (the guest sees `VIRTIO_BLK_S_IOERR`). Discard is not offered (AoE has no
+//! errors to I/O errors (the guest sees `VIRTIO_BLK_S_IOERR`, after [`STALL_LIMIT`] without an
+//! answer). Discard is not offered (AoE has no
 //! TRIM here); write-zeroes falls back to writing zero blocks.
 
 use std::io;
+use std::time::Duration;
 
 use mallee_aoe::initiator::{Initiator, InitiatorConfig};
 use mallee_aoe::net::PacketSocket;
 
 use super::backend::BlockBackend;
+
+/// How long one request may wait for the target before the guest gets an I/O error: as long as
+/// the Linux `aoe` driver's `aoe_deadsecs`, so a storage controller that restarts, or a frontend
+/// that reboots, stalls the guest's I/O instead of failing it.
+pub const STALL_LIMIT: Duration = Duration::from_secs(180);
 
 /// An open AoE target.
 pub struct AoeDisk {
@@ -21,8 +28,11 @@ impl AoeDisk {
     /// Finds shelf.slot on `iface`'s segment and opens it.
     pub fn open(iface: &str, shelf: u16, slot: u8) -> io::Result<AoeDisk> {
         let sock = PacketSocket::open(iface).map_err(io::Error::other)?;
-        let initiator = Initiator::open(sock, shelf, slot, InitiatorConfig::default())
-            .map_err(io::Error::other)?;
+        let cfg = InitiatorConfig {
+            total_timeout: STALL_LIMIT,
+            ..InitiatorConfig::default()
+        };
+        let initiator = Initiator::open(sock, shelf, slot, cfg).map_err(io::Error::other)?;
         Ok(AoeDisk { initiator })
     }
 }
