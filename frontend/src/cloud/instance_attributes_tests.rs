@@ -4,8 +4,8 @@
 use super::*;
 use crate::cloud::config::Ec2Config;
 use crate::cloud::instances as lifecycle;
-use crate::cloud::nodes;
 use crate::cloud::model::{instance_type, ImageKind};
+use crate::cloud::nodes;
 use crate::cloud::reconcile::{spec, tests::attached_volume, tests::instance};
 use crate::store::Store;
 use mallee_proto::{Goal, InstanceNetwork};
