@@ -487,8 +487,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn creating_volumes_get_sparse_files_and_deleted_ones_lose_them() {
+    /// A store and a storage site (its directories made) in a temporary directory.
+    fn site() -> (tempfile::TempDir, Arc<Store>, StorageSite) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let site = StorageSite {
@@ -498,6 +498,12 @@ mod tests {
         };
         std::fs::create_dir_all(&site.dir).unwrap();
         std::fs::create_dir_all(&site.volumes).unwrap();
+        (dir, store, site)
+    }
+
+    #[test]
+    fn creating_volumes_get_sparse_files_and_deleted_ones_lose_them() {
+        let (_dir, store, site) = site();
         let v = volume("vol-0123456789abcdef0", "creating");
         store
             .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
@@ -538,14 +544,7 @@ mod tests {
 
     #[test]
     fn a_held_snapshot_is_not_copied_until_its_hold_lets_it_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let site = StorageSite {
-            dir: dir.path().join("storage"),
-            volumes: dir.path().join("volumes"),
-            interface: "eth1".into(),
-        };
-        std::fs::create_dir_all(&site.volumes).unwrap();
+        let (_dir, store, site) = site();
         let v = volume("vol-0000beef", "creating");
         let mut s = Snapshot::pending("snap-00000000000000001".into(), "alice", &v, "", 0);
         s.held = true;
