@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::log_level::LogLevel;
 use crate::Mac;
+pub use uuid::Uuid;
 
 /// The kernel command line when the configuration gives none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -74,6 +75,30 @@ pub struct VmmConfig {
     /// (the guest's packets to it are dropped like any other's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<InstanceMetadata>,
+    /// What the guest's SMBIOS tables say the machine is (its `/sys/class/dmi/id`); `None`: a
+    /// generic identity (the VMM's name as vendor and product, no UUID, serial or asset tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smbios: Option<SystemIdentity>,
+}
+
+/// The machine a guest's SMBIOS tables describe: how a guest tells which cloud it runs on
+/// (cloud-init's `ds-identify` takes a product UUID and serial that both start with `ec2` and
+/// are equal, ignoring case, for EC2). Strings are 1-64 bytes without control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemIdentity {
+    /// The system's and chassis' manufacturer and the BIOS vendor (`sys_vendor`): `Amazon EC2`.
+    pub manufacturer: String,
+    /// The system's product name (`product_name`): the instance type.
+    pub product: String,
+    /// The system UUID (`product_uuid`), written so that guests print it as given here.
+    pub uuid: Uuid,
+    /// The system's serial number (`product_serial`); on EC2 the UUID's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The chassis asset tag (`chassis_asset_tag`): the instance id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
 }
 
 /// The content of an instance's metadata service, and how it behaves.
@@ -129,6 +154,7 @@ impl VmmConfig {
             failure_path: None,
             metadata: None,
             log_level: LogLevel::default(),
+            smbios: None,
         }
     }
 

@@ -83,6 +83,42 @@ fn a_config_round_trips_through_json() {
 }
 
 #[test]
+fn an_smbios_identity_has_its_uuid_as_text_and_leaves_out_what_is_absent() {
+    let cfg: VmmConfig = serde_json::from_str(
+        r#"{"kernel":"/k","smbios":{"manufacturer":"Amazon EC2","product":"m1.small",
+            "uuid":"ec2a0b1c-2d3e-8f40-9152-637485960a1b",
+            "serial":"ec2a0b1c-2d3e-8f40-9152-637485960a1b","asset_tag":"i-0123"}}"#,
+    )
+    .unwrap();
+    let id = cfg.smbios.clone().unwrap();
+    assert_eq!(id.uuid.to_string(), "ec2a0b1c-2d3e-8f40-9152-637485960a1b");
+    assert_eq!(id.asset_tag.as_deref(), Some("i-0123"));
+    assert_eq!(
+        serde_json::from_str::<VmmConfig>(&serde_json::to_string(&cfg).unwrap()).unwrap(),
+        cfg
+    );
+
+    let bare = SystemIdentity {
+        serial: None,
+        asset_tag: None,
+        ..id
+    };
+    let text = serde_json::to_string(&bare).unwrap();
+    assert!(
+        !text.contains("serial") && !text.contains("asset_tag"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""uuid":"ec2a0b1c-2d3e-8f40-9152-637485960a1b""#),
+        "{text}"
+    );
+    assert!(serde_json::from_str::<SystemIdentity>(
+        r#"{"manufacturer":"x","product":"y","uuid":"not-a-uuid"}"#
+    )
+    .is_err());
+}
+
+#[test]
 fn unknown_config_fields_are_refused() {
     let e = serde_json::from_str::<VmmConfig>(r#"{"kernel":"/k","memory":"1G"}"#).unwrap_err();
     assert!(e.to_string().contains("memory"), "{e}");

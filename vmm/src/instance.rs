@@ -160,6 +160,7 @@ pub fn run(cfg: &VmmConfig, shared: &Shared<'_>) -> Result<Exit, InstanceError> 
             initrd: cfg.initrd.as_deref(),
             cmdline: &cfg.cmdline,
             vcpus: cfg.vcpus,
+            smbios: cfg.smbios.as_ref(),
         },
     )?;
     let supported = vm

@@ -19,6 +19,9 @@ pub const CMDLINE_MAX: usize = 2048;
 pub const EBDA_START: u64 = 0x9_fc00;
 /// The end of conventional memory (the VGA hole follows).
 pub const LOW_RAM_END: u64 = 0xa_0000;
+/// The SMBIOS entry points and structure table, in the BIOS area Linux scans for them
+/// (0xF0000-0xFFFFF; the ACPI tables are below, from 0xE0000).
+pub const SMBIOS_START: u64 = 0xf_0000;
 /// Where bzImage and ELF kernels are loaded.
 pub const HIGH_RAM_START: u64 = 0x10_0000;
 /// Start of the 32-bit hole for PCI BARs, the IOAPIC and the local APIC.

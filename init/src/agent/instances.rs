@@ -21,7 +21,8 @@ use super::storage;
 use super::volumes::{self, Held, Stage};
 use crate::reaper;
 use mallee_proto::vmm::{
-    encode_line, Disk, Exit, Failure, InstanceMetadata, Nic, Reply, Request, TapSource, VmmConfig,
+    encode_line, Disk, Exit, Failure, InstanceMetadata, Nic, Reply, Request, SystemIdentity,
+    TapSource, VmmConfig,
 };
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
@@ -146,10 +147,33 @@ fn read_failure(path: &Path) -> Option<Failure> {
     mallee_proto::decode(&std::fs::read(path).ok()?).ok()
 }
 
+/// What the guest's SMBIOS tables say, as EC2's do, so an unmodified cloud image's cloud-init
+/// (`ds-identify`) picks its EC2 datasource without a kernel command-line override: vendor
+/// `Amazon EC2`, the instance type as product, a UUID that starts with `ec2` and its text as
+/// serial, the instance id as chassis asset tag. The UUID is the instance id's SHA-256, first 16
+/// bytes, with its first 12 bits set to `ec2`, version 8 (custom) and the RFC 4122 variant: the
+/// same instance has the same UUID on every node and every start.
+pub fn smbios_identity(spec: &InstanceSpec) -> SystemIdentity {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(spec.instance_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[0] = 0xec;
+    bytes[1] = 0x20 | (bytes[1] & 0x0f);
+    let uuid = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+    SystemIdentity {
+        manufacturer: "Amazon EC2".into(),
+        product: spec.instance_type.clone(),
+        uuid,
+        serial: Some(uuid.to_string()),
+        asset_tag: Some(spec.instance_id.clone()),
+    }
+}
+
 /// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`) — or,
 /// EBS-backed, the root volume over AoE on `aoe_interface` (serial the volume id) — the
 /// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
-/// `ephemeral0`).
+/// `ephemeral0`); the SMBIOS identity is [`smbios_identity`].
 pub fn vmm_config(
     spec: &InstanceSpec,
     dir: &Path,
@@ -180,6 +204,7 @@ pub fn vmm_config(
         console: Some(dir.join(CONSOLE)),
         api_socket: Some(dir.join(API_SOCKET)),
         failure_path: Some(dir.join(FAILURE)),
+        smbios: Some(smbios_identity(spec)),
         ..VmmConfig::new(kernel)
     })
 }

@@ -111,6 +111,28 @@ fn the_vmm_config_file_reads_back_as_the_same_config() {
 }
 
 #[test]
+fn the_smbios_identity_is_ec2s_and_derived_from_the_instance_id() {
+    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    let id = c.smbios.unwrap();
+    assert_eq!(id.manufacturer, "Amazon EC2");
+    assert_eq!(id.product, "m1.small");
+    assert_eq!(id.asset_tag.as_deref(), Some("i-1"));
+    let text = id.uuid.to_string();
+    assert!(text.starts_with("ec2"), "{text}");
+    // ds-identify: product_uuid and product_serial start with ec2 and are equal, ignoring case.
+    assert_eq!(id.serial.as_deref(), Some(text.as_str()));
+    assert_eq!(id.uuid.get_version_num(), 8);
+    assert_eq!(id.uuid.get_variant(), uuid::Variant::RFC4122);
+    // Fixed for an instance id, different for another.
+    assert_eq!(smbios_identity(&spec(0)), smbios_identity(&spec(5)));
+    let mut other = spec(0);
+    other.instance_id = "i-2".into();
+    assert_ne!(smbios_identity(&other).uuid, id.uuid);
+    // The derivation, pinned: SHA-256("i-1") begins f105b11d-f43d-5d32-1f5c-773ef904af97.
+    assert_eq!(text, "ec25b11d-f43d-8d32-9f5c-773ef904af97");
+}
+
+#[test]
 fn more_vcpus_than_the_vmm_counts_is_a_launch_error() {
     let mut big = spec(0);
     big.vcpus = 1000;

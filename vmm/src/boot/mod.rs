@@ -1,14 +1,16 @@
 //! Booting Linux directly in 64-bit mode: load the kernel (bzImage or ELF vmlinux), the initramfs
-//! and the command line, write the zero page with the e820 map, the ACPI tables and the MP table,
-//! and put the boot vCPU in long mode at the kernel's 64-bit entry point.
+//! and the command line, write the zero page with the e820 map, the ACPI tables, the MP table and
+//! the SMBIOS tables, and put the boot vCPU in long mode at the kernel's 64-bit entry point.
 //!
 //! Registers, GDT and page tables are in [`regs`], CPUID in [`cpuid`], ACPI in [`acpi`], the MP
-//! table (for guests without ACPI) in [`mptable`]. Application processors are left to the guest's INIT/SIPI through KVM's local APIC.
+//! table (for guests without ACPI) in [`mptable`], the machine's identity in [`smbios`].
+//! Application processors are left to the guest's INIT/SIPI through KVM's local APIC.
 
 pub mod acpi;
 pub mod cpuid;
 pub mod mptable;
 pub mod regs;
+pub mod smbios;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -65,6 +67,9 @@ pub enum BootError {
     /// Writing boot structures into guest memory failed.
     #[error("cannot write {0} into guest memory")]
     GuestWrite(&'static str),
+    /// The SMBIOS tables could not be built or written.
+    #[error(transparent)]
+    Smbios(#[from] smbios::SmbiosError),
 }
 
 /// Where the loaded kernel starts.
@@ -84,6 +89,8 @@ pub struct BootSpec<'a> {
     pub cmdline: &'a str,
     /// Number of vCPUs (for the MP table).
     pub vcpus: u8,
+    /// What the SMBIOS tables say the machine is; `None`: [`smbios::generic_identity`].
+    pub smbios: Option<&'a smbios::SystemIdentity>,
 }
 
 fn is_elf(file: &mut File) -> std::io::Result<bool> {
@@ -151,6 +158,7 @@ pub fn load(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<KernelEntry, B
     )
     .map_err(|_| BootError::GuestWrite("the zero page"))?;
     mptable::write(mem, spec.vcpus).map_err(|_| BootError::GuestWrite("the MP table"))?;
+    smbios::write(mem, spec.smbios)?;
     Ok(KernelEntry { entry })
 }
 
@@ -235,6 +243,7 @@ mod tests {
             initrd: None,
             cmdline: "console=ttyS0",
             vcpus: 1,
+            smbios: None,
         };
         assert!(matches!(load(&mem, &spec), Err(BootError::Kernel(_))));
         std::fs::remove_file(&path).unwrap();

@@ -216,3 +216,42 @@ fn a_nic_takes_the_guests_address_and_bad_ones_are_refused() {
         assert!(e.reason.contains(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn an_smbios_identity_from_the_flag_is_the_one_from_json() {
+    let uuid = "ec2a0b1c-2d3e-8f40-9152-637485960a1b";
+    let mut flags = args("--kernel /k --smbios");
+    flags.push(format!(
+        "manufacturer=Amazon EC2,product=m1.small,uuid={uuid},serial={uuid},asset-tag=i-1"
+    ));
+    let cli = from_args(flags).unwrap();
+    check(&cli).unwrap();
+    let json = from_json(&format!(
+        r#"{{"kernel":"/k","smbios":{{"manufacturer":"Amazon EC2","product":"m1.small",
+            "uuid":"{uuid}","serial":"{uuid}","asset_tag":"i-1"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(cli, json);
+}
+
+#[test]
+fn a_bad_smbios_identity_names_the_field() {
+    for flag in [
+        "manufacturer=A,product=p",
+        "manufacturer=A,product=p,uuid=ec2-not-a-uuid",
+        "manufacturer=A,product=p,uuid=ec2a0b1c-2d3e-8f40-9152-637485960a1b,colour=red",
+        "manufacturer=,product=p,uuid=ec2a0b1c-2d3e-8f40-9152-637485960a1b",
+    ] {
+        let e = load(&format!("--kernel /k --smbios {flag}")).unwrap_err();
+        assert_eq!(e.field, "smbios", "{flag}: {e}");
+    }
+    let long = "x".repeat(65);
+    let e = from_json(&format!(
+        r#"{{"kernel":"/k","smbios":{{"manufacturer":"A","product":"{long}",
+            "uuid":"ec2a0b1c-2d3e-8f40-9152-637485960a1b"}}}}"#
+    ))
+    .and_then(|c| check(&c))
+    .unwrap_err();
+    assert_eq!(e.field, "smbios");
+    assert!(e.reason.contains("product"), "{e}");
+}

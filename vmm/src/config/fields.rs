@@ -9,7 +9,7 @@ use mallee_proto::Mac;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::Deserialize;
 
-use super::{err, ConfigError, Disk, DiskSource, GuestAddress, Nic, TapSource};
+use super::{err, ConfigError, Disk, DiskSource, GuestAddress, Nic, SystemIdentity, TapSource};
 
 /// Parses a size like `256M`, `1G`, `65536` or `64K` into bytes.
 pub fn parse_size(field: &str, s: &str) -> Result<u64, ConfigError> {
@@ -166,6 +166,36 @@ pub(super) fn parse_net(s: &str) -> Result<Nic, ConfigError> {
         tap: tap.ok_or_else(|| err("net", format!("`{s}` names no tap= or fd=")))?,
         mac: mac.ok_or_else(|| err("net", format!("`{s}` has no mac=")))?,
         address,
+    })
+}
+
+/// `--smbios`: `manufacturer=M,product=P,uuid=U[,serial=S][,asset-tag=T]` (values without
+/// commas).
+pub(super) fn parse_smbios(s: &str) -> Result<SystemIdentity, ConfigError> {
+    let (mut manufacturer, mut product, mut uuid) = (None, None, None);
+    let (mut serial, mut asset_tag) = (None, None);
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("manufacturer", v)) => manufacturer = Some(v.to_string()),
+            Some(("product", v)) => product = Some(v.to_string()),
+            Some(("uuid", v)) => {
+                let u = v
+                    .parse()
+                    .map_err(|e| err("smbios", format!("uuid `{v}`: {e}")))?;
+                uuid = Some(u);
+            }
+            Some(("serial", v)) => serial = Some(v.to_string()),
+            Some(("asset-tag", v)) => asset_tag = Some(v.to_string()),
+            _ => return Err(err("smbios", format!("unknown option `{opt}` in `{s}`"))),
+        }
+    }
+    let missing = |what| err("smbios", format!("`{s}` has no {what}="));
+    Ok(SystemIdentity {
+        manufacturer: manufacturer.ok_or_else(|| missing("manufacturer"))?,
+        product: product.ok_or_else(|| missing("product"))?,
+        uuid: uuid.ok_or_else(|| missing("uuid"))?,
+        serial,
+        asset_tag,
     })
 }
 

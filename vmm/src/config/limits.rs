@@ -1,6 +1,7 @@
 //! What this VMM can run: the checks a [`VmmConfig`] must pass, whichever front end produced it
 //! (RAM range, vCPU count, device and volume slot counts, AoE addresses, serial and tap name lengths, unicast
-//! MACs, guest addresses, the metadata service's hop limit). Errors name the JSON field.
+//! MACs, guest addresses, the metadata service's hop limit, SMBIOS strings). Errors name the JSON
+//! field.
 
 use mallee_proto::vmm::{GuestAddress, InstanceMetadata};
 use mallee_proto::HOP_LIMITS;
@@ -148,6 +149,9 @@ pub fn check(cfg: &VmmConfig) -> Result<(), ConfigError> {
     }
     if let Some(m) = &cfg.metadata {
         check_metadata(m)?;
+    }
+    if let Some(id) = &cfg.smbios {
+        crate::boot::smbios::check(id).map_err(|e| err("smbios", e.to_string()))?;
     }
     if cfg.volume_slots > MAX_VOLUME_SLOTS {
         return Err(err(

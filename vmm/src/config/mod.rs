@@ -19,8 +19,8 @@ pub use limits::{
     check, check_disk_source, check_metadata, MAX_DEVICES, MAX_VCPUS, MAX_VOLUME_SLOTS,
 };
 pub use mallee_proto::vmm::{
-    Disk, DiskSource, GuestAddress, LogLevel, Nic, OnReboot, TapSource, VmmConfig,
-    DEFAULT_MEMORY_MIB,
+    Disk, DiskSource, GuestAddress, LogLevel, Nic, OnReboot, SystemIdentity, TapSource, Uuid,
+    VmmConfig, DEFAULT_MEMORY_MIB,
 };
 
 /// A configuration value that could not be accepted, naming the field.
@@ -46,7 +46,8 @@ pub const USAGE: &str = "usage: mallee-vmm --kernel K [--initrd I] [--cmdline C]
 [--vcpus N] [--disk PATH|aoe:IFACE:SHELF.SLOT[,ro][,serial=S]]... [--volume-slots N] \
 [--net tap=NAME|fd=N,mac=M[,ip=A/PREFIX[,gw=G][,dns=D]...[,hostname=H]]]... \
 [--serial FILE] [--api-socket PATH] [--no-rng] [--on-reboot exit|restart] [--failure-path FILE] \
-[--log-level error|warn|info|debug|trace]
+[--log-level error|warn|info|debug|trace] \
+[--smbios manufacturer=M,product=P,uuid=U[,serial=S][,asset-tag=T]]
        mallee-vmm --config FILE.json [flags that change it]";
 
 /// Parses a JSON configuration document (the node agent's form). Its fields are checked with
@@ -107,6 +108,7 @@ pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<VmmConfig, C
             "on-reboot" => cfg.on_reboot = fields::parse_choice("on_reboot", &value)?,
             "failure-path" => cfg.failure_path = Some(value.into()),
             "log-level" => cfg.log_level = fields::parse_choice("log_level", &value)?,
+            "smbios" => cfg.smbios = Some(fields::parse_smbios(&value)?),
             _ => return Err(err(name, "unknown option")),
         }
     }
