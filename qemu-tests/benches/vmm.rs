@@ -28,7 +28,8 @@ fn main() {
         &bin,
         &NodeExtras {
             runner: "bench_node",
-            qemu: true,
+            programs: &[vmm_images::QEMU],
+            modules: &[],
         },
     );
     let mut vm = VmConfig::new("bench")

@@ -7,8 +7,12 @@
 //! back. Between the two, the node attaches a volume file to the VMM's volume slot through its
 //! API once the guest's frame went by; the guest sees its empty `vdc` grow to the volume with the
 //! volume id as serial, writes a marker the node waits for, and sees `vdc` go back to 0 bytes
-//! when the node detaches the volume. Both programs (`vmm/examples/e2e_{guest,node}.rs`) print
-//! one line per check; this test reads them from the node's console.
+//! when the node detaches the volume. The guest also prints its DMI identity, which the VMM's
+//! SMBIOS tables give it as EC2's would. Before all that, the node checks the Linux `aoe`
+//! driver against our AoE target on a veth pair: it reads the export whose MAC list names its
+//! interface (the known pattern) and gets no device for one that allows only another MAC,
+//! whose target drops its queries unanswered. Both programs (`vmm/examples/e2e_{guest,node}.rs`)
+//! print one line per check; this test reads them from the node's console.
 
 #[path = "support/vmm_images.rs"]
 mod vmm_images;
@@ -28,7 +32,8 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         &bin,
         &NodeExtras {
             runner: "e2e_node",
-            qemu: false,
+            programs: &[vmm_images::IP],
+            modules: vmm_images::AOE_MODULES,
         },
     );
     let mut vm = VmConfig::new("node")
@@ -49,9 +54,40 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         .unwrap_or_else(|e| panic!("{e}"));
     let console = vm.console().text();
     let tail = vm.console().tail(60);
+    // The Linux driver read what the allowed export served, and the refused export answered
+    // nothing to at least two rounds of its queries.
+    let allowed = regex::Regex::new(r"vmm-e2e-node: kernel aoe e7\.1 match=(\w+) served=(\d+)")
+        .unwrap()
+        .captures(&console)
+        .unwrap_or_else(|| panic!("no kernel aoe line for e7.1; console tail:\n{tail}"));
+    assert_eq!(&allowed[1], "true", "{}", &allowed[0]);
+    assert!(
+        allowed[2].parse::<u64>().unwrap() >= 1 << 20,
+        "{}",
+        &allowed[0]
+    );
+    let refused = regex::Regex::new(
+        r"vmm-e2e-node: kernel aoe e7\.2 refused=(\d+) second_round=(\w+) answered=(\d+) device=(\w+)",
+    )
+    .unwrap()
+    .captures(&console)
+    .unwrap_or_else(|| panic!("no kernel aoe line for e7.2; console tail:\n{tail}"));
+    assert!(refused[1].parse::<u64>().unwrap() >= 2, "{}", &refused[0]);
+    assert_eq!(
+        (&refused[2], &refused[3], &refused[4]),
+        ("true", "0", "false"),
+        "{}",
+        &refused[0]
+    );
+    println!("{}\n{}", &allowed[0], &refused[0]);
     for line in [
         "vmm-e2e-guest: up",
         "vmm-e2e-guest: modules ok",
+        "vmm-e2e-guest: dmi sys_vendor=Amazon EC2",
+        "vmm-e2e-guest: dmi product_name=m1.small",
+        "vmm-e2e-guest: dmi product_uuid=ec2e2e01-2345-8678-9abc-def012345678",
+        "vmm-e2e-guest: dmi chassis_asset_tag=i-e2e00001",
+        "vmm-e2e-guest: dmi ok",
         "vmm-e2e-guest: disk1 ok",
         "vmm-e2e-guest: disk2 ok",
         "vmm-e2e-guest: network ok",
@@ -77,6 +113,25 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         );
     }
     assert_eq!(&done[1], "0", "node program failed; console tail:\n{tail}");
+    // cloud-init's ds-identify takes the guest for EC2 when product_uuid and product_serial
+    // start with ec2 and are equal, ignoring case (the VMM was given the serial in upper case).
+    let dmi = |name: &str| {
+        let prefix = format!("vmm-e2e-guest: dmi {name}=");
+        (console.lines())
+            .find_map(|l| {
+                l.trim_end()
+                    .strip_prefix(prefix.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("no {name} from the guest; console tail:\n{tail}"))
+    };
+    let (uuid, serial) = (dmi("product_uuid"), dmi("product_serial"));
+    assert!(
+        uuid.to_ascii_lowercase().starts_with("ec2")
+            && serial.to_ascii_lowercase().starts_with("ec2"),
+        "product_uuid {uuid}, product_serial {serial}"
+    );
+    assert!(uuid.eq_ignore_ascii_case(&serial), "{uuid} vs {serial}");
     // The VMM's own account of the guest's port: its DHCP answered (offer and ack at least), the
     // address taken, and each of the five frames forged with another MAC and another source
     // address dropped under its reason.

@@ -1,16 +1,24 @@
 //! End-to-end guest program: PID 1 of the test initramfs booted by `mallee-vmm` inside a nested
-//! node. It loads the virtio modules the initramfs lists, checks the read-only disk's pattern,
+//! node. It loads the virtio modules the initramfs lists, prints what the SMBIOS tables told
+//! Linux (`/sys/class/dmi/id`), checks the read-only disk's pattern,
 //! writes the second disk's pattern, takes its address from its VMM's DHCP, sends a marked frame
 //! from it and frames forged with another MAC and another address, then watches the empty volume
 //! slot `vdc` until the node attaches a volume (`disk vdc size=N serial=S`), writes a marker to
 //! it, and watches it go back to one empty sector when the node detaches it; it prints a line per step and
 //! powers the machine off through ACPI (which ends `mallee-vmm` with exit status 0).
 //!
-//! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
-//! image.
+//! With `ebs.secs=` on its command line it is instead the guest half of `just bench ebs`: after
+//! its modules it runs one I/O case per volume the node attaches to its volume slot
+//! (`e2e/io_bench.rs`), then powers off.
+//!
+//! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`) and the benchmarks;
+//! not part of any image.
 
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/io_bench.rs"]
+#[allow(dead_code)]
+mod io_bench;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -320,6 +328,22 @@ fn volume() -> Result<String, String> {
     Ok(format!("attached {size} sectors serial {serial}, detached"))
 }
 
+/// Prints the DMI identity cloud-init's `ds-identify` reads, one `dmi NAME=VALUE` line each.
+fn dmi() -> Result<String, String> {
+    for name in [
+        "sys_vendor",
+        "product_name",
+        "product_uuid",
+        "product_serial",
+        "chassis_asset_tag",
+    ] {
+        let path = format!("/sys/class/dmi/id/{name}");
+        let value = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        say(&format!("vmm-e2e-guest: dmi {name}={}", value.trim_end()));
+    }
+    Ok(String::new())
+}
+
 fn step(name: &str, r: Result<String, String>) -> bool {
     match r {
         Ok(detail) => {
@@ -340,6 +364,11 @@ fn main() {
     console_to_stdio();
     say("vmm-e2e-guest: up");
     let mut ok = step("modules", load_modules().map(|n| format!("{n} loaded")));
+    if io_bench::run_if_asked(wait_for) {
+        power_off();
+        return;
+    }
+    ok &= step("dmi", dmi());
     ok &= step(
         "disk1",
         if wait_for("/dev/vda") {
@@ -369,6 +398,10 @@ fn main() {
         },
     );
     say(&format!("vmm-e2e-guest: done ok={ok}"));
+    power_off();
+}
+
+fn power_off() {
     // SAFETY: sync and reboot take no pointers; as PID 1 we power the machine off deliberately.
     unsafe {
         libc::sync();

@@ -7,16 +7,27 @@
 //! attaches a volume file to the VMM's volume slot through the API, waits for the guest to write
 //! its marker to it, and detaches it.
 //!
+//! Before the VMM starts, it checks the Linux `aoe` driver against our target on a veth pair
+//! (storage end in its own namespace): of two exports, the driver reads the one whose MAC list
+//! names its interface (the bytes must be the known pattern) and never gets a device for the
+//! one allowing only another MAC, which drops each of the driver's queries unanswered.
+//!
 //! Built statically by the end-to-end test (`qemu-tests/tests/vmm_boot.rs`); not part of any
 //! image.
 
+#[path = "e2e/aoe_node.rs"]
+#[allow(dead_code)]
+mod aoe_node;
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/kernel_aoe.rs"]
+mod kernel_aoe;
+#[path = "e2e/vmm_api.rs"]
+mod vmm_api;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,11 +37,16 @@ use common::{
     say, FORGED_MARKER, FRAME_MARKER, GATEWAY, GUEST_IP, GUEST_MAC, HOSTNAME, PREFIX_LEN,
     VOLUME_BYTES, VOLUME_ID, VOLUME_MARKER,
 };
-use mallee_proto::vmm::{encode_line, DiskSource, Reply, Request};
+use mallee_proto::vmm::{DiskSource, Reply, Request};
 
 const TAP: &str = "vmtap0";
 const API: &str = "/tmp/vmm.sock";
 const VOLUME: &str = "/tmp/vol.img";
+/// The guest's SMBIOS identity, as the node agent gives an EC2 instance's (the serial in
+/// upper case, as Xen-era EC2 had it: ds-identify compares the two ignoring case).
+const SMBIOS: &str = "manufacturer=Amazon EC2,product=m1.small,\
+uuid=ec2e2e01-2345-8678-9abc-def012345678,serial=EC2E2E01-2345-8678-9ABC-DEF012345678,\
+asset-tag=i-e2e00001";
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
@@ -102,14 +118,7 @@ fn guest_address() -> String {
 
 /// One request to the VMM's API.
 fn api(request: &Request) -> Result<Reply, String> {
-    let mut s = UnixStream::connect(API).map_err(|e| format!("connect {API}: {e}"))?;
-    s.write_all(&encode_line(request))
-        .map_err(|e| format!("send: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(s)
-        .read_line(&mut line)
-        .map_err(|e| format!("read reply: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| format!("reply {line:?}: {e}"))
+    vmm_api::call(API, request)
 }
 
 /// Waits up to `secs` for `done`.
@@ -171,6 +180,16 @@ fn volume(guest_sent: &AtomicBool, vmm_gone: &AtomicBool) -> bool {
 
 fn run() -> Result<(), String> {
     std::fs::create_dir_all("/tmp").map_err(|e| e.to_string())?;
+    let kernel_aoe_ok = match kernel_aoe::check() {
+        Ok(k) => {
+            k.lines().iter().for_each(|l| say(l));
+            k.ok()
+        }
+        Err(e) => {
+            say(&format!("vmm-e2e-node: kernel aoe FAIL {e}"));
+            false
+        }
+    };
     std::fs::write("/tmp/disk1.img", common::disk_image(1)).map_err(|e| e.to_string())?;
     std::fs::write("/tmp/disk2.img", vec![0u8; common::DISK_BYTES]).map_err(|e| e.to_string())?;
     std::fs::write(VOLUME, vec![0u8; VOLUME_BYTES]).map_err(|e| e.to_string())?;
@@ -217,6 +236,7 @@ fn run() -> Result<(), String> {
         .args(["--net", &format!("tap={TAP},mac={mac},{}", guest_address())])
         .args(["--volume-slots", "1"])
         .args(["--api-socket", API])
+        .args(["--smbios", SMBIOS])
         .spawn()
         .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
     let deadline = started + Duration::from_secs(600);
@@ -256,7 +276,7 @@ fn run() -> Result<(), String> {
     let pattern_ok = disk2 == common::disk_image(2);
     say(&format!("vmm-e2e-node: disk2 pattern ok={pattern_ok}"));
     let net_ok = seen.good && !seen.forged && !seen.dhcp;
-    if status.code() == Some(0) && net_ok && pattern_ok && volume_ok {
+    if status.code() == Some(0) && net_ok && pattern_ok && volume_ok && kernel_aoe_ok {
         Ok(())
     } else {
         Err("checks failed".into())

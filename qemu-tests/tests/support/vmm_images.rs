@@ -1,16 +1,29 @@
-//! Building the node images the `mallee-vmm` end-to-end test and benchmark boot: static builds
+//! Building the node images the `mallee-vmm` end-to-end test and benchmarks boot: static builds
 //! of the VMM and its helper programs (`vmm/examples/`), a guest initramfs (image-build's
-//! [`NetbootSpec::guest`] with the `e2e_guest` example as `/init`), and a node image carrying the guest kernel and initramfs (and, for the benchmark,
-//! QEMU with the shared libraries `ldd` lists and its firmware). Shared by
-//! `tests/vmm_boot.rs` and `benches/vmm.rs`.
+//! [`NetbootSpec::guest`] with the `e2e_guest` example as `/init`), and a node image carrying
+//! the guest kernel and initramfs plus what a runner asks for: dynamically linked host programs
+//! (QEMU with its firmware, `ip`, `vblade`) with the libraries `ldd` lists, and kernel modules
+//! the runner loads itself (with parameters) instead of init at boot. Shared by
+//! `tests/vmm_boot.rs`, `benches/vmm.rs` and `benches/ebs.rs`, each using part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
 
+use mallee_image_build::initramfs::Initramfs;
+use mallee_image_build::kernel::KernelTree;
+use mallee_image_build::kmod::Resolver;
 use mallee_image_build::netboot::{self, NetbootSpec};
 use mallee_qemu_tests::{NetbootImage, TestDir};
 
-const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// QEMU, for the VMM benchmark's peer.
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// iproute2's `ip`: veth pairs and network namespaces for the AoE checks.
+pub const IP: &str = "/usr/sbin/ip";
+/// Debian's `vblade`, the AoE target Eucalyptus used.
+pub const VBLADE: &str = "/usr/sbin/vblade";
+/// Modules the AoE checks load on the node: veth pairs and the Linux AoE initiator.
+pub const AOE_MODULES: &[&str] = &["veth", "aoe"];
+
 /// Firmware QEMU loads for `-M microvm` and `-M q35` with `-kernel` (from its search path).
 const QEMU_FIRMWARE: &[&str] = &[
     "/usr/share/qemu/qboot.rom",
@@ -20,39 +33,54 @@ const QEMU_FIRMWARE: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
 ];
 
+/// Where the list of [`NodeExtras::modules`] is in the node image: `NAME PATH` lines in load
+/// order, paths relative to `/lib/modules/<release>/` (the format of init's `load-order`).
+pub const MODULE_LIST: &str = "vmm-e2e/modules";
+
 pub use mallee_qemu_tests::build_static;
 
 /// What goes on the node besides the standard node image.
 pub struct NodeExtras<'a> {
     /// The program `mallee.run` starts (an example name), installed as `/bin/<name>`.
     pub runner: &'a str,
-    /// Also carry QEMU, its libraries and firmware.
-    pub qemu: bool,
+    /// Dynamically linked host programs, each at its host path with its libraries (and, for
+    /// [`QEMU`], its firmware).
+    pub programs: &'a [&'a str],
+    /// Modules carried but not loaded at boot (with their dependencies), listed in
+    /// [`MODULE_LIST`] for the runner.
+    pub modules: &'a [&'a str],
 }
 
-fn add_qemu(fs: &mut mallee_image_build::initramfs::Initramfs) {
-    let ldd = Command::new("ldd")
-        .arg(QEMU)
-        .output()
-        .expect("run ldd (run `just setup`)");
-    let text = String::from_utf8_lossy(&ldd.stdout);
-    let mut files: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
-        .map(str::to_string)
-        .collect();
-    files.push(QEMU.to_string());
-    files.extend(QEMU_FIRMWARE.iter().map(|s| s.to_string()));
-    for f in files {
-        let bytes =
-            std::fs::read(&f).unwrap_or_else(|e| panic!("read {f}: {e} (run `just setup`)"));
-        fs.add_file(f.trim_start_matches('/'), 0o755, bytes)
-            .unwrap_or_else(|e| panic!("add {f}: {e}"));
+fn add_programs(fs: &mut Initramfs, programs: &[&str]) {
+    for p in programs {
+        fs.add_dynamic_program(p.trim_start_matches('/'), Path::new(p))
+            .unwrap_or_else(|e| panic!("add {p}: {e} (run `just setup`)"));
+        if *p == QEMU {
+            for f in QEMU_FIRMWARE {
+                fs.add_host_file(f.trim_start_matches('/'), Path::new(f))
+                    .unwrap_or_else(|e| panic!("add {f}: {e} (run `just setup`)"));
+            }
+        }
     }
 }
 
+fn add_modules(fs: &mut Initramfs, kernel: &KernelTree, modules: &[&str]) {
+    let order = Resolver::new(kernel)
+        .load_order(modules)
+        .unwrap_or_else(|e| panic!("modules {modules:?}: {e}"));
+    let mut list = String::new();
+    for m in &order {
+        let dest = format!("lib/modules/{}/{}", kernel.release(), m.path);
+        fs.add_host_file(&dest, &kernel.modules_dir().join(&m.path))
+            .unwrap_or_else(|e| panic!("add {dest}: {e}"));
+        list.push_str(&format!("{} {}\n", m.name, m.path));
+    }
+    fs.add_file(MODULE_LIST, 0o644, list.into_bytes())
+        .expect("add the module list");
+}
+
 /// The node image: standard node contents, the runner, the guest kernel and initramfs (whose
-/// `/init` is the `e2e_guest` example) under `/vmm-e2e/`.
+/// `/init` is the `e2e_guest` example) under `/vmm-e2e/`, and the extras.
 pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
     // The guest bundle's ramdisk spec (virtio_net among its modules) with the e2e guest as /init.
@@ -79,8 +107,9 @@ pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> Netboot
     let out = dir.file("node");
     std::fs::create_dir_all(&out).expect("node dir");
     let (mut fs, _) = netboot::assemble(&spec, &kernel).expect("node initramfs");
-    if extras.qemu {
-        add_qemu(&mut fs);
+    add_programs(&mut fs, extras.programs);
+    if !extras.modules.is_empty() {
+        add_modules(&mut fs, &kernel, extras.modules);
     }
     fs.write_gz(&out.join("initramfs"))
         .expect("write node initramfs");
