@@ -1,6 +1,6 @@
 //! The instance metadata service's HTTP side (EC2's IMDS, v1 and v2): one request's bytes in,
 //! one response's bytes out, from the instance's [`InstanceMetadata`]. `GET` under `/latest/`
-//! answers `meta-data/...` (the document's [`MetadataDocument::lookup`]), `user-data` and
+//! and every dated version EC2 lists at `/` ([`VERSIONS`]) answers `meta-data/...` (the document's [`MetadataDocument::lookup`]), `user-data` and
 //! `dynamic/instance-identity/document`; `PUT /latest/api/token` with
 //! `X-aws-ec2-metadata-token-ttl-seconds` (1-21600) hands out an IMDSv2 token, refused when it
 //! carries `X-Forwarded-For` (as AWS does: a token must not travel through a proxy). A request
@@ -187,19 +187,26 @@ impl Imds {
     }
 
     fn get(&self, path: &str) -> Vec<u8> {
+        if path == "/" {
+            return text(&VERSIONS.join("\n"));
+        }
+        // Every version EC2 lists serves the same tree here (cloud-init asks for dated ones).
+        let Some(rest) = VERSIONS.iter().find_map(|v| {
+            let rest = path.strip_prefix('/')?.strip_prefix(v)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+        }) else {
+            return error(404, "Not Found");
+        };
         let doc = &self.content.document;
-        match path {
-            "/" => text("latest"),
-            "/latest" | "/latest/" => text("dynamic\nmeta-data\nuser-data"),
-            "/latest/user-data" | "/latest/user-data/" => match &self.user_data {
+        match rest {
+            "" | "/" => text("dynamic\nmeta-data\nuser-data"),
+            "/user-data" | "/user-data/" => match &self.user_data {
                 Some(data) => response(200, "OK", "application/octet-stream", data),
                 None => error(404, "Not Found"),
             },
-            "/latest/dynamic" | "/latest/dynamic/" => text("instance-identity/"),
-            "/latest/dynamic/instance-identity" | "/latest/dynamic/instance-identity/" => {
-                text("document")
-            }
-            "/latest/dynamic/instance-identity/document" => {
+            "/dynamic" | "/dynamic/" => text("instance-identity/"),
+            "/dynamic/instance-identity" | "/dynamic/instance-identity/" => text("document"),
+            "/dynamic/instance-identity/document" => {
                 let identity = serde_json::json!({
                     "instanceId": doc.instance_id,
                     "imageId": doc.ami_id,
@@ -214,16 +221,45 @@ impl Imds {
                 let body = serde_json::to_vec_pretty(&identity).unwrap_or_default();
                 response(200, "OK", "text/plain", &body)
             }
-            _ => match path
-                .strip_prefix("/latest/meta-data")
-                .map(|p| doc.lookup(p))
-            {
+            _ => match rest.strip_prefix("/meta-data").map(|p| doc.lookup(p)) {
                 Some(Some(answer)) => text(&answer),
                 _ => error(404, "Not Found"),
             },
         }
     }
 }
+
+/// The versions `GET /` lists, as EC2 lists them: each serves the same tree here.
+pub const VERSIONS: &[&str] = &[
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+    "2011-01-01",
+    "2011-05-01",
+    "2012-01-12",
+    "2014-02-25",
+    "2014-11-05",
+    "2015-10-20",
+    "2016-04-19",
+    "2016-06-30",
+    "2016-09-02",
+    "2018-03-28",
+    "2018-08-17",
+    "2018-09-24",
+    "2019-10-01",
+    "2020-10-27",
+    "2021-01-03",
+    "2021-03-23",
+    "2021-07-15",
+    "2022-09-24",
+    "latest",
+];
 
 #[cfg(test)]
 #[path = "imds_tests.rs"]

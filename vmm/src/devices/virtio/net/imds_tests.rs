@@ -94,6 +94,52 @@ fn imdsv1_answers_the_ec2_paths() {
     );
 }
 
+/// cloud-init (22.4) asks `/2009-04-04/meta-data/instance-id`, then `/2021-03-23/`,
+/// `/2018-09-24/` or `/2016-09-02/`; the AWS tools ask `/latest/`. Each dated version EC2 lists
+/// answers as `latest` does; versions EC2 never had, and near misses, are 404.
+#[test]
+fn dated_versions_answer_as_latest_does() {
+    let mut i = imds(Some("#cloud-config\n"));
+    let now = Instant::now();
+    let (status, root) = ask(&mut i, &get("/", ""), now);
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = root.lines().collect();
+    for v in [
+        "1.0",
+        "2009-04-04",
+        "2016-09-02",
+        "2018-09-24",
+        "2021-03-23",
+        "latest",
+    ] {
+        assert!(listed.contains(&v), "{v} not in {root:?}");
+    }
+    for v in &listed {
+        for (rest, want) in [
+            ("meta-data/instance-id", "i-0123456789abcdef0"),
+            ("meta-data/public-keys/0/openssh-key", "ssh-ed25519 AAAA k1"),
+            ("user-data", "#cloud-config\n"),
+            ("", "dynamic\nmeta-data\nuser-data"),
+        ] {
+            let path = format!("/{v}/{rest}");
+            assert_eq!(
+                ask(&mut i, &get(&path, ""), now),
+                (200, want.to_string()),
+                "{path}"
+            );
+        }
+    }
+    for path in [
+        "/2009-04-05/meta-data/instance-id",
+        "/2009-04-04x/meta-data/instance-id",
+        "/latestmeta-data/instance-id",
+        "/1.0meta-data",
+        "//latest/meta-data/instance-id",
+    ] {
+        assert_eq!(ask(&mut i, &get(path, ""), now).0, 404, "{path}");
+    }
+}
+
 #[test]
 fn imdsv2_tokens_are_issued_checked_and_expire() {
     let mut i = imds(None);
