@@ -13,6 +13,10 @@ setup:
 images:
     scripts/images.sh
 
+# Build a Debian bookworm cloud image with mmdebstrap (target/images/debian-cloud: vmlinuz, initrd.img, root.img, root-gpt.img, image.txt); cached per machine, needs root.
+image-debian-cloud:
+    cargo run --release --locked -q -p mallee-image-build -- debian-cloud
+
 # Boot the frontend appliance and a PXE-booted node under QEMU, run an instance, keep the cloud up.
 demo: images
     cargo run --release -q -p mallee-qemu-tests --bin mallee-demo

@@ -5,10 +5,12 @@
 //! `uefi` (systemd-boot, unified kernel images) and `appliance` turn the frontend bundle into
 //! the flashable GPT disk image. `rootfs` makes small ext4 root images; `guest` is the test instance bundle (ramdisk + root
 //! image) that end-to-end tests upload. Tests use the same pieces to build custom guest images
-//! (`netboot::NetbootSpec`).
+//! (`netboot::NetbootSpec`). `debian_cloud` is a real Debian cloud image (mmdebstrap, cloud-init,
+//! its own kernel) as unpartitioned and GPT root disks.
 
 pub mod appliance;
 pub mod cpio;
+pub mod debian_cloud;
 pub mod elf;
 pub mod fetch;
 pub mod guest;

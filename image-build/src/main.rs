@@ -1,10 +1,10 @@
 //! `mallee-image-build`: builds the node and frontend netboot bundles, the flashable frontend
-//! appliance, the test instance bundle, and moves the kernel pin.
+//! appliance, the test instance bundle, a Debian cloud image, and moves the kernel pin.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use mallee_image_build::initramfs::mib;
-use mallee_image_build::{appliance, fetch, guest, kernel, lock, netboot};
+use mallee_image_build::{appliance, debian_cloud, fetch, guest, kernel, lock, netboot};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -85,6 +85,19 @@ enum Cmd {
         #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/guest"))]
         out: PathBuf,
     },
+    /// Build a Debian bookworm cloud image with mmdebstrap (cloud-init, EC2 datasource, its own
+    /// kernel): OUT/{vmlinuz,initrd.img,root.img,root-gpt.img,image.txt}. Cached per machine.
+    DebianCloud {
+        /// Output directory.
+        #[arg(long, default_value_os_t = mallee_image_build::target_dir().join("images/debian-cloud"))]
+        out: PathBuf,
+        /// The Debian archive to build from (default: the one host apt uses for bookworm).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Build again even when the cache holds this recipe's image.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Move the kernel pin to the newest `linux-image-6.1.0-*-amd64` apt knows (or PACKAGE),
     /// download it and rewrite image-build/kernel.lock with its version and SHA-256.
     Pin {
@@ -138,6 +151,16 @@ fn main() -> Result<()> {
             build_appliance(&spec, &out)
         }
         Cmd::Guest { init, out } => build_guest(&init, out),
+        Cmd::DebianCloud {
+            out,
+            mirror,
+            rebuild,
+        } => build_debian_cloud(debian_cloud::Options {
+            out,
+            mirror,
+            rebuild,
+            cache: fetch::cache_dir(),
+        }),
         Cmd::Pin { package } => pin(package),
     }
 }
@@ -223,6 +246,33 @@ fn build_guest(init: &std::path::Path, out: PathBuf) -> Result<()> {
         mib(report.root.bytes),
         report.root.label,
         report.root.uuid
+    );
+    Ok(())
+}
+
+fn build_debian_cloud(opts: debian_cloud::Options) -> Result<()> {
+    let report = debian_cloud::build(&opts)?;
+    let f = |k: &str| report.facts.get(k).map_or("?", String::as_str);
+    let size = |k: &str| f(k).parse::<u64>().map_or(0.0, mib);
+    println!(
+        "image-build: debian-cloud image in {} ({}, {:.1} s; key {})\n  vmlinuz       {:>7.1} MiB  {} {}\n  initrd.img    {:>7.1} MiB\n  root.img      {:>7.1} MiB  ext4 label {} uuid {} ({:.0} MiB of files)\n  root-gpt.img  {:>7.1} MiB  GPT, partition 1 at 1 MiB, PARTUUID {}\n  cloud-init {}, openssh-server {}, {} packages (image.txt)",
+        report.out.display(),
+        if report.cached { "from the cache" } else { "built" },
+        report.seconds,
+        f("build_key"),
+        size("vmlinuz_bytes"),
+        f("linux_image"),
+        f("linux_image_version"),
+        size("initrd_bytes"),
+        size("root_bytes"),
+        f("label"),
+        f("fs_uuid"),
+        size("tree_bytes"),
+        size("root_gpt_bytes"),
+        f("partition_uuid"),
+        f("cloud_init_version"),
+        f("openssh_server_version"),
+        f("packages"),
     );
     Ok(())
 }
