@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod handoff;
 mod log_level;
 mod metadata;
+pub mod root_device;
 pub mod storage;
 pub mod vmm;
 pub use log_level::LogLevel;
@@ -37,6 +38,7 @@ pub use mallee_mac::{BadMac, Mac};
 pub use metadata::{
     HttpEndpoint, HttpTokens, MetadataDocument, MetadataOptions, PublicKey, HOP_LIMITS,
 };
+pub use root_device::RootDevice;
 
 pub const PATH_PREFIX: &str = "/_node/";
 pub const PATH_ENROLL: &str = "/_node/enroll";
@@ -154,6 +156,11 @@ pub struct InstanceSpec {
     /// a copy of `image`. The node reports it among `volumes` while its VMM runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_volume: Option<VolumeAttachment>,
+    /// What the guest's kernel command line names its root file system by (`root=`), as the
+    /// frontend read it from the image when it was registered; `None` (an image it could not
+    /// read one from, or registered before it did): `/dev/vda`, the first disk as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device: Option<RootDevice>,
 }
 
 /// Most volumes one instance can have attached at once (the VMM's pre-provisioned slots).
@@ -358,6 +365,7 @@ mod tests {
                 shelf: 100,
                 slot: 4,
             }),
+            root_device: Some("PARTUUID=0badcafe-01".parse().unwrap()),
         }
     }
 
@@ -380,6 +388,17 @@ mod tests {
         old.as_object_mut().unwrap().remove("metadata_options");
         let s: InstanceSpec = serde_json::from_value(old).unwrap();
         assert_eq!(s.metadata_options, MetadataOptions::default());
+    }
+
+    #[test]
+    fn a_spec_without_a_root_device_parses_and_a_bad_one_does_not() {
+        let mut old = serde_json::to_value(spec()).unwrap();
+        assert_eq!(old["root_device"], "PARTUUID=0badcafe-01");
+        old.as_object_mut().unwrap().remove("root_device");
+        let s: InstanceSpec = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(s.root_device, None);
+        old["root_device"] = "/dev/vda init=/bin/sh".into();
+        assert!(serde_json::from_value::<InstanceSpec>(old).is_err());
     }
 
     #[test]

@@ -192,6 +192,9 @@ pub fn begin(
         created_ms: now,
         root_snapshot: Some(snapshot.id.clone()),
         source_instance: Some(i.id.clone()),
+        // The instance's root volume began as its image's snapshot: same file systems, same
+        // partition table, so the same root.
+        root_device: i.root_device,
     };
     if approach != Approach::Live {
         if approach == Approach::Reboot {

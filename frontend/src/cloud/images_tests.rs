@@ -53,6 +53,7 @@ fn source_image() -> Image {
         created_ms: 0,
         root_snapshot: Some("snap-00000000000000001".into()),
         source_instance: None,
+        root_device: None,
     }
 }
 
@@ -147,6 +148,18 @@ fn an_ebs_image_is_available_only_once_its_root_snapshot_is_completed() {
     assert_eq!(state(&img, None).name(), "failed", "its snapshot is gone");
     img.root_snapshot = None;
     assert_eq!(state(&img, None), ImageState::Available, "instance-store");
+}
+
+#[test]
+fn a_created_image_boots_the_root_its_instance_booted() {
+    let root: mallee_proto::RootDevice = "PARTUUID=0badcafe-01".parse().unwrap();
+    let mut i = ebs_instance(State::Stopped);
+    i.root_device = Some(root);
+    let (_dir, store) = stored(&i);
+    let (img, _, _) = begin_on(&store, &request(true)).unwrap();
+    assert_eq!(img.root_device, Some(root));
+    let stored: Image = read(&store, IMAGE, IMG);
+    assert_eq!(stored.root_device, Some(root));
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn kernel() -> Image {
         created_ms: 0,
         root_snapshot: None,
         source_instance: None,
+        root_device: None,
     }
 }
 

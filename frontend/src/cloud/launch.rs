@@ -151,6 +151,7 @@ pub fn write_instances(
             shutdown: Default::default(),
             root_volume: None, // EBS-backed: set with the volume the launch makes
             image_hold: None,
+            root_device: l.image.root_device,
         };
         public::set(&mut inst, dynamic.next().map(|ip| ip.to_string()));
         tx.put(INSTANCE, &inst.id, &inst.owner, None, &inst)?;

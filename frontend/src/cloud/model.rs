@@ -111,6 +111,11 @@ pub struct Image {
     /// `sourceInstanceId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_instance: Option<String>,
+    /// What `root=` names its root file system by, read from its bytes when it was registered
+    /// (CreateImage: its instance's); `None` for an image with no layout we know, a kernel or
+    /// ramdisk, or one registered before images had it: instances boot `/dev/vda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device: Option<mallee_proto::RootDevice>,
 }
 
 impl Image {
@@ -357,6 +362,9 @@ pub struct Instance {
     /// CreateImage holds it stopped until its root volume is copied (see `cloud::images`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_hold: Option<ImageHold>,
+    /// Its image's root device as it was at launch (see [`Image::root_device`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device: Option<mallee_proto::RootDevice>,
 }
 
 /// CreateImage's hold on an EBS-backed instance whose root volume it copies at rest: the

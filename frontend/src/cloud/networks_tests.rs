@@ -49,6 +49,7 @@ fn launch(group: &str, min: u32) -> Launch {
             created_ms: 0,
             root_snapshot: None,
             source_instance: None,
+            root_device: None,
         },
         kernel: None,
         ramdisk: None,

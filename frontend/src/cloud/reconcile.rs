@@ -123,6 +123,7 @@ pub fn spec(i: &Instance) -> Option<InstanceSpec> {
         // Filled in by `nodes::desired`, from the volume records.
         volumes: Vec::new(),
         root_volume: None,
+        root_device: i.root_device,
     })
 }
 
@@ -176,6 +177,7 @@ pub(crate) mod tests {
             shutdown: Default::default(),
             root_volume: None,
             image_hold: None,
+            root_device: None,
         }
     }
 

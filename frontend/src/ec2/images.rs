@@ -1,10 +1,13 @@
 //! Images: RegisterImage makes an emi-/eki-/eri- record from a Walrus object (its size and
 //! SHA-256 come from the object store, the kind from the object's `x-amz-meta-mallee-image-type`
 //! metadata: `machine` (default), `kernel` or `ramdisk`), or an EBS-backed one from a root
-//! snapshot; DescribeImages with owners, executable-by and filters (tag filters: the caller's
-//! own tags), each image's state as `cloud::images` derives it (an EBS-backed image is
-//! `pending` until its root snapshot is in Walrus); DeregisterImage (the image's tags go with
-//! it, its root snapshot stays); launch permissions. CreateImage is `create_image`.
+//! snapshot — a machine image with the `root=` its instances boot with, read from the first KiB
+//! of the object's file or of the snapshot through its manifest (none found: none stored, and
+//! instances boot `/dev/vda`); DescribeImages with owners, executable-by and filters (tag
+//! filters: the caller's own tags), each image's state as `cloud::images` derives it (an
+//! EBS-backed image is `pending` until its root snapshot is in Walrus); DeregisterImage (the
+//! image's tags go with it, its root snapshot stays); launch permissions. CreateImage is
+//! `create_image`.
 
 use super::params::{filter_matches, Params};
 use super::tags;
@@ -16,7 +19,9 @@ use crate::cloud::model::{
     new_id, well_formed, Image, ImageKind, DEFAULT_ARCHITECTURE, IMAGE, ROOT_DEVICE_NAME,
 };
 use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
+use crate::storage::snapshots::SnapshotReader;
 use crate::store::{account_id, CloudTx, ObjectRow, User};
+use mallee_proto::root_device::{self, RootDevice};
 use std::collections::BTreeMap;
 
 pub use crate::cloud::model::IMAGE_PREFIXES;
@@ -90,6 +95,48 @@ pub(super) fn valid_name(name: &str) -> Result<&str, Ec2Error> {
     Ok(name)
 }
 
+/// What `root=` names the root of the machine image read from `what` (an object's location or
+/// a snapshot) by, as [`root_device::locate`] found it in its bytes; `None` (logged) when they hold no layout it knows or could not be read: the
+/// image registers anyway, and its instances boot `/dev/vda`.
+fn root_named(what: &str, found: Result<Option<RootDevice>, String>) -> Option<RootDevice> {
+    match found {
+        Ok(Some(root)) => {
+            tracing::info!(source = what, %root, "image root found");
+            Some(root)
+        }
+        Ok(None) => {
+            tracing::info!(source = what, "no partition table or file system known in the image: its instances boot root=/dev/vda");
+            None
+        }
+        Err(why) => {
+            tracing::warn!(
+                source = what,
+                "could not read the image for its root ({why}): its instances boot root=/dev/vda"
+            );
+            None
+        }
+    }
+}
+
+/// The root of the machine image Walrus holds as `obj`, read from its blob file.
+fn object_root(ec2: &Ec2, location: &str, obj: &ObjectRow) -> Option<RootDevice> {
+    let path = ec2.store.blobs().path(&obj.blob);
+    let found = std::fs::File::open(&path).and_then(|f| root_device::locate(&f));
+    root_named(
+        location,
+        found.map_err(|e| format!("{}: {e}", path.display())),
+    )
+}
+
+/// The root of the image whose root volume is made from completed snapshot `snapshot`, read
+/// through its manifest.
+fn snapshot_root(ec2: &Ec2, snapshot: &str) -> Option<RootDevice> {
+    let found = SnapshotReader::open(&ec2.store, snapshot)
+        .map_err(|e| e.to_string())
+        .and_then(|r| root_device::locate(&r).map_err(|e| e.to_string()));
+    root_named(snapshot, found)
+}
+
 pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let name = valid_name(c.p.req("Name")?)?;
     if let Some(snapshot) = root_snapshot(c.p)? {
@@ -110,6 +157,9 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let arch = architecture(c.p)?;
     let owner = &c.user.name;
     let tag_set = tags::specified_for(c.p, ResourceType::Image)?;
+    let root = (kind == ImageKind::Machine)
+        .then(|| object_root(ec2, location, &obj))
+        .flatten();
     let id = ec2.store.cloud(|tx| {
         name_free(tx, owner, name)?;
         let kernel_id = linked(tx, c.p.get("KernelId"), owner, ImageKind::Kernel)?;
@@ -137,6 +187,7 @@ pub fn register(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             created_ms: c.now,
             root_snapshot: None,
             source_instance: None,
+            root_device: root,
         };
         tx.put(IMAGE, &img.id, owner, Some(name), &img)?;
         tagging::attach(tx, owner, &img.id, ResourceType::Image, &tag_set)?;
@@ -222,6 +273,7 @@ fn register_ebs(ec2: &Ec2, c: &Call<'_>, name: &str, snapshot: &str) -> Result<S
             public: false,
             launch_users: Vec::new(),
             created_ms: c.now,
+            root_device: snapshot_root(ec2, &snap.id),
             root_snapshot: Some(snap.id),
             source_instance: None,
         };
@@ -514,3 +566,7 @@ pub fn modify_attribute(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     })?;
     Ok(xml::ok(c.action, c.rid))
 }
+
+#[cfg(test)]
+#[path = "images_tests.rs"]
+mod tests;

@@ -122,6 +122,7 @@ mod tests {
             network: None,
             volumes: Vec::new(),
             root_volume: None,
+            root_device: None,
         };
         let specs = [spec];
         assert!(placed(&specs, "images", "root.img"));

@@ -2,7 +2,8 @@
 //! once as the object `chunks/<sha256>` of the snapshot bucket (all-zero chunks not at all), and
 //! a manifest `manifests/<snapshot id>.json` naming the chunk at each index. A later snapshot of
 //! the same volume stores only the chunks that changed (any chunk already stored is found by
-//! its name); restoring writes the manifest's chunks into a sparse file; deleting a snapshot
+//! its name); restoring writes the manifest's chunks into a sparse file, and
+//! [`SnapshotReader`] reads a few bytes in place (an image's root); deleting a snapshot
 //! removes its manifest and the chunks no other manifest names. Everything here is blocking
 //! file and SQLite work; one snapshot operation runs at a time (the caller's lock), so a chunk
 //! found present is not deleted under a snapshot that counts on it.
@@ -195,6 +196,70 @@ pub fn manifest(store: &Store, snapshot_id: &str) -> Result<Manifest, SnapshotEr
         id: snapshot_id.to_string(),
         source,
     })
+}
+
+/// A completed snapshot read in place, a few bytes at a time (to name an image's root without
+/// restoring it): each read goes through the manifest to the chunk files; a chunk the
+/// manifest does not name is zeros; past the snapshot's size is the end of the image. Chunks
+/// are not checked against their names here (the bytes are only ever a hint).
+pub struct SnapshotReader<'a> {
+    store: &'a Store,
+    manifest: Manifest,
+}
+
+impl<'a> SnapshotReader<'a> {
+    pub fn open(store: &'a Store, snapshot_id: &str) -> Result<Self, SnapshotError> {
+        let mut manifest = manifest(store, snapshot_id)?;
+        manifest.chunks.sort_unstable_by_key(|(index, _)| *index);
+        Ok(SnapshotReader { store, manifest })
+    }
+
+    /// Fills `buf` from chunk `index`, at `within` bytes into it.
+    fn read_chunk(&self, index: u64, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let chunks = &self.manifest.chunks;
+        let Ok(at) = chunks.binary_search_by_key(&index, |(i, _)| *i) else {
+            buf.fill(0); // all zeros: never stored
+            return Ok(());
+        };
+        let key = chunk_key(&chunks[at].1);
+        let row = (self.store.object(BUCKET, &key))
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other(format!("{BUCKET}/{key} is missing")))?;
+        let file = std::fs::File::open(self.store.blobs().path(&row.blob))?;
+        // The last chunk may be short: what it lacks up to the snapshot's size is zeros.
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], within + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        buf[done..].fill(0);
+        Ok(())
+    }
+}
+
+impl mallee_proto::root_device::ReadAt for SnapshotReader<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let m = &self.manifest;
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > m.size_bytes) || m.chunk_bytes == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut at = offset;
+        for piece in buf.chunks_mut(m.chunk_bytes as usize) {
+            // A piece no longer than a chunk spans at most two of them.
+            let (index, within) = (at / m.chunk_bytes, at % m.chunk_bytes);
+            let first = (piece.len() as u64).min(m.chunk_bytes - within) as usize;
+            let (head, tail) = piece.split_at_mut(first);
+            self.read_chunk(index, within, head)?;
+            if !tail.is_empty() {
+                self.read_chunk(index + 1, 0, tail)?;
+            }
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Writes snapshot `snapshot_id` into `dest`, a sparse file of `size_bytes` (at least the

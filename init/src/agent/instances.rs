@@ -170,10 +170,23 @@ pub fn smbios_identity(spec: &InstanceSpec) -> SystemIdentity {
     }
 }
 
+/// The kernel command line: the serial console, and the root the frontend read from the image
+/// (`UUID=` only when there is an initramfs to resolve it: the kernel alone knows only
+/// `PARTUUID=`), else the first disk as a whole. The root's text is hex digits and dashes
+/// (`RootDevice` holds numbers only), so nothing from the image reaches the line as words.
+pub fn kernel_cmdline(spec: &InstanceSpec, has_initrd: bool) -> String {
+    let root = (spec.root_device.as_ref()).filter(|r| has_initrd || !r.needs_initramfs());
+    match root {
+        Some(r) => format!("console=ttyS0 root={r}"),
+        None => "console=ttyS0 root=/dev/vda".into(),
+    }
+}
+
 /// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`) — or,
 /// EBS-backed, the root volume over AoE on `aoe_interface` (serial the volume id) — the
 /// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
-/// `ephemeral0`); the SMBIOS identity is [`smbios_identity`].
+/// `ephemeral0`); the SMBIOS identity is [`smbios_identity`], the command line
+/// [`kernel_cmdline`].
 pub fn vmm_config(
     spec: &InstanceSpec,
     dir: &Path,
@@ -196,7 +209,7 @@ pub fn vmm_config(
     }
     Ok(VmmConfig {
         initrd: initrd.map(Path::to_path_buf),
-        cmdline: "console=ttyS0 root=/dev/vda".into(),
+        cmdline: kernel_cmdline(spec, initrd.is_some()),
         memory_mib: spec.memory_mib,
         vcpus: u8::try_from(spec.vcpus).map_err(|_| LaunchError::TooManyVcpus(spec.vcpus))?,
         disks,

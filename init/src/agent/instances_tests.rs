@@ -133,6 +133,54 @@ fn the_smbios_identity_is_ec2s_and_derived_from_the_instance_id() {
 }
 
 #[test]
+fn the_guest_boots_the_root_its_spec_names_and_the_first_disk_without_one() {
+    let with = |root: &str| InstanceSpec {
+        root_device: Some(root.parse().unwrap()),
+        ..spec(0)
+    };
+    let cmdline = |s: &InstanceSpec, initrd: Option<&Path>| {
+        let c = vmm_config(s, Path::new("/i"), Path::new("/k"), initrd, None).unwrap();
+        c.cmdline
+    };
+    let partuuid = with("PARTUUID=01234567-89ab-cdef-0123-456789abcdef");
+    assert_eq!(
+        cmdline(&partuuid, None),
+        "console=ttyS0 root=PARTUUID=01234567-89ab-cdef-0123-456789abcdef"
+    );
+    let mbr = with("PARTUUID=0badcafe-02");
+    assert_eq!(
+        cmdline(&mbr, None),
+        "console=ttyS0 root=PARTUUID=0badcafe-02"
+    );
+    assert_eq!(cmdline(&spec(0), None), "console=ttyS0 root=/dev/vda");
+    assert_eq!(
+        cmdline(&spec(0), Some(Path::new("/r"))),
+        "console=ttyS0 root=/dev/vda"
+    );
+}
+
+#[test]
+fn a_file_system_uuid_is_the_root_only_with_an_initramfs_to_resolve_it() {
+    let s = InstanceSpec {
+        root_device: Some("UUID=5f1a2b3c-4d5e-4f60-8172-839405a6b7c8".parse().unwrap()),
+        ..spec(0)
+    };
+    let with_initrd = vmm_config(
+        &s,
+        Path::new("/i"),
+        Path::new("/k"),
+        Some(Path::new("/r")),
+        None,
+    );
+    assert_eq!(
+        with_initrd.unwrap().cmdline,
+        "console=ttyS0 root=UUID=5f1a2b3c-4d5e-4f60-8172-839405a6b7c8"
+    );
+    let bare = vmm_config(&s, Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    assert_eq!(bare.cmdline, "console=ttyS0 root=/dev/vda");
+}
+
+#[test]
 fn more_vcpus_than_the_vmm_counts_is_a_launch_error() {
     let mut big = spec(0);
     big.vcpus = 1000;

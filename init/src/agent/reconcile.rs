@@ -142,6 +142,7 @@ mod tests {
             network: None,
             volumes: Vec::new(),
             root_volume: None,
+            root_device: None,
         }
     }
 
