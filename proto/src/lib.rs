@@ -31,6 +31,8 @@ pub mod handoff;
 mod log_level;
 mod metadata;
 pub mod root_device;
+#[cfg(any(test, feature = "test-support"))]
+pub mod root_device_fixtures;
 pub mod storage;
 pub mod vmm;
 pub use log_level::LogLevel;

@@ -7,75 +7,16 @@ use crate::cloud::model::{Instance, Snapshot, INSTANCE, SNAPSHOT};
 use crate::cloud::{nodes, reconcile, Changes, Ec2Config};
 use crate::storage::snapshots;
 use crate::store::{Role, Store};
+use mallee_proto::root_device_fixtures::{
+    gpt_image, part, LINUX_FS_ON_DISK, PART_UUID, PART_UUID_ON_DISK, ROOT_X86_64_ON_DISK,
+};
 use std::sync::Arc;
-
-/// A partition's unique GUID as text, and as GPT stores it (mixed-endian).
-const PART_UUID: &str = "01234567-89ab-cdef-0123-456789abcdef";
-const PART_UUID_ON_DISK: [u8; 16] = [
-    0x67, 0x45, 0x23, 0x01, 0xab, 0x89, 0xef, 0xcd, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
-];
-/// GPT types as stored: "Linux root (x86-64)" and "Linux filesystem".
-const ROOT_X86_64: [u8; 16] = [
-    0xe3, 0xbc, 0x68, 0x4f, 0xcd, 0xe8, 0xb1, 0x4d, 0x96, 0xe7, 0xfb, 0xca, 0xf9, 0x84, 0xb7, 0x09,
-];
-const LINUX_FS: [u8; 16] = [
-    0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4,
-];
-
-fn put_at(img: &mut [u8], at: usize, bytes: &[u8]) {
-    img[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
-/// One GPT partition: its type, unique GUID (as stored), first and last LBA, and whether an
-/// ext4 superblock goes at its start.
-type Part = ([u8; 16], [u8; 16], (u64, u64), bool);
-
-/// A `bytes`-long disk: a protective MBR, the primary GPT (header at LBA 1, 128 entries at LBA
-/// 2, both CRCs right) listing `parts`, and their superblocks.
-fn gpt_disk(bytes: usize, parts: &[Part]) -> Vec<u8> {
-    let mut img = vec![0u8; bytes];
-    put_at(&mut img, 446 + 4, &[0xee]);
-    put_at(&mut img, 446 + 8, &1u32.to_le_bytes());
-    put_at(&mut img, 446 + 12, &u32::MAX.to_le_bytes());
-    put_at(&mut img, 510, &[0x55, 0xaa]);
-    let mut table = vec![0u8; 128 * 128];
-    for (n, (kind, unique, (first, last), ext)) in parts.iter().enumerate() {
-        let e = &mut table[n * 128..(n + 1) * 128];
-        put_at(e, 0, kind);
-        put_at(e, 16, unique);
-        put_at(e, 32, &first.to_le_bytes());
-        put_at(e, 40, &last.to_le_bytes());
-        if *ext {
-            let sb = *first as usize * 512 + 1024;
-            put_at(&mut img, sb, &64u32.to_le_bytes()); // s_inodes_count
-            put_at(&mut img, sb + 4, &256u32.to_le_bytes()); // s_blocks_count_lo
-            put_at(&mut img, sb + 56, &0xef53u16.to_le_bytes());
-            put_at(&mut img, sb + 76, &1u32.to_le_bytes()); // s_rev_level
-            put_at(&mut img, sb + 104, &[0x5f; 16]); // s_uuid
-        }
-    }
-    put_at(&mut img, 1024, &table);
-    let mut h = [0u8; 92];
-    put_at(&mut h, 0, b"EFI PART");
-    put_at(&mut h, 8, &0x0001_0000u32.to_le_bytes());
-    put_at(&mut h, 12, &92u32.to_le_bytes());
-    put_at(&mut h, 24, &1u64.to_le_bytes());
-    put_at(&mut h, 72, &2u64.to_le_bytes());
-    put_at(&mut h, 80, &128u32.to_le_bytes());
-    put_at(&mut h, 84, &128u32.to_le_bytes());
-    put_at(&mut h, 88, &crc32fast::hash(&table).to_le_bytes());
-    let crc = crc32fast::hash(&h);
-    put_at(&mut h, 16, &crc.to_le_bytes());
-    put_at(&mut img, 512, &h);
-    img
-}
 
 /// A 64 KiB disk whose GPT has one "Linux root (x86-64)" partition, [`PART_UUID`].
 fn root_typed_disk() -> Vec<u8> {
-    gpt_disk(
-        64 << 10,
-        &[(ROOT_X86_64, PART_UUID_ON_DISK, (64, 127), false)],
-    )
+    let mut disk = gpt_image(&[part(ROOT_X86_64_ON_DISK, PART_UUID_ON_DISK, 64, 127, false)]);
+    disk.resize(64 << 10, 0);
+    disk
 }
 
 /// A cloud of one user `u` with bucket `images` and one registered node `n1`.
@@ -249,14 +190,11 @@ fn an_ebs_image_reads_its_root_through_the_snapshot_manifest() {
     // Two "Linux filesystem" partitions: a larger one with no file system, then the root,
     // whose superblock is 1 MiB + 1 KiB in: in the third 512 KiB chunk, after a chunk of zeros
     // (never stored). Only reading that superblock through the manifest finds the root.
-    let empty = ([0x77; 16], (64, 2047));
-    let disk = gpt_disk(
-        3 << 20,
-        &[
-            (LINUX_FS, empty.0, empty.1, false),
-            (LINUX_FS, PART_UUID_ON_DISK, (2048, 2559), true),
-        ],
-    );
+    let mut disk = gpt_image(&[
+        part(LINUX_FS_ON_DISK, [0x77; 16], 64, 2047, false),
+        part(LINUX_FS_ON_DISK, PART_UUID_ON_DISK, 2048, 2559, true),
+    ]);
+    disk.resize(3 << 20, 0);
     let source = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(source.path(), &disk).unwrap();
     let snap_id = "snap-0000abcd";
