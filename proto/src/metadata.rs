@@ -132,38 +132,30 @@ impl MetadataDocument {
         let path = path.trim_matches('/');
         let opt = |v: &Option<String>| v.clone();
         match path {
-            "" => Some(
-                [
-                    "ami-id",
-                    "ami-launch-index",
-                    "hostname",
-                    "instance-id",
-                    "instance-type",
-                    "local-hostname",
-                    "local-ipv4",
-                    "mac",
-                    "placement/",
-                    "public-keys/",
-                    "reservation-id",
-                    "security-groups",
-                ]
-                .join("\n"),
-            ),
+            "" => Some(self.listing()),
             "ami-id" => Some(self.ami_id.clone()),
             "ami-launch-index" => Some(self.ami_launch_index.to_string()),
+            // EC2's answer for an image that was not bundled from a manifest.
+            "ami-manifest-path" => Some("(unknown)".into()),
+            "block-device-mapping" => Some("ami\nroot".into()),
+            "block-device-mapping/ami" | "block-device-mapping/root" => Some(ROOT_DEVICE.into()),
             "hostname" | "local-hostname" => Some(self.hostname.clone()),
             "instance-id" => Some(self.instance_id.clone()),
             "instance-type" => Some(self.instance_type.clone()),
             "local-ipv4" => Some(self.local_ipv4.clone()),
-            "public-ipv4" => opt(&self.public_ipv4),
+            // No DNS names here: the public name is the public address.
+            "public-ipv4" | "public-hostname" => opt(&self.public_ipv4),
             "mac" => Some(self.mac.clone()),
+            "network" => Some("interfaces/".into()),
+            "network/interfaces" => Some("macs/".into()),
+            "network/interfaces/macs" => Some(format!("{}/", self.mac)),
             "reservation-id" => Some(self.reservation_id.clone()),
             "kernel-id" => opt(&self.kernel_id),
             "ramdisk-id" => opt(&self.ramdisk_id),
             "security-groups" => Some(self.security_groups.join("\n")),
             "placement" => Some("availability-zone".into()),
             "placement/availability-zone" => Some(self.availability_zone.clone()),
-            "public-keys" => Some(
+            "public-keys" if !self.public_keys.is_empty() => Some(
                 self.public_keys
                     .iter()
                     .enumerate()
@@ -171,8 +163,41 @@ impl MetadataDocument {
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),
-            _ => self.lookup_key(path),
+            _ => self
+                .lookup_key(path)
+                .or_else(|| self.lookup_interface(path)),
         }
+    }
+
+    /// The top listing: what this instance has, in EC2's (alphabetical) order.
+    fn listing(&self) -> String {
+        let public = self.public_ipv4.is_some();
+        [
+            ("ami-id", true),
+            ("ami-launch-index", true),
+            ("ami-manifest-path", true),
+            ("block-device-mapping/", true),
+            ("hostname", true),
+            ("instance-id", true),
+            ("instance-type", true),
+            ("kernel-id", self.kernel_id.is_some()),
+            ("local-hostname", true),
+            ("local-ipv4", true),
+            ("mac", true),
+            ("network/", true),
+            ("placement/", true),
+            ("public-hostname", public),
+            ("public-ipv4", public),
+            ("public-keys/", !self.public_keys.is_empty()),
+            ("ramdisk-id", self.ramdisk_id.is_some()),
+            ("reservation-id", true),
+            ("security-groups", true),
+        ]
+        .iter()
+        .filter(|(_, has)| *has)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     fn lookup_key(&self, path: &str) -> Option<String> {
@@ -185,7 +210,44 @@ impl MetadataDocument {
             _ => None,
         }
     }
+
+    /// `network/interfaces/macs/<mac>/...`: the instance's one interface (cloud-init reads
+    /// its network configuration from here).
+    fn lookup_interface(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix("network/interfaces/macs/")?;
+        let (mac, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if mac != self.mac {
+            return None;
+        }
+        let public = self.public_ipv4.clone();
+        match tail {
+            "" => Some(
+                ["device-number", "local-hostname", "local-ipv4s", "mac"]
+                    .into_iter()
+                    .chain(
+                        public
+                            .is_some()
+                            .then_some(["public-hostname", "public-ipv4s"])
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .chain(["security-groups"])
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            "device-number" => Some("0".into()),
+            "local-hostname" => Some(self.hostname.clone()),
+            "local-ipv4s" => Some(self.local_ipv4.clone()),
+            "mac" => Some(self.mac.clone()),
+            "public-hostname" | "public-ipv4s" => public,
+            "security-groups" => Some(self.security_groups.join("\n")),
+            _ => None,
+        }
+    }
 }
+
+/// The root device an instance's block-device mapping names (its first virtio disk).
+pub const ROOT_DEVICE: &str = "/dev/vda";
 
 #[cfg(test)]
 mod tests {
@@ -219,7 +281,90 @@ mod tests {
         );
         assert_eq!(doc.lookup("public-keys/1/openssh-key"), None);
         assert_eq!(doc.lookup("public-ipv4"), None);
+        assert_eq!(doc.lookup("public-hostname"), None);
         assert_eq!(doc.lookup("nonsense"), None);
+        assert_eq!(
+            doc.lookup("block-device-mapping/root").as_deref(),
+            Some("/dev/vda")
+        );
+        assert_eq!(
+            doc.lookup("ami-manifest-path").as_deref(),
+            Some("(unknown)")
+        );
+    }
+
+    /// Every name a listing gives answers, down the whole tree (what cloud-init's crawl does),
+    /// and the listing names only what this instance has (no public address, no keys: neither
+    /// is listed, and asking gets nothing, as on EC2).
+    #[test]
+    fn every_listed_path_answers_and_only_what_the_instance_has_is_listed() {
+        let mut doc = MetadataDocument {
+            instance_id: "i-1".into(),
+            mac: "d0:0d:00:00:00:01".into(),
+            local_ipv4: "172.31.0.2".into(),
+            kernel_id: Some("eki-1".into()),
+            public_keys: vec![PublicKey {
+                name: "k".into(),
+                openssh: "ssh-ed25519 AAAA k".into(),
+            }],
+            public_ipv4: Some("198.51.100.7".into()),
+            ..Default::default()
+        };
+        fn crawl(doc: &MetadataDocument, dir: &str, seen: &mut Vec<String>) {
+            let listing = doc
+                .lookup(dir)
+                .unwrap_or_else(|| panic!("{dir:?} lists nothing"));
+            for name in listing.lines() {
+                // public-keys lists `0=name`; the directory is `0/`.
+                let name = name
+                    .split_once('=')
+                    .map_or(name.to_string(), |(i, _)| format!("{i}/"));
+                let path = format!("{dir}{name}");
+                if path.ends_with('/') {
+                    crawl(doc, &path, seen);
+                } else {
+                    assert!(
+                        doc.lookup(&path).is_some(),
+                        "{path} is listed but not served"
+                    );
+                    seen.push(path);
+                }
+            }
+        }
+        let mut seen = Vec::new();
+        crawl(&doc, "", &mut seen);
+        for want in [
+            "instance-id",
+            "kernel-id",
+            "public-ipv4",
+            "public-hostname",
+            "public-keys/0/openssh-key",
+            "network/interfaces/macs/d0:0d:00:00:00:01/local-ipv4s",
+            "network/interfaces/macs/d0:0d:00:00:00:01/public-ipv4s",
+            "block-device-mapping/root",
+            "placement/availability-zone",
+        ] {
+            assert!(
+                seen.iter().any(|p| p == want),
+                "{want} not reached: {seen:?}"
+            );
+        }
+        doc.public_ipv4 = None;
+        doc.public_keys.clear();
+        let top = doc.lookup("").unwrap();
+        assert!(
+            !top.contains("public-") && !top.contains("ramdisk-id"),
+            "{top}"
+        );
+        assert_eq!(doc.lookup("public-keys"), None);
+        assert_eq!(
+            doc.lookup("network/interfaces/macs/d0:0d:00:00:00:02/mac"),
+            None
+        );
+        let nic = doc
+            .lookup("network/interfaces/macs/d0:0d:00:00:00:01/")
+            .unwrap();
+        assert!(!nic.contains("public"), "{nic}");
     }
 
     #[test]
