@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the static binaries that go into images, then the images themselves: the node and
-# frontend bundles, the test instance bundle (guest: ramdisk + ext4 root image) and the flashable
-# frontend appliance (mallee-frontend.img; and under test/ two later builds the upgrade tests use).
+# frontend bundles, the test instance bundle (guest: ramdisk + ext4 root image), the Debian cloud
+# image and the flashable frontend appliance (mallee-frontend.img; and under test/ two later builds
+# the upgrade tests use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -22,6 +23,10 @@ cargo run --release --locked -q -p mallee-image-build -- frontend \
     --node "$target_dir/images/node" --out "$target_dir/images/frontend"
 cargo run --release --locked -q -p mallee-image-build -- guest \
     --init "$bin/mallee-init" --out "$target_dir/images/guest"
+# The Debian cloud image instances of the end-to-end tests boot (mmdebstrap, as root; cached
+# per machine, so only the first run on a machine takes its minute).
+cargo run --release --locked -q -p mallee-image-build -- debian-cloud \
+    --out "$target_dir/images/debian-cloud"
 # The appliance's version is dated by the last commit; the upgrade tests need two later builds:
 # one that boots (…-next.img) and one whose kernel panics (…-broken.img: no such init).
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}

@@ -101,6 +101,51 @@ impl Images {
     }
 }
 
+impl Images {
+    /// The Debian cloud image, `target/images/debian-cloud/` (`just images` builds it with
+    /// `mallee-image-build debian-cloud`).
+    pub fn debian_cloud() -> anyhow::Result<DebianCloudImage> {
+        let dir = Self::dir().join("debian-cloud");
+        let facts = std::fs::read_to_string(dir.join("image.txt")).map_err(|_| {
+            anyhow::anyhow!(
+                "no Debian cloud image in {}: run `just images` first",
+                dir.display()
+            )
+        })?;
+        let facts = mallee_image_build::debian_cloud::parse_image_txt(&facts);
+        let image = DebianCloudImage {
+            vmlinuz: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            root: dir.join("root.img"),
+            root_gpt: dir.join("root-gpt.img"),
+            facts,
+        };
+        for f in [&image.vmlinuz, &image.initrd, &image.root, &image.root_gpt] {
+            anyhow::ensure!(f.exists(), "no {}: run `just images` first", f.display());
+        }
+        Ok(image)
+    }
+}
+
+/// The Debian cloud image as image-build made it: its own kernel and initramfs, the root file
+/// system alone (`root`) and as the one partition of a GPT disk (`root_gpt`), and the facts of
+/// its `image.txt` (label, UUIDs, package versions, the line cloud-init ends its boot with).
+#[derive(Debug, Clone)]
+pub struct DebianCloudImage {
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub root: PathBuf,
+    pub root_gpt: PathBuf,
+    pub facts: std::collections::BTreeMap<String, String>,
+}
+
+impl DebianCloudImage {
+    /// One fact of `image.txt` (empty when it has none).
+    pub fn fact(&self, key: &str) -> &str {
+        self.facts.get(key).map_or("", String::as_str)
+    }
+}
+
 /// The test instance image as image-build made it.
 #[derive(Debug, Clone)]
 pub struct GuestImage {

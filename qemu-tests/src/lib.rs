@@ -16,7 +16,7 @@ pub mod testdir;
 pub mod vm;
 
 pub use console::{Console, ConsoleError};
-pub use images::{build_static, GuestImage, Images, NetbootImage};
+pub use images::{build_static, DebianCloudImage, GuestImage, Images, NetbootImage};
 pub use segment::Segment;
 pub use testdir::TestDir;
 pub use vm::{Nic, Vm, VmConfig, VmError};

@@ -11,15 +11,25 @@
 //! SMBIOS tables give it as EC2's would. Before all that, the node checks the Linux `aoe`
 //! driver against our AoE target on a veth pair: it reads the export whose MAC list names its
 //! interface (the known pattern) and gets no device for one that allows only another MAC,
-//! whose target drops its queries unanswered. Both programs (`vmm/examples/e2e_{guest,node}.rs`)
-//! print one line per check; this test reads them from the node's console.
+//! whose target drops its queries unanswered. Last, the node boots the real Debian cloud image
+//! (image-build's `debian-cloud`: its kernel and initrd in the node image, a sparse copy of its
+//! `root.img` as the node's disk `vda`) under a second `mallee-vmm` with a `--config` file, and
+//! cloud-init configures it from the VMM's SMBIOS tables (EC2's identity) and metadata service:
+//! it finishes with the Ec2 datasource, its user data writes a file and prints a marker with
+//! the instance id and that file's content, and the guest's sshd answers the node on port 22
+//! with an OpenSSH banner; the boot time to cloud-init's final line is reported as a figure.
+//! Both programs (`vmm/examples/e2e_{guest,node}.rs`, the last step in
+//! `vmm/examples/e2e/cloud_image.rs`) print one line per check; this test reads them from the
+//! node's console.
 
 #[path = "support/vmm_images.rs"]
 mod vmm_images;
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
+use mallee_qemu_tests::{report_figure, DebianCloudImage, Images, Nic, TestDir, VmConfig};
 use vmm_images::NodeExtras;
 
 #[test]
@@ -27,7 +37,8 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
     Images::node().expect("node image");
     let dir = TestDir::new("vmm_boot");
     let bin = vmm_images::build_static(&["e2e_guest", "e2e_node"]);
-    let image = vmm_images::node_image(
+    let (debian, debian_root) = debian_image(&dir);
+    let image = vmm_images::node_image_with_files(
         &dir,
         &bin,
         &NodeExtras {
@@ -35,22 +46,31 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
             programs: &[vmm_images::IP],
             modules: vmm_images::AOE_MODULES,
         },
+        &[
+            ("vmm-e2e/debian/vmlinuz".into(), debian.vmlinuz.clone()),
+            ("vmm-e2e/debian/initrd.img".into(), debian.initrd.clone()),
+            ("vmm-e2e/debian/id.pub".into(), ssh_key(&dir)),
+        ],
     );
     let mut vm = VmConfig::new("node")
         .netboot(&image)
         .nested_kvm(true)
-        .memory_mib(1536)
+        // The Debian guest takes 512 MiB, and its kernel and initrd ~27 MB of the node's.
+        .memory_mib(2048)
         .cpus(2)
         .nic(Nic::user())
-        // sysrq so that a stuck node can be asked what it is waiting on.
-        .cmdline("mallee.run=/bin/e2e_node sysrq_always_enabled")
+        // The Debian image's root file system, the Debian guest's disk (a copy of its own).
+        .disk(debian_root)
+        // sysrq so that a stuck node can be asked what it is waiting on; no cache disk (`vda`
+        // is the Debian guest's).
+        .cmdline("mallee.run=/bin/e2e_node sysrq_always_enabled mallee.disk=none")
         .launch(&dir)
         .expect("start QEMU");
 
     let done = vm
         .wait_for(
             r"mallee-init: run /bin/e2e_node exit=(\d+)",
-            Duration::from_secs(540),
+            Duration::from_secs(1200),
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", blocked_tasks(&mut vm)));
     let console = vm.console().text();
@@ -150,6 +170,92 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
     {
         println!("{l}");
     }
+    check_debian(&console, &tail);
+}
+
+/// The Debian cloud image step: cloud-init's final line with the Ec2 datasource, the user
+/// data's marker with the instance id and the file it wrote, the SSH banner, the boot time.
+fn check_debian(console: &str, tail: &str) {
+    let summary = regex::Regex::new(
+        r"vmm-e2e-node: debian cloud-init ok=(\w+) instance-id=(\S+) marker=(\w+) ssh-banner=(.*) boot_s=(\S+)",
+    )
+    .unwrap()
+    .captures(console)
+    .unwrap_or_else(|| panic!("no debian summary line; console tail:\n{tail}"));
+    println!("{}", &summary[0]);
+    let finished = regex::Regex::new(
+        r"debian-console: .*Cloud-init v\. \S+ finished at .* Datasource (DataSourceEc2(Local)?)",
+    )
+    .unwrap()
+    .captures(console)
+    .unwrap_or_else(|| {
+        panic!(
+            "no cloud-init final line with the Ec2 datasource; {}",
+            &summary[0]
+        )
+    });
+    println!("{}", finished[0].trim_end());
+    // A stage that dies (its traceback on the console) skips the modules after it.
+    assert!(
+        !console.contains("failed run of stage"),
+        "a cloud-init stage failed; {}",
+        &summary[0]
+    );
+    let marker = "mallee-cloud-init-ok i-deb00001 file=written-by-cloud-init";
+    assert!(
+        console
+            .lines()
+            .any(|l| l.starts_with("debian-console: ") && l.trim_end().ends_with(marker)),
+        "no `{marker}` on the guest's console; {}",
+        &summary[0]
+    );
+    assert!(summary[4].starts_with("SSH-2.0-OpenSSH"), "{}", &summary[0]);
+    assert_eq!(
+        (&summary[1], &summary[2], &summary[3]),
+        ("true", "i-deb00001", "true"),
+        "{}",
+        &summary[0]
+    );
+    let boot: f64 = summary[5]
+        .parse()
+        .unwrap_or_else(|_| panic!("boot time: {}", &summary[0]));
+    report_figure(&format!(
+        "vmm_boot: debian cloud image under mallee-vmm in the nested node: cloud-init finished \
+         ({}) after {boot:.1} s",
+        &finished[1]
+    ));
+}
+
+/// The Debian cloud image `just images` built, and a fresh sparse copy of its `root.img` in the
+/// test directory for the guest to write to.
+fn debian_image(dir: &TestDir) -> (DebianCloudImage, PathBuf) {
+    let image = Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
+    let root = dir.file("debian-root.img");
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image.root)
+        .arg(&root)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "copying {}: {status}",
+        image.root.display()
+    );
+    (image, root)
+}
+
+/// A fresh ed25519 key pair made on the host; its public half, which the guest gets through
+/// the metadata service.
+fn ssh_key(dir: &TestDir) -> PathBuf {
+    let key = dir.file("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallee-e2e", "-f"])
+        .arg(&key)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(status.success(), "ssh-keygen: {status}");
+    dir.file("id_ed25519.pub")
 }
 
 /// What a stuck node is waiting on: the kernel's list of blocked tasks and their stacks (sysrq

@@ -7,7 +7,7 @@
 //! `tests/vmm_boot.rs`, `benches/vmm.rs` and `benches/ebs.rs`, each using part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mallee_image_build::initramfs::Initramfs;
 use mallee_image_build::kernel::KernelTree;
@@ -82,6 +82,16 @@ fn add_modules(fs: &mut Initramfs, kernel: &KernelTree, modules: &[&str]) {
 /// The node image: standard node contents, the runner, the guest kernel and initramfs (whose
 /// `/init` is the `e2e_guest` example) under `/vmm-e2e/`, and the extras.
 pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> NetbootImage {
+    node_image_with_files(dir, bin, extras, &[])
+}
+
+/// [`node_image`] with more host files: each `(path in the image, host file)`.
+pub fn node_image_with_files(
+    dir: &TestDir,
+    bin: &Path,
+    extras: &NodeExtras<'_>,
+    files: &[(String, PathBuf)],
+) -> NetbootImage {
     let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
     // The guest bundle's ramdisk spec (virtio_net among its modules) with the e2e guest as /init.
     let guest = NetbootSpec::guest(&bin.join("examples/e2e_guest"));
@@ -104,6 +114,7 @@ pub fn node_image(dir: &TestDir, bin: &Path, extras: &NodeExtras<'_>) -> Netboot
         "vmm-e2e/guest.img".into(),
         std::fs::read(&guest_img).expect("read guest initramfs"),
     ));
+    spec.host_files.extend(files.iter().cloned());
     let out = dir.file("node");
     std::fs::create_dir_all(&out).expect("node dir");
     let (mut fs, _) = netboot::assemble(&spec, &kernel).expect("node initramfs");
