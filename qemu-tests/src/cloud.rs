@@ -294,9 +294,27 @@ impl Frontend {
     /// registers them.
     pub fn upload_test_image(&self, bucket: &str) -> anyhow::Result<TestImage> {
         let guest = Images::guest()?;
-        let (kernel, ramdisk, root) = (&guest.vmlinuz, &guest.initrd, &guest.root);
+        let [eki, eri, emi] =
+            self.upload_image(bucket, &guest.vmlinuz, &guest.initrd, &guest.root)?;
+        Ok(TestImage {
+            eki,
+            eri,
+            emi,
+            root_disk_line: guest.root_disk_line(),
+        })
+    }
+
+    /// Makes bucket `bucket`, uploads `kernel`, `ramdisk` and `root` into it with the AWS CLI
+    /// (their kind in the `mallee-image-type` metadata) and registers them: their ids, `[eki,
+    /// eri, emi]`, the machine image booting that kernel and ramdisk.
+    pub fn upload_image(
+        &self,
+        bucket: &str,
+        kernel: &Path,
+        ramdisk: &Path,
+        root: &Path,
+    ) -> anyhow::Result<[String; 3]> {
         self.aws(&["s3", "mb", &format!("s3://{bucket}")])?;
-        // The image kind is the object's `mallee-image-type` metadata.
         for (file, key, kind) in [
             (kernel, "vmlinuz", "kernel"),
             (ramdisk, "initrd", "ramdisk"),
@@ -341,12 +359,7 @@ impl Frontend {
             "--architecture",
             "x86_64",
         ])?;
-        Ok(TestImage {
-            eki,
-            eri,
-            emi,
-            root_disk_line: guest.root_disk_line(),
-        })
+        Ok([eki, eri, emi])
     }
 
     /// RunInstances of `count` m1.small instances of `emi`; their ids.
@@ -354,8 +367,8 @@ impl Frontend {
         self.run_instances_with(emi, count, &[])
     }
 
-    /// RunInstances of `count` m1.small instances of `emi` with more CLI arguments (groups,
-    /// user data); their ids.
+    /// RunInstances of `count` instances of `emi` with more CLI arguments (groups, user data,
+    /// an `--instance-type`: m1.small without one); their ids.
     pub fn run_instances_with(
         &self,
         emi: &str,
@@ -363,16 +376,10 @@ impl Frontend {
         more: &[&str],
     ) -> anyhow::Result<Vec<String>> {
         let n = count.to_string();
-        let mut args = vec![
-            "ec2",
-            "run-instances",
-            "--image-id",
-            emi,
-            "--instance-type",
-            "m1.small",
-            "--count",
-            &n,
-        ];
+        let mut args = vec!["ec2", "run-instances", "--image-id", emi, "--count", &n];
+        if !more.contains(&"--instance-type") {
+            args.extend_from_slice(&["--instance-type", "m1.small"]);
+        }
         args.extend_from_slice(more);
         let v = json(&self.aws(&args)?)?;
         let ids: Vec<String> = v["Instances"]

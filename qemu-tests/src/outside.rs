@@ -230,6 +230,18 @@ impl Outside {
         }
     }
 
+    /// The outside host's network namespace (`ip netns exec NAME ...` runs a program there).
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// `program` run on the outside host (in its namespace, `ip netns exec`), e.g. `ssh`.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, program]);
+        cmd
+    }
+
     /// One TCP connection from the outside host to `to`: the first line it answers.
     pub fn connect(&self, to: SocketAddrV4) -> Result<std::io::Result<String>, OutsideError> {
         let handle = self.inside(move || {

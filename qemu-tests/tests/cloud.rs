@@ -21,8 +21,11 @@
 //! other). A hard power-off of the frontend with that instance running and writing to its root
 //! volume: its writes stall and then complete intact; the frontend's second boot on the same disk
 //! keeps its state (no reformat, same admin key, same buckets, an object's bytes) and its gateway
-//! comes back from the state alone. The frontend's VLAN range is the site's (`mallee.toml` on the
-//! ESP), not the default.
+//! comes back from the state alone. A stock-style Debian cloud image uploaded and registered with
+//! the AWS CLI boots from its own GPT root, cloud-init configures it from the VMM (SMBIOS,
+//! metadata with IMDSv2 tokens required, user data) and the outside host logs in with SSH with
+//! CreateKeyPair's key, at its public address and then at an elastic IP. The frontend's VLAN
+//! range is the site's (`mallee.toml` on the ESP), not the default.
 
 use mallee_qemu_tests::capture;
 use mallee_qemu_tests::cloud::{self, Frontend, NodeReport, NODE_READY, PRIVATE_IP};
@@ -32,7 +35,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// The frontend's disk: the flashable image's size and more, so its data partition grows.
-const DISK_MIB: u64 = 1536;
+const DISK_MIB: u64 = 3072;
+/// Each node's memory: a diskless node caches images in half of it and keeps instance disks in
+/// a quarter; the Debian cloud image's root disk is about 520 MiB.
+const NODE_MIB: u32 = 3072;
 /// The VLAN range the site settings give the frontend (not the default `100-199`).
 const VLANS: (u16, u16) = (300, 349);
 
@@ -127,6 +133,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
 
     // A diskless node PXE-boots from the frontend and gets an address from its pool.
     let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
+        .memory_mib(NODE_MIB)
         .launch(&dir)
         .expect("start the node VM");
     let ready = node
@@ -284,6 +291,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     let (id2, cached) = cached_launch(&fe, &node, node_id, &image.emi);
     // A second node starts joining; then the first is reset with its instance running.
     let mut node2 = cloud::node_config("node2", &segment, "52:54:00:77:00:02")
+        .memory_mib(NODE_MIB)
         .launch(&dir)
         .expect("start the second node VM");
     reboot_mid_run(&fe, &mut node, node_id, &id2, &cached, Reboot::Reset);
@@ -401,6 +409,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     image_of_a_running_instance(&fe, &ebs);
     terminate(&fe, &ebs);
     root_volume_went_with(&fe, &root);
+    debian_cloud_image(&fe, &outside, &dir);
     drop(node2);
     drop(node);
     let console = fe.vm.console().text();
@@ -766,6 +775,227 @@ fn root_volume_went_with(fe: &Frontend, root: &str) {
 const PROBE_PORT: u16 = 7000;
 /// The outside host's port that answers `seen <source address>`.
 const SEEN_PORT: u16 = 7001;
+
+/// A stock-style Debian cloud image, run as a user of the cloud runs one: its kernel, initramfs
+/// and GPT root disk uploaded and registered with the AWS CLI (the root found on its own: a
+/// PARTUUID), run with the key pair of a default `create-key-pair` (RSA), a cloud-config as user
+/// data and IMDSv2 tokens required. cloud-init takes the instance for EC2 (the VMM's SMBIOS),
+/// configures it from its VMM's metadata service, runs the user data and says it finished; the
+/// outside host logs in with SSH at the instance's public address with CreateKeyPair's private
+/// key, finds the instance id cloud-init recorded and the file the user data wrote, and from
+/// inside the guest reads the metadata paths with a token and is refused without one. An
+/// elastic IP associated with it shows in its `public-ipv4` and takes the SSH login.
+fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
+    let image = mallee_qemu_tests::Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
+    let started = Instant::now();
+    let [_, _, emi] = fe
+        .upload_image(
+            "debian-cloud",
+            &image.vmlinuz,
+            &image.initrd,
+            &image.root_gpt,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    report_figure(&format!(
+        "figure: cloud, Debian cloud image ({} MiB root disk) uploaded and registered with the AWS CLI in {:.1} s",
+        std::fs::metadata(&image.root_gpt).map_or(0, |m| m.len() >> 20),
+        started.elapsed().as_secs_f64()
+    ));
+    let created = fe
+        .aws(&["ec2", "create-key-pair", "--key-name", "debian"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = cloud::json(&created).unwrap_or_else(|e| panic!("{e:#}"))["KeyMaterial"]
+        .as_str()
+        .expect("KeyMaterial")
+        .to_string();
+    let pem = dir.file("debian.pem");
+    std::fs::write(&pem, &key).unwrap();
+    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    fe.tcp_ingress(
+        "authorize-security-group-ingress",
+        "default",
+        22,
+        &["--cidr", &format!("{OUTSIDE_IP}/24")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let user_data = "#cloud-config\n\
+        write_files:\n  - path: /etc/mallee-user-data\n    content: written from user data\n\
+        runcmd:\n  - [ sh, -c, 'echo mallee-user-data-ran $(cat /var/lib/cloud/data/instance-id)' ]\n";
+    let asked = Instant::now();
+    let id = fe
+        .run_instances_with(
+            &emi,
+            1,
+            &[
+                "--instance-type",
+                "c1.medium",
+                "--key-name",
+                "debian",
+                "--user-data",
+                user_data,
+                "--metadata-options",
+                "HttpTokens=required",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))[0]
+        .clone();
+    fe.wait_state(&id, "running", Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let running = asked.elapsed();
+    // The user data ran (cloud-init's final stage prints its output on the console), with the
+    // instance id cloud-init read from the metadata service.
+    let ran = format!("mallee-user-data-ran {id}");
+    fe.wait_console(&id, &ran, Duration::from_secs(900))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let marker = asked.elapsed();
+    // Its last words, after the user data's: "Cloud-init v. N finished at ... Datasource ...".
+    let console = fe
+        .wait_console(&id, " finished at ", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let finished = (console.lines())
+        .find(|l| l.contains(image.fact("ready_prefix")) && l.contains("finished at"))
+        .unwrap_or_else(|| panic!("cloud-init never said it finished: {console}"));
+    assert!(finished.contains("DataSourceEc2"), "{finished}");
+    let public = fe.public_ip(&id).unwrap_or_else(|e| panic!("{e:#}"));
+    let out = ssh_until(outside, &pem, &public);
+    report_figure(&format!(
+        "figure: cloud, Debian cloud image: RunInstances to running {:.1} s, to its user data run {:.1} s, to an SSH login {:.1} s",
+        running.as_secs_f64(),
+        marker.as_secs_f64(),
+        asked.elapsed().as_secs_f64()
+    ));
+    let line = |key: &str| -> String {
+        (out.lines())
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{key}` from the guest: {out}"))
+    };
+    assert_eq!(line("instance-id:"), id, "{out}");
+    assert_eq!(line("user-data-file:"), "written from user data", "{out}");
+    assert_eq!(line("no-token:"), "401", "{out}");
+    for path in METADATA_PATHS {
+        let got = line(&format!("md {path}:"));
+        assert!(got.starts_with("200 "), "meta-data/{path}: {got}");
+    }
+    assert_eq!(line("md instance-id:"), format!("200 {id}"), "{out}");
+    assert_eq!(line("md public-ipv4:"), format!("200 {public}"), "{out}");
+    let key_line = line("md public-keys/0/openssh-key:");
+    assert!(key_line.starts_with("200 ssh-rsa "), "{key_line}");
+
+    // An elastic IP: the guest's metadata says it at once, and it takes the login.
+    let allocated = fe
+        .aws(&["ec2", "allocate-address"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let eip = cloud::json(&allocated).unwrap_or_else(|e| panic!("{e:#}"))["PublicIp"]
+        .as_str()
+        .expect("a PublicIp")
+        .to_string();
+    fe.aws(&[
+        "ec2",
+        "associate-address",
+        "--public-ip",
+        &eip,
+        "--instance-id",
+        &id,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = ssh_until(outside, &pem, &eip);
+    assert!(
+        out.contains(&format!("md public-ipv4: 200 {eip}")),
+        "the guest's public-ipv4 after associating {eip}: {out}"
+    );
+    terminate(fe, &id);
+    fe.aws(&["ec2", "release-address", "--public-ip", &eip])
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The metadata paths the Debian guest reads (under `/latest/meta-data/`), each with a token.
+const METADATA_PATHS: &[&str] = &[
+    "ami-id",
+    "ami-launch-index",
+    "ami-manifest-path",
+    "block-device-mapping/",
+    "hostname",
+    "instance-id",
+    "instance-type",
+    "kernel-id",
+    "ramdisk-id",
+    "local-hostname",
+    "local-ipv4",
+    "mac",
+    "network/interfaces/macs/",
+    "placement/availability-zone",
+    "public-hostname",
+    "public-ipv4",
+    "public-keys/0/openssh-key",
+    "reservation-id",
+    "security-groups",
+];
+
+/// What the test runs in the Debian guest over SSH (`sh -s`; python3 is cloud-init's): the
+/// instance id cloud-init recorded, the user data's file, each of [`METADATA_PATHS`] (given as
+/// arguments) with an IMDSv2 token, and the answer without one.
+const GUEST_CHECKS: &str = r#"echo "instance-id: $(cat /var/lib/cloud/data/instance-id)"
+echo "user-data-file: $(cat /etc/mallee-user-data)"
+python3 - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+def ask(path, token=None, method="GET", headers=None):
+    h = dict(headers or {})
+    if token:
+        h["X-aws-ec2-metadata-token"] = token
+    req = urllib.request.Request("http://169.254.169.254" + path, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+_, token = ask("/latest/api/token", method="PUT",
+               headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+print("no-token:", ask("/latest/meta-data/instance-id")[0])
+for p in sys.argv[1:]:
+    status, body = ask("/latest/meta-data/" + p, token)
+    print("md %s: %d %s" % (p, status, (body.splitlines() or [""])[0]))
+PY
+"#;
+
+/// Logs in to `ip` as the image's default user with the private key `pem` from the outside host
+/// until it works (sshd comes up with the guest, and a new address's NAT with the frontend),
+/// running [`GUEST_CHECKS`]; what it printed.
+fn ssh_until(outside: &Outside, pem: &std::path::Path, ip: &str) -> String {
+    use std::io::Write;
+    let remote = format!("sh -s {}", METADATA_PATHS.join(" "));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut child = outside
+            .command("ssh")
+            .args(["-i", path_str(pem), "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
+            .args([&format!("debian@{ip}"), &remote])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ssh (openssh-client)");
+        let _ = (child.stdin.take().expect("stdin")).write_all(GUEST_CHECKS.as_bytes());
+        let out = child.wait_with_output().expect("ssh's output");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SSH login to {ip} in 180 s: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
 
 fn terminate(fe: &Frontend, id: &str) {
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", id])
