@@ -435,6 +435,29 @@ impl Frontend {
         self.aws(&args).map(drop)
     }
 
+    /// AllocateAddress: the elastic IP.
+    pub fn allocate_address(&self) -> anyhow::Result<String> {
+        let v = json(&self.aws(&["ec2", "allocate-address"])?)?;
+        v["PublicIp"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("allocate-address gave no PublicIp: {v}"))
+    }
+
+    /// AssociateAddress of elastic IP `eip` with instance `id` (re-association allowed).
+    pub fn associate_address(&self, eip: &str, id: &str) -> Result<(), CloudError> {
+        let args = [
+            "--public-ip",
+            eip,
+            "--instance-id",
+            id,
+            "--allow-reassociation",
+        ];
+        let mut all = vec!["ec2", "associate-address"];
+        all.extend_from_slice(&args);
+        self.aws(&all).map(drop)
+    }
+
     /// The instance's public address (DescribeInstances `PublicIpAddress`).
     pub fn public_ip(&self, id: &str) -> anyhow::Result<String> {
         self.instance_field(id, "PublicIpAddress")

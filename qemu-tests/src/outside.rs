@@ -17,6 +17,7 @@ use mallee_proto::INSTANCE_MAC_PREFIX;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -239,6 +240,31 @@ impl Outside {
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, program]);
+        cmd
+    }
+
+    /// `ssh` from the outside host to `login` (`user@address`) with private key `key`, running
+    /// `remote`: batch mode (no prompts), host keys neither checked nor kept (each instance
+    /// makes its own), a 5 s connect timeout.
+    pub fn ssh(&self, key: &Path, login: &str, remote: &str) -> Command {
+        let mut cmd = self.command("ssh");
+        cmd.arg("-i")
+            .arg(key)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([login, remote]);
         cmd
     }
 

@@ -883,22 +883,9 @@ fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
     assert!(key_line.starts_with("200 ssh-rsa "), "{key_line}");
 
     // An elastic IP: the guest's metadata says it at once, and it takes the login.
-    let allocated = fe
-        .aws(&["ec2", "allocate-address"])
+    let eip = fe.allocate_address().unwrap_or_else(|e| panic!("{e:#}"));
+    fe.associate_address(&eip, &id)
         .unwrap_or_else(|e| panic!("{e}"));
-    let eip = cloud::json(&allocated).unwrap_or_else(|e| panic!("{e:#}"))["PublicIp"]
-        .as_str()
-        .expect("a PublicIp")
-        .to_string();
-    fe.aws(&[
-        "ec2",
-        "associate-address",
-        "--public-ip",
-        &eip,
-        "--instance-id",
-        &id,
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
     let out = ssh_until(outside, &pem, &eip);
     assert!(
         out.contains(&format!("md public-ipv4: 200 {eip}")),
@@ -967,16 +954,7 @@ fn ssh_until(outside: &Outside, pem: &std::path::Path, ip: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let mut child = outside
-            .command("ssh")
-            .args(["-i", path_str(pem), "-o", "BatchMode=yes"])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
-            .args([&format!("debian@{ip}"), &remote])
+            .ssh(pem, &format!("debian@{ip}"), &remote)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -1122,25 +1100,10 @@ fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, 
 
     // An elastic IP moves traffic: to `served`, then to `other`, then nowhere.
     rule("authorize-security-group-ingress", "probes");
-    let eip = cloud::json(
-        &fe.aws(&["ec2", "allocate-address"])
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))["PublicIp"]
-        .as_str()
-        .expect("a PublicIp")
-        .to_string();
+    let eip = fe.allocate_address().unwrap_or_else(|e| panic!("{e:#}"));
     let associate = |id: &str| {
-        fe.aws(&[
-            "ec2",
-            "associate-address",
-            "--public-ip",
-            &eip,
-            "--instance-id",
-            id,
-            "--allow-reassociation",
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+        fe.associate_address(&eip, id)
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     associate(served);
     until(
