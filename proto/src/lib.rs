@@ -239,6 +239,10 @@ pub enum Observed {
     Terminated,
     /// Could not be started or died; `reason` says why.
     Failed,
+    /// The guest powered itself off (its VMM exited through ACPI S5) while meant to run: the
+    /// node leaves it down, and the frontend stops or terminates it as its shutdown behaviour
+    /// says.
+    ShutDown,
 }
 
 /// One instance as the node sees it.

@@ -4,7 +4,7 @@
 //! options its node says the instance's VMM serves, a SYSTEM instance's address as its node saw
 //! the guest use it, and the desired state handed back to the node.
 
-use super::model::{instance_type, Instance, Reason, State};
+use super::model::{instance_type, Instance, Reason, ShutdownBehavior, State};
 use crate::auth::time::format_iso8601_millis;
 use mallee_proto::{Goal, InstanceReport, InstanceSpec, Observed, Segment};
 
@@ -41,15 +41,20 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
             i.set_state(State::Terminated, now);
         }
         (Goal::Running, Some(Observed::Running)) => i.set_state(State::Running, now),
+        (Goal::Running, Some(Observed::ShutDown)) => guest_shut_down(i, now),
         // Not (or no longer) running on the node, e.g. after a node reboot: it will start it
         // again from the desired state; until it says so the instance is pending.
         (Goal::Running, _) => i.set_state(State::Pending, now),
         (
             Goal::Stopped,
-            None | Some(Observed::Stopped | Observed::Terminated | Observed::Failed),
+            None
+            | Some(Observed::Stopped | Observed::Terminated | Observed::Failed | Observed::ShutDown),
         ) => i.set_state(State::Stopped, now),
         (Goal::Stopped, Some(_)) => i.set_state(State::Stopping, now),
-        (Goal::Terminated, None | Some(Observed::Terminated | Observed::Failed)) => {
+        (
+            Goal::Terminated,
+            None | Some(Observed::Terminated | Observed::Failed | Observed::ShutDown),
+        ) => {
             // A reboot notice is history once the instance is terminated on purpose.
             if i.reason.as_ref().is_none_or(|r| r.code == NODE_REBOOTED) {
                 i.reason = Some(Reason {
@@ -72,6 +77,26 @@ pub fn apply(i: &mut Instance, seen: Option<&InstanceReport>, now: i64) -> bool 
     i.metadata_options_served = running.and_then(|s| s.metadata_options);
     seen_by_report(i) != before
 }
+
+/// The guest powered itself off: as EC2 does, an EBS-backed instance whose shutdown behaviour
+/// is `stop` (the default) is stopped, any other terminated (an instance-store root cannot
+/// outlive its instance), with the reason EC2 gives.
+fn guest_shut_down(i: &mut Instance, now: i64) {
+    i.reason = Some(Reason {
+        code: INSTANCE_INITIATED.into(),
+        message: format!("{INSTANCE_INITIATED}: Instance initiated shutdown"),
+    });
+    if i.shutdown.instance_initiated == ShutdownBehavior::Stop && i.root_volume.is_some() {
+        i.goal = Goal::Stopped;
+        i.set_state(State::Stopped, now);
+    } else {
+        i.goal = Goal::Terminated;
+        i.set_state(State::Terminated, now);
+    }
+}
+
+/// `stateReason` code of an instance whose guest powered itself off.
+pub const INSTANCE_INITIATED: &str = "Client.InstanceInitiatedShutdown";
 
 /// `stateReason` code of an instance whose node rebooted under it.
 pub const NODE_REBOOTED: &str = "Server.NodeRebooted";
@@ -302,6 +327,52 @@ pub(crate) mod tests {
             r.message.contains("sha256 mismatch") && r.message.contains("n1"),
             "{r:?}"
         );
+    }
+
+    /// A guest that powers itself off: EBS-backed with the default behaviour, stopped; told to
+    /// terminate, or instance-store (whose root cannot outlive it), terminated; each with
+    /// EC2's reason, and the node then drops it without the record moving again.
+    #[test]
+    fn a_guest_that_powers_itself_off_is_stopped_or_terminated_as_its_behaviour_says() {
+        let shut = seen(Observed::ShutDown, Some("the guest powered itself off"));
+        let cases = [
+            (
+                Some("vol-1"),
+                ShutdownBehavior::Stop,
+                State::Stopped,
+                Goal::Stopped,
+            ),
+            (
+                Some("vol-1"),
+                ShutdownBehavior::Terminate,
+                State::Terminated,
+                Goal::Terminated,
+            ),
+            (
+                None,
+                ShutdownBehavior::Stop,
+                State::Terminated,
+                Goal::Terminated,
+            ),
+        ];
+        for (root, behaviour, state, goal) in cases {
+            let mut i = instance();
+            i.root_volume = root.map(str::to_string);
+            i.shutdown.instance_initiated = behaviour;
+            apply(&mut i, Some(&seen(Observed::Running, None)), 1);
+            assert!(apply(&mut i, Some(&shut), 2));
+            assert_eq!((i.state, i.goal), (state, goal), "{root:?} {behaviour:?}");
+            let r = i.reason.clone().unwrap();
+            assert_eq!(r.code, INSTANCE_INITIATED);
+            assert!(r.message.ends_with("Instance initiated shutdown"), "{r:?}");
+            // The node forgets it (it no longer lists it): nothing changes.
+            assert!(!apply(&mut i, None, 3), "{root:?} {behaviour:?}");
+            assert!(!apply(&mut i, Some(&shut), 4));
+            assert_eq!(
+                (i.state, i.reason.unwrap().code),
+                (state, INSTANCE_INITIATED.into())
+            );
+        }
     }
 
     #[test]

@@ -724,10 +724,25 @@ impl Instances {
             }
             let stopped = r.local.stopping;
             drop(t);
+            if !stopped && Exit::from_code(code) == Some(Exit::PowerOff) {
+                return self.shut_down(&id);
+            }
             let why =
                 (!stopped).then(|| exit_reason(code, read_failure(&dir.join(FAILURE)).as_ref()));
             return self.ended(&id, why);
         }
+    }
+
+    /// The guest powered itself off, unasked: the instance stays down (`shut-down`) until the
+    /// frontend, told so, stops or terminates it; its disks and tap go as for any end but a
+    /// stop (an EBS-backed instance's root is a volume, which stays).
+    fn shut_down(&self, id: &str) {
+        info!("agent: {id}: the guest powered itself off");
+        self.set(id, |r| {
+            r.target = Observed::ShutDown;
+            r.reason = Some("the guest powered itself off".into());
+        });
+        self.ended(id, None);
     }
 
     /// The instance is down: the stop target when a stop was asked for, else `failed`.

@@ -90,6 +90,11 @@ pub fn plan(desired: &[InstanceSpec], local: &BTreeMap<String, Local>) -> Vec<Ac
                     volumes(spec, l, &mut out);
                 }
             }
+            // The guest powered itself off and the frontend has decided: the node forgets it
+            // (a later start launches it afresh).
+            (Goal::Stopped | Goal::Terminated, Some(l)) if l.state == Observed::ShutDown => {
+                out.push(Action::Forget(id.clone()))
+            }
             (Goal::Stopped, Some(l)) if live(l) => {
                 out.push(Action::Stop(id.clone(), Observed::Stopped))
             }
@@ -217,6 +222,26 @@ mod tests {
                 Action::Forget("i-2".into())
             ]
         );
+    }
+
+    /// A guest that powered itself off stays down while the frontend still says run (it has
+    /// not heard yet: no relaunch), and is forgotten once it says stop or terminate, so a later
+    /// start launches it afresh.
+    #[test]
+    fn a_guest_that_powered_itself_off_waits_for_the_frontend_then_is_forgotten() {
+        let l = map(&[("i-1", local(Observed::ShutDown, false))]);
+        assert_eq!(plan(&[spec("i-1", Goal::Running, 0)], &l), vec![]);
+        for goal in [Goal::Stopped, Goal::Terminated] {
+            assert_eq!(
+                plan(&[spec("i-1", goal, 0)], &l),
+                vec![Action::Forget("i-1".into())]
+            );
+        }
+        let forgotten = map(&[]);
+        assert!(matches!(
+            &plan(&[spec("i-1", Goal::Running, 0)], &forgotten)[..],
+            [Action::Launch(_)]
+        ));
     }
 
     #[test]
