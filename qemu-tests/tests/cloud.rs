@@ -24,7 +24,8 @@
 //! comes back from the state alone. A stock-style Debian cloud image uploaded and registered with
 //! the AWS CLI boots from its own GPT root, cloud-init configures it from the VMM (SMBIOS,
 //! metadata with IMDSv2 tokens required, user data) and the outside host logs in with SSH with
-//! CreateKeyPair's key, at its public address and then at an elastic IP. The frontend's VLAN
+//! CreateKeyPair's key, at its public address and then at an elastic IP; powered off from inside,
+//! it ends terminated with EC2's reason. The frontend's VLAN
 //! range is the site's (`mallee.toml` on the ESP), not the default.
 
 use mallee_qemu_tests::capture;
@@ -784,7 +785,9 @@ const SEEN_PORT: u16 = 7001;
 /// outside host logs in with SSH at the instance's public address with CreateKeyPair's private
 /// key, finds the instance id cloud-init recorded and the file the user data wrote, and from
 /// inside the guest reads the metadata paths with a token and is refused without one. An
-/// elastic IP associated with it shows in its `public-ipv4` and takes the SSH login.
+/// elastic IP associated with it shows in its `public-ipv4` and takes the SSH login. Powered off
+/// from inside, the instance (instance-store) ends terminated with EC2's
+/// `Client.InstanceInitiatedShutdown`.
 fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
     let image = mallee_qemu_tests::Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
@@ -891,7 +894,18 @@ fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
         out.contains(&format!("md public-ipv4: 200 {eip}")),
         "the guest's public-ipv4 after associating {eip}: {out}"
     );
-    terminate(fe, &id);
+    // The guest powers itself off: an instance-store instance ends terminated, with EC2's
+    // reason (its node says so; nobody asked the API).
+    let _ = outside
+        .ssh(&pem, &format!("debian@{eip}"), "sudo systemctl poweroff")
+        .output();
+    fe.wait_state(&id, "terminated", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (code, message) = fe
+        .state_reason(&id)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .expect("a state reason");
+    assert_eq!(code, "Client.InstanceInitiatedShutdown", "{message}");
     fe.aws(&["ec2", "release-address", "--public-ip", &eip])
         .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,12 +1,16 @@
 //! `just demo`: a Mallee cloud under QEMU for a person to try. Boots the frontend appliance
-//! (data disk, PXE on a private segment, API forwarded to a host port), PXE-boots a compute
-//! node from it, uploads and registers an image with the AWS CLI, runs an instance on the node
-//! and prints its console output, then prints the AWS CLI commands to try by hand and keeps the
-//! cloud running until Ctrl-C, which stops every VM.
+//! (data disk, PXE on a private segment, API forwarded to a host port, its public side on an
+//! "outside" network namespace of this machine), PXE-boots a compute node from it, uploads and
+//! registers the Debian cloud image with the AWS CLI, makes a key pair, opens SSH in the default
+//! group and runs an instance, waits for cloud-init to finish and for an SSH login to work,
+//! then prints the commands to log in and to try the AWS CLI by hand, and keeps the cloud
+//! running until Ctrl-C, which stops every VM.
 
 use anyhow::{Context, Result};
 use mallee_qemu_tests::cloud::{self, NODE_READY};
-use mallee_qemu_tests::{Segment, TestDir};
+use mallee_qemu_tests::outside::{Outside, OUTSIDE_IP};
+use mallee_qemu_tests::vm::Nic;
+use mallee_qemu_tests::{Images, Segment, TestDir};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +43,20 @@ fn main() -> Result<()> {
     let dir = TestDir::new("demo");
     let segment = Segment::new();
     let disk = dir.file("frontend-disk.img");
-    cloud::flash_appliance(&disk, 2048)?;
+    cloud::flash_appliance(&disk, 3072)?;
     println!(
-        "demo: booting the frontend appliance flashed onto a 2 GiB disk ({}) under UEFI (QEMU TCG, OVMF)",
+        "demo: booting the frontend appliance flashed onto a 3 GiB disk ({}) under UEFI (QEMU TCG, OVMF)",
         disk.display()
     );
-    let fe = cloud::start_frontend(&dir, "frontend", &segment, &disk, Duration::from_secs(600))?;
+    let outside = Outside::new(&dir)?;
+    let fe = cloud::start_frontend_with(
+        &dir,
+        "frontend",
+        Nic::segment(&segment),
+        &disk,
+        Some(outside.nic()),
+        Duration::from_secs(600),
+    )?;
     println!(
         "demo: frontend ready {:.1} s after QEMU started; API at {}",
         fe.vm.started().elapsed().as_secs_f64(),
@@ -52,7 +64,9 @@ fn main() -> Result<()> {
     );
 
     println!("demo: powering on a diskless compute node; it PXE-boots from the frontend");
-    let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01").launch(&dir)?;
+    let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
+        .memory_mib(3072)
+        .launch(&dir)?;
     let ready = node
         .wait_for(NODE_READY, Duration::from_secs(600))
         .context("the node did not boot")?;
@@ -63,36 +77,68 @@ fn main() -> Result<()> {
         node.started().elapsed().as_secs_f64()
     );
 
-    println!("demo: uploading the Debian kernel, the guest ramdisk (mallee-init) and the ext4 root image (target/images/guest) to Walrus; registering them");
-    let image = fe.upload_test_image("demo-images")?;
+    let image = Images::debian_cloud()?;
+    println!("demo: uploading the Debian cloud image (target/images/debian-cloud: its kernel, initramfs and GPT root disk) to Walrus and registering it");
+    let [_, _, emi] = fe.upload_image(
+        "debian-cloud",
+        &image.vmlinuz,
+        &image.initrd,
+        &image.root_gpt,
+    )?;
+    let key = cloud::json(&fe.aws(&["ec2", "create-key-pair", "--key-name", "demo"])?)?;
+    let pem = dir.file("demo.pem");
+    std::fs::write(&pem, key["KeyMaterial"].as_str().context("no KeyMaterial")?)?;
+    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let outside_net = format!("{OUTSIDE_IP}/24");
+    fe.tcp_ingress(
+        "authorize-security-group-ingress",
+        "default",
+        22,
+        &["--cidr", &outside_net],
+    )?;
     println!(
-        "demo: kernel {}, ramdisk {}, machine image {}",
-        image.eki, image.eri, image.emi
+        "demo: aws ec2 run-instances --image-id {emi} --instance-type c1.medium --key-name demo"
     );
-    println!(
-        "demo: aws ec2 run-instances --image-id {} --instance-type m1.small",
-        image.emi
-    );
-    let id = fe.run_instances(&image.emi, 1)?.remove(0);
-    fe.wait_state(&id, "running", Duration::from_secs(600))?;
-    println!("demo: {id} is running on the node under mallee-vmm; waiting for its console");
-    let out = fe.wait_console(&id, cloud::GUEST_MARKER, Duration::from_secs(600))?;
-    println!("demo: aws ec2 get-console-output --instance-id {id} (last lines):");
+    let id = fe
+        .run_instances_with(
+            &emi,
+            1,
+            &["--instance-type", "c1.medium", "--key-name", "demo"],
+        )?
+        .remove(0);
+    fe.wait_state(&id, "running", Duration::from_secs(900))?;
+    println!("demo: {id} is running on the node under mallee-vmm; waiting for cloud-init");
+    let out = fe.wait_console(&id, "Cloud-init v.", Duration::from_secs(900))?;
     let lines: Vec<&str> = out.lines().collect();
-    for line in &lines[lines.len().saturating_sub(15)..] {
+    println!("demo: aws ec2 get-console-output --instance-id {id} (last lines):");
+    for line in &lines[lines.len().saturating_sub(8)..] {
         println!("    {line}");
     }
-    if out.contains(&image.root_disk_line) {
-        println!(
-            "demo: the guest sees the root image on vda ({})",
-            image.root_disk_line
+    let public = fe.public_ip(&id)?;
+    let ssh = format!(
+        "ip netns exec {} ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null debian@{public}",
+        outside.namespace(),
+        pem.display()
+    );
+    println!("demo: waiting for an SSH login: {ssh} true");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let ok = outside
+            .ssh(&pem, &format!("debian@{public}"), "true")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no SSH login to {public} in 300 s; see {}/node1.console",
+            dir.path().display()
         );
-    } else {
-        println!(
-            "demo: warning: no `{}` in the guest's console",
-            image.root_disk_line
-        );
+        std::thread::sleep(Duration::from_secs(2));
     }
+    println!("demo: SSH works. Log in to the instance (the outside host is a network namespace of this machine):\n\n    {ssh}\n");
 
     println!(
         "\ndemo: the cloud is running. Consoles: {}/{{frontend,node1}}.console\n\
