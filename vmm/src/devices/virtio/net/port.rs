@@ -343,12 +343,10 @@ fn base_reply(req: &Message, mtype: MessageType, server: Ipv4Addr) -> Message {
     m
 }
 
-/// An OFFER or ACK of the guest's address (for INFORM, the options without an address). A
-/// guest with a gateway reaches the metadata service through it (the service takes its packets
-/// whichever MAC they name), as on EC2, whose DHCP gives no routes; only a guest without one is
-/// given 169.254.169.254 on-link, as a classless static route (RFC 3442, router 0.0.0.0). A
-/// route the guest's DHCP client installs itself trips cloud-init, which adds the same route
-/// for its own ephemeral lease at every boot and stops on `File exists`.
+/// An OFFER or ACK of the guest's address (for INFORM, the options without an address). With
+/// a metadata service, classless static routes (RFC 3442) put 169.254.169.254 on-link (router
+/// 0.0.0.0), so the guest reaches it with or without a gateway, and repeat the default route
+/// (a client honouring option 121 ignores option 3).
 fn offer(
     addr: &GuestAddress,
     req: &Message,
@@ -366,12 +364,13 @@ fn offer(
     if let Some(gw) = addr.gateway {
         opts.insert(DhcpOption::Router(vec![gw]));
     }
-    if metadata && addr.gateway.is_none() {
+    if metadata {
         let service = ipnet::Ipv4Net::new(SERVICE_IP, 32).expect("a /32");
-        opts.insert(DhcpOption::ClasslessStaticRoute(vec![(
-            service,
-            Ipv4Addr::UNSPECIFIED,
-        )]));
+        let mut routes = vec![(service, Ipv4Addr::UNSPECIFIED)];
+        if let Some(gw) = addr.gateway {
+            routes.push((ipnet::Ipv4Net::default(), gw));
+        }
+        opts.insert(DhcpOption::ClasslessStaticRoute(routes));
     }
     if !addr.dns.is_empty() {
         opts.insert(DhcpOption::DomainNameServer(addr.dns.clone()));

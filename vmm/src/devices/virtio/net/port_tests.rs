@@ -53,12 +53,6 @@ fn dhcp(mtype: MessageType, chaddr: Mac, src_mac: Mac, src_ip: Ipv4Addr) -> (Vec
 
 /// The DHCP reply inside an answer frame, after checking its Ethernet, IPv4 and UDP layers.
 fn reply(verdict: Verdict) -> Message {
-    reply_from(verdict, GW)
-}
-
-/// The DHCP message of an answer sent from `server` (the gateway, or the service's address
-/// for a guest without one).
-fn reply_from(verdict: Verdict, server: Ipv4Addr) -> Message {
     let Verdict::Answer(frame) = verdict else {
         panic!("no answer: {verdict:?}");
     };
@@ -69,7 +63,7 @@ fn reply_from(verdict: Verdict, server: Ipv4Addr) -> Message {
     let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
     assert!(ip.verify_checksum(), "IPv4 header checksum");
     assert_eq!(ip.next_header(), IpProtocol::Udp);
-    assert_eq!(ip.src_addr(), server, "from the server identifier");
+    assert_eq!(ip.src_addr(), GW, "from the server identifier");
     let udp = UdpPacket::new_checked(ip.payload()).unwrap();
     assert!(udp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
     assert_eq!((udp.src_port(), udp.dst_port()), (67, 68));
@@ -121,29 +115,19 @@ fn discover_gets_an_offer_of_the_guests_address_with_its_options() {
     );
 }
 
-/// A guest with a gateway gets no routes (as on EC2): it reaches 169.254.169.254 through its
-/// gateway, and a route its DHCP client installed would trip cloud-init's own. Without a
-/// gateway, the service is on-link.
 #[test]
-fn with_a_metadata_service_only_a_guest_without_a_gateway_gets_a_route_to_it() {
-    let routes = |gateway: Option<Ipv4Addr>| {
-        let (p, _) = port(Some(GuestAddress {
-            gateway,
-            ..address()
-        }));
-        let p = p.with_metadata(Some(Arc::new(LiveMetadata::new(Default::default()))));
-        let (frame, _) = dhcp(MessageType::Discover, GUEST, GUEST, Ipv4Addr::UNSPECIFIED);
-        let offer = reply_from(p.check(&frame), gateway.unwrap_or(SERVICE_IP));
-        offer.opts().get(OptionCode::ClasslessStaticRoute).cloned()
-    };
-    assert_eq!(routes(Some(GW)), None);
+fn with_a_metadata_service_the_offer_routes_it_on_link() {
+    let (p, _) = port(Some(address()));
+    let p = p.with_metadata(Some(Arc::new(LiveMetadata::new(Default::default()))));
+    let (frame, _) = dhcp(MessageType::Discover, GUEST, GUEST, Ipv4Addr::UNSPECIFIED);
+    let offer = reply(p.check(&frame));
     let service = "169.254.169.254/32".parse().unwrap();
     assert_eq!(
-        routes(None),
-        Some(DhcpOption::ClasslessStaticRoute(vec![(
-            service,
-            Ipv4Addr::UNSPECIFIED
-        )]))
+        offer.opts().get(OptionCode::ClasslessStaticRoute),
+        Some(&DhcpOption::ClasslessStaticRoute(vec![
+            (service, Ipv4Addr::UNSPECIFIED),
+            ("0.0.0.0/0".parse().unwrap(), GW),
+        ]))
     );
 }
 
