@@ -72,6 +72,15 @@ manage_etc_hosts: true
 locale: C.UTF-8
 # The host keys sshd loads (cloud-init would make a DSA one too, which OpenSSH 9 ignores).
 ssh_genkeytypes: [ rsa, ecdsa, ed25519 ]
+# Network configuration for new instances only, no refetch in the init stage (`boot-legacy`).
+# That refetch in cloud-init 22.4 takes an ephemeral DHCP lease and adds its classless routes
+# itself; the VMM's DHCP routes 169.254.169.254 on-link (the guest reaches its metadata without
+# its gateway), dhclient had already installed that route, and `ip route append` failing with
+# `File exists` killed the stage at every boot: no user data, no SSH key. (Later cloud-init
+# tolerates an existing route.)
+updates:
+  network:
+    when: [ boot-new-instance ]
 ";
 
 /// A drop-in for Debian's ssh.service, whose only pre-start step (`sshd -t`) fails without host
@@ -323,7 +332,10 @@ mod tests {
                 "datasource_list: [ Ec2, None ]",
                 "manage_etc_hosts: true",
                 "locale: C.UTF-8",
-                "ssh_genkeytypes: [ rsa, ecdsa, ed25519 ]"
+                "ssh_genkeytypes: [ rsa, ecdsa, ed25519 ]",
+                "updates:",
+                "  network:",
+                "    when: [ boot-new-instance ]"
             ]
         );
     }
