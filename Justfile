@@ -9,7 +9,7 @@ default:
 setup:
     scripts/setup.sh
 
-# Build the node, frontend and test-guest bundles (target/images/{node,frontend,guest}) and the flashable appliance (mallee-frontend.img; test/ holds two later builds for the upgrade tests) from the pinned kernel.
+# Build the node, frontend and test-guest bundles (target/images/{node,frontend,guest}), the Debian cloud image (target/images/debian-cloud; as root, cached) and the flashable appliance (mallee-frontend.img; test/ holds two later builds for the upgrade tests).
 images:
     scripts/images.sh
 
@@ -17,7 +17,7 @@ images:
 image-debian-cloud:
     cargo run --release --locked -q -p mallee-image-build -- debian-cloud
 
-# Boot the frontend appliance and a PXE-booted node under QEMU, run an instance, keep the cloud up.
+# Boot the frontend appliance and a PXE-booted node under QEMU, run a Debian cloud instance you can SSH into, keep the cloud up.
 demo: images
     cargo run --release -q -p mallee-qemu-tests --bin mallee-demo
 
