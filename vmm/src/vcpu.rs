@@ -47,6 +47,9 @@ pub enum ExitAction {
     Continue,
     /// End the VM.
     Stop(Exit),
+    /// The guest faulted while delivering a double fault: the machine resets, as a PC does. The
+    /// loop logs where the vCPU was, because a guest seldom resets this way on purpose.
+    TripleFault,
     /// End the VM with a failure saying what went wrong.
     Fail(String),
 }
@@ -66,7 +69,7 @@ pub fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> ExitAction {
         VcpuExit::MmioWrite(addr, data) => {
             ctx.mmio.write(addr, data);
         }
-        VcpuExit::Shutdown => return ExitAction::Stop(Exit::Reboot),
+        VcpuExit::Shutdown => return ExitAction::TripleFault,
         VcpuExit::SystemEvent(kind, _) => {
             return ExitAction::Stop(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Exit::PowerOff,
@@ -94,11 +97,32 @@ pub fn run(mut fd: VcpuFd, ctx: VcpuContext) {
             Ok(exit) => match handle_exit(exit, &ctx) {
                 ExitAction::Continue => {}
                 ExitAction::Stop(reason) => ctx.exit.set(reason),
+                ExitAction::TripleFault => {
+                    tracing::warn!("guest triple fault, resetting it: {}", where_it_was(&fd));
+                    ctx.exit.set(Exit::Reboot)
+                }
                 ExitAction::Fail(message) => ctx.exit.fail(message),
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => ctx.exit.fail(format!("KVM_RUN failed: {e}")),
         }
+    }
+}
+
+/// The vCPU's instruction and stack pointers and control registers, for a log line.
+fn where_it_was(fd: &VcpuFd) -> String {
+    let regs = fd
+        .get_regs()
+        .map(|r| format!("rip={:#x} rsp={:#x} rflags={:#x}", r.rip, r.rsp, r.rflags));
+    let sregs = fd.get_sregs().map(|s| {
+        format!(
+            "cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x} idt={:#x}/{:#x}",
+            s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.idt.base, s.idt.limit
+        )
+    });
+    match (regs, sregs) {
+        (Ok(r), Ok(s)) => format!("{r} {s}"),
+        (r, s) => format!("registers unreadable ({:?}, {:?})", r.err(), s.err()),
     }
 }
 

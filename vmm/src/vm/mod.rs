@@ -160,7 +160,10 @@ impl Vm {
             6,
         )?;
         let exit = vm.exit.clone();
-        let i8042 = I8042::new(Box::new(move || exit.set(Exit::Reboot)));
+        let i8042 = I8042::new(Box::new(move || {
+            tracing::info!("the guest reset the machine (i8042 reset pulse)");
+            exit.set(Exit::Reboot)
+        }));
         vm.io_bus.insert(
             Arc::new(Mutex::new(i8042)),
             u64::from(layout::I8042_DATA),
