@@ -25,11 +25,9 @@
 #[path = "support/vmm_images.rs"]
 mod vmm_images;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use mallee_qemu_tests::{report_figure, DebianCloudImage, Images, Nic, TestDir, VmConfig};
+use mallee_qemu_tests::{report_figure, Images, Nic, TestDir, VmConfig};
 use vmm_images::NodeExtras;
 
 #[test]
@@ -37,7 +35,7 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
     Images::node().expect("node image");
     let dir = TestDir::new("vmm_boot");
     let bin = vmm_images::build_static(&["e2e_guest", "e2e_node"]);
-    let (debian, debian_root) = debian_image(&dir);
+    let (debian, debian_root) = vmm_images::debian_image(&dir);
     let image = vmm_images::node_image_with_files(
         &dir,
         &bin,
@@ -46,11 +44,7 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
             programs: &[vmm_images::IP],
             modules: vmm_images::AOE_MODULES,
         },
-        &[
-            ("vmm-e2e/debian/vmlinuz".into(), debian.vmlinuz.clone()),
-            ("vmm-e2e/debian/initrd.img".into(), debian.initrd.clone()),
-            ("vmm-e2e/debian/id.pub".into(), ssh_key(&dir)),
-        ],
+        &vmm_images::debian_files(&dir, &debian),
     );
     let mut vm = VmConfig::new("node")
         .netboot(&image)
@@ -74,7 +68,7 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", blocked_tasks(&mut vm)));
     let console = vm.console().text();
-    let tail = vm.console().tail(60);
+    let tail = failure_view(&console);
     // The Linux driver read what the allowed export served, and the refused export answered
     // nothing to at least two rounds of its queries.
     let allowed = regex::Regex::new(r"vmm-e2e-node: kernel aoe e7\.1 match=(\w+) served=(\d+)")
@@ -175,9 +169,35 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
 
 /// The Debian cloud image step: cloud-init's final line with the Ec2 datasource, the user
 /// data's marker with the instance id and the file it wrote, the SSH banner, the boot time.
+/// What a failure message shows of the node's console: the Debian step's lines first (the last
+/// of the guest's console, then the node program's and the VMM's lines, which say how the
+/// guest's run ended), then the console's last lines apart from the Debian guest's. The
+/// guest's cloud-init log, printed after a failed boot, is long and comes last.
+fn failure_view(console: &str) -> String {
+    let guest: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("debian-console:"))
+        .collect();
+    let log: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("debian-log:"))
+        .collect();
+    let node: Vec<&str> = console
+        .lines()
+        .filter(|l| !l.starts_with("debian-console:") && !l.starts_with("debian-log:"))
+        .collect();
+    let last = |lines: &[&str], n: usize| lines[lines.len().saturating_sub(n)..].join("\n");
+    format!(
+        "--- the Debian guest's console (last 40 lines):\n{}\n--- the node's console (last 60 lines):\n{}\n--- the Debian guest's cloud-init log (last 40 lines):\n{}",
+        last(&guest, 40),
+        last(&node, 60),
+        last(&log, 40)
+    )
+}
+
 fn check_debian(console: &str, tail: &str) {
     let summary = regex::Regex::new(
-        r"vmm-e2e-node: debian cloud-init ok=(\w+) instance-id=(\S+) marker=(\w+) ssh-banner=(.*) boot_s=(\S+)",
+        r"vmm-e2e-node: debian cloud-init ok=(\w+) instance-id=(\S+) marker=(\w+) ssh-banner=(.*) boots=(\d+) boot_s=(\S+)",
     )
     .unwrap()
     .captures(console)
@@ -216,46 +236,15 @@ fn check_debian(console: &str, tail: &str) {
         "{}",
         &summary[0]
     );
-    let boot: f64 = summary[5]
+    let boot: f64 = summary[6]
         .parse()
         .unwrap_or_else(|_| panic!("boot time: {}", &summary[0]));
+    // More than one boot: the guest reset and its VMM restarted it, as the node agent does.
     report_figure(&format!(
         "vmm_boot: debian cloud image under mallee-vmm in the nested node: cloud-init finished \
-         ({}) after {boot:.1} s",
-        &finished[1]
+         ({}) after {boot:.1} s, {} boot(s)",
+        &finished[1], &summary[5]
     ));
-}
-
-/// The Debian cloud image `just images` built, and a fresh sparse copy of its `root.img` in the
-/// test directory for the guest to write to.
-fn debian_image(dir: &TestDir) -> (DebianCloudImage, PathBuf) {
-    let image = Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
-    let root = dir.file("debian-root.img");
-    let status = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image.root)
-        .arg(&root)
-        .status()
-        .expect("run cp");
-    assert!(
-        status.success(),
-        "copying {}: {status}",
-        image.root.display()
-    );
-    (image, root)
-}
-
-/// A fresh ed25519 key pair made on the host; its public half, which the guest gets through
-/// the metadata service.
-fn ssh_key(dir: &TestDir) -> PathBuf {
-    let key = dir.file("id_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallee-e2e", "-f"])
-        .arg(&key)
-        .status()
-        .expect("run ssh-keygen");
-    assert!(status.success(), "ssh-keygen: {status}");
-    dir.file("id_ed25519.pub")
 }
 
 /// What a stuck node is waiting on: the kernel's list of blocked tasks and their stacks (sysrq

@@ -20,9 +20,9 @@ use common::say;
 
 const MARKER: &str = "vmm-e2e-guest: up";
 const MEM_MIB: u64 = 256;
-const CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=4";
-const KERNEL: &str = "/vmm-e2e/vmlinuz";
-const INITRD: &str = "/vmm-e2e/guest.img";
+const CMDLINE: &str = common::GUEST_CMDLINE;
+const KERNEL: &str = common::GUEST_KERNEL;
+const INITRD: &str = common::GUEST_INITRD;
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 const RUNS: usize = 2;
 
@@ -49,12 +49,7 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
 fn command(monitor: &str) -> Command {
     let mem = format!("{MEM_MIB}M");
     match monitor {
-        "ours" => {
-            let mut c = Command::new("/bin/mallee-vmm");
-            c.args(["--kernel", KERNEL, "--initrd", INITRD, "--cmdline", CMDLINE])
-                .args(["--mem", &mem, "--vcpus", "2"]);
-            c
-        }
+        "ours" => common::guest_vmm(CMDLINE, MEM_MIB, 2),
         machine => {
             // QEMU is dynamically linked; its libraries and loader are in the node image.
             let mut c = Command::new(QEMU);

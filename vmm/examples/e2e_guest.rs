@@ -15,6 +15,7 @@
 //! not part of any image.
 
 #[path = "e2e/common.rs"]
+#[allow(dead_code)]
 mod common;
 #[path = "e2e/io_bench.rs"]
 #[allow(dead_code)]

@@ -33,8 +33,7 @@ mod vmm_api;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,29 +55,6 @@ const GUEST_CONSOLE: &str = "/tmp/guest.console";
 const SMBIOS: &str = "manufacturer=Amazon EC2,product=m1.small,\
 uuid=ec2e2e01-2345-8678-9abc-def012345678,serial=EC2E2E01-2345-8678-9ABC-DEF012345678,\
 asset-tag=i-e2e00001";
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
-
-fn make_persistent_tap(name: &str) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let mut ifr = [0u8; 40];
-    ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags: i16 = 0x2 | 0x1000 | 0x4000; // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF takes a 40-byte ifreq; TUNSETPERSIST takes an int by value.
-    unsafe {
-        if libc::ioctl(f.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) < 0
-            || libc::ioctl(f.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// What went by on the tap.
 #[derive(Default)]
 struct Seen {
@@ -202,7 +178,7 @@ fn run() -> Result<(), String> {
     std::fs::write("/tmp/disk1.img", common::disk_image(1)).map_err(|e| e.to_string())?;
     std::fs::write("/tmp/disk2.img", vec![0u8; common::DISK_BYTES]).map_err(|e| e.to_string())?;
     std::fs::write(VOLUME, vec![0u8; VOLUME_BYTES]).map_err(|e| e.to_string())?;
-    make_persistent_tap(TAP).map_err(|e| format!("tap: {e}"))?;
+    common::make_persistent_tap(TAP).map_err(|e| format!("tap: {e}"))?;
     let index = common::link_up(TAP).map_err(|e| format!("tap up: {e}"))?;
     let fd = common::packet_socket(index).map_err(|e| format!("packet socket: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -224,18 +200,7 @@ fn run() -> Result<(), String> {
         .join(":");
     say("vmm-e2e-node: starting mallee-vmm");
     let started = Instant::now();
-    let mut child = Command::new("/bin/mallee-vmm")
-        .args([
-            "--kernel",
-            "/vmm-e2e/vmlinuz",
-            "--initrd",
-            "/vmm-e2e/guest.img",
-        ])
-        .args([
-            "--cmdline",
-            "console=ttyS0 panic=-1 reboot=k quiet loglevel=4",
-        ])
-        .args(["--mem", "256M", "--vcpus", "2"])
+    let mut child = common::guest_vmm(common::GUEST_CMDLINE, 256, 2)
         .args([
             "--disk",
             "/tmp/disk1.img,ro,serial=e2e-disk1",

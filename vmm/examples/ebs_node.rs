@@ -68,10 +68,9 @@ const MTU: u32 = 1500;
 const OURS: (u16, u8) = (1, 1);
 const PEER: (u16, u8) = (1, 2);
 const VBLADE: &str = "/usr/sbin/vblade";
-const GUEST_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=4";
 /// One vCPU: the guest's threads only wait on the disk. (With two, and a guest booted per run,
 /// a nested guest stalled on its second CPU for minutes, RCU stall reports on its console.)
-const GUEST_VCPUS: &str = "1";
+const GUEST_VCPUS: u32 = 1;
 /// The VMM's control socket.
 const API: &str = "/tmp/ebs-vmm.sock";
 /// How long a run may take beyond its own seconds (attach, the last requests, detach).
@@ -212,23 +211,9 @@ struct Guest {
 
 impl Guest {
     fn boot(secs: u64) -> Result<Guest, String> {
-        let cmdline = format!("{GUEST_CMDLINE} ebs.secs={secs}");
+        let cmdline = format!("{} ebs.secs={secs}", common::GUEST_CMDLINE);
         let stderr = File::create("/tmp/vmm.stderr").map_err(|e| format!("vmm stderr: {e}"))?;
-        let mut vmm = Command::new("/bin/mallee-vmm")
-            .args([
-                "--kernel",
-                "/vmm-e2e/vmlinuz",
-                "--initrd",
-                "/vmm-e2e/guest.img",
-            ])
-            .args([
-                "--cmdline",
-                &cmdline,
-                "--mem",
-                "256M",
-                "--vcpus",
-                GUEST_VCPUS,
-            ])
+        let mut vmm = common::guest_vmm(&cmdline, 256, GUEST_VCPUS)
             .args(["--volume-slots", "1", "--api-socket", API])
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -13,12 +13,15 @@ use mallee_image_build::initramfs::Initramfs;
 use mallee_image_build::kernel::KernelTree;
 use mallee_image_build::kmod::Resolver;
 use mallee_image_build::netboot::{self, NetbootSpec};
-use mallee_qemu_tests::{NetbootImage, TestDir};
+use mallee_qemu_tests::{DebianCloudImage, Images, NetbootImage, TestDir};
+use std::process::Command;
 
 /// QEMU, for the VMM benchmark's peer.
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// iproute2's `ip`: veth pairs and network namespaces for the AoE checks.
 pub const IP: &str = "/usr/sbin/ip";
+/// nginx, the metadata benchmark's peer.
+pub const NGINX: &str = "/usr/sbin/nginx";
 /// Debian's `vblade`, the AoE target Eucalyptus used.
 pub const VBLADE: &str = "/usr/sbin/vblade";
 /// Modules the AoE checks load on the node: veth pairs and the Linux AoE initiator.
@@ -130,4 +133,46 @@ pub fn node_image_with_files(
         initramfs: out.join("initramfs"),
         cmdline: spec.cmdline.clone(),
     }
+}
+
+/// The Debian cloud image `just images` built, and a fresh sparse copy of its `root.img` in the
+/// test directory for the guest to write to.
+pub fn debian_image(dir: &TestDir) -> (DebianCloudImage, PathBuf) {
+    let image = Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
+    let root = dir.file("debian-root.img");
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image.root)
+        .arg(&root)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "copying {}: {status}",
+        image.root.display()
+    );
+    (image, root)
+}
+
+/// A fresh ed25519 key pair made on the host; its public half, which the guest gets through
+/// the metadata service.
+pub fn ssh_key(dir: &TestDir) -> PathBuf {
+    let key = dir.file("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallee-e2e", "-f"])
+        .arg(&key)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(status.success(), "ssh-keygen: {status}");
+    dir.file("id_ed25519.pub")
+}
+
+/// What `vmm/examples/e2e/cloud_image.rs` finds under `/vmm-e2e/debian` on the node: the Debian
+/// image's kernel and initrd and a fresh SSH public key, as `(path in the image, host file)`.
+pub fn debian_files(dir: &TestDir, debian: &DebianCloudImage) -> Vec<(String, PathBuf)> {
+    vec![
+        ("vmm-e2e/debian/vmlinuz".into(), debian.vmlinuz.clone()),
+        ("vmm-e2e/debian/initrd.img".into(), debian.initrd.clone()),
+        ("vmm-e2e/debian/id.pub".into(), ssh_key(dir)),
+    ]
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use mallee_proto::vmm::{
-    Disk, GuestAddress, InstanceMetadata, Nic, Request, SystemIdentity, TapSource, Uuid, VmmConfig,
+    Disk, GuestAddress, InstanceMetadata, Nic, OnReboot, Request, SystemIdentity, TapSource, Uuid,
+    VmmConfig,
 };
 use mallee_proto::{Mac, MetadataDocument, PublicKey};
 
@@ -32,10 +33,10 @@ const API: &str = "/tmp/debian.sock";
 const CONFIG: &str = "/tmp/debian.json";
 const CONSOLE: &str = "/tmp/debian.console";
 const FAILURE: &str = "/tmp/debian.failure";
-const INSTANCE_ID: &str = "i-deb00001";
+pub const INSTANCE_ID: &str = "i-deb00001";
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x02];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 5);
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 const PREFIX_LEN: u8 = 24;
 const UUID: &str = "ec2deb01-2345-8678-9abc-def012345678";
 /// What the user data's command prints first on the guest's console.
@@ -56,7 +57,7 @@ runcmd:\n\
     )
 }
 
-fn config(root: &str, public_key: &str) -> VmmConfig {
+fn config(root: &str, public_key: &str, user_data: &str) -> VmmConfig {
     let mac = Mac(MAC);
     let mut c = VmmConfig::new(format!("{DIR}/vmlinuz"));
     c.initrd = Some(format!("{DIR}/initrd.img").into());
@@ -78,6 +79,9 @@ fn config(root: &str, public_key: &str) -> VmmConfig {
     c.console = Some(CONSOLE.into());
     c.api_socket = Some(API.into());
     c.failure_path = Some(FAILURE.into());
+    // As the node agent does for an instance: a guest that resets comes back (nested TCG has
+    // reset a guest mid-boot once in a while); the summary line counts the boots.
+    c.on_reboot = OnReboot::Restart;
     c.smbios = Some(SystemIdentity {
         manufacturer: "Amazon EC2".into(),
         product: "m1.small".into(),
@@ -101,7 +105,7 @@ fn config(root: &str, public_key: &str) -> VmmConfig {
             }],
             ..MetadataDocument::default()
         },
-        user_data: Some(base64::engine::general_purpose::STANDARD.encode(user_data())),
+        user_data: Some(base64::engine::general_purpose::STANDARD.encode(user_data)),
         options: Default::default(),
     });
     c
@@ -175,11 +179,22 @@ fn cloud_init_log() {
         return;
     }
     let log = std::fs::read(format!("{MNT}/var/log/cloud-init.log")).unwrap_or_default();
-    let interesting = ["url_helper", "Ec2", "ec2", "Traceback", "Error", "token"];
-    String::from_utf8_lossy(&log)
+    let interesting = [
+        "DataSourceEc2",
+        "WARNING",
+        "Traceback",
+        "Error",
+        "ERROR",
+        "failed",
+        "token",
+    ];
+    let log = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = log
         .lines()
         .filter(|l| interesting.iter().any(|w| l.contains(w)))
-        .take(400)
+        .collect();
+    lines[lines.len().saturating_sub(200)..]
+        .iter()
         .for_each(|l| say(&format!("debian-log: {l}")));
     // SAFETY: a NUL-terminated path.
     unsafe { libc::umount(mnt.as_ptr()) };
@@ -201,8 +216,23 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Boots the image and checks what cloud-init did; `Ok(false)` when a check failed.
-pub fn check() -> Result<bool, String> {
+/// One boot of the image under `mallee-vmm`, until cloud-init's final line or a failure.
+pub struct Run<T> {
+    /// How long after the VMM started cloud-init printed its final line, or why it did not.
+    pub booted: Result<Duration, String>,
+    /// What `while_up` returned, when the guest finished booting.
+    pub while_up: Option<T>,
+    /// The guest's whole console.
+    pub console: String,
+    /// The VMM's exit status (-1: killed after the shutdown asked through its API timed out).
+    pub status: i32,
+    /// What the VMM's API answered to the shutdown.
+    pub stop: Result<(), String>,
+}
+
+/// Boots the image with `user_data`, printing the guest's console as it goes; once cloud-init
+/// has finished, runs `while_up` with the guest still up, then stops the VMM through its API.
+pub fn boot<T>(user_data: &str, while_up: impl FnOnce() -> T) -> Result<Run<T>, String> {
     let key = std::fs::read_to_string(format!("{DIR}/id.pub")).map_err(|e| format!("key: {e}"))?;
     // The disk shows up once virtio_blk probed it.
     let started = Instant::now();
@@ -213,7 +243,7 @@ pub fn check() -> Result<bool, String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let root = root_device()?;
-    crate::make_persistent_tap(TAP).map_err(|e| format!("tap {TAP}: {e}"))?;
+    crate::common::make_persistent_tap(TAP).map_err(|e| format!("tap {TAP}: {e}"))?;
     ip(&[
         "addr",
         "add",
@@ -222,7 +252,7 @@ pub fn check() -> Result<bool, String> {
         TAP,
     ])?;
     ip(&["link", "set", TAP, "up"])?;
-    let cfg = config(&root, &key);
+    let cfg = config(&root, &key, user_data);
     let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
     std::fs::write(CONFIG, json).map_err(|e| format!("{CONFIG}: {e}"))?;
     say(&format!(
@@ -262,11 +292,8 @@ pub fn check() -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let banner = match &booted {
-        Ok(_) => ssh_banner(60),
-        Err(_) => Err("not booted".into()),
-    };
-    let stop = crate::vmm_api::call(API, &Request::Shutdown);
+    let while_up = booted.is_ok().then(while_up);
+    let stop = crate::vmm_api::call(API, &Request::Shutdown).map(|_| ());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         match child.try_wait() {
@@ -289,8 +316,22 @@ pub fn check() -> Result<bool, String> {
     if let Ok(f) = std::fs::read_to_string(FAILURE) {
         say(&format!("vmm-e2e-node: debian vmm failure {}", f.trim()));
     }
+    Ok(Run {
+        booted,
+        while_up,
+        console,
+        status,
+        stop,
+    })
+}
+
+/// Boots the image and checks what cloud-init did; `Ok(false)` when a check failed.
+pub fn check() -> Result<bool, String> {
+    let run = boot(&user_data(), || ssh_banner(60))?;
+    let console = &run.console;
     let want = format!("{MARKER} {INSTANCE_ID} file=written-by-cloud-init");
     let marker_ok = console.lines().any(|l| l.trim_end().ends_with(&want));
+    let banner = run.while_up.unwrap_or_else(|| Err("not booted".into()));
     let banner_text = match &banner {
         Ok(b) => b.clone(),
         Err(e) => format!("none ({e})"),
@@ -298,20 +339,26 @@ pub fn check() -> Result<bool, String> {
     let banner_ok = banner
         .as_ref()
         .is_ok_and(|b| b.starts_with("SSH-2.0-OpenSSH"));
-    let ok = booted.is_ok() && marker_ok && banner_ok;
-    if !ok && status >= 0 {
+    let ok = run.booted.is_ok() && marker_ok && banner_ok;
+    // Each boot of the guest's kernel prints its banner once.
+    let boots = console
+        .lines()
+        .filter(|l| l.contains("Linux version"))
+        .count();
+    if !ok && run.status >= 0 {
         cloud_init_log();
     }
     say(&format!(
-        "vmm-e2e-node: debian stop {stop:?} vmm exit={status}"
+        "vmm-e2e-node: debian stop {:?} vmm exit={}",
+        run.stop, run.status
     ));
-    if let Err(e) = &booted {
+    if let Err(e) = &run.booted {
         say(&format!("vmm-e2e-node: debian FAIL {e}"));
     }
     say(&format!(
-        "vmm-e2e-node: debian cloud-init ok={ok} instance-id={INSTANCE_ID} marker={} ssh-banner={banner_text} boot_s={}",
+        "vmm-e2e-node: debian cloud-init ok={ok} instance-id={INSTANCE_ID} marker={} ssh-banner={banner_text} boots={boots} boot_s={}",
         marker_ok,
-        booted.map(|d| format!("{:.1}", d.as_secs_f64())).unwrap_or_else(|_| "none".into())
+        run.booted.map(|d| format!("{:.1}", d.as_secs_f64())).unwrap_or_else(|_| "none".into())
     ));
     Ok(ok)
 }

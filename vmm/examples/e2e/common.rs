@@ -1,6 +1,27 @@
 //! What the end-to-end programs agree on: disk patterns, the frame markers, the guest's MAC and
 //! the address its VMM hands out, the hot-attached volume.
 
+/// The test guest's kernel and initramfs on the node.
+pub const GUEST_KERNEL: &str = "/vmm-e2e/vmlinuz";
+pub const GUEST_INITRD: &str = "/vmm-e2e/guest.img";
+/// The test guest's kernel command line: console on the serial port, a panic resets at once.
+pub const GUEST_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=4";
+
+/// `mallee-vmm` booting the test guest with `cmdline`, `mem_mib` MiB and `vcpus`; callers add
+/// disks, NICs, sockets and where its output goes.
+pub fn guest_vmm(cmdline: &str, mem_mib: u64, vcpus: u32) -> std::process::Command {
+    let mut c = std::process::Command::new("/bin/mallee-vmm");
+    c.args(["--kernel", GUEST_KERNEL, "--initrd", GUEST_INITRD])
+        .args(["--cmdline", cmdline])
+        .args([
+            "--mem",
+            &format!("{mem_mib}M"),
+            "--vcpus",
+            &vcpus.to_string(),
+        ]);
+    c
+}
+
 /// Bytes in each test disk.
 pub const DISK_BYTES: usize = 1 << 20;
 /// The payload the guest sends and the node looks for on the tap.
@@ -113,4 +134,30 @@ pub fn recv_frame(fd: i32, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: the pointer and length describe `buf`.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     (n > 0).then_some(n as usize)
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+
+/// Makes the tap `name` (with a virtio-net header, no packet info) and keeps it after this
+/// process lets go of it, for a `mallee-vmm` to open by name.
+pub fn make_persistent_tap(name: &str) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let flags: i16 = 0x2 | 0x1000 | 0x4000; // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF takes a 40-byte ifreq; TUNSETPERSIST takes an int by value.
+    unsafe {
+        if libc::ioctl(fd, TUNSETIFF, ifr.as_mut_ptr()) < 0
+            || libc::ioctl(fd, TUNSETPERSIST, 1 as libc::c_ulong) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
