@@ -362,6 +362,19 @@ impl Frontend {
         Ok([eki, eri, emi])
     }
 
+    /// CreateKeyPair `name` (RSA, the CLI's default): its private key written to `pem`, readable
+    /// by its owner only (as `ssh -i` wants it).
+    pub fn create_key_pair(&self, name: &str, pem: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let v = json(&self.aws(&["ec2", "create-key-pair", "--key-name", name])?)?;
+        let key = v["KeyMaterial"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("create-key-pair gave no KeyMaterial: {v}"))?;
+        std::fs::write(pem, key)?;
+        std::fs::set_permissions(pem, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
     /// RunInstances of `count` m1.small instances of `emi`; their ids.
     pub fn run_instances(&self, emi: &str, count: u32) -> anyhow::Result<Vec<String>> {
         self.run_instances_with(emi, count, &[])

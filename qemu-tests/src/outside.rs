@@ -49,6 +49,13 @@ pub enum OutsideError {
     Command { command: String, reason: String },
     #[error("entering network namespace {ns}: {source}")]
     Enter { ns: String, source: std::io::Error },
+    #[error("no SSH login to {login} in {secs} s: {last}")]
+    NoLogin {
+        login: String,
+        secs: u64,
+        /// ssh's exit status and error output on the last try.
+        last: String,
+    },
 }
 
 fn run(args: &[&str]) -> Result<(), OutsideError> {
@@ -266,6 +273,57 @@ impl Outside {
             ])
             .args([login, remote]);
         cmd
+    }
+
+    /// Logs in with [`Outside::ssh`] until a login works (sshd comes up with the guest, and a new
+    /// address's NAT with the frontend), feeding `input` to `remote`'s stdin; what it printed.
+    /// Tries every 2 s until `timeout` has passed.
+    pub fn ssh_until(
+        &self,
+        key: &Path,
+        login: &str,
+        remote: &str,
+        input: &str,
+        timeout: Duration,
+    ) -> Result<String, OutsideError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut child = self
+                .ssh(key, login, remote)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| OutsideError::Command {
+                    command: format!("ssh {login} {remote}"),
+                    reason: format!("{e} (run `just setup`: openssh-client)"),
+                })?;
+            // A login that fails early closes its stdin: nothing more to feed it then.
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(input.as_bytes());
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|e| OutsideError::Command {
+                    command: format!("ssh {login} {remote}"),
+                    reason: e.to_string(),
+                })?;
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(OutsideError::NoLogin {
+                    login: login.to_string(),
+                    secs: timeout.as_secs(),
+                    last: format!(
+                        "{} {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 
     /// One TCP connection from the outside host to `to`: the first line it answers.

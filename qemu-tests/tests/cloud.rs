@@ -804,16 +804,9 @@ fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
         std::fs::metadata(&image.root_gpt).map_or(0, |m| m.len() >> 20),
         started.elapsed().as_secs_f64()
     ));
-    let created = fe
-        .aws(&["ec2", "create-key-pair", "--key-name", "debian"])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let key = cloud::json(&created).unwrap_or_else(|e| panic!("{e:#}"))["KeyMaterial"]
-        .as_str()
-        .expect("KeyMaterial")
-        .to_string();
     let pem = dir.file("debian.pem");
-    std::fs::write(&pem, &key).unwrap();
-    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    fe.create_key_pair("debian", &pem)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     fe.tcp_ingress(
         "authorize-security-group-ingress",
         "default",
@@ -960,33 +953,13 @@ PY
 "#;
 
 /// Logs in to `ip` as the image's default user with the private key `pem` from the outside host
-/// until it works (sshd comes up with the guest, and a new address's NAT with the frontend),
-/// running [`GUEST_CHECKS`]; what it printed.
+/// until it works (see [`Outside::ssh_until`]), running [`GUEST_CHECKS`]; what it printed.
 fn ssh_until(outside: &Outside, pem: &std::path::Path, ip: &str) -> String {
-    use std::io::Write;
     let remote = format!("sh -s {}", METADATA_PATHS.join(" "));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let mut child = outside
-            .ssh(pem, &format!("debian@{ip}"), &remote)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run ssh (openssh-client)");
-        let _ = (child.stdin.take().expect("stdin")).write_all(GUEST_CHECKS.as_bytes());
-        let out = child.wait_with_output().expect("ssh's output");
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SSH login to {ip} in 180 s: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let login = format!("debian@{ip}");
+    outside
+        .ssh_until(pem, &login, &remote, GUEST_CHECKS, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn terminate(fe: &Frontend, id: &str) {

@@ -85,10 +85,8 @@ fn main() -> Result<()> {
         &image.initrd,
         &image.root_gpt,
     )?;
-    let key = cloud::json(&fe.aws(&["ec2", "create-key-pair", "--key-name", "demo"])?)?;
     let pem = dir.file("demo.pem");
-    std::fs::write(&pem, key["KeyMaterial"].as_str().context("no KeyMaterial")?)?;
-    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    fe.create_key_pair("demo", &pem)?;
     let outside_net = format!("{OUTSIDE_IP}/24");
     fe.tcp_ingress(
         "authorize-security-group-ingress",
@@ -121,23 +119,10 @@ fn main() -> Result<()> {
         pem.display()
     );
     println!("demo: waiting for an SSH login: {ssh} true");
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let ok = outside
-            .ssh(&pem, &format!("debian@{public}"), "true")
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no SSH login to {public} in 300 s; see {}/node1.console",
-            dir.path().display()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let login = format!("debian@{public}");
+    outside
+        .ssh_until(&pem, &login, "true", "", Duration::from_secs(300))
+        .with_context(|| format!("see {}/node1.console", dir.path().display()))?;
     println!("demo: SSH works. Log in to the instance (the outside host is a network namespace of this machine):\n\n    {ssh}\n");
 
     println!(
