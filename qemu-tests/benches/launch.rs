@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mallee_qemu_tests::cloud::{self, Frontend, NODE_READY};
-use mallee_qemu_tests::outside::{Outside, OUTSIDE_IP};
+use mallee_qemu_tests::outside::Outside;
 use mallee_qemu_tests::{Images, Nic, Segment, TestDir, Vm};
 
 /// How many launches after the first, with the image in the node's cache.
@@ -64,24 +64,10 @@ fn main() {
         dir.path().display()
     );
 
-    let [_, _, emi] = fe
-        .upload_image(
-            "debian-cloud",
-            &image.vmlinuz,
-            &image.initrd,
-            &image.root_gpt,
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
     let pem = dir.file("bench.pem");
-    fe.create_key_pair("bench", &pem)
+    let emi = fe
+        .debian_with_ssh(&image, "bench", &pem)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    fe.tcp_ingress(
-        "authorize-security-group-ingress",
-        "default",
-        22,
-        &["--cidr", &format!("{OUTSIDE_IP}/24")],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     wait_for_capacity(&fe);
 
     let first = launch(&fe, &outside, &node, &emi, &pem, "first");

@@ -12,7 +12,7 @@ mod vmm_images;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
+use mallee_qemu_tests::{Images, TestDir};
 use vmm_images::NodeExtras;
 
 /// One round's figures: requests per second, p50 and p99 latency in µs.
@@ -32,27 +32,12 @@ fn main() {
     Images::node().expect("node image (run `just images`)");
     let dir = TestDir::new("metadata_bench");
     let bin = vmm_images::build_static(&["e2e_guest", "metadata_bench_node"]);
-    let (debian, debian_root) = vmm_images::debian_image(&dir);
-    let image = vmm_images::node_image_with_files(
-        &dir,
-        &bin,
-        &NodeExtras {
-            runner: "metadata_bench_node",
-            programs: &[vmm_images::IP, vmm_images::NGINX],
-            modules: &[],
-        },
-        &vmm_images::debian_files(&dir, &debian),
-    );
-    let mut vm = VmConfig::new("bench")
-        .netboot(&image)
-        .nested_kvm(true)
-        .memory_mib(2048)
-        .cpus(2)
-        .nic(Nic::user())
-        .disk(debian_root)
-        .cmdline("mallee.run=/bin/metadata_bench_node mallee.disk=none")
-        .launch(&dir)
-        .expect("start QEMU");
+    let extras = NodeExtras {
+        runner: "metadata_bench_node",
+        programs: &[vmm_images::IP, vmm_images::NGINX],
+        modules: &[],
+    };
+    let mut vm = vmm_images::debian_node(&dir, &bin, &extras, "bench", "");
     vm.wait_for("bench-node: done", Duration::from_secs(1800))
         .unwrap_or_else(|e| panic!("{e}"));
     let console = vm.console().text();

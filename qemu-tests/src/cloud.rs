@@ -375,6 +375,32 @@ impl Frontend {
         Ok(())
     }
 
+    /// What an SSH login into the Debian cloud image needs, as a user would set it up: the
+    /// image uploaded and registered (its EMI returned), key pair `key` created with its private
+    /// key in `pem`, and TCP 22 opened in the default group to the outside network.
+    pub fn debian_with_ssh(
+        &self,
+        image: &crate::DebianCloudImage,
+        key: &str,
+        pem: &Path,
+    ) -> anyhow::Result<String> {
+        let [_, _, emi] = self.upload_image(
+            "debian-cloud",
+            &image.vmlinuz,
+            &image.initrd,
+            &image.root_gpt,
+        )?;
+        self.create_key_pair(key, pem)?;
+        let outside = format!("{}/24", crate::outside::OUTSIDE_IP);
+        self.tcp_ingress(
+            "authorize-security-group-ingress",
+            "default",
+            22,
+            &["--cidr", &outside],
+        )?;
+        Ok(emi)
+    }
+
     /// RunInstances of `count` m1.small instances of `emi`; their ids.
     pub fn run_instances(&self, emi: &str, count: u32) -> anyhow::Result<Vec<String>> {
         self.run_instances_with(emi, count, &[])

@@ -791,29 +791,15 @@ const SEEN_PORT: u16 = 7001;
 fn debian_cloud_image(fe: &Frontend, outside: &Outside, dir: &TestDir) {
     let image = mallee_qemu_tests::Images::debian_cloud().unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
-    let [_, _, emi] = fe
-        .upload_image(
-            "debian-cloud",
-            &image.vmlinuz,
-            &image.initrd,
-            &image.root_gpt,
-        )
+    let pem = dir.file("debian.pem");
+    let emi = fe
+        .debian_with_ssh(&image, "debian", &pem)
         .unwrap_or_else(|e| panic!("{e:#}"));
     report_figure(&format!(
-        "figure: cloud, Debian cloud image ({} MiB root disk) uploaded and registered with the AWS CLI in {:.1} s",
+        "figure: cloud, Debian cloud image ({} MiB root disk) uploaded and registered, a key pair and an SSH rule made, with the AWS CLI in {:.1} s",
         std::fs::metadata(&image.root_gpt).map_or(0, |m| m.len() >> 20),
         started.elapsed().as_secs_f64()
     ));
-    let pem = dir.file("debian.pem");
-    fe.create_key_pair("debian", &pem)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    fe.tcp_ingress(
-        "authorize-security-group-ingress",
-        "default",
-        22,
-        &["--cidr", &format!("{OUTSIDE_IP}/24")],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let user_data = "#cloud-config\n\
         write_files:\n  - path: /etc/mallee-user-data\n    content: written from user data\n\
         runcmd:\n  - [ sh, -c, 'echo mallee-user-data-ran $(cat /var/lib/cloud/data/instance-id)' ]\n";

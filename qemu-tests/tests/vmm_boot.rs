@@ -27,7 +27,7 @@ mod vmm_images;
 
 use std::time::Duration;
 
-use mallee_qemu_tests::{report_figure, Images, Nic, TestDir, VmConfig};
+use mallee_qemu_tests::{report_figure, Images, TestDir};
 use vmm_images::NodeExtras;
 
 #[test]
@@ -35,31 +35,13 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
     Images::node().expect("node image");
     let dir = TestDir::new("vmm_boot");
     let bin = vmm_images::build_static(&["e2e_guest", "e2e_node"]);
-    let (debian, debian_root) = vmm_images::debian_image(&dir);
-    let image = vmm_images::node_image_with_files(
-        &dir,
-        &bin,
-        &NodeExtras {
-            runner: "e2e_node",
-            programs: &[vmm_images::IP],
-            modules: vmm_images::AOE_MODULES,
-        },
-        &vmm_images::debian_files(&dir, &debian),
-    );
-    let mut vm = VmConfig::new("node")
-        .netboot(&image)
-        .nested_kvm(true)
-        // The Debian guest takes 512 MiB, and its kernel and initrd ~27 MB of the node's.
-        .memory_mib(2048)
-        .cpus(2)
-        .nic(Nic::user())
-        // The Debian image's root file system, the Debian guest's disk (a copy of its own).
-        .disk(debian_root)
-        // sysrq so that a stuck node can be asked what it is waiting on; no cache disk (`vda`
-        // is the Debian guest's).
-        .cmdline("mallee.run=/bin/e2e_node sysrq_always_enabled mallee.disk=none")
-        .launch(&dir)
-        .expect("start QEMU");
+    let extras = NodeExtras {
+        runner: "e2e_node",
+        programs: &[vmm_images::IP],
+        modules: vmm_images::AOE_MODULES,
+    };
+    // sysrq so that a stuck node can be asked what it is waiting on.
+    let mut vm = vmm_images::debian_node(&dir, &bin, &extras, "node", "sysrq_always_enabled");
 
     let done = vm
         .wait_for(

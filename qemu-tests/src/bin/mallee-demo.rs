@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use mallee_qemu_tests::cloud::{self, NODE_READY};
-use mallee_qemu_tests::outside::{Outside, OUTSIDE_IP};
+use mallee_qemu_tests::outside::Outside;
 use mallee_qemu_tests::vm::Nic;
 use mallee_qemu_tests::{Images, Segment, TestDir};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,21 +79,8 @@ fn main() -> Result<()> {
 
     let image = Images::debian_cloud()?;
     println!("demo: uploading the Debian cloud image (target/images/debian-cloud: its kernel, initramfs and GPT root disk) to Walrus and registering it");
-    let [_, _, emi] = fe.upload_image(
-        "debian-cloud",
-        &image.vmlinuz,
-        &image.initrd,
-        &image.root_gpt,
-    )?;
     let pem = dir.file("demo.pem");
-    fe.create_key_pair("demo", &pem)?;
-    let outside_net = format!("{OUTSIDE_IP}/24");
-    fe.tcp_ingress(
-        "authorize-security-group-ingress",
-        "default",
-        22,
-        &["--cidr", &outside_net],
-    )?;
+    let emi = fe.debian_with_ssh(&image, "demo", &pem)?;
     println!(
         "demo: aws ec2 run-instances --image-id {emi} --instance-type c1.medium --key-name demo"
     );

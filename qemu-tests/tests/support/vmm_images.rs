@@ -13,7 +13,7 @@ use mallee_image_build::initramfs::Initramfs;
 use mallee_image_build::kernel::KernelTree;
 use mallee_image_build::kmod::Resolver;
 use mallee_image_build::netboot::{self, NetbootSpec};
-use mallee_qemu_tests::{DebianCloudImage, Images, NetbootImage, TestDir};
+use mallee_qemu_tests::{DebianCloudImage, Images, NetbootImage, Nic, TestDir, Vm, VmConfig};
 use std::process::Command;
 
 /// QEMU, for the VMM benchmark's peer.
@@ -175,4 +175,33 @@ pub fn debian_files(dir: &TestDir, debian: &DebianCloudImage) -> Vec<(String, Pa
         ("vmm-e2e/debian/initrd.img".into(), debian.initrd.clone()),
         ("vmm-e2e/debian/id.pub".into(), ssh_key(dir)),
     ]
+}
+
+/// A nested node named `name` for `vmm/examples/e2e/cloud_image.rs`: the node image with
+/// `extras` and [`debian_files`], and a fresh copy of the Debian image's root file system as
+/// its disk `vda` (the Debian guest's disk, so no cache disk: `mallee.disk=none`); the runner
+/// starts with `cmdline` added to the node's command line.
+pub fn debian_node(
+    dir: &TestDir,
+    bin: &Path,
+    extras: &NodeExtras<'_>,
+    name: &str,
+    cmdline: &str,
+) -> Vm {
+    let (debian, root) = debian_image(dir);
+    let image = node_image_with_files(dir, bin, extras, &debian_files(dir, &debian));
+    VmConfig::new(name)
+        .netboot(&image)
+        .nested_kvm(true)
+        // The Debian guest takes 512 MiB, and its kernel and initrd ~27 MB of the node's.
+        .memory_mib(2048)
+        .cpus(2)
+        .nic(Nic::user())
+        .disk(root)
+        .cmdline(&format!(
+            "mallee.run=/bin/{} mallee.disk=none {cmdline}",
+            extras.runner
+        ))
+        .launch(dir)
+        .expect("start QEMU")
 }
