@@ -78,10 +78,7 @@ fn run_program(code: &[u8], mode: Mode) -> (Exit, Vec<u8>) {
     let mut vm = Vm::new(16 << 20).expect("create a VM on /dev/kvm");
     let console = SharedBuffer::default();
     vm.add_serial(Box::new(console.clone())).unwrap();
-    let disk = MemBackend {
-        data: vec![0; 42 * 512],
-        flushes: 0,
-    };
+    let disk = MemBackend::new(vec![0; 42 * 512]);
     let slot = vm
         .add_virtio(Box::new(Block::new(Box::new(disk), false, None)))
         .unwrap();

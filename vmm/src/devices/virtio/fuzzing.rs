@@ -55,11 +55,8 @@ pub fn blk_request(data: &[u8]) {
     let Some(mut s) = setup(data) else {
         return;
     };
-    let mut disk = Disk {
-        backend: MemBackend {
-            data: vec![0x11; 8 * 512],
-            flushes: 0,
-        },
+    let disk = Disk {
+        backend: MemBackend::new(vec![0x11; 8 * 512]),
         read_only: data.first().is_some_and(|b| b & 1 == 1),
         serial: [b's'; 20],
         discard: true,
@@ -68,7 +65,7 @@ pub fn blk_request(data: &[u8]) {
     let mut served = 0;
     while let Some(chain) = s.queue.pop_descriptor_chain(&s.mem) {
         let head = chain.head_index();
-        let done = request::process(&s.mem, chain, &mut disk);
+        let done = request::process(&s.mem, chain, &disk);
         assert!(matches!(done.status, None | Some(0..=2)));
         let _ = s.queue.add_used(&s.mem, head, done.used_len);
         served += 1;
@@ -78,7 +75,7 @@ pub fn blk_request(data: &[u8]) {
         );
     }
     assert_eq!(
-        disk.backend.data.len(),
+        disk.backend.data().len(),
         8 * 512,
         "the disk never changes size"
     );

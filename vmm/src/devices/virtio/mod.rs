@@ -18,6 +18,7 @@ pub mod rng;
 pub mod test_utils;
 pub mod worker;
 
+use std::ops::Deref;
 use std::os::fd::RawFd;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
@@ -63,10 +64,28 @@ impl ActiveQueue {
         mem: &'m GuestMemoryMmap,
         mut serve: impl FnMut(DescriptorChain<&'m GuestMemoryMmap>) -> u32,
     ) {
-        let mut any = false;
+        let mut done = Vec::new();
         while let Some(chain) = self.queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let used = serve(chain);
+            done.push((head, serve(chain)));
+        }
+        self.complete(mem, done);
+    }
+
+    /// Takes the next chain the driver posted, holding guest memory as `mem` does (an `Arc` for
+    /// a chain served on another thread).
+    pub fn pop<M>(&mut self, mem: M) -> Option<DescriptorChain<M>>
+    where
+        M: Clone + Deref<Target = GuestMemoryMmap>,
+    {
+        self.queue.pop_descriptor_chain(mem)
+    }
+
+    /// Returns chains served elsewhere, as `(head index, bytes written into it)`, to the driver
+    /// and interrupts it once if it wants.
+    pub fn complete(&mut self, mem: &GuestMemoryMmap, done: impl IntoIterator<Item = (u16, u32)>) {
+        let mut any = false;
+        for (head, used) in done {
             // add_used only fails for an out-of-range head, which pop never returns.
             let _ = self.queue.add_used(mem, head, used);
             any = true;

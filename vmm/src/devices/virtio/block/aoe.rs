@@ -42,19 +42,19 @@ impl BlockBackend for AoeDisk {
         self.initiator.size()
     }
 
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.initiator
             .read_at(buf, offset)
             .map_err(io::Error::other)
     }
 
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.initiator
             .write_at(buf, offset)
             .map_err(io::Error::other)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         self.initiator.flush().map_err(io::Error::other)
     }
 }

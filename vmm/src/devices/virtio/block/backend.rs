@@ -2,23 +2,28 @@
 //!
 //! The device checks request bounds and the read-only flag before calling a backend, so a backend
 //! only sees in-range byte offsets. The AoE initiator implements this trait for EBS volumes.
+//! Backends take `&self`: the device's I/O threads run several requests at once against one.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use crate::bus::lock;
 
 /// Storage behind a virtio-blk device, addressed in bytes.
-pub trait BlockBackend: Send + 'static {
+pub trait BlockBackend: Send + Sync + 'static {
     /// The size in bytes (the guest sees `size / 512` sectors).
     fn size(&self) -> u64;
     /// Fills `buf` from `offset`.
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes `buf` at `offset`.
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes completed writes durable.
-    fn flush(&mut self) -> io::Result<()>;
+    fn flush(&self) -> io::Result<()>;
     /// Whether there is anything behind it: `false` for an empty volume slot, whose every
     /// request the device fails before reaching the backend.
     fn present(&self) -> bool {
@@ -29,11 +34,11 @@ pub trait BlockBackend: Send + 'static {
         false
     }
     /// Lets the storage forget `[offset, offset + len)`; reads of it afterwards return zeroes.
-    fn discard(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
     /// Sets `[offset, offset + len)` to zeroes.
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         let zeroes = vec![0u8; 64 << 10];
         let mut done = 0;
         while done < len {
@@ -88,15 +93,15 @@ impl BlockBackend for RawFile {
         self.size
     }
 
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
 
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 
@@ -104,7 +109,7 @@ impl BlockBackend for RawFile {
         true
     }
 
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.fallocate(
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset,
@@ -112,7 +117,7 @@ impl BlockBackend for RawFile {
         )
     }
 
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         match self.fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, len) {
             Ok(()) => Ok(()),
             // Not every filesystem can zero ranges; writing zeroes always works.
@@ -131,34 +136,54 @@ impl BlockBackend for RawFile {
 }
 
 /// An in-memory backend for tests and fuzzing.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct MemBackend {
-    /// The disk contents.
-    pub data: Vec<u8>,
+    data: Mutex<Vec<u8>>,
+    flushes: AtomicU32,
+}
+
+impl MemBackend {
+    /// A disk holding `data`.
+    pub fn new(data: Vec<u8>) -> MemBackend {
+        MemBackend {
+            data: Mutex::new(data),
+            flushes: AtomicU32::new(0),
+        }
+    }
+
+    /// A copy of the disk contents.
+    pub fn data(&self) -> Vec<u8> {
+        lock(&self.data).clone()
+    }
+
     /// Number of flushes seen.
-    pub flushes: u32,
+    pub fn flushes(&self) -> u32 {
+        self.flushes.load(Ordering::SeqCst)
+    }
 }
 
 impl BlockBackend for MemBackend {
     fn size(&self) -> u64 {
-        self.data.len() as u64
+        lock(&self.data).len() as u64
     }
 
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let src = range(&self.data, offset, buf.len())?;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = lock(&self.data);
+        let src = range(&data, offset, buf.len())?;
         buf.copy_from_slice(src);
         Ok(())
     }
 
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        range(&self.data, offset, buf.len())?;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut data = lock(&self.data);
+        range(&data, offset, buf.len())?;
         let o = offset as usize;
-        self.data[o..o + buf.len()].copy_from_slice(buf);
+        data[o..o + buf.len()].copy_from_slice(buf);
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.flushes += 1;
+    fn flush(&self) -> io::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -174,13 +199,13 @@ impl BlockBackend for Box<dyn BlockBackend> {
     fn size(&self) -> u64 {
         (**self).size()
     }
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_at(buf, offset)
     }
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         (**self).write_at(buf, offset)
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
     fn present(&self) -> bool {
@@ -189,10 +214,10 @@ impl BlockBackend for Box<dyn BlockBackend> {
     fn supports_discard(&self) -> bool {
         (**self).supports_discard()
     }
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).discard(offset, len)
     }
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).write_zeroes(offset, len)
     }
 }
@@ -205,7 +230,7 @@ mod tests {
     fn raw_file_reads_writes_and_punches_holes() {
         let dir = std::env::temp_dir().join(format!("mallee-vmm-raw-{}", std::process::id()));
         std::fs::write(&dir, vec![0xaau8; 8192]).unwrap();
-        let mut f = RawFile::open(&dir, false).unwrap();
+        let f = RawFile::open(&dir, false).unwrap();
         assert_eq!(f.size(), 8192);
         f.write_at(b"hello", 4096).unwrap();
         let mut buf = [0u8; 5];
@@ -216,7 +241,7 @@ mod tests {
         assert_eq!(buf, [0; 5]);
         f.flush().unwrap();
         assert!(f.read_at(&mut buf, 8190).is_err(), "read past the end");
-        let mut ro = RawFile::open(&dir, true).unwrap();
+        let ro = RawFile::open(&dir, true).unwrap();
         assert!(
             ro.write_at(b"x", 0).is_err(),
             "read-only open refuses writes"

@@ -19,9 +19,9 @@ fn memory(bytes: usize) -> GuestMemoryMmap {
 }
 
 fn disk(sectors: usize, read_only: bool) -> Disk<MemBackend> {
-    let data = (0..sectors * 512).map(|i| (i / 512) as u8).collect();
+    let data: Vec<u8> = (0..sectors * 512).map(|i| (i / 512) as u8).collect();
     Disk {
-        backend: MemBackend { data, flushes: 0 },
+        backend: MemBackend::new(data),
         read_only,
         serial: *b"vol-0001\0\0\0\0\0\0\0\0\0\0\0\0",
         discard: false,
@@ -42,7 +42,7 @@ fn header(mem: &GuestMemoryMmap, kind: u32, sector: u64) {
 }
 
 /// Runs one request made of `descs` and returns what the device did.
-fn run(mem: &GuestMemoryMmap, descs: &[RawDescriptor], disk: &mut Disk<MemBackend>) -> Completion {
+fn run(mem: &GuestMemoryMmap, descs: &[RawDescriptor], disk: &Disk<MemBackend>) -> Completion {
     let vq = MockSplitQueue::new(mem, 16);
     let chain = vq.build_desc_chain(descs).unwrap();
     request::process(mem, chain, disk)
@@ -64,9 +64,9 @@ fn rw(data_len: u32, kind: u32) -> Vec<RawDescriptor> {
 #[test]
 fn read_returns_disk_sectors_and_ok() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::IN, 3);
-    let c = run(&mem, &rw(1024, types::IN), &mut d);
+    let c = run(&mem, &rw(1024, types::IN), &d);
     assert_eq!(c.status, Some(status::OK));
     assert_eq!(c.used_len, 1025);
     let mut buf = [0u8; 1024];
@@ -81,44 +81,41 @@ fn read_returns_disk_sectors_and_ok() {
 #[test]
 fn write_then_read_round_trips() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
     header(&mem, types::OUT, 7);
-    assert_eq!(
-        run(&mem, &rw(512, types::OUT), &mut d).status,
-        Some(status::OK)
-    );
-    assert!(d.backend.data[7 * 512..].iter().all(|b| *b == 0x5a));
+    assert_eq!(run(&mem, &rw(512, types::OUT), &d).status, Some(status::OK));
+    assert!(d.backend.data()[7 * 512..].iter().all(|b| *b == 0x5a));
     header(&mem, types::FLUSH, 0);
     let flush = [desc(HDR, 16, 0), desc(STATUS, 1, VRING_DESC_F_WRITE)];
-    assert_eq!(run(&mem, &flush, &mut d).status, Some(status::OK));
-    assert_eq!(d.backend.flushes, 1);
+    assert_eq!(run(&mem, &flush, &d).status, Some(status::OK));
+    assert_eq!(d.backend.flushes(), 1);
 }
 
 #[test]
 fn write_to_read_only_disk_is_ioerr_and_changes_nothing() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, true);
-    let before = d.backend.data.clone();
+    let d = disk(8, true);
+    let before = d.backend.data();
     header(&mem, types::OUT, 0);
-    let c = run(&mem, &rw(512, types::OUT), &mut d);
+    let c = run(&mem, &rw(512, types::OUT), &d);
     assert_eq!(c.status, Some(status::IOERR));
     assert_eq!(c.error, Some(request::BlockRequestError::ReadOnly));
     header(&mem, types::WRITE_ZEROES, 0);
     assert_eq!(
-        run(&mem, &rw(16, types::OUT), &mut d).status,
+        run(&mem, &rw(16, types::OUT), &d).status,
         Some(status::IOERR)
     );
-    assert_eq!(d.backend.data, before);
+    assert_eq!(d.backend.data(), before);
 }
 
 #[test]
 fn sectors_past_the_end_are_ioerr() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     for sector in [7, 8, u64::MAX / 512, u64::MAX] {
         header(&mem, types::IN, sector);
-        let c = run(&mem, &rw(1024, types::IN), &mut d);
+        let c = run(&mem, &rw(1024, types::IN), &d);
         assert_eq!(c.status, Some(status::IOERR), "sector {sector}");
     }
 }
@@ -126,10 +123,10 @@ fn sectors_past_the_end_are_ioerr() {
 #[test]
 fn unaligned_length_is_ioerr() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::IN, 0);
     assert_eq!(
-        run(&mem, &rw(100, types::IN), &mut d).status,
+        run(&mem, &rw(100, types::IN), &d).status,
         Some(status::IOERR)
     );
 }
@@ -137,8 +134,8 @@ fn unaligned_length_is_ioerr() {
 #[test]
 fn oversize_request_is_ioerr_without_touching_the_disk() {
     let mem = memory(MAX_REQUEST_BYTES + (2 << 20));
-    let mut d = disk(8, false);
-    let before = d.backend.data.clone();
+    let d = disk(8, false);
+    let before = d.backend.data();
     header(&mem, types::OUT, 0);
     let len = (MAX_REQUEST_BYTES + 512) as u32;
     let descs = [
@@ -146,37 +143,37 @@ fn oversize_request_is_ioerr_without_touching_the_disk() {
         desc(0x40000, len, 0),
         desc(STATUS, 1, VRING_DESC_F_WRITE),
     ];
-    let c = run(&mem, &descs, &mut d);
+    let c = run(&mem, &descs, &d);
     assert_eq!(c.status, Some(status::IOERR));
-    assert_eq!(d.backend.data, before);
+    assert_eq!(d.backend.data(), before);
 }
 
 #[test]
 fn buffer_outside_guest_memory_is_dropped() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::IN, 0);
     let descs = [
         desc(HDR, 16, 0),
         desc((1 << 20) - 256, 512, VRING_DESC_F_WRITE),
         desc(STATUS, 1, VRING_DESC_F_WRITE),
     ];
-    let c = run(&mem, &descs, &mut d);
+    let c = run(&mem, &descs, &d);
     assert_eq!(c.status, None);
     assert_eq!(c.used_len, 0);
     let far = [
         desc(u64::MAX - 8, 16, 0),
         desc(STATUS, 1, VRING_DESC_F_WRITE),
     ];
-    assert_eq!(run(&mem, &far, &mut d).status, None);
+    assert_eq!(run(&mem, &far, &d).status, None);
 }
 
 #[test]
 fn chain_without_status_byte_is_dropped() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::OUT, 0);
-    let c = run(&mem, &[desc(HDR, 16, 0), desc(DATA, 512, 0)], &mut d);
+    let c = run(&mem, &[desc(HDR, 16, 0), desc(DATA, 512, 0)], &d);
     assert_eq!(c.status, None);
     assert_eq!(c.error, Some(request::BlockRequestError::NoStatus));
 }
@@ -184,14 +181,14 @@ fn chain_without_status_byte_is_dropped() {
 #[test]
 fn short_header_and_unknown_type_get_error_status() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     let short = [desc(HDR, 8, 0), desc(STATUS, 1, VRING_DESC_F_WRITE)];
-    assert_eq!(run(&mem, &short, &mut d).status, Some(status::IOERR));
+    assert_eq!(run(&mem, &short, &d).status, Some(status::IOERR));
     header(&mem, 0x7777, 0);
     let c = run(
         &mem,
         &[desc(HDR, 16, 0), desc(STATUS, 1, VRING_DESC_F_WRITE)],
-        &mut d,
+        &d,
     );
     assert_eq!(c.status, Some(status::UNSUPP));
 }
@@ -199,9 +196,9 @@ fn short_header_and_unknown_type_get_error_status() {
 #[test]
 fn get_id_returns_the_serial() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::GET_ID, 0);
-    let c = run(&mem, &rw(20, types::IN), &mut d);
+    let c = run(&mem, &rw(20, types::IN), &d);
     assert_eq!(c.status, Some(status::OK));
     let mut id = [0u8; 8];
     mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
@@ -211,7 +208,7 @@ fn get_id_returns_the_serial() {
 #[test]
 fn write_zeroes_clears_the_range_and_discard_needs_the_feature() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     let seg = request::DiscardSegment {
         sector: 2,
         num_sectors: 3,
@@ -219,15 +216,12 @@ fn write_zeroes_clears_the_range_and_discard_needs_the_feature() {
     };
     mem.write_obj(seg, GuestAddress(DATA)).unwrap();
     header(&mem, types::WRITE_ZEROES, 0);
-    assert_eq!(
-        run(&mem, &rw(16, types::OUT), &mut d).status,
-        Some(status::OK)
-    );
-    assert!(d.backend.data[1024..2560].iter().all(|b| *b == 0));
-    assert!(d.backend.data[2560..3072].iter().all(|b| *b == 5));
+    assert_eq!(run(&mem, &rw(16, types::OUT), &d).status, Some(status::OK));
+    assert!(d.backend.data()[1024..2560].iter().all(|b| *b == 0));
+    assert!(d.backend.data()[2560..3072].iter().all(|b| *b == 5));
     header(&mem, types::DISCARD, 0);
     assert_eq!(
-        run(&mem, &rw(16, types::OUT), &mut d).status,
+        run(&mem, &rw(16, types::OUT), &d).status,
         Some(status::UNSUPP)
     );
     let past = request::DiscardSegment {
@@ -238,7 +232,7 @@ fn write_zeroes_clears_the_range_and_discard_needs_the_feature() {
     mem.write_obj(past, GuestAddress(DATA)).unwrap();
     header(&mem, types::WRITE_ZEROES, 0);
     assert_eq!(
-        run(&mem, &rw(16, types::OUT), &mut d).status,
+        run(&mem, &rw(16, types::OUT), &d).status,
         Some(status::IOERR)
     );
 }
@@ -246,7 +240,7 @@ fn write_zeroes_clears_the_range_and_discard_needs_the_feature() {
 #[test]
 fn descriptor_loop_terminates() {
     let mem = memory(1 << 20);
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     header(&mem, types::IN, 0);
     let vq = MockSplitQueue::new(&mem, 16);
     let next = VRING_DESC_F_NEXT as u16;
@@ -258,7 +252,7 @@ fn descriptor_loop_terminates() {
         RawDescriptor::from(SplitDescriptor::new(STATUS, 1, next | w, 1)),
     ];
     let chain = vq.build_multiple_desc_chains(&descs).unwrap();
-    let c = request::process(&mem, chain, &mut d);
+    let c = request::process(&mem, chain, &d);
     // The walk stops after queue-size descriptors; whatever it made of them, it answered.
     assert!(c.status.is_none() || c.status == Some(status::IOERR));
 }
@@ -271,11 +265,11 @@ fn handler_serves_a_whole_queue_and_fills_the_used_ring() {
     let chain = rw(512, types::IN);
     vq.build_desc_chain(&chain).unwrap();
     let mut q: Queue = vq.create_queue().unwrap();
-    let mut d = disk(8, false);
+    let d = disk(8, false);
     let mut served = 0;
     while let Some(c) = q.pop_descriptor_chain(&mem) {
         let head = c.head_index();
-        let done = request::process(&mem, c, &mut d);
+        let done = request::process(&mem, c, &d);
         q.add_used(&mem, head, done.used_len).unwrap();
         served += 1;
     }
@@ -300,7 +294,7 @@ fn random_descriptor_tables_never_panic() {
     let mem = memory(1 << 20);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..3000 {
-        let mut d = disk(8, rng.next().is_multiple_of(2));
+        let d = disk(8, rng.next().is_multiple_of(2));
         let vq = MockSplitQueue::new(&mem, 16);
         let n = 1 + (rng.next() % 6) as usize;
         let mut descs = Vec::new();
@@ -328,9 +322,9 @@ fn random_descriptor_tables_never_panic() {
         let Ok(chain) = vq.build_multiple_desc_chains(&descs) else {
             continue;
         };
-        let c = request::process(&mem, chain, &mut d);
+        let c = request::process(&mem, chain, &d);
         assert!(matches!(c.status, None | Some(0..=2)));
-        assert_eq!(d.backend.data.len(), 8 * 512);
+        assert_eq!(d.backend.data().len(), 8 * 512);
     }
 }
 

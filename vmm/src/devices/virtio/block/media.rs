@@ -1,25 +1,26 @@
 //! The disk a virtio-blk device serves, shared between the device (its configuration space), the
 //! queue worker (requests) and, for a volume slot, the API (attach and detach swap it).
 //!
-//! Each request runs with the disk locked, so a swap waits for the request in flight and every
-//! later request runs against the new disk; the capacity the guest reads is kept beside the lock,
+//! Each request runs with the disk read-locked (requests run several at a time, on the device's
+//! I/O threads), so a swap waits for the requests in flight and every later request runs
+//! against the new disk; the capacity the guest reads is kept beside the lock,
 //! so reading the configuration space never waits for disk I/O. This module does not tell the
 //! guest about a swap: the volume slot does, through the device's configuration-change interrupt.
 
 use std::io;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use virtio_queue::DescriptorChain;
 
 use super::backend::BlockBackend;
 use super::request::{self, Disk, ID_BYTES, SECTOR_SIZE};
-use crate::bus::lock;
 use crate::devices::virtio::GuestMemoryMmap;
 
 /// A disk as its device and the device's worker share it.
 pub struct Media {
-    disk: Mutex<Disk<Box<dyn BlockBackend>>>,
+    disk: RwLock<Disk<Box<dyn BlockBackend>>>,
     sectors: AtomicU64,
 }
 
@@ -28,7 +29,7 @@ impl Media {
     pub fn new(disk: Disk<Box<dyn BlockBackend>>) -> Media {
         let sectors = disk.backend.size() / SECTOR_SIZE;
         Media {
-            disk: Mutex::new(disk),
+            disk: RwLock::new(disk),
             sectors: AtomicU64::new(sectors),
         }
     }
@@ -39,14 +40,20 @@ impl Media {
     }
 
     /// Serves one descriptor chain; returns the bytes written into it.
-    pub fn serve(&self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
-        request::process(mem, chain, &mut *lock(&self.disk)).used_len
+    pub fn serve<M: Deref<Target = GuestMemoryMmap> + Clone>(
+        &self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<M>,
+    ) -> u32 {
+        // A request that panicked leaves the disk as it was: the lock's poison is ignored.
+        let disk = self.disk.read().unwrap_or_else(|e| e.into_inner());
+        request::process(mem, chain, &disk).used_len
     }
 
-    /// Replaces the disk once the request in flight (if any) has finished, and returns the old
+    /// Replaces the disk once the requests in flight (if any) have finished, and returns the old
     /// one: no request runs against it afterwards.
     pub fn swap(&self, new: Disk<Box<dyn BlockBackend>>) -> Disk<Box<dyn BlockBackend>> {
-        let mut disk = lock(&self.disk);
+        let mut disk = self.disk.write().unwrap_or_else(|e| e.into_inner());
         self.sectors
             .store(new.backend.size() / SECTOR_SIZE, Ordering::SeqCst);
         std::mem::replace(&mut *disk, new)
@@ -90,20 +97,20 @@ impl BlockBackend for NoMedium {
     fn size(&self) -> u64 {
         EMPTY_BYTES
     }
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if offset + buf.len() as u64 > EMPTY_BYTES {
             return Err(no_medium());
         }
         buf.fill(0);
         Ok(())
     }
-    fn write_at(&mut self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
         Err(no_medium())
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         Ok(()) // nothing was written
     }
-    fn write_zeroes(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Err(no_medium())
     }
 }

@@ -1,9 +1,11 @@
-//! The virtio-blk device: feature bits, configuration space, and the queue handler that runs
-//! requests (parsing and checks live in [`request`], storage in [`backend`], the disk shared with
-//! the worker in [`media`], hot-attached volumes in [`slot`]).
+//! The virtio-blk device: feature bits, configuration space, and the queue handler that hands
+//! requests to the device's I/O threads (parsing and checks live in [`request`], storage in
+//! [`backend`], the disk shared with the threads in [`media`], the threads in [`io_pool`],
+//! hot-attached volumes in [`slot`]).
 
 pub mod aoe;
 pub mod backend;
+pub mod io_pool;
 pub mod media;
 pub mod request;
 pub mod slot;
@@ -11,12 +13,14 @@ pub mod slot;
 #[path = "block_tests.rs"]
 mod tests;
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use mallee_proto::vmm::DiskSource;
 
 use self::aoe::AoeDisk;
 use self::backend::{BlockBackend, RawFile};
+use self::io_pool::IoPool;
 use self::media::Media;
 use self::slot::VolumeSlot;
 use super::config_change::ConfigChange;
@@ -108,14 +112,26 @@ fn config_space(sectors: u64) -> Vec<u8> {
     c
 }
 
+/// The worker's half: pops the guest's chains into the I/O threads, and puts what they
+/// completed on the used ring.
 struct BlockHandler {
-    media: Arc<Media>,
+    pool: IoPool,
 }
 
 impl QueueHandler for BlockHandler {
-    fn process_queue(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
-        let media = &self.media;
-        queues[index].drain(mem, |chain| media.serve(mem, chain));
+    fn process_queue(&mut self, _mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], index: usize) {
+        let mem = self.pool.memory();
+        while let Some(chain) = queues[index].pop(mem.clone()) {
+            self.pool.submit(chain);
+        }
+    }
+
+    fn extra_fds(&self) -> Vec<RawFd> {
+        vec![self.pool.done_fd()]
+    }
+
+    fn process_fd(&mut self, mem: &GuestMemoryMmap, queues: &mut [ActiveQueue], _index: usize) {
+        queues[0].complete(mem, self.pool.take_done());
     }
 }
 
@@ -146,9 +162,9 @@ impl VirtioDevice for Block {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let handler = BlockHandler {
-            media: self.media.clone(),
-        };
+        let pool = IoPool::new(self.media.clone(), Arc::new(mem.clone()))
+            .map_err(ActivateError::Worker)?;
+        let handler = BlockHandler { pool };
         self.worker = Some(Worker::spawn("virtio-blk", mem, queues, handler)?);
         Ok(())
     }

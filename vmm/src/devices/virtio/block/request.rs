@@ -8,6 +8,7 @@
 //! oversize chain cannot make the VMM allocate without limit.
 
 use std::io::{Read, Write};
+use std::ops::Deref;
 
 use virtio_queue::{DescriptorChain, Reader, Writer};
 use vm_memory::ByteValued;
@@ -155,11 +156,12 @@ pub struct Completion {
     pub error: Option<BlockRequestError>,
 }
 
-/// Serves one descriptor chain against `disk`.
-pub fn process<B: BlockBackend>(
+/// Serves one descriptor chain against `disk` (the chain may hold guest memory by reference or,
+/// on an I/O thread, by `Arc`).
+pub fn process<B: BlockBackend, M: Deref<Target = GuestMemoryMmap> + Clone>(
     mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    disk: &mut Disk<B>,
+    chain: DescriptorChain<M>,
+    disk: &Disk<B>,
 ) -> Completion {
     let dropped = |e| Completion {
         used_len: 0,
@@ -197,7 +199,7 @@ pub fn process<B: BlockBackend>(
 fn run<B: BlockBackend>(
     reader: &mut Reader<'_>,
     writer: &mut Writer<'_>,
-    disk: &mut Disk<B>,
+    disk: &Disk<B>,
 ) -> Result<(), BlockRequestError> {
     if !disk.backend.present() {
         return Err(BlockRequestError::NoMedium);
@@ -292,7 +294,7 @@ fn checked_range<B: BlockBackend>(
 }
 
 fn copy_to_guest<B: BlockBackend>(
-    disk: &mut Disk<B>,
+    disk: &Disk<B>,
     offset: u64,
     len: usize,
     writer: &mut Writer<'_>,
@@ -313,7 +315,7 @@ fn copy_to_guest<B: BlockBackend>(
 }
 
 fn copy_from_guest<B: BlockBackend>(
-    disk: &mut Disk<B>,
+    disk: &Disk<B>,
     offset: u64,
     len: usize,
     reader: &mut Reader<'_>,

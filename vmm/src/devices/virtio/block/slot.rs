@@ -181,7 +181,7 @@ impl VolumeSlot {
         let Some(volume_id) = lock(&self.volume).as_ref().map(|v| v.volume_id.clone()) else {
             return Err(SlotError::Empty { slot });
         };
-        let mut old = self.media.swap(media::empty());
+        let old = self.media.swap(media::empty());
         *lock(&self.volume) = None;
         self.notify();
         let flushed = old.backend.flush();

@@ -45,16 +45,16 @@ impl Log {
 /// A disk of `sectors` sectors, sector `n` filled with byte `fill + n`, that logs reads, writes
 /// and flushes; a read can be held until the test lets it go.
 struct TestDisk {
-    data: Vec<u8>,
+    data: Mutex<Vec<u8>>,
     log: Log,
-    hold: Option<(Sender<()>, Receiver<()>)>,
+    hold: Option<Mutex<(Sender<()>, Receiver<()>)>>,
 }
 
 impl TestDisk {
     fn new(sectors: usize, fill: u8, log: &Log) -> Box<TestDisk> {
         let data = (0..sectors * 512).map(|i| fill + (i / 512) as u8).collect();
         Box::new(TestDisk {
-            data,
+            data: Mutex::new(data),
             log: log.clone(),
             hold: None,
         })
@@ -63,25 +63,26 @@ impl TestDisk {
 
 impl BlockBackend for TestDisk {
     fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.data.lock().unwrap().len() as u64
     }
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if let Some((entered, release)) = &self.hold {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(hold) = &self.hold {
+            let (entered, release) = &*hold.lock().unwrap();
             entered.send(()).unwrap();
             release.recv().unwrap();
         }
         let o = offset as usize;
-        buf.copy_from_slice(&self.data[o..o + buf.len()]);
+        buf.copy_from_slice(&self.data.lock().unwrap()[o..o + buf.len()]);
         self.log.push("read");
         Ok(())
     }
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let o = offset as usize;
-        self.data[o..o + buf.len()].copy_from_slice(buf);
+        self.data.lock().unwrap()[o..o + buf.len()].copy_from_slice(buf);
         self.log.push("write");
         Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         self.log.push("flush");
         Ok(())
     }
@@ -281,7 +282,7 @@ fn a_request_in_flight_during_detach_completes_against_the_old_volume_before_the
     let (entered_tx, entered) = channel();
     let (release, release_rx) = channel();
     let mut disk = TestDisk::new(8, 7, &log);
-    disk.hold = Some((entered_tx, release_rx));
+    disk.hold = Some(Mutex::new((entered_tx, release_rx)));
     attach(&slot, "vol-1", disk).unwrap();
     g.post(types::IN, 0, 512);
     entered.recv().unwrap();
@@ -361,4 +362,64 @@ fn slots_are_numbered_and_a_missing_one_is_an_error() {
         e.to_string(),
         "volume slot 2 does not exist (the VM has 2 volume slots)"
     );
+}
+
+/// A disk whose reads wait (up to 10 s) until `want` of them are in flight at once, and which
+/// remembers the most it saw.
+struct Gate {
+    want: usize,
+    inflight: std::sync::atomic::AtomicUsize,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlockBackend for Gate {
+    fn size(&self) -> u64 {
+        8 * 512
+    }
+    fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.inflight.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.inflight.load(SeqCst) < self.want && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        buf.fill(0x42);
+        // Stay counted until every reader has seen the others.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.inflight.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn requests_the_guest_queues_together_run_at_the_same_time() {
+    let slot = Arc::new(VolumeSlot::new(0));
+    let mut g = guest(&slot);
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Gate {
+        want: 4,
+        inflight: Default::default(),
+        peak: peak.clone(),
+    };
+    slot.attach("vol-c", false, "/c", || {
+        Ok(Box::new(gate) as Box<dyn BlockBackend>)
+    })
+    .unwrap();
+    for _ in 0..4 {
+        g.post(types::IN, 0, 512);
+    }
+    assert_eq!(g.complete(), status::OK);
+    assert_eq!(
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "all four reads were in the backend at once"
+    );
+    assert!(g.data(512).iter().all(|b| *b == 0x42));
 }

@@ -19,7 +19,7 @@ use crate::devices::virtio::test_utils::{chain, memory, wait_used, Driver};
 fn block_device_serves_a_read_after_driver_init() {
     let mem = memory();
     let data: Vec<u8> = (0..4096).map(|i| (i / 512) as u8 + 1).collect();
-    let backend = Box::new(MemBackend { data, flushes: 0 });
+    let backend = Box::new(MemBackend::new(data));
     let blk = Block::new(backend, false, Some("disk0"));
     let dev = VirtioPci::new(
         Box::new(blk),
