@@ -27,17 +27,35 @@ start=$SECONDS
 echo "fuzz: built in $((SECONDS - start))s"
 [ "$profile" = dev ] && out=debug || out=release
 bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/$out"
-for target in fuzz/fuzz_targets/*.rs; do
-    name=$(basename "$target" .rs)
-    echo "fuzz: $name for ${secs}s"
+# One target per core at a time (libFuzzer runs one process on one core), so the whole run takes
+# about SECONDS x targets / cores.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+run_one() {
+    local name=$1 log
     mkdir -p "fuzz/corpus/$name" "fuzz/artifacts/$name"
     log=$(mktemp)
     if ! "$bin_dir/$name" -max_total_time="$secs" -rss_limit_mb=2048 \
         -artifact_prefix="fuzz/artifacts/$name/" "fuzz/corpus/$name" >"$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz: $name FAILED (reproducer under fuzz/artifacts/$name/)"
-        exit 1
+        echo "$name" >>"$failures"
+        rm -f "$log"
+        return 1
     fi
     grep -E '^Done [0-9]+ runs' "$log" | sed "s|^|fuzz: $name: |" || true
     rm -f "$log"
+}
+failures=$(mktemp)
+trap 'rm -f "$failures"' EXIT
+echo "fuzz: $(ls fuzz/fuzz_targets | wc -l) targets for ${secs}s each, $jobs_max at a time"
+for target in fuzz/fuzz_targets/*.rs; do
+    while (($(jobs -rp | wc -l) >= jobs_max)); do
+        wait -n || true
+    done
+    run_one "$(basename "$target" .rs)" &
 done
+wait
+if [ -s "$failures" ]; then
+    echo "fuzz: failed: $(tr '\n' ' ' <"$failures")"
+    exit 1
+fi
