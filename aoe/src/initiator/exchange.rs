@@ -52,21 +52,23 @@ impl Shared {
     /// Takes a window slot; blocks (until `until`) only when `block` is set.
     fn acquire(&self, block: bool, until: Instant) -> bool {
         let w = &self.window;
-        let mut n = w.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if *n < w.limit {
-                *n += 1;
+            if slots.inflight < w.limit {
+                slots.inflight += 1;
                 return true;
             }
             let now = Instant::now();
             if !block || now >= until {
                 return false;
             }
-            n = w
+            slots.waiting += 1;
+            slots = w
                 .freed
-                .wait_timeout(n, until - now)
+                .wait_timeout(slots, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            slots.waiting -= 1;
         }
     }
 
@@ -74,45 +76,62 @@ impl Shared {
         if count == 0 {
             return;
         }
-        let mut n = self
-            .window
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *n -= count.min(*n);
-        self.window.freed.notify_all();
+        let mut slots = self.window.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.inflight -= count.min(slots.inflight);
+        // A wake is a system call: only when a caller waits for a slot.
+        if slots.waiting > 0 {
+            self.window.freed.notify_all();
+        }
     }
 
-    fn send_op(
+    /// Sends the frames of `batch` (`(tag, op index)`) with one `sendmmsg`: a multi-frame
+    /// request or a refill after several replies costs one system call, not one per frame.
+    fn send_ops(
         &self,
-        tag: u32,
-        op: &Op,
+        batch: &[(u32, usize)],
+        ops: &[Op],
         data: &Data,
-        frame: &mut Vec<u8>,
+        frames: &mut Vec<Vec<u8>>,
     ) -> Result<(), InitiatorError> {
-        let payload = match data {
-            Data::Write(buf) => &buf[op.range.clone()],
-            _ => &[][..],
-        };
-        let msg = Message {
-            dst: self.target_mac(),
-            src: self.sock.mac(),
-            header: HeaderRepr::request(self.target.shelf, self.target.slot, Command::Ata, tag),
-            body: Body::Ata {
-                ata: op.ata,
-                data: payload,
-            },
-        };
-        frame.resize(msg.buffer_len(), 0);
-        let n = msg.emit(frame)?;
-        let sent = self.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
-        let hook = self.cfg.drop_request_one_in;
-        if hook != 0 && sent.is_multiple_of(hook) {
-            self.dropped_by_hook.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+        if frames.len() < batch.len() {
+            frames.resize_with(batch.len(), Vec::new);
         }
-        self.sock.send(&frame[..n])?;
-        Ok(())
+        let mut lens = Vec::with_capacity(batch.len());
+        for (&(tag, op), frame) in batch.iter().zip(frames.iter_mut()) {
+            let op = &ops[op];
+            let payload = match data {
+                Data::Write(buf) => &buf[op.range.clone()],
+                _ => &[][..],
+            };
+            let msg = Message {
+                dst: self.target_mac(),
+                src: self.sock.mac(),
+                header: HeaderRepr::request(self.target.shelf, self.target.slot, Command::Ata, tag),
+                body: Body::Ata {
+                    ata: op.ata,
+                    data: payload,
+                },
+            };
+            frame.resize(msg.buffer_len(), 0);
+            let n = msg.emit(frame)?;
+            let sent = self.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
+            let hook = self.cfg.drop_request_one_in;
+            if hook != 0 && sent.is_multiple_of(hook) {
+                self.dropped_by_hook.fetch_add(1, Ordering::Relaxed);
+                lens.push(0);
+            } else {
+                lens.push(n);
+            }
+        }
+        let out: Vec<&[u8]> = (frames.iter().zip(&lens))
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, n)| &f[..*n])
+            .collect();
+        match out.as_slice() {
+            [] => Ok(()),
+            [one] => Ok(self.sock.send(one)?),
+            many => self.sock.send_batch(many).map(drop).map_err(Into::into),
+        }
     }
 
     /// Runs every op to completion or to the first error.
@@ -144,9 +163,11 @@ impl Shared {
             slot: self.target.slot,
             after: start.elapsed(),
         };
-        let mut frame = Vec::new();
+        let mut frames = Vec::new();
+        let mut batch: Vec<(u32, usize)> = Vec::new();
         let mut next = 0;
         loop {
+            // Fill the window; block for a slot only with nothing of ours in flight.
             while next < ops.len() && self.acquire(inflight.is_empty(), give_up) {
                 let tag =
                     0x8000_0000 | (self.next_tag.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff);
@@ -162,9 +183,11 @@ impl Shared {
                         retries: 0,
                     },
                 );
-                self.send_op(tag, &ops[next], data, &mut frame)?;
+                batch.push((tag, next));
                 next += 1;
             }
+            self.send_ops(&batch, ops, data, &mut frames)?;
+            batch.clear();
             if inflight.is_empty() {
                 if next == ops.len() {
                     return Ok(());
@@ -178,35 +201,19 @@ impl Shared {
                 .unwrap_or(give_up);
             match rx.recv_timeout(earliest.saturating_duration_since(Instant::now())) {
                 Ok(reply) => {
-                    let Some(f) = inflight.remove(&reply.tag) else {
-                        continue;
-                    };
-                    self.release(1);
-                    // Karn: only frames answered on their first transmission are sampled,
-                    // so a lost frame's backoff never inflates the estimate.
-                    if f.retries == 0 {
-                        let rtt = reply.at.saturating_duration_since(f.sent);
-                        self.rtt
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .sample(rtt);
+                    // Every reply already here is taken before the window is refilled, so
+                    // the refill goes out as one batch.
+                    let mut reply = Some(reply);
+                    while let Some(r) = reply.take().or_else(|| rx.try_recv().ok()) {
+                        self.take_reply(ops, &r, data, inflight)?;
                     }
-                    self.complete(&ops[f.op], &reply, data)?;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
                     if now >= give_up {
                         return Err(timed_out());
                     }
-                    let expired: Vec<u32> = inflight
-                        .iter()
-                        .filter(|(_, f)| f.deadline <= now)
-                        .map(|(t, _)| *t)
-                        .collect();
-                    for tag in expired {
-                        let Some(f) = inflight.get_mut(&tag) else {
-                            continue;
-                        };
+                    for (&tag, f) in inflight.iter_mut().filter(|(_, f)| f.deadline <= now) {
                         f.retries += 1;
                         let wait = self
                             .rtt
@@ -215,12 +222,37 @@ impl Shared {
                             .backed_off(f.retries);
                         f.deadline = (now + wait).min(give_up.max(now + Duration::from_millis(1)));
                         self.retransmits.fetch_add(1, Ordering::Relaxed);
-                        self.send_op(tag, &ops[f.op], data, &mut frame)?;
+                        batch.push((tag, f.op));
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return Err(timed_out()),
             }
         }
+    }
+
+    /// Ends the frame `reply` answers, if it is still ours: frees its window slot, samples its
+    /// round trip and completes its op.
+    fn take_reply(
+        &self,
+        ops: &[Op],
+        reply: &Reply,
+        data: &mut Data,
+        inflight: &mut HashMap<u32, InFlight>,
+    ) -> Result<(), InitiatorError> {
+        let Some(f) = inflight.remove(&reply.tag) else {
+            return Ok(());
+        };
+        self.release(1);
+        // Karn: only frames answered on their first transmission are sampled, so a lost
+        // frame's backoff never inflates the estimate.
+        if f.retries == 0 {
+            let rtt = reply.at.saturating_duration_since(f.sent);
+            self.rtt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sample(rtt);
+        }
+        self.complete(&ops[f.op], reply, data)
     }
 
     /// Checks one reply and copies read data into place.

@@ -120,9 +120,16 @@ pub struct InitiatorStats {
 /// Frames allowed in flight, shared by all callers.
 #[derive(Debug)]
 struct Window {
-    inflight: Mutex<usize>,
+    slots: Mutex<Slots>,
     freed: Condvar,
     limit: usize,
+}
+
+/// Frames in flight, and callers waiting for one of them to end.
+#[derive(Debug, Default)]
+struct Slots {
+    inflight: usize,
+    waiting: usize,
 }
 
 #[derive(Debug)]
@@ -178,7 +185,7 @@ impl Initiator {
             target,
             max_sectors,
             window: Window {
-                inflight: Mutex::new(0),
+                slots: Mutex::new(Slots::default()),
                 freed: Condvar::new(),
                 limit,
             },
