@@ -144,6 +144,10 @@ fn gets_and_renews_a_lease_from_dnsmasq_and_configures_address_route_and_dns() {
         .args([
             "--dhcp-option=option:router,10.231.0.1",
             "--dhcp-option=option:dns-server,10.231.0.1",
+            // T1 (renewal) and T2 (rebinding) well inside the shortest lease dnsmasq gives,
+            // so the renewal comes after seconds, not the 60 s of T1 = lease / 2.
+            "--dhcp-option=option:T1,5",
+            "--dhcp-option=option:T2,100",
         ])
         .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
         .arg(format!("--pid-file={}", dir.join("pid").display()))
@@ -181,9 +185,9 @@ fn gets_and_renews_a_lease_from_dnsmasq_and_configures_address_route_and_dns() {
     let ip = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("no lease from dnsmasq within 60 s");
-    // dnsmasq's 2-minute lease has T1 = 60 s: the renewal ACK configures the lease again.
+    // At T1 (5 s, set above) the client renews; the ACK configures the lease again.
     let renewed = rx
-        .recv_timeout(Duration::from_secs(100))
+        .recv_timeout(Duration::from_secs(60))
         .expect("lease not renewed at T1");
     assert_eq!(renewed, ip);
     stop.store(true, Ordering::Relaxed);
