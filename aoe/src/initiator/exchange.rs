@@ -1,11 +1,14 @@
 //! One caller's batch of ATA frames: keep up to the shared window in flight, match replies,
 //! retransmit on timeout with backoff, give up after the total deadline. Frames of one call
-//! may complete in any order; each carries its own slice of the caller's buffer.
+//! may complete in any order; each carries its own slice of the caller's buffer. While a call
+//! waits it holds the receiving turn if it is free (see the module above) and gives it on when
+//! it ends.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::{InitiatorError, Shared};
@@ -27,7 +30,23 @@ pub(super) enum Data<'a> {
     None,
 }
 
-/// A response, handed from the receive thread to the caller.
+/// What the receiving caller hands a waiting one.
+#[derive(Debug)]
+pub(super) enum Delivery {
+    /// A response to one of its frames.
+    Reply(Reply),
+    /// The receiving turn is free: take it.
+    Lead,
+}
+
+/// The receiving turn: whoever holds it reads the socket, into these buffers.
+#[derive(Debug)]
+pub(super) struct Receiving {
+    pub frames: Vec<Vec<u8>>,
+    pub lens: [usize; super::RX_BATCH],
+}
+
+/// A response to one frame.
 #[derive(Debug)]
 pub(super) struct Reply {
     pub tag: u32,
@@ -45,7 +64,7 @@ struct InFlight {
 }
 
 impl Shared {
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, mpsc::Sender<Reply>>> {
+    fn lock_pending(&self) -> MutexGuard<'_, HashMap<u32, mpsc::Sender<Delivery>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -138,23 +157,93 @@ impl Shared {
     pub(super) fn run(&self, ops: &[Op], mut data: Data) -> Result<(), InitiatorError> {
         let (tx, rx) = mpsc::channel();
         let mut inflight: HashMap<u32, InFlight> = HashMap::new();
-        let result = self.run_inner(ops, &mut data, &tx, &rx, &mut inflight);
+        let mut turn = None;
+        let result = self.run_inner(ops, &mut data, &tx, &rx, &mut inflight, &mut turn);
         let mut pending = self.lock_pending();
         for tag in inflight.keys() {
             pending.remove(tag);
         }
         drop(pending);
         self.release(inflight.len());
+        // The turn goes on if this call had it, or was offered it and ended before taking it.
+        let offered = rx.try_iter().any(|d| matches!(d, Delivery::Lead));
+        if turn.take().is_some() || offered {
+            self.hand_over();
+        }
         result
     }
 
-    fn run_inner(
-        &self,
+    /// Offers the receiving turn to a caller that still has frames in flight.
+    fn hand_over(&self) {
+        if let Some(next) = self.lock_pending().values().next() {
+            let _ = next.send(Delivery::Lead);
+        }
+    }
+
+    /// Waits until `until` for replies to this call's frames. With the receiving turn (taken
+    /// here when it is free) it reads the socket itself and hands other callers theirs;
+    /// without, it waits for what the receiving caller hands it, or for the turn.
+    fn wait_replies<'a>(
+        &'a self,
+        until: Instant,
+        rx: &mpsc::Receiver<Delivery>,
+        inflight: &HashMap<u32, InFlight>,
+        turn: &mut Option<MutexGuard<'a, Receiving>>,
+    ) -> Result<Vec<Reply>, RecvTimeoutError> {
+        loop {
+            let mut got = Vec::new();
+            let mut offered = false;
+            for d in rx.try_iter() {
+                match d {
+                    Delivery::Reply(r) => got.push(r),
+                    Delivery::Lead => offered = true,
+                }
+            }
+            // An offered turn is taken even when replies are here, so it is never dropped.
+            if turn.is_none() && (offered || got.is_empty()) {
+                *turn = match self.receiver.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(TryLockError::WouldBlock) => None,
+                };
+            }
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            let Some(receiving) = turn.as_mut() else {
+                match rx.recv_timeout(until - now) {
+                    Ok(Delivery::Reply(r)) => return Ok(vec![r]),
+                    Ok(Delivery::Lead) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let Receiving { frames, lens } = &mut **receiving;
+            // Blocks at most RX_WAIT; an error is retried until `until`, as a timeout is.
+            let count = self.sock.recv_batch(frames, lens).unwrap_or(0);
+            let at = Instant::now();
+            for (frame, &len) in frames.iter().zip(lens.iter()).take(count) {
+                if len > 0 {
+                    got.extend(self.deliver(&frame[..len], at, |t| inflight.contains_key(&t)));
+                }
+            }
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+    }
+
+    fn run_inner<'a>(
+        &'a self,
         ops: &[Op],
         data: &mut Data,
-        tx: &mpsc::Sender<Reply>,
-        rx: &mpsc::Receiver<Reply>,
+        tx: &mpsc::Sender<Delivery>,
+        rx: &mpsc::Receiver<Delivery>,
         inflight: &mut HashMap<u32, InFlight>,
+        turn: &mut Option<MutexGuard<'a, Receiving>>,
     ) -> Result<(), InitiatorError> {
         let start = Instant::now();
         let give_up = start + self.cfg.total_timeout;
@@ -167,6 +256,12 @@ impl Shared {
         let mut batch: Vec<(u32, usize)> = Vec::new();
         let mut next = 0;
         loop {
+            if inflight.is_empty() && next < ops.len() && turn.is_some() {
+                // About to wait for a window slot, which only other callers' replies free:
+                // one of them receives meanwhile.
+                *turn = None;
+                self.hand_over();
+            }
             // Fill the window; block for a slot only with nothing of ours in flight.
             while next < ops.len() && self.acquire(inflight.is_empty(), give_up) {
                 let tag =
@@ -199,13 +294,12 @@ impl Shared {
                 .map(|f| f.deadline)
                 .min()
                 .unwrap_or(give_up);
-            match rx.recv_timeout(earliest.saturating_duration_since(Instant::now())) {
-                Ok(reply) => {
+            match self.wait_replies(earliest, rx, inflight, turn) {
+                Ok(replies) => {
                     // Every reply already here is taken before the window is refilled, so
                     // the refill goes out as one batch.
-                    let mut reply = Some(reply);
-                    while let Some(r) = reply.take().or_else(|| rx.try_recv().ok()) {
-                        self.take_reply(ops, &r, data, inflight)?;
+                    for r in &replies {
+                        self.take_reply(ops, r, data, inflight)?;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {

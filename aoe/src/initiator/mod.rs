@@ -2,10 +2,13 @@
 //! socket, presented as a synchronous block device (`read_at`, `write_at`, `flush`, `size`)
 //! that any number of threads may call at once (it is `Send + Sync`).
 //!
-//! A receive thread matches responses to requests by tag (bit 31 always set, so the Linux
-//! driver ignores ours); callers keep up to a window of frames in flight, sized from the
-//! target's buffer count, and retransmit on an RTT-estimated timeout with backoff until a
-//! total deadline, after which the call fails with `TimedOut`. Requests are cut into frames
+//! There is no receive thread: one caller at a time holds the receiving turn and reads the
+//! socket for everyone, taking its own replies straight from it and handing the others' to
+//! them by tag (bit 31 always set, so the Linux driver ignores ours); it passes the turn to a
+//! waiting caller when its own call ends. A lone caller (one request in flight, however many
+//! frames) so never waits for another thread to wake. Callers keep up to a window of frames in
+//! flight, sized from the target's buffer count, and retransmit on an RTT-estimated timeout
+//! with backoff until a total deadline, after which the call fails with `TimedOut`. Requests are cut into frames
 //! of as many sectors as both the target and the local MTU allow (jumbo frames included).
 
 mod discover;
@@ -16,10 +19,9 @@ pub use discover::{discover, DiscoverError, Found};
 pub use rtt::RttEstimator;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ata::{self, SECTOR_SIZE};
@@ -28,7 +30,7 @@ use crate::target::sectors_per_frame;
 use crate::wire::{
     AoeError, AtaRepr, Body, Command, Mac, Message, WireError, AFLAG_EXTENDED, AFLAG_WRITE,
 };
-use exchange::{Op, Reply};
+use exchange::{Delivery, Op, Receiving, Reply};
 
 /// A block operation through the initiator failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +72,13 @@ pub enum InitiatorError {
     OutOfRange { offset: u64, len: usize, size: u64 },
     #[error("IDENTIFY DEVICE response is unusable")]
     BadIdentify,
-    #[error("spawn receive thread: {0}")]
-    Spawn(std::io::Error),
 }
 
-/// Frames the receive thread takes per `recvmmsg`.
+/// Frames the receiving caller takes per `recvmmsg`.
 const RX_BATCH: usize = 32;
+/// How long the receiving caller blocks in one `recvmmsg`, so it checks its retransmission
+/// deadlines at least this often.
+const RX_WAIT: Duration = Duration::from_millis(10);
 
 /// Tuning of the initiator.
 #[derive(Debug, Clone)]
@@ -139,10 +142,12 @@ struct Shared {
     max_sectors: usize,
     cfg: InitiatorConfig,
     window: Window,
-    pending: Mutex<HashMap<u32, Sender<Reply>>>,
+    /// The caller waiting for each tag in flight.
+    pending: Mutex<HashMap<u32, Sender<Delivery>>>,
+    /// The receiving turn and its buffers.
+    receiver: Mutex<Receiving>,
     rtt: Mutex<RttEstimator>,
     next_tag: AtomicU32,
-    stop: AtomicBool,
     frames_sent: AtomicU64,
     retransmits: AtomicU64,
     dropped_by_hook: AtomicU64,
@@ -151,9 +156,8 @@ struct Shared {
 /// A connection to one AoE target.
 #[derive(Debug)]
 pub struct Initiator {
-    shared: Arc<Shared>,
+    shared: Shared,
     sectors: u64,
-    rx: Option<JoinHandle<()>>,
 }
 
 impl Initiator {
@@ -175,12 +179,13 @@ impl Initiator {
                 return Err(InitiatorError::NoTarget { shelf, slot });
             }
         };
-        sock.set_recv_timeout(Duration::from_millis(50))?;
+        sock.set_recv_timeout(RX_WAIT)?;
         let max_sectors = sectors_per_frame(sock.mtu())
             .min(usize::from(target.sector_count))
             .max(1);
         let limit = usize::from(target.buffer_count).clamp(1, cfg.max_window.max(1));
-        let shared = Arc::new(Shared {
+        let frame_bytes = sock.mtu() + 14;
+        let shared = Shared {
             sock,
             target,
             max_sectors,
@@ -190,24 +195,18 @@ impl Initiator {
                 limit,
             },
             pending: Mutex::new(HashMap::new()),
+            receiver: Mutex::new(Receiving {
+                frames: vec![vec![0u8; frame_bytes]; RX_BATCH],
+                lens: [0; RX_BATCH],
+            }),
             rtt: Mutex::new(RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto)),
             next_tag: AtomicU32::new(1),
-            stop: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             dropped_by_hook: AtomicU64::new(0),
             cfg,
-        });
-        let rx_shared = Arc::clone(&shared);
-        let rx = std::thread::Builder::new()
-            .name("aoe-initiator-rx".into())
-            .spawn(move || rx_shared.receive_loop())
-            .map_err(InitiatorError::Spawn)?;
-        let mut ini = Initiator {
-            shared,
-            sectors: 0,
-            rx: Some(rx),
         };
+        let mut ini = Initiator { shared, sectors: 0 };
         let mut page = [0u8; 512];
         let identify = AtaRepr {
             sector_count: 1,
@@ -323,43 +322,12 @@ impl Initiator {
     }
 }
 
-impl Drop for Initiator {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(rx) = self.rx.take() {
-            let _ = rx.join();
-        }
-    }
-}
-
 impl Shared {
-    /// Delivers each response to the caller waiting on its tag; duplicates find no waiter.
-    fn receive_loop(&self) {
-        let size = self.sock.mtu() + 14;
-        let mut frames = vec![vec![0u8; size]; RX_BATCH];
-        let mut lens = [0usize; RX_BATCH];
-        while !self.stop.load(Ordering::Relaxed) {
-            let count = match self.sock.recv_batch(&mut frames, &mut lens) {
-                Ok(n) => n,
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            let at = Instant::now();
-            for (frame, &len) in frames.iter().zip(&lens).take(count) {
-                if len > 0 {
-                    self.deliver(&frame[..len], at);
-                }
-            }
-        }
-    }
-
-    /// Hands one received frame to the caller waiting for its tag, if any.
-    fn deliver(&self, frame: &[u8], at: Instant) {
-        let Ok(msg) = Message::parse(frame) else {
-            return;
-        };
+    /// Sorts one received frame: a response to a tag in flight is removed from the pending
+    /// map and returned when `mine` says it is the receiving caller's, else handed to the
+    /// caller that waits for it. Anything else (not ours, late, duplicate) is dropped.
+    fn deliver(&self, frame: &[u8], at: Instant, mine: impl Fn(u32) -> bool) -> Option<Reply> {
+        let msg = Message::parse(frame).ok()?;
         let h = msg.header;
         if !h.response
             || msg.src != self.target.mac
@@ -367,27 +335,29 @@ impl Shared {
             || h.command != Command::Ata
             || h.tag & 0x8000_0000 == 0
         {
-            return;
+            return None;
         }
         let waiter = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&h.tag);
-        let Some(waiter) = waiter else {
-            return;
-        };
+            .remove(&h.tag)?;
         let (ata, data) = match msg.body {
             Body::Ata { ata, data } => (Some(ata), data.to_vec()),
             _ => (None, Vec::new()),
         };
-        let _ = waiter.send(Reply {
+        let reply = Reply {
             tag: h.tag,
             error: h.error,
             ata,
             data,
             at,
-        });
+        };
+        if mine(h.tag) {
+            return Some(reply);
+        }
+        let _ = waiter.send(Delivery::Reply(reply));
+        None
     }
 
     fn target_mac(&self) -> Mac {
