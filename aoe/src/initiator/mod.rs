@@ -161,8 +161,8 @@ pub struct Initiator {
 }
 
 impl Initiator {
-    /// Finds shelf/slot on the socket's segment (retrying discovery until the discover timeout),
-    /// starts the receive thread and reads the capacity with IDENTIFY DEVICE.
+    /// Finds shelf/slot on the socket's segment (retrying discovery until the discover timeout)
+    /// and reads the capacity with IDENTIFY DEVICE.
     pub fn open(
         sock: PacketSocket,
         shelf: u16,
