@@ -960,7 +960,7 @@ fn terminate(fe: &Frontend, id: &str) {
 /// lands there: an instance of the same group reaches it across the nodes on their VLAN; an
 /// instance of another group (another VLAN, through the frontend's gateway) cannot until the
 /// default group lets that group in, and cannot again once the rule is revoked. Returns that
-/// instance (group `probes`, on the second node, serving on [`PROBE_PORT`] too).
+/// instance (groups `probes` and `web`, on the second node, serving on [`PROBE_PORT`] too).
 fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -> String {
     let ip = fe.private_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
     let target = format!("{ip}:{PROBE_PORT}");
@@ -988,8 +988,16 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
     );
     terminate(fe, same);
 
-    fe.create_group("probes", "instances that probe the default group")
-        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, description) in [
+        ("probes", "instances that probe the default group"),
+        (
+            "web",
+            "a second group: its rules reach its instances on other groups' networks",
+        ),
+    ] {
+        fe.create_group(name, description)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     let serve_and_connect = format!("serve {PROBE_PORT}\n{connect}\ndisks");
     let other = &fe
         .run_instances_with(
@@ -998,6 +1006,7 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
             &[
                 "--security-groups",
                 "probes",
+                "web",
                 "--user-data",
                 &serve_and_connect,
             ],
@@ -1047,7 +1056,7 @@ fn group_rules_on_the_wire(fe: &Frontend, emi: &str, served: &str, node2: &Vm) -
 /// Public addresses on real traffic, from the outside host: `served` (default group, first
 /// node) cannot be reached at its public address until the group lets the outside in by CIDR;
 /// it reaches the outside seen as its public address; an elastic IP reaches `served`, then
-/// `other` (group `probes`, second node) once re-associated, and nothing once released.
+/// `other` (groups `probes` and `web`, second node) once re-associated, and nothing once released.
 fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, other: &str) {
     let public = fe.public_ip(served).unwrap_or_else(|e| panic!("{e:#}"));
     let outside_net = format!("{OUTSIDE_IP}/24");
@@ -1071,8 +1080,10 @@ fn public_addresses_on_the_wire(fe: &Frontend, outside: &Outside, served: &str, 
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // An elastic IP moves traffic: to `served`, then to `other`, then nowhere.
-    rule("authorize-security-group-ingress", "probes");
+    // An elastic IP moves traffic: to `served`, then to `other`, then nowhere. `other` sits on
+    // the network of its first group (probes); the rule letting the outside in is its second
+    // group's, which applies to it as much as the first's.
+    rule("authorize-security-group-ingress", "web");
     let eip = fe.allocate_address().unwrap_or_else(|e| panic!("{e:#}"));
     let associate = |id: &str| {
         fe.associate_address(&eip, id)

@@ -63,6 +63,15 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
         })
         .collect();
     nat.sort_by_key(|(_, public)| *public);
+    let members: Vec<rules::Member> = (instances.iter())
+        .filter(|i| i.state != State::Terminated && i.groups.len() > 1)
+        .filter_map(|i| {
+            Some(rules::Member {
+                address: i.private_ip.parse().ok()?,
+                groups: i.groups[1..].iter().map(|(id, _)| id.clone()).collect(),
+            })
+        })
+        .collect();
     let links: Vec<GatewayLink> = (nets.iter())
         .map(|n| GatewayLink {
             vlan: n.vlan,
@@ -77,6 +86,7 @@ pub fn desired(store: &Store, site: &GatewaySite) -> Result<Gateway, StoreError>
         api_port: site.api_port,
         networks: &nets,
         groups: &groups,
+        members: &members,
     });
     Ok(Gateway {
         generation: 0,

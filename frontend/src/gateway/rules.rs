@@ -5,6 +5,9 @@
 //! replies to flows the instances opened pass; instances reach the frontend itself only for
 //! ping and the API. Traffic between instances of one network stays on its VLAN and never
 //! crosses the gateway (as in Eucalyptus): a group's rules filter what comes from elsewhere.
+//! An instance in more than one group sits on its first group's network; its other groups'
+//! rules let traffic in to its address alone, and it counts as a member of each of its groups
+//! where a rule names a source group (the union of its groups' rules, as in EC2).
 //! Untagged networks (MANAGED-NOVLAN) share the private NIC, so there a network is told by its
 //! subnet instead of its link; they share one layer-2 segment too, so a guest that sends
 //! straight to another network's MAC bypasses the gateway, as in the original's NOVLAN mode.
@@ -32,6 +35,32 @@ pub struct Inputs<'a> {
     pub api_port: u16,
     pub networks: &'a [Network],
     pub groups: &'a [SecurityGroup],
+    /// Every live instance in more than one group.
+    pub members: &'a [Member],
+}
+
+/// A live instance in more than one group.
+pub struct Member {
+    /// Its private address (on its first group's network).
+    pub address: Ipv4Addr,
+    /// Its groups after the first.
+    pub groups: Vec<String>,
+}
+
+/// Who is in each group, as address matches: its network's subnet, and the address of every
+/// instance that has it as another group.
+fn group_members<'a>(inputs: &'a Inputs<'_>) -> BTreeMap<&'a str, Vec<Ipv4Net>> {
+    let mut members: BTreeMap<&str, Vec<Ipv4Net>> = BTreeMap::new();
+    for n in inputs.networks {
+        members.entry(&n.group_id).or_default().push(n.subnet);
+    }
+    for m in inputs.members {
+        for g in &m.groups {
+            let host = Ipv4Net::from(m.address);
+            members.entry(g).or_default().push(host);
+        }
+    }
+    members
 }
 
 /// The chain holding network `n`'s ingress rules: by VLAN tag, or by slice when untagged.
@@ -106,28 +135,33 @@ fn protocol_match(rule: &Rule) -> String {
 }
 
 /// Where a rule lets traffic in from, as an nft address match: `Some("")` for anywhere, `None`
-/// when it matches nothing now (a source group without a network: it has no instances).
-fn source_match(source: &Source, subnets: &BTreeMap<&str, Ipv4Net>) -> Option<String> {
-    let net = match source {
-        Source::Cidr(c) => c.parse::<Ipv4Net>().ok()?.trunc(),
-        Source::Group { id, .. } => *subnets.get(id.as_str())?,
+/// when it matches nothing now (a source group without instances).
+fn source_match(source: &Source, members: &BTreeMap<&str, Vec<Ipv4Net>>) -> Option<String> {
+    let nets = match source {
+        Source::Cidr(c) => vec![c.parse::<Ipv4Net>().ok()?.trunc()],
+        Source::Group { id, .. } => members.get(id.as_str())?.clone(),
     };
-    Some(if net.prefix_len() == 0 {
+    Some(if nets.iter().any(|n| n.prefix_len() == 0) {
         String::new()
     } else {
-        format!("ip saddr {net}")
+        let nets: Vec<String> = nets.iter().map(Ipv4Net::to_string).collect();
+        format!("ip saddr {}", set(&nets))
     })
 }
 
-/// The rule lines of one network's ingress chain.
-fn ingress_rules(rules: &[Rule], subnets: &BTreeMap<&str, Ipv4Net>) -> Vec<String> {
+/// The rule lines for `rules`, each starting with `to` (empty: the whole network).
+fn ingress_rules(to: &str, rules: &[Rule], members: &BTreeMap<&str, Vec<Ipv4Net>>) -> Vec<String> {
     rules
         .iter()
         .filter_map(|r| {
-            let parts: Vec<String> = [source_match(&r.source, subnets)?, protocol_match(r)]
-                .into_iter()
-                .filter(|p| !p.is_empty())
-                .collect();
+            let parts: Vec<String> = [
+                to.to_string(),
+                source_match(&r.source, members)?,
+                protocol_match(r),
+            ]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
             Some(
                 format!("{} accept", parts.join(" "))
                     .trim_start()
@@ -140,9 +174,7 @@ fn ingress_rules(rules: &[Rule], subnets: &BTreeMap<&str, Ipv4Net>) -> Vec<Strin
 /// The whole ruleset (table `inet mallee`) for `inputs`.
 pub fn ruleset(inputs: &Inputs<'_>) -> String {
     let private = inputs.private_interface;
-    let subnets: BTreeMap<&str, Ipv4Net> = (inputs.networks.iter())
-        .map(|n| (n.group_id.as_str(), n.subnet))
-        .collect();
+    let members = group_members(inputs);
     let untagged: Vec<String> = (inputs.networks.iter())
         .filter(|n| n.vlan.is_none())
         .map(|n| n.subnet.to_string())
@@ -189,8 +221,22 @@ pub fn ruleset(inputs: &Inputs<'_>) -> String {
         let _ = writeln!(s, "\tchain {} {{", ingress_chain(net));
         let _ = writeln!(s, "\t\t# {} {}", net.group_id, net.subnet);
         s += "\t\tct direction reply accept\n\t\tct state related accept\n";
-        let group = inputs.groups.iter().find(|g| g.id == net.group_id);
-        for line in ingress_rules(group.map_or(&[], |g| &g.rules), &subnets) {
+        let rules_of = |id: &str| {
+            let group = inputs.groups.iter().find(|g| g.id == id);
+            group.map_or(&[][..], |g| &g.rules)
+        };
+        let mut lines = ingress_rules("", rules_of(&net.group_id), &members);
+        for m in inputs
+            .members
+            .iter()
+            .filter(|m| net.subnet.contains(&m.address))
+        {
+            let to = format!("ip daddr {}", m.address);
+            for g in &m.groups {
+                lines.extend(ingress_rules(&to, rules_of(g), &members));
+            }
+        }
+        for line in lines {
             let _ = writeln!(s, "\t\t{line}");
         }
         s += "\t\tcounter drop\n\t}\n";

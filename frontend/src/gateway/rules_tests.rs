@@ -81,6 +81,15 @@ fn render(nets: &[Network], groups: &[SecurityGroup]) -> String {
 }
 
 fn render_nat(nets: &[Network], groups: &[SecurityGroup], nat: &[(Ipv4Addr, Ipv4Addr)]) -> String {
+    render_with(nets, groups, nat, &[])
+}
+
+fn render_with(
+    nets: &[Network],
+    groups: &[SecurityGroup],
+    nat: &[(Ipv4Addr, Ipv4Addr)],
+    members: &[Member],
+) -> String {
     ruleset(&Inputs {
         private_interface: "eth1",
         subnet: NetworkConfig::default().subnet,
@@ -88,7 +97,73 @@ fn render_nat(nets: &[Network], groups: &[SecurityGroup], nat: &[(Ipv4Addr, Ipv4
         api_port: 8773,
         networks: nets,
         groups,
+        members,
     })
+}
+
+/// Group `sg-web` (no network of its own) lets anyone in on tcp 80 and its members on 9000;
+/// instance 172.31.0.5 is in sg-a and sg-web, 172.31.0.40 in sg-b and sg-web.
+fn with_web() -> (Vec<Network>, Vec<SecurityGroup>, Vec<Member>) {
+    let (nets, mut groups) = sample();
+    groups.push(group(
+        "sg-web",
+        vec![
+            rule("tcp", Some(80), Some(80), Source::Cidr("0.0.0.0/0".into())),
+            rule("tcp", Some(9000), Some(9000), from_group("sg-web")),
+        ],
+    ));
+    // sg-b lets sg-web's members in on udp 53.
+    groups[1]
+        .rules
+        .push(rule("udp", Some(53), Some(53), from_group("sg-web")));
+    let members = vec![
+        Member {
+            address: Ipv4Addr::new(172, 31, 0, 5),
+            groups: vec!["sg-web".into()],
+        },
+        Member {
+            address: Ipv4Addr::new(172, 31, 0, 40),
+            groups: vec!["sg-web".into()],
+        },
+    ];
+    (nets, groups, members)
+}
+
+#[test]
+fn an_instance_in_several_groups_gets_every_groups_rules_and_counts_as_their_member() {
+    let (nets, groups, members) = with_web();
+    let text = render_with(&nets, &groups, NAT, &members);
+    let a = "\tchain ingress_100 {
+\t\t# sg-a 172.31.0.0/27
+\t\tct direction reply accept
+\t\tct state related accept
+\t\tip saddr 172.31.0.32/27 tcp dport 7000 accept
+\t\ttcp dport 22 accept
+\t\tip saddr 10.0.0.0/8 ip protocol icmp icmp type 8 accept
+\t\tip saddr 192.0.2.0/24 accept
+\t\tip daddr 172.31.0.5 tcp dport 80 accept
+\t\tip daddr 172.31.0.5 ip saddr { 172.31.0.5/32, 172.31.0.40/32 } tcp dport 9000 accept
+\t\tcounter drop
+\t}
+";
+    assert!(text.contains(a), "{text}");
+    let b = "\tchain ingress_101 {
+\t\t# sg-b 172.31.0.32/27
+\t\tct direction reply accept
+\t\tct state related accept
+\t\tip saddr { 172.31.0.5/32, 172.31.0.40/32 } udp dport 53 accept
+\t\tip daddr 172.31.0.40 tcp dport 80 accept
+\t\tip daddr 172.31.0.40 ip saddr { 172.31.0.5/32, 172.31.0.40/32 } tcp dport 9000 accept
+\t\tcounter drop
+\t}
+";
+    assert!(text.contains(b), "{text}");
+    // Without members, sg-web's rules reach no one and sg-b's rule naming it matches nothing.
+    let alone = render(&nets, &groups);
+    assert!(
+        !alone.contains("dport 80") && !alone.contains("dport 53"),
+        "{alone}"
+    );
 }
 
 #[test]
@@ -208,7 +283,9 @@ fn nft_accepts_the_ruleset() {
     }
     let (nets, groups) = sample();
     let (flat, flat_groups) = untagged();
+    let (web, web_groups, members) = with_web();
     for text in [
+        render_with(&web, &web_groups, NAT, &members),
         render(&nets, &groups),
         render(&flat, &flat_groups),
         render(&flat[..1], &flat_groups),
