@@ -7,7 +7,7 @@
 use mallee_aoe::initiator::{discover, Initiator, InitiatorConfig};
 use mallee_aoe::net::PacketSocket;
 use mallee_aoe::target::{Backend, Target, TargetConfig};
-use mallee_frontend::storage::{read_applied, write_exports};
+use mallee_frontend::storage::{dirty, read_applied, write_exports};
 use mallee_proto::storage::{Applied, Exports, VolumeExport, APPLIED_FILE, STORAGE_DIR};
 use mallee_proto::Mac;
 use std::os::unix::fs::FileExt;
@@ -302,12 +302,20 @@ fn exports_serve_only_allowed_macs_follow_changes_and_survive_a_kill() {
     ctl.write(&exports);
     ctl.all_served(3);
     assert!(!answers(&veth, 1), "vol-1 still answers after its removal");
+    // Its dirty record, open while it was served, now names the one chunk written (3 MiB is
+    // 512 KiB chunk 6) and nothing else.
+    let storage = ctl.storage();
+    let record = || dirty::read(&storage, "vol-1").unwrap().unwrap();
+    let closed = record();
+    assert!(closed.complete(), "{closed:?}");
+    assert_eq!(closed.ranges, [(6, 7)]);
 
     // Back again, then the controller dies hard: a new one serves the same data.
     exports.generation = 4;
     exports.exports.push(removed);
     ctl.write(&exports);
     ctl.all_served(4);
+    assert!(record().open && !record().lost, "{:?}", record());
     ctl.kill9();
     std::fs::remove_file(ctl.storage().join(APPLIED_FILE)).unwrap();
     ctl.spawn();
@@ -316,6 +324,9 @@ fn exports_serve_only_allowed_macs_follow_changes_and_survive_a_kill() {
     let mut back = vec![0u8; data.len()];
     ini.read_at(&mut back, offset).unwrap();
     assert!(back == data, "data lost across the controller's restart");
+    // What the killed one's export wrote was never recorded: the record is lost for good.
+    let lost = record();
+    assert!(lost.open && lost.lost, "{lost:?}");
 }
 
 #[test]

@@ -515,12 +515,30 @@ fn volumes_on_the_wire(
         .wait_console_after(b, at, &format!("disk: {vol} wrote "), wait)
         .unwrap_or_else(|e| fail(e));
     let before = fe.snapshot_store_bytes().unwrap_or_else(|e| fail(e));
-    fe.snapshot(&vol).unwrap_or_else(|e| fail(e));
+    let second_id = fe.snapshot(&vol).unwrap_or_else(|e| fail(e));
     let second = fe.snapshot_store_bytes().unwrap_or_else(|e| fail(e)) - before;
-    // `b` rewrote the header sector and one MiB after it: chunks 0-2 of 512 KiB, and the manifest.
+    // `b` rewrote the volume's last MiB and header sector: 3 chunks of 512 KiB, and the manifest.
+    let chunks = 3 * 512 * 1024;
     assert!(
-        second > 0 && second <= 3 * 512 * 1024 + 64 * 1024,
+        second > 0 && second <= chunks + 64 * 1024,
         "the second snapshot stored {second} bytes; only the chunks b changed should be new"
+    );
+    // And it read only those: the storage controller's dirty record named them, so the root
+    // disk `a` copied onto the volume was not read again.
+    let ansi = r"(?:\x1b\[[0-9;]*m)*";
+    let read: u64 = fe
+        .vm
+        .console()
+        .wait_for(
+            &format!("{second_id}[^\n]*read_bytes{ansi}={ansi}(\\d+)"),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("the second snapshot's log line: {e}"))[1]
+        .parse()
+        .expect("a number");
+    assert!(
+        read > 0 && read <= chunks,
+        "the second snapshot read {read} bytes of the volume; only the chunks b wrote should be"
     );
     let restored = fe
         .create_volume(1, &zone, Some(&first))
@@ -544,7 +562,7 @@ fn volumes_on_the_wire(
     // Room on the second node (each holds one instance) for the EBS-backed one.
     terminate(fe, b);
     report_figure(&format!(
-        "figure: cloud, AttachVolume to attached {attached:.1} s; snapshot of 1 GiB (1 MiB written) completed in {snapped:.1} s; the second snapshot stored {second} bytes"
+        "figure: cloud, AttachVolume to attached {attached:.1} s; snapshot of 1 GiB (1 MiB written) completed in {snapped:.1} s; the second snapshot read {read} bytes and stored {second}"
     ));
     ebs_backed(fe, &first, a, image)
 }

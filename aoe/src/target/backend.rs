@@ -1,6 +1,7 @@
 //! Block storage behind an export: a regular file, a sparse file or a block device, read with
 //! pread and written with pwrite. A write returns only once it is on stable storage: writers
 //! share fdatasync calls through a group commit, so many writers in flight cost one sync.
+//! A backend may keep a [`DirtyMap`] of the chunks written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -9,6 +10,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
+use super::dirty::DirtyMap;
 use crate::ata::SECTOR_SIZE;
 
 /// Opening the backing store failed.
@@ -41,6 +43,7 @@ pub struct Backend {
     sectors: u64,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    dirty: Option<DirtyMap>,
 }
 
 impl Backend {
@@ -78,7 +81,20 @@ impl Backend {
             sectors,
             sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
+            dirty: None,
         })
+    }
+
+    /// Keeps a map of the `chunk_bytes` chunks written from now on.
+    pub fn with_dirty_map(mut self, chunk_bytes: u64) -> Self {
+        let size = self.sectors * SECTOR_SIZE as u64;
+        self.dirty = Some(DirtyMap::new(size, chunk_bytes));
+        self
+    }
+
+    /// The chunks written since [`Backend::with_dirty_map`], when it keeps a map.
+    pub fn dirty(&self) -> Option<&DirtyMap> {
+        self.dirty.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -123,6 +139,9 @@ impl Backend {
 
     /// Writes `data` at `offset` and returns once it is durable.
     pub fn write_durable(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(map) = &self.dirty {
+            map.mark(offset, data.len() as u64); // before the store changes, even if it fails
+        }
         self.file.write_all_at(data, offset)?;
         self.commit()
     }
@@ -204,6 +223,19 @@ mod tests {
             Backend::open(&dir),
             Err(BackendError::Open { .. } | BackendError::NotABlockStore { .. })
         ));
+    }
+
+    #[test]
+    fn writes_mark_the_dirty_map_reads_do_not() {
+        let path = temp_file("dirty", 4 << 20);
+        let b = Backend::open(&path).unwrap();
+        assert!(b.dirty().is_none());
+        b.write_durable(&[1; 512], 0).unwrap(); // before the map: not marked
+        let b = b.with_dirty_map(1 << 20);
+        b.write_durable(&[2; 1024], (2 << 20) - 512).unwrap();
+        let mut buf = [0; 512];
+        b.read_at(&mut buf, 3 << 20).unwrap();
+        assert_eq!(b.dirty().unwrap().chunks(), [1, 2]);
     }
 
     #[test]

@@ -11,11 +11,13 @@
 mod acl;
 mod ata;
 mod backend;
+mod dirty;
 mod export;
 mod stats;
 
 pub use acl::AccessControl;
 pub use backend::{Backend, BackendError};
+pub use dirty::DirtyMap;
 pub use export::{query_config, Export, Outcome, SHELF_ANY, SLOT_ANY};
 pub use stats::{ExportStats, StatsSnapshot};
 
@@ -185,9 +187,11 @@ impl Target {
         &self.export
     }
 
-    /// Stops the workers and waits for them (at most one receive timeout).
-    pub fn stop(mut self) {
+    /// Stops the workers and waits for them (at most one receive timeout); returns the export,
+    /// whose backend no longer changes (its dirty map is final).
+    pub fn stop(mut self) -> Arc<Export> {
         self.shutdown();
+        Arc::clone(&self.export)
     }
 
     fn shutdown(&mut self) {

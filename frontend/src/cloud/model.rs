@@ -463,6 +463,10 @@ pub struct Volume {
     pub state: String,
     pub created_ms: i64,
     pub attachment: Option<Attachment>,
+    /// The snapshot whose copy (or restore) the volume's dirty record counts writes from: the
+    /// base of its next snapshot, which then reads only the chunks written since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_base: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -235,6 +235,7 @@ pub(crate) mod tests {
                 device: device.into(),
                 ..Default::default()
             }),
+            dirty_base: None,
         }
     }
 

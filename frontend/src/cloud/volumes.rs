@@ -109,6 +109,7 @@ pub fn make_root(
             slot,
             root: true,
         }),
+        dirty_base: None,
     };
     tx.put(VOLUME, &v.id, &v.owner, None, &v)?;
     i.root_volume = Some(v.id.clone());

@@ -149,6 +149,7 @@ pub fn create(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             state: "creating".into(),
             created_ms: c.now,
             attachment: None,
+            dirty_base: None,
         };
         save(tx, &v)?;
         tagging::attach(tx, &v.owner, &v.id, ResourceType::Volume, &tag_set)?;

@@ -7,10 +7,14 @@
 //! Stopping a target joins its threads: a write already taken by a pool thread finishes (and,
 //! since the target acknowledges a write only once it is durable, is on stable storage), frames
 //! still queued are dropped unanswered (the initiator retries elsewhere or times out). The
-//! backing file is synced once more after that. A new MAC list is swapped into the running
+//! backing file is synced once more after that, and the chunks the export wrote are added to
+//! the volume's [`dirty`](super::dirty) record. A new MAC list is swapped into the running
 //! target's access control; no restart.
 
+use super::dirty::{self, DirtyRecord};
 use super::plan::{plan, Refusal};
+use super::snapshots::CHUNK;
+use super::StorageError;
 use mallee_aoe::net::{NetError, PacketSocket};
 use mallee_aoe::target::{AccessControl, Backend, BackendError, Target, TargetConfig, TargetError};
 use mallee_proto::handoff::NO_FOLLOW;
@@ -41,6 +45,8 @@ pub enum ExportError {
     Net(#[from] NetError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("recording which chunks the export writes: {0}; free space in the data directory")]
+    Record(StorageError),
 }
 
 impl ExportError {
@@ -61,15 +67,33 @@ struct Served {
     target: Target,
     /// The backing file as checked (the target has its own descriptor of the same file).
     file: File,
+    /// Where the volume's dirty record is kept, and the record as the export started.
+    record: Option<(PathBuf, DirtyRecord)>,
 }
 
 impl Served {
-    /// Stops the target (see the module documentation) and syncs the file.
+    /// Stops the target (see the module documentation), syncs the file and closes the dirty
+    /// record with the chunks the export wrote.
     fn stop(self) {
-        let Served { spec, target, file } = self;
-        target.stop();
-        if let Err(e) = file.sync_all() {
+        let Served {
+            spec,
+            target,
+            file,
+            record,
+        } = self;
+        let export = target.stop();
+        let synced = file.sync_all();
+        if let Err(e) = &synced {
             warn!(volume = %spec.volume_id, "syncing {} after stopping: {e}", spec.path.display());
+        }
+        if let (Some((dir, mut record)), Some(map)) = (record, export.backend.dirty()) {
+            record.add(&map.chunks());
+            record.open = false;
+            // Writes the sync could not vouch for are on no record the snapshot may trust.
+            record.lost |= synced.is_err();
+            if let Err(e) = dirty::write(&dir, &spec.volume_id, &record) {
+                warn!(volume = %spec.volume_id, "closing the dirty record (it stays open: the next snapshot reads the whole volume): {e}");
+            }
         }
         info!(volume = %spec.volume_id, shelf = spec.shelf, slot = spec.slot, "export stopped");
     }
@@ -81,6 +105,8 @@ pub struct Running {
     interface: String,
     served: BTreeMap<String, Served>,
     probe_timeout: Duration,
+    /// Where dirty records are kept (the storage directory); `None`: no records.
+    records: Option<PathBuf>,
 }
 
 impl Default for Running {
@@ -89,6 +115,7 @@ impl Default for Running {
             interface: String::new(),
             served: BTreeMap::new(),
             probe_timeout: TargetConfig::default().probe_timeout,
+            records: None,
         }
     }
 }
@@ -110,6 +137,12 @@ impl Running {
     /// How long a new target listens for another one answering its address.
     pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
+        self
+    }
+
+    /// Keeps each export's dirty record in `dir`.
+    pub fn with_records(mut self, dir: &Path) -> Self {
+        self.records = Some(dir.to_owned());
         self
     }
 
@@ -150,9 +183,15 @@ pub fn reconcile(running: &mut Running, desired: &Exports, owner: u32) -> Outcom
     }
     running.interface = desired.interface.clone();
     let (interface, probe) = (running.interface.as_str(), running.probe_timeout);
+    let records = running.records.as_deref();
     let started: Vec<(VolumeExport, Result<Served, ExportError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (plan.start.into_iter())
-            .map(|spec| s.spawn(move || (spec.clone(), start(interface, &spec, owner, probe))))
+            .map(|spec| {
+                s.spawn(move || {
+                    let served = start(interface, &spec, owner, probe, records);
+                    (spec.clone(), served)
+                })
+            })
             .collect();
         (handles.into_iter())
             .filter_map(|h| h.join().ok())
@@ -201,12 +240,14 @@ pub fn reconcile(running: &mut Running, desired: &Exports, owner: u32) -> Outcom
 }
 
 /// Opens the backing file (no symlink at its end, no FIFO), checks it is `owner`'s regular
-/// file and serves it at the export's address on `interface`.
+/// file and serves it at the export's address on `interface`, with its dirty record in
+/// `records` marked open first.
 fn start(
     interface: &str,
     spec: &VolumeExport,
     owner: u32,
     probe_timeout: Duration,
+    records: Option<&Path>,
 ) -> Result<Served, ExportError> {
     let path = &spec.path;
     let file = std::fs::OpenOptions::new()
@@ -235,11 +276,19 @@ fn start(
     // The target opens the very file checked, through our descriptor, not the path again
     // (which its owner could have swapped for a symlink meanwhile).
     let reopen = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let backend = Backend::open(Path::new(&reopen)).map_err(|source| ExportError::Backend {
+    let mut backend = Backend::open(Path::new(&reopen)).map_err(|source| ExportError::Backend {
         path: path.clone(),
         source,
     })?;
     let socket = PacketSocket::open(interface)?;
+    let record = match records {
+        Some(dir) => {
+            let record = open_record(dir, &spec.volume_id)?;
+            backend = backend.with_dirty_map(record.chunk_bytes);
+            Some((dir.to_owned(), record))
+        }
+        None => None,
+    };
     let cfg = TargetConfig {
         shelf: spec.shelf,
         slot: spec.slot,
@@ -251,10 +300,45 @@ fn start(
         },
         ..TargetConfig::default()
     };
-    let target = Target::start(socket, backend, cfg)?;
+    let target = Target::start(socket, backend, cfg).inspect_err(|_| {
+        // Nothing was served: the record is as closed as it was.
+        if let Some((dir, record)) = &record {
+            let closed = DirtyRecord {
+                open: false,
+                ..record.clone()
+            };
+            let _ = dirty::write(dir, &spec.volume_id, &closed);
+        }
+    })?;
     Ok(Served {
         spec: spec.clone(),
         target,
         file,
+        record,
     })
+}
+
+/// Marks the dirty record of `volume_id` open before its export writes anything: one still
+/// open (its export never stopped), unreadable or in other chunks is lost from now on.
+fn open_record(dir: &Path, volume_id: &str) -> Result<DirtyRecord, ExportError> {
+    let mut record = match dirty::read(dir, volume_id) {
+        Ok(Some(r)) => r,
+        Ok(None) => DirtyRecord::new(CHUNK as u64),
+        Err(e) => {
+            warn!(volume = %volume_id, "the dirty record does not read, it is lost: {e}");
+            DirtyRecord {
+                lost: true,
+                ..DirtyRecord::new(CHUNK as u64)
+            }
+        }
+    };
+    if record.open || record.chunk_bytes != CHUNK as u64 {
+        record = DirtyRecord {
+            lost: true,
+            ..DirtyRecord::new(CHUNK as u64)
+        };
+    }
+    record.open = true;
+    dirty::write(dir, volume_id, &record).map_err(ExportError::Record)?;
+    Ok(record)
 }

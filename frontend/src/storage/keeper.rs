@@ -4,12 +4,13 @@
 //! the cloud's state asks for ([`exports`]) whenever they change, and
 //! takes snapshots: a `pending` snapshot's volume is withheld from the exports until the
 //! controller says it no longer serves it (a node's writes stall and are retransmitted), copied
-//! as it is at that instant, exported again, and the copy cut into chunks in Walrus
-//! ([`super::snapshots`]) on a thread of its own. A snapshot CreateImage holds is left alone
+//! as it is at that instant (only the chunks its [`dirty`](super::dirty) record names when the
+//! record is whole and the volume's last snapshot completed), exported again, and the copy cut
+//! into chunks in Walrus ([`super::snapshots`]) on a thread of its own. A snapshot CreateImage holds is left alone
 //! until its instance is stopped; each pass moves those holds ([`crate::cloud::images::advance`])
 //! before and after the copies, and wakes the nodes when that starts an instance again.
 
-use super::{read_applied, snapshots, write_exports};
+use super::{dirty, read_applied, snapshots, write_exports};
 use crate::cloud::images;
 use crate::cloud::model::{Instance, INSTANCE};
 use crate::cloud::model::{Snapshot, Volume, SNAPSHOT, VOLUME};
@@ -91,6 +92,9 @@ static CHUNKING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 /// Held while chunks are stored or freed: a chunk found present stays until its snapshot is
 /// written.
 static SNAPSHOT_WORK: Mutex<()> = Mutex::new(());
+/// Held while an incremental snapshot's manifest is made from its base's, and while chunks are
+/// freed: a base's chunks are either named by the new manifest or the base is gone whole.
+static MANIFESTS: Mutex<()> = Mutex::new(());
 
 fn copy_path(dir: &Path, snapshot_id: &str) -> PathBuf {
     dir.join(format!("{snapshot_id}.copy"))
@@ -115,6 +119,128 @@ fn make_backing(store: &Store, dir: &Path, v: &Volume) -> Result<(), String> {
         file.set_len(len).map_err(|e| e.to_string())?;
     }
     file.sync_all().map_err(|e| e.to_string())
+}
+
+/// Copies chunks `indices` (lowest first) of `src` into a new sparse `dest` of the same length.
+fn copy_chunks(src: &Path, dest: &Path, indices: &[u64]) -> std::io::Result<()> {
+    let from = std::fs::File::open(src)?;
+    let len = from.metadata()?.len();
+    let to = std::fs::File::create(dest)?;
+    to.set_len(len)?;
+    let mut buf = vec![0u8; snapshots::CHUNK];
+    for &index in indices {
+        let at = index * snapshots::CHUNK as u64;
+        if at >= len {
+            break;
+        }
+        let n = (len - at).min(snapshots::CHUNK as u64) as usize;
+        from.read_exact_at(&mut buf[..n], at)?;
+        to.write_all_at(&buf[..n], at)?;
+    }
+    to.sync_all()
+}
+
+/// How a snapshot's copy was made.
+#[derive(Debug, PartialEq, Eq)]
+enum Copied {
+    /// Every chunk with data.
+    Whole,
+    /// Only the chunks written since `base`.
+    Since { base: String, chunks: usize },
+}
+
+/// The chunks written to `v` since its dirty base, when that base is a completed snapshot and
+/// the dirty record names every write.
+fn written_since_base(store: &Store, site: &StorageSite, v: &Volume) -> Option<(String, Vec<u64>)> {
+    let base = v.dirty_base.clone()?;
+    let snap: Snapshot = store.cloud(|tx| tx.get(SNAPSHOT, &base)).ok()??;
+    if snap.state != "completed" {
+        return None;
+    }
+    match dirty::read(&site.dir, &v.id) {
+        Ok(None) => Some((base, Vec::new())), // nothing written since
+        Ok(Some(r)) if r.complete() && r.chunk_bytes == snapshots::CHUNK as u64 => {
+            Some((base, r.chunks().collect()))
+        }
+        Ok(Some(_)) => None,
+        Err(e) => {
+            tracing::warn!(volume = %v.id, "reading the dirty record: {e}");
+            None
+        }
+    }
+}
+
+/// Copies volume `v` for snapshot `s`, which it is withheld for: only the chunks written since
+/// its dirty base when it can ([`snapshots::begin_incremental`] names the others), else whole.
+/// Then the copy is the base the next snapshot counts from.
+fn copy_for_snapshot(
+    store: &Store,
+    site: &StorageSite,
+    v: &Volume,
+    s: &Snapshot,
+) -> Result<Copied, String> {
+    let src = backing_path(&site.volumes, &v.id);
+    let copy = copy_path(&site.volumes, &s.id);
+    let incremental = written_since_base(store, site, v).and_then(|(base, chunks)| {
+        let _manifests = MANIFESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let size = v.size_gib << 30;
+        match snapshots::begin_incremental(store, &s.id, &v.id, size, &base, &chunks) {
+            Ok(()) => Some((base, chunks)),
+            Err(e) => {
+                tracing::info!(snapshot = %s.id, volume = %v.id, "reading the whole volume: {e}");
+                None
+            }
+        }
+    });
+    let made = match &incremental {
+        Some((_, chunks)) => copy_chunks(&src, &copy, chunks),
+        None => {
+            // A manifest an earlier try began would make the chunker read too little.
+            forget_begun(store, &s.id)?;
+            sparse_copy(&src, &copy)
+        }
+    };
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&copy);
+        forget_begun(store, &s.id)?;
+        return Err(format!("copying volume {}: {e}", v.id));
+    }
+    // The copy is the new base: recorded before the record is cleared, so a crash between
+    // leaves a record of more chunks than changed, never fewer.
+    store
+        .cloud(|tx| {
+            if let Some(mut now) = tx.get::<Volume>(VOLUME, &v.id)? {
+                now.dirty_base = Some(s.id.clone());
+                tx.put(VOLUME, &now.id, &now.owner, None, &now)?;
+            }
+            if let Some(mut snap) = tx.get::<Snapshot>(SNAPSHOT, &s.id)? {
+                snap.copied = true;
+                tx.put(SNAPSHOT, &snap.id, &snap.owner, None, &snap)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = dirty::clear(&site.dir, &v.id) {
+        tracing::warn!(volume = %v.id, "clearing the dirty record: {e}");
+    }
+    Ok(match incremental {
+        Some((base, chunks)) => Copied::Since {
+            base,
+            chunks: chunks.len(),
+        },
+        None => Copied::Whole,
+    })
+}
+
+/// Removes the manifest an incremental snapshot `id` began, if it has one (only after a copy
+/// that failed: freeing waits for any snapshot being stored).
+fn forget_begun(store: &Store, id: &str) -> Result<(), String> {
+    match snapshots::manifest(store, id) {
+        Err(snapshots::SnapshotError::NoManifest(_)) => Ok(()),
+        _ => free_snapshot(store, id)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// Copies `src` to `dest` as it is, holes kept as holes (only data regions are read).
@@ -184,6 +310,10 @@ fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
             }
             if let Some(mut now) = tx.get::<Volume>(VOLUME, &v.id)? {
                 if now.state == "creating" {
+                    if made.is_ok() {
+                        // Restored: its snapshot is what later writes count from.
+                        now.dirty_base = now.snapshot_id.clone();
+                    }
                     now.state = match (&made, &now.attachment) {
                         (Err(_), _) => "error",
                         (Ok(()), Some(_)) => "in-use", // an EBS-backed instance's root
@@ -336,7 +466,7 @@ fn chunk(store: Arc<Store>, site: &StorageSite, s: &Snapshot) {
         };
         match result {
             Ok(t) => {
-                tracing::info!(snapshot = %id, volume = %volume, chunks = t.chunks, new_chunks = t.new_chunks, stored_bytes = t.stored_bytes, ms = started.elapsed().as_millis() as u64, "snapshot completed");
+                tracing::info!(snapshot = %id, volume = %volume, chunks = t.chunks, new_chunks = t.new_chunks, read_bytes = t.read_bytes, stored_bytes = t.stored_bytes, ms = started.elapsed().as_millis() as u64, "snapshot completed");
                 save_snapshot(&store, &id, |s| {
                     s.state = "completed".into();
                     s.progress = 100;
@@ -412,16 +542,11 @@ fn keep(
                 continue;
             }
             let started = Instant::now();
-            let copy = copy_path(&site.volumes, &s.id);
-            match sparse_copy(&backing_path(&site.volumes, &v.id), &copy) {
-                Ok(()) => {
-                    tracing::info!(snapshot = %s.id, volume = %v.id, ms = started.elapsed().as_millis() as u64, "volume copied at this instant for its snapshot");
-                    save_snapshot(store, &s.id, |s| s.copied = true);
+            match copy_for_snapshot(store, site, v, s) {
+                Ok(copied) => {
+                    tracing::info!(snapshot = %s.id, volume = %v.id, ?copied, ms = started.elapsed().as_millis() as u64, "volume copied at this instant for its snapshot");
                 }
-                Err(e) => {
-                    tracing::error!(snapshot = %s.id, "copying volume {}: {e}", v.id);
-                    let _ = std::fs::remove_file(&copy);
-                }
+                Err(e) => tracing::error!(snapshot = %s.id, "{e}"),
             }
         }
     }
@@ -448,6 +573,7 @@ fn keep(
 /// thread; returns the bytes freed.
 pub fn free_snapshot(store: &Store, id: &str) -> Result<u64, snapshots::SnapshotError> {
     let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+    let _manifests = MANIFESTS.lock().unwrap_or_else(|e| e.into_inner());
     snapshots::delete(store, id)
 }
 
@@ -484,6 +610,7 @@ mod tests {
             state: state.into(),
             created_ms: 0,
             attachment: None,
+            dirty_base: None,
         }
     }
 
@@ -540,6 +667,83 @@ mod tests {
             .exports
             .exports
             .is_empty());
+    }
+
+    /// Copies `v` for a new pending snapshot `id`, stores its chunks and marks it completed,
+    /// as the keeper and its chunking thread do; returns how it was copied and what was read.
+    fn snapshot_now(store: &Store, site: &StorageSite, v: &Volume, id: &str) -> (Copied, u64) {
+        let s = Snapshot::pending(id.into(), "alice", v, "", 0);
+        store
+            .cloud(|tx| tx.put(SNAPSHOT, &s.id, &s.owner, None, &s))
+            .unwrap();
+        let v: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
+        let copied = copy_for_snapshot(store, site, &v, &s).unwrap();
+        let copy = copy_path(&site.volumes, id);
+        let t = snapshots::take(store, &copy, id, &v.id, |_| {}).unwrap();
+        std::fs::remove_file(copy).unwrap();
+        save_snapshot(store, id, |s| s.state = "completed".into());
+        (copied, t.read_bytes)
+    }
+
+    #[test]
+    fn a_snapshot_reads_only_what_the_dirty_record_names_when_it_can() {
+        let (_dir, store, site) = site();
+        let v = volume("vol-0000d1e7", "available");
+        store
+            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
+            .unwrap();
+        let path = backing_path(&site.volumes, &v.id);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(2 << 30).unwrap();
+        let chunk = snapshots::CHUNK as u64;
+        file.write_all_at(&[1; 4096], 0).unwrap();
+        file.write_all_at(&[2; 4096], 100 * chunk).unwrap();
+        // The first snapshot has no base: every chunk with data.
+        let (how, read) = snapshot_now(&store, &site, &v, "snap-00000001");
+        assert_eq!((how, read), (Copied::Whole, 2 * chunk));
+        // Nothing written since (no record): nothing read.
+        let (how, read) = snapshot_now(&store, &site, &v, "snap-00000002");
+        assert_eq!(read, 0);
+        assert!(matches!(how, Copied::Since { chunks: 0, .. }), "{how:?}");
+        // Chunk 7 written, as the controller records it.
+        file.write_all_at(&[3; 10], 7 * chunk).unwrap();
+        let mut record = dirty::DirtyRecord::new(chunk);
+        record.add(&[7]);
+        dirty::write(&site.dir, &v.id, &record).unwrap();
+        let (how, read) = snapshot_now(&store, &site, &v, "snap-00000003");
+        assert_eq!(read, chunk);
+        assert_eq!(
+            how,
+            Copied::Since {
+                base: "snap-00000002".into(),
+                chunks: 1
+            }
+        );
+        assert_eq!(dirty::read(&site.dir, &v.id).unwrap(), None, "cleared");
+        let restored = site.volumes.join("r.img");
+        snapshots::restore(&store, "snap-00000003", &restored, 2 << 30).unwrap();
+        let mut buf = vec![0; 4096];
+        for (at, byte) in [(0, 1), (100 * chunk, 2), (7 * chunk, 3)] {
+            std::fs::File::open(&restored)
+                .unwrap()
+                .read_exact_at(&mut buf[..10], at)
+                .unwrap();
+            assert_eq!(buf[..10], [byte; 10], "at {at}");
+        }
+        // A record left open (its controller ended without stopping the export): whole again.
+        record.open = true;
+        dirty::write(&site.dir, &v.id, &record).unwrap();
+        let (how, read) = snapshot_now(&store, &site, &v, "snap-00000004");
+        assert_eq!((how, read), (Copied::Whole, 3 * chunk));
+        // A base that is not completed: whole.
+        let s5 = Snapshot::pending("snap-00000005".into(), "alice", &v, "", 0);
+        store
+            .cloud(|tx| tx.put(SNAPSHOT, &s5.id, &s5.owner, None, &s5))
+            .unwrap();
+        let v: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
+        copy_for_snapshot(&store, &site, &v, &s5).unwrap();
+        let (how, _) = snapshot_now(&store, &site, &v, "snap-00000006");
+        assert_eq!(how, Copied::Whole, "snap-00000005 is still pending");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! state of its own: a restarted controller serves again whatever the exports file says.
 
 pub mod controller;
+pub mod dirty;
 mod files;
 pub mod keeper;
 pub mod plan;

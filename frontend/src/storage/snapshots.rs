@@ -2,7 +2,10 @@
 //! once as the object `chunks/<sha256>` of the snapshot bucket (all-zero chunks not at all), and
 //! a manifest `manifests/<snapshot id>.json` naming the chunk at each index. A later snapshot of
 //! the same volume stores only the chunks that changed (any chunk already stored is found by
-//! its name); restoring writes the manifest's chunks into a sparse file, and
+//! its name). An incremental snapshot reads only the chunks written since its base snapshot:
+//! [`begin_incremental`] writes its manifest at once with the base's other chunks and the
+//! written ones `pending`, and [`take`] reads just those (while pending, the manifest keeps the
+//! base's chunks from being freed with the base). Restoring writes the manifest's chunks into a sparse file, and
 //! [`SnapshotReader`] reads a few bytes in place (an image's root); deleting a snapshot
 //! removes its manifest and the chunks no other manifest names. Everything here is blocking
 //! file and SQLite work; one snapshot operation runs at a time (the caller's lock), so a chunk
@@ -44,6 +47,14 @@ pub enum SnapshotError {
     },
     #[error("chunk {sha} of snapshot {id} is missing or damaged in {BUCKET}")]
     BadChunk { id: String, sha: String },
+    #[error("snapshot {0} is not completed: its chunks are still being stored")]
+    NotCompleted(String),
+    #[error("snapshot {base} cannot be the base of {id}: {why}")]
+    BadBase {
+        id: String,
+        base: String,
+        why: &'static str,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
@@ -63,6 +74,10 @@ pub struct Manifest {
     pub chunk_bytes: u64,
     /// `(index, sha256)` of every chunk that is not all zeros, by index.
     pub chunks: Vec<(u64, String)>,
+    /// Chunks still to be read from the snapshot's copy (an incremental snapshot being taken);
+    /// `None` once the snapshot is whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<u64>>,
 }
 
 /// What taking a snapshot stored.
@@ -74,6 +89,8 @@ pub struct Taken {
     pub new_chunks: u64,
     /// Bytes written to Walrus: the new chunks and the manifest.
     pub stored_bytes: u64,
+    /// Bytes read from the volume's copy.
+    pub read_bytes: u64,
 }
 
 fn chunk_key(sha: &str) -> String {
@@ -107,8 +124,55 @@ fn put(store: &Store, key: &str, data: &[u8]) -> Result<u64, SnapshotError> {
     Ok(blob.size)
 }
 
+/// Starts incremental snapshot `snapshot_id` of `volume_id` (`size_bytes` long) on completed
+/// snapshot `base` of the same size: its manifest names the base's chunks but those in
+/// `written` (indices, lowest first), which are `pending` until [`take`] reads them.
+pub fn begin_incremental(
+    store: &Store,
+    snapshot_id: &str,
+    volume_id: &str,
+    size_bytes: u64,
+    base: &str,
+    written: &[u64],
+) -> Result<(), SnapshotError> {
+    let b = manifest(store, base)?;
+    let why = if b.pending.is_some() {
+        Some("it is not completed")
+    } else if b.size_bytes != size_bytes || b.chunk_bytes != CHUNK as u64 {
+        Some("its size or chunk size differs")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(SnapshotError::BadBase {
+            id: snapshot_id.to_string(),
+            base: base.to_string(),
+            why,
+        });
+    }
+    let chunks = (b.chunks.into_iter())
+        .filter(|(index, _)| written.binary_search(index).is_err())
+        .collect();
+    let m = Manifest {
+        snapshot_id: snapshot_id.to_string(),
+        volume_id: volume_id.to_string(),
+        size_bytes,
+        chunk_bytes: CHUNK as u64,
+        chunks,
+        pending: Some(written.to_vec()),
+    };
+    put(
+        store,
+        &manifest_key(snapshot_id),
+        &serde_json::to_vec(&m).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
 /// Cuts the point-in-time copy `source` of `volume_id` into chunks stored in Walrus and writes
 /// the manifest of `snapshot_id`; calls `progress` with the percentage done after each chunk.
+/// When [`begin_incremental`] started the snapshot, only its pending chunks are read from
+/// `source`; else every chunk that holds data.
 pub fn take(
     store: &Store,
     source: &Path,
@@ -120,23 +184,43 @@ pub fn take(
     let mut file = std::fs::File::open(source).map_err(io("opening", source))?;
     let size = file.metadata().map_err(io("reading", source))?.len();
     let count = size.div_ceil(CHUNK as u64);
-    let mut buf = vec![0u8; CHUNK];
-    let mut taken = Taken::default();
-    let mut chunks = Vec::new();
-    let mut last_pct = 0;
-    // Chunks wholly in holes are zeros: only those that hold data are read.
-    let extents = data_extents(&file).map_err(io("reading", source))?;
-    let with_data = |index: u64| {
-        let (start, end) = (index * CHUNK as u64, (index + 1) * CHUNK as u64);
-        extents.iter().any(|(s, e)| *s < end && *e > start)
+    let started = match manifest(store, snapshot_id) {
+        Ok(m) if m.pending.is_some() && m.size_bytes == size => Some(m),
+        Ok(_) | Err(SnapshotError::NoManifest(_)) => None,
+        Err(e) => return Err(e),
     };
-    for index in (0..count).filter(|i| with_data(*i)) {
+    let (mut chunks, to_read): (Vec<(u64, String)>, Vec<u64>) = match started {
+        Some(m) => (m.chunks, m.pending.unwrap_or_default()),
+        None => {
+            // Chunks wholly in holes are zeros: only those that hold data are read.
+            let extents = data_extents(&file).map_err(io("reading", source))?;
+            let with_data = |index: &u64| {
+                let (start, end) = (index * CHUNK as u64, (index + 1) * CHUNK as u64);
+                extents.iter().any(|(s, e)| *s < end && *e > start)
+            };
+            (Vec::new(), (0..count).filter(with_data).collect())
+        }
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut taken = Taken {
+        chunks: chunks.len() as u64,
+        ..Taken::default()
+    };
+    let mut last_pct = 0;
+    let total = to_read.len() as u64;
+    for (done, index) in to_read.into_iter().filter(|i| *i < count).enumerate() {
         let len = (size - index * CHUNK as u64).min(CHUNK as u64) as usize;
         file.seek(SeekFrom::Start(index * CHUNK as u64))
             .map_err(io("reading", source))?;
         file.read_exact(&mut buf[..len])
             .map_err(io("reading", source))?;
+        taken.read_bytes += len as u64;
         let data = &buf[..len];
+        let pct = ((done as u64 + 1) * 99 / total.max(1)) as u8;
+        if pct != last_pct {
+            last_pct = pct;
+            progress(pct);
+        }
         if data.iter().all(|b| *b == 0) {
             continue;
         }
@@ -147,18 +231,15 @@ pub fn take(
             taken.new_chunks += 1;
         }
         chunks.push((index, sha));
-        let pct = ((index + 1) * 99 / count.max(1)) as u8;
-        if pct != last_pct {
-            last_pct = pct;
-            progress(pct);
-        }
     }
+    chunks.sort_unstable_by_key(|(index, _)| *index);
     let manifest = Manifest {
         snapshot_id: snapshot_id.to_string(),
         volume_id: volume_id.to_string(),
         size_bytes: size,
         chunk_bytes: CHUNK as u64,
         chunks,
+        pending: None,
     };
     let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     taken.stored_bytes += put(store, &manifest_key(snapshot_id), &bytes)?;
@@ -186,6 +267,15 @@ pub fn data_extents(file: &std::fs::File) -> std::io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// The manifest of completed snapshot `snapshot_id`.
+fn completed(store: &Store, snapshot_id: &str) -> Result<Manifest, SnapshotError> {
+    let m = manifest(store, snapshot_id)?;
+    match m.pending {
+        Some(_) => Err(SnapshotError::NotCompleted(snapshot_id.to_string())),
+        None => Ok(m),
+    }
+}
+
 /// The manifest of `snapshot_id`.
 pub fn manifest(store: &Store, snapshot_id: &str) -> Result<Manifest, SnapshotError> {
     let row = (store.object(BUCKET, &manifest_key(snapshot_id))?)
@@ -209,7 +299,7 @@ pub struct SnapshotReader<'a> {
 
 impl<'a> SnapshotReader<'a> {
     pub fn open(store: &'a Store, snapshot_id: &str) -> Result<Self, SnapshotError> {
-        let mut manifest = manifest(store, snapshot_id)?;
+        let mut manifest = completed(store, snapshot_id)?;
         manifest.chunks.sort_unstable_by_key(|(index, _)| *index);
         Ok(SnapshotReader { store, manifest })
     }
@@ -270,7 +360,7 @@ pub fn restore(
     dest: &Path,
     size_bytes: u64,
 ) -> Result<(), SnapshotError> {
-    let m = manifest(store, snapshot_id)?;
+    let m = completed(store, snapshot_id)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)

@@ -102,3 +102,58 @@ fn a_damaged_chunk_fails_the_restore_and_a_users_bucket_of_that_name_is_refused(
         Err(SnapshotError::BucketTaken(_))
     ));
 }
+
+#[test]
+fn an_incremental_snapshot_reads_only_the_written_chunks_and_restores_whole() {
+    let (dir, store) = store();
+    let src = volume(dir.path());
+    let first = take(&store, &src, "snap-1", "vol-1", |_| {}).unwrap();
+    assert_eq!(first.read_bytes, 2 * CHUNK as u64);
+    // Chunk 5 rewritten with zeros, chunk 6 written: the copy holds only those.
+    let f = (std::fs::OpenOptions::new().read(true).write(true))
+        .open(&src)
+        .unwrap();
+    f.write_all_at(&vec![0; CHUNK], 5 * CHUNK as u64).unwrap();
+    f.write_all_at(b"new", 6 * CHUNK as u64).unwrap();
+    let copy = dir.path().join("copy.img");
+    let c = std::fs::File::create(&copy).unwrap();
+    c.set_len(8 << 20).unwrap();
+    for i in [5u64, 6] {
+        let mut buf = vec![0; CHUNK];
+        f.read_exact_at(&mut buf, i * CHUNK as u64).unwrap();
+        c.write_all_at(&buf, i * CHUNK as u64).unwrap();
+    }
+    begin_incremental(&store, "snap-2", "vol-1", 8 << 20, "snap-1", &[5, 6]).unwrap();
+    // Pending: not restorable, and the base's chunks outlive the base.
+    let r = dir.path().join("r.img");
+    assert!(matches!(
+        restore(&store, "snap-2", &r, 8 << 20),
+        Err(SnapshotError::NotCompleted(_))
+    ));
+    assert_eq!(delete(&store, "snap-1").unwrap(), 0, "snap-2 names chunk 1");
+    let second = take(&store, &copy, "snap-2", "vol-1", |_| {}).unwrap();
+    assert_eq!(second.read_bytes, 2 * CHUNK as u64);
+    assert_eq!((second.chunks, second.new_chunks), (2, 1));
+    let m = manifest(&store, "snap-2").unwrap();
+    assert_eq!(m.pending, None);
+    assert_eq!(m.chunks.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 6]);
+    restore(&store, "snap-2", &r, 8 << 20).unwrap();
+    assert_eq!(std::fs::read(&r).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn a_base_of_another_size_or_not_completed_is_refused() {
+    let (dir, store) = store();
+    let src = volume(dir.path());
+    take(&store, &src, "snap-1", "vol-1", |_| {}).unwrap();
+    let bad = begin_incremental(&store, "snap-2", "vol-1", 16 << 20, "snap-1", &[]);
+    assert!(matches!(bad, Err(SnapshotError::BadBase { .. })), "{bad:?}");
+    begin_incremental(&store, "snap-2", "vol-1", 8 << 20, "snap-1", &[0]).unwrap();
+    let bad = begin_incremental(&store, "snap-3", "vol-1", 8 << 20, "snap-2", &[]);
+    assert!(matches!(bad, Err(SnapshotError::BadBase { .. })), "{bad:?}");
+    let gone = begin_incremental(&store, "snap-3", "vol-1", 8 << 20, "snap-9", &[]);
+    assert!(
+        matches!(gone, Err(SnapshotError::NoManifest(_))),
+        "{gone:?}"
+    );
+}

@@ -35,7 +35,7 @@ impl Controller {
     pub fn new(dir: &Path) -> Self {
         Controller {
             dir: dir.to_owned(),
-            running: Running::new(),
+            running: Running::new().with_records(dir),
             seen: None,
             retry_at: None,
             last: Applied::default(),
@@ -44,7 +44,7 @@ impl Controller {
 
     /// Replaces the served state (a probe timeout of its own, for instance).
     pub fn with_running(mut self, running: Running) -> Self {
-        self.running = running;
+        self.running = running.with_records(&self.dir);
         self
     }
 
