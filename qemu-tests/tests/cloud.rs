@@ -295,7 +295,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         .memory_mib(NODE_MIB)
         .launch(&dir)
         .expect("start the second node VM");
-    reboot_mid_run(&fe, &mut node, node_id, &id2, &cached, Reboot::Reset);
+    reboot_mid_run(&fe, &mut node, node_id, &id2, &cached, Reboot::Reset, None);
     fe.aws(&["ec2", "terminate-instances", "--instance-ids", &id2])
         .unwrap_or_else(|e| panic!("{e}"));
     fe.wait_state(&id2, "terminated", Duration::from_secs(120))
@@ -349,6 +349,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         &on2[0],
         &before,
         Reboot::CtrlAltDelete,
+        None,
     );
     terminate(&fe, &on2[0]);
     let other = group_rules_on_the_wire(&fe, &image.emi, &on1[0], &node2);
@@ -407,6 +408,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
     .unwrap_or_else(|e| panic!("{e}"));
     reach_until(&outside, &public, Some(&ebs), "after the frontend rebooted");
     writes_ride_out_the_reboot(&fe, &ebs, &root, churning);
+    node_reboot_keeps_volumes(&fe, &mut node, node_id, &ebs, &root);
     image_of_a_running_instance(&fe, &ebs);
     terminate(&fe, &ebs);
     root_volume_went_with(&fe, &root);
@@ -707,6 +709,50 @@ fn writes_ride_out_the_reboot(fe: &Frontend, id: &str, root: &str, from: usize) 
     }
     report_figure(&format!(
         "figure: cloud, the guest's root-volume I/O in flight across the frontend's hard power-off and reboot stalled {stall}"
+    ));
+}
+
+/// A node reboots cleanly under EBS-backed `id` (root volume `root`) with a data volume
+/// attached too: the instance comes back on it booted from its root volume, is given the data
+/// volume again, and its guest finds what it wrote on both. The data volume is then detached
+/// and deleted.
+fn node_reboot_keeps_volumes(fe: &Frontend, node: &mut Vm, node_id: &str, id: &str, root: &str) {
+    let wait = Duration::from_secs(300);
+    let fail = |e: anyhow::Error| -> ! { panic!("{e:#}") };
+    let zone = fe.zone(id).unwrap_or_else(|e| fail(e));
+    let data = fe.create_volume(1, &zone, None).unwrap_or_else(|e| fail(e));
+    fe.attach_volume(&data, id, "/dev/sdg")
+        .unwrap_or_else(|e| fail(e));
+    fe.wait_console(id, &format!("disk: {data} wrote "), wait)
+        .unwrap_or_else(|e| fail(e));
+    let before = fe.node(node_id).unwrap_or_else(|e| fail(e));
+    let started = Instant::now();
+    reboot_mid_run(
+        fe,
+        node,
+        node_id,
+        id,
+        &before,
+        Reboot::CtrlAltDelete,
+        Some(root),
+    );
+    // The console now holds the new boot alone (the node's RAM, the old one's log, is gone).
+    for volume in [root, &data] {
+        fe.wait_console(id, &format!("disk: {volume} holds {id} ok"), wait)
+            .unwrap_or_else(|e| fail(e));
+    }
+    let back = started.elapsed().as_secs_f64();
+    let v = fe.wait_volume(&data, "attached again", |v| {
+        v["Attachments"][0]["State"] == "attached"
+    });
+    v.unwrap_or_else(|e| fail(e));
+    fe.detach_volume(&data).unwrap_or_else(|e| fail(e));
+    fe.wait_console(id, &format!("disk: {data} gone"), wait)
+        .unwrap_or_else(|e| fail(e));
+    fe.aws(&["ec2", "delete-volume", "--volume-id", &data])
+        .unwrap_or_else(|e| panic!("{e}"));
+    report_figure(&format!(
+        "figure: cloud, node reboot under an EBS-backed instance with a data volume to both volumes checked again {back:.1} s"
     ));
 }
 
@@ -1372,6 +1418,7 @@ fn reboot_mid_run(
     id: &str,
     before: &NodeReport,
     how: Reboot,
+    root: Option<&str>,
 ) {
     let snapshot = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
     let mut seen = vec![fe.instance_state(id).unwrap_or_else(|e| panic!("{e:#}"))];
@@ -1415,9 +1462,12 @@ fn reboot_mid_run(
     };
     let running_again = reset.elapsed();
     assert_eq!(code, "Server.NodeRebooted", "{message}");
+    let restarted = match root {
+        Some(root) => format!("restarted from its root volume {root}"),
+        None => "instance-store disk contents lost".to_string(),
+    };
     assert!(
-        message.contains(&format!("node {node_id} rebooted at"))
-            && message.contains("disk contents lost"),
+        message.contains(&format!("node {node_id} rebooted at")) && message.contains(&restarted),
         "{message}"
     );
     // The guest's marker names its boot: the instance ran again only when a marker with a
@@ -1455,9 +1505,11 @@ fn reboot_mid_run(
         after.boot_id != before.boot_id && !after.boot_id.is_empty() && after.state == "up",
         "DescribeNodes after {how:?}: {after:?}, before: {before:?}"
     );
+    // Kernel, ramdisk and (instance-store) the root image.
+    let parts = if root.is_some() { 2 } else { 3 };
     assert_eq!(
         (after.storage.as_str(), after.downloads),
-        ("ram", 3),
+        ("ram", parts),
         "the RAM cache is lost with a reboot: the images are fetched again: {after:?}"
     );
     report_figure(&format!(

@@ -102,7 +102,9 @@ pub const INSTANCE_INITIATED: &str = "Client.InstanceInitiatedShutdown";
 pub const NODE_REBOOTED: &str = "Server.NodeRebooted";
 
 /// The node of `i` came back from a reboot at `at_ms` (a new boot id): whatever ran there is
-/// gone, disk contents included. An instance meant to run gets the reason and goes back to
+/// gone, instance-store disk contents included (EBS volumes are the storage controller's and
+/// stay: an EBS-backed instance boots from its root volume again). An instance meant to run
+/// gets the reason and goes back to
 /// pending until the node, reading its desired state, starts it again; the reason stays
 /// visible after that. Instances on their way to stopped or terminated need nothing: the node
 /// no longer lists them, so its next report finishes them. Returns whether `i` changed.
@@ -110,10 +112,14 @@ pub fn node_rebooted(i: &mut Instance, at_ms: i64) -> bool {
     if i.goal != Goal::Running || i.state == State::Terminated {
         return false;
     }
+    let restarted = match &i.root_volume {
+        Some(root) => format!("from its root volume {root} (its EBS volumes kept)"),
+        None => "from its image (instance-store disk contents lost, EBS volumes kept)".into(),
+    };
     i.reason = Some(Reason {
         code: NODE_REBOOTED.into(),
         message: format!(
-            "{NODE_REBOOTED}: node {} rebooted at {}; the instance was restarted from its image (disk contents lost)",
+            "{NODE_REBOOTED}: node {} rebooted at {}; the instance was restarted {restarted}",
             i.node,
             format_iso8601_millis(at_ms)
         ),
@@ -405,6 +411,15 @@ pub(crate) mod tests {
             "{r:?}"
         );
         assert!(r.message.contains("disk contents lost"), "{r:?}");
+        let mut ebs = i.clone();
+        ebs.state = State::Running;
+        ebs.root_volume = Some("vol-00000001".into());
+        assert!(node_rebooted(&mut ebs, 1_764_201_600_000));
+        let m = ebs.reason.unwrap().message;
+        assert!(
+            m.contains("from its root volume vol-00000001") && !m.contains("lost"),
+            "{m}"
+        );
         apply(&mut i, Some(&seen(Observed::Running, None)), 3);
         assert_eq!(i.state, State::Running);
         assert_eq!(
