@@ -148,8 +148,8 @@ fn storage_site(config: &Config) -> StorageSite {
     }
 }
 
-/// The storage controller of `<data_dir>/storage`: stays root (AF_PACKET sockets) and never
-/// returns but on an error.
+/// The storage controller of `<data_dir>/storage`: stays root (AF_PACKET sockets) until told
+/// to stop (SIGTERM, SIGINT), when it stops its exports cleanly.
 fn storage(config: &Config) -> anyhow::Result<()> {
     let dir = config.data_dir.join(mallee_proto::storage::STORAGE_DIR);
     let controller = mallee_frontend::storage::Controller::new(&dir);
@@ -157,7 +157,9 @@ fn storage(config: &Config) -> anyhow::Result<()> {
     println!("mallee-frontend: storage controller serving");
     use std::io::Write;
     std::io::stdout().flush()?;
-    controller.run()
+    controller.run()?;
+    tracing::info!("storage controller stopped");
+    Ok(())
 }
 
 /// Where and how the gateway is handed to init: only on a machine whose init applies it

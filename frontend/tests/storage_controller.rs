@@ -157,6 +157,15 @@ impl Controller {
         });
     }
 
+    /// SIGTERM, as init's shutdown sends: the process stops its exports and exits 0.
+    fn terminate(&mut self) {
+        let mut c = self.child.take().expect("a running controller");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = c.wait().unwrap();
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -314,6 +323,14 @@ fn exports_serve_only_allowed_macs_follow_changes_and_survive_a_kill() {
     exports.generation = 4;
     exports.exports.push(removed);
     ctl.write(&exports);
+    ctl.all_served(4);
+    assert!(record().open && !record().lost, "{:?}", record());
+    // Told to stop, it closes the record first: nothing is lost.
+    ctl.terminate();
+    assert!(record().complete(), "{:?}", record());
+    assert!(ctl.log().contains("stopping every export"), "{}", ctl.log());
+    std::fs::remove_file(ctl.storage().join(APPLIED_FILE)).unwrap();
+    ctl.spawn();
     ctl.all_served(4);
     assert!(record().open && !record().lost, "{:?}", record());
     ctl.kill9();

@@ -142,7 +142,7 @@ fn copy_chunks(src: &Path, dest: &Path, indices: &[u64]) -> std::io::Result<()> 
 
 /// How a snapshot's copy was made.
 #[derive(Debug, PartialEq, Eq)]
-enum Copied {
+pub enum Copied {
     /// Every chunk with data.
     Whole,
     /// Only the chunks written since `base`.
@@ -569,6 +569,36 @@ fn keep(
     last
 }
 
+/// Snapshot `snapshot_id` of volume `volume_id`, which no export serves, taken at once on the
+/// caller's thread: the keeper's copy and its chunking thread's work, without their passes
+/// (tests and the snapshot benchmark). Returns how it was copied and what was stored.
+pub fn snapshot_idle(
+    store: &Store,
+    site: &StorageSite,
+    volume_id: &str,
+    snapshot_id: &str,
+) -> Result<(Copied, snapshots::Taken), String> {
+    let v: Volume = (store.cloud(|tx| tx.get(VOLUME, volume_id)))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no volume {volume_id}"))?;
+    let s = Snapshot::pending(snapshot_id.into(), &v.owner, &v, "", crate::store::now_ms());
+    (store.cloud(|tx| tx.put(SNAPSHOT, &s.id, &s.owner, None, &s))).map_err(|e| e.to_string())?;
+    let copied = copy_for_snapshot(store, site, &v, &s)?;
+    let copy = copy_path(&site.volumes, snapshot_id);
+    let taken = {
+        let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+        snapshots::take(store, &copy, snapshot_id, volume_id, |_| {})
+    };
+    let _ = std::fs::remove_file(&copy);
+    let taken = taken.map_err(|e| e.to_string())?;
+    save_snapshot(store, snapshot_id, |s| {
+        s.state = "completed".into();
+        s.progress = 100;
+        s.stored_bytes = taken.stored_bytes;
+    });
+    Ok((copied, taken))
+}
+
 /// Frees the chunks of snapshot `id` no other snapshot uses (DeleteSnapshot), on the caller's
 /// thread; returns the bytes freed.
 pub fn free_snapshot(store: &Store, id: &str) -> Result<u64, snapshots::SnapshotError> {
@@ -669,20 +699,9 @@ mod tests {
             .is_empty());
     }
 
-    /// Copies `v` for a new pending snapshot `id`, stores its chunks and marks it completed,
-    /// as the keeper and its chunking thread do; returns how it was copied and what was read.
     fn snapshot_now(store: &Store, site: &StorageSite, v: &Volume, id: &str) -> (Copied, u64) {
-        let s = Snapshot::pending(id.into(), "alice", v, "", 0);
-        store
-            .cloud(|tx| tx.put(SNAPSHOT, &s.id, &s.owner, None, &s))
-            .unwrap();
-        let v: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
-        let copied = copy_for_snapshot(store, site, &v, &s).unwrap();
-        let copy = copy_path(&site.volumes, id);
-        let t = snapshots::take(store, &copy, id, &v.id, |_| {}).unwrap();
-        std::fs::remove_file(copy).unwrap();
-        save_snapshot(store, id, |s| s.state = "completed".into());
-        (copied, t.read_bytes)
+        let (copied, taken) = snapshot_idle(store, site, &v.id, id).unwrap();
+        (copied, taken.read_bytes)
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The controller process's loop: looks at the exports file every [`POLL`], reconciles when it
 //! changed (or, after an export failed in a way that may pass, every [`RETRY`]) and answers
 //! with the applied file. A file that cannot be read or parsed leaves what is served as it is
-//! and says so in the answer.
+//! and says so in the answer. SIGTERM or SIGINT (init's shutdown) stops every export first,
+//! so their writes are durable and their dirty records closed.
 
 use super::controller::{reconcile, Running};
 use super::files::{read_exports, write_applied};
@@ -9,6 +10,8 @@ use mallee_proto::handoff::Version;
 use mallee_proto::storage::{Applied, Exports};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -110,16 +113,24 @@ impl Controller {
         }
     }
 
-    /// Looks at the exports file every [`POLL`], for as long as the process runs.
-    pub fn run(mut self) -> ! {
-        loop {
+    /// Looks at the exports file every [`POLL`] until SIGTERM or SIGINT, then stops every
+    /// export and returns.
+    pub fn run(mut self) -> std::io::Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        }
+        while !stop.load(Ordering::Relaxed) {
             self.step();
             std::thread::sleep(POLL);
         }
+        info!("storage: told to stop; stopping every export");
+        self.running.stop_all();
+        Ok(())
     }
 }
 
-/// Runs the storage controller of `dir` until the process ends.
-pub fn run(dir: &Path) -> ! {
+/// Runs the storage controller of `dir` until it is told to stop.
+pub fn run(dir: &Path) -> std::io::Result<()> {
     Controller::new(dir).run()
 }
