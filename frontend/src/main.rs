@@ -82,6 +82,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(user) = privilege::drop_root(&config.run_as, &config.data_dir, &creds)? {
         tracing::info!(%user, "dropped root privileges");
     }
+    privilege::check_data_dir(&config.data_dir)?;
     let store = Arc::new(store);
     let changes = Arc::new(Changes::default());
     let appliance = (config.appliance_dir.clone()).map(|dir| Arc::new(Appliance::new(dir)));

@@ -3,6 +3,8 @@
 //! else `nobody`) and switches to that user before serving any request. The admin
 //! credentials file stays root's, mode 0600. `run_as` may also be numeric (`UID` or
 //! `UID:GID`): the appliance's static binary has no NSS, so it names its user by number.
+//! Whoever it runs as, [`check_data_dir`] then proves it can create, write, sync and rename a
+//! file in the data directory, so a directory it cannot reach fails the start, not every PUT.
 
 use nix::unistd::{Gid, Uid, User};
 use std::path::Path;
@@ -116,9 +118,61 @@ pub fn drop_root(
     Ok(Some(name))
 }
 
+/// The data directory cannot be used by the user the daemon runs as.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon runs as uid {uid} and cannot {step} in data_dir {path}: {source}. Every directory above {path} must let uid {uid} through (chmod o+x on each, or move data_dir to a place it can reach, such as /var/lib/mallee), and {path} must be writable by it")]
+pub struct DataDirError {
+    uid: u32,
+    step: &'static str,
+    path: String,
+    source: std::io::Error,
+}
+
+/// Proves the running user can create, write, sync, rename and remove a file in `data_dir`
+/// (what every PUT and state change does), or says what to change.
+pub fn check_data_dir(data_dir: &Path) -> Result<(), DataDirError> {
+    use std::io::Write;
+    let pid = std::process::id();
+    let (probe, renamed) = (
+        data_dir.join(format!(".write-check.{pid}")),
+        data_dir.join(format!(".write-check.{pid}.renamed")),
+    );
+    let err = |step| {
+        move |source| DataDirError {
+            uid: Uid::effective().as_raw(),
+            step,
+            path: data_dir.display().to_string(),
+            source,
+        }
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(err("create a file"))?;
+    f.write_all(&[0u8; 4096]).map_err(err("write a file"))?;
+    f.sync_all().map_err(err("sync a file"))?;
+    drop(f);
+    std::fs::rename(&probe, &renamed).map_err(err("rename a file"))?;
+    std::fs::remove_file(&renamed).map_err(err("remove a file"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_numeric;
+    use super::{check_data_dir, parse_numeric};
+
+    #[test]
+    fn a_writable_data_dir_passes_and_leaves_nothing_a_missing_one_says_what_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        check_data_dir(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let e = check_data_dir(&dir.path().join("missing")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot create a file in data_dir") && text.contains("chmod o+x"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn numeric_users_parse_and_names_do_not() {
