@@ -13,6 +13,7 @@
 //! before the first snapshot, default 256), `SNAPSHOT_BENCH_ROUNDS` (default 3).
 
 use mallee_frontend::cloud::model::{Volume, VOLUME};
+use mallee_frontend::cloud::volumes::backing_path;
 use mallee_frontend::storage::keeper::{self, StorageSite};
 use mallee_frontend::storage::{dirty, snapshots};
 use mallee_frontend::store::{ObjectRow, Store};
@@ -111,7 +112,7 @@ fn round(dir: &Path, gib: u64, data_mib: u64, changed: &[u64], seed: u64) -> Rou
     store
         .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
         .expect("the volume record");
-    let path = site.volumes.join(id);
+    let path = backing_path(&site.volumes, id);
     let file = std::fs::File::create(&path).expect("the backing file");
     file.set_len(gib << 30).expect("size the backing file");
     for mib in 0..data_mib {

@@ -1422,6 +1422,15 @@ fn reboot_mid_run(
 ) {
     let snapshot = fe.console_output(id).unwrap_or_else(|e| panic!("{e:#}"));
     let mut seen = vec![fe.instance_state(id).unwrap_or_else(|e| panic!("{e:#}"))];
+    // Only what the node prints from now on counts (it may have rebooted before).
+    let from = node.console().text().len();
+    let since = |node: &Vm| {
+        node.console()
+            .text()
+            .get(from..)
+            .unwrap_or_default()
+            .to_string()
+    };
     node.reset_on_reboot().unwrap_or_else(|e| panic!("{e}"));
     let reset = Instant::now();
     match how {
@@ -1430,11 +1439,18 @@ fn reboot_mid_run(
     }
     .unwrap_or_else(|e| panic!("{e}"));
     let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
-    node.wait_for(&rebooted, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("the node did not come back from {how:?}: {e}"));
+    let back = regex::Regex::new(&rebooted).unwrap();
+    while !back.is_match(&since(node)) {
+        assert!(
+            reset.elapsed() < Duration::from_secs(300),
+            "the node did not come back from {how:?}: {}",
+            node.console().tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let registered_again = reset.elapsed();
     if let Reboot::CtrlAltDelete = how {
-        let text = node.console().text();
+        let text = since(node);
         assert!(
             text.contains(&format!("agent: {id} stopped by the node's shutdown"))
                 && !text.contains(&format!("agent: {id} failed")),
@@ -1450,7 +1466,7 @@ fn reboot_mid_run(
             seen.push(state.clone());
         }
         let reason = fe.state_reason(id).unwrap_or_else(|e| panic!("{e:#}"));
-        if state == "running" && reason.is_some() && ran_again.is_match(&node.console().text()) {
+        if state == "running" && reason.is_some() && ran_again.is_match(&since(node)) {
             break reason.unwrap_or_default();
         }
         assert!(
