@@ -56,14 +56,17 @@ cases=("seq-1M-read seq read 1048576 1" "seq-1M-write seq write 1048576 1"
        "rand-4K-read rand read 4096 1" "rand-4K-write rand write 4096 1"
        "rand-4K-read-qd16 rand read 4096 16" "rand-4K-write-qd16 rand write 4096 16")
 declare -A result
+failed=0
 # Interleaved per case (ours, then vblade) so background load hits both alike.
 for c in "${cases[@]}"; do
     set -- $c
     for ((r = 0; r < rounds; r++)); do
         for who in ours vblade; do
             start_target "$who"
-            out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1) ||
+            if ! out=$(ip netns exec "$nsb" "$bin" bench "$ifb" 1 1 "$2" "$3" "$4" "$5" "$secs" 2>&1); then
                 echo "bench-aoe: $who $1 failed: $(tail -n 1 <<<"$out")" >&2
+                failed=1
+            fi
             mbps=$(sed -n 's/^MB\/s=\([0-9.]*\).*/\1/p' <<<"$out")
             best=${result["$who $1"]:-0}
             result["$who $1"]=$(awk -v a="${mbps:-0}" -v b="$best" 'BEGIN { print (a > b ? a : b) }')
@@ -71,9 +74,18 @@ for c in "${cases[@]}"; do
         done
     done
 done
+# A run that failed on either side is an error, never a ratio.
+if ((failed)); then
+    echo "bench-aoe: runs failed (above); no figures" >&2
+    exit 1
+fi
 for c in "${cases[@]}"; do
     set -- $c
     o=${result["ours $1"]:-0}; v=${result["vblade $1"]:-0}
-    ratio=$(awk -v o="$o" -v v="$v" 'BEGIN { printf (v > 0 ? "%.2f" : "inf"), (v > 0 ? o / v : 0) }')
+    if awk -v o="$o" -v v="$v" 'BEGIN { exit !(o <= 0 || v <= 0) }'; then
+        echo "bench-aoe: $1 measured nothing (ours=$o vblade=$v)" >&2
+        exit 1
+    fi
+    ratio=$(awk -v o="$o" -v v="$v" 'BEGIN { printf "%.2f", o / v }')
     echo "bench: aoe $1 ours=$o vblade=$v ratio=$ratio"
 done

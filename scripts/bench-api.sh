@@ -102,11 +102,24 @@ for name, c in (("ours", ours_c), ("moto", moto_c)):
 PY
 url() { awk -v a="$1" -v b="$2" -v c="$3" '$1==a && $2==b && $3==c {print $4}' "$work/urls"; }
 
-# wrk's "Requests/sec:" for a bounded run; $2 is an optional Lua script.
+# Successful replies per second for a bounded wrk run ($2: an optional Lua script): wrk's
+# "Requests/sec:" less the share of non-2xx/3xx replies. A run with no successful reply is an
+# error, never a figure.
 wrk_rps() {
-    local script=()
+    local script=() out
     [ -n "${2:-}" ] && script=(-s "$2")
-    wrk -t2 -c"$CONNS" -d"${SECS}s" "${script[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+    out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" "${script[@]}" "$1")
+    awk -v url="$1" '
+        / requests in / { total = $1 }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        /Requests\/sec/ { rps = $2 }
+        END {
+            if (total <= bad || rps <= 0) {
+                printf "bench-api: no successful reply from %s (%d of %d failed)\n", url, bad, total > "/dev/stderr"
+                exit 1
+            }
+            printf "%.2f\n", rps * (total - bad) / total
+        }' <<<"$out"
 }
 
 cat >"$work/put.lua" <<LUA

@@ -12,6 +12,7 @@
 //! Env: `SNAPSHOT_BENCH_GIB` (volume size, default 1), `SNAPSHOT_BENCH_DATA_MIB` (data written
 //! before the first snapshot, default 256), `SNAPSHOT_BENCH_ROUNDS` (default 3).
 
+use mallee_aoe::pattern::pattern;
 use mallee_frontend::cloud::model::{Volume, VOLUME};
 use mallee_frontend::cloud::volumes::backing_path;
 use mallee_frontend::storage::keeper::{self, StorageSite};
@@ -37,19 +38,6 @@ fn uncache(path: &Path) {
     use std::os::fd::AsRawFd;
     posix_fadvise(f.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .expect("posix_fadvise");
-}
-
-/// Bytes that do not repeat from one 4 KiB block to the next (nothing for dedup to find).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Eucalyptus' snapshot: `dd` of the whole volume into a file, uploaded to Walrus as one
@@ -116,7 +104,7 @@ fn round(dir: &Path, gib: u64, data_mib: u64, changed: &[u64], seed: u64) -> Rou
     let file = std::fs::File::create(&path).expect("the backing file");
     file.set_len(gib << 30).expect("size the backing file");
     for mib in 0..data_mib {
-        file.write_all_at(&noise(1 << 20, seed + mib), mib << 20)
+        file.write_all_at(&pattern(1 << 20, (seed + mib) << 1), mib << 20)
             .expect("write the volume's data");
     }
     let copy = dir.join("eucalyptus.copy");
@@ -130,8 +118,11 @@ fn round(dir: &Path, gib: u64, data_mib: u64, changed: &[u64], seed: u64) -> Rou
             let chunk = snapshots::CHUNK as u64;
             for (i, c) in changed.iter().enumerate() {
                 let at = c * chunk;
-                file.write_all_at(&noise(snapshots::CHUNK, seed + 7000 + i as u64), at)
-                    .expect("write a chunk");
+                file.write_all_at(
+                    &pattern(snapshots::CHUNK, (seed + 7000 + i as u64) << 1),
+                    at,
+                )
+                .expect("write a chunk");
             }
             let mut record = dirty::DirtyRecord::new(chunk);
             record.add(changed);

@@ -3,10 +3,24 @@
 //! instead of listening and failing every PUT.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mallee-frontend");
+
+/// `mallee-frontend serve` with `config`, its output in `log` (made anew).
+fn serve(config: &Path, log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
 
 #[test]
 fn a_data_dir_the_daemon_user_cannot_reach_fails_the_start_with_what_to_change() {
@@ -27,13 +41,7 @@ fn a_data_dir_the_daemon_user_cannot_reach_fails_the_start_with_what_to_change()
     )
     .unwrap();
     let log = home.path().join("frontend.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let mut child = serve(&config, &log);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -59,13 +67,7 @@ fn a_data_dir_the_daemon_user_cannot_reach_fails_the_start_with_what_to_change()
     );
     // Let the same user through and it starts.
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let mut child = serve(&config, &log);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -51,20 +51,18 @@ fn main() {
         let e = best.entry(c[1].to_string()).or_insert((u64::MAX, u64::MAX));
         *e = (e.0.min(ms), e.1.min(kib));
     }
-    for l in console
-        .lines()
+    // A run that failed, on either side, fails the benchmark: never a ratio without it.
+    let failed: Vec<&str> = (console.lines())
         .filter(|l| l.contains("bench-node:") && l.contains("FAIL"))
-    {
-        eprintln!("{l}");
-    }
+        .collect();
+    assert!(failed.is_empty(), "runs failed:\n{}", failed.join("\n"));
     let ours = *best
         .get("ours")
         .expect("mallee-vmm never reached the init marker");
     for machine in ["qemu-microvm", "qemu-q35"] {
-        let Some(peer) = best.get(machine) else {
-            eprintln!("bench: vmm {machine} did not reach the init marker");
-            continue;
-        };
+        let peer = best
+            .get(machine)
+            .unwrap_or_else(|| panic!("{machine} never reached the init marker: no figure"));
         for (metric, o, p) in [
             ("init_ms", ours.0, peer.0),
             ("overhead_kib", ours.1, peer.1),

@@ -26,10 +26,11 @@ const INITRD: &str = common::GUEST_INITRD;
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 const RUNS: usize = 2;
 
-/// (total resident KiB, resident KiB of the guest RAM mapping).
+/// (total resident KiB, resident KiB of the guest RAM mapping); `None` when smaps cannot be
+/// read or shows no mapping the size of the guest's RAM (the overhead is then unmeasurable).
 fn rss(pid: u32) -> Option<(u64, u64)> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let (mut total, mut guest, mut size) = (0, 0, 0);
+    let (mut total, mut guest, mut size) = (0, None, 0);
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         match (f.next(), f.next().and_then(|v| v.parse::<u64>().ok())) {
@@ -37,13 +38,13 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
             (Some("Rss:"), Some(v)) => {
                 total += v;
                 if size == MEM_MIB * 1024 {
-                    guest = guest.max(v);
+                    guest = Some(guest.unwrap_or(0).max(v));
                 }
             }
             _ => {}
         }
     }
-    Some((total, guest))
+    Some((total, guest?))
 }
 
 fn command(monitor: &str) -> Command {
@@ -98,7 +99,9 @@ fn run(monitor: &str) -> Result<(u128, u64), String> {
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         format!("no init marker within 300 s; stderr: {tail:?}")
     })?;
-    let (total, guest) = mem.ok_or("cannot read smaps")?;
+    let (total, guest) = mem.ok_or(format!(
+        "no {MEM_MIB} MiB guest RAM mapping in /proc/PID/smaps: the overhead cannot be measured"
+    ))?;
     Ok((elapsed, total.saturating_sub(guest)))
 }
 
