@@ -49,6 +49,25 @@ fn quick() -> InitiatorConfig {
     }
 }
 
+/// A target that withholds every `responses`-th reply and an initiator that drops every
+/// `requests`-th request it sends, retransmitting after 5 ms at the least.
+fn lossy(pair: &NetPair, file: &Path, responses: u64, requests: u64) -> (Target, Initiator) {
+    let target = start(
+        pair,
+        file,
+        TargetConfig {
+            drop_response_one_in: responses,
+            ..addr()
+        },
+    );
+    let cfg = InitiatorConfig {
+        drop_request_one_in: requests,
+        min_rto: Duration::from_millis(5),
+        ..quick()
+    };
+    (target, open(pair, cfg).unwrap())
+}
+
 #[test]
 fn jumbo_frames_carry_more_sectors_and_concurrent_callers_get_their_data() {
     let pair = NetPair::new(9000);
@@ -89,20 +108,7 @@ fn lost_requests_and_responses_are_retransmitted_and_data_is_intact() {
     let pair = NetPair::new(1500);
     let dir = TempDir::new("ours-loss");
     let file = dir.file("disk.img", 4 << 20);
-    let target = start(
-        &pair,
-        &file,
-        TargetConfig {
-            drop_response_one_in: 7,
-            ..addr()
-        },
-    );
-    let cfg = InitiatorConfig {
-        drop_request_one_in: 5,
-        min_rto: Duration::from_millis(5),
-        ..quick()
-    };
-    let ini = open(&pair, cfg).unwrap();
+    let (target, ini) = lossy(&pair, &file, 7, 5);
     let data = pattern(1 << 20, 3);
     ini.write_at(&data, 0).unwrap();
     let mut back = vec![0u8; data.len()];
@@ -121,20 +127,8 @@ fn concurrent_calls_of_any_size_with_losses_each_get_their_own_bytes() {
     let pair = NetPair::new(1500);
     let dir = TempDir::new("ours-many");
     let file = dir.file("disk.img", 32 << 20);
-    let target = start(
-        &pair,
-        &file,
-        TargetConfig {
-            drop_response_one_in: 13,
-            ..addr()
-        },
-    );
-    let cfg = InitiatorConfig {
-        drop_request_one_in: 11,
-        min_rto: Duration::from_millis(5),
-        ..quick()
-    };
-    let ini = Arc::new(open(&pair, cfg).unwrap());
+    let (target, ini) = lossy(&pair, &file, 13, 11);
+    let ini = Arc::new(ini);
     let threads: Vec<_> = (0..16u64)
         .map(|t| {
             let ini = Arc::clone(&ini);

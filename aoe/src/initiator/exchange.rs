@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::{InitiatorError, Shared};
+use super::{Initiator, InitiatorError};
 use crate::ata::STATUS_ERR;
 use crate::wire::{AtaRepr, Body, Command, HeaderRepr, Message};
 
@@ -63,7 +63,7 @@ struct InFlight {
     retries: u32,
 }
 
-impl Shared {
+impl Initiator {
     fn lock_pending(&self) -> MutexGuard<'_, HashMap<u32, mpsc::Sender<Delivery>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }

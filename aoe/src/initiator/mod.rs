@@ -8,8 +8,9 @@
 //! waiting caller when its own call ends. A lone caller (one request in flight, however many
 //! frames) so never waits for another thread to wake. Callers keep up to a window of frames in
 //! flight, sized from the target's buffer count, and retransmit on an RTT-estimated timeout
-//! with backoff until a total deadline, after which the call fails with `TimedOut`. Requests are cut into frames
-//! of as many sectors as both the target and the local MTU allow (jumbo frames included).
+//! with backoff until a total deadline, after which the call fails with `TimedOut`. Requests
+//! are cut into frames of as many sectors as both the target and the local MTU allow (jumbo
+//! frames included).
 
 mod discover;
 mod exchange;
@@ -135,9 +136,12 @@ struct Slots {
     waiting: usize,
 }
 
+/// A connection to one AoE target.
 #[derive(Debug)]
-struct Shared {
+pub struct Initiator {
     sock: PacketSocket,
+    /// Device size in sectors (IDENTIFY DEVICE).
+    sectors: u64,
     target: Found,
     max_sectors: usize,
     cfg: InitiatorConfig,
@@ -151,13 +155,6 @@ struct Shared {
     frames_sent: AtomicU64,
     retransmits: AtomicU64,
     dropped_by_hook: AtomicU64,
-}
-
-/// A connection to one AoE target.
-#[derive(Debug)]
-pub struct Initiator {
-    shared: Shared,
-    sectors: u64,
 }
 
 impl Initiator {
@@ -185,8 +182,9 @@ impl Initiator {
             .max(1);
         let limit = usize::from(target.buffer_count).clamp(1, cfg.max_window.max(1));
         let frame_bytes = sock.mtu() + 14;
-        let shared = Shared {
+        let mut ini = Initiator {
             sock,
+            sectors: 0,
             target,
             max_sectors,
             window: Window {
@@ -206,14 +204,13 @@ impl Initiator {
             dropped_by_hook: AtomicU64::new(0),
             cfg,
         };
-        let mut ini = Initiator { shared, sectors: 0 };
         let mut page = [0u8; 512];
         let identify = AtaRepr {
             sector_count: 1,
             cmd_status: ata::CMD_IDENTIFY,
             ..Default::default()
         };
-        ini.shared.run(
+        ini.run(
             &[Op {
                 ata: identify,
                 range: 0..512,
@@ -231,20 +228,19 @@ impl Initiator {
 
     /// The target's address and advertised limits.
     pub fn target(&self) -> &Found {
-        &self.shared.target
+        &self.target
     }
 
     /// Frames in flight at most, and sectors per frame.
     pub fn limits(&self) -> (usize, usize) {
-        (self.shared.window.limit, self.shared.max_sectors)
+        (self.window.limit, self.max_sectors)
     }
 
     pub fn stats(&self) -> InitiatorStats {
-        let s = &self.shared;
         InitiatorStats {
-            frames_sent: s.frames_sent.load(Ordering::Relaxed),
-            retransmits: s.retransmits.load(Ordering::Relaxed),
-            dropped_by_hook: s.dropped_by_hook.load(Ordering::Relaxed),
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            retransmits: self.retransmits.load(Ordering::Relaxed),
+            dropped_by_hook: self.dropped_by_hook.load(Ordering::Relaxed),
         }
     }
 
@@ -267,7 +263,7 @@ impl Initiator {
 
     /// One frame per `max_sectors` sectors of `len` bytes at `offset`.
     fn ops(&self, offset: u64, len: usize, write: bool) -> Vec<Op> {
-        let per = self.shared.max_sectors * SECTOR_SIZE;
+        let per = self.max_sectors * SECTOR_SIZE;
         (0..len)
             .step_by(per)
             .map(|at| {
@@ -294,7 +290,7 @@ impl Initiator {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), InitiatorError> {
         self.check(offset, buf.len())?;
         let ops = self.ops(offset, buf.len(), false);
-        self.shared.run(&ops, exchange::Data::Read(buf))
+        self.run(&ops, exchange::Data::Read(buf))
     }
 
     /// Writes `buf` at `offset` (both sector aligned); returns once the target acknowledged
@@ -302,7 +298,7 @@ impl Initiator {
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), InitiatorError> {
         self.check(offset, buf.len())?;
         let ops = self.ops(offset, buf.len(), true);
-        self.shared.run(&ops, exchange::Data::Write(buf))
+        self.run(&ops, exchange::Data::Write(buf))
     }
 
     /// FLUSH CACHE EXT.
@@ -312,7 +308,7 @@ impl Initiator {
             cmd_status: ata::CMD_FLUSH_EXT,
             ..Default::default()
         };
-        self.shared.run(
+        self.run(
             &[Op {
                 ata: flush,
                 range: 0..0,
@@ -322,7 +318,7 @@ impl Initiator {
     }
 }
 
-impl Shared {
+impl Initiator {
     /// Sorts one received frame: a response to a tag in flight is removed from the pending
     /// map and returned when `mine` says it is the receiving caller's, else handed to the
     /// caller that waits for it. Anything else (not ours, late, duplicate) is dropped.
