@@ -294,7 +294,8 @@ fn fail_launch(
 
 /// Makes the backing files of `creating` volumes and marks them `available` (or fails them);
 /// removes the files of volumes the store no longer has and copies no pending snapshot needs.
-fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
+fn keep_files(store: &Store, site: &StorageSite) -> Result<(), StoreError> {
+    let dir = &site.volumes;
     let all = store.cloud(|tx| tx.list::<Volume>(VOLUME, None))?;
     for v in all.iter().filter(|v| v.state == "creating") {
         let made = make_backing(store, dir, v);
@@ -343,6 +344,9 @@ fn keep_files(store: &Store, dir: &Path) -> Result<(), StoreError> {
         match std::fs::remove_file(backing_path(dir, id)) {
             Ok(()) => tracing::info!(volume = %id, "volume deleted: backing file removed"),
             Err(e) => tracing::error!(volume = %id, "removing the backing file: {e}"),
+        }
+        if let Err(e) = dirty::clear(&site.dir, id) {
+            tracing::error!(volume = %id, "removing the dirty record: {e}");
         }
     }
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -505,7 +509,7 @@ fn keep(
     changes: &Changes,
     mut last: Option<Handed>,
 ) -> Option<Handed> {
-    if let Err(e) = keep_files(store, &site.volumes) {
+    if let Err(e) = keep_files(store, site) {
         tracing::error!("storage: {e}");
     }
     advance_images(store, changes);
@@ -666,6 +670,8 @@ mod tests {
             .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
             .unwrap();
         std::fs::write(backing_path(&site.volumes, "vol-00000000000000000"), b"x").unwrap();
+        let record = dirty::DirtyRecord::new(snapshots::CHUNK as u64);
+        dirty::write(&site.dir, "vol-00000000000000000", &record).unwrap();
         let changes = Changes::default();
         let handed = keep(&store, &site, &changes, None).expect("handed over");
         assert!(handed.exports.exports.is_empty());
@@ -676,6 +682,8 @@ mod tests {
         let now: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
         assert_eq!(now.state, "available");
         assert!(!backing_path(&site.volumes, "vol-00000000000000000").exists());
+        let gone = dirty::read(&site.dir, "vol-00000000000000000").unwrap();
+        assert_eq!(gone, None, "a deleted volume's dirty record goes with it");
         // Unchanged state: nothing written again.
         let before = std::fs::read(site.dir.join(mallee_proto::storage::EXPORTS_FILE)).unwrap();
         keep(&store, &site, &changes, Some(handed));
@@ -820,10 +828,7 @@ mod tests {
     #[test]
     fn a_root_volume_that_cannot_be_restored_fails_its_launch_and_goes() {
         use crate::cloud::model::{Instance, State, INSTANCE};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let volumes = dir.path().join("volumes");
-        std::fs::create_dir_all(&volumes).unwrap();
+        let (_dir, store, site) = site();
         let mut i = crate::cloud::reconcile::tests::instance();
         i.root_volume = Some("vol-0000beef".into());
         let mut v = crate::cloud::reconcile::tests::attached_volume("vol-0000beef", "/dev/vda");
@@ -837,7 +842,7 @@ mod tests {
                 tx.put(VOLUME, &v.id, &v.owner, None, &v)
             })
             .unwrap();
-        keep_files(&store, &volumes).unwrap();
+        keep_files(&store, &site).unwrap();
         let (i, v) = store
             .cloud(|tx| {
                 Ok::<_, StoreError>((
