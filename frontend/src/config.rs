@@ -55,6 +55,32 @@ pub struct Config {
     /// public addresses, nftables rules; `mallee_proto::gateway`) for init to apply as root.
     /// Unset: nothing on this machine forwards instance traffic.
     pub gateway_dir: Option<PathBuf>,
+    /// Limits on what one client may hold of the HTTP server (`[http]` table).
+    pub http: HttpLimits,
+}
+
+/// The `[http]` table: what one client may hold of the server, so a slow or greedy one cannot
+/// starve the others.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Open connections from one client address; more are answered with the API's throttling
+    /// error (S3 `SlowDown`, EC2 `RequestLimitExceeded`, 503) and closed.
+    pub connections_per_client: usize,
+    /// Seconds a client may take to send a request's head, and may leave its body idle.
+    pub idle_secs: u64,
+    /// Bytes of a request's head (request line and headers); a larger one gets 431.
+    pub header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connections_per_client: 256,
+            idle_secs: 60,
+            header_bytes: 64 << 10,
+        }
+    }
 }
 
 /// The `[pxe]` table: DHCP, TFTP and HTTP on the private NIC. Nodes enroll with the `[ec2]`
@@ -113,6 +139,7 @@ impl Default for Config {
             pxe: None,
             appliance_dir: None,
             gateway_dir: None,
+            http: HttpLimits::default(),
         }
     }
 }

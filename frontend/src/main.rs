@@ -83,6 +83,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%user, "dropped root privileges");
     }
     privilege::check_data_dir(&config.data_dir)?;
+    mallee_frontend::http::body::set_body_idle(std::time::Duration::from_secs(
+        config.http.idle_secs.max(1),
+    ));
     let store = Arc::new(store);
     let changes = Arc::new(Changes::default());
     let appliance = (config.appliance_dir.clone()).map(|dir| Arc::new(Appliance::new(dir)));
@@ -128,7 +131,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
-        server::serve(listener, apis, upgrade).await?;
+        server::serve(listener, apis, config.http, upgrade).await?;
         // Only a staged upgrade stops the server: init installs it and reboots.
         println!("mallee-frontend: upgrade staged; exiting for mallee-init to install it");
         std::io::stdout().flush()?;

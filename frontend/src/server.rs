@@ -1,8 +1,11 @@
 //! The HTTP server: accepts connections on the listener and hands each request to the API
 //! that owns it: `/_node/...` to the node protocol, Query requests (see
 //! `ec2::is_ec2_request`) to STS/IAM when their signature is scoped to `sts` or `iam`
-//! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus.
+//! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
+//! what one client holds ([`HttpLimits`]): connections per address (more are answered with
+//! the API's throttling error), the time to send a request head, and its size.
 
+use crate::config::HttpLimits;
 use crate::ec2::Ec2;
 use crate::http::RespBody;
 use crate::identity::{Identity, Service};
@@ -11,7 +14,9 @@ use crate::walrus::Walrus;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
 /// The APIs sharing the listener.
@@ -22,11 +27,19 @@ pub struct Apis {
     pub nodes: Arc<NodeApi>,
 }
 
+/// Which API a request belongs to.
+enum Route {
+    Nodes,
+    Identity(Service),
+    Ec2,
+    Walrus,
+}
+
 impl Apis {
-    async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<RespBody> {
+    fn route<B>(req: &http::Request<B>) -> Route {
         let path = req.uri().path();
         if path.starts_with(mallee_proto::PATH_PREFIX) {
-            return self.nodes.handle(req).await;
+            return Route::Nodes;
         }
         let content_type = req
             .headers()
@@ -34,12 +47,69 @@ impl Apis {
             .and_then(|v| v.to_str().ok());
         let query = req.uri().query().unwrap_or("");
         if crate::ec2::is_ec2_request(req.method(), path, content_type, query) {
-            if let Some(service) = Service::claimed(req.headers(), query) {
-                return self.identity.handle(service, req).await;
-            }
-            return self.ec2.handle(req).await;
+            return match Service::claimed(req.headers(), query) {
+                Some(service) => Route::Identity(service),
+                None => Route::Ec2,
+            };
         }
-        self.walrus.handle(req).await
+        Route::Walrus
+    }
+
+    async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<RespBody> {
+        match Self::route(&req) {
+            Route::Nodes => self.nodes.handle(req).await,
+            Route::Identity(service) => self.identity.handle(service, req).await,
+            Route::Ec2 => self.ec2.handle(req).await,
+            Route::Walrus => self.walrus.handle(req).await,
+        }
+    }
+
+    /// The answer to a request from a client over its connection limit, in its API's words.
+    fn throttled<B>(req: &http::Request<B>) -> http::Response<RespBody> {
+        match Self::route(req) {
+            Route::Ec2 | Route::Identity(_) => crate::ec2::throttled(),
+            Route::Nodes | Route::Walrus => {
+                crate::walrus::throttled(req.method() == http::Method::HEAD)
+            }
+        }
+    }
+}
+
+/// Open connections per client address, each held by a [`ClientSlot`].
+#[derive(Default)]
+struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+/// One open connection of a client; gives its place back when dropped.
+struct ClientSlot {
+    clients: Arc<Clients>,
+    addr: IpAddr,
+}
+
+impl Clients {
+    /// A place for one more connection from `addr`, unless it holds `limit` already.
+    fn enter(self: &Arc<Self>, addr: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(addr).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            addr,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.addr);
+            }
+        }
     }
 }
 
@@ -48,9 +118,12 @@ impl Apis {
 pub async fn serve(
     listener: TcpListener,
     apis: Arc<Apis>,
+    limits: HttpLimits,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let clients = Arc::new(Clients::default());
+    let idle = std::time::Duration::from_secs(limits.idle_secs.max(1));
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -65,18 +138,33 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        let slot = clients.enter(peer.ip(), limits.connections_per_client.max(1));
+        let over = slot.is_none();
+        if over {
+            tracing::warn!(%peer, limit = limits.connections_per_client, "client over its connection limit: throttled");
+        }
         let apis = apis.clone();
         let svc = service_fn(move |req| {
             let apis = apis.clone();
-            async move { Ok::<_, std::convert::Infallible>(apis.handle(req).await) }
+            async move {
+                let resp = match over {
+                    true => Apis::throttled(&req),
+                    false => apis.handle(req).await,
+                };
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        // A client gets 30 s to send a request head; bodies stream at the client's pace.
+        // A client gets `idle` to send a request head (bodies: see http::body); a throttled
+        // connection answers once and closes.
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(std::time::Duration::from_secs(30))
+            .header_read_timeout(idle)
+            .max_buf_size(limits.header_bytes.max(8192))
+            .keep_alive(!over)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

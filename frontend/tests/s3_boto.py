@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import io
 import os
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -157,6 +158,16 @@ for c in (v4, s3):
 put_url = v4.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "presigned-put"}, ExpiresIn=60)
 urllib.request.urlopen(urllib.request.Request(put_url, data=b"via presigned put", method="PUT"))
 assert s3.get_object(Bucket=B, Key="presigned-put")["Body"].read() == b"via presigned put"
+# A single PUT claiming more than S3's 5 GiB is refused before its body is read, and the object
+# that PUT named was not made.
+big_url = urllib.parse.urlsplit(
+    v4.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "too-big"}, ExpiresIn=60))
+with socket.create_connection((big_url.hostname, big_url.port), timeout=30) as sock:
+    sock.sendall(f"PUT {big_url.path}?{big_url.query} HTTP/1.1\r\nHost: {big_url.netloc}\r\n"
+                 f"Content-Length: {6 << 30}\r\n\r\n".encode())
+    answer = sock.recv(65536).decode()
+assert answer.startswith("HTTP/1.1 400") and "<Code>EntityTooLarge</Code>" in answer, answer
+assert error_code(s3.head_object, Bucket=B, Key="too-big") == "404"
 
 
 def tamper(request, **_):

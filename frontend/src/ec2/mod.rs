@@ -268,6 +268,12 @@ impl Ec2 {
     }
 }
 
+/// The answer to a request refused for the client's load: `RequestLimitExceeded`, 503.
+pub fn throttled() -> Response<RespBody> {
+    let e = Ec2Error::new(503, "RequestLimitExceeded", "Request limit exceeded.");
+    respond(Err(e), &request_id())
+}
+
 fn respond(result: Result<String, Ec2Error>, rid: &str) -> Response<RespBody> {
     let (status, text) = match result {
         Ok(xml) => (StatusCode::OK, xml),

@@ -1,6 +1,6 @@
 //! Bodies every API shares: the response body type, whole bodies in memory, a stored file
 //! streamed out through a small bounded channel (never more than a few chunks in memory), and
-//! a request body read whole up to a limit.
+//! a request body read whole up to a limit, and how long a request body may stay idle.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -27,16 +27,42 @@ pub fn empty() -> RespBody {
     full(Bytes::new())
 }
 
-/// A request body read whole; refused (with the reason) past `limit` bytes or when the
-/// connection fails.
+/// How long a request body may send nothing before the request is refused (`[http]
+/// idle_secs`, set once at start; 60 s until then).
+static BODY_IDLE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// Sets [`body_idle`] for the process (the first call wins).
+pub fn set_body_idle(idle: std::time::Duration) {
+    let _ = BODY_IDLE.set(idle);
+}
+
+/// How long a request body may send nothing.
+pub fn body_idle() -> std::time::Duration {
+    *BODY_IDLE.get_or_init(|| std::time::Duration::from_secs(60))
+}
+
+/// A request body read whole; refused (with the reason) past `limit` bytes, when it sends
+/// nothing for [`body_idle`], or when the connection fails.
 pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, String>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(format!("cannot read the body: {e}")),
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(body_idle(), body.frame()).await {
+            Err(_) => {
+                let secs = body_idle().as_secs();
+                return Err(format!("the body sent nothing for {secs} s"));
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => return Err(format!("cannot read the body: {e}")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+        }
     }
 }
 

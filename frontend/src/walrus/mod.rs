@@ -266,6 +266,13 @@ fn split_path(raw: &str) -> Result<(Option<String>, Option<String>), S3Error> {
     Ok((bucket, key))
 }
 
+/// The answer to a request refused for the client's load: `SlowDown`, 503 (its body only for
+/// other methods than HEAD).
+pub fn throttled(is_head: bool) -> Response<RespBody> {
+    let e = S3Error::new(503, "SlowDown", "Please reduce your request rate.");
+    error_response(&e, "0000000000000000", is_head)
+}
+
 fn error_response(e: &S3Error, request_id: &str, is_head: bool) -> Response<RespBody> {
     if is_head {
         return empty_response(e.status);

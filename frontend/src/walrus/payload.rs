@@ -1,14 +1,28 @@
 //! The verified payload of an S3 request, read chunk by chunk: aws-chunked decoded, the
-//! SHA-256 claim checked at the end. It never holds more than a few chunks in memory.
+//! SHA-256 claim checked at the end. It never holds more than a few chunks in memory, refuses
+//! a payload over S3's 5 GiB for one PUT (`EntityTooLarge`) and a body idle for longer than
+//! [`body_idle`] (`RequestTimeout`).
 
 use super::error::S3Error;
 use crate::auth::chunked::{ChunkSigner, ChunkedDecoder};
 use crate::auth::{PayloadMode, Verified};
+use crate::http::body::body_idle;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
+
+/// The most one PUT (an object, or a part) may carry, as in S3.
+pub const MAX_PUT: u64 = 5 << 30;
+
+fn entity_too_large() -> S3Error {
+    S3Error::new(
+        400,
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed object size.",
+    )
+}
 
 /// The verified payload of a request, read chunk by chunk.
 pub struct PayloadReader<B> {
@@ -75,9 +89,16 @@ where
 
     /// The next slice of payload; `None` at the end, after every check passed.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, S3Error> {
+        let claimed = (self.decoded_len_header).unwrap_or(self.body.size_hint().lower());
+        if claimed > MAX_PUT {
+            return Err(entity_too_large());
+        }
         loop {
             if let Some(b) = self.pending.pop_front() {
                 self.total += b.len() as u64;
+                if self.total > MAX_PUT {
+                    return Err(entity_too_large());
+                }
                 if let Some(h) = &mut self.hasher {
                     h.update(&b);
                 }
@@ -86,7 +107,14 @@ where
             if self.done {
                 return Ok(None);
             }
-            match self.body.frame().await {
+            let Ok(frame) = tokio::time::timeout(body_idle(), self.body.frame()).await else {
+                return Err(S3Error::new(
+                    400,
+                    "RequestTimeout",
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                ));
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
