@@ -1438,7 +1438,8 @@ fn reboot_mid_run(
         Reboot::CtrlAltDelete => node.ctrl_alt_delete(),
     }
     .unwrap_or_else(|e| panic!("{e}"));
-    let rebooted = format!("(?s)ready role=node.*Linux version.*agent: registered as {node_id}");
+    // A kernel booting again, then the agent registering.
+    let rebooted = format!("(?s)Linux version.*agent: registered as {node_id}");
     let back = regex::Regex::new(&rebooted).unwrap();
     while !back.is_match(&since(node)) {
         assert!(
