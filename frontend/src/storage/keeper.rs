@@ -179,6 +179,10 @@ fn copy_for_snapshot(
     v: &Volume,
     s: &Snapshot,
 ) -> Result<Copied, String> {
+    // As the store has it now: an earlier copy in this pass may have moved its base.
+    let v = &(store.cloud(|tx| tx.get::<Volume>(VOLUME, &v.id)))
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| v.clone());
     let src = backing_path(&site.volumes, &v.id);
     let copy = copy_path(&site.volumes, &s.id);
     let incremental = written_since_base(store, site, v).and_then(|(base, chunks)| {
@@ -771,6 +775,53 @@ mod tests {
         copy_for_snapshot(&store, &site, &v, &s5).unwrap();
         let (how, _) = snapshot_now(&store, &site, &v, "snap-00000006");
         assert_eq!(how, Copied::Whole, "snap-00000005 is still pending");
+    }
+
+    /// Two snapshots of one volume copied in the same pass, from the volume as the pass read
+    /// it: the second counts from the first, not from the base they both saw.
+    #[test]
+    fn a_second_copy_in_one_pass_counts_from_the_first() {
+        let (_dir, store, site) = site();
+        let v = volume("vol-0000d1e8", "available");
+        store
+            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
+            .unwrap();
+        let path = backing_path(&site.volumes, &v.id);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(2 << 30).unwrap();
+        let chunk = snapshots::CHUNK as u64;
+        file.write_all_at(&[1; 10], 0).unwrap();
+        snapshot_now(&store, &site, &v, "snap-00000010");
+        // Chunk 9 written and recorded; two snapshots asked for; the pass read the volume once.
+        file.write_all_at(&[9; 10], 9 * chunk).unwrap();
+        let mut record = dirty::DirtyRecord::new(chunk);
+        record.add(&[9]);
+        dirty::write(&site.dir, &v.id, &record).unwrap();
+        let seen: Volume = store.cloud(|tx| tx.get(VOLUME, &v.id)).unwrap().unwrap();
+        let (s1, s2) = (
+            Snapshot::pending("snap-00000011".into(), "alice", &v, "", 0),
+            Snapshot::pending("snap-00000012".into(), "alice", &v, "", 0),
+        );
+        for s in [&s1, &s2] {
+            store
+                .cloud(|tx| tx.put(SNAPSHOT, &s.id, &s.owner, None, s))
+                .unwrap();
+            copy_for_snapshot(&store, &site, &seen, s).unwrap();
+            let copy = copy_path(&site.volumes, &s.id);
+            snapshots::take(&store, &copy, &s.id, &v.id, |_| {}).unwrap();
+            save_snapshot(&store, &s.id, |s| s.state = "completed".into());
+        }
+        let restored = site.volumes.join("r.img");
+        snapshots::restore(&store, "snap-00000012", &restored, 2 << 30).unwrap();
+        let mut buf = [0u8; 10];
+        std::fs::File::open(&restored)
+            .unwrap()
+            .read_exact_at(&mut buf, 9 * chunk)
+            .unwrap();
+        assert_eq!(
+            buf, [9; 10],
+            "the second snapshot lost what the first one holds"
+        );
     }
 
     #[test]
