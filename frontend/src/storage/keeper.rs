@@ -711,6 +711,17 @@ mod tests {
             .is_empty());
     }
 
+    /// An available 2 GiB volume `id` in the store, its backing file sparse and open to write.
+    fn volume_on_disk(store: &Store, site: &StorageSite, id: &str) -> (Volume, std::fs::File) {
+        let v = volume(id, "available");
+        store
+            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
+            .unwrap();
+        let file = std::fs::File::create(backing_path(&site.volumes, &v.id)).unwrap();
+        file.set_len(2 << 30).unwrap();
+        (v, file)
+    }
+
     fn snapshot_now(store: &Store, site: &StorageSite, v: &Volume, id: &str) -> (Copied, u64) {
         let (copied, taken) = snapshot_idle(store, site, &v.id, id).unwrap();
         (copied, taken.read_bytes)
@@ -719,13 +730,7 @@ mod tests {
     #[test]
     fn a_snapshot_reads_only_what_the_dirty_record_names_when_it_can() {
         let (_dir, store, site) = site();
-        let v = volume("vol-0000d1e7", "available");
-        store
-            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
-            .unwrap();
-        let path = backing_path(&site.volumes, &v.id);
-        let file = std::fs::File::create(&path).unwrap();
-        file.set_len(2 << 30).unwrap();
+        let (v, file) = volume_on_disk(&store, &site, "vol-0000d1e7");
         let chunk = snapshots::CHUNK as u64;
         file.write_all_at(&[1; 4096], 0).unwrap();
         file.write_all_at(&[2; 4096], 100 * chunk).unwrap();
@@ -782,13 +787,7 @@ mod tests {
     #[test]
     fn a_second_copy_in_one_pass_counts_from_the_first() {
         let (_dir, store, site) = site();
-        let v = volume("vol-0000d1e8", "available");
-        store
-            .cloud(|tx| tx.put(VOLUME, &v.id, &v.owner, None, &v))
-            .unwrap();
-        let path = backing_path(&site.volumes, &v.id);
-        let file = std::fs::File::create(&path).unwrap();
-        file.set_len(2 << 30).unwrap();
+        let (v, file) = volume_on_disk(&store, &site, "vol-0000d1e8");
         let chunk = snapshots::CHUNK as u64;
         file.write_all_at(&[1; 10], 0).unwrap();
         snapshot_now(&store, &site, &v, "snap-00000010");
