@@ -47,7 +47,7 @@ harness("REBOOT", "REBOOTED")
 reason = wait_for("the reboot reason", lambda: described(iid).get("StateReason"))
 assert reason["Code"] == "Server.NodeRebooted", reason
 assert reason["Message"].startswith("Server.NodeRebooted: node node-1 rebooted at "), reason
-assert "restarted from its image (disk contents lost)" in reason["Message"], reason
+assert "restarted from its image (instance-store disk contents lost, EBS volumes kept)" in reason["Message"], reason
 wait_state(ec2, [iid], "running")
 # The reason stays once the node runs the instance again, in the AWS CLI's view too.
 got = cli("ec2", "describe-instances", "--instance-ids", iid)["Reservations"][0]["Instances"][0]
