@@ -465,36 +465,48 @@ fn chunk(store: Arc<Store>, site: &StorageSite, s: &Snapshot) {
         copy_path(&site.volumes, &s.id),
     );
     std::thread::spawn(move || {
-        let started = Instant::now();
-        let result = {
-            let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
-            snapshots::take(&store, &copy, &id, &volume, |pct| {
-                save_snapshot(&store, &id, |s| s.progress = pct.min(99))
-            })
-        };
-        match result {
-            Ok(t) => {
-                tracing::info!(snapshot = %id, volume = %volume, chunks = t.chunks, new_chunks = t.new_chunks, read_bytes = t.read_bytes, stored_bytes = t.stored_bytes, ms = started.elapsed().as_millis() as u64, "snapshot completed");
-                save_snapshot(&store, &id, |s| {
-                    s.state = "completed".into();
-                    s.progress = 100;
-                    s.stored_bytes = t.stored_bytes;
-                });
-            }
-            Err(e) => {
-                tracing::error!(snapshot = %id, "snapshot failed: {e}");
-                save_snapshot(&store, &id, |s| {
-                    s.state = "error".into();
-                    s.state_message = Some(e.to_string());
-                });
-            }
-        }
-        let _ = std::fs::remove_file(&copy);
+        let _ = store_copy(&store, &copy, &id, &volume);
         CHUNKING
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
     });
+}
+
+/// Cuts `copy`, snapshot `id`'s copy of `volume`, into Walrus (its progress saved as it goes),
+/// marks the snapshot `completed` (or `error`) and removes the copy.
+fn store_copy(
+    store: &Store,
+    copy: &Path,
+    id: &str,
+    volume: &str,
+) -> Result<snapshots::Taken, snapshots::SnapshotError> {
+    let started = Instant::now();
+    let result = {
+        let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
+        snapshots::take(store, copy, id, volume, |pct| {
+            save_snapshot(store, id, |s| s.progress = pct.min(99))
+        })
+    };
+    match &result {
+        Ok(t) => {
+            tracing::info!(snapshot = %id, volume = %volume, chunks = t.chunks, new_chunks = t.new_chunks, read_bytes = t.read_bytes, stored_bytes = t.stored_bytes, ms = started.elapsed().as_millis() as u64, "snapshot completed");
+            save_snapshot(store, id, |s| {
+                s.state = "completed".into();
+                s.progress = 100;
+                s.stored_bytes = t.stored_bytes;
+            });
+        }
+        Err(e) => {
+            tracing::error!(snapshot = %id, "snapshot failed: {e}");
+            save_snapshot(store, id, |s| {
+                s.state = "error".into();
+                s.state_message = Some(e.to_string());
+            });
+        }
+    }
+    let _ = std::fs::remove_file(copy);
+    result
 }
 
 /// Moves CreateImage's holds one step, waking the nodes when an instance starts again.
@@ -593,17 +605,7 @@ pub fn snapshot_idle(
     (store.cloud(|tx| tx.put(SNAPSHOT, &s.id, &s.owner, None, &s))).map_err(|e| e.to_string())?;
     let copied = copy_for_snapshot(store, site, &v, &s)?;
     let copy = copy_path(&site.volumes, snapshot_id);
-    let taken = {
-        let _work = SNAPSHOT_WORK.lock().unwrap_or_else(|e| e.into_inner());
-        snapshots::take(store, &copy, snapshot_id, volume_id, |_| {})
-    };
-    let _ = std::fs::remove_file(&copy);
-    let taken = taken.map_err(|e| e.to_string())?;
-    save_snapshot(store, snapshot_id, |s| {
-        s.state = "completed".into();
-        s.progress = 100;
-        s.stored_bytes = taken.stored_bytes;
-    });
+    let taken = store_copy(store, &copy, snapshot_id, volume_id).map_err(|e| e.to_string())?;
     Ok((copied, taken))
 }
 

@@ -102,9 +102,7 @@ impl Walrus {
 
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<ReqBody>) -> Response<RespBody> {
-        let mut raw = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let request_id = hex::encode_upper(raw);
+        let request_id = request_id();
         let is_head = req.method() == Method::HEAD;
         let (parts, body) = req.into_parts();
         let result = match self.authenticate(&parts) {
@@ -270,7 +268,14 @@ fn split_path(raw: &str) -> Result<(Option<String>, Option<String>), S3Error> {
 /// other methods than HEAD).
 pub fn throttled(is_head: bool) -> Response<RespBody> {
     let e = S3Error::new(503, "SlowDown", "Please reduce your request rate.");
-    error_response(&e, "0000000000000000", is_head)
+    error_response(&e, &request_id(), is_head)
+}
+
+/// A fresh S3 request id (16 hex digits).
+fn request_id() -> String {
+    let mut raw = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut raw);
+    hex::encode_upper(raw)
 }
 
 fn error_response(e: &S3Error, request_id: &str, is_head: bool) -> Response<RespBody> {

@@ -89,9 +89,12 @@ where
 
     /// The next slice of payload; `None` at the end, after every check passed.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, S3Error> {
-        let claimed = (self.decoded_len_header).unwrap_or(self.body.size_hint().lower());
-        if claimed > MAX_PUT {
-            return Err(entity_too_large());
+        if self.total == 0 {
+            // Before the first byte: a claim over the limit is refused unread.
+            let claimed = (self.decoded_len_header).unwrap_or(self.body.size_hint().lower());
+            if claimed > MAX_PUT {
+                return Err(entity_too_large());
+            }
         }
         loop {
             if let Some(b) = self.pending.pop_front() {
