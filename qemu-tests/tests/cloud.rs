@@ -688,10 +688,14 @@ fn writes_ride_out_the_reboot(fe: &Frontend, id: &str, root: &str, from: usize) 
         .wait_console_after(id, from, &format!("disk: {root} churn stalled "), wait)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let lap = format!("disk: {root} churn lap ");
-    let (out, at) = fe
+    let (_, at) = fe
         .wait_console_after(id, at, &lap, wait)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let verdict = out[at..].lines().next().unwrap_or_default();
+    // The console may have been reported mid-line: the verdict is the whole line.
+    let (out, end) = fe
+        .wait_console_after(id, at, "\n", wait)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let verdict = out[at..end].trim_end();
     assert!(
         verdict.ends_with(" ok"),
         "the first lap after the stall: {lap}{verdict}"
