@@ -14,11 +14,18 @@
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
 //! `mallee.show_credentials=1` (test hook: print the admin credentials once ready); on both,
 //! `mallee.log=error|warn|info|debug|trace` (default `info`: how much init, the agent, each VMM
-//! and the frontend daemon log). The key names are [`mallee_proto::cmdline::Key`]. Other
-//! `mallee.*` keys
-//! and bad values become warnings the caller logs; keys without the `mallee.` prefix belong to the
-//! kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is the caller's job.
+//! and the frontend daemon log). For a test guest under a VMM that answers neither DHCP nor
+//! metadata requests: `mallee.user_data=BASE64` (its user data, standard base64) and the
+//! kernel's own `ip=` in its static nfsroot form (see [`ip`]), the one key without the `mallee.`
+//! prefix read here. The key names are [`mallee_proto::cmdline::Key`]. Other `mallee.*` keys
+//! and bad values become warnings the caller logs; other keys without the `mallee.` prefix
+//! belong to the kernel and are ignored silently. Parsing is pure; reading `/proc/cmdline` is
+//! the caller's job.
 
+pub mod ip;
+
+use base64::Engine as _;
+pub use ip::{IpParamError, StaticIp};
 pub use mallee_proto::appliance::Slot;
 use mallee_proto::cmdline::{self, Key};
 use mallee_proto::LogLevel;
@@ -132,6 +139,10 @@ pub struct Settings {
     pub bridge: Option<mallee_proto::Mac>,
     /// The most detailed level init, the agent, the VMMs and the frontend daemon log.
     pub log: LogLevel,
+    /// Node: a static address for a NIC from the kernel's `ip=` (instead of DHCP).
+    pub static_ip: Option<StaticIp>,
+    /// Test guest: its user data (decoded), instead of asking a metadata service.
+    pub user_data: Option<Vec<u8>>,
     /// Human-readable notes about ignored keys or values, one per problem.
     pub warnings: Vec<String>,
 }
@@ -153,6 +164,8 @@ impl Default for Settings {
             disk: NodeDisk::Auto,
             bridge: None,
             log: LogLevel::Info,
+            static_ip: None,
+            user_data: None,
             warnings: Vec::new(),
         }
     }
@@ -204,6 +217,10 @@ pub fn is_valid_hostname(name: &str) -> bool {
 pub fn parse(cmdline: &str) -> Settings {
     let mut settings = Settings::default();
     for word in split_words(cmdline) {
+        if let Some(value) = word.strip_prefix("ip=") {
+            read_ip(&mut settings, value);
+            continue;
+        }
         let Some((name, value)) = cmdline::split(&word) else {
             continue;
         };
@@ -278,9 +295,24 @@ pub fn parse(cmdline: &str) -> Settings {
                     "ignoring mallee.log={value:?}: expected error, warn, info, debug or trace"
                 )),
             },
+            Key::UserData => match base64::engine::general_purpose::STANDARD.decode(value) {
+                Ok(user_data) => settings.user_data = Some(user_data),
+                Err(e) => settings.warnings.push(format!(
+                    "ignoring mallee.user_data: not standard base64 ({e})"
+                )),
+            },
         }
     }
     settings
+}
+
+/// The kernel's `ip=`: the last one counts, as for the kernel; a malformed one is a warning and
+/// changes nothing.
+fn read_ip(settings: &mut Settings, value: &str) {
+    match ip::parse(value) {
+        Ok(static_ip) => settings.static_ip = static_ip,
+        Err(e) => (settings.warnings).push(format!("ignoring ip={value:?}: {e}")),
+    }
 }
 
 /// The hostname used when the command line gives none: `mallee-` and the MAC's hex digits.
@@ -390,6 +422,48 @@ mod tests {
         let bad = parse("mallee.disk=none mallee.disk=sdb");
         assert_eq!(bad.disk, NodeDisk::None);
         assert_eq!(bad.warnings.len(), 1, "{:?}", bad.warnings);
+    }
+
+    #[test]
+    fn a_static_ip_is_read_and_dhcp_or_a_malformed_one_leaves_none() {
+        let s = parse("console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:g1:eth0:off");
+        let static_ip = s.static_ip.unwrap();
+        assert_eq!(static_ip.address, Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(static_ip.hostname.as_deref(), Some("g1"));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(parse("ip=dhcp").static_ip, None);
+        assert_eq!(
+            parse("ip=10.0.2.15 ip=dhcp").static_ip,
+            None,
+            "the last counts"
+        );
+        let bad = parse("ip=10.0.2.15:::255.255.0.255");
+        assert_eq!(bad.static_ip, None);
+        assert!(
+            bad.warnings[0].starts_with("ignoring ip="),
+            "{:?}",
+            bad.warnings
+        );
+    }
+
+    #[test]
+    fn user_data_is_decoded_and_bad_base64_warns() {
+        let s = parse(&Key::UserData.arg("bmV0YmVuY2ggNTIwMQo="));
+        assert_eq!(s.user_data.as_deref(), Some(&b"netbench 5201\n"[..]));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(
+            parse("mallee.user_data=").user_data.as_deref(),
+            Some(&b""[..])
+        );
+        for bad in ["mallee.user_data=bmV0*", "mallee.user_data=bmV0YmVuY2g"] {
+            let s = parse(bad);
+            assert_eq!(s.user_data, None, "{bad}");
+            assert!(
+                s.warnings[0].contains("mallee.user_data"),
+                "{:?}",
+                s.warnings
+            );
+        }
     }
 
     #[test]

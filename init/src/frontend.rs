@@ -403,6 +403,7 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     net::start(
         &public,
         hostname,
+        None,
         Arc::new(move |ip| {
             lease_seen
                 .lock()

@@ -3,22 +3,29 @@
 //! the VMM's lease, or the default route of the site's): with one IMDSv2 token it asks the
 //! metadata service for its
 //! instance id, says it on the console (where GetConsoleOutput shows it), then fetches its user
-//! data and starts the network probes it asks for, so end-to-end tests can watch reachability:
+//! data and starts the network probes it asks for, so end-to-end tests can watch reachability.
+//! Under a VMM that serves no metadata (a peer VMM the network benchmark compares with), the
+//! kernel command line's `mallee.user_data` stands in for the user data and the `ip=` hostname
+//! (or the system's) for the instance id ([`UserDataSource::CommandLine`]). The lines:
 //!
-//! * `serve <port>`: a TCP listener on 0.0.0.0:<port> that answers each connection with the
+//! * `serve <port>`: a TCP listener on `0.0.0.0:<port>` that answers each connection with the
 //!   instance id and a newline, then closes it;
 //! * `connect <ipv4>:<port>`: a connection attempt every second, for ever, whose outcome is
 //!   logged whenever it changes (`probe: <ip>:<port> answered <line>` or
 //!   `... unreachable (<reason>)`);
-//! * `disks`: check and write each EBS volume attached to it (see [`crate::guest_disks`]).
+//! * `disks`: check and write each EBS volume attached to it (see [`crate::guest_disks`]);
+//! * `netbench <port>`: the network benchmark's server ([`mallee_proto::netbench`]) on
+//!   `0.0.0.0:<port>`.
 //!
 //! Other user-data lines are ignored (so a shell script is harmless), as is anything after `#`;
-//! a `serve` or `connect` line that does not parse is logged as a warning and skipped. The
-//! parsing ([`parse_user_data`]) and one probe attempt ([`probe_once`]) are plain functions.
-//! This module runs no user-data scripts and configures nothing: it only listens and connects.
+//! a `serve`, `connect`, `disks` or `netbench` line that does not parse is logged as a warning
+//! and skipped. The parsing ([`parse_user_data`]) and one probe attempt ([`probe_once`]) are
+//! plain functions. This module runs no user-data scripts and configures nothing: it only
+//! listens and connects.
 
 use crate::agent::client::{Client, ClientError, Reply};
 use crate::net::route;
+use mallee_proto::netbench;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -127,9 +134,11 @@ pub enum Probe {
     Connect(SocketAddrV4),
     /// `disks`, or `disks churn` to also keep rewriting and re-reading a ring of each volume.
     Disks { churn: bool },
+    /// `netbench <port>`.
+    Netbench(u16),
 }
 
-/// What is wrong with a `serve` or `connect` line.
+/// What is wrong with a `serve`, `connect`, `disks` or `netbench` line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     #[error("expected `{0}`")]
@@ -190,6 +199,8 @@ fn parse_line(line: &str) -> Result<Option<Probe>, LineError> {
         ["disks"] => Ok(Some(Probe::Disks { churn: false })),
         ["disks", "churn"] => Ok(Some(Probe::Disks { churn: true })),
         ["disks", ..] => Err(LineError::Usage("disks [churn]")),
+        ["netbench", port] => Ok(Some(Probe::Netbench(parse_port(port)?))),
+        ["netbench", ..] => Err(LineError::Usage("netbench <port>")),
         _ => Ok(None),
     }
 }
@@ -229,6 +240,17 @@ fn answer_all(listener: &TcpListener, port: u16, answer: &[u8]) {
             }
         }
     }
+}
+
+/// Serves the network benchmark ([`netbench::serve`]) on `addr` (port 0: any free one), on a
+/// thread of its own. Returns the port listened on.
+pub fn start_netbench(addr: SocketAddrV4) -> std::io::Result<u16> {
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    thread::Builder::new()
+        .name(format!("netbench-{port}"))
+        .spawn(move || netbench::serve(listener))?;
+    Ok(port)
 }
 
 /// What one connection attempt found.
@@ -340,6 +362,12 @@ fn run_probes(user_data: &[u8], id: &str) {
                     warn!("probe: cannot start the volume check: {e}");
                 }
             }
+            Probe::Netbench(port) => {
+                match start_netbench(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)) {
+                    Ok(port) => info!("netbench: serving on port {port}"),
+                    Err(e) => warn!("netbench: cannot serve on port {port}: {e}"),
+                }
+            }
         }
     }
 }
@@ -371,14 +399,31 @@ fn run() {
     }
 }
 
-/// Asks for the instance id and user data when a metadata service is on-link, on a thread of
-/// its own.
-pub fn start() {
-    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    if !metadata_route(&table) {
-        return;
+/// Where the test guest learns its instance id and user data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserDataSource {
+    /// The metadata service, when a route to it exists.
+    MetadataService,
+    /// The kernel command line (`mallee.user_data`), for a VMM that serves no metadata; `id`
+    /// is what `serve` answers.
+    CommandLine { id: String, user_data: Vec<u8> },
+}
+
+/// Starts the probes the user data asks for: from the command line at once, or from the
+/// metadata service (when one is routed) on a thread of its own.
+pub fn start(source: UserDataSource) {
+    match source {
+        UserDataSource::CommandLine { id, user_data } => {
+            info!("guest: user data from the kernel command line (id {id})");
+            run_probes(&user_data, &id);
+        }
+        UserDataSource::MetadataService => {
+            let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            if metadata_route(&table) {
+                thread::spawn(run);
+            }
+        }
     }
-    thread::spawn(run);
 }
 
 #[cfg(test)]

@@ -108,6 +108,30 @@ fn lines_of_the_wrong_shape_are_reported() {
 }
 
 #[test]
+fn netbench_lines_parse_and_bad_ones_are_reported() {
+    let text = "netbench 5201\nnetbench\nnetbench 0\nnetbench 1 2 # two ports\n";
+    let (probes, bad) = parse_user_data(text);
+    assert_eq!(probes, [Probe::Netbench(5201)]);
+    let got: Vec<(usize, LineError)> = bad.into_iter().map(|b| (b.number, b.error)).collect();
+    let usage = LineError::Usage("netbench <port>");
+    assert_eq!(
+        got,
+        [
+            (2, usage.clone()),
+            (3, LineError::Port("0".into())),
+            (4, usage)
+        ]
+    );
+}
+
+#[test]
+fn a_netbench_server_sinks_what_it_is_sent() {
+    let port = start_netbench(v4(127, 0, 0, 1, 0)).unwrap();
+    let sent = netbench::sink_to(v4(127, 0, 0, 1, port), Duration::from_millis(100)).unwrap();
+    assert!(sent.bytes > 0, "{sent:?}");
+}
+
+#[test]
 fn a_bad_line_warning_is_one_line_naming_the_line() {
     let (_, bad) = parse_user_data("echo\n  serve 0x50\t# http\r\n");
     let text = bad[0].to_string();

@@ -169,16 +169,38 @@ fn report_kvm() {
     }
 }
 
-fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
-    let name = settings
-        .hostname
-        .clone()
+/// The system's name: `mallee.hostname`, else the hostname field of a static `ip=`, else one
+/// made of the first NIC's MAC.
+fn hostname(settings: &Settings, nics: &[net::Nic]) -> String {
+    (settings.hostname.clone())
+        .or_else(|| static_ip_hostname(settings))
         .or_else(|| nics.first().map(|n| cmdline::hostname_from_mac(n.mac.0)))
-        .unwrap_or_else(|| "mallee".to_owned());
+        .unwrap_or_else(|| "mallee".to_owned())
+}
+
+fn set_hostname(settings: &Settings, nics: &[net::Nic]) -> String {
+    let name = hostname(settings, nics);
     if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
         warn!("sethostname {name}: {e}");
     }
     name
+}
+
+/// The hostname field of the kernel's `ip=`, when it gives a static address with one.
+fn static_ip_hostname(settings: &Settings) -> Option<String> {
+    settings.static_ip.as_ref()?.hostname.clone()
+}
+
+/// Where the test guest takes its user data from: `mallee.user_data` (its id the `ip=`
+/// hostname, or the system's) when the command line has it, else the metadata service.
+fn user_data_source(settings: &Settings, hostname: &str) -> guest::UserDataSource {
+    match &settings.user_data {
+        Some(user_data) => guest::UserDataSource::CommandLine {
+            id: static_ip_hostname(settings).unwrap_or_else(|| hostname.to_owned()),
+            user_data: user_data.clone(),
+        },
+        None => guest::UserDataSource::MetadataService,
+    }
 }
 
 /// The node agent's settings, when this is a node whose command line names a frontend.
@@ -199,10 +221,11 @@ fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Option<agent::AgentCo
 }
 
 /// The readiness callback: prints the one readiness line and starts `mallee.run` and the node
-/// agent, once.
-fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
+/// agent (or, on an instance, the test guest's probes), once.
+fn readiness(settings: &Settings, nics: &[net::Nic], hostname: &str) -> net::client::OnReady {
     let (role, run, test_panic) = (settings.role, settings.run.clone(), settings.test_panic);
     let agent = agent_config(settings, nics);
+    let user_data = user_data_source(settings, hostname);
     let once = Once::new();
     Arc::new(move |ip: String| {
         once.call_once(|| {
@@ -215,7 +238,9 @@ fn readiness(settings: &Settings, nics: &[net::Nic]) -> net::client::OnReady {
             match agent.clone() {
                 Some(cfg) => agent::start(cfg),
                 // An instance's PID 1 (the test guest): its metadata, if a VMM serves it.
-                None if role == cmdline::Role::Node && ip != "none" => guest::start(),
+                None if role == cmdline::Role::Node && ip != "none" => {
+                    guest::start(user_data.clone())
+                }
                 None => {}
             }
             if test_panic {
@@ -261,14 +286,59 @@ pub fn main() {
     let hostname = set_hostname(&settings, &nics);
     let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
     info!("hostname {hostname}, wired NICs: {names:?}");
-    let on_ready = readiness(&settings, &nics);
+    let on_ready = readiness(&settings, &nics, &hostname);
     if nics.is_empty() {
         info!("no wired NIC found; continuing without network");
         on_ready("none".to_owned());
     }
     match settings.role {
-        cmdline::Role::Node => net::start(&nics, &hostname, on_ready),
+        cmdline::Role::Node => net::start(&nics, &hostname, settings.static_ip.as_ref(), on_ready),
         cmdline::Role::Frontend => frontend::start(&settings, &nics, &hostname, on_ready),
     }
     signal_loop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_on_the_command_line_is_used_with_the_ip_hostname_as_id() {
+        let settings = cmdline::parse(
+            "ip=10.0.2.15:::255.255.255.0:peer1::off mallee.user_data=bmV0YmVuY2ggNTIwMQo=",
+        );
+        assert_eq!(
+            user_data_source(&settings, "mallee-525400123456"),
+            guest::UserDataSource::CommandLine {
+                id: "peer1".into(),
+                user_data: b"netbench 5201\n".to_vec()
+            }
+        );
+        let without_ip = cmdline::parse("mallee.user_data=");
+        assert_eq!(
+            user_data_source(&without_ip, "mallee-525400123456"),
+            guest::UserDataSource::CommandLine {
+                id: "mallee-525400123456".into(),
+                user_data: vec![]
+            }
+        );
+        assert_eq!(
+            user_data_source(&cmdline::parse("ip=dhcp"), "h"),
+            guest::UserDataSource::MetadataService
+        );
+    }
+
+    #[test]
+    fn the_ip_hostname_names_the_system_unless_mallee_hostname_does() {
+        let nics = [net::Nic {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: net::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+        }];
+        let name = |cmdline: &str| hostname(&cmdline::parse(cmdline), &nics);
+        assert_eq!(name("ip=10.0.2.15::::peer1.example"), "peer1");
+        assert_eq!(name("ip=10.0.2.15::::peer1 mallee.hostname=n1"), "n1");
+        assert_eq!(name("ip=dhcp"), "mallee-525400123456");
+        assert_eq!(hostname(&cmdline::parse(""), &[]), "mallee");
+    }
 }

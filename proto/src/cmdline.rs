@@ -39,10 +39,13 @@ pub enum Key {
     /// Node: the MAC of the NIC to put into the uplink bridge (MANAGED-NOVLAN and SYSTEM, where
     /// instances share the node's segment); iPXE fills in the NIC it booted from.
     Bridge,
+    /// An instance's user data in standard base64, for a test guest under a VMM that serves no
+    /// metadata.
+    UserData,
 }
 
 impl Key {
-    pub const ALL: [Key; 14] = [
+    pub const ALL: [Key; 15] = [
         Key::Role,
         Key::Run,
         Key::Hostname,
@@ -57,6 +60,7 @@ impl Key {
         Key::Secret,
         Key::Log,
         Key::Bridge,
+        Key::UserData,
     ];
 
     /// The name after `mallee.`.
@@ -76,6 +80,7 @@ impl Key {
             Key::Secret => "secret",
             Key::Log => "log",
             Key::Bridge => "bridge",
+            Key::UserData => "user_data",
         }
     }
 

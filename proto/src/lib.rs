@@ -2,7 +2,8 @@
 //! The node agent <-> `mallee-vmm` contract (configuration, control socket, exit statuses,
 //! failure report) is [`vmm`]; the `mallee.*` kernel command-line keys that the PXE service and
 //! the image builder write and init reads are [`cmdline`]; the flashable appliance's A/B slots
-//! (feature `appliance`) are `appliance`.
+//! (feature `appliance`) are `appliance`; the network benchmark's TCP protocol, which the test
+//! guest serves and the benchmark's host side speaks, is [`netbench`].
 //!
 //! The protocol is JSON over HTTP on the frontend's API port, under `/_node/` (no S3 bucket
 //! name can start with `_`, so it never collides with Walrus):
@@ -30,6 +31,7 @@ pub mod gateway;
 pub mod handoff;
 mod log_level;
 mod metadata;
+pub mod netbench;
 pub mod root_device;
 #[cfg(any(test, feature = "test-support"))]
 pub mod root_device_fixtures;

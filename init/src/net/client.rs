@@ -123,7 +123,8 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
 }
 
-fn write_resolv_conf(path: &Path, dns: &[Ipv4Addr]) -> std::io::Result<()> {
+/// Writes [`resolv_conf`] of `dns` to `path` (through a temporary file renamed over it).
+pub fn write_resolv_conf(path: &Path, dns: &[Ipv4Addr]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

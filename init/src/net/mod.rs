@@ -5,7 +5,8 @@
 //! gets makes that NIC the uplink (default route, DNS) and is announced through `on_ready`. What
 //! the leases change on the system is in [`client`]; a node's uplink bridge in [`bridge`]; the
 //! netlink messages in [`link`]; the routing table as the kernel shows it in [`route`]; the
-//! protocol in [`dhcp`].
+//! protocol in [`dhcp`]. A NIC the kernel's `ip=` gives a static address (a guest no DHCP server
+//! answers) runs no DHCP client and is the uplink: [`static_ip`].
 
 pub mod bridge;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod dhcp;
 pub mod lease;
 pub mod link;
 pub mod route;
+pub mod static_ip;
 pub mod tap;
 
 /// For tests that need root (network namespaces, veth pairs): true when they can run; else
@@ -125,9 +127,16 @@ pub fn wait_for_nics(patience: Duration) -> Vec<Nic> {
     }
 }
 
-/// Sets lo and every NIC up and starts a DHCP client thread per NIC. `on_ready` receives
-/// `ADDR/PREFIX` of each lease the uplink NIC configures (the caller keeps only the first).
-pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
+/// Sets lo and every NIC up and starts a DHCP client thread per NIC, except on the NIC
+/// `static_ip` (the kernel's `ip=`) configures, which is the uplink from the start. `on_ready`
+/// receives `ADDR/PREFIX` of the static address and of each lease the uplink NIC configures
+/// (the caller keeps only the first).
+pub fn start(
+    nics: &[Nic],
+    hostname: &str,
+    static_ip: Option<&crate::cmdline::StaticIp>,
+    on_ready: client::OnReady,
+) {
     match link::Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = nl.set_up(1) {
@@ -141,8 +150,9 @@ pub fn start(nics: &[Nic], hostname: &str, on_ready: client::OnReady) {
         resolv_conf: "/etc/resolv.conf".into(),
         uplink: Arc::new(client::Uplink::default()),
     };
+    let configured = static_ip.and_then(|s| static_ip::start(nics, s, &config, &on_ready));
     let never = Arc::new(AtomicBool::new(false));
-    for nic in nics {
+    for nic in nics.iter().filter(|n| configured.as_ref() != Some(&n.name)) {
         let (nic, config, on_ready, never) =
             (nic.clone(), config.clone(), on_ready.clone(), never.clone());
         std::thread::spawn(move || client::run(nic, config, on_ready, never));
