@@ -238,6 +238,15 @@ impl Outside {
         }
     }
 
+    /// Runs `f` on the outside host (a thread in its namespace) and waits for it; `None` when
+    /// `f` panicked.
+    pub fn within<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<Option<T>, OutsideError> {
+        Ok(self.inside(f)?.join().ok().flatten())
+    }
+
     /// The outside host's network namespace (`ip netns exec NAME ...` runs a program there).
     pub fn namespace(&self) -> &str {
         &self.ns

@@ -4,7 +4,8 @@
 //! the guest kernel and initramfs plus what a runner asks for: dynamically linked host programs
 //! (QEMU with its firmware, `ip`, `vblade`) with the libraries `ldd` lists, and kernel modules
 //! the runner loads itself (with parameters) instead of init at boot. Shared by
-//! `tests/vmm_boot.rs`, `benches/vmm.rs` and `benches/ebs.rs`, each using part of it.
+//! `tests/vmm_boot.rs`, `benches/vmm.rs`, `benches/ebs.rs` and `benches/net.rs`, each using part
+//! of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -118,12 +119,37 @@ pub fn node_image_with_files(
         std::fs::read(&guest_img).expect("read guest initramfs"),
     ));
     spec.host_files.extend(files.iter().cloned());
+    write_node(dir, &kernel, &spec, extras.programs, extras.modules)
+}
+
+/// The node image `just bench net` boots: a standard node (init, the agent) whose
+/// `/bin/mallee-vmm` is the `qemu_peer` example, which runs each instance under the real VMM
+/// (`/bin/mallee-vmm-ours`) or, when its user data asks, under QEMU (carried with its firmware;
+/// `vhost_net` loaded at boot for QEMU's vhost-net).
+pub fn peer_node_image(dir: &TestDir, bin: &Path) -> NetbootImage {
+    let kernel = mallee_image_build::pinned_kernel().expect("pinned kernel (run `just images`)");
+    let mut spec = NetbootSpec::node(&bin.join("mallee-init"), &bin.join("examples/qemu_peer"));
+    spec.binaries
+        .push(("bin/mallee-vmm-ours".into(), bin.join("mallee-vmm")));
+    spec.boot_modules.push("vhost_net".into());
+    write_node(dir, &kernel, &spec, &[QEMU], &[])
+}
+
+/// Writes `spec` for `kernel`, with `programs` and carried `modules` ([`NodeExtras`]), as the
+/// node image in `dir/node`.
+fn write_node(
+    dir: &TestDir,
+    kernel: &KernelTree,
+    spec: &NetbootSpec,
+    programs: &[&str],
+    modules: &[&str],
+) -> NetbootImage {
     let out = dir.file("node");
     std::fs::create_dir_all(&out).expect("node dir");
-    let (mut fs, _) = netboot::assemble(&spec, &kernel).expect("node initramfs");
-    add_programs(&mut fs, extras.programs);
-    if !extras.modules.is_empty() {
-        add_modules(&mut fs, &kernel, extras.modules);
+    let (mut fs, _) = netboot::assemble(spec, kernel).expect("node initramfs");
+    add_programs(&mut fs, programs);
+    if !modules.is_empty() {
+        add_modules(&mut fs, kernel, modules);
     }
     fs.write_gz(&out.join("initramfs"))
         .expect("write node initramfs");
