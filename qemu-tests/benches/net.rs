@@ -18,7 +18,7 @@
 //! either side fails the benchmark with its reason.
 //!
 //! Env: `NET_BENCH_SECS` (seconds of sending per case and side, default 5), `NET_BENCH_ROUNDS`
-//! (default 3), `NET_BENCH_PINGS` (round trips per latency case, default 200).
+//! (default 5), `NET_BENCH_PINGS` (round trips per latency case, default 200).
 
 #[path = "../tests/support/vmm_images.rs"]
 mod vmm_images;
@@ -244,7 +244,7 @@ fn main() {
         send: Duration::from_secs(env_u64("NET_BENCH_SECS", 5)),
         pings: env_u64("NET_BENCH_PINGS", 200) as u32,
     };
-    let rounds = env_u64("NET_BENCH_ROUNDS", 3);
+    let rounds = env_u64("NET_BENCH_ROUNDS", 5);
     let started = Instant::now();
     let progress = |what: &str| {
         eprintln!(

@@ -29,6 +29,9 @@ pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
 
 /// VIRTIO_F_VERSION_1: the modern interface; every device offers it.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_EVENT_IDX (virtio 1.2 section 2.7.10): the driver and the device each say at which
+/// ring index they next want to hear from the other, instead of after every buffer.
+pub const VIRTIO_F_EVENT_IDX: u64 = 1 << 29;
 
 /// Device status bits (virtio 1.2 section 2.1).
 pub mod status {
@@ -65,11 +68,29 @@ impl ActiveQueue {
         mut serve: impl FnMut(DescriptorChain<&'m GuestMemoryMmap>) -> u32,
     ) {
         let mut done = Vec::new();
-        while let Some(chain) = self.queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = self.next_chain(mem) {
             let head = chain.head_index();
             done.push((head, serve(chain)));
         }
         self.complete(mem, done);
+    }
+
+    /// The next chain the driver posted; when there is none, the driver's notifications are
+    /// armed again (with VIRTIO_F_EVENT_IDX, the avail event set to where the device stopped)
+    /// and a chain posted in between is still returned, so none waits for a kick that will not
+    /// come.
+    pub fn next_chain<'m>(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+    ) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
+        if let Some(chain) = self.queue.pop_descriptor_chain(mem) {
+            return Some(chain);
+        }
+        // An error means the ring is not in guest memory: nothing to serve either way.
+        match self.queue.enable_notification(mem) {
+            Ok(true) => self.queue.pop_descriptor_chain(mem),
+            _ => None,
+        }
     }
 
     /// Takes the next chain the driver posted, holding guest memory as `mem` does (an `Arc` for
@@ -188,4 +209,74 @@ pub fn check_queues(
 pub fn notify_fds(queues: &[ActiveQueue]) -> Vec<RawFd> {
     use std::os::fd::AsRawFd;
     queues.iter().map(|q| q.notify.as_raw_fd()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_utils::{chain, memory};
+    use super::*;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::Bytes;
+
+    const SIZE: u16 = 16;
+
+    fn active(vq: &MockSplitQueue<GuestMemoryMmap>, event_idx: bool) -> ActiveQueue {
+        let mut queue: Queue = vq.create_queue().unwrap();
+        queue.set_event_idx(event_idx);
+        ActiveQueue {
+            queue,
+            notify: EventFd::new(0).unwrap(),
+            irq: None,
+        }
+    }
+
+    /// Posts `n` one-descriptor chains at descriptor `first` onwards.
+    fn post(vq: &MockSplitQueue<GuestMemoryMmap>, first: u16, n: u16) {
+        let descs: Vec<_> = (0..n)
+            .map(|i| chain(&[(0x8000 + u64::from(first + i) * 0x100, 64, 0)])[0])
+            .collect();
+        vq.add_desc_chains(&descs, first).unwrap();
+    }
+
+    /// The used ring's avail_event: where the device asks the driver to kick next.
+    fn avail_event(mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>) -> u16 {
+        let at = vm_memory::GuestAddress(vq.used_addr().0 + 4 + 8 * u64::from(SIZE));
+        mem.read_obj::<u16>(at).unwrap()
+    }
+
+    #[test]
+    fn with_event_idx_a_drained_queue_asks_for_a_kick_at_its_next_buffer() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, SIZE);
+        let mut q = active(&vq, true);
+        post(&vq, 0, 3);
+        let mut served = 0;
+        q.drain(&mem, |_| {
+            served += 1;
+            0
+        });
+        assert_eq!(served, 3);
+        assert_eq!(vq.used().idx().load(), 3);
+        assert_eq!(
+            avail_event(&mem, &vq),
+            3,
+            "the driver is not asked to kick again"
+        );
+    }
+
+    #[test]
+    fn chains_posted_after_the_ring_was_emptied_are_served_with_or_without_event_idx() {
+        for event_idx in [true, false] {
+            let mem = memory();
+            let vq = MockSplitQueue::new(&mem, SIZE);
+            let mut q = active(&vq, event_idx);
+            post(&vq, 0, 1);
+            assert!(q.next_chain(&mem).is_some());
+            // Posted after the device took the last one: served on the next call, and then the
+            // ring is empty again.
+            post(&vq, 1, 1);
+            assert!(q.next_chain(&mem).is_some(), "event_idx={event_idx}");
+            assert!(q.next_chain(&mem).is_none(), "event_idx={event_idx}");
+        }
+    }
 }
