@@ -1,7 +1,9 @@
-//! The `mallee-frontend admin` command line: user management over the store, and the AWS
-//! credentials file written for the admin key pair.
+//! The `mallee-frontend admin` command line: user management over the store (each change
+//! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]), reading the audit log,
+//! and the AWS credentials file written for the admin key pair.
 
-use crate::store::{Role, Store, User};
+use crate::audit;
+use crate::store::{AuditEntry, AuditRow, Outcome, Role, Store, StoreError, User};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::path::Path;
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] | list | delete NAME")]
+    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] | user list | user delete NAME | audit [--limit N]")]
     Usage,
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
@@ -19,6 +21,13 @@ pub enum AdminError {
         source: std::io::Error,
     },
 }
+
+/// Who the CLI's changes are recorded as in the audit log, and from where.
+pub const CLI_USER: &str = "admin-cli";
+pub const CLI_SOURCE: &str = "local";
+
+/// How many entries `admin audit` prints unless `--limit` says.
+const AUDIT_LINES: usize = 100;
 
 /// The AWS shared-credentials text for `user` (profile `default`).
 pub fn credentials_text(user: &User) -> String {
@@ -58,7 +67,7 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
                 ["--role", r] => Role::parse(r).ok_or(AdminError::Usage)?,
                 _ => return Err(AdminError::Usage),
             };
-            let u = store.create_user(name, role)?;
+            let u = recorded(store, "CreateUser", name, store.create_user(name, role))?;
             Ok(format!(
                 "{}\t{}\t{}\t{}\t{}",
                 u.name,
@@ -78,9 +87,135 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
             .collect::<Vec<_>>()
             .join("\n")),
         ["user", "delete", name] => {
-            store.delete_user(name)?;
+            recorded(store, "DeleteUser", name, store.delete_user(name))?;
             Ok(format!("deleted {name}"))
         }
+        ["audit"] => audit_lines(store, AUDIT_LINES),
+        ["audit", "--limit", n] => {
+            let n = n.parse().ok().filter(|n| *n > 0).ok_or(AdminError::Usage)?;
+            audit_lines(store, n)
+        }
         _ => Err(AdminError::Usage),
+    }
+}
+
+/// Records one of the CLI's changes in the audit log as `result` says it went; hands the
+/// result on.
+fn recorded<T>(
+    store: &Store,
+    action: &str,
+    resource: &str,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Err {
+            code: error_code(e).to_string(),
+        },
+    };
+    let entry = AuditEntry {
+        at_ms: crate::store::now_ms(),
+        user: CLI_USER.to_string(),
+        action: action.to_string(),
+        resources: vec![resource.to_string()],
+        source: CLI_SOURCE.to_string(),
+        outcome,
+        request_id: String::new(),
+    };
+    audit::record(store, &entry);
+    result
+}
+
+/// A failed user change as IAM would name it.
+fn error_code(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::UserExists(_) | StoreError::AccountIdTaken { .. } => "EntityAlreadyExists",
+        StoreError::NoSuchUser(_) => "NoSuchEntity",
+        _ => "InternalError",
+    }
+}
+
+/// The newest `limit` audit entries, newest first, one line each.
+fn audit_lines(store: &Store, limit: usize) -> Result<String, AdminError> {
+    let page = store.audit_log(limit, None)?;
+    Ok(page
+        .rows
+        .iter()
+        .map(audit_line)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// time, user, action, resources (comma-separated), source, outcome, error code, request id;
+/// tab-separated, `-` for what is empty.
+pub fn audit_line(row: &AuditRow) -> String {
+    let e = &row.entry;
+    let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    let (outcome, code) = match &e.outcome {
+        Outcome::Ok => ("ok", "-"),
+        Outcome::Err { code } => ("error", code.as_str()),
+    };
+    [
+        crate::auth::time::format_iso8601_millis(e.at_ms),
+        e.user.clone(),
+        e.action.clone(),
+        or_dash(e.resources.join(",")),
+        e.source.clone(),
+        outcome.to_string(),
+        code.to_string(),
+        or_dash(e.request_id.clone()),
+    ]
+    .join("\t")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(store: &Store, args: &[&str]) -> Result<String, AdminError> {
+        run(
+            store,
+            &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn user_changes_are_audited_as_the_cli_and_audit_prints_them_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        run_args(&store, &["user", "create", "bob"]).unwrap();
+        assert!(run_args(&store, &["user", "delete", "carol"]).is_err());
+        run_args(&store, &["user", "list"]).unwrap();
+        let out = run_args(&store, &["audit"]).unwrap();
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(
+            lines[0][1..],
+            [
+                "admin-cli",
+                "DeleteUser",
+                "carol",
+                "local",
+                "error",
+                "NoSuchEntity",
+                "-"
+            ]
+        );
+        assert_eq!(
+            lines[1][1..],
+            ["admin-cli", "CreateUser", "bob", "local", "ok", "-", "-"]
+        );
+        assert!(lines[0][0].ends_with('Z'), "{out}");
+        assert_eq!(
+            run_args(&store, &["audit", "--limit", "1"])
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+        assert!(matches!(
+            run_args(&store, &["audit", "--limit", "0"]),
+            Err(AdminError::Usage)
+        ));
     }
 }

@@ -3,11 +3,13 @@
 //! `walrus/` S3, `nodes/` the node protocol's HTTP side, `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
 //! reconciliation) → `store/` (SQLite state and object files). Beside them: `http` (plumbing the
 //! API rooms share), `auth` (SigV4, one entry point), `scheduler` (pure placement), `config`
-//! (TOML), `server` (the listener), `admin` (CLI), `privilege` (dropping root), `appliance` (the
+//! (TOML), `server` (the listener), `audit` (which calls the audit log records, and writing an
+//! entry), `admin` (CLI), `privilege` (dropping root), `appliance` (the
 //! flashable appliance's A/B slots and staged upgrades).
 
 pub mod admin;
 pub mod appliance;
+pub mod audit;
 pub mod auth;
 pub mod cloud;
 pub mod config;

@@ -1,6 +1,7 @@
 //! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon; `[--config FILE] admin
-//! user create|list|delete` manages users; `[--config FILE] storage` runs the storage
-//! controller (as root) that exports the volumes the daemon lists over AoE.
+//! user create|list|delete` manages users and `admin audit [--limit N]` prints the audit log;
+//! `[--config FILE] storage` runs the storage controller (as root) that exports the volumes
+//! the daemon lists over AoE.
 
 use anyhow::{bail, Context};
 use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};

@@ -3,11 +3,12 @@
 //! `ec2::is_ec2_request`) to STS/IAM when their signature is scoped to `sts` or `iam`
 //! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
 //! what one client holds ([`HttpLimits`]): connections per address (more are answered with
-//! the API's throttling error), the time to send a request head, and its size.
+//! the API's throttling error), the time to send a request head, and its size. Each request
+//! carries its client's address ([`ClientAddr`]) to the API that answers it.
 
 use crate::config::HttpLimits;
 use crate::ec2::Ec2;
-use crate::http::RespBody;
+use crate::http::{ClientAddr, RespBody};
 use crate::identity::{Identity, Service};
 use crate::nodes::NodeApi;
 use crate::walrus::Walrus;
@@ -144,8 +145,10 @@ pub async fn serve(
             tracing::warn!(%peer, limit = limits.connections_per_client, "client over its connection limit: throttled");
         }
         let apis = apis.clone();
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let apis = apis.clone();
+            // The APIs record it in the audit log.
+            req.extensions_mut().insert(ClientAddr(peer.ip()));
             async move {
                 let resp = match over {
                     true => Apis::throttled(&req),

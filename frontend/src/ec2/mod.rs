@@ -1,7 +1,8 @@
 //! The EC2 Query API (the cloud controller): authenticates each request with the same SigV4
 //! verifier Walrus uses (service `ec2`), decodes its parameters and dispatches on `Action` to
 //! the resource modules, which do their work in one store transaction and render XML in the
-//! EC2 namespace. It does not own the node protocol (`nodes`) or placement (`scheduler`).
+//! EC2 namespace. Each change asked for, signed or not, goes into the audit log (`audit`). It
+//! does not own the node protocol (`nodes`) or placement (`scheduler`).
 //!
 //! Routing rule (see [`is_ec2_request`]): a request is EC2 when its path is `/` and it is a
 //! POST with a form-encoded body (what botocore sends) or a GET whose query names an
@@ -13,6 +14,7 @@ pub mod xml;
 
 mod addresses;
 mod appliance;
+mod audit;
 mod create_image;
 mod groups;
 mod images;
@@ -149,38 +151,36 @@ impl Ec2 {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<RespBody> {
         let rid = request_id();
+        let source = crate::http::client_addr(&req);
         let (parts, body) = req.into_parts();
         let body = match read_whole(body, MAX_BODY).await {
             Ok(b) => b,
             Err(why) => return respond(Err(Ec2Error::client("InvalidRequest", why)), &rid),
         };
-        let result = db(|| self.call(&parts, &body, &rid));
+        let result = db(|| self.call(&parts, &body, &rid, &source));
         respond(result, &rid)
     }
 
+    /// Authenticates, decodes and runs one call, recording it in the audit log when it asks
+    /// for a change (`source`: the client's address).
     fn call(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
         rid: &str,
+        source: &str,
     ) -> Result<String, Ec2Error> {
-        let raw_query = parts.uri.query().unwrap_or("");
-        let user = self.authenticate(parts, body)?;
-        let text = std::str::from_utf8(body)
-            .map_err(|_| Ec2Error::client("InvalidRequest", "the body is not UTF-8"))?;
-        let p = if parts.method == http::Method::GET {
-            Params::parse(raw_query)
-        } else {
-            Params::parse(text)
+        let user = match self.authenticate(parts, body) {
+            Ok(user) => user,
+            Err(e) => {
+                if let Ok(p) = params(parts, body) {
+                    audit::record_refused(self, &p, source, rid, &e);
+                }
+                return Err(e);
+            }
         };
+        let p = params(parts, body)?;
         let action = p.req("Action")?.to_string();
-        if p.bool("DryRun")? == Some(true) {
-            return Err(Ec2Error::new(
-                412,
-                "DryRunOperation",
-                "Request would have succeeded, but DryRun flag is set.",
-            ));
-        }
         let call = Call {
             user: &user,
             p: &p,
@@ -188,11 +188,24 @@ impl Ec2 {
             action: &action,
             now: crate::store::now_ms(),
         };
-        let out = self.dispatch(&call);
+        let out = self.run(&call);
         if let Err(e) = &out {
             tracing::info!(action = %action, user = %user.name, code = %e.code, message = %e.message, "ec2 request failed");
         }
+        audit::record_call(self, &call, source, &out);
         out
+    }
+
+    /// Runs an authenticated call (a dry run only says it would have).
+    fn run(&self, c: &Call<'_>) -> Result<String, Ec2Error> {
+        if c.p.bool("DryRun")? == Some(true) {
+            return Err(Ec2Error::new(
+                412,
+                "DryRunOperation",
+                "Request would have succeeded, but DryRun flag is set.",
+            ));
+        }
+        self.dispatch(c)
     }
 
     fn authenticate(&self, parts: &http::request::Parts, body: &[u8]) -> Result<User, Ec2Error> {
@@ -257,6 +270,7 @@ impl Ec2 {
             "DeleteSnapshot" => volumes::delete_snapshot(self, c),
             "DescribeSnapshots" => volumes::describe_snapshots(self, c),
             "DescribeNodes" => nodes::describe(self, c),
+            "DescribeAuditLog" => audit::describe(self, c),
             "DescribeNetworks" => networks::describe(self, c),
             "DescribeAppliance" => appliance::describe(self, c),
             "UpgradeAppliance" => appliance::upgrade(self, c),
@@ -266,6 +280,16 @@ impl Ec2 {
             )),
         }
     }
+}
+
+/// A request's parameters: the query of a GET, else the form body (which must be UTF-8).
+fn params(parts: &http::request::Parts, body: &[u8]) -> Result<Params, Ec2Error> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Ec2Error::client("InvalidRequest", "the body is not UTF-8"))?;
+    Ok(match parts.method {
+        http::Method::GET => Params::parse(parts.uri.query().unwrap_or("")),
+        _ => Params::parse(text),
+    })
 }
 
 /// The answer to a request refused for the client's load: `RequestLimitExceeded`, 503.

@@ -51,6 +51,11 @@ impl Params {
         self.0.keys().map(String::as_str)
     }
 
+    /// Every parameter as (name, value), in name order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

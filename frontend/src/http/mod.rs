@@ -1,6 +1,7 @@
 //! HTTP plumbing every API room shares (Walrus, EC2, the node protocol): the response body
-//! type and bodies, the one XML writer, XML, JSON and empty replies, byte ranges, and running a
-//! store call from a handler. It knows no API's routes, errors or documents.
+//! type and bodies, the one XML writer, XML, JSON and empty replies, byte ranges, the client's
+//! address as the listener saw it, and running a store call from a handler. It knows no API's
+//! routes, errors or documents.
 
 pub mod body;
 pub mod range;
@@ -10,6 +11,19 @@ pub use body::{file_body, read_whole, RespBody};
 pub use range::{parse_range, Unsatisfiable};
 
 use http::{HeaderValue, Response, StatusCode};
+use std::net::IpAddr;
+
+/// The address a request came from: the listener puts it in each request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The address `req` came from (an IPv4 client on an IPv6 socket as IPv4), or `-` when the
+/// request did not come through the listener.
+pub fn client_addr<B>(req: &http::Request<B>) -> String {
+    req.extensions()
+        .get::<ClientAddr>()
+        .map_or_else(|| "-".to_string(), |a| a.0.to_canonical().to_string())
+}
 
 /// Runs a store change (a commit waits for fsync) without stalling the runtime's other
 /// tasks. Reads go to the store directly: they are quick and never wait for a commit.

@@ -60,6 +60,19 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX cloud_names ON cloud (kind, owner, name) WHERE name IS NOT NULL;
     CREATE INDEX cloud_owners ON cloud (kind, owner, id);",
+    // 3: the audit log (`store::audit`): one row per recorded call, newest = highest id.
+    // `resources` is a JSON array of strings; `code` is set when `outcome` is 'error'.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        resources TEXT NOT NULL,
+        source TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'error')),
+        code TEXT,
+        request_id TEXT NOT NULL
+    );",
 ];
 
 /// Brings the schema up to date; returns the version reached.

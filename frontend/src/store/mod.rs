@@ -1,8 +1,10 @@
-//! All persistent state: SQLite (WAL, versioned migrations) for users, buckets, objects and
-//! multipart uploads, plus the blob files holding object data. Every state change is a
-//! function here running in one transaction; blob files are made durable before the row that
-//! names them is committed, and removed only after the row that named them is gone.
+//! All persistent state: SQLite (WAL, versioned migrations) for users, buckets, objects,
+//! multipart uploads, cloud records and the audit log, plus the blob files holding object
+//! data. Every state change is a function here running in one transaction; blob files are made
+//! durable before the row that names them is committed, and removed only after the row that
+//! named them is gone.
 
+mod audit;
 mod blobs;
 mod buckets;
 mod cloud;
@@ -10,6 +12,7 @@ mod migrations;
 mod multipart;
 mod users;
 
+pub use audit::{AuditEntry, AuditPage, AuditRow, Outcome, AUDIT_KEEP};
 pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
 pub use buckets::{Bucket, ListPage, ObjectRow};
 pub use cloud::CloudTx;
@@ -18,6 +21,7 @@ pub use users::{account_id, iam_user_id, is_account_id, Role, User};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 /// Why a store operation failed.
@@ -58,6 +62,8 @@ pub struct Store {
     read: Mutex<Connection>,
     blobs: BlobDir,
     dir: PathBuf,
+    /// Audit entries this process wrote (pruning goes by it).
+    audit_writes: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -91,6 +97,7 @@ impl Store {
             read: Mutex::new(open()?),
             blobs: BlobDir::open(dir)?,
             dir: dir.to_path_buf(),
+            audit_writes: AtomicU64::new(0),
         })
     }
 

@@ -1,7 +1,8 @@
 //! Walrus: the S3-compatible object store, path-style. This module authenticates each request
 //! (with `auth`), decides which operation it is and which bucket it may touch, and renders
 //! errors; the operations themselves live in `buckets`, `objects`, `listing` and `multipart`,
-//! over the `store`.
+//! over the `store`. Each change asked for (PUT, POST, DELETE on a bucket or object), signed or
+//! not, goes into the audit log (`crate::audit`).
 
 mod buckets;
 mod checksum;
@@ -14,10 +15,11 @@ pub mod xml;
 
 pub use error::S3Error;
 
+use crate::audit;
 use crate::auth::{self, Policy, UriMode, Verified};
 use crate::cloud::access::{may_access, Access};
-use crate::http::{empty_response, xml_response, RespBody};
-use crate::store::{Bucket, Store, User};
+use crate::http::{db, empty_response, xml_response, RespBody};
+use crate::store::{AuditEntry, Bucket, Outcome, Store, User};
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use rand::RngCore;
@@ -103,12 +105,31 @@ impl Walrus {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<ReqBody>) -> Response<RespBody> {
         let request_id = request_id();
+        let source = crate::http::client_addr(&req);
         let is_head = req.method() == Method::HEAD;
         let (parts, body) = req.into_parts();
-        let result = match self.authenticate(&parts) {
-            Ok(r) => self.dispatch(r, body).await,
-            Err(e) => Err(e),
+        let change = audited(&parts);
+        let (user, result) = match self.authenticate(&parts) {
+            Ok(r) => (r.user.name.clone(), self.dispatch(r, body).await),
+            Err(e) => ("-".to_string(), Err(e)),
         };
+        if let Some((action, resources)) = change {
+            let entry = AuditEntry {
+                at_ms: crate::store::now_ms(),
+                user,
+                action: action.to_string(),
+                resources,
+                source,
+                outcome: match &result {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) => Outcome::Err {
+                        code: e.code.to_string(),
+                    },
+                },
+                request_id: request_id.clone(),
+            };
+            db(|| audit::record(&self.store, &entry));
+        }
         let mut resp = result.unwrap_or_else(|e| {
             tracing::debug!(code = e.code, message = %e.message, method = %parts.method, uri = %parts.uri, "request failed");
             error_response(&e, &request_id, is_head)
@@ -243,6 +264,24 @@ impl Walrus {
             )),
         }
     }
+}
+
+/// The change a request asks for and what it names, for the audit log (`None` for reads).
+/// Read from the request head alone, so a request refused for its signature is named too.
+fn audited(parts: &http::request::Parts) -> Option<(&'static str, Vec<String>)> {
+    let (bucket, key) = split_path(parts.uri.path()).ok()?;
+    let copy = (parts.headers.get("x-amz-copy-source")).and_then(|v| v.to_str().ok());
+    let query = parts.uri.query().unwrap_or("");
+    let action = audit::s3_action(
+        &parts.method,
+        bucket.as_deref(),
+        key.as_deref(),
+        query,
+        copy.is_some(),
+    )?;
+    let copy = copy.filter(|_| action == "CopyObject");
+    let resources = audit::s3_resources(bucket.as_deref()?, key.as_deref(), copy);
+    Some((action, resources))
 }
 
 /// Splits a raw path-style path into bucket and key (both decoded).
