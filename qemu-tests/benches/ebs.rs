@@ -17,20 +17,11 @@ mod vmm_images;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mallee_qemu_tests::{Images, Nic, TestDir, VmConfig};
+use mallee_qemu_tests::{env_u64, Images, Nic, TestDir, VmConfig};
 use vmm_images::NodeExtras;
 
 /// The whole run may take at most this long (node boot, the image, every guest).
 const DEADLINE: Duration = Duration::from_secs(60 * 60);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
 
 fn main() {
     // `cargo test --all-targets` runs harness-less benches without arguments; only `cargo bench`

@@ -30,7 +30,7 @@ use mallee_proto::netbench;
 use mallee_qemu_tests::cloud::{self, Frontend, NODE_READY, PRIVATE_IP};
 use mallee_qemu_tests::outside::Outside;
 use mallee_qemu_tests::vm::Nic;
-use mallee_qemu_tests::{Images, Segment, TestDir, Vm, VmConfig};
+use mallee_qemu_tests::{env_u64, Images, Segment, TestDir, Vm, VmConfig};
 
 /// The frontend's disk.
 const DISK_MIB: u64 = 3072;
@@ -131,15 +131,6 @@ impl Case {
 struct Load {
     send: Duration,
     pings: u32,
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
 }
 
 fn mb_per_s(sent: &netbench::Sent) -> f64 {

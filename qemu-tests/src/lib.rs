@@ -37,3 +37,14 @@ pub fn report_figure(line: &str) {
     }
     println!("{line}");
 }
+
+/// A benchmark's whole-number setting from environment variable `name`, or `default` when it is
+/// unset; a value that is not a whole number stops the benchmark, naming it.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
