@@ -151,10 +151,8 @@ fn audit_lines(store: &Store, limit: usize) -> Result<String, AdminError> {
 pub fn audit_line(row: &AuditRow) -> String {
     let e = &row.entry;
     let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-    let (outcome, code) = match &e.outcome {
-        Outcome::Ok => ("ok", "-"),
-        Outcome::Err { code } => ("error", code.as_str()),
-    };
+    let (outcome, code) = e.outcome.parts();
+    let code = code.unwrap_or("-");
     [
         crate::auth::time::format_iso8601_millis(e.at_ms),
         e.user.clone(),

@@ -4,7 +4,7 @@
 //! store. It works on plain names and values; the API rooms and the CLI build the entries, the
 //! store owns the table (`store::audit`), and DescribeAuditLog and `admin audit` read it.
 
-use crate::store::{AuditEntry, Outcome, Store};
+use crate::store::{AuditEntry, Store};
 use http::Method;
 
 /// Whether an EC2-style action changes anything: every action but the `Describe*` and `Get*`
@@ -175,10 +175,8 @@ pub fn s3_resources(bucket: &str, key: Option<&str>, copy_source: Option<&str>) 
 /// written first, is the copy that survives such a store. AWS CloudTrail, too, records after
 /// the fact and best effort.
 pub fn record(store: &Store, entry: &AuditEntry) {
-    let (outcome, code) = match &entry.outcome {
-        Outcome::Ok => ("ok", None),
-        Outcome::Err { code } => ("error", Some(tracing::field::display(code))),
-    };
+    let (outcome, code) = entry.outcome.parts();
+    let code = code.map(tracing::field::display);
     tracing::info!(
         target: "audit",
         user = %entry.user,

@@ -74,10 +74,11 @@ fn event_item(x: &mut Xml, row: &AuditRow) {
         x.field("resourceId", r);
     });
     x.field("sourceAddress", &e.source);
-    match &e.outcome {
-        Outcome::Ok => x.field("outcome", "ok"),
-        Outcome::Err { code } => x.field("outcome", "error").field("errorCode", code),
-    };
+    let (outcome, code) = e.outcome.parts();
+    x.field("outcome", outcome);
+    if let Some(code) = code {
+        x.field("errorCode", code);
+    }
     x.field("requestId", &e.request_id);
 }
 

@@ -17,6 +17,16 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Its name as the table and every reader give it (`ok` or `error`), and the error code.
+    pub fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Outcome::Ok => ("ok", None),
+            Outcome::Err { code } => ("error", Some(code)),
+        }
+    }
+}
+
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -100,10 +110,7 @@ impl Store {
     /// Appends `entry`; returns its id. Every [`PRUNE_EVERY`]-th write keeps the table to the
     /// newest [`AUDIT_KEEP`] entries.
     pub fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        let (outcome, code) = match &entry.outcome {
-            Outcome::Ok => ("ok", None),
-            Outcome::Err { code } => ("error", Some(code.as_str())),
-        };
+        let (outcome, code) = entry.outcome.parts();
         let resources = serde_json::to_string(&entry.resources)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let conn = self.conn();
