@@ -109,10 +109,10 @@ fn prefix(netmask: &str, address: Ipv4Addr) -> Result<u8, IpParamError> {
         });
     }
     let bad = || IpParamError::Netmask(netmask.to_string());
-    let mask = u32::from(netmask.parse::<Ipv4Addr>().map_err(|_| bad())?);
-    let ones = mask.leading_ones();
-    (ones > 0 && ones + mask.trailing_zeros() == 32)
-        .then_some(ones as u8)
+    let mask = netmask.parse::<Ipv4Addr>().map_err(|_| bad())?;
+    // ipnet refuses a mask that is not contiguous; an all-zero one is no subnet either.
+    (ipnet::ipv4_mask_to_prefix(mask).ok())
+        .filter(|&prefix| prefix > 0)
         .ok_or_else(bad)
 }
 
