@@ -134,26 +134,28 @@ struct Load {
 }
 
 fn mb_per_s(sent: &netbench::Sent) -> f64 {
-    sent.bytes as f64 / sent.elapsed.as_secs_f64().max(1e-9) / 1e6
+    sent.bits_per_second() / 8e6
 }
 
 /// One measurement of `case` on `pair`, from the outside host.
 fn measure(outside: &Outside, pair: &Pair, case: Case, load: Load) -> Result<f64, String> {
     let (server, client, public) = (pair.server_private, pair.client_public, pair.server_public);
+    // Asks the client guest to carry out `command` against the server guest.
+    let ask = move |command: netbench::Command| {
+        netbench::ask(client, &command.to_string(), command.answer_timeout())
+    };
     let work = move || -> Result<f64, netbench::NetbenchError> {
-        let answer_within = load.send + Duration::from_secs(60);
         Ok(match case {
             Case::InstanceTcp => {
-                let line = format!("send {server} {}", load.send.as_millis());
-                mb_per_s(&netbench::Sent::parse_answer(&netbench::ask(
-                    client,
-                    &line,
-                    answer_within,
-                )?)?)
+                let millis = load.send.as_millis() as u64;
+                let answer = ask(netbench::Command::Send { to: server, millis })?;
+                mb_per_s(&netbench::Sent::parse_answer(&answer)?)
             }
             Case::InstanceRtt => {
-                let line = format!("rtt {server} {}", load.pings);
-                let answer = netbench::ask(client, &line, answer_within)?;
+                let answer = ask(netbench::Command::Rtt {
+                    to: server,
+                    count: load.pings,
+                })?;
                 netbench::Rtt::parse_answer(&answer)?.p50_us as f64
             }
             Case::OutsideTcp => mb_per_s(&netbench::sink_to(public, load.send)?),
