@@ -1,8 +1,11 @@
-//! The `mallee-frontend admin` command line: user management over the store (each change
-//! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]), reading the audit log,
+//! The `mallee-frontend admin` command line: user management and node admission (listing the
+//! nodes with their admission state, approving and rejecting them) over the store, each change
+//! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]; reading the audit log;
 //! and the AWS credentials file written for the admin key pair.
 
 use crate::audit;
+use crate::cloud::admission::{self, AdmissionError};
+use crate::cloud::nodes::Node;
 use crate::store::{AuditEntry, AuditRow, Outcome, Role, Store, StoreError, User};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,10 +14,12 @@ use std::path::Path;
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] | user list | user delete NAME | audit [--limit N]")]
+    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] | user list | user delete NAME | node list | node approve ID | node reject ID | audit [--limit N]")]
     Usage,
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Node(#[from] AdmissionError),
     #[error("writing credentials file {path}: {source}")]
     Credentials {
         path: String,
@@ -67,7 +72,8 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
                 ["--role", r] => Role::parse(r).ok_or(AdminError::Usage)?,
                 _ => return Err(AdminError::Usage),
             };
-            let u = recorded(store, "CreateUser", name, store.create_user(name, role))?;
+            let made = store.create_user(name, role);
+            let u = recorded(store, "CreateUser", name, made, error_code)?;
             Ok(format!(
                 "{}\t{}\t{}\t{}\t{}",
                 u.name,
@@ -87,8 +93,34 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
             .collect::<Vec<_>>()
             .join("\n")),
         ["user", "delete", name] => {
-            recorded(store, "DeleteUser", name, store.delete_user(name))?;
+            recorded(
+                store,
+                "DeleteUser",
+                name,
+                store.delete_user(name),
+                error_code,
+            )?;
             Ok(format!("deleted {name}"))
+        }
+        ["node", "list"] => Ok(admission::list(store)?
+            .iter()
+            .map(node_line)
+            .collect::<Vec<_>>()
+            .join("\n")),
+        ["node", "approve", id] => {
+            let approved = admission::approve(store, id, crate::store::now_ms());
+            let n = recorded(store, "ApproveNode", id, approved, AdmissionError::code)?;
+            Ok(format!(
+                "approved {id}: {}; its next enrollment gets a token",
+                n.admission_name()
+            ))
+        }
+        ["node", "reject", id] => {
+            let rejected = admission::reject(store, id);
+            recorded(store, "RejectNode", id, rejected, AdmissionError::code)?;
+            Ok(format!(
+                "rejected {id}: its token no longer works and it is refused until approved"
+            ))
         }
         ["audit"] => audit_lines(store, AUDIT_LINES),
         ["audit", "--limit", n] => {
@@ -99,18 +131,19 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
     }
 }
 
-/// Records one of the CLI's changes in the audit log as `result` says it went; hands the
-/// result on.
-fn recorded<T>(
+/// Records one of the CLI's changes in the audit log as `result` says it went (`code` names a
+/// failure as the API would); hands the result on.
+fn recorded<T, E>(
     store: &Store,
     action: &str,
     resource: &str,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    result: Result<T, E>,
+    code: impl Fn(&E) -> &'static str,
+) -> Result<T, E> {
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Err {
-            code: error_code(e).to_string(),
+            code: code(e).to_string(),
         },
     };
     let entry = AuditEntry {
@@ -133,6 +166,38 @@ fn error_code(e: &StoreError) -> &'static str {
         StoreError::NoSuchUser(_) => "NoSuchEntity",
         _ => "InternalError",
     }
+}
+
+/// One node of `node list`, tab-separated, `-` for what is empty: id, zone, admission
+/// (`admitted`, `pending`, `approved`, `rejected`), `up` or `down`, the MACs it registered
+/// with; then the claim waiting under its id (`pending` or `approved`, or `-` for none), its
+/// MACs, source address, first and last attempt.
+pub fn node_line(n: &Node) -> String {
+    let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    let macs = |m: &[mallee_proto::Mac]| {
+        dash((m.iter().map(|m| m.to_string()).collect::<Vec<_>>()).join(","))
+    };
+    let up = n.admission == crate::cloud::nodes::Admission::Admitted && !n.down;
+    let registered = n.info.as_ref().map(|i| i.macs.as_slice()).unwrap_or(&[]);
+    let mut fields = vec![
+        n.id.clone(),
+        n.cluster.clone(),
+        n.admission_name().to_string(),
+        if up { "up" } else { "down" }.to_string(),
+        macs(registered),
+    ];
+    let time = crate::auth::time::format_iso8601_millis;
+    fields.extend(match &n.claim {
+        Some(c) => [
+            if c.approved { "approved" } else { "pending" }.to_string(),
+            macs(&c.macs),
+            dash(c.source.clone()),
+            time(c.first_ms),
+            time(c.last_ms),
+        ],
+        None => ["-", "-", "-", "-", "-"].map(String::from),
+    });
+    fields.join("\t")
 }
 
 /// The newest `limit` audit entries, newest first, one line each.
@@ -215,5 +280,71 @@ mod tests {
             run_args(&store, &["audit", "--limit", "0"]),
             Err(AdminError::Usage)
         ));
+    }
+
+    #[test]
+    fn node_list_shows_claims_and_approve_and_reject_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cfg = crate::cloud::Ec2Config::default();
+        let id = "node-525400990001";
+        let req = mallee_proto::EnrollRequest {
+            node_id: id.into(),
+            cluster: cfg.clusters[0].clone(),
+            secret: cfg.cluster_secret.clone(),
+            macs: vec!["52:54:00:99:00:01".parse().unwrap()],
+            token: None,
+        };
+        assert!(admission::enroll(&store, &cfg, &req, "10.77.0.150", 1_000).is_err());
+        let list = run_args(&store, &["node", "list"]).unwrap();
+        let fields: Vec<&str> = list.split('\t').collect();
+        assert_eq!(
+            fields,
+            [
+                id,
+                "cluster1",
+                "pending",
+                "down",
+                "-",
+                "pending",
+                "52:54:00:99:00:01",
+                "10.77.0.150",
+                "1970-01-01T00:00:01.000Z",
+                "1970-01-01T00:00:01.000Z"
+            ]
+        );
+        let out = run_args(&store, &["node", "approve", id]).unwrap();
+        assert!(out.starts_with(&format!("approved {id}")), "{out}");
+        let list = run_args(&store, &["node", "list"]).unwrap();
+        assert_eq!(list.split('\t').nth(2), Some("approved"), "{list}");
+        assert!(matches!(
+            run_args(&store, &["node", "approve", "node-9"]),
+            Err(AdminError::Node(AdmissionError::NotFound(_)))
+        ));
+        run_args(&store, &["node", "reject", id]).unwrap();
+        let list = run_args(&store, &["node", "list"]).unwrap();
+        assert_eq!(list.split('\t').nth(2), Some("rejected"), "{list}");
+        assert!(matches!(
+            run_args(&store, &["node", "approve"]),
+            Err(AdminError::Usage)
+        ));
+        let out = run_args(&store, &["audit"]).unwrap();
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        let got: Vec<&[&str]> = lines.iter().map(|l| &l[1..7]).collect();
+        assert_eq!(
+            got,
+            [
+                &["admin-cli", "RejectNode", id, "local", "ok", "-"][..],
+                &[
+                    "admin-cli",
+                    "ApproveNode",
+                    "node-9",
+                    "local",
+                    "error",
+                    "InvalidNodeID.NotFound"
+                ],
+                &["admin-cli", "ApproveNode", id, "local", "ok", "-"],
+            ]
+        );
     }
 }

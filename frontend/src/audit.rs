@@ -35,6 +35,7 @@ const RESOURCE_PARAMS: &[&str] = &[
     "AllocationId",
     "AssociationId",
     "ResourceId",
+    "NodeId",
 ];
 
 /// The elements of a successful answer that name what the action made.
@@ -249,6 +250,7 @@ mod tests {
             ("ImageLocation", "images/root.img"),
             ("Description", "not a resource"),
             ("InstanceId.1", ""),
+            ("NodeId", "node-525400990001"),
         ];
         assert_eq!(
             request_resources(params),
@@ -262,7 +264,8 @@ mod tests {
                 "web",
                 "k1",
                 "198.51.100.7",
-                "eipalloc-1"
+                "eipalloc-1",
+                "node-525400990001"
             ]
         );
     }

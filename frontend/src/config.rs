@@ -2,7 +2,7 @@
 //! tests need none. It owns parsing and defaults only; nothing here opens files or sockets.
 
 use serde::Deserialize;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Why the configuration could not be read.
@@ -57,6 +57,33 @@ pub struct Config {
     pub gateway_dir: Option<PathBuf>,
     /// Limits on what one client may hold of the HTTP server (`[http]` table).
     pub http: HttpLimits,
+    /// TLS on the API listener (`[tls]` table).
+    pub tls: TlsSection,
+}
+
+/// The `[tls]` table: https on the API listener with the frontend's own CA (`crate::tls`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Serve https (the default); `false` serves plain HTTP, where everything crosses the wire
+    /// in clear.
+    pub enabled: bool,
+    /// DNS names and addresses clients reach the frontend by. The server certificate is also
+    /// for the listen address (unless unspecified), `[pxe] server_ip`, `localhost` and
+    /// 127.0.0.1; a change re-issues it on the next start.
+    pub names: Vec<String>,
+    /// The server certificate (valid a year) is re-issued, same key, when fewer days remain.
+    pub renew_days: u32,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            enabled: true,
+            names: Vec::new(),
+            renew_days: 30,
+        }
+    }
 }
 
 /// The `[http]` table: what one client may hold of the server, so a slow or greedy one cannot
@@ -140,6 +167,7 @@ impl Default for Config {
             appliance_dir: None,
             gateway_dir: None,
             http: HttpLimits::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -179,6 +207,14 @@ impl Config {
                 ));
             }
         }
+        let renew = self.tls.renew_days;
+        if renew == 0 || i64::from(renew) >= crate::tls::SERVER_CERT_DAYS {
+            return Err(format!(
+                "[tls] renew_days = {renew} must be 1-{} (the server certificate is valid {} days)",
+                crate::tls::SERVER_CERT_DAYS - 1,
+                crate::tls::SERVER_CERT_DAYS
+            ));
+        }
         if let Some(ip) = self.ec2.public_ips.iter().find(|ip| subnet.contains(*ip)) {
             return Err(format!(
                 "[ec2] public_ips holds {ip}, inside the instance subnet {subnet} ([network])"
@@ -193,8 +229,12 @@ impl Config {
     }
 
     /// The PXE service's settings when `[pxe]` is present: nodes reach the API at the PXE
-    /// server address on the API's port and enroll with the `[ec2]` cluster secret.
-    pub fn pxe_config(&self) -> Option<crate::pxe::PxeConfig> {
+    /// server address on the API's port, enroll with the `[ec2]` cluster secret and, when the
+    /// API speaks TLS, pin `frontend_key`.
+    pub fn pxe_config(
+        &self,
+        frontend_key: Option<mallee_proto::cmdline::PublicKeyPin>,
+    ) -> Option<crate::pxe::PxeConfig> {
         let section = self.pxe.as_ref()?;
         let node = crate::pxe::http::NodeParams {
             frontend: SocketAddr::from((section.server_ip, self.listen.port())),
@@ -205,6 +245,7 @@ impl Config {
                 .unwrap_or_else(|| "cluster1".to_string()),
             enrollment_secret: self.ec2.cluster_secret.clone(),
             bridge: self.network.mode != crate::cloud::NetMode::Managed,
+            frontend_key,
         };
         let mut c = crate::pxe::PxeConfig::new(
             &section.interface,
@@ -228,6 +269,30 @@ impl Config {
         self.credentials_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("admin-credentials"))
+    }
+
+    /// The CA bundle for clients (`AWS_CA_BUNDLE`), beside the admin credentials file.
+    pub fn ca_bundle_path(&self) -> PathBuf {
+        self.credentials_path()
+            .with_file_name(crate::tls::CA_BUNDLE_FILE)
+    }
+
+    /// The TLS files in the data directory and the names the server certificate is for now
+    /// (see [`Config::tls_names`]).
+    pub fn tls_files(&self) -> crate::tls::TlsFiles {
+        let names = self.tls_names(&crate::tls::local_addrs());
+        crate::tls::TlsFiles::new(&self.data_dir, names, self.tls.renew_days)
+    }
+
+    /// The names the server certificate is for: `[tls] names`, the listen address (every one of
+    /// `local` when it listens on all of them), the address nodes reach the API at (`[pxe]`).
+    pub fn tls_names(&self, local: &[IpAddr]) -> Vec<String> {
+        let listen: Vec<IpAddr> = match self.listen.ip().is_unspecified() {
+            true => local.to_vec(),
+            false => vec![self.listen.ip()],
+        };
+        let pxe = self.pxe.as_ref().map(|p| IpAddr::from(p.server_ip));
+        crate::tls::server_names(&self.tls.names, listen.into_iter().chain(pxe))
     }
 }
 
@@ -258,6 +323,59 @@ mod tests {
     }
 
     #[test]
+    fn the_certificate_names_every_address_a_listener_on_all_of_them_serves() {
+        let local: Vec<IpAddr> = vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        let c =
+            Config::parse("listen = \"0.0.0.0:8773\"\n[tls]\nnames = [\"api.example\"]\n[pxe]\n")
+                .unwrap();
+        assert_eq!(
+            c.tls_names(&local),
+            [
+                "api.example",
+                "192.0.2.7",
+                "2001:db8::7",
+                "10.77.0.1",
+                "localhost",
+                "127.0.0.1"
+            ]
+        );
+        let c = Config::parse("listen = \"192.0.2.9:8773\"").unwrap();
+        assert_eq!(c.tls_names(&local), ["192.0.2.9", "localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn tls_is_on_by_default_and_its_table_is_checked() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.tls, TlsSection::default());
+        assert!(c.tls.enabled);
+        assert!(!Config::parse("[tls]\nenabled = false").unwrap().tls.enabled);
+        assert_eq!(c.tls.renew_days, 30);
+        assert_eq!(
+            c.ca_bundle_path(),
+            PathBuf::from("/var/lib/mallee/mallee-ca.pem")
+        );
+        let c = Config::parse(
+            "credentials_file = \"/root/.aws/credentials\"\n[tls]\nenabled = true\nnames = [\"api.example\", \"10.0.0.1\"]\nrenew_days = 60",
+        )
+        .unwrap();
+        assert!(c.tls.enabled);
+        assert_eq!(c.tls.names, ["api.example", "10.0.0.1"]);
+        assert_eq!(
+            c.ca_bundle_path(),
+            PathBuf::from("/root/.aws/mallee-ca.pem")
+        );
+        c.check().unwrap();
+        for bad in ["renew_days = 0", "renew_days = 365"] {
+            let e = Config::parse(&format!("[tls]\n{bad}"))
+                .unwrap()
+                .check()
+                .unwrap_err();
+            assert!(e.contains("[tls] renew_days"), "{e}");
+        }
+        assert!(Config::parse("[tls]\nbogus = 1").is_err());
+    }
+
+    #[test]
     fn pxe_is_off_unless_its_table_is_present() {
         assert_eq!(Config::parse("").unwrap().pxe, None);
         let c = Config::parse("[pxe]\ninterface = \"ens4\"\nserver_ip = \"10.1.2.1\"").unwrap();
@@ -266,7 +384,7 @@ mod tests {
         assert_eq!(pxe.server_ip, Ipv4Addr::new(10, 1, 2, 1));
         assert_eq!(pxe.http_port, 8069);
         assert!(Config::parse("[pxe]\nbogus = 1").is_err());
-        let pxe = c.pxe_config().unwrap();
+        let pxe = c.pxe_config(None).unwrap();
         assert_eq!(pxe.node.frontend, "10.1.2.1:8773".parse().unwrap());
         assert_eq!(pxe.node.enrollment_secret, c.ec2.cluster_secret);
         assert_eq!(pxe.node.cluster, c.ec2.clusters[0]);

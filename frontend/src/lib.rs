@@ -3,9 +3,9 @@
 //! `walrus/` S3, `nodes/` the node protocol's HTTP side, `pxe/` node boot) → `cloud/` (the core: domain model, state transitions, node capacity and
 //! reconciliation) → `store/` (SQLite state and object files). Beside them: `http` (plumbing the
 //! API rooms share), `auth` (SigV4, one entry point), `scheduler` (pure placement), `config`
-//! (TOML), `server` (the listener), `audit` (which calls the audit log records, and writing an
-//! entry), `admin` (CLI), `privilege` (dropping root), `appliance` (the
-//! flashable appliance's A/B slots and staged upgrades).
+//! (TOML), `server` (the listener), `tls` (the listener's CA, certificate and renewal), `audit`
+//! (which calls the audit log records, and writing an entry), `admin` (CLI), `privilege`
+//! (dropping root), `appliance` (the flashable appliance's A/B slots and staged upgrades).
 
 pub mod admin;
 pub mod appliance;
@@ -25,4 +25,5 @@ pub mod scheduler;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod walrus;

@@ -1,5 +1,6 @@
 //! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon; `[--config FILE] admin
-//! user create|list|delete` manages users and `admin audit [--limit N]` prints the audit log;
+//! user create|list|delete` manages users, `admin node list|approve ID|reject ID` node admission
+//! and `admin audit [--limit N]` prints the audit log;
 //! `[--config FILE] storage` runs the storage controller (as root) that exports the volumes
 //! the daemon lists over AoE.
 
@@ -11,7 +12,9 @@ use mallee_frontend::gateway::{self, GatewaySite};
 use mallee_frontend::identity::Identity;
 use mallee_frontend::nodes::NodeApi;
 use mallee_frontend::storage::keeper::{self, StorageSite, VOLUMES_DIR};
+use mallee_frontend::tls::{self, ServerTls};
 use mallee_frontend::{admin, config::Config, privilege, server, store::Store, walrus::Walrus};
+use mallee_proto::cmdline::PublicKeyPin;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -61,6 +64,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         admin::write_credentials(&creds, &admin)?;
         tracing::info!(path = %creds.display(), "wrote the admin credentials file");
     }
+    // Made, loaded or renewed while still root: the files go to the daemon's user with the
+    // data directory, and the CA bundle may live where only root writes.
+    let (tls, pin) = match config.tls.enabled {
+        true => {
+            let (tls, pin) = start_tls(&config)?;
+            (Some(tls), Some(pin))
+        }
+        false => (None, None),
+    };
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     listener.set_nonblocking(true)?;
@@ -69,7 +81,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     // PXE binds port 67 on one device and 69: while still root.
-    let pxe = match config.pxe_config() {
+    let pxe = match config.pxe_config(pin) {
         Some(pxe) => {
             let handle = rt
                 .block_on(mallee_frontend::pxe::serve(pxe))
@@ -113,7 +125,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let _pxe = pxe;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        println!("mallee-frontend: listening on http://{addr}");
+        match &tls {
+            Some(_) => {
+                println!(
+                    "mallee-frontend: serving https; clients verify it with the CA bundle {}",
+                    config.ca_bundle_path().display()
+                );
+                if let Some(pin) = pin {
+                    println!("mallee-frontend: nodes pin {pin}");
+                }
+            }
+            None => println!("mallee-frontend: serving plain http ([tls] enabled = false)"),
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("mallee-frontend: listening on {scheme}://{addr}");
         use std::io::Write;
         std::io::stdout().flush()?;
         tokio::spawn(apis.nodes.clone().watch_liveness());
@@ -132,12 +157,37 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
-        server::serve(listener, apis, config.http, upgrade).await?;
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().renew_periodically());
+        }
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        server::serve(listener, apis, config.http, acceptor, upgrade).await?;
         // Only a staged upgrade stops the server: init installs it and reboots.
         println!("mallee-frontend: upgrade staged; exiting for mallee-init to install it");
         std::io::stdout().flush()?;
         std::process::exit(UPGRADE_STAGED_EXIT);
     })
+}
+
+/// TLS on the API listener: the CA and server certificate in `<data_dir>/tls` (made, loaded or
+/// renewed) and the CA bundle for clients, written beside the admin credentials on every start.
+/// Returns the server and the pin of its key, which PXE-booted nodes get on their command line.
+fn start_tls(config: &Config) -> anyhow::Result<(Arc<ServerTls>, PublicKeyPin)> {
+    let (server_tls, identity) =
+        ServerTls::start(config.tls_files()).context("setting up TLS ([tls] enabled = true)")?;
+    // Each renewal check takes the machine's addresses as they are then (DHCP may move them).
+    let names = config.clone();
+    let server_tls = server_tls.with_names(Box::new(move || names.tls_names(&tls::local_addrs())));
+    let bundle = config.ca_bundle_path();
+    tls::write_atomic(&bundle, identity.ca_pem.as_bytes(), 0o644)
+        .context("writing the CA bundle")?;
+    tracing::info!(
+        bundle = %bundle.display(),
+        pin = %identity.pin,
+        not_after = %identity.not_after,
+        "TLS: server certificate loaded; nodes pin the key's SHA-256"
+    );
+    Ok((Arc::new(server_tls), identity.pin))
 }
 
 /// Where volumes live and their exports are handed to the storage controller; they are served

@@ -4,7 +4,8 @@
 //! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
 //! what one client holds ([`HttpLimits`]): connections per address (more are answered with
 //! the API's throttling error), the time to send a request head, and its size. Each request
-//! carries its client's address ([`ClientAddr`]) to the API that answers it.
+//! carries its client's address ([`ClientAddr`]) to the API that answers it. With TLS on
+//! (`tls`), every connection is handshaken first and then served the same way.
 
 use crate::config::HttpLimits;
 use crate::ec2::Ec2;
@@ -15,10 +16,13 @@ use crate::walrus::Walrus;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// The APIs sharing the listener.
 pub struct Apis {
@@ -115,11 +119,14 @@ impl Drop for ClientSlot {
 }
 
 /// Serves until `stop` resolves; then stops accepting, lets the requests in flight finish (a
-/// held long poll is answered early) for up to [`DRAIN`], and returns.
+/// held long poll is answered early) for up to [`DRAIN`], and returns. With `tls`, each
+/// connection is first handshaken within the idle limit, holding its client's place while it
+/// does; a failed or stalled handshake closes the connection and is logged at debug level.
 pub async fn serve(
     listener: TcpListener,
     apis: Arc<Apis>,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -144,7 +151,65 @@ pub async fn serve(
         if over {
             tracing::warn!(%peer, limit = limits.connections_per_client, "client over its connection limit: throttled");
         }
-        let apis = apis.clone();
+        let conn = Connection {
+            apis: apis.clone(),
+            peer,
+            over,
+            idle,
+            header_bytes: limits.header_bytes,
+        };
+        // Taken now, so a stop that comes during a handshake still waits for the connection.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Some(acceptor) = tls else {
+                return conn.serve(stream, watcher).await;
+            };
+            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => conn.serve(stream, watcher).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done within the idle limit"),
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {} s; stopping anyway",
+            DRAIN.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// One accepted connection and what it is served with.
+struct Connection {
+    apis: Arc<Apis>,
+    peer: SocketAddr,
+    /// Its client is over the connection limit: one throttled answer, then close.
+    over: bool,
+    idle: std::time::Duration,
+    header_bytes: usize,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 over `stream` (TCP or TLS over TCP) until either side closes it or a
+    /// stop has drained it.
+    async fn serve<S>(self, stream: S, watcher: Watcher)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            apis,
+            peer,
+            over,
+            idle,
+            header_bytes,
+        } = self;
         let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let apis = apis.clone();
             // The APIs record it in the audit log.
@@ -162,28 +227,13 @@ pub async fn serve(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(idle)
-            .max_buf_size(limits.header_bytes.max(8192))
+            .max_buf_size(header_bytes.max(8192))
             .keep_alive(!over)
             .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "connections still open after {} s; stopping anyway",
-            DRAIN.as_secs()
-        );
-    }
-    Ok(())
 }
 
 /// How long a stopping server waits for the requests in flight.

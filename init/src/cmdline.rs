@@ -6,13 +6,16 @@
 //! node agent's `mallee.frontend=IP:PORT`, `mallee.cluster=NAME` and `mallee.secret=SECRET` (put
 //! there by the frontend's PXE service; the agent starts only when all three are set) and
 //! `mallee.disk=auto|none|/dev/X` (the node's cache disk, default `auto`: see
-//! [`crate::agent::storage`]) and `mallee.bridge=MAC` (the NIC to put into the uplink bridge,
-//! see [`crate::net::bridge`]); for
+//! [`crate::agent::storage`]), `mallee.bridge=MAC` (the NIC to put into the uplink bridge,
+//! see [`crate::net::bridge`]) and `mallee.frontend_key=sha256:HEX` (the frontend's pinned
+//! public key: the agent speaks TLS and accepts no other key; a malformed value keeps the agent
+//! from starting rather than letting it fall back to plain HTTP, see [`FrontendKey`]); for
 //! the frontend, `mallee.data=/dev/vdX` or `mallee.data=PARTLABEL=NAME` (data disk, default
 //! `/dev/vda`; the flashable image names its partition), `mallee.slot=a|b` (which A/B slot of
 //! the flashable image booted, put there by the image's own command line),
 //! `mallee.private=IFACE:IP/PREFIX` (private NIC, default `eth1:10.77.0.1/24`) and
-//! `mallee.show_credentials=1` (test hook: print the admin credentials once ready); on both,
+//! `mallee.show_credentials=1` (print the admin credentials, the CA bundle and the frontend's
+//! key pin once ready; the flashable image sets it); on both,
 //! `mallee.log=error|warn|info|debug|trace` (default `info`: how much init, the agent, each VMM
 //! and the frontend daemon log). For a test guest under a VMM that answers neither DHCP nor
 //! metadata requests: `mallee.user_data=BASE64` (its user data, standard base64) and the
@@ -27,7 +30,7 @@ pub mod ip;
 use base64::Engine as _;
 pub use ip::{IpParamError, StaticIp};
 pub use mallee_proto::appliance::Slot;
-use mallee_proto::cmdline::{self, Key};
+use mallee_proto::cmdline::{self, Key, PublicKeyPin};
 use mallee_proto::LogLevel;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -98,6 +101,19 @@ pub enum NodeDisk {
     Device(PathBuf),
 }
 
+/// Node: what `mallee.frontend_key` says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FrontendKey {
+    /// Not on the command line: the agent speaks plain HTTP.
+    #[default]
+    Unpinned,
+    /// The frontend's key pin: the agent speaks TLS and accepts only this key.
+    Pinned(PublicKeyPin),
+    /// On the command line but not a pin; the reason. The agent does not start: a node that was
+    /// meant to pin the frontend's key must not talk to it unpinned.
+    Malformed(String),
+}
+
 /// What this appliance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -137,6 +153,8 @@ pub struct Settings {
     pub disk: NodeDisk,
     /// Node: the NIC (by MAC) to put into the uplink bridge, which then takes its place.
     pub bridge: Option<mallee_proto::Mac>,
+    /// Node: the frontend's pinned key, if the command line gives one.
+    pub frontend_key: FrontendKey,
     /// The most detailed level init, the agent, the VMMs and the frontend daemon log.
     pub log: LogLevel,
     /// Node: a static address for a NIC from the kernel's `ip=` (instead of DHCP).
@@ -163,6 +181,7 @@ impl Default for Settings {
             secret: None,
             disk: NodeDisk::Auto,
             bridge: None,
+            frontend_key: FrontendKey::Unpinned,
             log: LogLevel::Info,
             static_ip: None,
             user_data: None,
@@ -289,6 +308,12 @@ pub fn parse(cmdline: &str) -> Settings {
                     "ignoring mallee.bridge={value:?}: expected the MAC of a NIC"
                 )),
             },
+            Key::FrontendKey => {
+                settings.frontend_key = match value.parse() {
+                    Ok(pin) => FrontendKey::Pinned(pin),
+                    Err(e) => FrontendKey::Malformed(format!("mallee.frontend_key={value:?}: {e}")),
+                }
+            }
             Key::Log => match LogLevel::parse(value) {
                 Some(level) => settings.log = level,
                 None => settings.warnings.push(format!(
@@ -409,6 +434,39 @@ mod tests {
         let s = parse("mallee.frontend=frontend.local:80 mallee.cluster=");
         assert_eq!((s.frontend, s.cluster), (None, None));
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn the_frontend_key_pin_is_read_in_either_case() {
+        assert_eq!(parse("").frontend_key, FrontendKey::Unpinned);
+        let pin = PublicKeyPin([0xcd; 32]);
+        let s = parse(&Key::FrontendKey.arg(pin));
+        assert_eq!(s.frontend_key, FrontendKey::Pinned(pin));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let upper = parse(&format!("mallee.frontend_key=sha256:{}", "CD".repeat(32)));
+        assert_eq!(upper.frontend_key, FrontendKey::Pinned(pin));
+    }
+
+    #[test]
+    fn a_malformed_frontend_key_is_kept_as_malformed_not_dropped() {
+        let hex64 = "cd".repeat(32);
+        for (value, says) in [
+            (format!("sha256:{}", &hex64[..63]), "63 characters"),
+            (format!("sha256:{hex64}0"), "65 characters"),
+            (hex64.clone(), "does not start with"),
+            (format!("SHA256:{hex64}"), "does not start with"),
+            (format!("sha256:{}xy", &hex64[..62]), "not a hex digit"),
+            (String::new(), "does not start with"),
+        ] {
+            let s = parse(&Key::FrontendKey.arg(&value));
+            match &s.frontend_key {
+                FrontendKey::Malformed(why) => {
+                    assert!(why.contains("mallee.frontend_key"), "{why}");
+                    assert!(why.contains(says), "{value}: {why}");
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
     }
 
     #[test]

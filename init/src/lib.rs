@@ -203,21 +203,41 @@ fn user_data_source(settings: &Settings, hostname: &str) -> guest::UserDataSourc
     }
 }
 
-/// The node agent's settings, when this is a node whose command line names a frontend.
-fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Option<agent::AgentConfig> {
+/// The node agent's settings, when this is a node whose command line names a frontend; an
+/// error (logged here, at boot) when it also carries a malformed `mallee.frontend_key`: such a
+/// node runs no agent, rather than one that talks to the frontend unpinned.
+fn agent_config(settings: &Settings, nics: &[net::Nic]) -> Result<Option<agent::AgentConfig>, ()> {
+    let (Some(frontend), Some(cluster), Some(secret)) = (
+        settings.frontend,
+        settings.cluster.clone(),
+        settings.secret.clone(),
+    ) else {
+        return Ok(None);
+    };
     if settings.role != cmdline::Role::Node {
-        return None;
+        return Ok(None);
     }
-    Some(agent::AgentConfig {
-        frontend: settings.frontend?,
-        cluster: settings.cluster.clone()?,
-        secret: settings.secret.clone()?,
+    let frontend_key = match &settings.frontend_key {
+        cmdline::FrontendKey::Unpinned => None,
+        cmdline::FrontendKey::Pinned(pin) => Some(pin.0),
+        cmdline::FrontendKey::Malformed(why) => {
+            error!(
+                "{why}; the node agent will not start (it does not talk to the frontend unpinned)"
+            );
+            return Err(());
+        }
+    };
+    Ok(Some(agent::AgentConfig {
+        frontend,
+        cluster,
+        secret,
         macs: nics.iter().map(|n| n.mac).collect(),
         state_dir: PathBuf::from("/var/lib/mallee"),
         vmm: PathBuf::from("/bin/mallee-vmm"),
         disk: settings.disk.clone(),
         log_level: settings.log,
-    })
+        frontend_key,
+    }))
 }
 
 /// The readiness callback: prints the one readiness line and starts `mallee.run` and the node
@@ -236,12 +256,13 @@ fn readiness(settings: &Settings, nics: &[net::Nic], hostname: &str) -> net::cli
                 run::start(path);
             }
             match agent.clone() {
-                Some(cfg) => agent::start(cfg),
+                Ok(Some(cfg)) => agent::start(cfg),
                 // An instance's PID 1 (the test guest): its metadata, if a VMM serves it.
-                None if role == cmdline::Role::Node && ip != "none" => {
+                Ok(None) if role == cmdline::Role::Node && ip != "none" => {
                     guest::start(user_data.clone())
                 }
-                None => {}
+                // A node with a malformed pin (said at boot): nothing.
+                Ok(None) | Err(()) => {}
             }
             if test_panic {
                 std::thread::spawn(|| panic!("mallee.test_panic=1 asked for a panic"));
@@ -340,5 +361,22 @@ mod tests {
         assert_eq!(name("ip=10.0.2.15::::peer1 mallee.hostname=n1"), "n1");
         assert_eq!(name("ip=dhcp"), "mallee-525400123456");
         assert_eq!(hostname(&cmdline::parse(""), &[]), "mallee");
+    }
+
+    #[test]
+    fn the_frontend_key_reaches_the_agent_and_a_malformed_one_starts_no_agent() {
+        let node = "mallee.frontend=10.0.2.2:8773 mallee.cluster=c mallee.secret=s";
+        let config = |cmdline: &str| agent_config(&cmdline::parse(cmdline), &[]);
+        let unpinned = config(node).unwrap().unwrap();
+        assert_eq!(unpinned.frontend_key, None);
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let pinned = config(&format!("{node} mallee.frontend_key={pin}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pinned.frontend_key, Some([0xab; 32]));
+        // Neither an unpinned agent nor the test guest's probes: nothing.
+        assert!(config(&format!("{node} mallee.frontend_key=ab")).is_err());
+        // A test guest (no frontend on its command line) is not a node with a bad pin.
+        assert!(config("mallee.frontend_key=ab").unwrap().is_none());
     }
 }

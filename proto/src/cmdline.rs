@@ -1,6 +1,8 @@
 //! The `mallee.*` kernel command-line keys, spelled once: the PXE service and the image builder
-//! write them, `mallee-init` reads them. Only the names live here; what a value means is the
-//! reader's business (`init/src/cmdline.rs`).
+//! write them, `mallee-init` reads them. Mostly only the names live here and what a value means
+//! is the reader's business (`init/src/cmdline.rs`); the one exception is the frontend's key pin
+//! ([`PublicKeyPin`]), whose spelling the PXE service and the node agent must agree on to the
+//! byte.
 
 use std::fmt;
 
@@ -42,10 +44,14 @@ pub enum Key {
     /// An instance's user data in standard base64, for a test guest under a VMM that serves no
     /// metadata.
     UserData,
+    /// Node: the SHA-256 of the frontend's public key (its certificate's SubjectPublicKeyInfo,
+    /// DER), `sha256:<64 hex>` ([`PublicKeyPin`]). When set, the agent speaks TLS to the
+    /// frontend and accepts no other key; when absent, plain HTTP.
+    FrontendKey,
 }
 
 impl Key {
-    pub const ALL: [Key; 15] = [
+    pub const ALL: [Key; 16] = [
         Key::Role,
         Key::Run,
         Key::Hostname,
@@ -61,6 +67,7 @@ impl Key {
         Key::Log,
         Key::Bridge,
         Key::UserData,
+        Key::FrontendKey,
     ];
 
     /// The name after `mallee.`.
@@ -81,6 +88,7 @@ impl Key {
             Key::Log => "log",
             Key::Bridge => "bridge",
             Key::UserData => "user_data",
+            Key::FrontendKey => "frontend_key",
         }
     }
 
@@ -118,6 +126,57 @@ pub fn split(word: &str) -> Option<(&str, &str)> {
     Some(rest.split_once('=').unwrap_or((rest, "")))
 }
 
+/// A public key pinned by its hash: the SHA-256 of its SubjectPublicKeyInfo (DER), what
+/// `openssl pkey -pubin -outform der | sha256sum` prints. Written and read as `sha256:<64 hex>`
+/// (lower case written; either case read).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKeyPin(pub [u8; 32]);
+
+/// Why a `sha256:<64 hex>` key pin did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    #[error("expected sha256:<64 hex digits>, the value does not start with \"sha256:\"")]
+    MissingPrefix,
+    #[error("expected sha256:<64 hex digits>, got {0} characters after \"sha256:\"")]
+    Length(usize),
+    #[error("expected sha256:<64 hex digits>, found a character that is not a hex digit")]
+    NotHex,
+}
+
+impl PublicKeyPin {
+    /// The prefix naming the hash.
+    pub const PREFIX: &'static str = "sha256:";
+}
+
+impl std::str::FromStr for PublicKeyPin {
+    type Err = PinError;
+
+    fn from_str(text: &str) -> Result<Self, PinError> {
+        let digits = text
+            .strip_prefix(Self::PREFIX)
+            .ok_or(PinError::MissingPrefix)?;
+        let length = digits.chars().count();
+        if length != 64 {
+            return Err(PinError::Length(length));
+        }
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(digits, &mut hash).map_err(|_| PinError::NotHex)?;
+        Ok(PublicKeyPin(hash))
+    }
+}
+
+impl fmt::Display for PublicKeyPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKeyPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +208,30 @@ mod tests {
             Key::Frontend.arg("10.0.0.1:8773"),
             "mallee.frontend=10.0.0.1:8773"
         );
+    }
+
+    #[test]
+    fn a_key_pin_round_trips_in_lower_case_and_reads_upper_case() {
+        let pin = PublicKeyPin([0xab; 32]);
+        let text = pin.to_string();
+        assert_eq!(text, format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(text.parse(), Ok(pin));
+        let upper = format!("sha256:{}", "AB".repeat(32));
+        assert_eq!(upper.parse(), Ok(pin));
+    }
+
+    #[test]
+    fn a_malformed_key_pin_says_what_is_wrong() {
+        let hex64 = "0f".repeat(32);
+        assert_eq!(hex64.parse::<PublicKeyPin>(), Err(PinError::MissingPrefix));
+        let sha1 = format!("sha1:{}", &hex64[..40]);
+        assert_eq!(sha1.parse::<PublicKeyPin>(), Err(PinError::MissingPrefix));
+        let short = format!("sha256:{}", &hex64[..62]);
+        assert_eq!(short.parse::<PublicKeyPin>(), Err(PinError::Length(62)));
+        let long = format!("sha256:{hex64}00");
+        assert_eq!(long.parse::<PublicKeyPin>(), Err(PinError::Length(66)));
+        let not_hex = format!("sha256:{}zz", &hex64[..62]);
+        assert_eq!(not_hex.parse::<PublicKeyPin>(), Err(PinError::NotHex));
+        assert_eq!("sha256:".parse::<PublicKeyPin>(), Err(PinError::Length(0)));
     }
 }

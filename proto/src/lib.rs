@@ -9,8 +9,11 @@
 //! name can start with `_`, so it never collides with Walrus):
 //!
 //! 1. `POST /_node/enroll` with [`EnrollRequest`] (the cluster secret from the node's kernel
-//!    command line) → [`EnrollResponse`] carrying a per-node token. Every later request sends
-//!    `Authorization: Bearer <token>`.
+//!    command line, the node's MACs, and the token it holds if any) → [`EnrollResponse`]
+//!    carrying a per-node token. Every later request sends `Authorization: Bearer <token>`. A
+//!    node not admitted yet (its MAC not listed by the frontend, no admin approval), and a claim
+//!    on an id a live node holds without that node's token, get 403 with a message saying what
+//!    to do; the node keeps retrying.
 //! 2. `POST /_node/register` with [`NodeInfo`] → [`RegisterResponse`] (timing the node uses).
 //! 3. `GET /_node/desired?generation=G` → [`DesiredState`]: answered at once when the stored
 //!    desired state differs from generation `G`, else held until it changes or the long-poll
@@ -36,6 +39,8 @@ pub mod root_device;
 #[cfg(any(test, feature = "test-support"))]
 pub mod root_device_fixtures;
 pub mod storage;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod vmm;
 pub use log_level::LogLevel;
 pub use mallee_mac::{BadMac, Mac};
@@ -69,12 +74,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
-/// First contact: proves knowledge of the cluster secret.
+/// First contact: proves knowledge of the cluster secret. The secret alone admits nobody: the
+/// frontend admits a node whose MAC it lists or an admin approved, and lets an enrollment under
+/// the id of a live node in only with that node's current token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     pub node_id: String,
     pub cluster: String,
     pub secret: String,
+    /// The node's NIC addresses (what the frontend's admission list names).
+    #[serde(default)]
+    pub macs: Vec<Mac>,
+    /// The token the node holds from an earlier enrollment (none after a boot): a live node
+    /// enrolling again proves with it that it is the node holding the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// The node's own credential for every later request.
@@ -427,5 +441,20 @@ mod tests {
         assert!(decode::<ActualState>(b"{\"instances\":[{\"state\":\"dancing\"}]}").is_err());
         assert!(decode::<NodeInfo>(b"\xff\xfe").is_err());
         assert!(decode::<EnrollRequest>(b"").is_err());
+    }
+
+    #[test]
+    fn an_enroll_request_without_macs_or_token_parses_and_one_with_them_round_trips() {
+        let old = br#"{"node_id":"n1","cluster":"c","secret":"s"}"#;
+        let r: EnrollRequest = decode(old).unwrap();
+        assert_eq!((r.macs.len(), r.token), (0, None));
+        let full = EnrollRequest {
+            macs: vec!["52:54:00:12:34:56".parse().unwrap()],
+            token: Some("t".into()),
+            ..r
+        };
+        let text = String::from_utf8(encode(&full)).unwrap();
+        assert!(text.contains(r#""macs":["52:54:00:12:34:56"]"#), "{text}");
+        assert_eq!(decode::<EnrollRequest>(text.as_bytes()).unwrap(), full);
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 const USAGE: &str = "usage: mallee-pxe --interface IFACE --server-ip IP --image DIR \
 [--http-port N] [--tftp-root DIR] [--lease-db FILE] [--frontend IP:PORT] [--cluster NAME] \
-[--secret SECRET] [--range-start IP --range-end IP] [--bridge yes]";
+[--secret SECRET] [--frontend-key sha256:HEX] [--range-start IP --range-end IP] [--bridge yes]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -39,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
         cluster: get("cluster").unwrap_or_else(|| "cluster0".into()),
         enrollment_secret: get("secret").unwrap_or_else(|| "mallee-dev-secret".into()),
         bridge: get("bridge").is_some_and(|b| b == "yes"),
+        frontend_key: get("frontend-key")
+            .map(|k| k.parse())
+            .transpose()
+            .context("--frontend-key (the pin the frontend logs at start)")?,
     };
     let mut config = PxeConfig::new(&need("interface")?, server_ip, need("image")?.into(), node);
     if let Some(p) = get("http-port") {

@@ -1,11 +1,12 @@
-//! Configuration of the cloud: clusters (zones), the node enrollment secret, address pools and
-//! node timing (the `[ec2]` table of the daemon's TOML file, read by the EC2 API, the
-//! scheduler and the node protocol alike), the instance networks (the `[network]` table) and
-//! the volume exports (the `[storage]` table).
+//! Configuration of the cloud: clusters (zones), the node enrollment secret and the MACs of
+//! nodes admitted without an admin, address pools and node timing (the `[ec2]` table of the
+//! daemon's TOML file, read by the EC2 API, the scheduler and the node protocol alike), the
+//! instance networks (the `[network]` table) and the volume exports (the `[storage]` table).
 //! Parsing, checking and defaults only.
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
+use mallee_proto::Mac;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::net::Ipv4Addr;
 
 /// The `[ec2]` table.
@@ -16,6 +17,10 @@ pub struct Ec2Config {
     pub clusters: Vec<String>,
     /// Secret a node presents (from its kernel command line) to enroll.
     pub cluster_secret: String,
+    /// MACs of the nodes admitted as soon as they enroll; any other node waits for an admin
+    /// (`admin node approve`, ApproveNode).
+    #[serde(deserialize_with = "admit_macs")]
+    pub admit_macs: Vec<Mac>,
     /// Elastic IP pool.
     pub public_ips: Vec<Ipv4Addr>,
     /// A node that has not reported for this long is marked down.
@@ -29,11 +34,32 @@ impl Default for Ec2Config {
         Ec2Config {
             clusters: vec!["cluster1".to_string()],
             cluster_secret: "mallee-cluster-secret".to_string(),
+            admit_macs: Vec::new(),
             public_ips: (10..42).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect(),
             node_deadline_secs: 60,
             long_poll_secs: 20,
         }
     }
+}
+
+/// `admit_macs`: each entry a NIC's MAC (`52:54:00:12:34:56`); the error names the entry that
+/// is not.
+fn admit_macs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mac>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    (texts.iter().enumerate())
+        .map(|(n, text)| {
+            let bad = |why: String| {
+                serde::de::Error::custom(format!("admit_macs entry {} ({text:?}): {why}", n + 1))
+            };
+            let mac: Mac = text
+                .parse()
+                .map_err(|e: mallee_proto::BadMac| bad(e.to_string()))?;
+            if mac.is_multicast() {
+                return Err(bad("a multicast address is never a NIC's own".into()));
+            }
+            Ok(mac)
+        })
+        .collect()
 }
 
 /// How instances are networked (Eucalyptus's `VNET_MODE`).
@@ -268,5 +294,41 @@ impl NetworkConfig {
         let base = u32::from(self.subnet.network()) + index * self.addrs_per_net;
         let prefix = 32 - self.addrs_per_net.trailing_zeros() as u8;
         Ipv4Net::new(Ipv4Addr::from(base), prefix).expect("prefix from a power of two")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_macs_default_to_none_and_parse_in_either_case() {
+        assert!(Ec2Config::default().admit_macs.is_empty());
+        let c = crate::config::Config::parse(
+            "[ec2]\nadmit_macs = [\"52:54:00:12:34:56\", \"52-54-00-AB-CD-EF\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c.ec2.admit_macs.iter().map(Mac::to_string).collect();
+        assert_eq!(shown, ["52:54:00:12:34:56", "52:54:00:ab:cd:ef"]);
+    }
+
+    #[test]
+    fn a_bad_admit_macs_entry_is_a_config_error_naming_it() {
+        for (text, says) in [
+            (
+                "[\"52:54:00:12:34:56\", \"52:54:00:12:34\"]",
+                "admit_macs entry 2 (\"52:54:00:12:34\"): `52:54:00:12:34` is not a MAC address",
+            ),
+            (
+                "[\"01:00:5e:00:00:01\"]",
+                "admit_macs entry 1 (\"01:00:5e:00:00:01\"): a multicast",
+            ),
+            ("\"52:54:00:12:34:56\"", "a sequence"),
+        ] {
+            let e = crate::config::Config::parse(&format!("[ec2]\nadmit_macs = {text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 }

@@ -188,13 +188,7 @@ fn store() -> (tempfile::TempDir, Store) {
 /// running `i-00000002` (m1.small).
 fn node_with_a_stopped_instance(store: &Store) {
     let cfg = Ec2Config::default();
-    let req = mallee_proto::EnrollRequest {
-        node_id: "n1".into(),
-        cluster: cfg.clusters[0].clone(),
-        secret: cfg.cluster_secret.clone(),
-    };
-    let token = nodes::enroll(store, &cfg, &req, 1).unwrap();
-    let node = nodes::authenticate(store, &token).unwrap();
+    let (node, _) = crate::cloud::nodes::tests::admitted(store, "n1", &cfg.clusters[0]);
     let info = mallee_proto::NodeInfo {
         node_id: "n1".into(),
         cluster: node.cluster.clone(),

@@ -1,6 +1,7 @@
 //! The cloud core: the domain model and its state transitions, with no HTTP in it. It owns the
 //! records (`model`: images, key pairs, groups, instances, addresses, volumes, snapshots), the
-//! compute nodes with their capacity and usage (`nodes`, usage derived in one place), how node
+//! compute nodes with their capacity and usage (`nodes`, usage derived in one place) and who
+//! may be one (`admission`: pending, approved, admitted, rejected), how node
 //! reports move instances through their states (`reconcile`), the lifecycle transitions users
 //! ask for and what a terminated instance lets go of (`instances`), the attributes users change
 //! after launch (`instance_attributes`), images made from instances and the state images show (`images`), the tags on resources (`tags`), writing launched
@@ -14,6 +15,7 @@
 //! beside `ec2/`, reconcilers driven from this core's state, not parts of it.
 
 pub mod access;
+pub mod admission;
 pub mod changes;
 pub mod config;
 pub mod images;

@@ -1,27 +1,27 @@
-//! Compute nodes as the cloud knows them: enrollment (cluster secret → per-node token, only
-//! its SHA-256 kept), registration (a new boot id means the node rebooted and lost its
-//! instances), the desired state of a node, applying a node's report (instances, image cache),
-//! console output, marking silent nodes down, each node's capacity and usage, and placing a
-//! stopped instance again when it starts ([`start_placed`]). Usage is
+//! Compute nodes as the cloud knows them: the node record (its admission state and the claim
+//! waiting under its id; who gets a token is `admission`'s, only the token's SHA-256 is
+//! kept), authentication of an admitted node's token, registration (a new boot id means the
+//! node rebooted and lost its instances), the desired state of a node, applying a node's report
+//! (instances, image cache), console output, marking silent nodes down, each node's capacity and
+//! usage, and placing a stopped instance again when it starts ([`start_placed`]). Only admitted
+//! nodes authenticate, are placed on or count as capacity. Usage is
 //! derived in one place, [`usage`], from the instances that hold room on a node; nothing keeps
 //! a counter of it. Each operation is one store transaction; the HTTP side is `nodes/`.
 
-use super::config::Ec2Config;
 use super::instances::{self as lifecycle, instances_on, release_on_termination};
 use super::model::{Instance, State, Volume, CONSOLE, INSTANCE, VOLUME};
 use super::{reconcile, volumes};
 use crate::scheduler::{self, Need, NodeLoad};
 use crate::store::{CloudTx, Store, StoreError};
 use mallee_proto::{
-    ActualState, CacheSummary, CachedImage, ConsoleReport, EnrollRequest, InstanceSpec, NodeInfo,
+    ActualState, CacheSummary, CachedImage, ConsoleReport, InstanceSpec, Mac, NodeInfo,
 };
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 pub const NODE: &str = "node";
-const SYSTEM: &str = "_system";
+pub(super) const SYSTEM: &str = "_system";
 /// Console output kept per instance (EC2 keeps the last 64 KiB).
 const CONSOLE_MAX: usize = 64 * 1024;
 
@@ -36,6 +36,9 @@ pub enum NodeError {
     UnknownCluster(String),
     #[error("node id {0:?} is not valid (1-64 of [A-Za-z0-9._-])")]
     BadId(String),
+    /// An enrollment not let in (pending, rejected, or an id a live node holds); says what to do.
+    #[error("{0}")]
+    NotAdmitted(String),
     #[error("{0}")]
     Mismatch(String),
     #[error("{0}")]
@@ -66,13 +69,68 @@ pub struct Node {
     /// The image cache's totals from the node's last report.
     #[serde(default)]
     pub cache: CacheSummary,
+    /// Whether the node may hold a token. Records stored before admission existed belong to
+    /// nodes that were let in, so they read as admitted.
+    #[serde(default)]
+    pub admission: Admission,
+    /// The latest enrollment under this id that was not let in, kept for an admin to see and
+    /// approve. Nothing else on the record changes for it: a live node keeps its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
 }
 
-fn sha_hex(s: &str) -> String {
+/// Where a node id stands (see `admission`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// It holds a token (or held one until it was marked down); it gets work.
+    #[default]
+    Admitted,
+    /// It enrolled but was never let in: no token, no work, no images.
+    Pending,
+    /// An admin rejected it: no token, and every enrollment is refused until an admin approves.
+    Rejected,
+}
+
+/// An enrollment under a node id that was not let in: who asked, from where and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub cluster: String,
+    pub macs: Vec<Mac>,
+    /// The address the enrollment came from (`-` when unknown).
+    pub source: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// Enrolments it made (the agent retries every few seconds).
+    pub attempts: u64,
+    /// An admin approved it: the next enrollment that matches it gets the id's token.
+    pub approved: bool,
+}
+
+impl Node {
+    /// Admitted and holding a token, and not marked down: an enrollment under its id must prove
+    /// it is this node (its current token) or have been approved.
+    pub fn live(&self) -> bool {
+        self.admission == Admission::Admitted && !self.down && !self.token_sha256.is_empty()
+    }
+
+    /// The admission state as `admin node list` and DescribeNodes name it: `admitted`,
+    /// `pending`, `approved` (an admin let it in; its next enrollment gets a token) or `rejected`.
+    pub fn admission_name(&self) -> &'static str {
+        match self.admission {
+            Admission::Admitted => "admitted",
+            Admission::Pending if self.claim.as_ref().is_some_and(|c| c.approved) => "approved",
+            Admission::Pending => "pending",
+            Admission::Rejected => "rejected",
+        }
+    }
+}
+
+pub(super) fn sha_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -80,58 +138,30 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Constant-time equality for secrets.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the cluster secret and issues a fresh token (replacing any older one of the node).
-pub fn enroll(
-    store: &Store,
-    cfg: &Ec2Config,
-    req: &EnrollRequest,
-    now: i64,
-) -> Result<String, NodeError> {
-    if !same(req.secret.as_bytes(), cfg.cluster_secret.as_bytes()) {
-        return Err(NodeError::BadSecret);
-    }
-    if !cfg.clusters.contains(&req.cluster) {
-        return Err(NodeError::UnknownCluster(req.cluster.clone()));
-    }
-    if !valid_id(&req.node_id) {
-        return Err(NodeError::BadId(req.node_id.clone()));
-    }
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = hex::encode(raw);
-    store.cloud(|tx| {
-        let old: Option<Node> = tx.get(NODE, &req.node_id)?;
-        // Everything else (boot id included) is kept until the node registers.
-        let node = Node {
-            cluster: req.cluster.clone(),
-            token_sha256: sha_hex(&token),
-            last_seen_ms: now,
-            down: false,
-            ..old.unwrap_or_else(|| Node {
-                id: req.node_id.clone(),
-                ..Node::default()
-            })
-        };
-        tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), &node)?;
-        Ok::<_, NodeError>(())
-    })?;
-    tracing::info!(node = %req.node_id, cluster = %req.cluster, "node enrolled");
-    Ok(token)
-}
-
-/// The node a bearer token belongs to.
+/// The admitted node a bearer token belongs to.
 pub fn authenticate(store: &Store, token: &str) -> Result<Node, NodeError> {
     store
         .cloud(|tx| tx.by_name::<Node>(NODE, SYSTEM, &sha_hex(token)))?
+        .filter(|n| n.admission == Admission::Admitted)
         .ok_or(NodeError::Unauthorized)
 }
 
-fn save(tx: &CloudTx<'_>, node: &Node) -> Result<(), StoreError> {
-    tx.put(NODE, &node.id, SYSTEM, Some(&node.token_sha256), node)
+/// The stored record of an admitted node (a record rejected since its token was checked is
+/// not).
+fn admitted(tx: &CloudTx<'_>, id: &str) -> Result<Node, NodeError> {
+    let n: Option<Node> = tx.get(NODE, id)?;
+    n.filter(|n| n.admission == Admission::Admitted)
+        .ok_or(NodeError::Unauthorized)
+}
+
+/// Writes the record, its token's hash as its name (none without a token).
+pub(super) fn save(tx: &CloudTx<'_>, node: &Node) -> Result<(), StoreError> {
+    let name = (!node.token_sha256.is_empty()).then_some(node.token_sha256.as_str());
+    tx.put(NODE, &node.id, SYSTEM, name, node)
 }
 
 /// Records what the node offers. A node registering with a boot id other than the one stored
@@ -146,7 +176,7 @@ pub fn register(store: &Store, node: &Node, info: NodeInfo, now: i64) -> Result<
         )));
     }
     store.cloud(|tx| {
-        let mut n: Node = tx.get(NODE, &node.id)?.ok_or(NodeError::Unauthorized)?;
+        let mut n = admitted(tx, &node.id)?;
         tracing::info!(node = %n.id, cpus = info.cpus, memory_mib = info.memory_mib, disk_gib = info.disk_gib, macs = ?info.macs, agent = %info.agent_version, boot_id = %info.boot_id, "node registered");
         // An agent that cannot tell its boot id (empty) proves nothing either way.
         if !info.boot_id.is_empty() && info.boot_id != n.boot_id {
@@ -205,7 +235,7 @@ pub fn report(
     now: i64,
 ) -> Result<bool, NodeError> {
     store.cloud(|tx| {
-        let mut n: Node = tx.get(NODE, node)?.ok_or(NodeError::Unauthorized)?;
+        let mut n = admitted(tx, node)?;
         if n.down {
             tracing::info!(node, "node is reporting again");
         }
@@ -258,28 +288,36 @@ pub fn console(store: &Store, node: &str, rep: &ConsoleReport, now: i64) -> Resu
     })
 }
 
-/// Marks nodes silent for longer than `deadline_ms` down, and flags their instances. Returns
-/// the ids newly marked.
+/// Marks admitted nodes silent for longer than `deadline_ms` down, and flags their instances.
+/// Returns the ids newly marked.
 pub fn sweep(store: &Store, deadline_ms: i64, now: i64) -> Result<Vec<String>, StoreError> {
     store.cloud(|tx| {
         let mut downed = Vec::new();
         for mut n in tx.list::<Node>(NODE, None)? {
-            if n.down || now - n.last_seen_ms <= deadline_ms {
+            let admitted = n.admission == Admission::Admitted;
+            if !admitted || n.down || now - n.last_seen_ms <= deadline_ms {
                 continue;
             }
-            n.down = true;
-            save(tx, &n)?;
-            for mut i in instances_on(tx, &n.id)? {
-                if i.holds_capacity() && !i.node_down {
-                    i.node_down = true;
-                    tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
-                }
-            }
+            mark_down(tx, &mut n)?;
             tracing::warn!(node = %n.id, silent_ms = now - n.last_seen_ms, "node marked down");
             downed.push(n.id);
         }
         Ok(downed)
     })
+}
+
+/// Marks `n` down and flags the instances that hold room on it (the frontend no longer hears
+/// from it); saves it.
+pub(super) fn mark_down(tx: &CloudTx<'_>, n: &mut Node) -> Result<(), StoreError> {
+    n.down = true;
+    save(tx, n)?;
+    for mut i in instances_on(tx, &n.id)? {
+        if i.holds_capacity() && !i.node_down {
+            i.node_down = true;
+            tx.put(INSTANCE, &i.id, &i.owner, None, &i)?;
+        }
+    }
+    Ok(())
 }
 
 /// vCPUs and MiB that instances hold on each node (every instance neither terminated nor
@@ -332,12 +370,14 @@ pub fn start_placed(tx: &CloudTx<'_>, i: &mut Instance, now: i64) -> Result<(), 
     lifecycle::start(i, now).map_err(|lifecycle::NotNow| StartError::NotNow)
 }
 
-/// Capacity and use of every registered node, for the scheduler.
+/// Capacity and use of every registered, admitted node, for the scheduler (a node pending or
+/// rejected is never placed on).
 pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
     let used = usage(tx)?;
     let nodes: Vec<Node> = tx.list(NODE, None)?;
     Ok(nodes
         .into_iter()
+        .filter(|n| n.admission == Admission::Admitted)
         .filter_map(|n| {
             let info = n.info?;
             let [vcpus, mib] = used.get(&n.id).copied().unwrap_or_default();
@@ -354,35 +394,35 @@ pub fn loads(tx: &CloudTx<'_>) -> Result<Vec<NodeLoad>, StoreError> {
         .collect())
 }
 
-/// A registered node, what it offered, what its instances use and the instances placed on
-/// it (not terminated).
+/// A node record, what it offered (`None` before it registered: a node pending admission), what
+/// its instances use and the instances placed on it (not terminated).
 pub struct NodeView {
     pub node: Node,
-    pub info: NodeInfo,
+    pub info: Option<NodeInfo>,
     /// vCPUs and MiB in use (from [`usage`]).
     pub used: [u64; 2],
     pub instances: Vec<(String, State)>,
 }
 
-/// Every registered node, by id.
+/// Every node record, whatever its admission state, by id.
 pub fn views(tx: &CloudTx<'_>) -> Result<Vec<NodeView>, StoreError> {
     let used = usage(tx)?;
     let nodes: Vec<Node> = tx.list(NODE, None)?;
     let instances: Vec<Instance> = tx.list(INSTANCE, None)?;
     Ok(nodes
         .into_iter()
-        .filter_map(|node| {
+        .map(|node| {
             let on = instances
                 .iter()
                 .filter(|i| i.node == node.id && i.holds_capacity())
                 .map(|i| (i.id.clone(), i.state))
                 .collect();
-            Some(NodeView {
-                info: node.info.clone()?,
+            NodeView {
+                info: node.info.clone(),
                 used: used.get(&node.id).copied().unwrap_or_default(),
                 node,
                 instances: on,
-            })
+            }
         })
         .collect())
 }

@@ -270,6 +270,8 @@ impl Ec2 {
             "DeleteSnapshot" => volumes::delete_snapshot(self, c),
             "DescribeSnapshots" => volumes::describe_snapshots(self, c),
             "DescribeNodes" => nodes::describe(self, c),
+            "ApproveNode" => nodes::approve(self, c),
+            "RejectNode" => nodes::reject(self, c),
             "DescribeAuditLog" => audit::describe(self, c),
             "DescribeNetworks" => networks::describe(self, c),
             "DescribeAppliance" => appliance::describe(self, c),

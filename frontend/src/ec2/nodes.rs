@@ -1,14 +1,20 @@
-//! DescribeNodes: the compute nodes as the frontend knows them, for administrators only
-//! (anyone else gets EC2's `UnauthorizedOperation`). Per node: zone, up or down, boot id and
-//! when it registered with it, capacity and use, last report, the instances placed on it and
-//! its image cache (where it lives, budget, use, downloads and hits since the node booted, the
-//! images held). A Mallee action: no AWS client models it, so callers sign a Query request
-//! themselves (botocore's `SigV4Auth` does). Eucalyptus's own `euca-describe-nodes` spoke
-//! another service (`services/Configuration`, its admin API), which this does not imitate.
+//! DescribeNodes, ApproveNode and RejectNode: the compute nodes as the frontend knows them and
+//! who may be one, for administrators only (anyone else gets EC2's `UnauthorizedOperation`).
+//! DescribeNodes gives per node: zone, up or down, its admission (`admitted`, `pending`,
+//! `approved`, `rejected`) and the claim waiting under its id (MACs, source address, first and
+//! last attempt), and once it registered its boot id and when it registered with it, capacity
+//! and use, last report, the instances placed on it and its image cache (where it lives,
+//! budget, use, downloads and hits since the node booted, the images held). ApproveNode and
+//! RejectNode (`NodeId`) are `cloud::admission`'s approve and reject; like every change they go
+//! into the audit log. Mallee actions: no AWS client models them, so callers sign a Query
+//! request themselves (botocore's `SigV4Auth` does; `scripts/mallee-admin`). Eucalyptus's own
+//! `euca-describe-nodes` spoke another service (`services/Configuration`, its admin API), which
+//! this does not imitate.
 
 use super::xml::{self, time, Xml};
 use super::{Call, Ec2, Ec2Error};
-use crate::cloud::nodes::NodeView;
+use crate::cloud::admission::{self, AdmissionError};
+use crate::cloud::nodes::{Claim, Node, NodeView};
 use crate::store::{CloudTx, Role, User};
 use mallee_proto::Storage;
 
@@ -48,24 +54,52 @@ fn storage_name(s: Storage) -> &'static str {
     }
 }
 
-/// One `item` of `nodeSet`.
-fn node_item(x: &mut Xml, v: &NodeView) {
-    let (n, info) = (&v.node, &v.info);
-    x.field("nodeId", &n.id)
-        .field("zone", &n.cluster)
-        .field("state", if n.down { "down" } else { "up" })
-        .field("bootId", &n.boot_id)
-        .field("bootTime", time(n.booted_ms))
-        .field("agentVersion", &info.agent_version)
-        .field("cpus", info.cpus)
-        .field("memoryMib", info.memory_mib)
-        .field("diskGib", info.disk_gib)
-        .field("usedVcpus", v.used[0])
-        .field("usedMemoryMib", v.used[1])
-        .field("lastSeen", time(n.last_seen_ms));
-    x.set("macSet", &info.macs, |x, m| {
+/// `up` for an admitted node that reports; `down` for one marked down or not admitted.
+fn up_or_down(n: &Node) -> &'static str {
+    match n.admission == crate::cloud::nodes::Admission::Admitted && !n.down {
+        true => "up",
+        false => "down",
+    }
+}
+
+/// The `claim` element: the enrollment waiting under the node's id.
+fn claim(x: &mut Xml, c: &Claim) {
+    x.open("claim")
+        .field("state", if c.approved { "approved" } else { "pending" });
+    x.set("macSet", &c.macs, |x, m| {
         x.field("mac", m);
     });
+    x.field("sourceAddress", &c.source)
+        .field("firstAttempt", time(c.first_ms))
+        .field("lastAttempt", time(c.last_ms))
+        .field("attempts", c.attempts);
+    x.close("claim");
+}
+
+/// One `item` of `nodeSet`.
+fn node_item(x: &mut Xml, v: &NodeView) {
+    let n = &v.node;
+    x.field("nodeId", &n.id)
+        .field("zone", &n.cluster)
+        .field("state", up_or_down(n))
+        .field("admission", n.admission_name());
+    if let Some(c) = &n.claim {
+        claim(x, c);
+    }
+    if let Some(info) = &v.info {
+        x.field("bootId", &n.boot_id)
+            .field("bootTime", time(n.booted_ms))
+            .field("agentVersion", &info.agent_version)
+            .field("cpus", info.cpus)
+            .field("memoryMib", info.memory_mib)
+            .field("diskGib", info.disk_gib)
+            .field("usedVcpus", v.used[0])
+            .field("usedMemoryMib", v.used[1])
+            .field("lastSeen", time(n.last_seen_ms));
+        x.set("macSet", &info.macs, |x, m| {
+            x.field("mac", m);
+        });
+    }
     x.set("instanceSet", &v.instances, |x, (id, state)| {
         x.field("instanceId", id).field("state", state.name());
     });
@@ -94,6 +128,44 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("NodeId");
     let views = ec2.store.cloud(|tx| views(tx, &ids))?;
     Ok(render(c.action, c.rid, &views))
+}
+
+impl From<AdmissionError> for Ec2Error {
+    fn from(e: AdmissionError) -> Ec2Error {
+        match e {
+            AdmissionError::Store(e) => Ec2Error::internal(e),
+            e => Ec2Error::client(e.code(), e.to_string()),
+        }
+    }
+}
+
+/// The answer of ApproveNode and RejectNode: the node's id and where it stands now.
+pub fn render_admission(action: &str, rid: &str, n: &Node) -> String {
+    let mut x = xml::response(action, rid);
+    x.field("return", "true")
+        .field("nodeId", &n.id)
+        .field("admission", n.admission_name())
+        .field("state", up_or_down(n));
+    x.finish()
+}
+
+/// ApproveNode `NodeId`: lets the claim waiting under the id in (see `admission::approve`).
+pub fn approve(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    authorize(c.user, c.action)?;
+    let id = c.p.req("NodeId")?;
+    let n = admission::approve(&ec2.store, id, c.now)?;
+    Ok(render_admission(c.action, c.rid, &n))
+}
+
+/// RejectNode `NodeId`: ends the node's token now and refuses the id until approved (see
+/// `admission::reject`). Nodes waiting on the desired state are woken, so a rejected one
+/// hears at once.
+pub fn reject(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    authorize(c.user, c.action)?;
+    let id = c.p.req("NodeId")?;
+    let n = admission::reject(&ec2.store, id)?;
+    ec2.changes.bump();
+    Ok(render_admission(c.action, c.rid, &n))
 }
 
 #[cfg(test)]
@@ -137,7 +209,7 @@ mod tests {
         };
         NodeView {
             node,
-            info,
+            info: Some(info),
             used: [1, 256],
             instances: vec![("i-00000001".into(), State::Running)],
         }
@@ -149,7 +221,7 @@ mod tests {
         for part in [
             "<DescribeNodesResponse xmlns=",
             "<nodeSet><item><nodeId>node-1</nodeId><zone>zone-a</zone><state>down</state>",
-            "<bootId>b&lt;1&gt;</bootId><bootTime>1970-01-01T00:00:00.500Z</bootTime>",
+            "<admission>admitted</admission><bootId>b&lt;1&gt;</bootId><bootTime>1970-01-01T00:00:00.500Z</bootTime>",
             "<cpus>2</cpus><memoryMib>2048</memoryMib><diskGib>0</diskGib>",
             "<usedVcpus>1</usedVcpus><usedMemoryMib>256</usedMemoryMib>",
             "<lastSeen>1970-01-01T00:00:01.000Z</lastSeen>",
@@ -159,6 +231,41 @@ mod tests {
         ] {
             assert!(xml.contains(part), "{part} not in {xml}");
         }
+    }
+
+    #[test]
+    fn a_pending_node_renders_its_claim_and_no_capacity() {
+        let node = Node {
+            id: "node-525400990001".into(),
+            cluster: "zone-a".into(),
+            admission: crate::cloud::nodes::Admission::Pending,
+            claim: Some(Claim {
+                cluster: "zone-a".into(),
+                macs: vec!["52:54:00:99:00:01".parse().unwrap()],
+                source: "10.77.0.150".into(),
+                first_ms: 1_000,
+                last_ms: 3_000,
+                attempts: 3,
+                approved: false,
+            }),
+            ..Node::default()
+        };
+        let v = NodeView {
+            node,
+            info: None,
+            used: [0, 0],
+            instances: vec![],
+        };
+        let xml = render("DescribeNodes", "R", &[v]);
+        for part in [
+            "<state>down</state><admission>pending</admission><claim><state>pending</state>",
+            "<macSet><item><mac>52:54:00:99:00:01</mac></item></macSet>",
+            "<sourceAddress>10.77.0.150</sourceAddress><firstAttempt>1970-01-01T00:00:01.000Z</firstAttempt>",
+            "<lastAttempt>1970-01-01T00:00:03.000Z</lastAttempt><attempts>3</attempts></claim><instanceSet>",
+        ] {
+            assert!(xml.contains(part), "{part} not in {xml}");
+        }
+        assert!(!xml.contains("<cpus>"), "{xml}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The node protocol's HTTP side (`/_node/...`, types in `mallee-proto`): enroll, register,
 //! long-poll desired state, report actual state and console output; plus the task that marks
-//! silent nodes down. Handlers only decode, authenticate and call the core (`cloud::nodes`).
+//! silent nodes down. Handlers only decode, authenticate and call the core (`cloud::admission`
+//! decides who enrolls, `cloud::nodes` the rest). An enrollment not admitted is answered 403
+//! with what to do; a token that was never issued, was replaced or was revoked, 401.
 
 pub mod object;
 
+use crate::cloud::admission;
 use crate::cloud::nodes::{self as record, NodeError};
 use crate::cloud::{Changes, Ec2Config};
 use crate::http::{db, json_response, read_whole, RespBody};
@@ -31,7 +34,7 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NodeError> {
 pub fn status(e: &NodeError) -> u16 {
     match e {
         NodeError::Unauthorized => 401,
-        NodeError::BadSecret | NodeError::Forbidden(_) => 403,
+        NodeError::BadSecret | NodeError::Forbidden(_) | NodeError::NotAdmitted(_) => 403,
         NodeError::NotFound(_) => 404,
         NodeError::Range(_) => 416,
         NodeError::Store(_) => 500,
@@ -42,6 +45,9 @@ pub fn status(e: &NodeError) -> u16 {
 fn failure(e: &NodeError) -> Response<RespBody> {
     if matches!(e, NodeError::Store(_)) {
         tracing::error!(error = %e, "node request failed");
+    } else if matches!(e, NodeError::NotAdmitted(_)) {
+        // A waiting node asks every few seconds; the core logs each new claim once.
+        tracing::debug!(error = %e, "node enrollment refused");
     } else {
         tracing::info!(error = %e, "node request refused");
     }
@@ -63,6 +69,7 @@ impl NodeApi {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<RespBody>, NodeError> {
+        let source = crate::http::client_addr(&req);
         let (parts, body) = req.into_parts();
         let bad = |m: String| NodeError::Mismatch(m);
         let body = read_whole(body, MAX_BODY).await.map_err(bad)?;
@@ -70,7 +77,7 @@ impl NodeApi {
         let path = parts.uri.path();
         if path == proto::PATH_ENROLL && parts.method == http::Method::POST {
             let req: proto::EnrollRequest = decode(&body)?;
-            let token = db(|| record::enroll(&self.store, &self.cfg, &req, now))?;
+            let token = db(|| admission::enroll(&self.store, &self.cfg, &req, &source, now))?;
             return Ok(json_response(
                 StatusCode::OK,
                 &proto::EnrollResponse { token },
@@ -112,6 +119,8 @@ impl NodeApi {
                 if seen == Some(self.changes.generation().as_str()) {
                     let wait = Duration::from_secs(self.cfg.long_poll_secs);
                     let _ = tokio::time::timeout(wait, rx.changed()).await;
+                    // A node rejected while it waited gets nothing more.
+                    db(|| record::authenticate(&self.store, token))?;
                 }
                 let generation = self.changes.generation();
                 let instances = db(|| record::desired(&self.store, &node.id))?;

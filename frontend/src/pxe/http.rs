@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use mallee_proto::cmdline::Key;
+use mallee_proto::cmdline::{Key, PublicKeyPin};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,13 +35,16 @@ pub struct NodeParams {
     /// The node puts the NIC it booted from into its uplink bridge (MANAGED-NOVLAN and SYSTEM,
     /// whose instances share the node's segment).
     pub bridge: bool,
+    /// The frontend's TLS key, which the node's agent pins (none: the API is plain HTTP).
+    pub frontend_key: Option<PublicKeyPin>,
 }
 
 /// What iPXE replaces with the MAC of the NIC it booted from.
 const BOOT_NIC_MAC: &str = "${netX/mac}";
 
 /// The node kernel's command line: the image's own, then `mallee.frontend=`, `mallee.cluster=`,
-/// `mallee.secret=` (and `mallee.bridge=` with the boot NIC's MAC, which iPXE fills in), then
+/// `mallee.secret=`, `mallee.frontend_key=` when the API speaks TLS (and `mallee.bridge=` with the
+/// boot NIC's MAC, which iPXE fills in), then
 /// `initrd=initramfs` (needed by the EFI stub when iPXE boots on UEFI).
 pub fn node_cmdline(base: &str, p: &NodeParams) -> Result<String, NodeCmdlineError> {
     for (field, value) in [
@@ -65,6 +68,9 @@ pub fn node_cmdline(base: &str, p: &NodeParams) -> Result<String, NodeCmdlineErr
         Key::Cluster.arg(&p.cluster),
         Key::Secret.arg(&p.enrollment_secret),
     ];
+    if let Some(pin) = p.frontend_key {
+        words.push(Key::FrontendKey.arg(pin));
+    }
     if p.bridge {
         words.push(Key::Bridge.arg(BOOT_NIC_MAC));
     }
@@ -136,7 +142,27 @@ mod tests {
             cluster: "zone-a".into(),
             enrollment_secret: "s3cr3t".into(),
             bridge: false,
+            frontend_key: None,
         }
+    }
+
+    #[test]
+    fn a_tls_frontend_puts_its_key_pin_on_the_line() {
+        let pin = PublicKeyPin([0xab; 32]);
+        let p = NodeParams {
+            frontend_key: Some(pin),
+            ..params()
+        };
+        let line = node_cmdline("", &p).unwrap();
+        let word = format!("mallee.frontend_key=sha256:{}", "ab".repeat(32));
+        assert!(
+            line.contains(&format!("mallee.secret=s3cr3t {word} initrd=")),
+            "{line}"
+        );
+        let back = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("mallee.frontend_key="));
+        assert_eq!(back.unwrap().parse::<PublicKeyPin>().unwrap(), pin);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{dirty, read_applied, snapshots, write_exports};
 use crate::cloud::images;
 use crate::cloud::model::{Instance, INSTANCE};
 use crate::cloud::model::{Snapshot, Volume, SNAPSHOT, VOLUME};
-use crate::cloud::nodes::{Node, NODE};
+use crate::cloud::nodes::{Admission, Node, NODE};
 use crate::cloud::volumes::{backing_files, backing_path};
 use crate::cloud::Changes;
 use crate::store::{CloudTx, Store, StoreError};
@@ -71,6 +71,8 @@ fn exports(tx: &CloudTx<'_>, dir: &Path) -> Result<Vec<VolumeExport>, StoreError
             continue;
         };
         let node: Option<Node> = tx.get(NODE, &i.node)?;
+        // A node rejected since is answered no more.
+        let node = node.filter(|n| n.admission == Admission::Admitted);
         let allowed: Vec<Mac> = node.and_then(|n| n.info).map_or(Vec::new(), |n| n.macs);
         if allowed.is_empty() {
             continue;

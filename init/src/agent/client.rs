@@ -2,12 +2,23 @@
 //! (`Connection: close`), JSON bodies, bodies framed by Content-Length (the frontend always
 //! sends one; chunked replies are refused). Addresses are IPs: a static glibc binary has no
 //! NSS, so there is no name lookup. Response heads are parsed by the plain [`parse_head`].
+//!
+//! A [`Client`] speaks plain HTTP ([`Client::new`]: the metadata service, or a frontend whose key
+//! the command line does not pin) or HTTP over TLS to a server whose public key it pins
+//! ([`Client::pinned`], see [`pin`]); past the handshake both are the same code over one
+//! [`Stream`]. A pinned client never falls back to plain HTTP.
+
+pub mod pin;
 
 use mallee_proto as proto;
+use mallee_proto::cmdline::PublicKeyPin;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a request to the frontend failed.
@@ -15,6 +26,23 @@ use std::time::Duration;
 pub enum ClientError {
     #[error("cannot reach the frontend at {0}: {1}")]
     Connect(SocketAddr, std::io::Error),
+    #[error(
+        "the frontend at {addr} presented key {got} but this node's command line pins \
+         {expected}; the node refuses it (is another machine answering for the frontend, or \
+         was the frontend's key replaced?)"
+    )]
+    KeyMismatch {
+        addr: SocketAddr,
+        expected: PublicKeyPin,
+        got: PublicKeyPin,
+    },
+    #[error(
+        "the frontend at {0} did not answer in TLS (is it serving plain HTTP?); this node pins \
+         the frontend's key and does not talk to it unencrypted"
+    )]
+    NotTls(SocketAddr),
+    #[error("TLS with the frontend at {0}: {1}")]
+    Tls(SocketAddr, rustls::Error),
     #[error("talking to the frontend: {0}")]
     Io(#[from] std::io::Error),
     #[error("frontend answered {status}: {message}")]
@@ -83,25 +111,115 @@ pub fn parse_head(text: &str) -> Result<Head, ClientError> {
     Ok(head)
 }
 
-/// The frontend's address and this node's token.
+/// The frontend's address and this node's token; with the TLS configuration (shared by every
+/// clone and connection) when the frontend's key is pinned.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub addr: SocketAddr,
     pub token: Option<String>,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// One connection: plain TCP, or TLS over it. Requests and replies read and write it the same
+/// way either way.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// An open response whose body is still to be read.
 pub struct Reply {
     pub head: Head,
-    body: BufReader<TcpStream>,
+    body: BufReader<Stream>,
 }
 
 const MAX_HEAD: usize = 16 << 10;
 const MAX_JSON: u64 = 8 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Client {
+    /// Plain HTTP to `addr`.
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, token: None }
+        Client {
+            addr,
+            token: None,
+            tls: None,
+        }
+    }
+
+    /// HTTP over TLS to `addr`, accepting only the server key whose SubjectPublicKeyInfo hashes
+    /// to `pin` (see [`pin`]).
+    pub fn pinned(addr: SocketAddr, pin: [u8; 32]) -> Result<Client, ClientError> {
+        let config = pin::config(PublicKeyPin(pin)).map_err(|e| ClientError::Tls(addr, e))?;
+        Ok(Client {
+            addr,
+            token: None,
+            tls: Some(config),
+        })
+    }
+
+    /// [`Client::pinned`] when there is a pin, else [`Client::new`].
+    pub fn for_frontend(addr: SocketAddr, pin: Option<[u8; 32]>) -> Result<Client, ClientError> {
+        match pin {
+            Some(pin) => Client::pinned(addr, pin),
+            None => Ok(Client::new(addr)),
+        }
+    }
+
+    /// The same server and transport (the same TLS configuration), without a token.
+    pub fn without_token(&self) -> Client {
+        Client {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// Connects, and when the key is pinned completes the TLS handshake (so a wrong key fails
+    /// here, before a byte of the request is sent).
+    fn connect(&self, timeout: Duration) -> Result<Stream, ClientError> {
+        let tcp = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
+            .map_err(|e| ClientError::Connect(self.addr, e))?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(config) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        // The frontend is an IP: no SNI is sent, and the verifier ignores the name anyway.
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let conn = (ClientConnection::new(config.clone(), name))
+            .map_err(|e| ClientError::Tls(self.addr, e))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            (tls.conn.complete_io(&mut tls.sock))
+                .map_err(|e| pin::handshake_error(self.addr, e))?;
+        }
+        Ok(Stream::Tls(Box::new(tls)))
     }
 
     /// Sends one request; returns the reply with its body unread. Non-2xx is an error carrying
@@ -114,11 +232,7 @@ impl Client {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
-        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
-            .map_err(|e| ClientError::Connect(self.addr, e))?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = self.connect(timeout)?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.addr,
@@ -134,9 +248,9 @@ impl Client {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
-        let mut w = &stream;
-        w.write_all(req.as_bytes())?;
-        w.write_all(body)?;
+        stream.write_all(req.as_bytes())?;
+        stream.write_all(body)?;
+        stream.flush()?;
         let mut reader = BufReader::new(stream);
         let mut text = String::new();
         loop {
@@ -226,64 +340,5 @@ impl Reply {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_parse_and_bad_heads_are_errors() {
-        let h = parse_head("HTTP/1.1 206 Partial Content\r\ncontent-length: 10\r\nX: y").unwrap();
-        assert_eq!(
-            (h.status, h.content_length, h.chunked),
-            (206, Some(10), false)
-        );
-        let h = parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").unwrap();
-        assert!(h.chunked);
-        assert!(parse_head("SSH-2.0-OpenSSH").is_err());
-        assert!(parse_head("HTTP/1.1 200 OK\r\nno colon").is_err());
-        assert!(parse_head("HTTP/1.1 200 OK\r\nContent-Length: -1").is_err());
-        for bad in [
-            "HTTP/1.1 +200 OK",
-            "HTTP/1.1 0 OK",
-            "HTTP/1.1 099 OK",
-            "HTTP/1.1 2000 OK",
-        ] {
-            assert!(parse_head(bad).is_err(), "{bad}");
-        }
-        for bad in ["+5", "", "5, 5", "1 0"] {
-            let text = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}");
-            assert!(parse_head(&text).is_err(), "{text}");
-        }
-    }
-
-    #[test]
-    fn a_real_socket_round_trip_reads_status_and_error_body() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for (status, body) in [(200, "{\"token\":\"t1\"}"), (403, "{\"error\":\"nope\"}")] {
-                let (mut s, _) = l.accept().unwrap();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
-                write!(
-                    s,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-            }
-        });
-        let c = Client::new(addr);
-        let t = Duration::from_secs(5);
-        let r: proto::EnrollResponse = c.call::<(), _>("POST", "/x", None, t).unwrap();
-        assert_eq!(r.token, "t1");
-        let e = c.call::<(), proto::EnrollResponse>("POST", "/x", None, t);
-        match e {
-            Err(ClientError::Status { status, message }) => {
-                assert_eq!((status, message.as_str()), (403, "nope"))
-            }
-            other => panic!("{other:?}"),
-        }
-        server.join().unwrap();
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

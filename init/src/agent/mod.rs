@@ -1,6 +1,8 @@
 //! The node agent (role node, started once the network is up when the command line names a
-//! frontend, cluster and secret): enrolls with the cluster secret (retrying with backoff until
-//! the frontend answers), registers, then long-polls the desired state and reconciles towards
+//! frontend, cluster and secret): enrolls with the cluster secret and its MACs (retrying with
+//! backoff until the frontend admits it: a node it does not list waits for an admin, and a
+//! node enrolling again presents the token it held), registers, then long-polls the desired
+//! state and reconciles towards
 //! it (the image cache and instance disks on the node's disk or in RAM, see [`storage`]),
 //! while a reporter thread posts the actual state (every instance and the image cache) on
 //! every change and as the heartbeat, and a console thread streams serial output. Everything
@@ -15,6 +17,7 @@ mod instances;
 pub mod network;
 pub mod reconcile;
 pub mod storage;
+mod token;
 mod volumes;
 
 use client::{Client, ClientError};
@@ -41,6 +44,9 @@ pub struct AgentConfig {
     pub disk: crate::cmdline::NodeDisk,
     /// How much each VMM logs (`mallee.log`).
     pub log_level: mallee_proto::LogLevel,
+    /// The SHA-256 of the frontend's public key (`mallee.frontend_key`): TLS, and only that
+    /// key is accepted. `None`: plain HTTP.
+    pub frontend_key: Option<[u8; 32]>,
 }
 
 /// Shared handle to the client (its token changes on re-enrollment).
@@ -155,20 +161,57 @@ pub fn boot_id() -> String {
         .to_string()
 }
 
-/// Enrolls and registers, retrying with backoff until the frontend accepts.
+/// The enrollment this node sends: its id, cluster, secret and MACs (what the frontend's
+/// admission list names), and `held`, the token it holds (none after a boot): a node that
+/// enrolls again proves with it that it is the live node holding its id.
+fn enroll_request(cfg: &AgentConfig, node_id: &str, held: Option<String>) -> proto::EnrollRequest {
+    proto::EnrollRequest {
+        node_id: node_id.to_string(),
+        cluster: cfg.cluster.clone(),
+        secret: cfg.secret.clone(),
+        macs: cfg.macs.clone(),
+        token: held,
+    }
+}
+
+/// The last reason a request to the frontend failed (joining, reporting), so a node kept
+/// waiting (for admission, say) logs each new answer of the frontend once rather than every few
+/// seconds.
+#[derive(Debug, Default)]
+struct LastFailure(Option<String>);
+
+impl LastFailure {
+    /// Whether `why` differs from the failure before it (and remembers it).
+    fn is_new(&mut self, why: &str) -> bool {
+        let new = self.0.as_deref() != Some(why);
+        self.0 = Some(why.to_string());
+        new
+    }
+}
+
+/// Longest wait between two attempts to join.
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Enrolls and registers, retrying with backoff until the frontend accepts (a node it has not
+/// admitted is refused until an admin approves it or lists its MAC).
 fn join(cfg: &AgentConfig, disk_gib: u64, client: &SharedClient) -> proto::RegisterResponse {
     let info = node_info(cfg, disk_gib);
+    // Joining again after a refused request: the token held until then.
+    let mut held = current(client).token;
+    let mut last = LastFailure::default();
     let mut wait = Duration::from_millis(500);
     loop {
-        let attempt = || -> Result<proto::RegisterResponse, ClientError> {
-            let mut c = Client::new(cfg.frontend);
-            let req = proto::EnrollRequest {
-                node_id: info.node_id.clone(),
-                cluster: cfg.cluster.clone(),
-                secret: cfg.secret.clone(),
-            };
+        let mut attempt = || -> Result<proto::RegisterResponse, ClientError> {
+            let mut c = current(client).without_token();
+            let req = enroll_request(cfg, &info.node_id, held.clone());
             let t = Duration::from_secs(10);
             let e: proto::EnrollResponse = c.call("POST", proto::PATH_ENROLL, Some(&req), t)?;
+            // Should registering fail (or the node reboot), the next enrollment proves the id
+            // is still ours.
+            held = Some(e.token.clone());
+            if let Err(err) = token::save(&cfg.state_dir, &e.token) {
+                warn!("agent: cannot keep the node token in {}: {err}; after a reboot this node waits until its old self is marked down", cfg.state_dir.display());
+            }
             c.token = Some(e.token);
             let r = c.call("POST", proto::PATH_REGISTER, Some(&info), t)?;
             *client.lock().unwrap_or_else(|e| e.into_inner()) = c;
@@ -182,16 +225,27 @@ fn join(cfg: &AgentConfig, disk_gib: u64, client: &SharedClient) -> proto::Regis
                 );
                 return r;
             }
-            Err(e) => warn!("agent: joining {}: {e}; retrying in {wait:?}", cfg.frontend),
+            Err(e) => {
+                let why = e.to_string();
+                if last.is_new(&why) {
+                    warn!(
+                        "agent: joining {}: {why}; retrying every {} s at most (logged again when the answer changes)",
+                        cfg.frontend,
+                        JOIN_BACKOFF_MAX.as_secs()
+                    );
+                }
+            }
         }
         std::thread::sleep(wait);
-        wait = (wait * 2).min(Duration::from_secs(10));
+        wait = (wait * 2).min(JOIN_BACKOFF_MAX);
     }
 }
 
 /// Posts the actual state on every change, and at least every `every` (the heartbeat).
 fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
     let mut seen = 0;
+    // A node refused for a while (rejected, waiting to enroll again) says so once.
+    let mut last = LastFailure::default();
     loop {
         if crate::power::shutting_down() {
             return info!("agent: node shutting down; reports stop");
@@ -207,8 +261,14 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
             Some(&actual),
             Duration::from_secs(10),
         );
-        if let Err(e) = r {
-            warn!("agent: report: {e}");
+        match r {
+            Ok(_) => last = LastFailure::default(),
+            Err(e) => {
+                let why = e.to_string();
+                if last.is_new(&why) {
+                    warn!("agent: report: {why} (logged again when the answer changes)");
+                }
+            }
         }
         // A guest about to take its address is looked at every second, so the frontend's
         // status check passes soon after it does.
@@ -221,13 +281,19 @@ fn report_loop(instances: Instances, client: SharedClient, every: Duration) {
 }
 
 fn run(cfg: AgentConfig) {
-    let client: SharedClient = Arc::new(Mutex::new(Client::new(cfg.frontend)));
+    let client = match Client::for_frontend(cfg.frontend, cfg.frontend_key) {
+        Ok(c) => c,
+        Err(e) => return error!("agent: {e}; agent not started"),
+    };
+    let client: SharedClient = Arc::new(Mutex::new(client));
     let mem = mem_total_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
     let store = match storage::open(&cfg.disk, &cfg.state_dir, mem) {
         Ok(s) => s,
         Err(e) => return error!("agent: cannot open the image cache: {e}; agent not started"),
     };
     let disk_gib = store.disk_gib;
+    // The token of this node's last boot, when its disk kept one (see `token`).
+    client.lock().unwrap_or_else(|e| e.into_inner()).token = token::load(&cfg.state_dir);
     let instances = Instances::new(Env {
         root: store.instances,
         disks_share_cache: store.shared_with_cache,
@@ -276,6 +342,13 @@ pub fn start(cfg: AgentConfig) {
         "agent: starting for frontend {} cluster {}",
         cfg.frontend, cfg.cluster
     );
+    if cfg.frontend_key.is_none() {
+        warn!(
+            "agent: no mallee.frontend_key on the command line: the node protocol to {} is \
+             plain HTTP, unencrypted and unauthenticated",
+            cfg.frontend
+        );
+    }
     std::thread::spawn(move || run(cfg));
 }
 
@@ -296,5 +369,39 @@ mod tests {
         );
         assert_eq!(mem_total_mib("garbage"), 0);
         assert_eq!(encode_path("a b/c+d.img"), "a%20b/c%2Bd.img");
+    }
+
+    fn config(macs: &[&str]) -> AgentConfig {
+        AgentConfig {
+            frontend: "10.77.0.1:8773".parse().unwrap(),
+            cluster: "cluster1".into(),
+            secret: "s".into(),
+            macs: macs.iter().map(|m| m.parse().unwrap()).collect(),
+            state_dir: PathBuf::from("/run/mallee"),
+            vmm: PathBuf::from("/bin/mallee-vmm"),
+            disk: crate::cmdline::NodeDisk::default(),
+            log_level: mallee_proto::LogLevel::default(),
+            frontend_key: None,
+        }
+    }
+
+    #[test]
+    fn the_enrollment_names_every_mac_and_the_token_held() {
+        let cfg = config(&["52:54:00:12:34:56", "52:54:00:12:34:57"]);
+        let first = enroll_request(&cfg, "node-525400123456", None);
+        assert_eq!(first.macs, cfg.macs);
+        assert_eq!((first.cluster.as_str(), first.token), ("cluster1", None));
+        let again = enroll_request(&cfg, "node-525400123456", Some("t1".into()));
+        assert_eq!(again.token.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_failure_to_join_is_new_only_when_the_frontends_answer_changes() {
+        let mut last = LastFailure::default();
+        let waiting = "frontend answered 403: node node-1 is waiting for admission";
+        assert!(last.is_new(waiting));
+        assert!(!last.is_new(waiting));
+        assert!(last.is_new("cannot reach the frontend at 10.77.0.1:8773: refused"));
+        assert!(last.is_new(waiting));
     }
 }
