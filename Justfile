@@ -31,7 +31,7 @@ test: images
     cargo test --workspace --all-targets
     @cat target/qemu-tests/figures.txt 2>/dev/null || true
 
-# Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|ebs|api|pxe|appliance|launch|metadata|net`.
+# Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|ebs|api|pxe|appliance|launch|metadata|net|tls`.
 bench which="all":
     scripts/bench.sh {{which}}
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `just bench api`: Walrus (S3) GET and PUT of small (4 KiB) and large objects under bounded
 # local load, against nginx (GET of the same file) and moto_server (GET and PUT) in the same
-# run. Everything listens on 127.0.0.1 only. Prints
+# run, all over plain HTTP; and ours over HTTPS against ours over HTTP (small GET). Everything
+# listens on 127.0.0.1 only. Prints
 #   bench: api <case> ours=<v> <peer>=<v> ratio=<ours/peer> unit=<req/s|MB/s>
+#   bench: api https-get-4k ours-https=<v> ours-http=<v> req/s ratio=<https/http>
 # Knobs: BENCH_API_LARGE_MIB (default 1024), BENCH_API_SECONDS (wrk duration, default 8),
 #        BENCH_API_CONNS (wrk connections, default 8), BENCH_API_REPEAT (large transfers, default 3).
 set -euo pipefail
@@ -38,14 +40,25 @@ wait_port() {
     done
 }
 
-mkdir -p "$work/www/bench" "$work/data"
+mkdir -p "$work/www/bench" "$work/data" "$work/data-tls"
 chmod -R 755 "$work/www"
 head -c 4096 /dev/urandom >"$work/www/bench/small"
 head -c $((LARGE_MIB << 20)) /dev/urandom >"$work/www/bench/large"
 
+# Ours against the peers: plain HTTP, as nginx and moto_server are served here ([tls] is on by
+# default).
 ours_port=$(free_port)
-printf 'listen = "127.0.0.1:%s"\ndata_dir = "%s/data"\n' "$ours_port" "$work" >"$work/frontend.toml"
+printf 'listen = "127.0.0.1:%s"\ndata_dir = "%s/data"\n[tls]\nenabled = false\n' "$ours_port" "$work" \
+    >"$work/frontend.toml"
 "$BIN" --config "$work/frontend.toml" serve >"$work/frontend.log" 2>&1 &
+pids+=($!)
+
+# A second instance of ours over HTTPS (its own CA; clients verify it with the bundle it
+# writes), idle until the https-get-4k line.
+tls_port=$(free_port)
+printf 'listen = "127.0.0.1:%s"\ndata_dir = "%s/data-tls"\n[tls]\nenabled = true\n' "$tls_port" "$work" \
+    >"$work/frontend-tls.toml"
+"$BIN" --config "$work/frontend-tls.toml" serve >"$work/frontend-tls.log" 2>&1 &
 pids+=($!)
 
 nginx_port=$(free_port)
@@ -77,23 +90,36 @@ pids+=($!)
 wait_port "$ours_port"
 wait_port "$nginx_port"
 wait_port "$moto_port"
+# The HTTPS instance says where its CA bundle is before it listens.
+deadline=$((SECONDS + 30))
+until grep -q "listening on https://127.0.0.1:$tls_port" "$work/frontend-tls.log"; do
+    ((SECONDS < deadline)) || { echo "bench-api: ours over https not listening:" >&2; cat "$work/frontend-tls.log" >&2; exit 1; }
+    sleep 0.1
+done
+tls_ca=$(sed -n 's/.*clients verify it with the CA bundle //p' "$work/frontend-tls.log" | head -n1)
+[ -s "$tls_ca" ] || { echo "bench-api: no CA bundle named in $work/frontend-tls.log" >&2; exit 1; }
 
-# Upload the objects to both S3 servers and print presigned GET and PUT URLs (SigV4, unsigned
-# payload), so the load generators need no signing of their own.
-python3 - "$work" "$ours_port" "$moto_port" >"$work/urls" <<'PY'
+# Upload the objects to the S3 servers and print presigned GET and PUT URLs (SigV4, unsigned
+# payload), so the load generators need no signing of their own. Ours over https gets the
+# small object only, uploaded with the CA bundle verified.
+python3 - "$work" "$ours_port" "$moto_port" "$tls_port" "$tls_ca" >"$work/urls" <<'PY'
 import sys, boto3
 from botocore.config import Config
-work, ours, moto = sys.argv[1], sys.argv[2], sys.argv[3]
+work, ours, moto, tls, ca = sys.argv[1:6]
 cfg = Config(signature_version="s3v4")
-ours_c = boto3.session.Session(profile_name=None).client(
-    "s3", endpoint_url=f"http://127.0.0.1:{ours}", region_name="us-east-1", config=cfg,
-    **dict(zip(("aws_access_key_id", "aws_secret_access_key"),
-               [l.split(" = ")[1].strip() for l in open(f"{work}/data/admin-credentials") if " = " in l])))
+def ours_client(endpoint, data, verify=None):
+    keys = [l.split(" = ")[1].strip() for l in open(f"{data}/admin-credentials") if " = " in l]
+    return boto3.session.Session(profile_name=None).client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", config=cfg, verify=verify,
+        **dict(zip(("aws_access_key_id", "aws_secret_access_key"), keys)))
+ours_c = ours_client(f"http://127.0.0.1:{ours}", f"{work}/data")
+tls_c = ours_client(f"https://127.0.0.1:{tls}", f"{work}/data-tls", verify=ca)
 moto_c = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto}", region_name="us-east-1", config=cfg,
                       aws_access_key_id="testing", aws_secret_access_key="testing")
-for name, c in (("ours", ours_c), ("moto", moto_c)):
+for name, c, objs in (("ours", ours_c, ("small", "large")), ("moto", moto_c, ("small", "large")),
+                      ("ours-https", tls_c, ("small",))):
     c.create_bucket(Bucket="bench")
-    for obj in ("small", "large"):
+    for obj in objs:
         c.upload_file(f"{work}/www/bench/{obj}", "bench", obj)
         get = c.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": obj}, ExpiresIn=3600)
         put = c.generate_presigned_url("put_object", Params={"Bucket": "bench", "Key": obj + "-put"}, ExpiresIn=3600)
@@ -152,6 +178,17 @@ nginx_get_small=$(wrk_rps "http://127.0.0.1:$nginx_port/bench/small")
 moto_get_small=$(wrk_rps "$(url moto get small)")
 line get-4k "$ours_get_small" nginx "$nginx_get_small" req/s
 line get-4k "$ours_get_small" moto "$moto_get_small" req/s
+
+# The same GET over HTTPS. wrk does not check certificates (it sets SSL_VERIFY_NONE), so curl
+# first fetches the URL it loads verified against the CA bundle (and the upload above went
+# through boto3 verifying it too); wrk's $CONNS keep-alive connections make $CONNS handshakes
+# a run, so checking those too would not move the figure.
+https_small=$(url ours-https get small)
+curl -sS -f --cacert "$tls_ca" -o /dev/null "$https_small" ||
+    { echo "bench-api: ours over https does not verify with $tls_ca" >&2; exit 1; }
+ours_https_get_small=$(wrk_rps "$https_small")
+awk -v s="$ours_https_get_small" -v p="$ours_get_small" \
+    'BEGIN {printf "bench: api https-get-4k ours-https=%s ours-http=%s req/s ratio=%.2f\n", s, p, (p > 0 ? s / p : 0)}'
 
 ours_put_small=$(wrk_rps "$(url ours put small)" "$work/put.lua")
 moto_put_small=$(wrk_rps "$(url moto put small)" "$work/put.lua")

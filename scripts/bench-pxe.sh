@@ -117,13 +117,19 @@ wait_for() {
 start_frontend() {
     {
         cat <<EOF
-# bench-pxe: every other field keeps its default (frontend/src/config.rs).
+# bench-pxe: every other field keeps its default (frontend/src/config.rs), but for [tls]:
+# plain HTTP, because with TLS on each run's fresh data dir makes a new CA and key, which the
+# node pins on its command line, and the dnsmasq arm boots from the boot.ipxe taken in the
+# first "ours" run (another run's key).
 listen = "$server:$api_port"
 data_dir = "$run_dir/data"
 run_as = "65534:65534"
+[tls]
+enabled = false
 [ec2]
 clusters = ["$cluster"]
 cluster_secret = "$secret"
+admit_macs = ["$mac"]
 EOF
         if [ "$1" = pxe ]; then
             cat <<EOF

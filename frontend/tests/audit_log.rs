@@ -1,4 +1,4 @@
-//! The audit log against the real binary, over real HTTP and SQLite: `tests/ec2_audit.py`
+//! The audit log against the real binary, over real HTTPS and SQLite: `tests/ec2_audit.py`
 //! makes changes and reads through EC2 and S3 as another user and reads DescribeAuditLog as
 //! the admin; the admin CLI's own changes are recorded too, `admin audit` prints the log,
 //! `scripts/mallee-admin` reads it, and each entry is also a console line.
@@ -7,7 +7,6 @@ mod common;
 mod ec2_support;
 
 use ec2_support::{new_user, start_frontend};
-use std::process::Command;
 
 #[test]
 fn changes_are_audited_with_user_resources_source_and_outcome_and_only_admins_read_them() {
@@ -55,7 +54,8 @@ fn changes_are_audited_with_user_resources_source_and_outcome_and_only_admins_re
 
     // `scripts/mallee-admin` calls it as it calls the other admin actions.
     let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mallee-admin");
-    let out = Command::new("python3")
+    let out = fe
+        .client("python3")
         .arg(tool)
         .arg(fe.endpoint())
         .arg(fe.credentials())

@@ -3,8 +3,10 @@
 //! `mallee-frontend` binary: images, key pairs, groups, instances, addresses, volumes, bad
 //! input, other users, capacity, kill -9 mid-flow, node silence, node reboot, DescribeNodes,
 //! instance metadata options, key pairs as EC2 makes and fingerprints them, STS/IAM caller
-//! identity with the EC2 owner ids that go with it, tags, instance attributes, and CreateImage
-//! (with a stand-in for the storage controller's answers).
+//! identity with the EC2 owner ids that go with it, tags, instance attributes, CreateImage
+//! (with a stand-in for the storage controller's answers), and node admission (a node not
+//! listed waits for ApproveNode, a claim on a live node's id is refused, RejectNode ends a
+//! token, a rebooted node is let in once its old record is down).
 
 mod common;
 mod ec2_support;
@@ -15,7 +17,7 @@ use ec2_support::{new_user, run_driven, start_frontend, StorageStandIn, TestNode
 fn aws_cli_and_boto3_run_the_whole_flow_and_survive_kill_9() {
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let node = TestNode::start(&fe, "node-1", 8, 4096);
     let out = run_driven(
         &mut fe,
         "ec2_flow.py",
@@ -88,7 +90,7 @@ fn aws_cli_and_boto3_run_the_whole_flow_and_survive_kill_9() {
 fn a_node_silent_past_its_deadline_is_marked_down_and_its_instances_say_so() {
     use std::sync::atomic::Ordering;
     let mut fe = start_frontend(2);
-    let node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let node = TestNode::start(&fe, "node-1", 2, 1024);
     let paused = node.paused.clone();
     let out = run_driven(&mut fe, "ec2_node_down.py", &[], |_, line| match line {
         "PAUSE" => {
@@ -112,7 +114,7 @@ fn a_node_silent_past_its_deadline_is_marked_down_and_its_instances_say_so() {
 fn a_node_back_with_a_new_boot_id_reports_its_instances_rebooted_and_describe_nodes_shows_it() {
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let node = TestNode::start(&fe, "node-1", 2, 1024);
     let out = run_driven(
         &mut fe,
         "ec2_node_reboot.py",
@@ -145,7 +147,7 @@ fn metadata_options_reach_the_node_and_are_pending_until_it_reports_its_vmm_serv
     use std::sync::atomic::Ordering;
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let node = TestNode::start(fe.port, "node-1", 4, 2048);
+    let node = TestNode::start(&fe, "node-1", 4, 2048);
     let hold = node.hold_metadata.clone();
     let out = run_driven(
         &mut fe,
@@ -201,14 +203,17 @@ fn node_protocol_refuses_wrong_secrets_tokens_clusters_and_malformed_messages() 
         encode, EnrollRequest, ErrorBody, PATH_CONSOLE, PATH_DESIRED, PATH_ENROLL, PATH_REGISTER,
     };
     let fe = start_frontend(60);
-    let enroll = |secret: &str, cluster: &str, id: &str| {
+    let enroll_with = |secret: &str, cluster: &str, id: &str, token: Option<&str>| {
         let req = EnrollRequest {
             node_id: id.into(),
             cluster: cluster.into(),
             secret: secret.into(),
+            macs: vec![ec2_support::LISTED_MAC.parse().unwrap()],
+            token: token.map(str::to_string),
         };
-        http(fe.port, "POST", PATH_ENROLL, None, &encode(&req)).unwrap()
+        http(&fe, "POST", PATH_ENROLL, None, &encode(&req)).unwrap()
     };
+    let enroll = |secret: &str, cluster: &str, id: &str| enroll_with(secret, cluster, id, None);
     let status_and_error = |(status, body): (u16, Vec<u8>)| {
         let err: ErrorBody =
             mallee_proto::decode(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body:?}"));
@@ -221,13 +226,12 @@ fn node_protocol_refuses_wrong_secrets_tokens_clusters_and_malformed_messages() 
     assert!(err.contains("elsewhere"), "{err}");
     let (status, _) = status_and_error(enroll(SECRET, ZONE, "../etc"));
     assert_eq!(status, 400);
-    let (status, _) =
-        status_and_error(http(fe.port, "POST", PATH_ENROLL, None, b"{not json").unwrap());
+    let (status, _) = status_and_error(http(&fe, "POST", PATH_ENROLL, None, b"{not json").unwrap());
     assert_eq!(status, 400);
     let (status, _) =
-        status_and_error(http(fe.port, "GET", PATH_DESIRED, Some("forged"), b"").unwrap());
+        status_and_error(http(&fe, "GET", PATH_DESIRED, Some("forged"), b"").unwrap());
     assert_eq!(status, 401);
-    let (status, _) = status_and_error(http(fe.port, "GET", PATH_DESIRED, None, b"").unwrap());
+    let (status, _) = status_and_error(http(&fe, "GET", PATH_DESIRED, None, b"").unwrap());
     assert_eq!(status, 401);
 
     let (status, body) = enroll(SECRET, ZONE, "n1");
@@ -237,24 +241,123 @@ fn node_protocol_refuses_wrong_secrets_tokens_clusters_and_malformed_messages() 
         .token;
     let wrong_id = br#"{"node_id":"n2","cluster":"zone-a","cpus":1,"memory_mib":1,"disk_gib":1,"macs":[],"agent_version":"t"}"#;
     let (status, err) =
-        status_and_error(http(fe.port, "POST", PATH_REGISTER, Some(&token), wrong_id).unwrap());
+        status_and_error(http(&fe, "POST", PATH_REGISTER, Some(&token), wrong_id).unwrap());
     assert_eq!(status, 400);
     assert!(err.contains("token belongs to node n1"), "{err}");
     let foreign = br#"{"instance_id":"i-0123456789abcdef0","output":"x"}"#;
     let (status, _) =
-        status_and_error(http(fe.port, "POST", PATH_CONSOLE, Some(&token), foreign).unwrap());
+        status_and_error(http(&fe, "POST", PATH_CONSOLE, Some(&token), foreign).unwrap());
     assert_eq!(status, 400);
-    // A second enrollment replaces the token: the old one stops working.
-    assert_eq!(enroll(SECRET, ZONE, "n1").0, 200);
-    let (status, _) =
-        status_and_error(http(fe.port, "GET", PATH_DESIRED, Some(&token), b"").unwrap());
+    // A second enrollment under the live node's id without its token is refused and changes
+    // nothing; with it, it replaces the token: the old one stops working.
+    let (status, err) = status_and_error(enroll(SECRET, ZONE, "n1"));
+    assert_eq!(status, 403, "{err}");
+    assert!(err.contains("held by a live node"), "{err}");
+    let (status, _) = http(&fe, "GET", PATH_DESIRED, Some(&token), b"").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(enroll_with(SECRET, ZONE, "n1", Some(&token)).0, 200);
+    let (status, _) = status_and_error(http(&fe, "GET", PATH_DESIRED, Some(&token), b"").unwrap());
     assert_eq!(status, 401);
+}
+
+#[test]
+fn an_unlisted_node_waits_until_an_admin_approves_it_and_a_second_claim_is_refused() {
+    use ec2_support::{enroll, UNLISTED_MAC};
+    let mut fe = start_frontend(60);
+    let (k2, s2) = new_user(&fe, "bob");
+    let id = "node-525400990001";
+    let (status, why) = enroll(&fe, id, UNLISTED_MAC, None);
+    assert_eq!(status, 403, "{why}");
+    assert!(
+        why.contains(&format!("node {id} is waiting for admission"))
+            && why.contains(&format!("mallee-frontend admin node approve {id}"))
+            && why.contains("admit_macs"),
+        "{why}"
+    );
+    let mut node: Option<TestNode> = None;
+    let out = run_driven(
+        &mut fe,
+        "ec2_node_admission.py",
+        &[("USER2_KEY", &k2), ("USER2_SECRET", &s2), ("NODE_ID", id)],
+        |fe, line| match line {
+            // Approved: the node, enrolling again from the same MAC, gets a token and works.
+            "ENROLL" => {
+                let n = TestNode::spawn(fe, id, UNLISTED_MAC, 2, 1024);
+                n.wait("the approved node to register", |s| s.reports > 0);
+                node = Some(n);
+                Some("ENROLLED".into())
+            }
+            // A second enrollment under its id without its token: refused, the node untouched.
+            "CLAIM" => {
+                let (status, why) = enroll(fe, id, UNLISTED_MAC, None);
+                assert_eq!(status, 403, "{why}");
+                assert!(
+                    why.contains(&format!("node id {id} is held by a live node")),
+                    "{why}"
+                );
+                let n = node.as_ref().unwrap();
+                let reports = n.seen.lock().unwrap().reports;
+                n.wait("the live node to go on reporting", |s| {
+                    s.reports > reports + 1
+                });
+                assert_eq!(n.seen.lock().unwrap().unauthorized, 0);
+                Some("REFUSED".into())
+            }
+            // Rejected: its token stops working at once and it is refused when it enrolls again.
+            "REJECTED" => {
+                let n = node.as_ref().unwrap();
+                n.wait("the rejected node to be refused", |s| {
+                    s.unauthorized > 0
+                        && (s.refused.as_deref())
+                            .is_some_and(|r| r.contains("was rejected by an admin"))
+                });
+                Some("REFUSED".into())
+            }
+            _ => None,
+        },
+    );
+    assert!(out.contains("ok rejected"), "{out}");
+    assert!(
+        fe.log().contains("node enrollment waits for an admin"),
+        "{}",
+        fe.log()
+    );
+}
+
+#[test]
+fn a_rebooted_node_is_let_in_once_its_old_record_is_down() {
+    use ec2_support::{enroll, LISTED_MAC};
+    // Marked down after 2 s without a report.
+    let fe = start_frontend(2);
+    let node = TestNode::start(&fe, "node-1", 2, 1024);
+    // The node reboots: the old agent is gone, the new one has no token.
+    node.pause();
+    let (status, why) = enroll(&fe, "node-1", LISTED_MAC, None);
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("held by a live node"), "{why}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let token = loop {
+        match enroll(&fe, "node-1", LISTED_MAC, None) {
+            (200, token) => break token,
+            (403, _) => assert!(
+                std::time::Instant::now() < deadline,
+                "never let in: {}",
+                fe.log()
+            ),
+            (status, why) => panic!("{status}: {why}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(fe.log().contains("node marked down"), "{}", fe.log());
+    let (status, _) =
+        ec2_support::http(&fe, "GET", mallee_proto::PATH_DESIRED, Some(&token), b"").unwrap();
+    assert_eq!(status, 200);
 }
 
 #[test]
 fn key_pairs_are_rsa_by_default_fingerprinted_as_ec2_does_and_reach_the_metadata() {
     let mut fe = start_frontend(60);
-    let node = TestNode::start(fe.port, "node-1", 4, 2048);
+    let node = TestNode::start(&fe, "node-1", 4, 2048);
     let out = run_driven(&mut fe, "ec2_keys.py", &[], |_, _| None);
     assert!(
         out.contains("ok instances launched with each key type"),
@@ -281,7 +384,7 @@ fn key_pairs_are_rsa_by_default_fingerprinted_as_ec2_does_and_reach_the_metadata
 fn sts_and_iam_name_the_caller_and_ec2_owner_ids_are_its_account() {
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let _node = TestNode::start(fe.port, "node-1", 2, 1024);
+    let _node = TestNode::start(&fe, "node-1", 2, 1024);
     let out = run_driven(
         &mut fe,
         "ec2_identity.py",
@@ -308,7 +411,7 @@ fn sts_and_iam_name_the_caller_and_ec2_owner_ids_are_its_account() {
 fn tags_are_made_with_their_resources_filtered_limited_and_deleted_with_them() {
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let _node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let _node = TestNode::start(&fe, "node-1", 8, 4096);
     let out = run_driven(
         &mut fe,
         "ec2_tags.py",
@@ -336,7 +439,7 @@ fn tags_are_made_with_their_resources_filtered_limited_and_deleted_with_them() {
 fn instance_attributes_are_described_and_modified_as_ec2_does_and_protection_holds() {
     let mut fe = start_frontend(60);
     let (k2, s2) = new_user(&fe, "bob");
-    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let node = TestNode::start(&fe, "node-1", 8, 4096);
     let out = run_driven(
         &mut fe,
         "ec2_instance_attributes.py",
@@ -370,7 +473,7 @@ fn create_image_copies_the_root_volume_at_rest_and_the_image_launches() {
     use mallee_proto::Goal;
     use std::sync::atomic::Ordering;
     let mut fe = start_frontend(60);
-    let node = TestNode::start(fe.port, "node-1", 8, 4096);
+    let node = TestNode::start(&fe, "node-1", 8, 4096);
     let storage = StorageStandIn::start(&fe);
     let out = run_driven(&mut fe, "ec2_create_image.py", &[], |fe, line| {
         let reply = match line {

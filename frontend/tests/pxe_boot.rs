@@ -42,6 +42,7 @@ fn start_pxe(dir: &TestDir, net: &TapNamespace) -> RunningPxe {
             cluster: "pxe-test".into(),
             enrollment_secret: "pxe-test-secret".into(),
             bridge: false,
+            frontend_key: None,
         },
     );
     config.lease_db = dir.file("leases.db");

@@ -43,6 +43,7 @@ fn start(name: &str) -> (RunningPxe, PathBuf) {
             cluster: "zone-a".into(),
             enrollment_secret: "enroll-me".into(),
             bridge: false,
+            frontend_key: None,
         },
     );
     config.dhcp_port = 0;

@@ -52,7 +52,7 @@ print("ok multipart upload survives kill -9 and completes intact")
 
 # A SigV4 presigned PUT (botocore-signed, unsigned payload) whose body we stop sending halfway.
 url = urllib.parse.urlsplit(c.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "partial"}, ExpiresIn=300))
-conn = http.client.HTTPConnection(url.hostname, url.port)
+conn = (http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection)(url.hostname, url.port)
 conn.putrequest("PUT", url.path + "?" + url.query)
 conn.putheader("Content-Length", str(64 << 20))
 conn.endheaders()

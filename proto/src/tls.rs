@@ -21,31 +21,39 @@ pub fn aes_in_hardware() -> bool {
     }
 }
 
-/// rustls on *ring* (no C toolchain beyond ring's own; the static `image` builds link it), with
-/// ChaCha20-Poly1305 first when the CPU has no AES instructions: there software AES-GCM is
-/// several times slower (measured under TCG's `qemu64`, which the test nodes run: AES-128-GCM
-/// 12 MB/s, ChaCha20-Poly1305 65 MB/s), and with them AES-GCM is faster. rustls 0.23.48
-/// deprecates *ring*'s provider only because it lacks post-quantum key exchange (aws-lc-rs's).
+/// rustls on *ring* (no C toolchain beyond ring's own; the static `image` builds link it), its
+/// suites ordered for this CPU: with AES instructions AES-128-GCM first (one way, in memory:
+/// 2.3 GB/s against AES-256-GCM's 1.2 and ChaCha20's 0.7); without them ChaCha20-Poly1305
+/// first, as software AES-GCM is several times slower (under TCG's `qemu64`, which the test
+/// nodes run: AES-128-GCM 12 MB/s, ChaCha20-Poly1305 65 MB/s). rustls 0.23.48 deprecates
+/// *ring*'s provider only because it lacks post-quantum key exchange (aws-lc-rs's).
 #[allow(deprecated)]
 pub fn provider() -> CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
-    if !aes_in_hardware() {
-        prefer_chacha(&mut p.cipher_suites);
+    match aes_in_hardware() {
+        true => prefer(&mut p.cipher_suites, AES_128_GCM),
+        false => prefer(&mut p.cipher_suites, CHACHA20_POLY1305),
     }
     p
 }
 
-/// Moves the ChaCha20-Poly1305 suites ahead of the others (each TLS version keeps its order).
-pub fn prefer_chacha(suites: &mut [rustls::SupportedCipherSuite]) {
-    let chacha = |s: &rustls::SupportedCipherSuite| {
-        matches!(
-            s.suite(),
-            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-                | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-                | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-        )
-    };
-    suites.sort_by_key(|s| !chacha(s));
+/// The AES-128-GCM suites of TLS 1.3 and 1.2.
+const AES_128_GCM: &[CipherSuite] = &[
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
+/// The ChaCha20-Poly1305 suites of TLS 1.3 and 1.2.
+const CHACHA20_POLY1305: &[CipherSuite] = &[
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+/// Moves the suites in `first` ahead of the others (the rest keep their order).
+pub fn prefer(suites: &mut [rustls::SupportedCipherSuite], first: &[CipherSuite]) {
+    suites.sort_by_key(|s| !first.contains(&s.suite()));
 }
 
 /// The SHA-256 of a certificate's SubjectPublicKeyInfo (DER, outer SEQUENCE included): what
@@ -66,7 +74,7 @@ mod tests {
         #[allow(deprecated)]
         let mut suites = rustls::crypto::ring::default_provider().cipher_suites;
         let before: Vec<_> = suites.iter().map(|s| s.suite()).collect();
-        prefer_chacha(&mut suites);
+        prefer(&mut suites, CHACHA20_POLY1305);
         let after: Vec<_> = suites.iter().map(|s| s.suite()).collect();
         assert_eq!(after[0], CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
         assert_eq!(after.len(), before.len());

@@ -1,7 +1,7 @@
 //! Buckets and the objects in them.
 
 use super::{meta_from_json, meta_to_json, now_ms, FinishedBlob, Store, StoreError};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// A bucket and its owner's user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl Store {
     /// Deletes an empty bucket (no objects, no uploads in progress).
     pub fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let busy: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM objects WHERE bucket = ?1) OR EXISTS(SELECT 1 FROM uploads WHERE bucket = ?1)",
             [name],
@@ -142,7 +142,7 @@ impl Store {
     pub fn put_object(&self, bucket: &str, object: &ObjectRow) -> Result<(), StoreError> {
         let old = {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let old = insert_object(&tx, bucket, object)?;
             tx.commit()?;
             old

@@ -1,7 +1,7 @@
 //! Versioned schema migrations, applied in order inside one transaction each; the schema
 //! version lives in SQLite's `user_version`.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 const MIGRATIONS: &[&str] = &[
     // 1: users, buckets, objects, multipart uploads.
@@ -79,7 +79,7 @@ const MIGRATIONS: &[&str] = &[
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;

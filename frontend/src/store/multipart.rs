@@ -4,7 +4,7 @@
 use super::buckets::insert_object;
 use super::{meta_from_json, meta_to_json, now_ms, ObjectRow, Store, StoreError};
 use rand::RngCore;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// An upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl Store {
     pub fn put_part(&self, upload_id: &str, part: &PartRow) -> Result<(), StoreError> {
         let old = {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM uploads WHERE upload_id = ?1)",
                 [upload_id],
@@ -161,7 +161,7 @@ impl Store {
     pub fn complete_upload(&self, upload: &Upload, object: &ObjectRow) -> Result<(), StoreError> {
         let garbage = {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut garbage = remove_upload(&tx, &upload.upload_id)?;
             garbage.extend(insert_object(&tx, &upload.bucket, object)?);
             tx.commit()?;
@@ -175,7 +175,7 @@ impl Store {
     pub fn abort_upload(&self, upload_id: &str) -> Result<(), StoreError> {
         let garbage = {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let garbage = remove_upload(&tx, upload_id)?;
             tx.commit()?;
             garbage

@@ -6,7 +6,7 @@
 use super::{now_ms, Store, StoreError};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::Rng;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 /// What a user may do: the admin sees everything; a node reads every bucket (images); a user
@@ -122,7 +122,7 @@ impl Store {
         let (access_key, secret) = new_key_pair();
         let created_ms = now_ms();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let account = account_id(name);
         let names: Vec<String> = tx
             .prepare("SELECT name FROM users")?

@@ -1,5 +1,6 @@
 //! Test harness: runs the real `mallee-frontend` binary on a loopback port in a temporary data
-//! directory, and runs the Python client scripts (AWS CLI, boto3) against it.
+//! directory, and runs the Python client scripts (AWS CLI, boto3) against it: over https with
+//! the CA bundle it writes (its default), or plain HTTP when a test's config turns `[tls]` off.
 
 #![allow(dead_code)]
 
@@ -7,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mallee-frontend");
@@ -15,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mallee-frontend");
 pub struct Frontend {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// `http`, or `https` when the config turns `[tls]` on.
+    pub scheme: &'static str,
     extra: String,
     child: Option<Child>,
     starts: u32,
@@ -37,6 +41,7 @@ impl Frontend {
         let mut f = Frontend {
             dir,
             port: 0,
+            scheme: "http",
             extra: extra.to_string(),
             child: None,
             starts: 0,
@@ -72,11 +77,16 @@ impl Frontend {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub fn credentials(&self) -> PathBuf {
         self.data_dir().join("admin-credentials")
+    }
+
+    /// The CA bundle a frontend with `[tls]` on writes beside the credentials.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.data_dir().join("mallee-ca.pem")
     }
 
     fn spawn(&mut self) {
@@ -99,8 +109,12 @@ impl Frontend {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("listening on http://")) {
-                let addr = line.rsplit("http://").next().unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("listening on http")) {
+                let (scheme, addr) = line
+                    .rsplit_once("listening on ")
+                    .and_then(|(_, url)| url.split_once("://"))
+                    .unwrap_or_default();
+                self.scheme = if scheme == "https" { "https" } else { "http" };
                 self.port = addr
                     .trim()
                     .parse::<std::net::SocketAddr>()
@@ -162,18 +176,13 @@ impl Frontend {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// A `python3 tests/<script>` command with the client environment set.
-    pub fn python(&self, script: &str) -> Command {
-        require_tool("python3");
-        require_tool("aws");
-        require_tool("curl");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join(script);
-        let mut cmd = Command::new("python3");
-        cmd.arg(path)
-            .arg(self.endpoint())
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.credentials())
+    /// `program` with the environment a client of this frontend needs: the admin credentials,
+    /// none of the caller's AWS settings, and over https the CA bundle wherever each client
+    /// looks for it (botocore and the AWS CLI, Python's default `ssl` context behind urllib and
+    /// http.client, curl). Every client process a test starts goes through here.
+    pub fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", self.credentials())
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -182,7 +191,52 @@ impl Frontend {
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_PROFILE");
+        if self.scheme == "https" {
+            let ca = self.ca_bundle();
+            cmd.env("AWS_CA_BUNDLE", &ca)
+                .env("SSL_CERT_FILE", &ca)
+                .env("CURL_CA_BUNDLE", &ca);
+        } else {
+            for var in ["AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"] {
+                cmd.env_remove(var);
+            }
+        }
         cmd
+    }
+
+    /// A `python3 tests/<script> ENDPOINT` command with the client environment set.
+    pub fn python(&self, script: &str) -> Command {
+        require_tool("python3");
+        require_tool("aws");
+        require_tool("curl");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(script);
+        let mut cmd = self.client("python3");
+        cmd.arg(path).arg(self.endpoint());
+        cmd
+    }
+
+    /// A TLS client setup that trusts this frontend's CA bundle, for tests that speak HTTP from
+    /// Rust; `None` when it serves plain HTTP.
+    pub fn tls_client(&self) -> Option<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        if self.scheme != "https" {
+            return None;
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca_bundle()).expect("read the CA bundle") {
+            roots
+                .add(cert.expect("a certificate in the CA bundle"))
+                .unwrap();
+        }
+        let provider = Arc::new(mallee_proto::tls::provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(Arc::new(config))
     }
 
     /// Runs a script to completion; panics with its output if it fails.

@@ -1,5 +1,6 @@
 //! Support for the EC2 tests: a frontend started with an `[ec2]` configuration, a test node
-//! that speaks the real node protocol (`mallee-proto` JSON over HTTP on loopback) from a
+//! that speaks the real node protocol (`mallee-proto` JSON over HTTPS on loopback, trusting the
+//! frontend's CA bundle; plain HTTP when the frontend is configured without TLS) from a
 //! thread, a stand-in for the storage controller's answers, and a driver for scripts that ask
 //! the harness to act (`KILL`, `PAUSE`, `RESUME`).
 
@@ -22,35 +23,122 @@ use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "test-cluster-secret";
 pub const ZONE: &str = "zone-a";
+/// The MAC test nodes enroll from unless told otherwise: listed in `admit_macs`, so they are
+/// admitted at once.
+pub const LISTED_MAC: &str = "52:54:00:12:34:56";
+/// A MAC the test config does not list: a node enrolling from it waits for an admin.
+pub const UNLISTED_MAC: &str = "52:54:00:99:00:01";
 
-/// Starts a frontend with `[ec2]` settings for tests.
+/// Starts a frontend with `[ec2]` settings for tests ([`LISTED_MAC`] admitted).
 pub fn start_frontend(deadline_secs: u64) -> Frontend {
     Frontend::start_with(&format!(
         "\n[ec2]\nclusters = [\"{ZONE}\"]\ncluster_secret = \"{SECRET}\"\n\
+         admit_macs = [\"{LISTED_MAC}\"]\n\
          node_deadline_secs = {deadline_secs}\nlong_poll_secs = 1\n"
     ))
 }
 
-/// One HTTP/1.1 exchange (Connection: close); returns (status, body).
+/// `POST /_node/enroll` of `id` from `mac` (presenting `token`): (status, token or the
+/// frontend's message).
+pub fn enroll(fe: &Frontend, id: &str, mac: &str, token: Option<&str>) -> (u16, String) {
+    let req = EnrollRequest {
+        node_id: id.into(),
+        cluster: ZONE.into(),
+        secret: SECRET.into(),
+        macs: vec![mac.parse().unwrap()],
+        token: token.map(str::to_string),
+    };
+    let (status, body) = http(
+        fe,
+        "POST",
+        mallee_proto::PATH_ENROLL,
+        None,
+        &mallee_proto::encode(&req),
+    )
+    .unwrap();
+    let text = match status {
+        200 => mallee_proto::decode::<EnrollResponse>(&body).map(|r| r.token),
+        _ => mallee_proto::decode::<mallee_proto::ErrorBody>(&body).map(|e| e.error),
+    };
+    (
+        status,
+        text.unwrap_or_else(|e| panic!("{status}: {e}: {body:?}")),
+    )
+}
+
+/// One node-protocol exchange with `fe` (see [`NodeLink::http`]).
 pub fn http(
-    port: u16,
+    fe: &Frontend,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    NodeLink::to(fe).http(method, path, token, body)
+}
+
+/// How a test node reaches the frontend: its loopback port, and when it serves https a TLS
+/// client that trusts the CA bundle it wrote (a real node pins its key instead; the pin is
+/// tested in `tls`).
+#[derive(Clone)]
+pub struct NodeLink {
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl NodeLink {
+    pub fn to(fe: &Frontend) -> NodeLink {
+        NodeLink {
+            port: fe.port,
+            tls: fe.tls_client(),
+        }
+    }
+
+    /// One HTTP/1.1 exchange (Connection: close); returns (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+        match &self.tls {
+            None => exchange(tcp, method, path, token, body),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::from(std::net::Ipv4Addr::LOCALHOST);
+                let tls = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(std::io::Error::other)?;
+                exchange(
+                    rustls::StreamOwned::new(tls, tcp),
+                    method,
+                    path,
+                    token,
+                    body,
+                )
+            }
+        }
+    }
+}
+
+fn exchange(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    write!(
-        s,
+    let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )?;
-    s.write_all(body)?;
+    );
+    s.write_all(&[head.as_bytes(), body].concat())?;
+    s.flush()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw
@@ -75,6 +163,10 @@ pub struct Seen {
     pub desired: Vec<String>,
     pub enrollments: u32,
     pub reports: u32,
+    /// The last refusal the frontend answered (status and message), for nodes kept out.
+    pub refused: Option<String>,
+    /// Requests answered 401 (the token was replaced or revoked).
+    pub unauthorized: u32,
     /// Each instance's goals in the order the node was handed them (repeats left out).
     pub goals: BTreeMap<String, Vec<Goal>>,
 }
@@ -99,11 +191,14 @@ pub struct TestNode {
 }
 
 struct Agent {
-    port: u16,
+    link: NodeLink,
     id: String,
+    mac: mallee_proto::Mac,
     cpus: u32,
     memory_mib: u64,
     token: Option<String>,
+    /// The token it presents when it enrolls (the last it got, as the real agent does).
+    held: Option<String>,
     generation: String,
     seen: Arc<Mutex<Seen>>,
     boot_id: Arc<Mutex<String>>,
@@ -124,16 +219,17 @@ impl Agent {
         path: &str,
         body: &[u8],
     ) -> Result<T, String> {
-        let (status, body) = http(self.port, method, path, self.token.as_deref(), body)
+        let (status, body) = (self.link)
+            .http(method, path, self.token.as_deref(), body)
             .map_err(|e| e.to_string())?;
         if status == 401 {
+            self.seen.lock().unwrap().unauthorized += 1;
             return Err("unauthorized".into());
         }
         if status != 200 {
-            return Err(format!(
-                "{path}: {status} {}",
-                String::from_utf8_lossy(&body)
-            ));
+            let why = format!("{path}: {status} {}", String::from_utf8_lossy(&body));
+            self.seen.lock().unwrap().refused = Some(why.clone());
+            return Err(why);
         }
         mallee_proto::decode(&body).map_err(|e| e.to_string())
     }
@@ -144,12 +240,15 @@ impl Agent {
             node_id: self.id.clone(),
             cluster: ZONE.into(),
             secret: SECRET.into(),
+            macs: vec![self.mac],
+            token: self.held.clone(),
         };
         let r: EnrollResponse = self.call(
             "POST",
             mallee_proto::PATH_ENROLL,
             &mallee_proto::encode(&req),
         )?;
+        self.held = Some(r.token.clone());
         self.token = Some(r.token);
         let info = NodeInfo {
             node_id: self.id.clone(),
@@ -157,7 +256,7 @@ impl Agent {
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             disk_gib: 100,
-            macs: vec!["52:54:00:12:34:56".parse().unwrap()],
+            macs: vec![self.mac],
             agent_version: "test-node".into(),
             boot_id: self.boot_id.lock().unwrap().clone(),
         };
@@ -290,7 +389,15 @@ impl Agent {
 }
 
 impl TestNode {
-    pub fn start(port: u16, id: &str, cpus: u32, memory_mib: u64) -> TestNode {
+    /// A node enrolling from [`LISTED_MAC`] (admitted at once); returns once it registered.
+    pub fn start(fe: &Frontend, id: &str, cpus: u32, memory_mib: u64) -> TestNode {
+        let node = TestNode::spawn(fe, id, LISTED_MAC, cpus, memory_mib);
+        node.wait("the node to register", |s| s.reports > 0);
+        node
+    }
+
+    /// A node enrolling from `mac`, retrying while it is refused; returns at once.
+    pub fn spawn(fe: &Frontend, id: &str, mac: &str, cpus: u32, memory_mib: u64) -> TestNode {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let paused = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,11 +405,13 @@ impl TestNode {
         let boot_id = Arc::new(Mutex::new("test-boot-1".to_string()));
         let hold_metadata = Arc::new(AtomicBool::new(false));
         let mut agent = Agent {
-            port,
+            link: NodeLink::to(fe),
             id: id.into(),
+            mac: mac.parse().unwrap(),
             cpus,
             memory_mib,
             token: None,
+            held: None,
             generation: String::new(),
             seen: seen.clone(),
             boot_id: boot_id.clone(),
@@ -338,7 +447,7 @@ impl TestNode {
                 }
             }
         });
-        let node = TestNode {
+        TestNode {
             seen,
             paused,
             idle,
@@ -347,15 +456,15 @@ impl TestNode {
             rejoin,
             stop,
             thread: Some(thread),
-        };
-        node.wait("the node to register", |s| s.reports > 0);
-        node
+        }
     }
 
     /// Enrolls and registers again, with `boot_id` when given (a reboot: a real node comes
     /// back without its instances, which this one only forgets to report until the frontend
-    /// hands them back), else with the same one (the agent lost its token); returns once
-    /// registered.
+    /// hands them back), else with the same one (the agent enrolling again); returns once
+    /// registered. It presents the token it held, as the agent does when it enrolls again
+    /// (a node that really rebooted has none and gets in once its old record is marked down:
+    /// `a_rebooted_node_is_let_in_once_its_old_record_is_down`).
     pub fn rejoin(&self, boot_id: Option<&str>) {
         if let Some(b) = boot_id {
             *self.boot_id.lock().unwrap() = b.to_string();
