@@ -36,6 +36,6 @@ appliance() {
 }
 appliance "$epoch" mallee-frontend.img
 # Upgrades use only the ESP: small partitions keep the uploads short.
-small=(--esp-mib 80 --data-mib 1)
+small=(--esp-mib 96 --data-mib 1)
 appliance $((epoch + 1)) test/mallee-frontend-next.img "${small[@]}"
 appliance $((epoch + 2)) test/mallee-frontend-broken.img "${small[@]}" --cmdline-append rdinit=/nonexistent

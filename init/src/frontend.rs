@@ -6,7 +6,10 @@
 //! site settings of the ESP's `mallee.toml` laid over it; or uses `/var/lib/mallee/frontend.toml`
 //! whole when the operator put one there) and supervises
 //! `mallee-frontend`: its output goes to the console, it is restarted with backoff when it
-//! exits, and the readiness line is printed once it listens. Beside it, and supervised the
+//! exits, and the readiness line is printed once it listens (after, with
+//! `mallee.show_credentials=1` as the flashable image has it, what an admin needs from the
+//! console: the admin credentials, the CA bundle and the pin of the daemon's TLS key, see
+//! [`ClientFiles`]). Beside it, and supervised the
 //! same way, runs `mallee-frontend storage`, the storage controller that serves (as root) the
 //! volume exports the daemon lists. The gateway the daemon hands over
 //! for instance networks is applied by [`crate::gateway`], started here.
@@ -19,6 +22,7 @@ use crate::partition::{self, PartitionError};
 use crate::power::{self, PowerAction};
 use crate::{gateway, log, reaper};
 use mallee_proto::appliance::{Esp, SITE_CONFIG};
+use mallee_proto::cmdline::PublicKeyPin;
 use mallee_proto::LogLevel;
 use serde::Serialize;
 use std::io::{BufRead, Read, Write};
@@ -344,15 +348,72 @@ fn supervise(
     });
 }
 
-fn show_credentials() {
-    let path = format!("{DATA_MOUNT}/frontend/admin-credentials");
-    match std::fs::read_to_string(&path) {
+/// The CA bundle's file name, beside the admin credentials file (the daemon's
+/// `tls::CA_BUNDLE_FILE`).
+const CA_BUNDLE_FILE: &str = "mallee-ca.pem";
+/// The daemon's `data_dir` when its config names none.
+const DAEMON_DATA_DIR: &str = "/var/lib/mallee";
+/// The line the daemon prints, before it listens, with the pin of its TLS key.
+const DAEMON_PIN_LINE: &str = "mallee-frontend: nodes pin ";
+
+/// What the daemon writes for its clients, where its config puts it: the admin credentials
+/// (`credentials_file`, else `<data_dir>/admin-credentials`) and, with `[tls]` on (the
+/// default), the CA bundle that verifies its certificate, beside them. Read from the config
+/// file the daemon is started with, so an operator's own `frontend.toml` is followed too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub credentials: PathBuf,
+    /// `None` when the config turns TLS off.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl ClientFiles {
+    /// The files `config` (the daemon's TOML) names, with the daemon's defaults for what it
+    /// leaves out; a file that does not parse gives the defaults (the daemon then refuses it
+    /// and says why).
+    pub fn of_config(config: &str) -> ClientFiles {
+        let table: toml::Table = config.parse().unwrap_or_default();
+        let path = |key: &str| table.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
+        let data_dir = path("data_dir").unwrap_or_else(|| PathBuf::from(DAEMON_DATA_DIR));
+        let credentials =
+            path("credentials_file").unwrap_or_else(|| data_dir.join("admin-credentials"));
+        let tls = (table.get("tls"))
+            .and_then(|t| t.get("enabled"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        ClientFiles {
+            ca_bundle: tls.then(|| credentials.with_file_name(CA_BUNDLE_FILE)),
+            credentials,
+        }
+    }
+}
+
+/// The pin of the daemon's TLS key, when `line` (of its stdout) announces it.
+pub fn daemon_pin(line: &str) -> Option<PublicKeyPin> {
+    line.strip_prefix(DAEMON_PIN_LINE)?.trim().parse().ok()
+}
+
+/// Prints on the console what an admin needs to use the cloud, each line under a prefix a
+/// client copies it by: the admin credentials (`admin-credentials: `), the CA bundle that
+/// verifies the API's certificate (`ca-bundle: `, a PEM line each) and the pin of the
+/// frontend's key (`frontend-key: `, what a node booted other than by this frontend's PXE
+/// service needs as `mallee.frontend_key=`).
+fn show_credentials(files: &ClientFiles, pin: Option<PublicKeyPin>) {
+    let show = |prefix: &str, path: &Path| match std::fs::read_to_string(path) {
         Ok(text) => {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                info!("admin-credentials: {line}");
+                info!("{prefix}: {line}");
             }
         }
-        Err(e) => warn!("admin-credentials: reading {path}: {e}"),
+        Err(e) => warn!("{prefix}: reading {}: {e}", path.display()),
+    };
+    show("admin-credentials", &files.credentials);
+    match &files.ca_bundle {
+        Some(bundle) => show("ca-bundle", bundle),
+        None => warn!("ca-bundle: none, the daemon serves plain http ([tls] enabled = false)"),
+    }
+    if let Some(pin) = pin {
+        info!("frontend-key: {pin}");
     }
 }
 
@@ -421,6 +482,12 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     };
     let private = settings.private.clone();
     let show = settings.show_credentials;
+    // Read once the daemon has written them, from the config it runs with.
+    let config_text = std::fs::read_to_string(&config).unwrap_or_default();
+    let client_files = ClientFiles::of_config(&config_text);
+    // The pin the daemon announced last (it prints it before it listens).
+    let pin: Arc<Mutex<Option<PublicKeyPin>>> = Arc::default();
+    let pin_shown = pin.clone();
     let (tx, rx) = channel::<()>();
     let (serving_tx, serving_rx) = channel::<()>();
     if let Some(slots) = slots.clone().filter(|s| s.trial) {
@@ -451,7 +518,8 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
             }
         };
         if show {
-            show_credentials();
+            let pin = *pin_shown.lock().unwrap_or_else(|e| e.into_inner());
+            show_credentials(&client_files, pin);
         }
         on_ready(ip);
         let _ = serving_tx.send(());
@@ -473,8 +541,11 @@ fn boot(settings: &Settings, nics: &[Nic], hostname: &str, on_ready: OnReady) {
     supervise(
         "mallee-frontend",
         move || {
-            let tx = tx.clone();
+            let (tx, pin) = (tx.clone(), pin.clone());
             run_frontend(&config, &[], level, move |line| {
+                if let Some(announced) = daemon_pin(line) {
+                    *pin.lock().unwrap_or_else(|e| e.into_inner()) = Some(announced);
+                }
                 if line.starts_with("mallee-frontend: listening on") {
                     let _ = tx.send(());
                 }
@@ -514,7 +585,8 @@ mod tests {
     fn site_settings_are_laid_over_the_written_config_key_by_key() {
         let private = PrivateNic::default();
         let written = daemon_config(&private, "s", None);
-        let site = "[network]\nmode = \"MANAGED-NOVLAN\"\nvlans = \"300-310\"\n[pxe]\nrange_start = \"10.77.0.100\"\n";
+        let site = "[network]\nmode = \"MANAGED-NOVLAN\"\nvlans = \"300-310\"\n[pxe]\nrange_start = \"10.77.0.100\"\n\
+                    [ec2]\nadmit_macs = [\"52:54:00:77:00:01\"]\n";
         let merged = with_site_settings(&written, site).unwrap();
         let config = mallee_frontend::config::Config::parse(&merged).expect(&merged);
         assert_eq!(
@@ -526,7 +598,15 @@ mod tests {
         // Laid over, not replaced: the table's other keys are still the written ones.
         assert_eq!(pxe.interface, private.interface);
         assert_eq!(pxe.range_start, Some("10.77.0.100".parse().unwrap()));
+        // The nodes the site admits reach the daemon beside the secret init wrote.
         assert_eq!(config.ec2.cluster_secret, "s");
+        let admitted: Vec<String> = config
+            .ec2
+            .admit_macs
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(admitted, ["52:54:00:77:00:01"]);
         assert!(merged.starts_with("# Written by mallee-init"), "{merged}");
         assert!(with_site_settings(&written, "[network\nmode = 1").is_err());
     }
@@ -554,5 +634,49 @@ mod tests {
         assert_eq!(pxe.server_ip, Ipv4Addr::new(10, 1, 0, 1));
         assert_eq!(pxe.prefix_len, 16);
         assert!(pxe.image_dir.ends_with("mallee/node"));
+    }
+
+    /// Init finds the credentials and CA bundle where the daemon's own config code puts them.
+    #[test]
+    fn client_files_are_where_the_daemon_writes_them() {
+        assert_eq!(CA_BUNDLE_FILE, mallee_frontend::tls::CA_BUNDLE_FILE);
+        let written = daemon_config(&PrivateNic::default(), "s", None);
+        let appliance = ClientFiles::of_config(&written);
+        assert_eq!(
+            appliance,
+            ClientFiles {
+                credentials: PathBuf::from("/var/lib/mallee/frontend/admin-credentials"),
+                ca_bundle: Some(PathBuf::from("/var/lib/mallee/frontend/mallee-ca.pem")),
+            }
+        );
+        for text in [
+            written.as_str(),
+            "",
+            "data_dir = \"/srv/mallee\"\n",
+            "credentials_file = \"/root/.aws/credentials\"\n[tls]\nenabled = true\n",
+            "data_dir = \"/srv/mallee\"\n[tls]\nenabled = false\n",
+        ] {
+            let daemon = mallee_frontend::config::Config::parse(text).expect(text);
+            let files = ClientFiles::of_config(text);
+            assert_eq!(files.credentials, daemon.credentials_path(), "{text}");
+            let bundle = daemon.tls.enabled.then(|| daemon.ca_bundle_path());
+            assert_eq!(files.ca_bundle, bundle, "{text}");
+        }
+        // A config the daemon refuses: the defaults (it will not start to write anything).
+        assert_eq!(ClientFiles::of_config("[tls"), ClientFiles::of_config(""));
+    }
+
+    #[test]
+    fn the_pin_is_read_from_the_daemons_line_only() {
+        let pin = PublicKeyPin([0xab; 32]);
+        assert_eq!(
+            daemon_pin(&format!("mallee-frontend: nodes pin {pin}")),
+            Some(pin)
+        );
+        assert_eq!(
+            daemon_pin(&format!("mallee-frontend: listening on {pin}")),
+            None
+        );
+        assert_eq!(daemon_pin("mallee-frontend: nodes pin sha256:abcd"), None);
     }
 }

@@ -175,11 +175,12 @@ fn measure(outside: &Outside, pair: &Pair, case: Case, load: Load) -> Result<f64
 }
 
 /// Boots node `n` (1 or 2) from the peer image on the segment with the parameters the
-/// frontend's PXE script gives its nodes.
+/// frontend's PXE script gives its nodes (`frontend_key`: the pin of its TLS key).
 fn boot_node(
     dir: &TestDir,
     segment: &Segment,
     image: &mallee_qemu_tests::NetbootImage,
+    frontend_key: &str,
     n: u8,
 ) -> Vm {
     VmConfig::new(&format!("node{n}"))
@@ -189,7 +190,8 @@ fn boot_node(
         .cpus(2)
         .nic(Nic::segment(segment).mac(&format!("52:54:00:77:00:0{n}")))
         .cmdline(&format!(
-            "mallee.frontend={PRIVATE_IP}:{} mallee.cluster=cluster1 mallee.secret={SECRET}",
+            "mallee.frontend={PRIVATE_IP}:{} mallee.cluster=cluster1 mallee.secret={SECRET} \
+             mallee.frontend_key={frontend_key}",
             cloud::API_PORT
         ))
         .launch(dir)
@@ -270,8 +272,8 @@ fn main() {
     .unwrap_or_else(|e| panic!("{e}"));
     progress("frontend up; nodes booting");
     let mut nodes = [
-        boot_node(&dir, &segment, &image, 1),
-        boot_node(&dir, &segment, &image, 2),
+        boot_node(&dir, &segment, &image, &fe.frontend_key, 1),
+        boot_node(&dir, &segment, &image, &fe.frontend_key, 2),
     ];
     for node in &mut nodes {
         node.wait_for(NODE_READY, PATIENCE)

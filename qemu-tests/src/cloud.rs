@@ -1,8 +1,10 @@
 //! A whole Mallee cloud under QEMU: the frontend appliance VM (the flashable image written onto
 //! its disk file and booted under UEFI firmware, public NIC on QEMU user networking with the API
 //! forwarded to a host port, private NIC on a [`Segment`]) and diskless node VMs that PXE-boot from it over that segment. Shared by the
-//! end-to-end tests and `just demo`; the AWS CLI reaches the API through the forwarded port.
+//! end-to-end tests and `just demo`; the AWS CLI reaches the API through the forwarded port,
+//! over HTTPS verified with the CA bundle the appliance prints (see [`crate::client`]).
 
+use crate::client::{self, ClientEnv};
 use crate::{Images, Nic, Segment, TestDir, Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +20,15 @@ pub const FRONTEND_READY: &str =
 /// A node's readiness line: the address our DHCP server leased it.
 pub const NODE_READY: &str =
     r"mallee-init: ready role=node ip=(\d+\.\d+\.\d+\.\d+)/(\d+) boot_ms=(\d+)";
+/// The MACs the harness gives its compute node VMs ([`node_config`], [`node_on`]). Every site
+/// settings file it writes ([`site_settings`], and the one [`flash_appliance`] starts with)
+/// lists them in `[ec2] admit_macs`, so its nodes are admitted as they enroll: the frontend
+/// keeps any other node pending until an admin approves it.
+pub const NODE_MACS: [&str; 3] = [
+    "52:54:00:77:00:01",
+    "52:54:00:77:00:02",
+    "52:54:00:77:01:01",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -39,10 +50,15 @@ pub enum CloudError {
 /// A running frontend and what a client needs to reach it.
 pub struct Frontend {
     pub vm: Vm,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub endpoint: String,
     /// An AWS credentials file with the admin key pair (written in the test directory).
     pub credentials: PathBuf,
+    /// The CA bundle that verifies the API's certificate (written in the test directory).
+    pub ca_bundle: PathBuf,
+    /// The pin of the frontend's TLS key, `sha256:HEX`, as a node's `mallee.frontend_key=`
+    /// needs it (the PXE service puts it on its nodes' command line itself).
+    pub frontend_key: String,
     pub access_key: String,
 }
 
@@ -85,7 +101,8 @@ pub fn data_disk(path: &Path, mib: u64) -> Result<(), CloudError> {
 }
 
 /// Flashes the appliance image onto a disk of `mib` MiB at `path` (a sparse copy, as `dd` onto a
-/// bigger disk), unless it exists: a second boot keeps its data.
+/// bigger disk), unless it exists: a second boot keeps its data. Its ESP gets the site settings
+/// that admit the harness's nodes ([`NODE_MACS`]); [`site_settings`] replaces them with more.
 pub fn flash_appliance(path: &Path, mib: u64) -> Result<(), CloudError> {
     if path.exists() {
         return Ok(());
@@ -109,11 +126,14 @@ pub fn flash_appliance(path: &Path, mib: u64) -> Result<(), CloudError> {
         .open(path)
         .map_err(io)?;
     let len = disk.metadata().map_err(io)?.len().max(mib << 20);
-    disk.set_len(len).map_err(io)
+    disk.set_len(len).map_err(io)?;
+    drop(disk);
+    site_settings(path, "")
 }
 
 /// Boots the frontend VM `name` from its flashed disk (see [`flash_appliance`]) under UEFI and
-/// waits for its readiness line and the admin credentials the appliance prints on its console.
+/// waits for its readiness line and what the appliance prints on its console for an admin: the
+/// admin credentials, the CA bundle and the pin of its key.
 pub fn start_frontend(
     dir: &TestDir,
     name: &str,
@@ -148,33 +168,48 @@ pub fn start_frontend_with(
     let mut vm = config.launch(dir)?;
     vm.wait_for(FRONTEND_READY, timeout)
         .map_err(CloudError::Frontend)?;
-    let key = |field: &str| {
-        let pattern = format!(r"admin-credentials: {field} = (\S+)");
+    // Printed before the readiness line.
+    let printed = |pattern: &str| {
         vm.console()
-            .wait_for(&pattern, Duration::from_secs(1))
-            .map(|c| c[1].clone())
+            .wait_for(pattern, Duration::from_secs(1))
             .map_err(CloudError::Frontend)
+    };
+    let key = |field: &str| {
+        printed(&format!(r"admin-credentials: {field} = (\S+)")).map(|c| c[1].clone())
     };
     let access_key = key("aws_access_key_id")?;
     let secret = key("aws_secret_access_key")?;
+    let frontend_key = printed(client::FRONTEND_KEY_LINE)?[1].clone();
+    printed(&regex::escape(client::CA_BUNDLE_END))?;
+    let bundle = client::ca_bundle_in(&vm.console().text()).ok_or_else(|| CloudError::Io {
+        what: format!("reading the CA bundle on {}", vm.console().path().display()),
+        source: std::io::Error::other("no whole certificate in its ca-bundle lines"),
+    })?;
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|source| CloudError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })
+    };
     let credentials = dir.file(&format!("{name}-credentials"));
-    std::fs::write(
+    write(
         &credentials,
         format!("[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret}\n"),
-    )
-    .map_err(|source| CloudError::Io {
-        what: format!("writing {}", credentials.display()),
-        source,
-    })?;
+    )?;
+    let ca_bundle = dir.file(&format!("{name}-ca.pem"));
+    write(&ca_bundle, bundle)?;
     Ok(Frontend {
         vm,
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: format!("https://127.0.0.1:{port}"),
         credentials,
+        ca_bundle,
+        frontend_key,
         access_key,
     })
 }
 
-/// A diskless node VM that network-boots (its NIC's iPXE ROM) from the segment.
+/// A diskless node VM that network-boots (its NIC's iPXE ROM) from the segment; `mac` one of
+/// [`NODE_MACS`] for the frontend to admit it as it enrolls.
 pub fn node_config(name: &str, segment: &Segment, mac: &str) -> VmConfig {
     node_on(name, Nic::segment(segment).mac(mac))
 }
@@ -188,7 +223,8 @@ pub fn node_on(name: &str, nic: Nic) -> VmConfig {
 }
 
 /// Puts `settings` into the flashed appliance on `disk` (not running) as the site settings
-/// file an operator would add to its ESP after flashing.
+/// file an operator would add to its ESP after flashing, with the harness's nodes admitted
+/// (see [`with_node_macs`]).
 pub fn site_settings(disk: &Path, settings: &str) -> Result<(), CloudError> {
     use mallee_proto::appliance::{Esp, SITE_CONFIG};
     let io = |e: mallee_proto::appliance::ApplianceError| CloudError::Io {
@@ -196,29 +232,61 @@ pub fn site_settings(disk: &Path, settings: &str) -> Result<(), CloudError> {
         source: std::io::Error::other(e.to_string()),
     };
     let esp = Esp::in_image(disk, true).map_err(io)?;
-    esp.write(SITE_CONFIG, settings.as_bytes()).map_err(io)?;
+    esp.write(SITE_CONFIG, with_node_macs(settings).as_bytes())
+        .map_err(io)?;
     esp.close().map_err(io)
 }
 
+/// `settings` (site settings TOML) with `admit_macs` listing [`NODE_MACS`] at the top of its
+/// `[ec2]` table (a table added at the end when it has none); unchanged when it sets
+/// `admit_macs` itself.
+pub fn with_node_macs(settings: &str) -> String {
+    if settings.contains("admit_macs") {
+        return settings.to_string();
+    }
+    let list: Vec<String> = NODE_MACS.iter().map(|m| format!("\"{m}\"")).collect();
+    let line = format!("admit_macs = [{}]\n", list.join(", "));
+    let mut out = String::new();
+    let mut added = false;
+    for l in settings.lines() {
+        out.push_str(l);
+        out.push('\n');
+        if !added && l.trim() == "[ec2]" {
+            out.push_str(&line);
+            added = true;
+        }
+    }
+    if !added {
+        out.push_str("[ec2]\n");
+        out.push_str(&line);
+    }
+    out
+}
+
 impl Frontend {
+    /// What every client the harness runs against this frontend gets in its environment.
+    pub fn client_env(&self) -> ClientEnv {
+        ClientEnv {
+            credentials: self.credentials.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+        }
+    }
+
     /// Runs the AWS CLI against this frontend; returns its stdout.
     pub fn aws(&self, args: &[&str]) -> Result<String, CloudError> {
         let err = |reason: String| CloudError::Aws {
             args: args.join(" "),
             reason,
         };
-        let out = Command::new("aws")
-            .arg("--endpoint-url")
+        let mut cli = Command::new("aws");
+        cli.arg("--endpoint-url")
             .arg(&self.endpoint)
             .arg("--output")
             .arg("json")
-            .args(args)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_PROFILE")
+            .args(args);
+        let out = self
+            .client_env()
+            .apply(&mut cli)
             .output()
             .map_err(|e| err(format!("cannot run the AWS CLI ({e}); run `just setup`")))?;
         if !out.status.success() {
@@ -246,12 +314,12 @@ impl Frontend {
     /// The shell commands a person types to use this cloud.
     pub fn cli_hint(&self) -> String {
         format!(
-            "export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1\n\
+            "{}\n\
              aws --endpoint-url {ep} ec2 describe-availability-zones\n\
              aws --endpoint-url {ep} ec2 describe-instances\n\
              aws --endpoint-url {ep} s3 ls\n\
              scripts/mallee-admin {ep} {creds} DescribeNodes",
-            self.credentials.display(),
+            self.client_env().exports(),
             ep = self.endpoint,
             creds = self.credentials.display()
         )
@@ -575,6 +643,8 @@ pub struct NodeReport {
     pub zone: String,
     /// `up` or `down`.
     pub state: String,
+    /// `admitted`, `pending`, `approved` or `rejected`.
+    pub admission: String,
     pub boot_id: String,
     pub instances: Vec<String>,
     /// Where its image cache lives: `ram` (a diskless node) or `disk`.
@@ -608,6 +678,7 @@ pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {
                 id: text(n, "nodeId"),
                 zone: text(n, "zone"),
                 state: text(n, "state"),
+                admission: text(n, "admission"),
                 boot_id: text(n, "bootId"),
                 instances: set(n, "instanceSet")
                     .iter()
@@ -624,15 +695,19 @@ pub fn parse_nodes(doc: &serde_json::Value) -> anyhow::Result<Vec<NodeReport>> {
 }
 
 impl Frontend {
-    /// Runs `scripts/mallee-admin ENDPOINT CREDENTIALS args...` with the admin credentials; its
-    /// JSON output.
+    /// Runs `scripts/mallee-admin ENDPOINT CREDENTIALS args...` with the admin credentials
+    /// (and the CA bundle in `AWS_CA_BUNDLE`); its JSON output.
     pub fn admin(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let out = Command::new("python3")
+        let mut script = Command::new("python3");
+        script
             .arg("-c")
             .arg(ADMIN_PY)
             .arg(&self.endpoint)
             .arg(&self.credentials)
-            .args(args)
+            .args(args);
+        let out = self
+            .client_env()
+            .apply(&mut script)
             .env("MALLEE_UPGRADE_WAIT_SECS", "900")
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -673,7 +748,26 @@ impl Frontend {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_capacity, parse_nodes};
+    use super::{parse_capacity, parse_nodes, with_node_macs, NODE_MACS};
+
+    #[test]
+    fn site_settings_admit_the_harness_nodes_in_their_ec2_table() {
+        let line =
+            "admit_macs = [\"52:54:00:77:00:01\", \"52:54:00:77:00:02\", \"52:54:00:77:01:01\"]";
+        assert_eq!(with_node_macs(""), format!("[ec2]\n{line}\n"));
+        assert_eq!(
+            with_node_macs("[network]\nmode = \"SYSTEM\"\n"),
+            format!("[network]\nmode = \"SYSTEM\"\n[ec2]\n{line}\n")
+        );
+        // Into the table already there (a second `[ec2]` header would not parse).
+        assert_eq!(
+            with_node_macs("[ec2]\ncluster_secret = \"s\"\n[network]\nmode = \"SYSTEM\""),
+            format!("[ec2]\n{line}\ncluster_secret = \"s\"\n[network]\nmode = \"SYSTEM\"\n")
+        );
+        let own = "[ec2]\nadmit_macs = []\n";
+        assert_eq!(with_node_macs(own), own);
+        assert_eq!(NODE_MACS.len(), 3);
+    }
 
     #[test]
     fn capacity_is_read_from_the_verbose_zone_message() {
@@ -685,7 +779,7 @@ mod tests {
     #[test]
     fn nodes_are_read_from_describe_nodes_json() {
         let doc = serde_json::json!({"requestId": "r", "nodeSet": [{
-            "nodeId": "node-1", "zone": "cluster1", "state": "up", "bootId": "b",
+            "nodeId": "node-1", "zone": "cluster1", "state": "up", "admission": "admitted", "bootId": "b",
             "instanceSet": [{"instanceId": "i-1", "state": "running"}],
             "imageCache": {"storage": "ram", "budgetBytes": "100", "usedBytes": "10",
                            "downloads": "3", "hits": "6", "imageSet": ""}}]});
@@ -693,8 +787,14 @@ mod tests {
         assert_eq!(nodes.len(), 1);
         let n = &nodes[0];
         assert_eq!(
-            (n.id.as_str(), n.storage.as_str(), n.downloads, n.hits),
-            ("node-1", "ram", 3, 6)
+            (
+                n.id.as_str(),
+                n.admission.as_str(),
+                n.storage.as_str(),
+                n.downloads,
+                n.hits
+            ),
+            ("node-1", "admitted", "ram", 3, 6)
         );
         assert_eq!(n.instances, vec!["i-1".to_string()]);
         let empty = serde_json::json!({"requestId": "r", "nodeSet": ""});

@@ -6,6 +6,7 @@
 //! condition polled until a deadline. VMs die with the `Vm` value (or the test process).
 
 pub mod capture;
+pub mod client;
 pub mod cloud;
 pub mod console;
 pub mod ebs;
@@ -15,6 +16,7 @@ pub mod segment;
 pub mod testdir;
 pub mod vm;
 
+pub use client::ClientEnv;
 pub use console::{Console, ConsoleError};
 pub use images::{build_static, DebianCloudImage, GuestImage, Images, NetbootImage};
 pub use segment::Segment;

@@ -16,8 +16,10 @@
 //! host outside the cloud (a netns behind the frontend's third NIC) reaches public and elastic
 //! addresses only as group rules and associations say, and sees instances as their public
 //! address; the frontend's capture of the private segment shows instance frames tagged only
-//! with the configured range's tags. EBS over AoE (volumes attached, written, snapshotted, moved
-//! between nodes, restored; an EBS-backed instance stopped on one node and started on the
+//! with the configured range's tags, and a passive listener there reads none of the node
+//! protocol (TLS to the key pinned on the nodes' command line: not the user data the nodes
+//! were sent, no token, no `/_node/` path). EBS over AoE (volumes attached, written,
+//! snapshotted, moved between nodes, restored; an EBS-backed instance stopped on one node and started on the
 //! other). A hard power-off of the frontend with that instance running and writing to its root
 //! volume: its writes stall and then complete intact; the frontend's second boot on the same disk
 //! keeps its state (no reformat, same admin key, same buckets, an object's bytes) and its gateway
@@ -154,6 +156,14 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
             "mallee.frontend={PRIVATE_IP}:8773 mallee.cluster=cluster1 mallee.secret="
         )),
         "the node kernel did not get the frontend's parameters: {}",
+        node.console().tail(40)
+    );
+    // ...and the pin of the key the frontend printed, so its agent speaks TLS to that key only.
+    assert!(
+        node_console.contains(&format!("mallee.frontend_key={} ", fe.frontend_key))
+            && !node_console.contains("no mallee.frontend_key on the command line"),
+        "the node kernel did not get the frontend's key {}: {}",
+        fe.frontend_key,
         node.console().tail(40)
     );
     // The node agent enrolls with the secret from its command line and registers: the zone's
@@ -312,8 +322,12 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Both answer on TCP 7000 with their instance id and connect to the outside host, which
-    // answers with the address it sees them as (the guest's user-data probes).
-    let probes = format!("serve {PROBE_PORT}\nconnect {OUTSIDE_IP}:{SEEN_PORT}\ndisks");
+    // answers with the address it sees them as (the guest's user-data probes). Their user data
+    // also carries a marker (a comment to the guest) that crosses the private segment only
+    // inside the node protocol: a passive listener there must not read it (below).
+    let marker = unique_marker();
+    let probes =
+        format!("serve {PROBE_PORT}\nconnect {OUTSIDE_IP}:{SEEN_PORT}\ndisks\n# {marker}\n");
     let pair = fe
         .run_instances_with(&image.emi, 2, &["--user-data", &probes])
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -374,6 +388,7 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
             && census.untagged_inside_count == 0,
         "the private segment's capture: {census:?}"
     );
+    passive_listener_reads_nothing(&dir.file("frontend-net1.pcap"), &fe, &marker);
 
     // Power the frontend off hard, the EBS-backed instance running on a node and writing to its
     // root volume, and boot it again on the same disk: nothing is lost; its gateway comes back
@@ -469,6 +484,71 @@ fn frontend_appliance_boots_nodes_and_keeps_state_across_reboots() {
         read_at(&foreign, offset, theirs.len()) == theirs,
         "the foreign partition's bytes changed"
     );
+}
+
+/// A string no traffic holds unless the test put it there.
+fn unique_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("mallee-passive-listener-{:x}-{nanos:x}", std::process::id())
+}
+
+/// What a passive listener on the private segment reads in `capture` (the frontend's private
+/// NIC, every frame of the segment since the frontend booted): none of the node protocol —
+/// not the user data (`marker`, raw or in any base64 alignment) that went to the nodes in
+/// their desired state, no bearer token header, no `/_node/` path, no `"token"` field. So that
+/// the search could fail, the capture must hold that traffic as TLS (ClientHellos toward the
+/// API port, application data both ways, no plain HTTP request to it) and the search must find
+/// what does cross in clear: the pin in the iPXE script the PXE service serves over HTTP.
+fn passive_listener_reads_nothing(capture: &std::path::Path, fe: &Frontend, marker: &str) {
+    let size = std::fs::metadata(capture)
+        .unwrap_or_else(|e| panic!("{}: {e}", capture.display()))
+        .len();
+    let tls = capture::tls_census(capture, cloud::API_PORT)
+        .unwrap_or_else(|e| panic!("reading the private segment's capture: {e}"));
+    assert!(
+        size > 0
+            && tls.client_hellos > 0
+            && tls.server_handshakes > 0
+            && tls.app_data_to > 0
+            && tls.app_data_from > 0
+            && tls.plain_http_to == 0,
+        "the node <-> frontend traffic in {} ({size} bytes) is not all TLS: {tls:?}",
+        capture.display()
+    );
+    let in_clear = format!("mallee.frontend_key={}", fe.frontend_key);
+    let mut secrets: Vec<String> = vec![
+        marker.to_string(),
+        "Authorization: Bearer".into(),
+        "/_node/".into(),
+        "\"token\"".into(),
+    ];
+    secrets.extend(capture::base64_forms(marker.as_bytes()));
+    let mut needles: Vec<&[u8]> = vec![in_clear.as_bytes()];
+    needles.extend(secrets.iter().map(|s| s.as_bytes()));
+    let found = capture::find_bytes(capture, &needles)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", capture.display()));
+    assert!(
+        found[0].is_some(),
+        "the search did not find {in_clear:?}, which the iPXE script carries in clear, in {}",
+        capture.display()
+    );
+    let read: Vec<String> = (secrets.iter().zip(&found[1..]))
+        .filter_map(|(s, at)| at.map(|at| format!("{s:?} at byte {at}")))
+        .collect();
+    assert!(
+        read.is_empty(),
+        "a passive listener on the private segment reads {} in {}",
+        read.join(", "),
+        capture.display()
+    );
+    report_figure(&format!(
+        "figure: cloud, private segment capture {} MiB: {} TLS ClientHellos to the API port, none of the node protocol in clear",
+        size >> 20,
+        tls.client_hellos
+    ));
 }
 
 /// EBS over AoE end to end, between `a` (first node) and `b` (second node), whose guests check
@@ -1412,9 +1492,11 @@ enum Reboot {
 
 /// Reboots `node` while it runs instance `id`. The harness launches QEMU with -no-reboot,
 /// which turns a reset into QEMU exiting, so the VM is told to reset instead first. The node
-/// goes back through PXE and registers with a new boot id; the frontend reports
-/// `Server.NodeRebooted` and has it run the instance again (level-triggered: still desired),
-/// which prints a new guest marker.
+/// goes back through PXE; its token went with its RAM, so the frontend lets it enroll again
+/// once it marked the old record down (`node_deadline_secs` without a report: a claim on a
+/// live node's id needs that node's token), and it registers with a new boot id; the frontend
+/// reports `Server.NodeRebooted` and has it run the instance again (level-triggered: still
+/// desired), which prints a new guest marker.
 fn reboot_mid_run(
     fe: &Frontend,
     node: &mut Vm,
@@ -1523,7 +1605,9 @@ fn reboot_mid_run(
     let marker_again = reset.elapsed();
     let after = fe.node(node_id).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
-        after.boot_id != before.boot_id && !after.boot_id.is_empty() && after.state == "up",
+        after.boot_id != before.boot_id
+            && !after.boot_id.is_empty()
+            && (after.state.as_str(), after.admission.as_str()) == ("up", "admitted"),
         "DescribeNodes after {how:?}: {after:?}, before: {before:?}"
     );
     // Kernel, ramdisk and (instance-store) the root image.

@@ -7,7 +7,8 @@ launch it prints KILL and waits for RESTARTED (the harness kill -9s and restarts
 lines and `ok STEP` lines for the Rust test, and `guest-disk LINE` for each disk line the guest logged. Each good
 launch must show EPHEMERAL_LINE (its ephemeral disk as the guest sees it) in its console.
 Usage: node_agent.py ENDPOINT KERNEL RAMDISK ROOT (MARKER, EPHEMERAL_LINE and TIMEOUT in the
-environment; credentials through AWS_SHARED_CREDENTIALS_FILE)."""
+environment; credentials through AWS_SHARED_CREDENTIALS_FILE and, for an https ENDPOINT, the
+frontend's CA bundle through AWS_CA_BUNDLE)."""
 
 import os
 import sys

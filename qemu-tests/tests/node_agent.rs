@@ -1,8 +1,10 @@
-//! End to end: the real `mallee-frontend` on the host's loopback, one compute node booted under
-//! QEMU (TCG with svm, user networking: the node reaches the host as 10.0.2.2, a blank 2 GiB
-//! disk it must format and keep its image cache and instance disks on) whose `mallee-init`
-//! runs the node agent. boto3 uploads the guest bundle image-build made (the pinned Debian
-//! kernel, a ramdisk with our `mallee-init` as the guest's PID 1, whose readiness line is the
+//! End to end: the real `mallee-frontend` on the host's loopback, serving HTTPS with its own CA,
+//! one compute node booted under QEMU (TCG with svm, user networking: the node reaches the host
+//! as 10.0.2.2, a blank 2 GiB disk it must format and keep its image cache and instance disks
+//! on) whose `mallee-init` runs the node agent, speaking TLS to the frontend key pinned on its
+//! command line (`mallee.frontend_key=`, the pin the daemon prints). boto3, verifying the API
+//! with the CA bundle the daemon wrote, uploads the guest bundle image-build made (the pinned
+//! Debian kernel, a ramdisk with our `mallee-init` as the guest's PID 1, whose readiness line is the
 //! marker, and a small ext4 root image) to Walrus, registers them and runs an instance twice: each time it must reach
 //! `running`, show the marker in GetConsoleOutput and end `terminated`; the second launch must
 //! not fetch any image again (the node's log of its cache). Between the two, the frontend is
@@ -12,7 +14,10 @@
 //! `mallee-init` logs its disks at boot, and `vdb` must be 5 GiB, serial `ephemeral0`, holding
 //! an ext file system, and `vda` the root image with its label and UUID, and must take the
 //! private address DescribeInstances shows from its VMM's DHCP answer (the node plugs its tap
-//! into its group's VLAN bridge). Timings go to `report_figure`.
+//! into its group's VLAN bridge). Last, the node is power-cycled with a command line pinning
+//! another key: its cache is kept, and its agent refuses the frontend, saying on its console
+//! which key it was shown and which it pins, and never registers. Timings go to
+//! `report_figure`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -21,10 +26,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mallee_image_build::netboot::{self, NetbootSpec};
+use mallee_proto::cmdline::{Key, PublicKeyPin};
+use mallee_qemu_tests::client::{self, ClientEnv};
 use mallee_qemu_tests::{report_figure, Images, NetbootImage, Nic, TestDir, VmConfig};
 
 const CLUSTER: &str = "zone-a";
 const SECRET: &str = "node-agent-test-secret";
+/// The node's NIC: one of the harness's node MACs, which the frontend's config admits.
+const NODE_MAC: &str = mallee_qemu_tests::cloud::NODE_MACS[0];
 const MARKER: &str = mallee_qemu_tests::cloud::GUEST_MARKER;
 /// What the guest's `mallee-init` logs about an m1.small's ephemeral disk (5 GiB, formatted by
 /// the node with label ephemeral0; its UUID is random).
@@ -51,8 +60,8 @@ fn require_tool(tool: &str) {
     assert!(found, "{tool} is not installed: run `just setup`");
 }
 
-/// The frontend on 127.0.0.1:<free port> with a cluster secret; killed and its data removed
-/// on drop.
+/// The frontend on 127.0.0.1:<free port> (HTTPS, the default) with a cluster secret, admitting
+/// the node's MAC; killed and its data removed on drop.
 struct Frontend {
     bin: PathBuf,
     dir: PathBuf,
@@ -73,7 +82,8 @@ impl Frontend {
             dir.join("frontend.toml"),
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[ec2]\nclusters = [\"{CLUSTER}\"]\n\
-                 cluster_secret = \"{SECRET}\"\nnode_deadline_secs = 60\nlong_poll_secs = 5\n",
+                 cluster_secret = \"{SECRET}\"\nadmit_macs = [\"{NODE_MAC}\"]\n\
+                 node_deadline_secs = 60\nlong_poll_secs = 5\n",
                 dir.join("data").display()
             ),
         )
@@ -133,6 +143,29 @@ impl Frontend {
     fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
+
+    /// `https://127.0.0.1:PORT`.
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin credentials and the CA bundle the daemon wrote into its data directory.
+    fn client_env(&self) -> ClientEnv {
+        ClientEnv {
+            credentials: self.dir.join("data/admin-credentials"),
+            ca_bundle: self.dir.join("data/mallee-ca.pem"),
+        }
+    }
+
+    /// The pin of the daemon's TLS key, from the line it prints before it listens.
+    fn pin(&self) -> PublicKeyPin {
+        let log = self.log();
+        let pin = regex::Regex::new(client::DAEMON_PIN_LINE)
+            .unwrap()
+            .captures(&log)
+            .unwrap_or_else(|| panic!("the frontend printed no key pin:\n{log}"));
+        pin[1].parse().unwrap()
+    }
 }
 
 impl Drop for Frontend {
@@ -185,24 +218,27 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     let node_disk = dir.file("node-disk.img");
     mallee_qemu_tests::cloud::data_disk(&node_disk, NODE_DISK_MIB).expect("node disk");
     let mut fe = Frontend::start(&fe_bin);
-
-    let cmdline = format!(
-        "mallee.frontend=10.0.2.2:{} mallee.cluster={CLUSTER} mallee.secret={SECRET}",
-        fe.port
-    );
-    let boot_node = |name: &str| {
+    // What the frontend's PXE service would put on the command line: the key's pin too.
+    let (pin, port) = (fe.pin(), fe.port);
+    let cmdline_pinning = |pin: PublicKeyPin| {
+        format!(
+            "mallee.frontend=10.0.2.2:{port} mallee.cluster={CLUSTER} mallee.secret={SECRET} {}",
+            Key::FrontendKey.arg(pin)
+        )
+    };
+    let boot_node = |name: &str, cmdline: &str| {
         VmConfig::new(name)
             .netboot(&node_image)
             .nested_kvm(true)
             .memory_mib(1536)
             .cpus(2)
-            .nic(Nic::user())
+            .nic(Nic::user().mac(NODE_MAC))
             .disk(node_disk.clone())
-            .cmdline(&cmdline)
+            .cmdline(cmdline)
             .launch(&dir)
             .expect("start QEMU")
     };
-    let mut node = boot_node("node");
+    let mut node = boot_node("node", &cmdline_pinning(pin));
     let fail = |what: &str, node: &mallee_qemu_tests::Vm, fe: &Frontend| -> ! {
         panic!(
             "{what}\n--- node console tail ---\n{}\n--- frontend log tail ---\n{}",
@@ -257,6 +293,11 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
         console.contains("disk /dev/vda is blank: formatting ext4 (label mallee-node)"),
         "the node's blank disk was not formatted"
     );
+    assert!(
+        !console.contains("no mallee.frontend_key on the command line"),
+        "the agent does not speak TLS: {}",
+        node.console().tail(40)
+    );
     if let Some(ms) = console
         .lines()
         .find_map(|l| l.split("disk /dev/vda formatted in ").nth(1))
@@ -271,25 +312,20 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     ));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node_agent.py");
-    let mut child = Command::new("python3")
+    let mut python = Command::new("python3");
+    python
         .arg(&script)
-        .arg(format!("http://127.0.0.1:{}", fe.port))
+        .arg(fe.endpoint())
         .arg(&guest.vmlinuz)
         .arg(&guest.initrd)
-        .arg(&guest.root)
+        .arg(&guest.root);
+    let mut child = fe
+        .client_env()
+        .apply(&mut python)
         .env("MARKER", MARKER)
         .env("EPHEMERAL_LINE", EPHEMERAL_LINE)
         .env("TIMEOUT", "900")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            fe.dir.join("data/admin-credentials"),
-        )
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("PYTHONUNBUFFERED", "1")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -410,8 +446,12 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
 
     // Power-cycle the node (QEMU stopped and started again on the same disk and MAC): its disk
     // is mounted as it is, and every image cached before is kept (re-verified on first use).
+    // This boot's command line pins another key (one bit off the frontend's): the agent must
+    // refuse the frontend it reaches and say why.
     drop(node);
-    let mut node = boot_node("node-again");
+    let mut wrong = pin;
+    wrong.0[31] ^= 1;
+    let mut node = boot_node("node-again", &cmdline_pinning(wrong));
     let kept = r"agent: image cache on /dev/vda \(ext4, budget \d+ MiB, (\d+) cached images kept";
     let kept: usize = match node.wait_for(kept, Duration::from_secs(300)) {
         Ok(c) => c[1].parse().unwrap(),
@@ -426,6 +466,25 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     assert!(
         console.contains("disk /dev/vda: ext file system found") && !console.contains("formatting"),
         "the node's disk was not reused as it was:\n{}",
+        node.console().tail(40)
+    );
+    let refused = r"agent: joining \S+: the frontend at \S+ presented key (sha256:[0-9a-f]{64}) but this node's command line pins (sha256:[0-9a-f]{64}); the node refuses it";
+    let keys = match node.wait_for(refused, Duration::from_secs(120)) {
+        Ok(c) => c,
+        Err(e) => fail(
+            &format!("the node did not refuse a frontend with another key: {e}"),
+            &node,
+            &fe,
+        ),
+    };
+    assert_eq!(
+        (keys[1].as_str(), keys[2].as_str()),
+        (pin.to_string().as_str(), wrong.to_string().as_str()),
+        "the keys the refusal names"
+    );
+    assert!(
+        !node.console().text().contains("agent: registered as"),
+        "a node pinning another key registered:\n{}",
         node.console().tail(40)
     );
 }
