@@ -25,7 +25,7 @@ pub enum Key {
     Slot,
     /// The frontend's private NIC: `IFACE:IP/PREFIX`.
     Private,
-    /// `1` prints the admin credentials on the frontend's console.
+    /// `1` prints the admin credentials, the CA bundle and the key pin on the frontend's console.
     ShowCredentials,
     /// The frontend API a node reports to: `IP:PORT`.
     Frontend,
