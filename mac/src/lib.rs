@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 48-bit Ethernet address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Mac(pub [u8; 6]);
 
 /// Why a text is not a MAC address.
@@ -42,6 +42,13 @@ impl Mac {
     /// The twelve hex digits with no separators (`5254000a0b0c`), as in node ids.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Logs and assertion messages show the text form (`52:54:00:12:34:56`), not the bytes.
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
