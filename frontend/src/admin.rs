@@ -7,8 +7,6 @@ use crate::audit;
 use crate::cloud::admission::{self, AdmissionError};
 use crate::cloud::nodes::Node;
 use crate::store::{AuditEntry, AuditRow, Outcome, Role, Store, StoreError, User};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Why an admin command failed.
@@ -48,18 +46,7 @@ pub fn write_credentials(path: &Path, user: &User) -> Result<(), AdminError> {
         path: path.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(credentials_text(user).as_bytes())
-        .map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    mallee_proto::fsio::write_atomic(path, credentials_text(user).as_bytes(), 0o600).map_err(err)
 }
 
 /// Runs `admin <args>`; returns what to print.

@@ -23,9 +23,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -563,33 +562,9 @@ fn parse_cert(pem: &[u8]) -> Result<(CertificateDer<'static>, CertificateParams)
     Ok((der, params))
 }
 
-/// Writes `bytes` to `path` with `mode` so that a reader sees the old file or the new one:
-/// a temporary file beside it, synced, renamed over it, the directory synced.
+/// [`mallee_proto::fsio::write_atomic`], its failure naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    // The process umask may have narrowed `mode`; a certificate is meant to be readable.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io("set the mode of", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("sync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync", parent))
+    mallee_proto::fsio::write_atomic(path, bytes, mode).map_err(io("write", path))
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError {

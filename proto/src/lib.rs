@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "appliance")]
 pub mod appliance;
 pub mod cmdline;
+pub mod fsio;
 pub mod gateway;
 pub mod handoff;
 mod log_level;

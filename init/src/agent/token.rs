@@ -3,8 +3,6 @@
 //! once, instead of waiting for the frontend to mark its old self down. On a node without a
 //! disk the state directory is in RAM and the token goes with the boot.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const FILE: &str = "agent-token";
@@ -22,19 +20,9 @@ pub fn load(state_dir: &Path) -> Option<String> {
     valid.then(|| token.to_string())
 }
 
-/// Keeps `token` in `state_dir`: written to a private temporary file, synced, renamed over the
-/// old one, so a crash leaves the old token or the new one.
+/// Keeps `token` in `state_dir`, replaced whole (a crash leaves the old token or the new one).
 pub fn save(state_dir: &Path, token: &str) -> std::io::Result<()> {
-    let tmp = state_dir.join(format!("{FILE}.new"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{token}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path(state_dir))
+    mallee_proto::fsio::write_atomic(&path(state_dir), format!("{token}\n").as_bytes(), 0o600)
 }
 
 #[cfg(test)]
