@@ -627,10 +627,17 @@ impl Frontend {
                 let end = from + at + needle.len();
                 return Ok((out, end));
             }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "{id}: no {needle:?} in its console output after byte {from}: {out}"
-            );
+            if std::time::Instant::now() >= deadline {
+                // The tail: where the guest stopped is what tells why (CI shows only part of
+                // a long message).
+                let lines: Vec<&str> = out.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                anyhow::bail!(
+                    "{id}: no {needle:?} in its console output after byte {from} \
+                     ({} bytes); its last lines:\n{tail}",
+                    out.len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(1000));
         }
     }

@@ -42,17 +42,6 @@ const EPHEMERAL_LINE: &str =
 /// The node's disk: blank, big enough for `mallee.disk=auto` (at least 1 GiB).
 const NODE_DISK_MIB: u64 = 2048;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cargo(args: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(root()).args(args);
-    let status = cmd.status().expect("run cargo");
-    assert!(status.success(), "cargo {args:?} failed");
-}
-
 fn require_tool(tool: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
@@ -211,8 +200,8 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
     require_tool("python3");
     let dir = TestDir::new("node_agent");
     let bin = mallee_qemu_tests::build_static(&[]);
-    cargo(&["build", "-p", "mallee-frontend", "--bin", "mallee-frontend"]);
-    let fe_bin = mallee_image_build::target_dir().join("debug/mallee-frontend");
+    // The static frontend the appliance carries, run on the host.
+    let fe_bin = bin.join("mallee-frontend");
     let node_image = node_image(&dir, &bin);
     let guest = Images::guest().expect("guest image");
     let node_disk = dir.file("node-disk.img");
