@@ -290,7 +290,13 @@ impl PciDevice for VirtioPci {
                     let _ = e.write(1);
                 }
             }
-            MSIX_TABLE_OFFSET | 0x5000 => self.msix.write(offset - MSIX_TABLE_OFFSET, data),
+            MSIX_TABLE_OFFSET | 0x5000 => {
+                for v in self.msix.write(offset - MSIX_TABLE_OFFSET, data) {
+                    if let Some(e) = self.vectors.get(usize::from(v)) {
+                        let _ = e.write(1);
+                    }
+                }
+            }
             _ => {}
         }
     }

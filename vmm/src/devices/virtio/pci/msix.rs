@@ -3,8 +3,11 @@
 //!
 //! Each vector has a fixed GSI (`gsi_base + vector`) and an eventfd registered as that GSI's
 //! irqfd; programming an entry re-routes the GSI to the entry's message. Per-vector masking is
-//! recorded but delivery is not held back: a spurious virtio interrupt is harmless, a lost one
-//! hangs the driver.
+//! recorded but delivery is not held back, and there is no pending bit: an interrupt raised while
+//! an entry was masked or half-written went to the old message, so every write that leaves an
+//! entry unmasked asks for its vector to be raised again. A spurious virtio interrupt is
+//! harmless; a lost one hangs the driver (with `VIRTIO_F_EVENT_IDX` the device never signals that
+//! queue again).
 
 use std::io;
 use std::sync::Arc;
@@ -72,8 +75,10 @@ impl MsixTable {
         }
     }
 
-    /// Writes the table and re-routes every entry the write touched.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
+    /// Writes the table and re-routes every entry the write touched; returns the touched vectors
+    /// that are now unmasked, which the caller raises once (the pending bit's stand-in).
+    #[must_use = "an interrupt sent through the old message may be lost: raise these vectors"]
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Vec<u16> {
         let mut touched = Vec::new();
         for (i, b) in data.iter().enumerate() {
             let off = offset + i as u64;
@@ -89,6 +94,7 @@ impl MsixTable {
                 touched.push(entry);
             }
         }
+        let mut raise = Vec::new();
         for entry in touched {
             let e = self.entries[entry];
             let addr = u64::from(e[1]) << 32 | u64::from(e[0]);
@@ -97,7 +103,11 @@ impl MsixTable {
             let _ = self
                 .router
                 .set_msi_route(self.gsi_base + entry as u32, addr, e[2]);
+            if e[3] & 1 == 0 {
+                raise.push(entry as u16);
+            }
         }
+        raise
     }
 }
 
@@ -118,15 +128,29 @@ mod tests {
     fn programming_an_entry_routes_its_gsi() {
         let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
         let mut t = MsixTable::new(3, 30, rec.clone());
-        t.write(16, &0xfee0_1000u32.to_le_bytes());
-        t.write(24, &0x4041u32.to_le_bytes());
+        assert!(t.write(16, &0xfee0_1000u32.to_le_bytes()).is_empty());
+        assert!(t.write(24, &0x4041u32.to_le_bytes()).is_empty());
         let last = *rec.0.lock().unwrap().last().unwrap();
         assert_eq!(last, (31, 0xfee0_1000, 0x4041));
         let mut d = [0u8; 4];
         t.read(28, &mut d);
         assert_eq!(u32::from_le_bytes(d), 1, "entries start masked");
-        t.write(1000, &[1, 2, 3, 4]);
+        assert!(t.write(1000, &[1, 2, 3, 4]).is_empty());
         t.read(1000, &mut d);
         assert_eq!(d, [0; 4]);
+    }
+
+    #[test]
+    fn an_entry_left_unmasked_is_raised_again() {
+        let mut t = MsixTable::new(3, 30, Arc::new(NoRouter));
+        // Linux masks, rewrites address and data, then unmasks: the unmask asks for a raise.
+        assert!(t.write(16, &0xfee0_1000u32.to_le_bytes()).is_empty());
+        assert!(t.write(24, &0x4041u32.to_le_bytes()).is_empty());
+        assert_eq!(t.write(28, &0u32.to_le_bytes()), vec![1]);
+        // A rewrite of an unmasked entry (no masking around it) also does.
+        assert_eq!(t.write(24, &0x4042u32.to_le_bytes()), vec![1]);
+        // A qword write over two entries raises those it leaves unmasked.
+        assert_eq!(t.write(28, &[0, 0, 0, 0, 0, 0, 0, 0]), vec![1]);
+        assert!(t.write(28, &1u32.to_le_bytes()).is_empty());
     }
 }
