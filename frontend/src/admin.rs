@@ -1,25 +1,37 @@
 //! The `mallee-frontend admin` command line: user management and node admission (listing the
 //! nodes with their admission state, approving and rejecting them) over the store, each change
-//! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]; reading the audit log;
-//! and the AWS credentials file written for the admin key pair.
+//! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]; users' web console
+//! passwords (read from stdin, stored as Argon2id hashes); reading the audit log; the AWS
+//! credentials file written for the admin key pair and the admin's first console password.
 
 use crate::audit;
 use crate::cloud::admission::{self, AdmissionError};
 use crate::cloud::nodes::Node;
+use crate::console::password::{self, PasswordError};
 use crate::store::{AuditEntry, AuditRow, Outcome, Role, Store, StoreError, User};
+use std::io::BufRead;
 use std::path::Path;
 
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] | user list | user delete NAME | node list | node approve ID | node reject ID | audit [--limit N]")]
+    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] [--password-stdin] | user password NAME --password-stdin | user list | user delete NAME | node list | node approve ID | node reject ID | audit [--limit N]")]
     Usage,
+    #[error("{0}")]
+    Password(#[from] PasswordError),
+    #[error("reading the password from stdin: {0}")]
+    Stdin(std::io::Error),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Node(#[from] AdmissionError),
     #[error("writing credentials file {path}: {source}")]
     Credentials {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing the console password file {path}: {source}")]
+    PasswordFile {
         path: String,
         source: std::io::Error,
     },
@@ -49,18 +61,55 @@ pub fn write_credentials(path: &Path, user: &User) -> Result<(), AdminError> {
     mallee_proto::fsio::write_atomic(path, credentials_text(user).as_bytes(), 0o600).map_err(err)
 }
 
-/// Runs `admin <args>`; returns what to print.
-pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
+/// Gives the `admin` user a random console password when it has none: stores its hash and
+/// writes the password to `path` (mode 0600) for the admin to sign in with. Returns whether
+/// it made one. The password itself is never logged.
+pub fn ensure_console_password(store: &Store, path: &Path) -> Result<bool, AdminError> {
+    if store.password_hash("admin")?.is_some() {
+        return Ok(false);
+    }
+    let secret = password::generate();
+    let err = |source| AdminError::PasswordFile {
+        path: path.display().to_string(),
+        source,
+    };
+    mallee_proto::fsio::write_atomic(path, format!("{secret}\n").as_bytes(), 0o600).map_err(err)?;
+    store.set_password_hash("admin", &password::hash(&secret)?)?;
+    Ok(true)
+}
+
+/// The first line of `stdin`, without its line ending.
+fn read_password(stdin: &mut dyn BufRead) -> Result<String, AdminError> {
+    let mut line = String::new();
+    stdin.read_line(&mut line).map_err(AdminError::Stdin)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Runs `admin <args>`, reading a password from `stdin` when asked to; returns what to print.
+pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<String, AdminError> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["user", "create", name, rest @ ..] => {
-            let role = match rest {
-                [] => Role::User,
-                ["--role", r] => Role::parse(r).ok_or(AdminError::Usage)?,
+            let (role, with_password) = match rest {
+                [] => (Role::User, false),
+                ["--password-stdin"] => (Role::User, true),
+                ["--role", r] => (Role::parse(r).ok_or(AdminError::Usage)?, false),
+                ["--role", r, "--password-stdin"] | ["--password-stdin", "--role", r] => {
+                    (Role::parse(r).ok_or(AdminError::Usage)?, true)
+                }
                 _ => return Err(AdminError::Usage),
+            };
+            // Checked and hashed before the user exists: a bad password makes no user.
+            let hash = match with_password {
+                true => Some(password::hash(&read_password(stdin)?)?),
+                false => None,
             };
             let made = store.create_user(name, role);
             let u = recorded(store, "CreateUser", name, made, error_code)?;
+            if let Some(hash) = hash {
+                let set = store.set_password_hash(name, &hash);
+                recorded(store, "CreateLoginProfile", name, set, error_code)?;
+            }
             Ok(format!(
                 "{}\t{}\t{}\t{}\t{}",
                 u.name,
@@ -68,6 +117,14 @@ pub fn run(store: &Store, args: &[String]) -> Result<String, AdminError> {
                 u.access_key,
                 u.secret,
                 u.account_id()
+            ))
+        }
+        ["user", "password", name, "--password-stdin"] => {
+            let hash = password::hash(&read_password(stdin)?)?;
+            let set = store.set_password_hash(name, &hash);
+            recorded(store, "UpdateLoginProfile", name, set, error_code)?;
+            Ok(format!(
+                "set the console password of {name}; its console sessions ended"
             ))
         }
         ["user", "list"] => Ok(store
@@ -223,10 +280,73 @@ mod tests {
     use super::*;
 
     fn run_args(store: &Store, args: &[&str]) -> Result<String, AdminError> {
-        run(
-            store,
-            &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        )
+        run_with_stdin(store, args, "")
+    }
+
+    fn run_with_stdin(store: &Store, args: &[&str], stdin: &str) -> Result<String, AdminError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        run(store, &args, &mut stdin.as_bytes())
+    }
+
+    #[test]
+    fn passwords_come_from_stdin_are_stored_hashed_and_reset_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let args = [
+            "user",
+            "create",
+            "dana",
+            "--role",
+            "user",
+            "--password-stdin",
+        ];
+        run_with_stdin(&store, &args, "first password\n").unwrap();
+        let hash = store.password_hash("dana").unwrap().unwrap();
+        assert!(password::verify("first password", Some(&hash)));
+        // Too short: refused, and no user made.
+        let short = ["user", "create", "erin", "--password-stdin"];
+        assert!(matches!(
+            run_with_stdin(&store, &short, "short\n"),
+            Err(AdminError::Password(PasswordError::Length(5)))
+        ));
+        assert_eq!(store.user_by_name("erin").unwrap(), None);
+        let reset = ["user", "password", "dana", "--password-stdin"];
+        run_with_stdin(&store, &reset, "second password\r\n").unwrap();
+        let hash = store.password_hash("dana").unwrap().unwrap();
+        assert!(password::verify("second password", Some(&hash)));
+        assert!(!password::verify("first password", Some(&hash)));
+        let nobody = ["user", "password", "frank", "--password-stdin"];
+        assert!(run_with_stdin(&store, &nobody, "some password\n").is_err());
+        let out = run_args(&store, &["audit"]).unwrap();
+        let actions: Vec<&str> = out.lines().map(|l| l.split('\t').nth(2).unwrap()).collect();
+        assert_eq!(
+            actions,
+            [
+                "UpdateLoginProfile",
+                "UpdateLoginProfile",
+                "CreateLoginProfile",
+                "CreateUser"
+            ],
+            "{out}"
+        );
+        assert!(!out.contains("password"), "{out}");
+    }
+
+    #[test]
+    fn the_admin_gets_a_console_password_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.ensure_admin().unwrap();
+        let path = dir.path().join("admin-console-password");
+        assert!(ensure_console_password(&store, &path).unwrap());
+        let written = std::fs::read_to_string(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let hash = store.password_hash("admin").unwrap().unwrap();
+        assert!(password::verify(written.trim_end(), Some(&hash)));
+        assert!(!ensure_console_password(&store, &path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
     }
 
     #[test]

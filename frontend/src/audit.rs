@@ -86,15 +86,8 @@ pub fn created_resources(action: &str, response: &str) -> Vec<String> {
     };
     let mut out = Vec::new();
     for tag in *tags {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        let mut rest = response;
-        while let Some(start) = rest.find(&open) {
-            rest = &rest[start + open.len()..];
-            let Some(end) = rest.find(&close) else { break };
-            let text = quick_xml::escape::unescape(&rest[..end])
-                .map_or_else(|_| rest[..end].to_string(), |t| t.into_owned());
+        for text in crate::ec2::xml::element_texts(response, tag) {
             push_new(&mut out, &text);
-            rest = &rest[end + close.len()..];
         }
     }
     out

@@ -5,6 +5,9 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// The file the admin's first web console password is written to, beside the credentials.
+pub const CONSOLE_PASSWORD_FILE: &str = "admin-console-password";
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -269,6 +272,12 @@ impl Config {
         self.credentials_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("admin-credentials"))
+    }
+
+    /// The admin's first web console password (mode 0600), beside the admin credentials file.
+    pub fn console_password_path(&self) -> PathBuf {
+        self.credentials_path()
+            .with_file_name(CONSOLE_PASSWORD_FILE)
     }
 
     /// The CA bundle for clients (`AWS_CA_BUNDLE`), beside the admin credentials file.

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod cloud;
 pub mod config;
+pub mod console;
 pub mod ec2;
 pub mod gateway;
 pub mod handover;

@@ -1,12 +1,14 @@
-//! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon; `[--config FILE] admin
-//! user create|list|delete` manages users, `admin node list|approve ID|reject ID` node admission
-//! and `admin audit [--limit N]` prints the audit log;
+//! `mallee-frontend` binary: `[--config FILE] [serve]` runs the daemon (the APIs and the web
+//! console); `[--config FILE] admin user create|list|delete|password` manages users and their
+//! console passwords, `admin node list|approve ID|reject ID` node admission and `admin audit
+//! [--limit N]` prints the audit log;
 //! `[--config FILE] storage` runs the storage controller (as root) that exports the volumes
 //! the daemon lists over AoE.
 
 use anyhow::{bail, Context};
 use mallee_frontend::appliance::{Appliance, UPGRADE_STAGED_EXIT};
 use mallee_frontend::cloud::Changes;
+use mallee_frontend::console::Console;
 use mallee_frontend::ec2::Ec2;
 use mallee_frontend::gateway::{self, GatewaySite};
 use mallee_frontend::identity::Identity;
@@ -41,7 +43,10 @@ fn main() -> anyhow::Result<()> {
         None | Some("serve") => serve(config),
         Some("admin") => {
             let store = Store::open(&config.data_dir).context("opening the store")?;
-            println!("{}", admin::run(&store, &args[1..])?);
+            println!(
+                "{}",
+                admin::run(&store, &args[1..], &mut std::io::stdin().lock())?
+            );
             Ok(())
         }
         Some("storage") => storage(&config),
@@ -63,6 +68,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .context("no admin user")?;
         admin::write_credentials(&creds, &admin)?;
         tracing::info!(path = %creds.display(), "wrote the admin credentials file");
+    }
+    let console_password = config.console_password_path();
+    if admin::ensure_console_password(&store, &console_password)? {
+        tracing::info!(
+            path = %console_password.display(),
+            "web console: the admin signs in at /_console/ as user admin with the password in this file (mode 0600); change it with `mallee-frontend admin user password admin --password-stdin`"
+        );
     }
     // Made, loaded or renewed while still root: the files go to the daemon's user with the
     // data directory, and the CA bundle may live where only root writes.
@@ -92,7 +104,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     // setuid applies to every thread of the process (the runtime's workers too).
-    if let Some(user) = privilege::drop_root(&config.run_as, &config.data_dir, &creds)? {
+    if let Some(user) = privilege::drop_root(
+        &config.run_as,
+        &config.data_dir,
+        &[&creds, &console_password],
+    )? {
         tracing::info!(%user, "dropped root privileges");
     }
     privilege::check_data_dir(&config.data_dir)?;
@@ -102,6 +118,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let changes = Arc::new(Changes::default());
     let appliance = (config.appliance_dir.clone()).map(|dir| Arc::new(Appliance::new(dir)));
+    let console = Arc::new(Console::new(
+        store.clone(),
+        tls.is_some().then(|| config.ca_bundle_path()),
+        &config.region,
+    ));
     let apis = Arc::new(server::Apis {
         walrus: Walrus::new(store.clone(), &config.region, config.max_clock_skew_secs),
         ec2: Ec2::new(
@@ -121,6 +142,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             cfg: config.ec2.clone(),
             changes,
         }),
+        console: Some(console),
     });
     rt.block_on(async move {
         let _pxe = pxe;

@@ -1,8 +1,9 @@
 //! Dropping root: when the daemon starts as root it opens its sockets and data directory,
 //! hands the data directory to an unprivileged user (created as a system user if missing,
 //! else `nobody`) and switches to that user before serving any request. The admin
-//! credentials file stays root's, mode 0600. `run_as` may also be numeric (`UID` or
-//! `UID:GID`): the appliance's static binary has no NSS, so it names its user by number.
+//! credentials file and the admin's first console password stay root's, mode 0600. `run_as`
+//! may also be numeric (`UID` or `UID:GID`): the appliance's static binary has no NSS, so it
+//! names its user by number.
 //! Whoever it runs as, [`check_data_dir`] then proves it can create, write, sync and rename a
 //! file in the data directory, so a directory it cannot reach fails the start, not every PUT.
 
@@ -63,13 +64,13 @@ fn find_or_create(name: &str) -> Result<User, PrivilegeError> {
     lookup("nobody")?.ok_or_else(|| PrivilegeError::NoUser(name.to_string()))
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32, keep: &Path) -> Result<(), PrivilegeError> {
+fn chown_tree(path: &Path, uid: u32, gid: u32, keep: &[&Path]) -> Result<(), PrivilegeError> {
     let err = |source| PrivilegeError::Chown {
         path: path.display().to_string(),
         uid,
         source,
     };
-    if path == keep {
+    if keep.contains(&path) {
         return Ok(());
     }
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(err)?;
@@ -81,12 +82,13 @@ fn chown_tree(path: &Path, uid: u32, gid: u32, keep: &Path) -> Result<(), Privil
     Ok(())
 }
 
-/// If running as root: gives `data_dir` (except `keep`) to `run_as` and becomes that user.
+/// If running as root: gives `data_dir` (except the files in `keep`) to `run_as` and becomes
+/// that user.
 /// Returns the user switched to, or `None` when not root.
 pub fn drop_root(
     run_as: &str,
     data_dir: &Path,
-    keep: &Path,
+    keep: &[&Path],
 ) -> Result<Option<String>, PrivilegeError> {
     if !Uid::effective().is_root() {
         return Ok(None);

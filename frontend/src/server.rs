@@ -1,13 +1,14 @@
 //! The HTTP server: accepts connections on the listener and hands each request to the API
-//! that owns it: `/_node/...` to the node protocol, Query requests (see
-//! `ec2::is_ec2_request`) to STS/IAM when their signature is scoped to `sts` or `iam`
-//! (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
+//! that owns it: `/_node/...` to the node protocol, `/_console/...` to the web console, Query
+//! requests (see `ec2::is_ec2_request`) to STS/IAM when their signature is scoped to `sts` or
+//! `iam` (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
 //! what one client holds ([`HttpLimits`]): connections per address (more are answered with
 //! the API's throttling error), the time to send a request head, and its size. Each request
 //! carries its client's address ([`ClientAddr`]) to the API that answers it. With TLS on
 //! (`tls`), every connection is handshaken first and then served the same way.
 
 use crate::config::HttpLimits;
+use crate::console::Console;
 use crate::ec2::Ec2;
 use crate::http::{ClientAddr, RespBody};
 use crate::identity::{Identity, Service};
@@ -30,11 +31,15 @@ pub struct Apis {
     pub ec2: Ec2,
     pub identity: Identity,
     pub nodes: Arc<NodeApi>,
+    /// The web console (`/_console/`, its changes run through `ec2`); without one (benches
+    /// that serve only the APIs) its paths are not found.
+    pub console: Option<Arc<Console>>,
 }
 
 /// Which API a request belongs to.
 enum Route {
     Nodes,
+    Console,
     Identity(Service),
     Ec2,
     Walrus,
@@ -45,6 +50,10 @@ impl Apis {
         let path = req.uri().path();
         if path.starts_with(mallee_proto::PATH_PREFIX) {
             return Route::Nodes;
+        }
+        // S3 bucket names cannot start with `_`: the prefix is no bucket's.
+        if crate::console::is_console_path(path) {
+            return Route::Console;
         }
         let content_type = req
             .headers()
@@ -63,6 +72,10 @@ impl Apis {
     async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<RespBody> {
         match Self::route(&req) {
             Route::Nodes => self.nodes.handle(req).await,
+            Route::Console => match &self.console {
+                Some(console) => console.handle(&self.ec2, req).await,
+                None => crate::http::empty_response(http::StatusCode::NOT_FOUND),
+            },
             Route::Identity(service) => self.identity.handle(service, req).await,
             Route::Ec2 => self.ec2.handle(req).await,
             Route::Walrus => self.walrus.handle(req).await,
@@ -73,6 +86,7 @@ impl Apis {
     fn throttled<B>(req: &http::Request<B>) -> http::Response<RespBody> {
         match Self::route(req) {
             Route::Ec2 | Route::Identity(_) => crate::ec2::throttled(),
+            Route::Console => crate::console::throttled(),
             Route::Nodes | Route::Walrus => {
                 crate::walrus::throttled(req.method() == http::Method::HEAD)
             }

@@ -211,6 +211,7 @@ impl Frontend {
                 cfg,
                 changes,
             }),
+            console: None,
         });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

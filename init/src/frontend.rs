@@ -351,6 +351,9 @@ fn supervise(
 /// The CA bundle's file name, beside the admin credentials file (the daemon's
 /// `tls::CA_BUNDLE_FILE`).
 const CA_BUNDLE_FILE: &str = "mallee-ca.pem";
+/// The admin's first web console password's file name, beside the admin credentials file
+/// (the daemon's `config::CONSOLE_PASSWORD_FILE`).
+const CONSOLE_PASSWORD_FILE: &str = "admin-console-password";
 /// The daemon's `data_dir` when its config names none.
 const DAEMON_DATA_DIR: &str = "/var/lib/mallee";
 /// The line the daemon prints, before it listens, with the pin of its TLS key.
@@ -386,6 +389,11 @@ impl ClientFiles {
             credentials,
         }
     }
+
+    /// The admin's first web console password, beside the credentials.
+    pub fn console_password(&self) -> PathBuf {
+        self.credentials.with_file_name(CONSOLE_PASSWORD_FILE)
+    }
 }
 
 /// The pin of the daemon's TLS key, when `line` (of its stdout) announces it.
@@ -394,7 +402,9 @@ pub fn daemon_pin(line: &str) -> Option<PublicKeyPin> {
 }
 
 /// Prints on the console what an admin needs to use the cloud, each line under a prefix a
-/// client copies it by: the admin credentials (`admin-credentials: `), the CA bundle that
+/// client copies it by: the admin credentials (`admin-credentials: `), the admin's web console
+/// password until it is changed (`admin-console-password: `, sign in at `/_console/`), the CA
+/// bundle that
 /// verifies the API's certificate (`ca-bundle: `, a PEM line each) and the pin of the
 /// frontend's key (`frontend-key: `, what a node booted other than by this frontend's PXE
 /// service needs as `mallee.frontend_key=`).
@@ -408,6 +418,7 @@ fn show_credentials(files: &ClientFiles, pin: Option<PublicKeyPin>) {
         Err(e) => warn!("{prefix}: reading {}: {e}", path.display()),
     };
     show("admin-credentials", &files.credentials);
+    show("admin-console-password", &files.console_password());
     match &files.ca_bundle {
         Some(bundle) => show("ca-bundle", bundle),
         None => warn!("ca-bundle: none, the daemon serves plain http ([tls] enabled = false)"),
@@ -640,6 +651,10 @@ mod tests {
     #[test]
     fn client_files_are_where_the_daemon_writes_them() {
         assert_eq!(CA_BUNDLE_FILE, mallee_frontend::tls::CA_BUNDLE_FILE);
+        assert_eq!(
+            CONSOLE_PASSWORD_FILE,
+            mallee_frontend::config::CONSOLE_PASSWORD_FILE
+        );
         let written = daemon_config(&PrivateNic::default(), "s", None);
         let appliance = ClientFiles::of_config(&written);
         assert_eq!(
@@ -661,6 +676,7 @@ mod tests {
             assert_eq!(files.credentials, daemon.credentials_path(), "{text}");
             let bundle = daemon.tls.enabled.then(|| daemon.ca_bundle_path());
             assert_eq!(files.ca_bundle, bundle, "{text}");
+            assert_eq!(files.console_password(), daemon.console_password_path());
         }
         // A config the daemon refuses: the defaults (it will not start to write anything).
         assert_eq!(ClientFiles::of_config("[tls"), ClientFiles::of_config(""));

@@ -60,6 +60,8 @@ pub struct Frontend {
     /// needs it (the PXE service puts it on its nodes' command line itself).
     pub frontend_key: String,
     pub access_key: String,
+    /// The admin's first web console password, as the appliance prints it.
+    pub console_password: String,
 }
 
 /// A free TCP port on the host's loopback, for a daemon (QEMU's forwarding, a frontend) that
@@ -180,6 +182,7 @@ pub fn start_frontend_with(
     let access_key = key("aws_access_key_id")?;
     let secret = key("aws_secret_access_key")?;
     let frontend_key = printed(client::FRONTEND_KEY_LINE)?[1].clone();
+    let console_password = printed(r"admin-console-password: (\S+)")?[1].clone();
     printed(&regex::escape(client::CA_BUNDLE_END))?;
     let bundle = client::ca_bundle_in(&vm.console().text()).ok_or_else(|| CloudError::Io {
         what: format!("reading the CA bundle on {}", vm.console().path().display()),
@@ -205,6 +208,7 @@ pub fn start_frontend_with(
         ca_bundle,
         frontend_key,
         access_key,
+        console_password,
     })
 }
 

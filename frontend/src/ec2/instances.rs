@@ -210,13 +210,23 @@ pub fn reboot(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     Ok(xml::ok(c.action, c.rid))
 }
 
-pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
-    let id = c.p.req("InstanceId")?;
-    let (inst, console) = ec2.store.cloud(|tx| {
-        let inst = owned(tx, id, &c.user.name)?;
+/// `user`'s instance `id` and its console output so far (when its node sent any: the time
+/// of the last report and the text), as GetConsoleOutput reads them.
+pub fn console_of(
+    ec2: &Ec2,
+    user: &str,
+    id: &str,
+) -> Result<(Instance, Option<(i64, String)>), Ec2Error> {
+    ec2.store.cloud(|tx| {
+        let inst = owned(tx, id, user)?;
         let console: Option<(i64, String)> = tx.get(CONSOLE, &inst.id)?;
         Ok::<_, Ec2Error>((inst, console))
-    })?;
+    })
+}
+
+pub fn console_output(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
+    let id = c.p.req("InstanceId")?;
+    let (inst, console) = console_of(ec2, &c.user.name, id)?;
     let mut x = xml::response(c.action, c.rid);
     x.field("instanceId", &inst.id);
     match console {

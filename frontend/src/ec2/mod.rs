@@ -25,7 +25,7 @@ mod keypairs;
 mod metadata_options;
 mod networks;
 mod nodes;
-mod render;
+pub mod render;
 mod run;
 mod tags;
 mod volumes;
@@ -93,7 +93,8 @@ pub fn is_ec2_request(
         || (method == http::Method::GET && query.split('&').any(|p| p.starts_with("Action=")))
 }
 
-fn request_id() -> String {
+/// A fresh request id (a version-4 UUID, as AWS's).
+pub fn request_id() -> String {
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
     // A version-4 UUID, as AWS request ids are.
@@ -180,10 +181,23 @@ impl Ec2 {
             }
         };
         let p = params(parts, body)?;
+        self.call_as(&user, &p, rid, source)
+    }
+
+    /// Runs the call `p` names (`Action` and its parameters) as `user`, once authenticated:
+    /// the same checks, core operations and audit entry whichever room asked (the signed
+    /// Query API, or the web console for a signed-in user); `source` is the client's address.
+    pub fn call_as(
+        &self,
+        user: &User,
+        p: &Params,
+        rid: &str,
+        source: &str,
+    ) -> Result<String, Ec2Error> {
         let action = p.req("Action")?.to_string();
         let call = Call {
-            user: &user,
-            p: &p,
+            user,
+            p,
             rid,
             action: &action,
             now: crate::store::now_ms(),

@@ -26,6 +26,23 @@ pub fn time(ms: i64) -> String {
     crate::auth::time::format_iso8601_millis(ms)
 }
 
+/// The unescaped text of every `<tag>` element of `doc`, in order: how the rooms that run an
+/// EC2 call for someone (the audit log, the web console) read what its answer names.
+pub fn element_texts(doc: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = doc;
+    while let Some(start) = rest.find(&open) {
+        rest = &rest[start + open.len()..];
+        let Some(end) = rest.find(&close) else { break };
+        let text = quick_xml::escape::unescape(&rest[..end])
+            .map_or_else(|_| rest[..end].to_string(), |t| t.into_owned());
+        out.push(text);
+        rest = &rest[end + close.len()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,17 @@ const MIGRATIONS: &[&str] = &[
         code TEXT,
         request_id TEXT NOT NULL
     );",
+    // 4: the web console (`console`): a user's password as an Argon2id PHC string (none: the
+    // user cannot sign in), and signed-in sessions, each stored as the SHA-256 of its token.
+    "ALTER TABLE users ADD COLUMN password_hash TEXT;
+    CREATE TABLE console_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX console_sessions_users ON console_sessions (user);",
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -10,6 +10,7 @@ mod buckets;
 mod cloud;
 mod migrations;
 mod multipart;
+mod sessions;
 mod users;
 
 pub use audit::{AuditEntry, AuditPage, AuditRow, Outcome, AUDIT_KEEP};
@@ -17,6 +18,7 @@ pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
 pub use buckets::{Bucket, ListPage, ObjectRow};
 pub use cloud::CloudTx;
 pub use multipart::{PartRow, Upload};
+pub use sessions::Session;
 pub use users::{account_id, iam_user_id, is_account_id, Role, User};
 
 use rusqlite::Connection;

@@ -56,14 +56,27 @@ impl User {
 
 const USER_COLUMNS: &str = "name, access_key, secret, role, created_ms";
 
+/// [`USER_COLUMNS`] of the table aliased `alias` in a join.
+pub(super) fn user_columns_of(alias: &str) -> String {
+    (USER_COLUMNS.split(", "))
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    let role: String = r.get(3)?;
+    user_at(r, 0)
+}
+
+/// The user in the columns of `r` from `at` on, in [`USER_COLUMNS`] order.
+pub(super) fn user_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<User> {
+    let role: String = r.get(at + 3)?;
     Ok(User {
-        name: r.get(0)?,
-        access_key: r.get(1)?,
-        secret: r.get(2)?,
+        name: r.get(at)?,
+        access_key: r.get(at + 1)?,
+        secret: r.get(at + 2)?,
         role: Role::parse(&role).unwrap_or(Role::User),
-        created_ms: r.get(4)?,
+        created_ms: r.get(at + 4)?,
     })
 }
 
@@ -182,15 +195,44 @@ impl Store {
             .find(|u| u.account_id() == account))
     }
 
-    /// Deletes a user (its buckets stay, owned by the name, visible to the admin).
+    /// Deletes a user and ends its console sessions (its buckets stay, owned by the name,
+    /// visible to the admin).
     pub fn delete_user(&self, name: &str) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(StoreError::NoSuchUser(name.to_string()));
         }
+        tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Sets the console password of `name` (`hash`: an Argon2id PHC string) and ends its
+    /// console sessions, so a reset password locks out whoever held the old one.
+    pub fn set_password_hash(&self, name: &str, hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            params![name, hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The console password hash of `name`; `None` when there is no such user or it has no
+    /// password.
+    pub fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?;
+        let hash: Option<Option<String>> = stmt.query_row([name], |r| r.get(0)).optional()?;
+        Ok(hash.flatten())
     }
 
     /// The user holding `access_key`.

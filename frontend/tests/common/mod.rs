@@ -161,13 +161,29 @@ impl Frontend {
 
     /// Runs `mallee-frontend admin ARGS` against the same data dir; returns stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
+        self.admin_with_stdin(args, "")
+    }
+
+    /// Runs `mallee-frontend admin ARGS` against the same data dir with `stdin` as its
+    /// standard input (a password for `--password-stdin`); returns stdout.
+    pub fn admin_with_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new(BIN)
             .arg("--config")
             .arg(self.config())
             .arg("admin")
             .args(args)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "admin {args:?}: {}",

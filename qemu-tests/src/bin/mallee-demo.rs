@@ -62,6 +62,12 @@ fn main() -> Result<()> {
         fe.vm.started().elapsed().as_secs_f64(),
         fe.endpoint
     );
+    println!(
+        "demo: web console at {}/_console/ (user admin, password {}; the browser needs the CA {})",
+        fe.endpoint,
+        fe.console_password,
+        fe.ca_bundle.display()
+    );
 
     println!("demo: powering on a diskless compute node; it PXE-boots from the frontend");
     let mut node = cloud::node_config("node1", &segment, "52:54:00:77:00:01")
