@@ -1,8 +1,10 @@
 //! The `mallee-frontend admin` command line: user management and node admission (listing the
 //! nodes with their admission state, approving and rejecting them) over the store, each change
 //! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]; users' web console
-//! passwords (read from stdin, stored as Argon2id hashes); reading the audit log; the AWS
-//! credentials file written for the admin key pair and the admin's first console password.
+//! passwords (read from stdin, stored as Argon2id hashes). Creating a user and setting a
+//! password are [`create_user`] and [`set_password`], which the console's admin pages call too
+//! with the signed-in admin as the [`Actor`]. Also: reading the audit log, the AWS
+//! credentials file written for the admin key pair, and the admin's first console password.
 
 use crate::audit;
 use crate::cloud::admission::{self, AdmissionError};
@@ -99,17 +101,11 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
                 }
                 _ => return Err(AdminError::Usage),
             };
-            // Checked and hashed before the user exists: a bad password makes no user.
-            let hash = match with_password {
-                true => Some(password::hash(&read_password(stdin)?)?),
+            let password = match with_password {
+                true => Some(read_password(stdin)?),
                 false => None,
             };
-            let made = store.create_user(name, role);
-            let u = recorded(store, "CreateUser", name, made, error_code)?;
-            if let Some(hash) = hash {
-                let set = store.set_password_hash(name, &hash);
-                recorded(store, "CreateLoginProfile", name, set, error_code)?;
-            }
+            let u = create_user(store, &CLI, name, role, password.as_deref())?;
             Ok(format!(
                 "{}\t{}\t{}\t{}\t{}",
                 u.name,
@@ -120,9 +116,7 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
             ))
         }
         ["user", "password", name, "--password-stdin"] => {
-            let hash = password::hash(&read_password(stdin)?)?;
-            let set = store.set_password_hash(name, &hash);
-            recorded(store, "UpdateLoginProfile", name, set, error_code)?;
+            set_password(store, &CLI, name, &read_password(stdin)?)?;
             Ok(format!(
                 "set the console password of {name}; its console sessions ended"
             ))
@@ -139,6 +133,7 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
         ["user", "delete", name] => {
             recorded(
                 store,
+                &CLI,
                 "DeleteUser",
                 name,
                 store.delete_user(name),
@@ -153,7 +148,14 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
             .join("\n")),
         ["node", "approve", id] => {
             let approved = admission::approve(store, id, crate::store::now_ms());
-            let n = recorded(store, "ApproveNode", id, approved, AdmissionError::code)?;
+            let n = recorded(
+                store,
+                &CLI,
+                "ApproveNode",
+                id,
+                approved,
+                AdmissionError::code,
+            )?;
             Ok(format!(
                 "approved {id}: {}; its next enrollment gets a token",
                 n.admission_name()
@@ -161,7 +163,14 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
         }
         ["node", "reject", id] => {
             let rejected = admission::reject(store, id);
-            recorded(store, "RejectNode", id, rejected, AdmissionError::code)?;
+            recorded(
+                store,
+                &CLI,
+                "RejectNode",
+                id,
+                rejected,
+                AdmissionError::code,
+            )?;
             Ok(format!(
                 "rejected {id}: its token no longer works and it is refused until approved"
             ))
@@ -175,10 +184,56 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
     }
 }
 
-/// Records one of the CLI's changes in the audit log as `result` says it went (`code` names a
+/// Who made a change, as the audit log records it.
+pub struct Actor<'a> {
+    pub user: &'a str,
+    /// The client's address (`local` for the CLI).
+    pub source: &'a str,
+}
+
+/// The CLI, as its changes are recorded.
+pub const CLI: Actor<'static> = Actor {
+    user: CLI_USER,
+    source: CLI_SOURCE,
+};
+
+/// Creates user `name` with `role` and, when given, a console `password` (checked and
+/// hashed before the user exists: a bad password makes no user); each step audited as `by`.
+pub fn create_user(
+    store: &Store,
+    by: &Actor<'_>,
+    name: &str,
+    role: Role,
+    password: Option<&str>,
+) -> Result<User, AdminError> {
+    let hash = password.map(password::hash).transpose()?;
+    let made = store.create_user(name, role);
+    let u = recorded(store, by, "CreateUser", name, made, error_code)?;
+    if let Some(hash) = hash {
+        let set = store.set_password_hash(name, &hash);
+        recorded(store, by, "CreateLoginProfile", name, set, error_code)?;
+    }
+    Ok(u)
+}
+
+/// Sets `name`'s console password (which ends its console sessions), audited as `by`.
+pub fn set_password(
+    store: &Store,
+    by: &Actor<'_>,
+    name: &str,
+    given: &str,
+) -> Result<(), AdminError> {
+    let hash = password::hash(given)?;
+    let set = store.set_password_hash(name, &hash);
+    recorded(store, by, "UpdateLoginProfile", name, set, error_code)?;
+    Ok(())
+}
+
+/// Records a change by `by` in the audit log as `result` says it went (`code` names a
 /// failure as the API would); hands the result on.
 fn recorded<T, E>(
     store: &Store,
+    by: &Actor<'_>,
     action: &str,
     resource: &str,
     result: Result<T, E>,
@@ -192,10 +247,10 @@ fn recorded<T, E>(
     };
     let entry = AuditEntry {
         at_ms: crate::store::now_ms(),
-        user: CLI_USER.to_string(),
+        user: by.user.to_string(),
         action: action.to_string(),
         resources: vec![resource.to_string()],
-        source: CLI_SOURCE.to_string(),
+        source: by.source.to_string(),
         outcome,
         request_id: String::new(),
     };

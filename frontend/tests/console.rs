@@ -3,13 +3,15 @@
 //! --password-stdin` gives users theirs, and `tests/console_http.py` drives the console as a
 //! browser would (sign-in, rate limit, CSRF, key pairs seen by boto3, escaping, isolation
 //! between users, an instance on a test node listed, its console and Terminate, credentials,
-//! sign-out). The console's changes are in the audit log as the
-//! signed-in user from the client's address.
+//! sign-out), and `tests/console_admin.py` its admin pages (a user refused them; the admin sees
+//! the test node's capacity, approves a node waiting for admission, which then enrolls, creates
+//! a user who signs in, and filters the audit log). The console's changes are in the audit log
+//! as the signed-in user from the client's address.
 
 mod common;
 mod ec2_support;
 
-use ec2_support::{start_frontend, TestNode};
+use ec2_support::{enroll, start_frontend, TestNode, UNLISTED_MAC};
 use std::os::unix::fs::PermissionsExt;
 
 /// Creates `name` with `password` for the console; its access key and secret.
@@ -42,6 +44,24 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
     let (key, secret) = user_with_password(&fe, "alice", "alice's console password");
     user_with_password(&fe, "bob", "bob's console password");
     let _node = TestNode::start(&fe, "node-1", 2, 1024);
+    let waiting = "node-525400990001";
+    let (status, why) = enroll(&fe, waiting, UNLISTED_MAC, None);
+    assert_eq!(status, 403, "{why}");
+    // First, while no sign-in failed yet from this address (the rate limit counts them).
+    let out = fe.run_script(
+        "console_admin.py",
+        &[
+            ("ALICE_PASSWORD", "alice's console password"),
+            ("ADMIN_PASSWORD_FILE", password_file.to_str().unwrap()),
+            ("NODE_ID", "node-1"),
+            ("PENDING_NODE_ID", waiting),
+        ],
+    );
+    assert!(out.contains("ok console admin"), "{out}");
+    // Approved in the console: its next enrollment gets a token.
+    let (status, token) = enroll(&fe, waiting, UNLISTED_MAC, None);
+    assert_eq!(status, 200, "{token}");
+    assert!(!token.is_empty());
     let out = fe.run_script(
         "console_http.py",
         &[
@@ -74,5 +94,10 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
     assert!(has("-", "ConsoleSignIn", "alice", "error"), "{audit}");
     // Bob's attempt on alice's key pair went to EC2 as bob and removed nothing of hers.
     assert!(has("bob", "DeleteKeyPair", "console-key", "ok"), "{audit}");
+    // The admin's console changes, as the admin from the client's address.
+    assert!(has("admin", "ApproveNode", waiting, "ok"), "{audit}");
+    assert!(has("admin", "CreateUser", "carol", "ok"), "{audit}");
+    assert!(has("admin", "CreateLoginProfile", "carol", "ok"), "{audit}");
+    assert!(has("carol", "ConsoleSignIn", "carol", "ok"), "{audit}");
     assert!(!audit.contains("console password"), "{audit}");
 }

@@ -293,6 +293,16 @@ fn dynamic_public_addresses_come_from_the_pool_and_return_to_it() {
         })
         .unwrap();
     assert_eq!(free(&store), [POOL[1]]);
+    let held = store.cloud(public::held).unwrap();
+    assert_eq!(
+        held,
+        [public::Held {
+            ip: "198.51.100.10".into(),
+            owner: "alice".into(),
+            allocation_id: Some("eipalloc-1".into()),
+            instance_id: Some(a[1].id.clone()),
+        }]
+    );
     // ...and when the elastic IP leaves, a[1] gets a dynamic one, not the elastic IP.
     store
         .cloud(|tx| public::give_dynamic(tx, &POOL, &a[1].id))
@@ -303,4 +313,13 @@ fn dynamic_public_addresses_come_from_the_pool_and_return_to_it() {
         .unwrap();
     assert_eq!(i.public_ip.as_deref(), Some("198.51.100.11"));
     assert_eq!(i.metadata.public_ipv4.as_deref(), Some("198.51.100.11"));
+    let held = store.cloud(public::held).unwrap();
+    let dynamic = public::Held {
+        ip: "198.51.100.11".into(),
+        owner: i.owner.clone(),
+        allocation_id: None,
+        instance_id: Some(i.id.clone()),
+    };
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held[1], dynamic);
 }

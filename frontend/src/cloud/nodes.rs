@@ -114,6 +114,11 @@ impl Node {
         self.admission == Admission::Admitted && !self.down && !self.token_sha256.is_empty()
     }
 
+    /// Whether the node is admitted and reporting (not marked down).
+    pub fn is_up(&self) -> bool {
+        self.admission == Admission::Admitted && !self.down
+    }
+
     /// The admission state as `admin node list` and DescribeNodes name it: `admitted`,
     /// `pending`, `approved` (an admin let it in; its next enrollment gets a token) or `rejected`.
     pub fn admission_name(&self) -> &'static str {

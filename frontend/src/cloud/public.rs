@@ -26,6 +26,43 @@ pub fn free(tx: &CloudTx<'_>, pool: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, StoreE
         .collect())
 }
 
+/// A public address in use: allocated as an elastic IP (then `allocation_id` is set, and
+/// `instance_id` when it is associated), or a live instance's dynamic one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub ip: String,
+    pub owner: String,
+    pub allocation_id: Option<String>,
+    pub instance_id: Option<String>,
+}
+
+/// Every public address in use, lowest first: the elastic IPs, then the dynamic addresses of
+/// live instances, as [`free`] counts them taken.
+pub fn held(tx: &CloudTx<'_>) -> Result<Vec<Held>, StoreError> {
+    let mut out: Vec<Held> = (tx.list::<Address>(ADDRESS, None)?.into_iter())
+        .map(|a| Held {
+            ip: a.public_ip,
+            owner: a.owner,
+            allocation_id: Some(a.allocation_id),
+            instance_id: a.instance_id,
+        })
+        .collect();
+    for i in tx.list::<Instance>(INSTANCE, None)? {
+        match i.public_ip {
+            Some(ip) if i.state != State::Terminated && !out.iter().any(|h| h.ip == ip) => out
+                .push(Held {
+                    ip,
+                    owner: i.owner,
+                    allocation_id: None,
+                    instance_id: Some(i.id),
+                }),
+            _ => {}
+        }
+    }
+    out.sort_by_key(|h| (h.ip.parse::<Ipv4Addr>().ok(), h.ip.clone()));
+    Ok(out)
+}
+
 /// Sets instance `i`'s public address (and its metadata's `public-ipv4`); the caller stores it.
 pub fn set(i: &mut Instance, ip: Option<String>) {
     i.public_ip = ip;

@@ -8,8 +8,12 @@
 //! This module routes a request and gates it: the stylesheet and sign-in are open; every
 //! other page needs a live session (`store::sessions`), and every POST the session's CSRF
 //! token. Passwords are `password`, tokens and cookies `session`, the sign-in rate limit
-//! `limiter`, the HTML `pages`. It has no admin pages yet, and uses no JavaScript.
+//! `limiter`, the HTML `pages`. The admin pages (`admin`, `admin_pages`) live under
+//! `/_console/admin/` and answer only users whose role is admin; anyone else gets a 403 page
+//! and their POSTs change nothing. The console uses no JavaScript.
 
+mod admin;
+mod admin_pages;
 mod limiter;
 mod pages;
 pub mod password;
@@ -25,7 +29,7 @@ pub use session::Cookies;
 use crate::ec2::params::Params;
 use crate::ec2::{Ec2, Ec2Error};
 use crate::http::{db, read_whole, RespBody};
-use crate::store::{Session, Store, StoreError};
+use crate::store::{Role, Session, Store, StoreError};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pages::Nav;
@@ -57,6 +61,8 @@ pub enum ConsoleError {
     Csrf,
     #[error("Your session has ended; sign in again.")]
     SignedOut,
+    #[error("This page is for the cloud's admins; ask one of them if you need what it shows.")]
+    AdminOnly,
 }
 
 impl From<Ec2Error> for ConsoleError {
@@ -71,7 +77,9 @@ impl ConsoleError {
             ConsoleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ConsoleError::Ec2(e) => crate::http::status(e.status),
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
-            ConsoleError::Csrf | ConsoleError::SignedOut => StatusCode::FORBIDDEN,
+            ConsoleError::Csrf | ConsoleError::SignedOut | ConsoleError::AdminOnly => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 }
@@ -82,7 +90,7 @@ pub struct Asked<'a> {
     /// The path after [`PREFIX`].
     pub path: &'a str,
     pub headers: &'a http::HeaderMap,
-    /// The form of a POST (empty for a GET).
+    /// The form of a POST, or the query string of a GET.
     pub form: Params,
     /// The client's address.
     pub source: &'a str,
@@ -130,7 +138,10 @@ impl Console {
             method: &parts.method,
             path: path.strip_prefix(PREFIX).unwrap_or(path),
             headers: &parts.headers,
-            form: Params::parse(&String::from_utf8_lossy(&body)),
+            form: match parts.method {
+                Method::GET => Params::parse(parts.uri.query().unwrap_or("")),
+                _ => Params::parse(&String::from_utf8_lossy(&body)),
+            },
             source: &source,
             now: crate::store::now_ms(),
         };
@@ -156,10 +167,7 @@ impl Console {
                 _ => failed(None, &ConsoleError::SignedOut),
             };
         };
-        let nav = || Nav {
-            user: &session.user.name,
-            csrf: &session.csrf,
-        };
+        let nav = || Nav::of(&session);
         if a.method == Method::POST && !session::csrf_matches(&session.csrf, a.form.get("csrf")) {
             return failed(Some(nav()), &ConsoleError::Csrf);
         }
@@ -192,6 +200,14 @@ impl Console {
             (&Method::POST, ["keypairs", "delete"]) => self.delete_key_pair(ec2, a, s),
             (&Method::GET, ["credentials"]) => Ok(self.credentials(a, s)),
             (&Method::GET, ["credentials", file]) => self.credentials_file(a, s, file),
+            (_, ["admin", ..]) if s.user.role != Role::Admin => Err(ConsoleError::AdminOnly),
+            (&Method::GET, ["admin", "nodes"]) => self.nodes(s, StatusCode::OK, None),
+            (&Method::POST, ["admin", "nodes", id, verb]) => self.admit(ec2, a, s, id, verb),
+            (&Method::GET, ["admin", "users"]) => self.users(s, StatusCode::OK, None),
+            (&Method::POST, ["admin", "users"]) => self.create_user(a, s),
+            (&Method::POST, ["admin", "users", "password"]) => self.reset_password(a, s),
+            (&Method::GET, ["admin", "networks"]) => self.networks(ec2, s),
+            (&Method::GET, ["admin", "audit"]) => self.audit(a, s),
             _ => Err(ConsoleError::NotFound(format!("{PREFIX}{}", a.path))),
         }
     }

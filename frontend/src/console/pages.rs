@@ -15,6 +15,19 @@ pub const STYLE_PATH: &str = "/_console/style.css";
 pub struct Nav<'a> {
     pub user: &'a str,
     pub csrf: &'a str,
+    /// Whether to show the admin pages' links.
+    pub admin: bool,
+}
+
+impl Nav<'_> {
+    /// The navigation of `s`'s pages.
+    pub fn of(s: &crate::store::Session) -> Nav<'_> {
+        Nav {
+            user: &s.user.name,
+            csrf: &s.csrf,
+            admin: s.user.role == crate::store::Role::Admin,
+        }
+    }
 }
 
 /// What every page shares: title, navigation when signed in, and an optional refresh.
@@ -25,12 +38,23 @@ pub struct Frame<'a> {
     pub refresh: Option<u32>,
 }
 
-fn time(ms: i64) -> String {
+impl<'a> Frame<'a> {
+    /// A page titled `title` for the signed-in user `nav` names, not refreshed.
+    pub fn signed_in(title: &'a str, nav: Nav<'a>) -> Frame<'a> {
+        Frame {
+            title,
+            nav: Some(nav),
+            refresh: None,
+        }
+    }
+}
+
+pub(super) fn time(ms: i64) -> String {
     crate::auth::time::format_iso8601_millis(ms)
 }
 
 /// The CSRF token field of a form.
-fn csrf_field(csrf: &str) -> Markup {
+pub(super) fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
@@ -56,6 +80,12 @@ pub fn page(frame: &Frame<'_>, content: Markup) -> Markup {
                             a href="/_console/instances" { "Instances" }
                             a href="/_console/keypairs" { "Key pairs" }
                             a href="/_console/credentials" { "Credentials" }
+                            @if nav.admin {
+                                a href="/_console/admin/nodes" { "Nodes" }
+                                a href="/_console/admin/users" { "Users" }
+                                a href="/_console/admin/networks" { "Networks" }
+                                a href="/_console/admin/audit" { "Audit log" }
+                            }
                             form.inline method="post" action="/_console/signout" {
                                 (csrf_field(nav.csrf))
                                 button.link type="submit" { "Sign out " (nav.user) }
@@ -100,7 +130,7 @@ pub fn sign_in(token: &str, message: Option<&str>) -> Markup {
             }
             p.hint {
                 "The admin's first password is in the file admin-console-password beside the admin credentials file; "
-                "an admin sets other users' passwords with "
+                "an admin sets other users' passwords on the console's Users page or with "
                 code { "mallee-frontend admin user password NAME --password-stdin" } "."
             }
         },
@@ -148,11 +178,7 @@ pub struct InstanceRow<'a> {
 /// The signed-in user's instances, with a Terminate button on each one not yet terminated.
 pub fn instances(nav: Nav<'_>, rows: &[InstanceRow<'_>], message: Option<&str>) -> Markup {
     let csrf = nav.csrf;
-    let frame = Frame {
-        title: "Instances",
-        nav: Some(nav),
-        refresh: None,
-    };
+    let frame = Frame::signed_in("Instances", nav);
     page(
         &frame,
         html! {
@@ -232,11 +258,7 @@ pub fn console_output(nav: Nav<'_>, i: &Instance, output: Option<&(i64, String)>
 /// once) and a Delete button on each.
 pub fn key_pairs(nav: Nav<'_>, pairs: &[KeyPair], message: Option<&str>) -> Markup {
     let csrf = nav.csrf;
-    let frame = Frame {
-        title: "Key pairs",
-        nav: Some(nav),
-        refresh: None,
-    };
+    let frame = Frame::signed_in("Key pairs", nav);
     page(
         &frame,
         html! {
@@ -284,11 +306,7 @@ pub fn key_pairs(nav: Nav<'_>, pairs: &[KeyPair], message: Option<&str>) -> Mark
 
 /// Where the credential downloads are.
 pub fn credentials(nav: Nav<'_>, endpoint: &str, tls: bool) -> Markup {
-    let frame = Frame {
-        title: "Credentials",
-        nav: Some(nav),
-        refresh: None,
-    };
+    let frame = Frame::signed_in("Credentials", nav);
     page(
         &frame,
         html! {
@@ -317,6 +335,7 @@ mod tests {
         Nav {
             user: "alice",
             csrf: "CSRF-TOKEN",
+            admin: false,
         }
     }
 

@@ -15,15 +15,12 @@ use crate::store::Session;
 use http::StatusCode;
 
 fn nav(s: &Session) -> Nav<'_> {
-    Nav {
-        user: &s.user.name,
-        csrf: &s.csrf,
-    }
+    Nav::of(s)
 }
 
 impl Console {
     /// Runs the EC2 call `pairs` names as the session's user from the request's address.
-    fn call(
+    pub(super) fn call(
         ec2: &Ec2,
         a: &Asked<'_>,
         s: &Session,

@@ -1,5 +1,6 @@
 //! The console's gate and pages over a real store and the real EC2 room, without a socket:
-//! sign-in, the rate limit, CSRF, sign-out, scoping to the signed-in user and the audit log.
+//! sign-in, the rate limit, CSRF, sign-out, scoping to the signed-in user, the audit log, and
+//! the admin pages (refused to users; node admission, users and the audit filter for admins).
 
 use super::*;
 use crate::cloud::{Changes, Ec2Config};
@@ -27,8 +28,12 @@ fn fixture() -> Fixture {
     let bundle = dir.path().join("mallee-ca.pem");
     std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\n").unwrap();
     let console = Console::new(store.clone(), Some(bundle), "us-east-1");
-    for name in ["alice", "bob"] {
-        store.create_user(name, Role::User).unwrap();
+    for (name, role) in [
+        ("alice", Role::User),
+        ("bob", Role::User),
+        ("ops", Role::Admin),
+    ] {
+        store.create_user(name, role).unwrap();
         let hash = password::hash(&format!("{name} password")).unwrap();
         store.set_password_hash(name, &hash).unwrap();
     }
@@ -316,4 +321,339 @@ fn another_users_instance_is_not_found_for_terminate_or_console() {
         .map(|r| (r.entry.user.as_str(), r.entry.outcome.parts().0))
         .collect();
     assert_eq!(users, [("alice", "ok"), ("bob", "error")]);
+}
+
+/// Enrolls node `id` from an unlisted MAC, so it waits for an admin.
+fn pending_node(f: &Fixture, id: &str) {
+    let cfg = Ec2Config::default();
+    let req = mallee_proto::EnrollRequest {
+        node_id: id.into(),
+        cluster: cfg.clusters[0].clone(),
+        secret: cfg.cluster_secret.clone(),
+        macs: vec!["52:54:00:99:00:01".parse().unwrap()],
+        token: None,
+    };
+    let refused = crate::cloud::admission::enroll(&f.store, &cfg, &req, "10.77.0.150", 1_000);
+    assert!(refused.is_err());
+}
+
+fn node_admission(f: &Fixture, id: &str) -> String {
+    let nodes = crate::cloud::admission::list(&f.store).unwrap();
+    let n = nodes.iter().find(|n| n.id == id).expect("the node");
+    n.admission_name().to_string()
+}
+
+const ADMIN_PAGES: [&str; 4] = [
+    "/admin/nodes",
+    "/admin/users",
+    "/admin/networks",
+    "/admin/audit",
+];
+
+#[test]
+fn a_user_is_refused_every_admin_page_and_her_admin_posts_change_nothing() {
+    let f = fixture();
+    pending_node(&f, "node-1");
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let own = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    assert!(!own.contains("/_console/admin/"), "{own}");
+    for path in ADMIN_PAGES {
+        let r = f.ask(Method::GET, path, &alice, &[]);
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(body(&r).contains("for the cloud's admins"), "{}", body(&r));
+    }
+    let r = f.ask(
+        Method::POST,
+        "/admin/nodes/node-1/approve",
+        &alice,
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(node_admission(&f, "node-1"), "pending");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "mallory"),
+        ("role", "admin"),
+        ("password", "mallory password"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users", &alice, &form);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(f.store.user_by_name("mallory").unwrap().is_none());
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "bob"),
+        ("password", "taken over!"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users/password", &alice, &form);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    f.sign_in("bob");
+}
+
+#[test]
+fn an_admin_sees_every_admin_page_and_an_admin_post_needs_the_csrf_token() {
+    let f = fixture();
+    pending_node(&f, "node-1");
+    let (ops, _) = f.sign_in("ops");
+    let ops = [ops];
+    let r = f.ask(
+        Method::POST,
+        "/admin/nodes/node-1/approve",
+        &ops,
+        &[("csrf", "wrong")],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(node_admission(&f, "node-1"), "pending");
+    for path in ADMIN_PAGES {
+        let r = f.ask(Method::GET, path, &ops, &[]);
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", body(&r));
+    }
+}
+
+#[test]
+fn the_admin_approves_a_pending_node_as_approve_node_audited_as_the_admin() {
+    let f = fixture();
+    pending_node(&f, "node-1");
+    let (ops, csrf) = f.sign_in("ops");
+    let ops = [ops];
+    let page = body(&f.ask(Method::GET, "/admin/nodes", &ops, &[]));
+    for part in [
+        "/_console/admin/nodes",
+        "node-1",
+        "pending",
+        "10.77.0.150",
+        "52:54:00:99:00:01",
+        "/_console/admin/nodes/node-1/approve",
+    ] {
+        assert!(page.contains(part), "{part} not in {page}");
+    }
+    let r = f.ask(
+        Method::POST,
+        "/admin/nodes/node-1/approve",
+        &ops,
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(node_admission(&f, "node-1"), "approved");
+    let page = body(&f.ask(Method::GET, "/admin/nodes", &ops, &[]));
+    assert!(!page.contains("/node-1/approve"), "{page}");
+    // An unknown node: EC2's refusal as a message.
+    let r = f.ask(
+        Method::POST,
+        "/admin/nodes/node-9/approve",
+        &ops,
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    assert!(body(&r).contains("node-9 was not changed"), "{}", body(&r));
+    let log = f.store.audit_log(100, None).unwrap();
+    let approved: Vec<(&str, &str, &str)> = log
+        .rows
+        .iter()
+        .filter(|r| r.entry.action == "ApproveNode")
+        .map(|r| {
+            (
+                r.entry.user.as_str(),
+                r.entry.source.as_str(),
+                r.entry.outcome.parts().0,
+            )
+        })
+        .collect();
+    assert_eq!(approved, [("ops", ADDR, "error"), ("ops", ADDR, "ok")]);
+}
+
+#[test]
+fn the_admin_creates_a_user_who_signs_in_and_resets_a_password_audited_as_the_admin() {
+    let f = fixture();
+    let (ops, csrf) = f.sign_in("ops");
+    let ops = [ops];
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "carol"),
+        ("role", "user"),
+        ("password", "carol password"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users", &ops, &form);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    f.sign_in("carol");
+    let again = f.ask(Method::POST, "/admin/users", &ops, &form);
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert!(
+        body(&again).contains("The user was not created"),
+        "{}",
+        body(&again)
+    );
+    let short = [
+        ("csrf", csrf.as_str()),
+        ("name", "dave"),
+        ("role", "user"),
+        ("password", "x"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users", &ops, &short);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(f.store.user_by_name("dave").unwrap().is_none());
+    // Bob's new password works; his old one no longer does.
+    let (bob, _) = f.sign_in("bob");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "bob"),
+        ("password", "bob's new password"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users/password", &ops, &form);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(
+        f.ask(Method::GET, "/instances", &[bob], &[]).status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        f.try_sign_in("bob", "bob password").status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.try_sign_in("bob", "bob's new password").status,
+        StatusCode::SEE_OTHER
+    );
+    let page = body(&f.ask(Method::GET, "/admin/users", &ops, &[]));
+    let carol = f.store.user_by_name("carol").unwrap().unwrap();
+    assert!(
+        page.contains(&carol.account_id()) && page.contains("carol"),
+        "{page}"
+    );
+    let log = f.store.audit_log(100, None).unwrap();
+    let by_ops: Vec<(&str, &str, &str)> = log
+        .rows
+        .iter()
+        .filter(|r| r.entry.user == "ops" && r.entry.action != "ConsoleSignIn")
+        .map(|r| {
+            (
+                r.entry.action.as_str(),
+                r.entry.resources[0].as_str(),
+                r.entry.outcome.parts().0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_ops,
+        [
+            ("UpdateLoginProfile", "bob", "ok"),
+            ("CreateUser", "carol", "error"),
+            ("CreateLoginProfile", "carol", "ok"),
+            ("CreateUser", "carol", "ok"),
+        ]
+    );
+    assert!(log
+        .rows
+        .iter()
+        .filter(|r| r.entry.user == "ops")
+        .all(|r| r.entry.source == ADDR));
+}
+
+#[test]
+fn the_audit_filter_shows_only_matching_entries() {
+    let f = fixture();
+    f.sign_in("alice");
+    f.try_sign_in("bob", "wrong");
+    let (ops, _) = f.sign_in("ops");
+    let ops = [ops];
+    let query = [
+        ("user", "alice"),
+        ("action", "ConsoleSignIn"),
+        ("outcome", "ok"),
+    ];
+    let page = body(&f.ask(Method::GET, "/admin/audit", &ops, &query));
+    assert_eq!(page.matches("<tr>").count() - 1, 1, "{page}");
+    assert!(page.contains(r#"value="alice""#), "{page}");
+    let errors = body(&f.ask(Method::GET, "/admin/audit", &ops, &[("outcome", "error")]));
+    assert_eq!(errors.matches("<tr>").count() - 1, 1, "{errors}");
+    assert!(
+        errors.contains("AuthFailure") && !errors.contains(r#"class="state ok""#),
+        "{errors}"
+    );
+    let all = body(&f.ask(Method::GET, "/admin/audit", &ops, &[]));
+    assert_eq!(all.matches("<tr>").count() - 1, 3, "{all}");
+    let none = body(&f.ask(
+        Method::GET,
+        "/admin/audit",
+        &ops,
+        &[("user", "<b>nobody</b>")],
+    ));
+    assert!(
+        none.contains("No entry matches") && none.contains("&lt;b&gt;nobody"),
+        "{none}"
+    );
+}
+
+#[test]
+fn the_audit_filter_reads_past_a_batch_and_stops_at_its_limit() {
+    let f = fixture();
+    for n in 0..1_200 {
+        let user = if n % 2 == 0 { "even" } else { "odd" };
+        let entry = crate::store::AuditEntry {
+            at_ms: n,
+            user: user.into(),
+            action: "CreateVolume".into(),
+            resources: vec![format!("vol-{n}")],
+            source: ADDR.into(),
+            outcome: crate::store::Outcome::Ok,
+            request_id: String::new(),
+        };
+        crate::audit::record(&f.store, &entry);
+    }
+    let filter = admin_pages::AuditFilter {
+        user: "even".into(),
+        ..Default::default()
+    };
+    let rows = admin::filtered_audit(&f.store, &filter, 550).unwrap();
+    assert_eq!(rows.len(), 550);
+    assert!(rows.iter().all(|r| r.entry.user == "even"));
+    assert_eq!(rows[0].entry.resources[0], "vol-1198");
+    assert_eq!(rows[549].entry.resources[0], "vol-100");
+    let all = admin::filtered_audit(&f.store, &filter, 5_000).unwrap();
+    assert_eq!(all.len(), 600);
+}
+
+#[test]
+fn a_password_reset_names_its_user_in_the_form_so_any_name_works() {
+    let f = fixture();
+    let (ops, csrf) = f.sign_in("ops");
+    let ops = [ops];
+    let name = "o'neil/x?y";
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", name),
+        ("role", "user"),
+        ("password", "first password"),
+    ];
+    assert_eq!(
+        f.ask(Method::POST, "/admin/users", &ops, &form).status,
+        StatusCode::SEE_OTHER
+    );
+    let page = body(&f.ask(Method::GET, "/admin/users", &ops, &[]));
+    assert!(
+        page.contains(r#"<input type="hidden" name="name" value="o'neil/x?y">"#),
+        "{page}"
+    );
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", name),
+        ("password", "second password"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users/password", &ops, &form);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(
+        f.try_sign_in(name, "second password").status,
+        StatusCode::SEE_OTHER
+    );
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "nobody"),
+        ("password", "third password"),
+    ];
+    let r = f.ask(Method::POST, "/admin/users/password", &ops, &form);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    assert!(
+        body(&r).contains("The password of nobody was not set"),
+        "{}",
+        body(&r)
+    );
 }

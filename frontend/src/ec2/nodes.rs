@@ -56,7 +56,7 @@ fn storage_name(s: Storage) -> &'static str {
 
 /// `up` for an admitted node that reports; `down` for one marked down or not admitted.
 fn up_or_down(n: &Node) -> &'static str {
-    match n.admission == crate::cloud::nodes::Admission::Admitted && !n.down {
+    match n.is_up() {
         true => "up",
         false => "down",
     }
