@@ -229,6 +229,13 @@ pub fn set_password(
     Ok(())
 }
 
+/// Gives `name` a new access key and secret (the old pair stops working at once), audited as
+/// `by` with the action `RotateAccessKey`; the user with the new pair.
+pub fn rotate_access_key(store: &Store, by: &Actor<'_>, name: &str) -> Result<User, StoreError> {
+    let rotated = store.rotate_access_key(name);
+    recorded(store, by, "RotateAccessKey", name, rotated, error_code)
+}
+
 /// Records a change by `by` in the audit log as `result` says it went (`code` names a
 /// failure as the API would); hands the result on.
 fn recorded<T, E>(

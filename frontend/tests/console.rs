@@ -5,24 +5,16 @@
 //! between users, an instance on a test node listed, its console and Terminate, credentials,
 //! sign-out), and `tests/console_admin.py` its admin pages (a user refused them; the admin sees
 //! the test node's capacity, approves a node waiting for admission, which then enrolls, creates
-//! a user who signs in, and filters the audit log). The console's changes are in the audit log
+//! a user who signs in, and filters the audit log), and `tests/console_cloud.py` the images,
+//! security groups, volumes and snapshots, elastic IPs and key rotation pages (boto3 sees what
+//! they made, another user none of it). The console's changes are in the audit log
 //! as the signed-in user from the client's address.
 
 mod common;
 mod ec2_support;
 
-use ec2_support::{enroll, start_frontend, TestNode, UNLISTED_MAC};
+use ec2_support::{enroll, start_frontend, user_with_password, TestNode, UNLISTED_MAC};
 use std::os::unix::fs::PermissionsExt;
-
-/// Creates `name` with `password` for the console; its access key and secret.
-fn user_with_password(fe: &common::Frontend, name: &str, password: &str) -> (String, String) {
-    let line = fe.admin_with_stdin(
-        &["user", "create", name, "--password-stdin"],
-        &format!("{password}\n"),
-    );
-    let f: Vec<&str> = line.trim().split('\t').collect();
-    (f[2].to_string(), f[3].to_string())
-}
 
 #[test]
 fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
@@ -43,6 +35,7 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
 
     let (key, secret) = user_with_password(&fe, "alice", "alice's console password");
     user_with_password(&fe, "bob", "bob's console password");
+    let (dora_key, dora_secret) = user_with_password(&fe, "dora", "dora's console password");
     let _node = TestNode::start(&fe, "node-1", 2, 1024);
     let waiting = "node-525400990001";
     let (status, why) = enroll(&fe, waiting, UNLISTED_MAC, None);
@@ -62,6 +55,20 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
     let (status, token) = enroll(&fe, waiting, UNLISTED_MAC, None);
     assert_eq!(status, 200, "{token}");
     assert!(!token.is_empty());
+    // Before console_http.py, whose last sign-ins fail on purpose (the rate limit).
+    let out = fe.run_script(
+        "console_cloud.py",
+        &[
+            ("ALICE_PASSWORD", "alice's console password"),
+            ("BOB_PASSWORD", "bob's console password"),
+            ("ALICE_KEY", &key),
+            ("ALICE_SECRET", &secret),
+            ("DORA_PASSWORD", "dora's console password"),
+            ("DORA_KEY", &dora_key),
+            ("DORA_SECRET", &dora_secret),
+        ],
+    );
+    assert!(out.contains("ok console cloud"), "{out}");
     let out = fe.run_script(
         "console_http.py",
         &[
@@ -99,5 +106,25 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
     assert!(has("admin", "CreateUser", "carol", "ok"), "{audit}");
     assert!(has("admin", "CreateLoginProfile", "carol", "ok"), "{audit}");
     assert!(has("carol", "ConsoleSignIn", "carol", "ok"), "{audit}");
+    // The console's other resources: the EC2 actions, as alice from her address.
+    let did = |user: &str, action: &str, outcome: &str| {
+        rows.iter()
+            .any(|r| r[1] == user && r[2] == action && r[4] == "127.0.0.1" && r[5] == outcome)
+    };
+    for action in [
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress",
+        "CreateVolume",
+        "CreateSnapshot",
+        "DeleteSnapshot",
+        "AllocateAddress",
+        "ReleaseAddress",
+        "DeregisterImage",
+    ] {
+        assert!(did("alice", action, "ok"), "{action}: {audit}");
+    }
+    assert!(did("bob", "DeleteSecurityGroup", "error"), "{audit}");
+    assert!(has("dora", "RotateAccessKey", "dora", "ok"), "{audit}");
     assert!(!audit.contains("console password"), "{audit}");
 }

@@ -78,6 +78,19 @@ pub fn state_of(tx: &CloudTx<'_>, img: &Image) -> Result<ImageState, StoreError>
     Ok(state(img, root.as_ref()))
 }
 
+/// The images `user` may see and launch (their own, public ones and those shared with them),
+/// each with its [`state`]: what DescribeImages lists for `user` before its filters.
+pub fn launchable(tx: &CloudTx<'_>, user: &str) -> Result<Vec<(Image, ImageState)>, StoreError> {
+    let mut out = Vec::new();
+    for img in tx.list::<Image>(IMAGE, None)? {
+        if img.launchable_by(user) {
+            let state = state_of(tx, &img)?;
+            out.push((img, state));
+        }
+    }
+    Ok(out)
+}
+
 /// How CreateImage copies an instance's root volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approach {

@@ -1,5 +1,5 @@
 //! The web console: HTML pages under `/_console/` on the API listener for a user signed in
-//! with a name and password — their instances (terminate, console output), key pairs
+//! with a name and password — their instances (launch, terminate, console output), key pairs
 //! (create with a one-time private key download, delete) and their credentials for the AWS
 //! CLI. Every change goes through the EC2 room's own call path ([`Ec2::call_as`]): the same
 //! checks, core operations, owner scoping and audit entry as a signed Query request; reads
@@ -8,12 +8,16 @@
 //! This module routes a request and gates it: the stylesheet and sign-in are open; every
 //! other page needs a live session (`store::sessions`), and every POST the session's CSRF
 //! token. Passwords are `password`, tokens and cookies `session`, the sign-in rate limit
-//! `limiter`, the HTML `pages`. The admin pages (`admin`, `admin_pages`) live under
+//! `limiter`, the HTML `pages`. The user's images, security groups, volumes and snapshots,
+//! elastic IPs and access key rotation are `cloud` (handlers) and `cloud_pages`. The admin pages (`admin`, `admin_pages`) live under
 //! `/_console/admin/` and answer only users whose role is admin; anyone else gets a 403 page
 //! and their POSTs change nothing. The console uses no JavaScript.
 
 mod admin;
 mod admin_pages;
+mod cloud;
+mod cloud_pages;
+mod launch;
 mod limiter;
 mod pages;
 pub mod password;
@@ -193,12 +197,24 @@ impl Console {
             (&Method::GET, [""]) => Ok(Reply::redirect("/_console/instances")),
             (&Method::POST, ["signout"]) => self.sign_out(a, s),
             (&Method::GET, ["instances"]) => self.instances(ec2, s, None),
+            (&Method::POST, ["instances"]) => self.launch(ec2, a, s),
             (&Method::POST, ["instances", id, "terminate"]) => self.terminate(ec2, a, s, id),
             (&Method::GET, ["instances", id, "console"]) => self.console_output(ec2, s, id),
             (&Method::GET, ["keypairs"]) => self.key_pairs(ec2, s, StatusCode::OK, None),
             (&Method::POST, ["keypairs"]) => self.create_key_pair(ec2, a, s),
             (&Method::POST, ["keypairs", "delete"]) => self.delete_key_pair(ec2, a, s),
             (&Method::GET, ["credentials"]) => Ok(self.credentials(a, s)),
+            (&Method::GET, ["images"]) => self.show(ec2, s, cloud::Page::Images, None),
+            (&Method::GET, ["groups"]) => self.show(ec2, s, cloud::Page::Groups, None),
+            (&Method::GET, ["volumes"]) => self.show(ec2, s, cloud::Page::Volumes, None),
+            (&Method::GET, ["addresses"]) => self.show(ec2, s, cloud::Page::Addresses, None),
+            (&Method::POST, [first, ..])
+                if ["images", "groups", "volumes", "snapshots", "addresses"].contains(first) =>
+            {
+                self.cloud_post(ec2, a, s, &parts)
+            }
+            (&Method::GET, ["credentials", "rotate"]) => Ok(self.rotate_form(s)),
+            (&Method::POST, ["credentials", "rotate"]) => self.rotate_key(a, s),
             (&Method::GET, ["credentials", file]) => self.credentials_file(a, s, file),
             (_, ["admin", ..]) if s.user.role != Role::Admin => Err(ConsoleError::AdminOnly),
             (&Method::GET, ["admin", "nodes"]) => self.nodes(s, StatusCode::OK, None),

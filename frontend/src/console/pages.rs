@@ -78,7 +78,11 @@ pub fn page(frame: &Frame<'_>, content: Markup) -> Markup {
                     @if let Some(nav) = &frame.nav {
                         nav {
                             a href="/_console/instances" { "Instances" }
+                            a href="/_console/images" { "Images" }
                             a href="/_console/keypairs" { "Key pairs" }
+                            a href="/_console/groups" { "Security groups" }
+                            a href="/_console/volumes" { "Volumes" }
+                            a href="/_console/addresses" { "Elastic IPs" }
                             a href="/_console/credentials" { "Credentials" }
                             @if nav.admin {
                                 a href="/_console/admin/nodes" { "Nodes" }
@@ -175,8 +179,14 @@ pub struct InstanceRow<'a> {
     pub tags: &'a TagSet,
 }
 
-/// The signed-in user's instances, with a Terminate button on each one not yet terminated.
-pub fn instances(nav: Nav<'_>, rows: &[InstanceRow<'_>], message: Option<&str>) -> Markup {
+/// The signed-in user's instances, with a Terminate button on each one not yet terminated,
+/// above the `launch` form.
+pub fn instances(
+    nav: Nav<'_>,
+    rows: &[InstanceRow<'_>],
+    launch: Markup,
+    message: Option<&str>,
+) -> Markup {
     let csrf = nav.csrf;
     let frame = Frame::signed_in("Instances", nav);
     page(
@@ -184,7 +194,7 @@ pub fn instances(nav: Nav<'_>, rows: &[InstanceRow<'_>], message: Option<&str>) 
         html! {
             (notice(message))
             @if rows.is_empty() {
-                p { "You have no instances. Launch one with " code { "aws ec2 run-instances" } " (see Credentials)." }
+                p { "You have no instances. Launch one below, or with " code { "aws ec2 run-instances" } " (see Credentials)." }
             } @else {
                 table.list {
                     thead { tr {
@@ -225,6 +235,7 @@ pub fn instances(nav: Nav<'_>, rows: &[InstanceRow<'_>], message: Option<&str>) 
                     }
                 }
             }
+            (launch)
         },
     )
 }
@@ -322,6 +333,8 @@ pub fn credentials(nav: Nav<'_>, endpoint: &str, tls: bool) -> Markup {
                 }
             }
             p { "Then, for example: " code { "aws --endpoint-url " (endpoint) " ec2 describe-instances" } }
+            p { a href="/_console/credentials/rotate" { "Rotate your access key" }
+                " — a new key and secret replace these; the old ones stop working at once." }
         },
     )
 }
@@ -433,6 +446,7 @@ mod tests {
                 instance: &i,
                 tags: &tags,
             }],
+            html! {},
             None,
         )
         .into_string();
@@ -458,6 +472,7 @@ mod tests {
                 instance: &gone,
                 tags: &tags,
             }],
+            html! {},
             None,
         )
         .into_string();

@@ -1,9 +1,10 @@
-//! The signed-in user's resources: instances (list, terminate, console output), key pairs
+//! The signed-in user's resources: instances (list, launch, terminate, console output), key pairs
 //! (list, create with the private key downloaded once, delete) and credentials (the AWS
 //! credentials file, shell settings and the CA bundle). Changes are EC2 calls run through
 //! [`Ec2::call_as`] as the user, so they are checked, scoped and audited as the Query API's
 //! are; lists read the user's own records as the Describe calls do.
 
+use super::launch::{self, Choices, Filled};
 use super::pages::{self, InstanceRow, Nav};
 use super::reply::Reply;
 use super::{Asked, Console, ConsoleError};
@@ -36,10 +37,22 @@ impl Console {
         s: &Session,
         message: Option<(StatusCode, &str)>,
     ) -> Result<Reply, ConsoleError> {
+        self.instances_with(ec2, s, message, &Filled::default())
+    }
+
+    /// The instances page with the launch form filled as `filled`.
+    fn instances_with(
+        &self,
+        ec2: &Ec2,
+        s: &Session,
+        message: Option<(StatusCode, &str)>,
+        filled: &Filled,
+    ) -> Result<Reply, ConsoleError> {
         let owner = &s.user.name;
-        let (all, related) = ec2.store.cloud(|tx| {
+        let (all, related, choices) = ec2.store.cloud(|tx| {
             let all = tx.list::<Instance>(INSTANCE, Some(owner))?;
-            Ok::<_, ConsoleError>((all, Related::load(tx, owner)?))
+            let related = Related::load(tx, owner)?;
+            Ok::<_, ConsoleError>((all, related, Choices::load(tx, owner)?))
         })?;
         let rows: Vec<InstanceRow<'_>> = all
             .iter()
@@ -49,7 +62,32 @@ impl Console {
             })
             .collect();
         let (status, text) = message.map_or((StatusCode::OK, None), |(st, m)| (st, Some(m)));
-        Ok(Reply::page(status, pages::instances(nav(s), &rows, text)))
+        let form = launch::form(&s.csrf, &choices, filled);
+        Ok(Reply::page(
+            status,
+            pages::instances(nav(s), &rows, form, text),
+        ))
+    }
+
+    /// RunInstances of one instance as the launch form asks; back to the list, or the form
+    /// as it was sent with EC2's reason when it refused.
+    pub(super) fn launch(
+        &self,
+        ec2: &Ec2,
+        a: &Asked<'_>,
+        s: &Session,
+    ) -> Result<Reply, ConsoleError> {
+        let filled = Filled::from_form(&a.form);
+        let params = filled.run_instances();
+        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match Self::call(ec2, a, s, &pairs) {
+            Ok(_) => Ok(Reply::redirect("/_console/instances")),
+            Err(e) => {
+                let why = format!("The instance was not launched: {}", e.message);
+                let status = crate::http::status(e.status);
+                self.instances_with(ec2, s, Some((status, &why)), &filled)
+            }
+        }
     }
 
     /// TerminateInstances of `id`; back to the list, with EC2's reason when it refused.

@@ -657,3 +657,169 @@ fn a_password_reset_names_its_user_in_the_form_so_any_name_works() {
         body(&r)
     );
 }
+
+/// Alice's machine image `emi-…0`, available (its object is in Walrus since it was
+/// registered), and a node with room for an instance.
+fn alice_image_and_a_node(f: &Fixture) -> String {
+    let img = crate::cloud::model::Image {
+        id: "emi-0123456789abcdef0".into(),
+        owner: "alice".into(),
+        name: "<b>root</b>".into(),
+        description: None,
+        kind: crate::cloud::model::ImageKind::Machine,
+        bucket: "alice-img".into(),
+        key: "root.img".into(),
+        size: 4096,
+        sha256: String::new(),
+        architecture: "x86_64".into(),
+        kernel_id: None,
+        ramdisk_id: None,
+        public: false,
+        launch_users: Vec::new(),
+        created_ms: 0,
+        root_snapshot: None,
+        source_instance: None,
+        root_device: None,
+    };
+    f.store
+        .cloud(|tx| {
+            tx.put(
+                crate::cloud::model::IMAGE,
+                &img.id,
+                &img.owner,
+                Some(&img.name),
+                &img,
+            )
+        })
+        .unwrap();
+    crate::cloud::nodes::tests::node_in(&f.store, "n1", &Ec2Config::default().clusters[0]);
+    img.id
+}
+
+fn instances_of(f: &Fixture, owner: &str) -> Vec<crate::cloud::model::Instance> {
+    f.store
+        .cloud(|tx| tx.list(crate::cloud::model::INSTANCE, Some(owner)))
+        .unwrap()
+}
+
+#[test]
+fn the_instances_page_offers_only_the_users_images_key_pairs_and_groups() {
+    let f = fixture();
+    let image = alice_image_and_a_node(&f);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let form = [("name", "alice-key"), ("csrf", csrf.as_str())];
+    f.ask(Method::POST, "/keypairs", &alice, &form);
+    let page = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    for part in [
+        r#"action="/_console/instances""#,
+        &format!(r#"<option value="{image}">&lt;b&gt;root&lt;/b&gt;"#),
+        r#"<option value="alice-key">"#,
+        r#"<option value="default">default</option>"#,
+        r#"<option value="m1.small">"#,
+    ] {
+        assert!(page.contains(part), "{part} not in {page}");
+    }
+    let (bob, _) = f.sign_in("bob");
+    let page = body(&f.ask(Method::GET, "/instances", &[bob], &[]));
+    assert!(
+        !page.contains(&image) && !page.contains("alice-key"),
+        "{page}"
+    );
+    assert!(page.contains("No image is available to you yet"), "{page}");
+}
+
+#[test]
+fn the_launch_form_runs_one_instance_as_run_instances_audited_as_the_user() {
+    let f = fixture();
+    let image = alice_image_and_a_node(&f);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    f.ask(
+        Method::POST,
+        "/keypairs",
+        &alice,
+        &[("name", "k"), ("csrf", csrf.as_str())],
+    );
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("image", image.as_str()),
+        ("type", "c1.medium"),
+        ("key", "k"),
+        ("group", "default"),
+        ("user_data", "hello from the console"),
+    ];
+    let r = f.ask(Method::POST, "/instances", &alice, &form);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(r.location.as_deref(), Some("/_console/instances"));
+    let made = instances_of(&f, "alice");
+    assert_eq!(made.len(), 1, "{made:?}");
+    let i = &made[0];
+    assert_eq!(
+        (i.image_id.as_str(), i.instance_type.as_str()),
+        (image.as_str(), "c1.medium")
+    );
+    assert_eq!(i.key_name.as_deref(), Some("k"));
+    assert_eq!(
+        i.user_data.as_deref(),
+        Some("aGVsbG8gZnJvbSB0aGUgY29uc29sZQ==")
+    );
+    assert!(body(&f.ask(Method::GET, "/instances", &alice, &[])).contains(&i.id));
+    let log = f.store.audit_log(100, None).unwrap();
+    let run = (log.rows.iter())
+        .find(|r| r.entry.action == "RunInstances")
+        .expect("RunInstances audited");
+    assert_eq!(
+        (run.entry.user.as_str(), run.entry.source.as_str()),
+        ("alice", ADDR)
+    );
+    assert_eq!(run.entry.outcome, crate::store::Outcome::Ok);
+}
+
+#[test]
+fn a_refused_launch_shows_ec2s_message_keeps_the_form_and_makes_nothing() {
+    let f = fixture();
+    let image = alice_image_and_a_node(&f);
+    let (bob, csrf) = f.sign_in("bob");
+    let bob = [bob];
+    // Alice's private image is not bob's to run.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("image", image.as_str()),
+        ("type", "m1.small"),
+        ("user_data", "<script>x</script>"),
+    ];
+    let r = f.ask(Method::POST, "/instances", &bob, &form);
+    let page = body(&r);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("The instance was not launched: "), "{page}");
+    assert!(page.contains(&image), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;x&lt;/script&gt;</textarea>"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"), "{page}");
+    // User data that is too big: EC2's limit, in its words.
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let big = "x".repeat(16_385);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("image", image.as_str()),
+        ("user_data", big.as_str()),
+    ];
+    let r = f.ask(Method::POST, "/instances", &alice, &form);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    assert!(body(&r).contains("User data is limited to 16384 bytes."));
+    // No token: refused before EC2 is asked.
+    let form = [("image", image.as_str())];
+    let r = f.ask(Method::POST, "/instances", &alice, &form);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(instances_of(&f, "alice").is_empty() && instances_of(&f, "bob").is_empty());
+    let log = f.store.audit_log(100, None).unwrap();
+    let runs: Vec<(&str, &str)> = (log.rows.iter())
+        .filter(|r| r.entry.action == "RunInstances")
+        .map(|r| (r.entry.user.as_str(), r.entry.outcome.parts().0))
+        .collect();
+    assert_eq!(runs, [("alice", "error"), ("bob", "error")]);
+}

@@ -22,7 +22,6 @@ use crate::cloud::tags::{self as tagging, ResourceType, TagSet};
 use crate::storage::snapshots::SnapshotReader;
 use crate::store::{account_id, CloudTx, ObjectRow, User};
 use mallee_proto::root_device::{self, RootDevice};
-use std::collections::BTreeMap;
 
 pub use crate::cloud::model::IMAGE_PREFIXES;
 const KIND_META: &str = "x-amz-meta-mallee-image-type";
@@ -328,24 +327,17 @@ pub fn describe(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
     let ids = c.p.list("ImageId");
     let filters = c.p.filters()?;
     let user = &c.user.name;
-    let (images, states, tag_index) = ec2.store.cloud(|tx| {
+    let (images, tag_index) = ec2.store.cloud(|tx| {
         for id in &ids {
             visible(tx, id, user)?;
         }
         // The caller's own tags: those on shared images' owners' side are theirs.
         let tag_index = tagging::index(tx, user, ResourceType::Image)?;
-        let images: Vec<Image> = (tx.list::<Image>(IMAGE, None)?.into_iter())
-            .filter(|i| i.launchable_by(user))
-            .filter(|i| ids.is_empty() || ids.contains(&i.id))
-            .collect();
-        let mut states = BTreeMap::new();
-        for i in &images {
-            states.insert(i.id.clone(), imaging::state_of(tx, i)?);
-        }
-        Ok::<_, Ec2Error>((images, states, tag_index))
+        Ok::<_, Ec2Error>((imaging::launchable(tx, user)?, tag_index))
     })?;
     let shown: Vec<(&Image, &ImageState)> = (images.iter())
-        .filter_map(|i| Some((i, states.get(&i.id)?)))
+        .filter(|(i, _)| ids.is_empty() || ids.contains(&i.id))
+        .map(|(i, s)| (i, s))
         .filter(|(i, s)| keep(i, s, user, c.p, &filters, tag_index.of(&i.id)))
         .collect();
     let mut x = xml::response(c.action, c.rid);

@@ -34,6 +34,9 @@ mod zones;
 /// The `[ec2]` table of the daemon's configuration (it configures the cloud core).
 use crate::cloud::{Ec2Config, NetworkConfig};
 pub use error::Ec2Error;
+/// The user's `default` security group, made on first use (the console lists it as
+/// DescribeSecurityGroups does).
+pub use groups::ensure_default as ensure_default_group;
 
 use crate::auth::{self, Policy, UriMode};
 use crate::cloud::Changes;

@@ -235,6 +235,28 @@ impl Store {
         Ok(hash.flatten())
     }
 
+    /// Gives `name` a fresh access key and secret in place of its old ones, which stop
+    /// working at once (every request looks its key up here); the user with the new pair.
+    pub fn rotate_access_key(&self, name: &str) -> Result<User, StoreError> {
+        let (access_key, secret) = new_key_pair();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE users SET access_key = ?2, secret = ?3 WHERE name = ?1",
+            params![name, access_key, secret],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        let user = tx.query_row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+            [name],
+            row_to_user,
+        )?;
+        tx.commit()?;
+        Ok(user)
+    }
+
     /// The user holding `access_key`.
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
         let conn = self.reader();
@@ -294,6 +316,26 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
         assert_ne!(id, iam_user_id("bob"));
+    }
+
+    #[test]
+    fn a_rotated_key_replaces_the_old_one_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.create_user("carol", Role::User).unwrap();
+        let new = store.rotate_access_key("carol").unwrap();
+        assert_ne!(new.access_key, old.access_key);
+        assert_ne!(new.secret, old.secret);
+        assert_eq!((new.name.as_str(), new.role), ("carol", Role::User));
+        assert_eq!(store.user_by_access_key(&old.access_key).unwrap(), None);
+        assert_eq!(
+            store.user_by_access_key(&new.access_key).unwrap(),
+            Some(new)
+        );
+        assert!(matches!(
+            store.rotate_access_key("dave"),
+            Err(StoreError::NoSuchUser(_))
+        ));
     }
 
     #[test]

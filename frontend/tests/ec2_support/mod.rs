@@ -557,7 +557,20 @@ pub fn run_driven(
 
 /// `admin user create NAME` → (access key, secret).
 pub fn new_user(fe: &Frontend, name: &str) -> (String, String) {
-    let line = fe.admin(&["user", "create", name]);
+    keys_of(&fe.admin(&["user", "create", name]))
+}
+
+/// `admin user create NAME --password-stdin` with `password` for the web console → (access
+/// key, secret).
+pub fn user_with_password(fe: &Frontend, name: &str, password: &str) -> (String, String) {
+    keys_of(&fe.admin_with_stdin(
+        &["user", "create", name, "--password-stdin"],
+        &format!("{password}\n"),
+    ))
+}
+
+/// The access key and secret in `user create`'s line.
+fn keys_of(line: &str) -> (String, String) {
     let f: Vec<&str> = line.trim().split('\t').collect();
     (f[2].to_string(), f[3].to_string())
 }
