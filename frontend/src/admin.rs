@@ -1,8 +1,9 @@
 //! The `mallee-frontend admin` command line: user management and node admission (listing the
 //! nodes with their admission state, approving and rejecting them) over the store, each change
 //! recorded in the audit log as user [`CLI_USER`] from [`CLI_SOURCE`]; users' web console
-//! passwords (read from stdin, stored as Argon2id hashes). Creating a user and setting a
-//! password are [`create_user`] and [`set_password`], which the console's admin pages call too
+//! passwords (read from stdin, stored as Argon2id hashes). Creating a user, setting a
+//! password and disabling or enabling a user are [`create_user`], [`set_password`] and
+//! [`set_disabled`], which the console's admin pages call too
 //! with the signed-in admin as the [`Actor`]. Also: reading the audit log, the AWS
 //! credentials file written for the admin key pair, and the admin's first console password.
 
@@ -17,7 +18,7 @@ use std::path::Path;
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] [--password-stdin] | user password NAME --password-stdin | user list | user delete NAME | node list | node approve ID | node reject ID | audit [--limit N]")]
+    #[error("usage: mallee-frontend admin user create NAME [--role user|admin|node] [--password-stdin] | user password NAME --password-stdin | user list | user delete NAME | user disable NAME | user enable NAME | node list | node approve ID | node reject ID | audit [--limit N]")]
     Usage,
     #[error("{0}")]
     Password(#[from] PasswordError),
@@ -27,6 +28,8 @@ pub enum AdminError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Node(#[from] AdmissionError),
+    #[error("you cannot disable yourself ({0}); another admin can")]
+    DisableSelf(String),
     #[error("writing credentials file {path}: {source}")]
     Credentials {
         path: String,
@@ -141,6 +144,14 @@ pub fn run(store: &Store, args: &[String], stdin: &mut dyn BufRead) -> Result<St
             )?;
             Ok(format!("deleted {name}"))
         }
+        ["user", verb @ ("disable" | "enable"), name] => {
+            let disabled = *verb == "disable";
+            set_disabled(store, &CLI, name, disabled)?;
+            Ok(match disabled {
+                true => format!("disabled {name}: its keys and console sign-in are refused and its console sessions ended"),
+                false => format!("enabled {name}: its keys and console password work again"),
+            })
+        }
         ["node", "list"] => Ok(admission::list(store)?
             .iter()
             .map(node_line)
@@ -234,6 +245,30 @@ pub fn set_password(
 pub fn rotate_access_key(store: &Store, by: &Actor<'_>, name: &str) -> Result<User, StoreError> {
     let rotated = store.rotate_access_key(name);
     recorded(store, by, "RotateAccessKey", name, rotated, error_code)
+}
+
+/// Disables `name` (its access key and console sign-in are refused, its console sessions
+/// end) or enables it again, audited as `by` with the action `DisableUser` or `EnableUser`
+/// (IAM has no verb for this; its nearest is `UpdateAccessKey` to Inactive). Nobody may
+/// disable themself, so an admin cannot lock the console's last admin out by a slip.
+pub fn set_disabled(
+    store: &Store,
+    by: &Actor<'_>,
+    name: &str,
+    disabled: bool,
+) -> Result<(), AdminError> {
+    let action = if disabled {
+        "DisableUser"
+    } else {
+        "EnableUser"
+    };
+    if disabled && by.user == name {
+        let refused: Result<(), AdminError> = Err(AdminError::DisableSelf(name.to_string()));
+        return recorded(store, by, action, name, refused, |_| "InvalidInput");
+    }
+    let set = store.set_user_disabled(name, disabled);
+    recorded(store, by, action, name, set, error_code)?;
+    Ok(())
 }
 
 /// Records a change by `by` in the audit log as `result` says it went (`code` names a
@@ -392,6 +427,64 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("password"), "{out}");
+    }
+
+    #[test]
+    fn disable_and_enable_are_audited_and_nobody_disables_themself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bob = store.create_user("bob", Role::User).unwrap();
+        let out = run_args(&store, &["user", "disable", "bob"]).unwrap();
+        assert!(out.starts_with("disabled bob"), "{out}");
+        assert!(store.user_disabled("bob").unwrap());
+        assert_eq!(store.user_by_access_key(&bob.access_key).unwrap(), None);
+        run_args(&store, &["user", "enable", "bob"]).unwrap();
+        assert!(!store.user_disabled("bob").unwrap());
+        assert_eq!(
+            store.user_by_access_key(&bob.access_key).unwrap(),
+            Some(bob)
+        );
+        assert!(run_args(&store, &["user", "disable", "carol"]).is_err());
+        assert!(matches!(
+            run_args(&store, &["user", "disable"]),
+            Err(AdminError::Usage)
+        ));
+        store.ensure_admin().unwrap();
+        let me = Actor {
+            user: "admin",
+            source: "192.0.2.1",
+        };
+        assert!(matches!(
+            set_disabled(&store, &me, "admin", true),
+            Err(AdminError::DisableSelf(_))
+        ));
+        assert!(!store.user_disabled("admin").unwrap());
+        let out = run_args(&store, &["audit"]).unwrap();
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        let got: Vec<&[&str]> = lines.iter().map(|l| &l[1..7]).collect();
+        assert_eq!(
+            got,
+            [
+                &[
+                    "admin",
+                    "DisableUser",
+                    "admin",
+                    "192.0.2.1",
+                    "error",
+                    "InvalidInput"
+                ][..],
+                &[
+                    "admin-cli",
+                    "DisableUser",
+                    "carol",
+                    "local",
+                    "error",
+                    "NoSuchEntity"
+                ],
+                &["admin-cli", "EnableUser", "bob", "local", "ok", "-"],
+                &["admin-cli", "DisableUser", "bob", "local", "ok", "-"],
+            ]
+        );
     }
 
     #[test]

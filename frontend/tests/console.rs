@@ -5,7 +5,7 @@
 //! between users, an instance on a test node listed, its console and Terminate, credentials,
 //! sign-out), and `tests/console_admin.py` its admin pages (a user refused them; the admin sees
 //! the test node's capacity, approves a node waiting for admission, which then enrolls, creates
-//! a user who signs in, and filters the audit log), and `tests/console_cloud.py` the images,
+//! a user who signs in, filters the audit log, and disables and enables a user), and `tests/console_cloud.py` the images,
 //! security groups, volumes and snapshots, elastic IPs and key rotation pages (boto3 sees what
 //! they made, another user none of it). The console's changes are in the audit log
 //! as the signed-in user from the client's address.
@@ -106,6 +106,11 @@ fn users_sign_in_manage_key_pairs_see_only_their_own_and_changes_are_audited() {
     assert!(has("admin", "CreateUser", "carol", "ok"), "{audit}");
     assert!(has("admin", "CreateLoginProfile", "carol", "ok"), "{audit}");
     assert!(has("carol", "ConsoleSignIn", "carol", "ok"), "{audit}");
+    // Erin disabled and enabled again in the console; the admin's try at disabling themself.
+    assert!(has("admin", "DisableUser", "erin", "ok"), "{audit}");
+    assert!(has("admin", "EnableUser", "erin", "ok"), "{audit}");
+    assert!(has("admin", "DisableUser", "admin", "error"), "{audit}");
+    assert!(has("-", "ConsoleSignIn", "erin", "error"), "{audit}");
     // The console's other resources: the EC2 actions, as alice from her address.
     let did = |user: &str, action: &str, outcome: &str| {
         rows.iter()

@@ -1,16 +1,23 @@
 """The console's admin pages as a browser uses them: alice (a user) is refused every admin
 page and her approve is refused; the admin sees the test node with its capacity and the
 node waiting for admission, approves it, sees the networks page, creates a user who then
-signs in, and filters the audit log.
+signs in, and filters the audit log; then disables a user made for this (erin): her keys are
+refused by EC2, S3 and STS as an inactive key is, her open session ends and her sign-in is
+refused as disabled; enabled again, all of it works with the same keys. The admin cannot
+disable themself.
 Usage: console_admin.py ENDPOINT, with ALICE_PASSWORD, ADMIN_PASSWORD_FILE, NODE_ID (the
 test node, up) and PENDING_NODE_ID (a node that enrolled from a MAC not in `admit_macs`) in
 the environment."""
 
+import configparser
 import html
 import os
 import re
 
-from console_client import request, sign_in
+from botocore.exceptions import ClientError
+
+from console_client import header, request, sign_in, try_sign_in
+from ec2_client import client
 
 ADMIN_PAGES = ["/_console/admin/nodes", "/_console/admin/users", "/_console/admin/networks",
                "/_console/admin/audit"]
@@ -98,5 +105,75 @@ assert audit_rows(page) == [], page
 status, _, page = request("GET", "/_console/admin/audit?user=carol", admin)
 rows = audit_rows(page)
 assert rows and all(r[1] == "carol" for r in rows), rows
+
+
+def refused(call, code):
+    try:
+        call()
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == code, e.response
+    else:
+        raise AssertionError(f"not refused with {code}")
+
+
+def erin_calls(key, secret):
+    """One EC2, S3 and STS call with erin's keys, each a function."""
+    ec2, s3, sts = (client(s, key, secret, retry=False) for s in ("ec2", "s3", "sts"))
+    return ec2.describe_key_pairs, s3.list_buckets, sts.get_caller_identity
+
+
+def users_row(page, name):
+    m = re.search(rf'<td data-label="Name">{re.escape(name)}</td>(.*?)</tr>', page, re.S)
+    assert m, (name, page)
+    return m.group(1)
+
+
+# Disabling: erin, made for this, with her keys from her credentials file.
+ERIN_PASSWORD = "erin's console password"
+form = {"csrf": admin_csrf, "name": "erin", "role": "user", "password": ERIN_PASSWORD}
+status, _, page = request("POST", "/_console/admin/users", admin, form)
+assert status == 303, (status, page)
+erin, _ = sign_in("erin", ERIN_PASSWORD)
+status, _, creds = request("GET", "/_console/credentials/aws-credentials", erin)
+assert status == 200, (status, creds)
+parsed = configparser.ConfigParser()
+parsed.read_string(creds)
+erin_key = parsed["default"]["aws_access_key_id"]
+erin_secret = parsed["default"]["aws_secret_access_key"]
+ec2_call, s3_call, sts_call = erin_calls(erin_key, erin_secret)
+ec2_call()
+s3_call()
+sts_call()
+status, _, page = request("GET", "/_console/admin/users", admin)
+row = users_row(page, "erin")
+assert ">enabled<" in row and 'action="/_console/admin/users/disable"' in row, row
+# The admin's own row has no Disable button, and a forged POST is refused.
+assert "/disable" not in users_row(page, "admin"), page
+status, _, page = request("POST", "/_console/admin/users/disable", admin, {"csrf": admin_csrf, "name": "admin"})
+assert status == 400 and "cannot disable yourself" in page, (status, page)
+# Without the CSRF token nothing changes.
+status, _, page = request("POST", "/_console/admin/users/disable", admin, {"name": "erin"})
+assert status == 403, (status, page)
+ec2_call()
+
+status, _, page = request("POST", "/_console/admin/users/disable", admin, {"csrf": admin_csrf, "name": "erin"})
+assert status == 303, (status, page)
+status, _, page = request("GET", "/_console/admin/users", admin)
+row = users_row(page, "erin")
+assert ">disabled<" in row and 'action="/_console/admin/users/enable"' in row, row
+refused(ec2_call, "AuthFailure")
+refused(s3_call, "InvalidAccessKeyId")
+refused(sts_call, "InvalidClientTokenId")
+status, headers, page = request("GET", "/_console/instances", erin)
+assert status == 303 and header(headers, "Location") == ["/_console/signin"], (status, headers)
+status, _, page = try_sign_in("erin", ERIN_PASSWORD)
+assert status == 403 and "Your account is disabled" in page, (status, page)
+
+status, _, page = request("POST", "/_console/admin/users/enable", admin, {"csrf": admin_csrf, "name": "erin"})
+assert status == 303, (status, page)
+ec2_call()
+s3_call()
+sts_call()
+erin, _ = sign_in("erin", ERIN_PASSWORD)
 
 print("ok console admin")

@@ -2,16 +2,17 @@
 bundle (Python's default `ssl` context, which the harness points at it): sign-in (the form's
 token, wrong passwords, the rate limit), CSRF on every POST, a key pair made in the console
 and downloaded once then seen by boto3, escaping of what users type, one user's console
-showing nothing of another's, an instance listed, its console output and Terminate,
-credential downloads, and sign-out.
+showing nothing of another's, an instance listed, its console output, Reboot (Stop refused
+for an instance-store instance) and Terminate, credential downloads, and sign-out.
 Usage: console_http.py ENDPOINT, with ALICE_PASSWORD, BOB_PASSWORD, ALICE_KEY, ALICE_SECRET
 and ADMIN_PASSWORD_FILE in the environment."""
 
 import html
 import os
+import urllib.parse
 
 from console_client import header, request, sign_in, try_sign_in
-from ec2_client import EP, client, instances, states, wait_state
+from ec2_client import EP, client, instances, states, wait_for, wait_state
 
 
 def key_names(key, secret):
@@ -39,7 +40,7 @@ assert status == 401 and "Wrong user name or password" in page, (status, page)
 
 # The admin signs in with the password first boot wrote; the users with theirs.
 with open(os.environ["ADMIN_PASSWORD_FILE"]) as f:
-    sign_in("admin", f.read().strip())
+    admin, _ = sign_in("admin", f.read().strip())
 alice, alice_csrf = sign_in("alice", alice_pw)
 bob, bob_csrf = sign_in("bob", bob_pw)
 
@@ -107,6 +108,31 @@ assert status == 200 and '<meta http-equiv="refresh" content="5">' in page, (sta
 status, _, page = request("POST", f"/_console/instances/{iid}/terminate", bob, {"csrf": bob_csrf})
 assert status == 400, (status, page)
 assert states(ec2, [iid])[iid] == "running"
+
+# Reboot, Stop and Start: the buttons EC2 would take. Her running instance is instance-store
+# (its image is a registered file, no root volume), so it reboots but does not stop; Stop
+# posted anyway is EC2's refusal on the page, and bob cannot reboot it. Reboot in the console
+# is RebootInstances as alice: the test node reports the instance booted again (its console
+# output counts the reboots it was asked for).
+status, _, page = request("GET", "/_console/instances", alice)
+assert f"/_console/instances/{iid}/reboot" in page, page
+assert f"/{iid}/stop" not in page and f"/{iid}/start" not in page, page
+status, _, page = request("POST", f"/_console/instances/{iid}/reboot", bob, {"csrf": bob_csrf})
+assert status == 400 and iid in page, (status, page)
+status, _, page = request("POST", f"/_console/instances/{iid}/stop", alice, {"csrf": alice_csrf})
+assert status == 400, (status, page)
+assert f"The instance '{iid}' does not have an 'ebs' root device type" in page, page
+assert states(ec2, [iid])[iid] == "running"
+status, headers, page = request("POST", f"/_console/instances/{iid}/reboot", alice, {"csrf": alice_csrf})
+assert status == 303 and header(headers, "Location") == ["/_console/instances"], (status, page)
+assert states(ec2, [iid])[iid] == "running"
+wait_for("the test node's report of the reboot", lambda: f"booted {iid} (reboots 1)" in request(
+    "GET", f"/_console/instances/{iid}/console", alice)[2])
+for outcome, who in [("ok", "alice"), ("error", "bob")]:
+    query = urllib.parse.urlencode({"user": who, "action": "RebootInstances", "outcome": outcome})
+    status, _, page = request("GET", f"/_console/admin/audit?{query}", admin)
+    assert status == 200 and iid in page and "No entry matches" not in page, (outcome, page)
+
 status, headers, _ = request("POST", f"/_console/instances/{iid}/terminate", alice, {"csrf": alice_csrf})
 assert status == 303, status
 assert states(ec2, [iid])[iid] in ("shutting-down", "terminated"), states(ec2, [iid])

@@ -28,7 +28,9 @@ where
     Ok((user, verified))
 }
 
-/// The user holding `access_key`.
+/// The user holding `access_key`; a disabled user's key is refused as an unknown one
+/// (`AuthFailure` in EC2, `InvalidAccessKeyId` in S3, `InvalidClientTokenId` in STS/IAM, as
+/// AWS answers an inactive key).
 pub fn user<E>(store: &Store, access_key: &str) -> Result<User, E>
 where
     E: From<AuthError> + From<StoreError>,

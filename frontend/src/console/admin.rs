@@ -1,12 +1,12 @@
 //! The admin pages' handlers: the nodes (approve or reject one waiting for admission), the
-//! users (create one with a console password, reset a password), the instance networks with
+//! users (create one with a console password, reset a password, disable or enable one), the instance networks with
 //! the public addresses in use, and the audit log with its filters. The gate in `mod.rs` lets
 //! only admins reach them. Changes go through the same functions as the admin API and CLI:
 //! node admission is EC2's ApproveNode and RejectNode run through [`Ec2::call_as`]; users are
-//! `crate::admin`'s `create_user` and `set_password`; each is audited as the signed-in admin
+//! `crate::admin`'s `create_user`, `set_password` and `set_disabled`; each is audited as the signed-in admin
 //! from the client's address. The pages are `admin_pages`.
 
-use super::admin_pages::{self, AuditFilter, UserRow};
+use super::admin_pages::{self, AuditFilter, UserRow, AUDIT_ROWS};
 use super::pages::Nav;
 use super::reply::Reply;
 use super::{Asked, Console, ConsoleError};
@@ -14,9 +14,6 @@ use crate::admin::{Actor, AdminError};
 use crate::ec2::Ec2;
 use crate::store::{AuditRow, Role, Session, Store, StoreError};
 use http::StatusCode;
-
-/// The most rows the audit page shows.
-pub const AUDIT_ROWS: usize = 500;
 
 /// How many rows the audit page reads from the store at a time while filtering.
 const AUDIT_BATCH: usize = 1000;
@@ -105,10 +102,29 @@ impl Console {
         }
     }
 
+    /// Disables (or enables) the user the form names, as the signed-in admin; refused for the
+    /// admin themself.
+    pub(super) fn set_disabled(
+        &self,
+        a: &Asked<'_>,
+        s: &Session,
+        disabled: bool,
+    ) -> Result<Reply, ConsoleError> {
+        let name = a.form.get("name").unwrap_or("");
+        match crate::admin::set_disabled(&self.store, &actor(a, s), name, disabled) {
+            Ok(()) => Ok(Reply::redirect("/_console/admin/users")),
+            Err(e) => {
+                let verb = if disabled { "disabled" } else { "enabled" };
+                self.refused(s, &format!("{name} was not {verb}"), &e)
+            }
+        }
+    }
+
     /// The users page saying why a change was refused: a 400 for what the admin can fix.
     fn refused(&self, s: &Session, what: &str, e: &AdminError) -> Result<Reply, ConsoleError> {
         let status = match e {
             AdminError::Password(_)
+            | AdminError::DisableSelf(_)
             | AdminError::Store(
                 StoreError::UserExists(_)
                 | StoreError::AccountIdTaken { .. }
@@ -157,14 +173,19 @@ fn actor<'a>(a: &'a Asked<'_>, s: &'a Session) -> Actor<'a> {
     }
 }
 
-/// Every user, with whether it has a console password.
+/// Every user, with whether it has a console password and whether it is disabled.
 fn user_rows(store: &Store) -> Result<Vec<UserRow>, StoreError> {
     store
         .list_users()?
         .into_iter()
         .map(|user| {
             let has_password = store.password_hash(&user.name)?.is_some();
-            Ok(UserRow { user, has_password })
+            let disabled = store.user_disabled(&user.name)?;
+            Ok(UserRow {
+                user,
+                has_password,
+                disabled,
+            })
         })
         .collect()
 }

@@ -16,6 +16,9 @@ use crate::store::{AuditEntry, AuditRow, User};
 use maud::{html, Markup};
 use std::collections::BTreeMap;
 
+/// The most rows the audit page shows.
+pub const AUDIT_ROWS: usize = 500;
+
 /// `used` of `total` `unit` as a bar with the numbers beside it.
 fn bar(label: &str, used: u64, total: u64, unit: &str) -> Markup {
     html! {
@@ -174,11 +177,32 @@ pub fn nodes(nav: Nav<'_>, views: &[NodeView], message: Option<&str>) -> Markup 
 pub struct UserRow {
     pub user: User,
     pub has_password: bool,
+    pub disabled: bool,
 }
 
-/// The users, the form to create one, and a password reset on each.
+/// The button that disables user `name`, or enables it when it is `disabled`.
+fn disable_button(csrf: &str, name: &str, disabled: bool) -> Markup {
+    let (verb, text) = match disabled {
+        true => ("enable", "Enable"),
+        false => ("disable", "Disable"),
+    };
+    html! {
+        form.inline method="post" action={ "/_console/admin/users/" (verb) } {
+            (csrf_field(csrf))
+            input type="hidden" name="name" value=(name);
+            @if disabled {
+                button type="submit" { (text) }
+            } @else {
+                button.danger type="submit" { (text) }
+            }
+        }
+    }
+}
+
+/// The users, the form to create one, and on each its state, a password reset and a
+/// Disable or Enable button (none on the signed-in admin's own row: nobody disables themself).
 pub fn users(nav: Nav<'_>, rows: &[UserRow], message: Option<&str>) -> Markup {
-    let csrf = nav.csrf;
+    let (csrf, me) = (nav.csrf, nav.user);
     let frame = Frame::signed_in("Users", nav);
     page(
         &frame,
@@ -198,7 +222,7 @@ pub fn users(nav: Nav<'_>, rows: &[UserRow], message: Option<&str>) -> Markup {
                 p.hint { "The user's access key is on their Credentials page once they sign in." }
             }
             table.list {
-                thead { tr { th { "Name" } th { "Role" } th { "Account" } th { "Console password" } th { "Created" } th { "" } } }
+                thead { tr { th { "Name" } th { "Role" } th { "Account" } th { "Console password" } th { "State" } th { "Created" } th { "" } } }
                 tbody {
                     @for r in rows {
                         @let u = &r.user;
@@ -207,6 +231,9 @@ pub fn users(nav: Nav<'_>, rows: &[UserRow], message: Option<&str>) -> Markup {
                             td data-label="Role" { (u.role.as_str()) }
                             td data-label="Account" { (u.account_id()) }
                             td data-label="Console password" { @if r.has_password { "set" } @else { "none" } }
+                            td data-label="State" {
+                                @if r.disabled { span.state.bad { "disabled" } } @else { span.state.ok { "enabled" } }
+                            }
                             td data-label="Created" { (time(u.created_ms)) }
                             td {
                                 form.inline method="post" action="/_console/admin/users/password" {
@@ -215,13 +242,17 @@ pub fn users(nav: Nav<'_>, rows: &[UserRow], message: Option<&str>) -> Markup {
                                     input type="password" name="password" autocomplete="new-password" required aria-label={ "New password for " (u.name) };
                                     button type="submit" { "Set password" }
                                 }
+                                @if u.name != me {
+                                    " "
+                                    (disable_button(csrf, &u.name, r.disabled))
+                                }
                             }
                         }
                     }
                 }
             }
-            p.hint { "Setting a password ends that user's console sessions. Users are deleted with "
-                code { "mallee-frontend admin user delete NAME" } "; there is no disabling yet." }
+            p.hint { "Setting a password ends that user's console sessions. Disabling a user refuses its access key and console sign-in and ends its sessions at once; enabling it restores both with the same keys. Users are deleted with "
+                code { "mallee-frontend admin user delete NAME" } "." }
         },
     )
 }
@@ -343,7 +374,7 @@ pub fn audit(nav: Nav<'_>, filter: &AuditFilter, rows: &[AuditRow]) -> Markup {
                 }
                 button type="submit" { "Filter" }
             }
-            p.hint { "Newest first; at most " (super::admin::AUDIT_ROWS) " entries. "
+            p.hint { "Newest first; at most " (AUDIT_ROWS) " entries. "
                 code { "mallee-frontend admin audit --limit N" } " prints more." }
             @if rows.is_empty() {
                 p { "No entry matches." }
@@ -515,6 +546,7 @@ mod tests {
         let rows = [UserRow {
             user,
             has_password: false,
+            disabled: false,
         }];
         let html = users(nav(), &rows, Some("<b>no</b>")).into_string();
         assert!(
@@ -548,6 +580,64 @@ mod tests {
         assert!(
             html.contains(r#"value="&quot;&gt;&lt;script&gt;""#),
             "{html}"
+        );
+    }
+
+    fn row(name: &str, disabled: bool) -> UserRow {
+        UserRow {
+            user: User {
+                name: name.into(),
+                access_key: "MKIA".into(),
+                secret: "s".into(),
+                role: crate::store::Role::User,
+                created_ms: 0,
+            },
+            has_password: true,
+            disabled,
+        }
+    }
+
+    #[test]
+    fn each_user_shows_its_state_and_the_button_that_changes_it_but_not_on_ones_own_row() {
+        let rows = [row("erin", true), row("frank", false), row("ops", false)];
+        let html = users(nav(), &rows, None).into_string();
+        let part = |name: &str| {
+            let start = html
+                .find(&format!("<td data-label=\"Name\">{name}<"))
+                .unwrap();
+            let end = html[start..].find("</tr>").unwrap();
+            html[start..start + end].to_string()
+        };
+        let erin = part("erin");
+        assert!(
+            erin.contains(r#"<span class="state bad">disabled</span>"#),
+            "{erin}"
+        );
+        assert!(
+            erin.contains(r#"action="/_console/admin/users/enable""#),
+            "{erin}"
+        );
+        assert!(!erin.contains("/disable"), "{erin}");
+        let frank = part("frank");
+        assert!(
+            frank.contains(r#"<span class="state ok">enabled</span>"#),
+            "{frank}"
+        );
+        assert!(
+            frank.contains(r#"action="/_console/admin/users/disable""#),
+            "{frank}"
+        );
+        assert!(frank.contains(r#"name="name" value="frank""#), "{frank}");
+        // The signed-in admin ("ops") gets no Disable button on their own row.
+        let ops = part("ops");
+        assert!(
+            !ops.contains("/disable") && !ops.contains("/enable"),
+            "{ops}"
+        );
+        let forms = html.matches("<form").count();
+        assert_eq!(
+            html.matches(r#"name="csrf" value="CSRF-TOKEN""#).count(),
+            forms
         );
     }
 

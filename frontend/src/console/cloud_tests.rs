@@ -3,49 +3,17 @@
 //! EC2's refusal is the page's message, one user's pages show nothing of another's, and a
 //! rotated access key replaces the old one.
 
-use super::super::{session, Asked, Console, Params, Reply};
+use super::super::tests::{audited, body, fixture, Fixture};
+use super::super::{session, Asked, Params, Reply};
 use crate::cloud::model::{SecurityGroup, Source, Volume, GROUP, VOLUME};
-use crate::cloud::{Changes, Ec2Config};
-use crate::ec2::Ec2;
-use crate::store::{Outcome, Role, Store};
 use http::{Method, StatusCode};
-use std::sync::Arc;
 
 const ADDR: &str = "192.0.2.20";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    ec2: Ec2,
-    console: Console,
-}
 
 /// A signed-in user's cookie and CSRF token.
 struct Signed {
     cookie: String,
     csrf: String,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
-    let ec2 = Ec2::new(
-        store.clone(),
-        Ec2Config::default(),
-        Arc::new(Changes::default()),
-        "us-east-1",
-        300,
-    );
-    let console = Console::new(store.clone(), None, "us-east-1");
-    for name in ["alice", "bob"] {
-        store.create_user(name, Role::User).unwrap();
-    }
-    Fixture {
-        _dir: dir,
-        store,
-        ec2,
-        console,
-    }
 }
 
 impl Fixture {
@@ -58,12 +26,12 @@ impl Fixture {
             .create_session(&session::digest(&token), user, &csrf, now, session::IDLE_MS)
             .unwrap();
         Signed {
-            cookie: format!("mallee-session={token}"),
+            cookie: format!("{}={token}", self.console.cookies.session_name()),
             csrf,
         }
     }
 
-    fn ask(&self, method: Method, path: &str, who: &Signed, form: &[(&str, &str)]) -> Reply {
+    fn ask_as(&self, method: Method, path: &str, who: &Signed, form: &[(&str, &str)]) -> Reply {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::COOKIE, who.cookie.parse().unwrap());
         let asked = Asked {
@@ -78,7 +46,7 @@ impl Fixture {
     }
 
     fn get(&self, path: &str, who: &Signed) -> String {
-        let r = self.ask(Method::GET, path, who, &[]);
+        let r = self.ask_as(Method::GET, path, who, &[]);
         assert_eq!(r.status, StatusCode::OK, "{}", body(&r));
         body(&r)
     }
@@ -87,7 +55,7 @@ impl Fixture {
     fn post(&self, path: &str, who: &Signed, form: &[(&str, &str)]) -> Reply {
         let mut form = form.to_vec();
         form.push(("csrf", &who.csrf));
-        self.ask(Method::POST, path, who, &form)
+        self.ask_as(Method::POST, path, who, &form)
     }
 
     fn groups_of(&self, owner: &str) -> Vec<SecurityGroup> {
@@ -97,27 +65,6 @@ impl Fixture {
     fn volumes_of(&self, owner: &str) -> Vec<Volume> {
         self.store.cloud(|tx| tx.list(VOLUME, Some(owner))).unwrap()
     }
-
-    /// (user, source, outcome) of every audit entry of `action`, newest first.
-    fn audited(&self, action: &str) -> Vec<(String, String, &'static str)> {
-        let log = self.store.audit_log(1000, None).unwrap();
-        log.rows
-            .iter()
-            .filter(|r| r.entry.action == action)
-            .map(|r| {
-                let ok = if r.entry.outcome == Outcome::Ok {
-                    "ok"
-                } else {
-                    "error"
-                };
-                (r.entry.user.clone(), r.entry.source.clone(), ok)
-            })
-            .collect()
-    }
-}
-
-fn body(r: &Reply) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
 }
 
 #[test]
@@ -185,10 +132,10 @@ fn a_group_and_its_rule_are_made_as_the_ec2_calls_escaped_and_seen_only_by_their
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
     assert!(!f.groups_of("alice").iter().any(|x| x.id == g.id));
     assert_eq!(
-        f.audited("CreateSecurityGroup"),
+        audited(&f, "CreateSecurityGroup"),
         [("alice".into(), ADDR.into(), "ok")]
     );
-    let deleted = f.audited("DeleteSecurityGroup");
+    let deleted = audited(&f, "DeleteSecurityGroup");
     assert_eq!(
         deleted,
         [
@@ -196,8 +143,8 @@ fn a_group_and_its_rule_are_made_as_the_ec2_calls_escaped_and_seen_only_by_their
             ("bob".into(), ADDR.into(), "error")
         ]
     );
-    assert_eq!(f.audited("AuthorizeSecurityGroupIngress").len(), 2);
-    assert_eq!(f.audited("RevokeSecurityGroupIngress").len(), 1);
+    assert_eq!(audited(&f, "AuthorizeSecurityGroupIngress").len(), 2);
+    assert_eq!(audited(&f, "RevokeSecurityGroupIngress").len(), 1);
 }
 
 #[test]
@@ -211,12 +158,12 @@ fn a_post_without_the_csrf_token_changes_nothing() {
             ("size", "1"),
             ("zone", "cluster1"),
         ];
-        let r = f.ask(Method::POST, path, &alice, &form);
+        let r = f.ask_as(Method::POST, path, &alice, &form);
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
     }
     assert!(f.groups_of("alice").is_empty());
     assert!(f.volumes_of("alice").is_empty());
-    assert!(f.audited("AllocateAddress").is_empty());
+    assert!(audited(&f, "AllocateAddress").is_empty());
 }
 
 #[test]
@@ -275,13 +222,13 @@ fn volumes_and_snapshots_are_made_as_the_ec2_calls_with_the_stored_states() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
     assert!(f.volumes_of("alice").is_empty());
     assert_eq!(
-        f.audited("CreateVolume"),
+        audited(&f, "CreateVolume"),
         [
             ("alice".into(), ADDR.into(), "error"),
             ("alice".into(), ADDR.into(), "ok")
         ]
     );
-    assert_eq!(f.audited("CreateSnapshot").len(), 2);
+    assert_eq!(audited(&f, "CreateSnapshot").len(), 2);
 }
 
 #[test]
@@ -312,7 +259,7 @@ fn an_address_is_allocated_and_released_as_the_ec2_calls_and_only_its_owner_sees
         .get("/addresses", &alice)
         .contains("You have no elastic IPs"));
     assert_eq!(
-        f.audited("ReleaseAddress"),
+        audited(&f, "ReleaseAddress"),
         [
             ("alice".into(), ADDR.into(), "ok"),
             ("bob".into(), ADDR.into(), "error")
@@ -386,7 +333,7 @@ fn rotating_the_key_replaces_it_at_once_offers_the_new_file_and_is_audited() {
     assert!(f
         .get("/credentials/rotate", &alice)
         .contains(&old.access_key));
-    let r = f.ask(Method::POST, "/credentials/rotate", &alice, &[]);
+    let r = f.ask_as(Method::POST, "/credentials/rotate", &alice, &[]);
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(f.store.user_by_name("alice").unwrap(), Some(old.clone()));
     let r = f.post("/credentials/rotate", &alice, &[]);
@@ -401,7 +348,7 @@ fn rotating_the_key_replaces_it_at_once_offers_the_new_file_and_is_audited() {
         .get("/credentials/rotate", &alice)
         .contains(&new.access_key));
     assert_eq!(
-        f.audited("RotateAccessKey"),
+        audited(&f, "RotateAccessKey"),
         [("alice".into(), ADDR.into(), "ok")]
     );
 }

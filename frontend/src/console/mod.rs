@@ -1,9 +1,10 @@
 //! The web console: HTML pages under `/_console/` on the API listener for a user signed in
-//! with a name and password — their instances (launch, terminate, console output), key pairs
-//! (create with a one-time private key download, delete) and their credentials for the AWS
-//! CLI. Every change goes through the EC2 room's own call path ([`Ec2::call_as`]): the same
-//! checks, core operations, owner scoping and audit entry as a signed Query request; reads
-//! are scoped to the signed-in user as the EC2 Describe calls scope them.
+//! with a name and password — their instances (launch, reboot, stop/start, terminate, console
+//! output), key pairs (create with a one-time private key download, delete) and their
+//! credentials for the AWS CLI. Every change goes through the EC2 room's own call path
+//! ([`Ec2::call_as`]): the same checks, core operations, owner scoping and audit entry as a
+//! signed Query request; reads are scoped to the signed-in user as the EC2 Describe calls
+//! scope them.
 //!
 //! This module routes a request and gates it: the stylesheet and sign-in are open; every
 //! other page needs a live session (`store::sessions`), and every POST the session's CSRF
@@ -198,7 +199,7 @@ impl Console {
             (&Method::POST, ["signout"]) => self.sign_out(a, s),
             (&Method::GET, ["instances"]) => self.instances(ec2, s, None),
             (&Method::POST, ["instances"]) => self.launch(ec2, a, s),
-            (&Method::POST, ["instances", id, "terminate"]) => self.terminate(ec2, a, s, id),
+            (&Method::POST, ["instances", id, verb]) => self.instance_action(ec2, a, s, id, verb),
             (&Method::GET, ["instances", id, "console"]) => self.console_output(ec2, s, id),
             (&Method::GET, ["keypairs"]) => self.key_pairs(ec2, s, StatusCode::OK, None),
             (&Method::POST, ["keypairs"]) => self.create_key_pair(ec2, a, s),
@@ -222,6 +223,9 @@ impl Console {
             (&Method::GET, ["admin", "users"]) => self.users(s, StatusCode::OK, None),
             (&Method::POST, ["admin", "users"]) => self.create_user(a, s),
             (&Method::POST, ["admin", "users", "password"]) => self.reset_password(a, s),
+            (&Method::POST, ["admin", "users", verb @ ("disable" | "enable")]) => {
+                self.set_disabled(a, s, *verb == "disable")
+            }
             (&Method::GET, ["admin", "networks"]) => self.networks(ec2, s),
             (&Method::GET, ["admin", "audit"]) => self.audit(a, s),
             _ => Err(ConsoleError::NotFound(format!("{PREFIX}{}", a.path))),
@@ -250,5 +254,7 @@ pub fn throttled() -> Response<RespBody> {
     Reply::page(StatusCode::SERVICE_UNAVAILABLE, page).into_response()
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod tests;

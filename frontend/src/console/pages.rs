@@ -179,8 +179,80 @@ pub struct InstanceRow<'a> {
     pub tags: &'a TagSet,
 }
 
-/// The signed-in user's instances, with a Terminate button on each one not yet terminated,
-/// above the `launch` form.
+/// A button of the instances page: an EC2 lifecycle call on one instance, posted to
+/// `/_console/instances/ID/VERB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceAction {
+    Reboot,
+    Stop,
+    Start,
+    Terminate,
+}
+
+impl InstanceAction {
+    const ALL: [InstanceAction; 4] = [
+        InstanceAction::Reboot,
+        InstanceAction::Stop,
+        InstanceAction::Start,
+        InstanceAction::Terminate,
+    ];
+
+    /// The action the last part of a POST's path names.
+    pub fn from_verb(verb: &str) -> Option<InstanceAction> {
+        Self::ALL.into_iter().find(|a| a.verb() == verb)
+    }
+
+    /// The last part of the form's path.
+    pub fn verb(self) -> &'static str {
+        match self {
+            InstanceAction::Reboot => "reboot",
+            InstanceAction::Stop => "stop",
+            InstanceAction::Start => "start",
+            InstanceAction::Terminate => "terminate",
+        }
+    }
+
+    /// The EC2 call it runs.
+    pub fn ec2_action(self) -> &'static str {
+        match self {
+            InstanceAction::Reboot => "RebootInstances",
+            InstanceAction::Stop => "StopInstances",
+            InstanceAction::Start => "StartInstances",
+            InstanceAction::Terminate => "TerminateInstances",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            InstanceAction::Reboot => "Reboot",
+            InstanceAction::Stop => "Stop",
+            InstanceAction::Start => "Start",
+            InstanceAction::Terminate => "Terminate",
+        }
+    }
+
+    /// Whether EC2 would take it for `i` as its record stands (`ec2::instances`): reboot and
+    /// stop a running instance, stop only one whose root device is EBS, start a stopped one
+    /// that no CreateImage holds, terminate any not yet terminated.
+    pub fn applies_to(self, i: &Instance) -> bool {
+        match self {
+            InstanceAction::Reboot => i.state == State::Running,
+            InstanceAction::Stop => {
+                i.state == State::Running && crate::ec2::render::root_device_type(i) == "ebs"
+            }
+            InstanceAction::Start => i.state == State::Stopped && i.image_hold.is_none(),
+            InstanceAction::Terminate => i.state != State::Terminated,
+        }
+    }
+
+    /// The actions whose buttons `i`'s row shows, in the page's order.
+    pub fn offered(i: &Instance) -> impl Iterator<Item = InstanceAction> + '_ {
+        Self::ALL.into_iter().filter(|a| a.applies_to(i))
+    }
+}
+
+/// The signed-in user's instances, each with the buttons of the lifecycle calls EC2 would take
+/// in its state ([`InstanceAction::offered`]), above the `launch` form.
 pub fn instances(
     nav: Nav<'_>,
     rows: &[InstanceRow<'_>],
@@ -223,11 +295,16 @@ pub fn instances(
                                 }
                                 td data-label="Tags" { (tags(row.tags)) }
                                 td {
-                                    @if i.state != State::Terminated {
-                                        form.inline method="post" action={ "/_console/instances/" (i.id) "/terminate" } {
+                                    @for action in InstanceAction::offered(i) {
+                                        form.inline method="post" action={ "/_console/instances/" (i.id) "/" (action.verb()) } {
                                             (csrf_field(csrf))
-                                            button.danger type="submit" { "Terminate" }
+                                            @if action == InstanceAction::Terminate {
+                                                button.danger type="submit" { (action.label()) }
+                                            } @else {
+                                                button type="submit" { (action.label()) }
+                                            }
                                         }
+                                        " "
                                     }
                                 }
                             }
@@ -477,5 +554,72 @@ mod tests {
         )
         .into_string();
         assert!(!html.contains("/terminate"), "{html}");
+    }
+
+    /// The actions (`verb`s) of the buttons on `i`'s row, after checking each form carries the
+    /// CSRF token.
+    fn buttons_of(i: &Instance) -> Vec<String> {
+        let tags = TagSet::default();
+        let row = InstanceRow {
+            instance: i,
+            tags: &tags,
+        };
+        let html = instances(nav(), &[row], html! {}, None).into_string();
+        let forms: Vec<&str> = html.split("<form").skip(1).collect();
+        for form in &forms {
+            let form = &form[..form.find("</form>").unwrap()];
+            assert!(
+                form.contains(r#"<input type="hidden" name="csrf" value="CSRF-TOKEN">"#),
+                "{form}"
+            );
+        }
+        let prefix = format!(r#"action="/_console/instances/{}/"#, i.id);
+        (forms.iter())
+            .filter_map(|f| f.split_once(&prefix))
+            .map(|(_, rest)| rest.split('"').next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_instance_shows_the_buttons_ec2_would_take_in_its_state_with_the_csrf_token() {
+        let with = |state: State, ebs: bool| {
+            let mut i = test_instance();
+            i.state = state;
+            i.root_volume = ebs.then(|| "vol-0123456789abcdef0".to_string());
+            i
+        };
+        let cases = [
+            (State::Running, false, vec!["reboot", "terminate"]),
+            (State::Running, true, vec!["reboot", "stop", "terminate"]),
+            (State::Pending, true, vec!["terminate"]),
+            (State::Stopping, true, vec!["terminate"]),
+            (State::Stopped, true, vec!["start", "terminate"]),
+            (State::ShuttingDown, true, vec!["terminate"]),
+            (State::Terminated, true, vec![]),
+        ];
+        for (state, ebs, want) in cases {
+            assert_eq!(buttons_of(&with(state, ebs)), want, "{state:?}, ebs {ebs}");
+        }
+        let mut held = with(State::Stopped, true);
+        held.image_hold = Some(crate::cloud::model::ImageHold {
+            image_id: "emi-0123456789abcdef0".into(),
+            snapshot_id: "snap-0123456789abcdef0".into(),
+            restart: true,
+        });
+        assert_eq!(buttons_of(&held), ["terminate"]);
+    }
+
+    #[test]
+    fn an_instance_action_is_named_by_its_verb_and_runs_its_ec2_call() {
+        for (verb, call) in [
+            ("reboot", "RebootInstances"),
+            ("stop", "StopInstances"),
+            ("start", "StartInstances"),
+            ("terminate", "TerminateInstances"),
+        ] {
+            let action = InstanceAction::from_verb(verb).unwrap();
+            assert_eq!((action.verb(), action.ec2_action()), (verb, call));
+        }
+        assert_eq!(InstanceAction::from_verb("console"), None);
     }
 }

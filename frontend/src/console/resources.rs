@@ -1,8 +1,8 @@
-//! The signed-in user's resources: instances (list, launch, terminate, console output), key pairs
-//! (list, create with the private key downloaded once, delete) and credentials (the AWS
-//! credentials file, shell settings and the CA bundle). Changes are EC2 calls run through
-//! [`Ec2::call_as`] as the user, so they are checked, scoped and audited as the Query API's
-//! are; lists read the user's own records as the Describe calls do.
+//! The signed-in user's resources: instances (list, launch, reboot, stop, start, terminate,
+//! console output), key pairs (list, create with the private key downloaded once, delete) and
+//! credentials (the AWS credentials file, shell settings and the CA bundle). Changes are EC2
+//! calls run through [`Ec2::call_as`] as the user, so they are checked, scoped and audited as
+//! the Query API's are; lists read the user's own records as the Describe calls do.
 
 use super::launch::{self, Choices, Filled};
 use super::pages::{self, InstanceRow, Nav};
@@ -90,19 +90,30 @@ impl Console {
         }
     }
 
-    /// TerminateInstances of `id`; back to the list, with EC2's reason when it refused.
-    pub(super) fn terminate(
+    /// The EC2 lifecycle call `verb` (a button of the instances page) names on `id`: `reboot`,
+    /// `stop`, `start` or `terminate`; back to the list, with EC2's reason when it refused.
+    /// EC2 decides what is allowed (an instance-store instance does not stop, a stopped one
+    /// does not reboot): the page only leaves out the buttons that would be refused.
+    pub(super) fn instance_action(
         &self,
         ec2: &Ec2,
         a: &Asked<'_>,
         s: &Session,
         id: &str,
+        verb: &str,
     ) -> Result<Reply, ConsoleError> {
+        let Some(action) = pages::InstanceAction::from_verb(verb) else {
+            return Err(ConsoleError::NotFound(format!(
+                "{}{}",
+                super::PREFIX,
+                a.path
+            )));
+        };
         match Self::call(
             ec2,
             a,
             s,
-            &[("Action", "TerminateInstances"), ("InstanceId.1", id)],
+            &[("Action", action.ec2_action()), ("InstanceId.1", id)],
         ) {
             Ok(_) => Ok(Reply::redirect("/_console/instances")),
             Err(e) => self.instances(ec2, s, Some((crate::http::status(e.status), &e.message))),

@@ -18,7 +18,8 @@ impl Console {
     }
 
     /// Checks a sign-in: the form token against its cookie, then the rate limit, then the
-    /// password. Starts a session and sends the browser to its instances when all pass.
+    /// password, then that the user is not disabled (said only to whoever gave the right
+    /// password). Starts a session and sends the browser to its instances when all pass.
     pub(super) fn sign_in(&self, a: &Asked<'_>) -> Reply {
         let expected = session::cookie(a.headers, self.cookies.sign_in_name()).unwrap_or("");
         if !csrf_matches(expected, a.form.get("csrf")) {
@@ -50,6 +51,19 @@ impl Console {
                 StatusCode::UNAUTHORIZED,
                 Some("Wrong user name or password. Ask the cloud's admin to set your password if you have none."),
             );
+        }
+        // Only someone who knows the password learns that the account is disabled; anyone
+        // else got the wrong-password answer above.
+        match self.store.user_disabled(name) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.record(a, "-", "ConsoleSignIn", name, Some("UserDisabled"));
+                return self.sign_in_form(
+                    StatusCode::FORBIDDEN,
+                    Some("Your account is disabled; ask the cloud's admin to enable it."),
+                );
+            }
+            Err(e) => return failed(None, &ConsoleError::Store(e)),
         }
         let token = new_token();
         if let Err(e) = (self.store).create_session(

@@ -6,16 +6,19 @@ use super::*;
 use crate::cloud::{Changes, Ec2Config};
 use crate::store::Role;
 
-const ADDR: &str = "192.0.2.10";
+pub(super) const ADDR: &str = "192.0.2.10";
 
-struct Fixture {
+/// A store with alice and bob (users) and ops (an admin), each with the password
+/// `<name> password`, the EC2 room and a console serving TLS (secure cookies). The other
+/// console test modules share it.
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    ec2: Ec2,
-    console: Console,
+    pub(super) store: Arc<Store>,
+    pub(super) ec2: Ec2,
+    pub(super) console: Console,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let ec2 = Ec2::new(
@@ -46,7 +49,13 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn ask(&self, method: Method, path: &str, cookies: &[String], form: &[(&str, &str)]) -> Reply {
+    pub(super) fn ask(
+        &self,
+        method: Method,
+        path: &str,
+        cookies: &[String],
+        form: &[(&str, &str)],
+    ) -> Reply {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, "cloud.example:8773".parse().unwrap());
         if !cookies.is_empty() {
@@ -64,7 +73,7 @@ impl Fixture {
     }
 
     /// The sign-in form's token and its cookie.
-    fn sign_in_form(&self) -> (String, String) {
+    pub(super) fn sign_in_form(&self) -> (String, String) {
         let form = self.ask(Method::GET, "/signin", &[], &[]);
         assert_eq!(form.status, StatusCode::OK);
         let cookie = cookie_pair(&form.cookies[0]);
@@ -72,7 +81,7 @@ impl Fixture {
         (token, cookie)
     }
 
-    fn try_sign_in(&self, user: &str, password: &str) -> Reply {
+    pub(super) fn try_sign_in(&self, user: &str, password: &str) -> Reply {
         let (token, cookie) = self.sign_in_form();
         self.ask(
             Method::POST,
@@ -83,7 +92,7 @@ impl Fixture {
     }
 
     /// Signs `user` in; the session cookie and the CSRF token of its pages.
-    fn sign_in(&self, user: &str) -> (String, String) {
+    pub(super) fn sign_in(&self, user: &str) -> (String, String) {
         let r = self.try_sign_in(user, &format!("{user} password"));
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
         assert_eq!(r.location.as_deref(), Some("/_console/instances"));
@@ -104,11 +113,11 @@ impl Fixture {
 }
 
 /// `name=value` of a `Set-Cookie` value.
-fn cookie_pair(set_cookie: &str) -> String {
+pub(super) fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_string()
 }
 
-fn body(r: &Reply) -> String {
+pub(super) fn body(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
@@ -822,4 +831,175 @@ fn a_refused_launch_shows_ec2s_message_keeps_the_form_and_makes_nothing() {
         .map(|r| (r.entry.user.as_str(), r.entry.outcome.parts().0))
         .collect();
     assert_eq!(runs, [("alice", "error"), ("bob", "error")]);
+}
+
+/// Alice's `i-…1` in `state` (EBS-backed when `ebs`), in the zone of a node with room.
+fn alice_instance(f: &Fixture, state: crate::cloud::model::State, ebs: bool) -> String {
+    let zone = &Ec2Config::default().clusters[0];
+    crate::cloud::nodes::tests::node_in(&f.store, "n1", zone);
+    let mut i = crate::cloud::reconcile::tests::instance();
+    i.id = "i-0123456789abcdef1".into();
+    i.owner = "alice".into();
+    i.zone = zone.clone();
+    i.state = state;
+    i.root_volume = ebs.then(|| "vol-0123456789abcdef0".to_string());
+    f.store
+        .cloud(|tx| tx.put(crate::cloud::model::INSTANCE, &i.id, &i.owner, None, &i))
+        .unwrap();
+    i.id
+}
+
+fn instance_now(f: &Fixture, id: &str) -> crate::cloud::model::Instance {
+    f.store
+        .cloud(|tx| tx.get(crate::cloud::model::INSTANCE, id))
+        .unwrap()
+        .unwrap()
+}
+
+/// Who ran `action` and how it went, newest first.
+pub(super) fn audited(f: &Fixture, action: &str) -> Vec<(String, String, &'static str)> {
+    let log = f.store.audit_log(100, None).unwrap();
+    (log.rows.iter())
+        .filter(|r| r.entry.action == action)
+        .map(|r| {
+            let outcome = if r.entry.outcome == crate::store::Outcome::Ok {
+                "ok"
+            } else {
+                "error"
+            };
+            (r.entry.user.clone(), r.entry.source.clone(), outcome)
+        })
+        .collect()
+}
+
+#[test]
+fn reboot_of_a_running_instance_is_reboot_instances_audited_as_the_user() {
+    use crate::cloud::model::State;
+    let f = fixture();
+    let id = alice_instance(&f, State::Running, false);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let page = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    assert!(
+        page.contains(&format!(r#"action="/_console/instances/{id}/reboot""#)),
+        "{page}"
+    );
+    let path = format!("/instances/{id}/reboot");
+    let r = f.ask(Method::POST, &path, &alice, &[("csrf", &csrf)]);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(r.location.as_deref(), Some("/_console/instances"));
+    let now = instance_now(&f, &id);
+    assert_eq!((now.state, now.reboot_count), (State::Running, 1));
+    assert_eq!(
+        audited(&f, "RebootInstances"),
+        [("alice".to_string(), ADDR.to_string(), "ok")]
+    );
+}
+
+#[test]
+fn bob_cannot_reboot_stop_or_start_alices_instance() {
+    use crate::cloud::model::State;
+    let f = fixture();
+    let id = alice_instance(&f, State::Running, true);
+    let (bob, csrf) = f.sign_in("bob");
+    let bob = [bob];
+    for verb in ["reboot", "stop", "start"] {
+        let path = format!("/instances/{id}/{verb}");
+        let r = f.ask(Method::POST, &path, &bob, &[("csrf", &csrf)]);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{verb}: {}", body(&r));
+        assert!(body(&r).contains(&id), "{}", body(&r));
+    }
+    let now = instance_now(&f, &id);
+    assert_eq!((now.state, now.reboot_count), (State::Running, 0));
+    assert_eq!(
+        audited(&f, "RebootInstances"),
+        [("bob".to_string(), ADDR.to_string(), "error")]
+    );
+}
+
+#[test]
+fn stop_of_an_instance_store_instance_shows_ec2s_refusal_and_changes_nothing() {
+    use crate::cloud::model::State;
+    let f = fixture();
+    let id = alice_instance(&f, State::Running, false);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let page = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    assert!(!page.contains(&format!("/{id}/stop")), "{page}");
+    let path = format!("/instances/{id}/stop");
+    let r = f.ask(Method::POST, &path, &alice, &[("csrf", &csrf)]);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    let why = format!(
+        "The instance '{id}' does not have an 'ebs' root device type and cannot be stopped."
+    );
+    assert!(body(&r).contains(&why), "{}", body(&r));
+    assert_eq!(instance_now(&f, &id).state, State::Running);
+    assert_eq!(
+        audited(&f, "StopInstances"),
+        [("alice".to_string(), ADDR.to_string(), "error")]
+    );
+}
+
+#[test]
+fn an_ebs_backed_instance_stops_and_starts_again_from_the_console() {
+    use crate::cloud::model::State;
+    let f = fixture();
+    let id = alice_instance(&f, State::Running, true);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let page = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    assert!(page.contains(&format!("/{id}/stop")), "{page}");
+    let stop = format!("/instances/{id}/stop");
+    let r = f.ask(Method::POST, &stop, &alice, &[("csrf", &csrf)]);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(instance_now(&f, &id).state, State::Stopping);
+    // Starting before it stopped: EC2's refusal, nothing changed.
+    let start = format!("/instances/{id}/start");
+    let r = f.ask(Method::POST, &start, &alice, &[("csrf", &csrf)]);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    let why = format!("The instance '{id}' is not in a state from which it can be started.");
+    assert!(body(&r).contains(&why), "{}", body(&r));
+    assert_eq!(instance_now(&f, &id).state, State::Stopping);
+    // Once the node reports it stopped, Start is offered and places it again.
+    let mut stopped = instance_now(&f, &id);
+    stopped.state = State::Stopped;
+    f.store
+        .cloud(|tx| tx.put(crate::cloud::model::INSTANCE, &id, "alice", None, &stopped))
+        .unwrap();
+    let page = body(&f.ask(Method::GET, "/instances", &alice, &[]));
+    assert!(
+        page.contains(&format!("/{id}/start")) && !page.contains(&format!("/{id}/stop")),
+        "{page}"
+    );
+    let r = f.ask(Method::POST, &start, &alice, &[("csrf", &csrf)]);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", body(&r));
+    assert_eq!(instance_now(&f, &id).state, State::Pending);
+    assert_eq!(
+        audited(&f, "StartInstances"),
+        [
+            ("alice".to_string(), ADDR.to_string(), "ok"),
+            ("alice".to_string(), ADDR.to_string(), "error")
+        ]
+    );
+}
+
+#[test]
+fn an_instance_post_without_the_csrf_token_or_with_an_unknown_verb_changes_nothing() {
+    use crate::cloud::model::State;
+    let f = fixture();
+    let id = alice_instance(&f, State::Running, false);
+    let (alice, csrf) = f.sign_in("alice");
+    let alice = [alice];
+    let reboot = format!("/instances/{id}/reboot");
+    let r = f.ask(Method::POST, &reboot, &alice, &[("csrf", "wrong")]);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f.ask(
+        Method::POST,
+        &format!("/instances/{id}/hibernate"),
+        &alice,
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", body(&r));
+    assert_eq!(instance_now(&f, &id).reboot_count, 0);
+    assert!(audited(&f, "RebootInstances").is_empty());
 }

@@ -84,6 +84,8 @@ const MIGRATIONS: &[&str] = &[
         last_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX console_sessions_users ON console_sessions (user);",
+    // 5: a disabled user (1) keeps its records and keys but cannot authenticate or sign in.
+    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -1,7 +1,7 @@
 //! The web console's signed-in sessions (`console_sessions`): one row per session, keyed by
 //! the SHA-256 of its token (the token itself is only ever in the user's cookie), with the
 //! session's CSRF token and when it was last used. A session is only good while its user
-//! exists and it has been used within the idle limit the caller gives. Making tokens and
+//! exists, is not disabled, and it has been used within the idle limit the caller gives. Making tokens and
 //! checking them against requests is `console::session`'s.
 
 use super::users::{user_at, user_columns_of};
@@ -40,7 +40,7 @@ impl Store {
         Ok(())
     }
 
-    /// The session under `token_sha256` when its user still exists and it was used less than
+    /// The session under `token_sha256` when its user still exists, is not disabled, and it was used less than
     /// `idle_ms` ago; marks it used now. An idle one is deleted.
     pub fn session(
         &self,
@@ -53,7 +53,7 @@ impl Store {
         let found = tx
             .query_row(
                 &format!(
-                    "SELECT s.csrf, s.last_ms, {} FROM console_sessions s JOIN users u ON u.name = s.user WHERE s.token_sha256 = ?1",
+                    "SELECT s.csrf, s.last_ms, {} FROM console_sessions s JOIN users u ON u.name = s.user WHERE s.token_sha256 = ?1 AND u.disabled = 0",
                     user_columns_of("u")
                 ),
                 [token_sha256],
@@ -154,5 +154,22 @@ mod tests {
         store.create_user("alice", Role::User).unwrap();
         assert!(store.session("c", 1, IDLE).unwrap().is_none());
         assert!(store.session("d", 1, IDLE).unwrap().is_none());
+    }
+
+    #[test]
+    fn disabling_a_user_ends_its_sessions_and_none_of_a_disabled_user_is_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_user("alice", Role::User).unwrap();
+        store.create_session("a", "alice", "x", 0, IDLE).unwrap();
+        store.set_user_disabled("alice", true).unwrap();
+        assert!(store.session("a", 1, IDLE).unwrap().is_none());
+        // A row made while disabled (or one that survived) is not live either...
+        store.create_session("b", "alice", "x", 0, IDLE).unwrap();
+        assert!(store.session("b", 1, IDLE).unwrap().is_none());
+        // ...and enabling the user does not bring back the sessions disabling ended.
+        store.set_user_disabled("alice", false).unwrap();
+        assert!(store.session("a", 2, IDLE).unwrap().is_none());
+        assert!(store.session("b", 2, IDLE).unwrap().is_some());
     }
 }

@@ -257,14 +257,43 @@ impl Store {
         Ok(user)
     }
 
-    /// The user holding `access_key`.
+    /// The user holding `access_key`, unless it is disabled: a disabled user's key finds no
+    /// one, so every API refuses it as it refuses a key that does not exist (as AWS answers
+    /// an inactive key).
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE access_key = ?1"
+            "SELECT {USER_COLUMNS} FROM users WHERE access_key = ?1 AND disabled = 0"
         ))?;
         let user = stmt.query_row([access_key], row_to_user).optional()?;
         Ok(user)
+    }
+
+    /// Disables `name` (its keys and console sign-in stop working and its console sessions
+    /// end, all at once) or enables it again with the same keys; nothing of it is deleted.
+    pub fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE users SET disabled = ?2 WHERE name = ?1",
+            params![name, disabled],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        if disabled {
+            tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `name` is disabled (`false` when there is no such user).
+    pub fn user_disabled(&self, name: &str) -> Result<bool, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT disabled FROM users WHERE name = ?1")?;
+        let disabled: Option<bool> = stmt.query_row([name], |r| r.get(0)).optional()?;
+        Ok(disabled.unwrap_or(false))
     }
 
     /// Creates the `admin` user if there is none; returns it when newly created.
@@ -336,6 +365,31 @@ mod tests {
             store.rotate_access_key("dave"),
             Err(StoreError::NoSuchUser(_))
         ));
+    }
+
+    #[test]
+    fn a_disabled_users_key_finds_no_one_until_it_is_enabled_with_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let carol = store.create_user("carol", Role::User).unwrap();
+        assert!(!store.user_disabled("carol").unwrap());
+        store.set_user_disabled("carol", true).unwrap();
+        assert!(store.user_disabled("carol").unwrap());
+        assert_eq!(store.user_by_access_key(&carol.access_key).unwrap(), None);
+        // Nothing of it is gone: found by name, listed, its password kept.
+        assert_eq!(store.user_by_name("carol").unwrap(), Some(carol.clone()));
+        assert_eq!(store.list_users().unwrap(), std::slice::from_ref(&carol));
+        store.set_user_disabled("carol", false).unwrap();
+        assert!(!store.user_disabled("carol").unwrap());
+        assert_eq!(
+            store.user_by_access_key(&carol.access_key).unwrap(),
+            Some(carol)
+        );
+        assert!(matches!(
+            store.set_user_disabled("dave", true),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        assert!(!store.user_disabled("dave").unwrap());
     }
 
     #[test]
