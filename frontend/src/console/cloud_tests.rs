@@ -3,12 +3,10 @@
 //! EC2's refusal is the page's message, one user's pages show nothing of another's, and a
 //! rotated access key replaces the old one.
 
-use super::super::tests::{audited, body, fixture, Fixture};
-use super::super::{session, Asked, Params, Reply};
+use super::super::tests::{audited, body, fixture, Fixture, ADDR};
+use super::super::{session, Reply};
 use crate::cloud::model::{SecurityGroup, Source, Volume, GROUP, VOLUME};
 use http::{Method, StatusCode};
-
-const ADDR: &str = "192.0.2.20";
 
 /// A signed-in user's cookie and CSRF token.
 struct Signed {
@@ -32,17 +30,7 @@ impl Fixture {
     }
 
     fn ask_as(&self, method: Method, path: &str, who: &Signed, form: &[(&str, &str)]) -> Reply {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::COOKIE, who.cookie.parse().unwrap());
-        let asked = Asked {
-            method: &method,
-            path,
-            headers: &headers,
-            form: Params::from_pairs(form),
-            source: ADDR,
-            now: crate::store::now_ms(),
-        };
-        self.console.answer(&self.ec2, &asked)
+        self.ask(method, path, std::slice::from_ref(&who.cookie), form)
     }
 
     fn get(&self, path: &str, who: &Signed) -> String {

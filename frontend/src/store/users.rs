@@ -198,13 +198,29 @@ impl Store {
     /// Deletes a user and ends its console sessions (its buckets stay, owned by the name,
     /// visible to the admin).
     pub fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        self.change_user(name, "DELETE FROM users WHERE name = ?1", &[], true)
+    }
+
+    /// Runs `sql` (with `name` as `?1` and `more` after it) on `name`'s row in one
+    /// transaction, `NoSuchUser` when it touches none; with `end_sessions`, the user's console
+    /// sessions go in the same transaction.
+    fn change_user(
+        &self,
+        name: &str,
+        sql: &str,
+        more: &[&dyn rusqlite::ToSql],
+        end_sessions: bool,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-        if n == 0 {
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&name];
+        args.extend_from_slice(more);
+        if tx.execute(sql, args.as_slice())? == 0 {
             return Err(StoreError::NoSuchUser(name.to_string()));
         }
-        tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+        if end_sessions {
+            tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -212,18 +228,8 @@ impl Store {
     /// Sets the console password of `name` (`hash`: an Argon2id PHC string) and ends its
     /// console sessions, so a reset password locks out whoever held the old one.
     pub fn set_password_hash(&self, name: &str, hash: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
-            params![name, hash],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NoSuchUser(name.to_string()));
-        }
-        tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
-        tx.commit()?;
-        Ok(())
+        let sql = "UPDATE users SET password_hash = ?2 WHERE name = ?1";
+        self.change_user(name, sql, &[&hash], true)
     }
 
     /// The console password hash of `name`; `None` when there is no such user or it has no
@@ -272,20 +278,8 @@ impl Store {
     /// Disables `name` (its keys and console sign-in stop working and its console sessions
     /// end, all at once) or enables it again with the same keys; nothing of it is deleted.
     pub fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE users SET disabled = ?2 WHERE name = ?1",
-            params![name, disabled],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NoSuchUser(name.to_string()));
-        }
-        if disabled {
-            tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
-        }
-        tx.commit()?;
-        Ok(())
+        let sql = "UPDATE users SET disabled = ?2 WHERE name = ?1";
+        self.change_user(name, sql, &[&disabled], disabled)
     }
 
     /// Whether `name` is disabled (`false` when there is no such user).
