@@ -163,6 +163,58 @@ fn volume(guest_sent: &AtomicBool, vmm_gone: &AtomicBool) -> bool {
     written && detached
 }
 
+/// Whether a guest console shows the guest died before its init ran: nothing from the init and
+/// no kernel panic (which is a failure to report, not to retry).
+fn died_early(console: &str) -> bool {
+    !console.contains("vmm-e2e-guest:") && !console.contains("Kernel panic")
+}
+
+/// Runs `mallee-vmm` on the test guest until it exits (or 300 s pass), then shows the guest's
+/// console; returns the exit status and that console.
+fn boot_guest(mac: &str) -> Result<(std::process::ExitStatus, String), String> {
+    say("vmm-e2e-node: starting mallee-vmm");
+    let started = Instant::now();
+    let _ = std::fs::remove_file(GUEST_CONSOLE);
+    let mut child = common::guest_vmm(common::GUEST_CMDLINE, 256, 2)
+        .args([
+            "--disk",
+            "/tmp/disk1.img,ro,serial=e2e-disk1",
+            "--disk",
+            "/tmp/disk2.img",
+        ])
+        .args(["--net", &format!("tap={TAP},mac={mac},{}", guest_address())])
+        .args(["--volume-slots", "1"])
+        .args(["--api-socket", API])
+        .args(["--serial", GUEST_CONSOLE])
+        .args(["--smbios", SMBIOS])
+        .spawn()
+        .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
+    // The guest is done in about 10 s; a VMM still running after this is stuck.
+    let deadline = started + Duration::from_secs(300);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                break Err("mallee-vmm did not finish in 300 s".to_string());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => break Err(format!("wait: {e}")),
+        }
+    };
+    // The guest's console, whole lines, also when the VMM had to be stopped.
+    let guest = std::fs::read(GUEST_CONSOLE).map_err(|e| format!("{GUEST_CONSOLE}: {e}"))?;
+    let guest = String::from_utf8_lossy(&guest).into_owned();
+    guest.lines().for_each(say);
+    let status = status?;
+    say(&format!(
+        "vmm-e2e-node: vmm exit={} after {} ms",
+        status.code().unwrap_or(-1),
+        started.elapsed().as_millis()
+    ));
+    Ok((status, guest))
+}
+
 fn run() -> Result<(), String> {
     std::fs::create_dir_all("/tmp").map_err(|e| e.to_string())?;
     let kernel_aoe_ok = match kernel_aoe::check() {
@@ -198,45 +250,19 @@ fn run() -> Result<(), String> {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":");
-    say("vmm-e2e-node: starting mallee-vmm");
-    let started = Instant::now();
-    let mut child = common::guest_vmm(common::GUEST_CMDLINE, 256, 2)
-        .args([
-            "--disk",
-            "/tmp/disk1.img,ro,serial=e2e-disk1",
-            "--disk",
-            "/tmp/disk2.img",
-        ])
-        .args(["--net", &format!("tap={TAP},mac={mac},{}", guest_address())])
-        .args(["--volume-slots", "1"])
-        .args(["--api-socket", API])
-        .args(["--serial", GUEST_CONSOLE])
-        .args(["--smbios", SMBIOS])
-        .spawn()
-        .map_err(|e| format!("spawn mallee-vmm: {e}"))?;
-    // The guest is done in about 10 s; a VMM still running after this is stuck.
-    let deadline = started + Duration::from_secs(300);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                break Err("mallee-vmm did not finish in 300 s".to_string());
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => break Err(format!("wait: {e}")),
-        }
-    };
+    let mut status = boot_guest(&mac);
+    // A triple fault before the guest's init printed anything has been seen once in CI (the L0
+    // here is TCG emulating SVM for the nested node) and never reproduced; a VMM bug that does it
+    // would do it again, so one more boot is allowed, said on the console, and no third.
+    if status
+        .as_ref()
+        .is_ok_and(|(s, console)| s.code() == Some(2) && died_early(console))
+    {
+        say("vmm-e2e-node: RETRY the guest reset before its init ran; booting it once more");
+        status = boot_guest(&mac);
+    }
     vmm_gone.store(true, Ordering::SeqCst);
-    // The guest's console, whole lines, also when the VMM had to be stopped.
-    let guest = std::fs::read(GUEST_CONSOLE).map_err(|e| format!("{GUEST_CONSOLE}: {e}"))?;
-    String::from_utf8_lossy(&guest).lines().for_each(say);
-    let status = status?;
-    say(&format!(
-        "vmm-e2e-node: vmm exit={} after {} ms",
-        status.code().unwrap_or(-1),
-        started.elapsed().as_millis()
-    ));
+    let (status, _) = status?;
     stop.store(true, Ordering::SeqCst);
     let seen = sniffer.join().unwrap_or_default();
     let volume_ok = volume.join().unwrap_or(false);
