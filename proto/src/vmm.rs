@@ -196,6 +196,14 @@ impl Disk {
 pub enum DiskSource {
     /// A raw image file or block device: `{"file": "/path"}`.
     File(PathBuf),
+    /// Copy-on-write over a read-only base image: the guest's writes go to `top`, a sparse file
+    /// of the base's size: `{"overlay": {"base": "/cache/sha", "top": "/i/root.img"}}`.
+    Overlay {
+        /// The shared image, never written.
+        base: PathBuf,
+        /// This disk's own clusters.
+        top: PathBuf,
+    },
     /// An AoE target reached with the user-space initiator:
     /// `{"aoe": {"iface": "eth1", "shelf": 1, "slot": 2}}`.
     Aoe {
@@ -209,10 +217,14 @@ pub enum DiskSource {
 }
 
 impl fmt::Display for DiskSource {
-    /// The path, or `aoe:IFACE:SHELF.SLOT` (the command line's form).
+    /// The path (with `,base=BASE` for an overlay), or `aoe:IFACE:SHELF.SLOT` (the command
+    /// line's form).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DiskSource::File(path) => write!(f, "{}", path.display()),
+            DiskSource::Overlay { base, top } => {
+                write!(f, "{},base={}", top.display(), base.display())
+            }
             DiskSource::Aoe { iface, shelf, slot } => write!(f, "aoe:{iface}:{shelf}.{slot}"),
         }
     }

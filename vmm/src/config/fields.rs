@@ -80,7 +80,8 @@ fn parse_aoe(spec: &str) -> Result<DiskSource, ConfigError> {
     })
 }
 
-/// `--disk`: `PATH[,ro][,serial=S]` or `aoe:IFACE:SHELF.SLOT[,ro][,serial=S]`.
+/// `--disk`: `PATH[,ro][,serial=S][,base=BASE]` or `aoe:IFACE:SHELF.SLOT[,ro][,serial=S]`;
+/// `base=` makes PATH a copy-on-write top over the read-only image BASE.
 pub(super) fn parse_disk(s: &str) -> Result<Disk, ConfigError> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or_default();
@@ -102,6 +103,15 @@ pub(super) fn parse_disk(s: &str) -> Result<Disk, ConfigError> {
             None if opt == "ro" => disk.read_only = true,
             None if opt == "rw" => disk.read_only = false,
             Some(("serial", v)) => disk.serial = Some(v.to_string()),
+            Some(("base", v)) if !v.is_empty() => match &disk.source {
+                DiskSource::File(top) => {
+                    disk.source = DiskSource::Overlay {
+                        base: PathBuf::from(v),
+                        top: top.clone(),
+                    }
+                }
+                _ => return Err(err("disk", format!("`base=` needs a file top in `{s}`"))),
+            },
             _ => return Err(err("disk", format!("unknown option `{opt}` in `{s}`"))),
         }
     }

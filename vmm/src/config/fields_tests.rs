@@ -23,6 +23,21 @@ fn a_disk_takes_ro_and_a_serial() {
 }
 
 #[test]
+fn a_disk_with_a_base_is_a_copy_on_write_top() {
+    let d = parse_disk("/i/root.img,serial=root,base=/cache/abc").unwrap();
+    let source = DiskSource::Overlay {
+        base: "/cache/abc".into(),
+        top: "/i/root.img".into(),
+    };
+    assert_eq!(d.source, source);
+    // The display form is the command line's, and parses back.
+    assert_eq!(parse_disk(&source.to_string()).unwrap().source, source);
+    let e = parse_disk("aoe:eth1:1.2,base=/cache/abc").unwrap_err();
+    assert!(e.reason.contains("needs a file top"), "{e}");
+    assert!(parse_disk("/i/root.img,base=").is_err());
+}
+
+#[test]
 fn a_nic_takes_a_tap_name_or_fd_and_a_mac() {
     let n = parse_net("fd=3,mac=52:54:00:00:00:01").unwrap();
     assert_eq!(n.tap, TapSource::Fd(3));

@@ -70,11 +70,18 @@ fn check_address(a: &GuestAddress) -> Result<(), ConfigError> {
 }
 
 /// Checks a disk's or volume's source (a configured disk's, the API's `attach_volume`): a
-/// non-empty path, or an AoE target on an interface name that can exist at a unicast address.
+/// non-empty path (two for an overlay), or an AoE target on an interface name that can exist at a unicast address.
 pub fn check_disk_source(field: &str, source: &DiskSource) -> Result<(), ConfigError> {
     match source {
         DiskSource::File(path) if path.as_os_str().is_empty() => Err(err(field, "empty path")),
         DiskSource::File(_) => Ok(()),
+        DiskSource::Overlay { base, top } => {
+            if base.as_os_str().is_empty() || top.as_os_str().is_empty() {
+                Err(err(field, "empty path for an overlay's base or top"))
+            } else {
+                Ok(())
+            }
+        }
         DiskSource::Aoe { iface, shelf, slot } => {
             check_ifname(field, "AoE interface", iface)?;
             // 0xffff.0xff is the broadcast address, never a target's own.

@@ -1,12 +1,13 @@
 //! The virtio-blk device: feature bits, configuration space, and the queue handler that hands
 //! requests to the device's I/O threads (parsing and checks live in [`request`], storage in
-//! [`backend`], the disk shared with the threads in [`media`], the threads in [`io_pool`],
-//! hot-attached volumes in [`slot`]).
+//! [`backend`] and copy-on-write disks in [`overlay`], the disk shared with the threads in
+//! [`media`], the threads in [`io_pool`], hot-attached volumes in [`slot`]).
 
 pub mod aoe;
 pub mod backend;
 pub mod io_pool;
 pub mod media;
+pub mod overlay;
 pub mod request;
 pub mod slot;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use self::aoe::AoeDisk;
 use self::backend::{BlockBackend, RawFile};
 use self::io_pool::IoPool;
 use self::media::Media;
+use self::overlay::Overlay;
 use self::slot::VolumeSlot;
 use super::config_change::ConfigChange;
 use super::worker::{QueueHandler, Worker};
@@ -45,6 +47,7 @@ const F_WRITE_ZEROES: u64 = 1 << 14;
 pub fn open(source: &DiskSource, read_only: bool) -> std::io::Result<Box<dyn BlockBackend>> {
     Ok(match source {
         DiskSource::File(path) => Box::new(RawFile::open(path, read_only)?),
+        DiskSource::Overlay { base, top } => Box::new(Overlay::open(base, top, read_only)?),
         DiskSource::Aoe { iface, shelf, slot } => Box::new(AoeDisk::open(iface, *shelf, *slot)?),
     })
 }
