@@ -420,6 +420,24 @@ fn an_instance_runs_on_a_qemu_node_under_the_agent_and_a_relaunch_uses_the_cache
             report_figure(&format!("figure: node agent, {line}"));
         }
     }
+    // Every launch laid its root disk over the cached image (no copy: the VMM reads through to
+    // the image, which stays as fetched: the cached launch re-verified it, fetching nothing).
+    let tops: Vec<&str> = (console.lines())
+        .filter(|l| l.contains("/root.img made over "))
+        .collect();
+    assert_eq!(
+        tops.len(),
+        prepared.len(),
+        "root disk tops made:\n{}",
+        tops.join("\n")
+    );
+    for l in &tops {
+        if let Some(made) = l.split("/root.img made over ").nth(1) {
+            report_figure(&format!(
+                "figure: node agent, copy-on-write root disk over {made}"
+            ));
+        }
+    }
     for l in console.lines() {
         if let Some(ms) = l.split("ephemeral0.img 5 GiB formatted in ").nth(1) {
             report_figure(&format!(

@@ -1,11 +1,12 @@
-//! An instance's disk files, in its directory: `root.img`, a sparse copy of the cached root
-//! image, and `ephemeral0.img`, the empty ext4 disk of the size the instance type names (the
-//! guest's second disk). Both are sparse: a launch must find free only what it writes when
-//! making them ([`creation_bytes`]); what the guest writes later comes out of the same file
-//! system (a tmpfs or the node's disk, see [`super::storage`]), never the node's root.
+//! An instance's disk files, in its directory: `root.img`, the copy-on-write top the VMM lays
+//! over the cached root image (`DiskSource::Overlay`: it starts as one hole of the image's size,
+//! so making it costs the same for any image, and the cached image is never written), and
+//! `ephemeral0.img`, the empty ext4 disk of the size the instance type names (the guest's second
+//! disk). Both are sparse: a launch must find free only what it writes when making them
+//! ([`creation_bytes`]); what the guest writes later comes out of the same file system (a tmpfs
+//! or the node's disk, see [`super::storage`]), never the node's root.
 
 use crate::disk::{self, DiskError};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tracing::info;
@@ -38,16 +39,15 @@ pub enum InstanceDiskError {
     Format(#[from] DiskError),
 }
 
-/// Bytes making an instance's disks writes: the root image's size (its copy is sparse, so at
-/// most that) and, for an ephemeral disk of `ephemeral_gib`, what a lazy mke2fs writes: about
-/// 1/512 of the size (group descriptors, bitmaps, the root directory) plus 4 MiB, rounded up
-/// generously (a 5 GiB one took 2.7 MiB with e2fsprogs 1.47).
-pub fn creation_bytes(root_bytes: u64, ephemeral_gib: u64) -> u64 {
-    let ephemeral = match ephemeral_gib {
+/// Bytes making an instance's disks writes: nothing for the root's top (a hole), and, for an
+/// ephemeral disk of `ephemeral_gib`, what a lazy mke2fs writes: about 1/512 of the size (group
+/// descriptors, bitmaps, the root directory) plus 4 MiB, rounded up generously (a 5 GiB one
+/// took 2.7 MiB with e2fsprogs 1.47).
+pub fn creation_bytes(ephemeral_gib: u64) -> u64 {
+    match ephemeral_gib {
         0 => 0,
         g => (g << 30) / 512 + (4 << 20),
-    };
-    root_bytes + ephemeral
+    }
 }
 
 /// Checks that `needed` bytes fit in `free` (bytes the instances may still take in `dir`).
@@ -62,26 +62,33 @@ pub fn check_room(dir: &Path, needed: u64, free: u64) -> Result<(), InstanceDisk
     Ok(())
 }
 
-/// Copies `src` to `dst`, leaving holes where `src` has all-zero blocks.
-pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<u64> {
-    let mut input = std::fs::File::open(src)?;
-    let mut out = std::fs::File::create(dst)?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().all(|&b| b == 0) {
-            out.seek(SeekFrom::Current(n as i64))?;
-        } else {
-            out.write_all(&buf[..n])?;
-        }
-        len += n as u64;
-    }
-    out.set_len(len)?;
-    Ok(len)
+/// Makes `dir/root.img`, an empty copy-on-write top over the cached image at `base`: a hole of
+/// the image's size (replacing a top left from an earlier run of the instance). Returns its
+/// path.
+pub fn make_root(base: &Path, dir: &Path) -> Result<PathBuf, InstanceDiskError> {
+    let path = dir.join(ROOT);
+    let io = |source| InstanceDiskError::Io {
+        path: path.clone(),
+        source,
+    };
+    let started = Instant::now();
+    let size = std::fs::metadata(base)
+        .map_err(|source| InstanceDiskError::Io {
+            path: base.to_path_buf(),
+            source,
+        })?
+        .len();
+    let top = std::fs::File::create(&path).map_err(io)?;
+    top.set_len(size).map_err(io)?;
+    top.sync_all().map_err(io)?;
+    info!(
+        "agent: {} made over {} ({} MiB) in {} us",
+        path.display(),
+        base.display(),
+        size >> 20,
+        started.elapsed().as_micros()
+    );
+    Ok(path)
 }
 
 /// Makes `dir/ephemeral0.img`: a sparse file of `gib` GiB holding an empty ext4 file system
@@ -110,28 +117,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sparse_copy_keeps_content_and_leaves_holes() {
+    fn a_root_top_is_one_hole_of_its_image_s_size_whatever_the_size() {
+        // 32 MiB and 2 GiB images (sparse here: the top does not read them): making the top
+        // writes no data block for either, so it costs the same.
         let dir = tempfile::tempdir().unwrap();
-        let (src, dst) = (dir.path().join("a"), dir.path().join("b"));
-        let mut data = vec![0u8; 4 << 20];
-        data[100] = 1;
-        data[(4 << 20) - 1] = 2;
-        std::fs::write(&src, &data).unwrap();
-        assert_eq!(sparse_copy(&src, &dst).unwrap(), data.len() as u64);
-        assert_eq!(std::fs::read(&dst).unwrap(), data);
-        use std::os::unix::fs::MetadataExt;
-        let blocks = std::fs::metadata(&dst).unwrap().blocks();
-        assert!(
-            blocks * 512 < 1 << 20,
-            "copy is not sparse: {blocks} blocks"
-        );
+        for (name, size) in [("small", 32u64 << 20), ("large", 2 << 30)] {
+            let base = dir.path().join(name);
+            std::fs::File::create(&base).unwrap().set_len(size).unwrap();
+            let inst = dir.path().join(format!("i-{name}"));
+            std::fs::create_dir(&inst).unwrap();
+            std::fs::write(inst.join(ROOT), b"an earlier run's top").unwrap();
+            let top = make_root(&base, &inst).unwrap();
+            assert_eq!(top, inst.join(ROOT));
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&top).unwrap();
+            assert_eq!(meta.len(), size, "{name}");
+            assert_eq!(meta.blocks(), 0, "{name}: the top holds data");
+        }
+        let err = make_root(&dir.path().join("none"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("none"), "{err}");
     }
 
     #[test]
     fn a_launch_that_does_not_fit_names_the_room() {
-        let need = creation_bytes(16 << 20, 5);
-        assert!(need > 16 << 20 && need < 64 << 20, "{need}");
-        assert_eq!(creation_bytes(16 << 20, 0), 16 << 20);
+        let need = creation_bytes(5);
+        assert!(need > 4 << 20 && need < 32 << 20, "{need}");
+        assert_eq!(creation_bytes(0), 0, "the root's top is a hole");
         check_room(Path::new("/i"), need, need).unwrap();
         let err = check_room(Path::new("/i"), need, 10 << 20).unwrap_err();
         let text = err.to_string();

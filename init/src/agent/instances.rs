@@ -3,7 +3,7 @@
 //! and `ephemeral0.img`, see [`super::instance_disks`]; `console.log`, the serial port;
 //! `api.sock`, the VMM's control socket; `vmm.log`, its stderr; `vmm-failure.json`, the
 //! [`Failure`] it leaves when it fails). A launch fetches the images through the cache, pins the
-//! kernel and ramdisk while the instance lives, and runs the VMM on its own thread until it
+//! kernel, ramdisk and root image (the root disk's base) while the instance lives, and runs the VMM on its own thread until it
 //! exits. A stop sends [`Request::Shutdown`] through the socket, then kills the VMM after a
 //! deadline. A VMM that exits on its own makes the instance `failed` with the reason its exit
 //! status ([`Exit`]) and failure report give (a guest reset restarts it instead). New metadata
@@ -21,8 +21,8 @@ use super::storage;
 use super::volumes::{self, Held, Stage};
 use crate::reaper;
 use mallee_proto::vmm::{
-    encode_line, Disk, Exit, Failure, InstanceMetadata, Nic, Reply, Request, SystemIdentity,
-    TapSource, VmmConfig,
+    encode_line, Disk, DiskSource, Exit, Failure, InstanceMetadata, Nic, Reply, Request,
+    SystemIdentity, TapSource, VmmConfig,
 };
 use mallee_proto::{InstanceReport, InstanceSpec, Observed};
 use std::collections::BTreeMap;
@@ -52,6 +52,8 @@ pub enum LaunchError {
     Network(#[from] NetworkError),
     #[error("the instance has a network but this node found no private NIC to carry it")]
     NoPrivateNic,
+    #[error("image {0}: no root image on the node to lay the instance's root disk over")]
+    NoRootImage(String),
 }
 
 /// Why the VMM's control socket did not take a request.
@@ -182,21 +184,39 @@ pub fn kernel_cmdline(spec: &InstanceSpec, has_initrd: bool) -> String {
     }
 }
 
-/// The VMM's config: `root.img` is the first disk (the guest's `/dev/vda`, serial `root`) — or,
-/// EBS-backed, the root volume over AoE on `aoe_interface` (serial the volume id) — the
-/// ephemeral disk, when the instance type has one, the second (`/dev/vdb`, serial
-/// `ephemeral0`); the SMBIOS identity is [`smbios_identity`], the command line
-/// [`kernel_cmdline`].
+/// The cache's files a launch boots from.
+pub struct LaunchImages<'a> {
+    /// The kernel.
+    pub kernel: &'a Path,
+    /// The ramdisk, when the image has one.
+    pub initrd: Option<&'a Path>,
+    /// The root image the instance's copy-on-write root disk lies over (`None` when the root
+    /// is an EBS volume).
+    pub root: Option<&'a Path>,
+}
+
+/// The VMM's config: `root.img` over the cached root image is the first disk (the guest's
+/// `/dev/vda`, serial `root`; see [`disks::make_root`]) — or, EBS-backed, the root volume over
+/// AoE on `aoe_interface` (serial the volume id) — the ephemeral disk, when the instance type
+/// has one, the second (`/dev/vdb`, serial `ephemeral0`); the SMBIOS identity is
+/// [`smbios_identity`], the command line [`kernel_cmdline`].
 pub fn vmm_config(
     spec: &InstanceSpec,
     dir: &Path,
-    kernel: &Path,
-    initrd: Option<&Path>,
+    images: &LaunchImages<'_>,
     aoe_interface: Option<&str>,
 ) -> Result<VmmConfig, LaunchError> {
-    let root = match &spec.root_volume {
-        None => Disk::file(dir.join(disks::ROOT), Some("root")),
-        Some(v) => Disk {
+    let root = match (&spec.root_volume, images.root) {
+        (None, Some(base)) => Disk {
+            source: DiskSource::Overlay {
+                base: base.to_path_buf(),
+                top: dir.join(disks::ROOT),
+            },
+            serial: Some("root".into()),
+            read_only: false,
+        },
+        (None, None) => return Err(LaunchError::NoRootImage(spec.image.image_id.clone())),
+        (Some(v), _) => Disk {
             source: volumes::source(v, aoe_interface.ok_or(LaunchError::NoPrivateNic)?),
             serial: Some(v.volume_id.clone()),
             read_only: false,
@@ -208,8 +228,8 @@ pub fn vmm_config(
         disks.push(Disk::file(path, Some(disks::EPHEMERAL_LABEL)));
     }
     Ok(VmmConfig {
-        initrd: initrd.map(Path::to_path_buf),
-        cmdline: kernel_cmdline(spec, initrd.is_some()),
+        initrd: images.initrd.map(Path::to_path_buf),
+        cmdline: kernel_cmdline(spec, images.initrd.is_some()),
         memory_mib: spec.memory_mib,
         vcpus: u8::try_from(spec.vcpus).map_err(|_| LaunchError::TooManyVcpus(spec.vcpus))?,
         disks,
@@ -218,7 +238,7 @@ pub fn vmm_config(
         api_socket: Some(dir.join(API_SOCKET)),
         failure_path: Some(dir.join(FAILURE)),
         smbios: Some(smbios_identity(spec)),
-        ..VmmConfig::new(kernel)
+        ..VmmConfig::new(images.kernel)
     })
 }
 
@@ -579,7 +599,8 @@ impl Instances {
     }
 
     /// Fetches the images and lays out the instance directory; returns the config path and the
-    /// pins to hold while the instance lives.
+    /// pins to hold while the instance lives (the root image among them: the root disk reads
+    /// through to it).
     fn prepare(
         &self,
         spec: &InstanceSpec,
@@ -596,22 +617,24 @@ impl Instances {
             None => None,
         };
         self.check_room(spec)?;
-        // EBS-backed: the root volume is the root disk; there is no image to copy.
-        if spec.root_volume.is_none() {
-            let root = cache.get(&spec.image, fetch)?;
-            disks::sparse_copy(&root.path, &dir.join(disks::ROOT)).map_err(io)?;
+        // EBS-backed: the root volume is the root disk; there is no image to lay it over.
+        let root = match spec.root_volume {
+            None => Some(cache.get(&spec.image, fetch)?),
+            Some(_) => None,
+        };
+        if let Some(root) = &root {
+            disks::make_root(&root.path, dir)?;
         }
         if spec.ephemeral_gib > 0 {
             disks::make_ephemeral(dir, spec.ephemeral_gib)?;
         }
         let uplink = self.env.network.as_ref().map(|p| p.uplink());
-        let mut cfg = vmm_config(
-            spec,
-            dir,
-            &kernel.path,
-            ramdisk.as_ref().map(|p| p.path.as_path()),
-            uplink,
-        )?;
+        let images = LaunchImages {
+            kernel: &kernel.path,
+            initrd: ramdisk.as_ref().map(|p| p.path.as_path()),
+            root: root.as_ref().map(|p| p.path.as_path()),
+        };
+        let mut cfg = vmm_config(spec, dir, &images, uplink)?;
         cfg.log_level = self.env.log_level;
         if let Some(net) = &spec.network {
             let plumbing = self.env.network.as_ref().ok_or(LaunchError::NoPrivateNic)?;
@@ -628,7 +651,10 @@ impl Instances {
         std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
         Ok((
             path,
-            [Some(kernel), ramdisk].into_iter().flatten().collect(),
+            [Some(kernel), ramdisk, root]
+                .into_iter()
+                .flatten()
+                .collect(),
         ))
     }
 
@@ -640,12 +666,7 @@ impl Instances {
         let cache =
             (self.env.disks_share_cache).then_some((summary.budget_bytes, summary.used_bytes));
         let free = storage::room_for_instances(avail, cache);
-        let image = if spec.root_volume.is_some() {
-            0
-        } else {
-            spec.image.size
-        };
-        let needed = disks::creation_bytes(image, spec.ephemeral_gib);
+        let needed = disks::creation_bytes(spec.ephemeral_gib);
         Ok(disks::check_room(root, needed, free)?)
     }
 

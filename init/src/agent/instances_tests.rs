@@ -43,14 +43,40 @@ fn spec(ephemeral_gib: u64) -> InstanceSpec {
     .unwrap()
 }
 
+/// The cache's files as the tests' launches have them: kernel `/k`, root image `/c/root`.
+fn images(initrd: Option<&Path>) -> LaunchImages<'_> {
+    LaunchImages {
+        kernel: Path::new("/k"),
+        initrd,
+        root: Some(Path::new("/c/root")),
+    }
+}
+
+#[test]
+fn an_instance_store_root_without_its_image_is_a_launch_error() {
+    let none = LaunchImages {
+        root: None,
+        ..images(None)
+    };
+    let e = vmm_config(&spec(0), Path::new("/i"), &none, None).unwrap_err();
+    assert!(matches!(e, LaunchError::NoRootImage(_)), "{e}");
+}
+
 #[test]
 fn the_vmm_config_names_the_instance_files() {
-    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    let c = vmm_config(&spec(0), Path::new("/i"), &images(None), None).unwrap();
     assert_eq!(c.kernel, Path::new("/k"));
     assert_eq!((c.memory_mib, c.vcpus), (256, 2));
     assert_eq!(
         c.disks,
-        [Disk::file("/i/root.img", Some("root"))],
+        [Disk {
+            source: DiskSource::Overlay {
+                base: "/c/root".into(),
+                top: "/i/root.img".into()
+            },
+            serial: Some("root".into()),
+            read_only: false,
+        }],
         "no ephemeral disk asked for"
     );
     assert_eq!(c.console.as_deref(), Some(Path::new("/i/console.log")));
@@ -64,9 +90,11 @@ fn the_vmm_config_names_the_instance_files() {
 
 #[test]
 fn an_ephemeral_disk_is_the_second_disk() {
-    let c = vmm_config(&spec(5), Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    let c = vmm_config(&spec(5), Path::new("/i"), &images(None), None).unwrap();
     assert_eq!(c.disks.len(), 2);
-    assert_eq!(c.disks[0].source, DiskSource::File("/i/root.img".into()));
+    assert!(
+        matches!(&c.disks[0].source, DiskSource::Overlay { top, .. } if top == Path::new("/i/root.img"))
+    );
     assert_eq!(
         c.disks[1],
         Disk::file("/i/ephemeral0.img", Some("ephemeral0"))
@@ -82,7 +110,7 @@ fn an_ebs_backed_instance_boots_from_its_root_volume_over_aoe() {
         shelf: 100,
         slot: 4,
     });
-    let c = vmm_config(&ebs, Path::new("/i"), Path::new("/k"), None, Some("eth0")).unwrap();
+    let c = vmm_config(&ebs, Path::new("/i"), &images(None), Some("eth0")).unwrap();
     let aoe = DiskSource::Aoe {
         iface: "eth0".into(),
         shelf: 100,
@@ -92,7 +120,7 @@ fn an_ebs_backed_instance_boots_from_its_root_volume_over_aoe() {
         (&c.disks[0].source, c.disks[0].serial.as_deref()),
         (&aoe, Some("vol-0000abcd"))
     );
-    let e = vmm_config(&ebs, Path::new("/i"), Path::new("/k"), None, None).unwrap_err();
+    let e = vmm_config(&ebs, Path::new("/i"), &images(None), None).unwrap_err();
     assert!(matches!(e, LaunchError::NoPrivateNic), "{e}");
 }
 
@@ -101,8 +129,7 @@ fn the_vmm_config_file_reads_back_as_the_same_config() {
     let c = vmm_config(
         &spec(5),
         Path::new("/i"),
-        Path::new("/k"),
-        Some(Path::new("/r")),
+        &images(Some(Path::new("/r"))),
         None,
     )
     .unwrap();
@@ -112,7 +139,7 @@ fn the_vmm_config_file_reads_back_as_the_same_config() {
 
 #[test]
 fn the_smbios_identity_is_ec2s_and_derived_from_the_instance_id() {
-    let c = vmm_config(&spec(0), Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    let c = vmm_config(&spec(0), Path::new("/i"), &images(None), None).unwrap();
     let id = c.smbios.unwrap();
     assert_eq!(id.manufacturer, "Amazon EC2");
     assert_eq!(id.product, "m1.small");
@@ -139,7 +166,7 @@ fn the_guest_boots_the_root_its_spec_names_and_the_first_disk_without_one() {
         ..spec(0)
     };
     let cmdline = |s: &InstanceSpec, initrd: Option<&Path>| {
-        let c = vmm_config(s, Path::new("/i"), Path::new("/k"), initrd, None).unwrap();
+        let c = vmm_config(s, Path::new("/i"), &images(initrd), None).unwrap();
         c.cmdline
     };
     let partuuid = with("PARTUUID=01234567-89ab-cdef-0123-456789abcdef");
@@ -165,18 +192,12 @@ fn a_file_system_uuid_is_the_root_only_with_an_initramfs_to_resolve_it() {
         root_device: Some("UUID=5f1a2b3c-4d5e-4f60-8172-839405a6b7c8".parse().unwrap()),
         ..spec(0)
     };
-    let with_initrd = vmm_config(
-        &s,
-        Path::new("/i"),
-        Path::new("/k"),
-        Some(Path::new("/r")),
-        None,
-    );
+    let with_initrd = vmm_config(&s, Path::new("/i"), &images(Some(Path::new("/r"))), None);
     assert_eq!(
         with_initrd.unwrap().cmdline,
         "console=ttyS0 root=UUID=5f1a2b3c-4d5e-4f60-8172-839405a6b7c8"
     );
-    let bare = vmm_config(&s, Path::new("/i"), Path::new("/k"), None, None).unwrap();
+    let bare = vmm_config(&s, Path::new("/i"), &images(None), None).unwrap();
     assert_eq!(bare.cmdline, "console=ttyS0 root=/dev/vda");
 }
 
@@ -184,7 +205,7 @@ fn a_file_system_uuid_is_the_root_only_with_an_initramfs_to_resolve_it() {
 fn more_vcpus_than_the_vmm_counts_is_a_launch_error() {
     let mut big = spec(0);
     big.vcpus = 1000;
-    let e = vmm_config(&big, Path::new("/i"), Path::new("/k"), None, None).unwrap_err();
+    let e = vmm_config(&big, Path::new("/i"), &images(None), None).unwrap_err();
     assert!(matches!(e, LaunchError::TooManyVcpus(1000)), "{e}");
 }
 
@@ -327,7 +348,7 @@ fn instances_in(root: &Path) -> Instances {
 fn running_instance(instances: &Instances, serving: &InstanceMetadata) -> PathBuf {
     let dir = instances.env.root.join("i-1");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = vmm_config(&spec(0), &dir, Path::new("/k"), None, None).unwrap();
+    let mut cfg = vmm_config(&spec(0), &dir, &images(None), None).unwrap();
     cfg.metadata = Some(serving.clone());
     std::fs::write(dir.join(VMM_CONFIG), mallee_proto::encode(&cfg)).unwrap();
     let record = Record {

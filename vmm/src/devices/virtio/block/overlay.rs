@@ -38,7 +38,7 @@ pub struct Overlay {
 
 impl Overlay {
     /// Opens `base` read-only and `top` (read-write unless `read_only`); `top` must have the
-    /// base's size (see [`make_top`]).
+    /// base's size (the node agent makes it as one hole of that size).
     pub fn open(base: &Path, top: &Path, read_only: bool) -> io::Result<Overlay> {
         let base_file = File::open(base)?;
         let top_file = OpenOptions::new().read(true).write(!read_only).open(top)?;
@@ -123,15 +123,6 @@ fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         at = end;
     }
     Ok(extents)
-}
-
-/// Makes `top`, an empty top for `base`: a sparse file of the base's size (no data blocks).
-/// Replaces whatever was at `top`.
-pub fn make_top(base: &Path, top: &Path) -> io::Result<()> {
-    let size = std::fs::metadata(base)?.len();
-    let f = File::create(top)?;
-    f.set_len(size)?;
-    f.sync_all()
 }
 
 impl BlockBackend for Overlay {

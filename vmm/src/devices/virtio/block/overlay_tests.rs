@@ -7,6 +7,12 @@ use std::sync::Arc;
 
 use super::*;
 
+/// An empty top for `base`, as the node agent makes one: a hole of the base's size.
+fn make_top(base: &Path, top: &Path) -> io::Result<()> {
+    let f = File::create(top)?;
+    f.set_len(std::fs::metadata(base)?.len())
+}
+
 /// A base of `size` bytes, every byte a function of its offset, and an empty top over it.
 fn setup(size: usize) -> (tempfile::TempDir, PathBuf, PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
