@@ -1,11 +1,13 @@
 //! Request authentication shared by every API of the daemon (Walrus, EC2): AWS Signature V4
 //! in header and presigned forms, SigV2 presigned URLs, and the aws-chunked body decoder that
-//! carries per-chunk signatures. The signature code knows nothing of users or storage;
+//! carries per-chunk signatures; a bounded memo of derived signing keys (`signing_keys`).
+//! The signature code knows nothing of users or storage;
 //! [`authenticate`] (in `request`) is the one entry point that looks the signer up.
 
 pub mod canonical;
 pub mod chunked;
 mod request;
+pub mod signing_keys;
 pub mod sigv2;
 pub mod sigv4;
 pub mod time;
@@ -14,7 +16,7 @@ pub mod time;
 mod vectors;
 
 pub use canonical::UriMode;
-pub use request::{authenticate, user};
+pub use request::{authenticate, authenticate_with, user};
 pub use sigv4::{parse, verify, PayloadMode, Policy, RequestView, SignedRequest, Verified};
 
 /// Why a request was not authenticated. `code` gives the AWS error code clients expect.

@@ -1,7 +1,8 @@
 //! The one entry point through which the APIs (EC2, Walrus) authenticate a SigV4-signed
 //! request, in header or presigned form: parse the claim, find the user holding the access
 //! key, verify the signature under the API's policy. Walrus's SigV2 presigned URLs use the same
-//! user lookup.
+//! user lookup, and Walrus finds the user in the read of the store that also finds what the
+//! request names (`authenticate_with`).
 
 use super::{parse, verify, AuthError, Policy, RequestView, Verified};
 use crate::store::{Store, StoreError, User};
@@ -15,9 +16,22 @@ pub fn authenticate<E>(
 where
     E: From<AuthError> + From<StoreError>,
 {
+    authenticate_with(|key| store.user_by_access_key(key), parts, policy)
+}
+
+/// [`authenticate`] with the user holding an access key found by `find` (as
+/// [`Store::user_by_access_key`] does: a caller reading more in the same read of the store).
+pub fn authenticate_with<E>(
+    find: impl FnOnce(&str) -> Result<Option<User>, StoreError>,
+    parts: &http::request::Parts,
+    policy: &Policy<'_>,
+) -> Result<(User, Verified), E>
+where
+    E: From<AuthError> + From<StoreError>,
+{
     let raw_query = parts.uri.query().unwrap_or("");
     let claim = parse(&parts.headers, raw_query)?.ok_or(AuthError::Anonymous)?;
-    let user = user::<E>(store, &claim.access_key)?;
+    let user = user::<E>(find, &claim.access_key)?;
     let view = RequestView {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
@@ -28,14 +42,16 @@ where
     Ok((user, verified))
 }
 
-/// The user holding `access_key`; a disabled user's key is refused as an unknown one
-/// (`AuthFailure` in EC2, `InvalidAccessKeyId` in S3, `InvalidClientTokenId` in STS/IAM, as
-/// AWS answers an inactive key).
-pub fn user<E>(store: &Store, access_key: &str) -> Result<User, E>
+/// The user holding `access_key`, found by `find` ([`Store::user_by_access_key`] or the same
+/// in a [`crate::store::Reads`]); a disabled user's key finds no one and is refused as an
+/// unknown one (`AuthFailure` in EC2, `InvalidAccessKeyId` in S3, `InvalidClientTokenId` in
+/// STS/IAM, as AWS answers an inactive key).
+pub fn user<E>(
+    find: impl FnOnce(&str) -> Result<Option<User>, StoreError>,
+    access_key: &str,
+) -> Result<User, E>
 where
     E: From<AuthError> + From<StoreError>,
 {
-    store
-        .user_by_access_key(access_key)?
-        .ok_or_else(|| AuthError::UnknownAccessKey.into())
+    find(access_key)?.ok_or_else(|| AuthError::UnknownAccessKey.into())
 }

@@ -2,6 +2,7 @@
 //! AWS CLI v1 produces unless told to use SigV4. Only the presigned form is accepted, and only
 //! for S3; everything else must use SigV4.
 
+use super::canonical::percent_decode_lossy;
 use super::AuthError;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -50,9 +51,7 @@ fn decoded_pairs(raw_query: &str) -> Vec<(String, String, &str)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                String::from_utf8_lossy(&super::canonical::percent_decode(s)).into_owned()
-            };
+            let dec = |s: &str| percent_decode_lossy(s).into_owned();
             (dec(k), dec(v), p)
         })
         .collect()
@@ -60,12 +59,13 @@ fn decoded_pairs(raw_query: &str) -> Vec<(String, String, &str)> {
 
 /// `Ok(None)` when the query is not a SigV2 presigned URL.
 pub fn parse(raw_query: &str) -> Result<Option<PresignedV2>, AuthError> {
-    let pairs = decoded_pairs(raw_query);
     let get = |n: &str| {
-        pairs
-            .iter()
-            .find(|(k, _, _)| k == n)
-            .map(|(_, v, _)| v.clone())
+        raw_query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .find(|(k, _)| percent_decode_lossy(k) == n)
+            .map(|(_, v)| percent_decode_lossy(v).into_owned())
     };
     let Some(access_key) = get("AWSAccessKeyId") else {
         return Ok(None);

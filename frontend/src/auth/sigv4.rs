@@ -1,13 +1,19 @@
 //! SigV4 request verification, header and presigned-query forms. `parse` reads what the client
 //! claims (key, scope, signed headers, signature); `verify` checks the clock and recomputes the
-//! signature with the caller's secret. Looking the secret up is the caller's business.
+//! signature with the caller's secret (its derived key memoized, `signing_keys`). Looking the
+//! secret up is the caller's business.
 
-use super::canonical::{canonical_request, string_to_sign, CanonicalInput, UriMode};
+use super::canonical::{
+    canonical_request, query_param, query_params, string_to_sign, CanonicalInput, UriMode,
+};
+use super::signing_keys::{SigningKeys, CAPACITY};
 use super::time::parse_amz_date;
 use super::AuthError;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -112,17 +118,8 @@ pub fn parse(headers: &HeaderMap, raw_query: &str) -> Result<Option<SignedReques
             .map_err(|_| AuthError::Malformed("non-ASCII Authorization".into()))?;
         return parse_header(auth, headers).map(Some);
     }
-    let params: Vec<(String, String)> = raw_query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| {
-            let dec = |s: &str| {
-                String::from_utf8_lossy(&super::canonical::percent_decode(s)).into_owned()
-            };
-            (dec(k), dec(v))
-        })
-        .collect();
-    if params.iter().any(|(k, _)| k == "X-Amz-Algorithm") {
+    let params = query_params(raw_query);
+    if query_param(&params, "X-Amz-Algorithm").is_some() {
         return parse_presigned(&params, headers).map(Some);
     }
     Ok(None)
@@ -163,23 +160,20 @@ fn parse_header(auth: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthEr
 }
 
 fn parse_presigned(
-    params: &[(String, String)],
+    params: &[(Cow<'_, str>, Cow<'_, str>)],
     headers: &HeaderMap,
 ) -> Result<SignedRequest, AuthError> {
     let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        query_param(params, name)
             .ok_or_else(|| AuthError::Malformed(format!("presigned URL lacks {name}")))
     };
     let alg = get("X-Amz-Algorithm")?;
     if alg != ALGORITHM {
-        return Err(AuthError::UnsupportedAlgorithm(alg));
+        return Err(AuthError::UnsupportedAlgorithm(alg.to_string()));
     }
-    let (access_key, scope) = Scope::parse(&get("X-Amz-Credential")?)
+    let (access_key, scope) = Scope::parse(get("X-Amz-Credential")?)
         .ok_or_else(|| AuthError::Malformed("bad X-Amz-Credential".into()))?;
-    let amz_date = get("X-Amz-Date")?;
+    let amz_date = get("X-Amz-Date")?.to_string();
     let time = parse_amz_date(&amz_date)
         .ok_or_else(|| AuthError::Malformed(format!("bad X-Amz-Date {amz_date}")))?;
     let expires: i64 = get("X-Amz-Expires")?
@@ -187,10 +181,8 @@ fn parse_presigned(
         .ok()
         .filter(|e| (0..=MAX_PRESIGN_EXPIRY).contains(e))
         .ok_or_else(|| AuthError::Malformed("X-Amz-Expires must be 0..604800".into()))?;
-    let claim = params
-        .iter()
-        .find(|(k, _)| k == "X-Amz-Content-Sha256")
-        .map(|(_, v)| v.clone())
+    let claim = query_param(params, "X-Amz-Content-Sha256")
+        .map(str::to_string)
         .or_else(|| header_str(headers, "x-amz-content-sha256"))
         .unwrap_or_else(|| UNSIGNED_PAYLOAD.to_string());
     Ok(SignedRequest {
@@ -198,8 +190,8 @@ fn parse_presigned(
         amz_date,
         time,
         scope,
-        signed_headers: split_signed(&get("X-Amz-SignedHeaders")?),
-        signature: get("X-Amz-Signature")?,
+        signed_headers: split_signed(get("X-Amz-SignedHeaders")?),
+        signature: get("X-Amz-Signature")?.to_string(),
         presigned_expires: Some(expires),
         payload_claim: Some(claim),
     })
@@ -249,6 +241,9 @@ pub struct Verified {
     pub scope: String,
     pub seed_signature: String,
 }
+
+/// The derived keys `verify` signs with, kept across requests (a memo of [`signing_key`]).
+static SIGNING_KEYS: LazyLock<SigningKeys> = LazyLock::new(|| SigningKeys::new(CAPACITY));
 
 /// Checks the clock, then the signature.
 pub fn verify(
@@ -308,7 +303,8 @@ pub fn verify(
     let canonical = canonical_request(&input).map_err(AuthError::MissingSignedHeader)?;
     let scope = req.scope.render();
     let sts = string_to_sign(&req.amz_date, &scope, &canonical);
-    let key = signing_key(
+    let key = SIGNING_KEYS.get(
+        &req.access_key,
         secret,
         &req.scope.date,
         &req.scope.region,

@@ -20,7 +20,12 @@ pub struct ClientAddr(pub IpAddr);
 /// The address `req` came from (an IPv4 client on an IPv6 socket as IPv4), or `-` when the
 /// request did not come through the listener.
 pub fn client_addr<B>(req: &http::Request<B>) -> String {
-    req.extensions()
+    client_addr_in(req.extensions())
+}
+
+/// [`client_addr`] from a request's extensions (after `into_parts`).
+pub fn client_addr_in(extensions: &http::Extensions) -> String {
+    extensions
         .get::<ClientAddr>()
         .map_or_else(|| "-".to_string(), |a| a.0.to_canonical().to_string())
 }

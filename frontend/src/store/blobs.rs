@@ -2,17 +2,22 @@
 //! computed, fsynced, then renamed into place. A blob without a row in the database is garbage
 //! (a crash between rename and commit) and is removed at start-up.
 
+use super::small_blobs::{self, SmallBlobs, SMALL_BLOB_MAX};
+use bytes::Bytes;
 use md5::Md5;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// The blob directory: `blobs/<2 hex>/<32 hex>` and `tmp/`.
+/// The blob directory: `blobs/<2 hex>/<32 hex>` and `tmp/`; small blobs' bytes are kept in
+/// memory once read (`small_blobs`).
 #[derive(Debug, Clone)]
 pub struct BlobDir {
     root: PathBuf,
+    small: Arc<SmallBlobs>,
 }
 
 /// A blob written and durable, with its digests.
@@ -42,6 +47,7 @@ impl BlobDir {
         fs::create_dir_all(root.join("tmp"))?;
         Ok(BlobDir {
             root: root.to_path_buf(),
+            small: Arc::new(SmallBlobs::new(small_blobs::CAPACITY_BYTES)),
         })
     }
 
@@ -79,8 +85,27 @@ impl BlobDir {
         })
     }
 
+    /// The whole of blob `id`, `size` bytes long (at most [`SMALL_BLOB_MAX`]), from memory
+    /// when it was read before.
+    pub fn read_small(&self, id: &str, size: u64) -> io::Result<Bytes> {
+        if let Some(data) = self.small.get(id) {
+            return Ok(data);
+        }
+        if size > SMALL_BLOB_MAX {
+            return Err(io::Error::other(format!(
+                "blob {id} is {size} bytes, over the {SMALL_BLOB_MAX} of a small one"
+            )));
+        }
+        let mut buf = vec![0u8; size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&File::open(self.path(id))?, &mut buf, 0)?;
+        let data = Bytes::from(buf);
+        self.small.insert(id, data.clone());
+        Ok(data)
+    }
+
     /// Removes a blob no row refers to any more; a missing file is not an error.
     pub fn remove(&self, id: &str) {
+        self.small.remove(id);
         if let Err(e) = fs::remove_file(self.path(id)) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(blob = id, error = %e, "cannot remove blob");
@@ -218,5 +243,35 @@ mod tests {
         drop(w);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(blobs.all_ids().unwrap(), vec![b.id]);
+    }
+
+    #[test]
+    fn a_small_blob_is_read_once_then_served_from_memory_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut w = blobs.writer().unwrap();
+        w.write(b"small").unwrap();
+        let b = w.finish().unwrap();
+        assert_eq!(&blobs.read_small(&b.id, 5).unwrap()[..], b"small");
+        // Held: a copy of the directory (as the store hands out) reads it without the file.
+        fs::rename(blobs.path(&b.id), dir.path().join("aside")).unwrap();
+        assert_eq!(&blobs.clone().read_small(&b.id, 5).unwrap()[..], b"small");
+        fs::rename(dir.path().join("aside"), blobs.path(&b.id)).unwrap();
+        blobs.remove(&b.id);
+        let e = blobs.read_small(&b.id, 5).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_small_blob_shorter_than_recorded_or_too_large_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut w = blobs.writer().unwrap();
+        w.write(b"abc").unwrap();
+        let b = w.finish().unwrap();
+        let e = blobs.read_small(&b.id, 4).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(blobs.read_small(&b.id, SMALL_BLOB_MAX + 1).is_err());
+        assert_eq!(&blobs.read_small(&b.id, 3).unwrap()[..], b"abc");
     }
 }

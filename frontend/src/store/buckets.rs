@@ -1,7 +1,7 @@
 //! Buckets and the objects in them.
 
-use super::{meta_from_json, meta_to_json, now_ms, FinishedBlob, Store, StoreError};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::{meta_from_json, meta_to_json, now_ms, FinishedBlob, Reads, Store, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A bucket and its owner's user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct ObjectRow {
     pub modified_ms: i64,
 }
 
+/// A bucket and its object of some key: `None` when there is no such bucket, no object when
+/// the bucket has none of that key.
+pub type BucketObject = Option<(Bucket, Option<ObjectRow>)>;
+
 /// A run of objects in key order.
 pub type ListPage = Vec<ObjectRow>;
 
@@ -32,16 +36,21 @@ const OBJECT_COLUMNS: &str =
     "key, blob, size, etag, md5, sha256, content_type, metadata, modified_ms";
 
 fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRow> {
+    object_at(r, 0)
+}
+
+/// The object whose [`OBJECT_COLUMNS`] start at column `first` of `r`.
+fn object_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ObjectRow> {
     Ok(ObjectRow {
-        key: r.get(0)?,
-        blob: r.get(1)?,
-        size: r.get::<_, i64>(2)? as u64,
-        etag: r.get(3)?,
-        md5: r.get(4)?,
-        sha256: r.get(5)?,
-        content_type: r.get(6)?,
-        metadata: meta_from_json(&r.get::<_, String>(7)?)?,
-        modified_ms: r.get(8)?,
+        key: r.get(first)?,
+        blob: r.get(first + 1)?,
+        size: r.get::<_, i64>(first + 2)? as u64,
+        etag: r.get(first + 3)?,
+        md5: r.get(first + 4)?,
+        sha256: r.get(first + 5)?,
+        content_type: r.get(first + 6)?,
+        metadata: meta_from_json(&r.get::<_, String>(first + 7)?)?,
+        modified_ms: r.get(first + 8)?,
     })
 }
 
@@ -161,6 +170,12 @@ impl Store {
         Ok(o)
     }
 
+    /// The bucket `name` and its object `key` (see [`BucketObject`]), read in one statement:
+    /// a GET's two lookups at the cost of one.
+    pub fn bucket_object(&self, name: &str, key: &str) -> Result<BucketObject, StoreError> {
+        bucket_object(&self.reader(), name, key)
+    }
+
     /// Deletes an object; `false` if there was none.
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
         let blob: Option<String> = self
@@ -232,4 +247,65 @@ pub(super) fn insert_object(
         ],
     )?;
     Ok(old.into_iter().filter(|b| *b != o.blob).collect())
+}
+
+impl Reads<'_> {
+    /// [`Store::bucket_object`], in this read.
+    pub fn bucket_object(&self, name: &str, key: &str) -> Result<BucketObject, StoreError> {
+        bucket_object(self.conn, name, key)
+    }
+}
+
+fn bucket_object(conn: &Connection, name: &str, key: &str) -> Result<BucketObject, StoreError> {
+    // No column of `buckets` shares a name with one of OBJECT_COLUMNS.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT b.name, b.owner, b.created_ms, o.key IS NOT NULL, {OBJECT_COLUMNS} \
+         FROM buckets b LEFT JOIN objects o ON o.bucket = b.name AND o.key = ?2 \
+         WHERE b.name = ?1"
+    ))?;
+    let found = stmt
+        .query_row([name, key], |r| {
+            let bucket = Bucket {
+                name: r.get(0)?,
+                owner: r.get(1)?,
+                created_ms: r.get(2)?,
+            };
+            let object = match r.get::<_, bool>(3)? {
+                true => Some(object_at(r, 4)?),
+                false => None,
+            };
+            Ok((bucket, object))
+        })
+        .optional()?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Role;
+
+    #[test]
+    fn bucket_object_reads_what_bucket_and_object_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_user("u", Role::User).unwrap();
+        store.create_bucket("b", "u").unwrap();
+        store.create_bucket("empty", "u").unwrap();
+        let mut w = store.blobs().writer().unwrap();
+        w.write(b"data").unwrap();
+        let blob = w.finish().unwrap();
+        let meta = vec![("x-amz-meta-a".to_string(), "1".to_string())];
+        let row = ObjectRow::new("k", &blob, "e".into(), Some("text/plain".into()), meta);
+        store.put_object("b", &row).unwrap();
+
+        let (bucket, object) = store.bucket_object("b", "k").unwrap().unwrap();
+        assert_eq!(Some(bucket), store.bucket("b").unwrap());
+        assert_eq!(object, store.object("b", "k").unwrap());
+        assert_eq!(object.unwrap(), row);
+        let (bucket, object) = store.bucket_object("empty", "k").unwrap().unwrap();
+        assert_eq!((bucket.name.as_str(), object), ("empty", None));
+        assert_eq!(store.bucket_object("b", "other").unwrap().unwrap().1, None);
+        assert_eq!(store.bucket_object("none", "k").unwrap(), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! All persistent state: SQLite (WAL, versioned migrations) for users, buckets, objects,
 //! multipart uploads, cloud records and the audit log, plus the blob files holding object
-//! data. Every state change is a function here running in one transaction; blob files are made
+//! data (small ones kept in memory once read). Every state change is a function here running in one transaction; blob files are made
 //! durable before the row that names them is committed, and removed only after the row that
 //! named them is gone.
 
@@ -11,20 +11,22 @@ mod cloud;
 mod migrations;
 mod multipart;
 mod sessions;
+mod small_blobs;
 mod users;
 
 pub use audit::{AuditEntry, AuditPage, AuditRow, Outcome, AUDIT_KEEP};
 pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
-pub use buckets::{Bucket, ListPage, ObjectRow};
+pub use buckets::{Bucket, BucketObject, ListPage, ObjectRow};
 pub use cloud::CloudTx;
 pub use multipart::{PartRow, Upload};
 pub use sessions::Session;
+pub use small_blobs::SMALL_BLOB_MAX;
 pub use users::{account_id, iam_user_id, is_account_id, Role, User};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +59,43 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The state store: a writing and a reading SQLite connection (WAL: readers never wait for
-/// a writer's fsync) and the blob directory.
+/// The state store: a writing SQLite connection, a few reading ones (WAL: readers never wait
+/// for a writer's fsync, nor for each other) and the blob directory.
 pub struct Store {
     conn: Mutex<Connection>,
-    read: Mutex<Connection>,
+    read: [Mutex<Connection>; READERS],
     blobs: BlobDir,
     dir: PathBuf,
     /// Audit entries this process wrote (pruning goes by it).
     audit_writes: AtomicU64,
+}
+
+/// Lookups run together in one read transaction ([`Store::read`]): they see one state of the
+/// store and pay for one transaction's locks, where each lookup on [`Store`] is a transaction
+/// of its own (profiled on 4 KiB GETs, taking and releasing those locks was a tenth of the
+/// CPU). Reads only.
+pub struct Reads<'a> {
+    conn: &'a Connection,
+}
+
+/// An open read transaction, ended when dropped (also by a panic), so that its connection
+/// never stays on an old state of the store.
+struct ReadTransaction<'a>(&'a Connection);
+
+impl<'a> ReadTransaction<'a> {
+    fn begin(conn: &'a Connection) -> Result<ReadTransaction<'a>, StoreError> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(ReadTransaction(conn))
+    }
+}
+
+impl Drop for ReadTransaction<'_> {
+    fn drop(&mut self) {
+        let end = |sql| self.0.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        if let Err(e) = end("COMMIT").or_else(|_| end("ROLLBACK")) {
+            tracing::error!(error = %e, "cannot end a read transaction");
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -75,6 +105,11 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Reading connections: one per core of the appliance's machine kind, so the runtime's workers
+/// answering lookups at once do not queue for one connection (profiled on 4 KiB GETs, that
+/// queue took about 3% of the CPU).
+const READERS: usize = 2;
 
 /// The state database's file name in the data directory.
 pub const STATE_DB: &str = "state.sqlite3";
@@ -96,7 +131,7 @@ impl Store {
         migrations::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
-            read: Mutex::new(open()?),
+            read: [Mutex::new(open()?), Mutex::new(open()?)],
             blobs: BlobDir::open(dir)?,
             dir: dir.to_path_buf(),
             audit_writes: AtomicU64::new(0),
@@ -127,7 +162,25 @@ impl Store {
 
     /// The connection for reads: quick, never behind a commit's fsync.
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.read.lock().unwrap_or_else(|p| p.into_inner())
+        for conn in &self.read {
+            match conn.try_lock() {
+                Ok(c) => return c,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.read[0].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f`'s lookups in one read transaction ([`Reads`]) on a reading connection, held
+    /// until `f` returns: `f` reads through its `Reads` only.
+    pub fn read<T, E>(&self, f: impl FnOnce(&Reads<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let conn = self.reader();
+        let _transaction = ReadTransaction::begin(&conn)?;
+        f(&Reads { conn: &conn })
     }
 
     fn collect_garbage(&self) -> Result<(), StoreError> {
@@ -202,5 +255,43 @@ mod tests {
         );
         let o = store.object("b", "k").unwrap().unwrap();
         assert_eq!(std::fs::read(store.blobs().path(&o.blob)).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn reads_together_find_what_single_lookups_find() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let user = store.create_user("u", Role::User).unwrap();
+        store.create_bucket("b", "u").unwrap();
+        let (found, bucket) = store
+            .read(|r| {
+                let found = r.user_by_access_key(&user.access_key)?;
+                Ok::<_, StoreError>((found, r.bucket_object("b", "k")?))
+            })
+            .unwrap();
+        assert_eq!(found, store.user_by_access_key(&user.access_key).unwrap());
+        assert_eq!(found.unwrap().name, "u");
+        assert_eq!(bucket, store.bucket_object("b", "k").unwrap());
+    }
+
+    #[test]
+    fn a_read_ends_with_its_closure_so_later_reads_see_later_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let user = store.create_user("u", Role::User).unwrap();
+        let key = user.access_key.clone();
+        let failed: Result<(), StoreError> = store.read(|r| {
+            r.user_by_access_key(&key)?;
+            Err(StoreError::NoSuchUser("u".into()))
+        });
+        assert!(failed.is_err());
+        // Disabling the user after those reads is seen at once: no read stayed open on the
+        // state from before (for each reading connection).
+        store.set_user_disabled("u", true).unwrap();
+        for _ in 0..READERS + 1 {
+            let found = store.read(|r| r.user_by_access_key(&key)).unwrap();
+            assert_eq!(found, None);
+            assert_eq!(store.user_by_access_key(&key).unwrap(), None);
+        }
     }
 }

@@ -3,10 +3,10 @@
 //! a record's account id needs no lookup, and a store made before ids existed needs no
 //! migration). Each user is an account of its own, as each owns its resources alone.
 
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, Reads, Store, StoreError};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::Rng;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 /// What a user may do: the admin sees everything; a node reads every bucket (images); a user
@@ -267,12 +267,7 @@ impl Store {
     /// one, so every API refuses it as it refuses a key that does not exist (as AWS answers
     /// an inactive key).
     pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE access_key = ?1 AND disabled = 0"
-        ))?;
-        let user = stmt.query_row([access_key], row_to_user).optional()?;
-        Ok(user)
+        user_by_access_key(&self.reader(), access_key)
     }
 
     /// Disables `name` (its keys and console sign-in stop working and its console sessions
@@ -302,6 +297,21 @@ impl Store {
         }
         self.create_user("admin", Role::Admin).map(Some)
     }
+}
+
+impl Reads<'_> {
+    /// [`Store::user_by_access_key`], in this read.
+    pub fn user_by_access_key(&self, access_key: &str) -> Result<Option<User>, StoreError> {
+        user_by_access_key(self.conn, access_key)
+    }
+}
+
+fn user_by_access_key(conn: &Connection, access_key: &str) -> Result<Option<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE access_key = ?1 AND disabled = 0"
+    ))?;
+    let user = stmt.query_row([access_key], row_to_user).optional()?;
+    Ok(user)
 }
 
 #[cfg(test)]

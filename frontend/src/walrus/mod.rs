@@ -1,5 +1,6 @@
 //! Walrus: the S3-compatible object store, path-style. This module authenticates each request
-//! (with `auth`), decides which operation it is and which bucket it may touch, and renders
+//! (with `auth`; its signer, and for an object read its bucket and object, are found in one
+//! read of the store), decides which operation it is and which bucket it may touch, and renders
 //! errors; the operations themselves live in `buckets`, `objects`, `listing` and `multipart`,
 //! over the `store`. Each change asked for (PUT, POST, DELETE on a bucket or object), signed or
 //! not, goes into the audit log (`crate::audit`).
@@ -19,7 +20,7 @@ use crate::audit;
 use crate::auth::{self, Policy, UriMode, Verified};
 use crate::cloud::access::{may_access, Access};
 use crate::http::{db, empty_response, xml_response, RespBody};
-use crate::store::{AuditEntry, Bucket, Outcome, Store, User};
+use crate::store::{AuditEntry, Bucket, BucketObject, ObjectRow, Outcome, Reads, Store, User};
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use rand::RngCore;
@@ -41,9 +42,9 @@ pub struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(raw: &str) -> Query {
-        let dec = |s: &str| {
-            String::from_utf8_lossy(&auth::canonical::percent_decode(&s.replace('+', "%20")))
-                .into_owned()
+        let dec = |s: &str| match s.contains('+') {
+            true => auth::canonical::percent_decode_lossy(&s.replace('+', "%20")).into_owned(),
+            false => auth::canonical::percent_decode_lossy(s).into_owned(),
         };
         Query(
             raw.split('&')
@@ -77,6 +78,9 @@ pub struct S3Request {
     pub headers: HeaderMap,
     pub user: User,
     pub auth: Verified,
+    /// For an object read (GET, HEAD), its bucket and object, found in the read of the store
+    /// that found its signer (after the signature checked out): one read transaction a GET.
+    pub found: Option<BucketObject>,
 }
 
 impl S3Request {
@@ -105,7 +109,6 @@ impl Walrus {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<ReqBody>) -> Response<RespBody> {
         let request_id = request_id();
-        let source = crate::http::client_addr(&req);
         let is_head = req.method() == Method::HEAD;
         let (parts, body) = req.into_parts();
         let change = audited(&parts);
@@ -119,7 +122,7 @@ impl Walrus {
                 user,
                 action: action.to_string(),
                 resources,
-                source,
+                source: crate::http::client_addr_in(&parts.extensions),
                 outcome: match &result {
                     Ok(_) => Outcome::Ok,
                     Err(e) => Outcome::Err {
@@ -140,28 +143,44 @@ impl Walrus {
         resp
     }
 
+    /// The request, its signer found and the signature checked, and for an object read what
+    /// it names: all in one read of the store.
     fn authenticate(&self, parts: &http::request::Parts) -> Result<S3Request, S3Error> {
         let raw_query = parts.uri.query().unwrap_or("");
         let raw_path = parts.uri.path();
-        let (user, verified) = match auth::sigv2::parse(raw_query)? {
-            Some(v2) if !parts.headers.contains_key(http::header::AUTHORIZATION) => {
-                self.authenticate_v2(parts, &v2)?
-            }
-            _ => self.authenticate_v4(parts)?,
-        };
-        let (bucket, key) = split_path(raw_path)?;
-        Ok(S3Request {
-            method: parts.method.clone(),
-            bucket,
-            key,
-            query: Query::parse(raw_query),
-            headers: parts.headers.clone(),
-            user,
-            auth: verified,
+        self.store.read(|reads| {
+            let (user, verified) = match auth::sigv2::parse(raw_query)? {
+                Some(v2) if !parts.headers.contains_key(http::header::AUTHORIZATION) => {
+                    self.authenticate_v2(reads, parts, &v2)?
+                }
+                _ => self.authenticate_v4(reads, parts)?,
+            };
+            let (bucket, key) = split_path(raw_path)?;
+            let query = Query::parse(raw_query);
+            let found = match (&bucket, &key) {
+                (Some(b), Some(k)) if is_object_read(&parts.method, &query) => {
+                    Some(reads.bucket_object(b, k)?)
+                }
+                _ => None,
+            };
+            Ok(S3Request {
+                method: parts.method.clone(),
+                bucket,
+                key,
+                query,
+                headers: parts.headers.clone(),
+                user,
+                auth: verified,
+                found,
+            })
         })
     }
 
-    fn authenticate_v4(&self, parts: &http::request::Parts) -> Result<(User, Verified), S3Error> {
+    fn authenticate_v4(
+        &self,
+        reads: &Reads<'_>,
+        parts: &http::request::Parts,
+    ) -> Result<(User, Verified), S3Error> {
         let policy = Policy {
             service: "s3",
             region: None,
@@ -170,17 +189,18 @@ impl Walrus {
             max_skew_secs: self.max_skew_secs,
             body_sha256: None,
         };
-        auth::authenticate(&self.store, parts, &policy)
+        auth::authenticate_with(|key| reads.user_by_access_key(key), parts, &policy)
     }
 
     /// SigV2 presigned URLs (what AWS CLI v1 `s3 presign` and boto3's `generate_presigned_url`
     /// produce by default): unsigned payload.
     fn authenticate_v2(
         &self,
+        reads: &Reads<'_>,
         parts: &http::request::Parts,
         claim: &auth::sigv2::PresignedV2,
     ) -> Result<(User, Verified), S3Error> {
-        let user = auth::user::<S3Error>(&self.store, &claim.access_key)?;
+        let user = auth::user::<S3Error>(|key| reads.user_by_access_key(key), &claim.access_key)?;
         let raw_query = parts.uri.query().unwrap_or("");
         let sts = auth::sigv2::string_to_sign(
             parts.method.as_str(),
@@ -213,8 +233,35 @@ impl Walrus {
         Ok(bucket)
     }
 
-    async fn dispatch(&self, r: S3Request, body: ReqBody) -> Result<Response<RespBody>, S3Error> {
-        let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    /// The bucket `name` if `r`'s user may access it, and its object `key`: the checks and
+    /// errors of [`Walrus::bucket_for`], then `NoSuchKey`. `found` is what the request's
+    /// read of the store found (`S3Request::found`), else they are looked up now.
+    fn object_for(
+        &self,
+        r: &S3Request,
+        found: Option<BucketObject>,
+        name: &str,
+        key: &str,
+        access: Access,
+    ) -> Result<(Bucket, ObjectRow), S3Error> {
+        let found = match found {
+            Some(found) => found,
+            None => self.store.bucket_object(name, key)?,
+        };
+        let (bucket, object) = found.ok_or_else(|| S3Error::no_such_bucket(name))?;
+        if !may_access(&r.user, &bucket.owner, access) {
+            return Err(S3Error::access_denied().with_resource(name));
+        }
+        let object = object.ok_or_else(|| S3Error::no_such_key(key))?;
+        Ok((bucket, object))
+    }
+
+    async fn dispatch(
+        &self,
+        mut r: S3Request,
+        body: ReqBody,
+    ) -> Result<Response<RespBody>, S3Error> {
+        let (bucket, key, found) = (r.bucket.clone(), r.key.clone(), r.found.take());
         let q = &r.query;
         match (&r.method, bucket.as_deref(), key.as_deref()) {
             (&Method::GET, None, _) => buckets::list_buckets(self, &r),
@@ -245,8 +292,8 @@ impl Walrus {
             (&Method::GET, Some(b), Some(k)) if q.has("uploadId") => {
                 multipart::list_parts(self, &r, b, k)
             }
-            (&Method::GET, Some(b), Some(k)) => objects::get(self, &r, b, k, false),
-            (&Method::HEAD, Some(b), Some(k)) => objects::get(self, &r, b, k, true),
+            (&Method::GET, Some(b), Some(k)) => objects::get(self, &r, found, b, k, false),
+            (&Method::HEAD, Some(b), Some(k)) => objects::get(self, &r, found, b, k, true),
             (&Method::DELETE, Some(b), Some(k)) if q.has("uploadId") => {
                 multipart::abort(self, &r, b, k)
             }
@@ -264,6 +311,12 @@ impl Walrus {
             )),
         }
     }
+}
+
+/// Whether a request on an object is a read of it (GET, HEAD), which `dispatch` hands to
+/// `objects::get`; its bucket and object are looked up with its signer.
+fn is_object_read(method: &Method, query: &Query) -> bool {
+    *method == Method::HEAD || (*method == Method::GET && !query.has("uploadId"))
 }
 
 /// The change a request asks for and what it names, for the audit log (`None` for reads).

@@ -8,7 +8,7 @@ use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
 use crate::http::xml::Xml;
 use crate::http::{db, empty_response, file_body, parse_range, xml_response, RespBody};
-use crate::store::{FinishedBlob, ObjectRow};
+use crate::store::{BucketObject, FinishedBlob, ObjectRow, SMALL_BLOB_MAX};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::{Duration, UNIX_EPOCH};
@@ -191,12 +191,34 @@ fn object_headers(headers: &mut HeaderMap, o: &ObjectRow) {
     }
 }
 
-pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Result {
-    w.bucket_for(r, bucket, Access::Read)?;
-    let o = w
-        .store
-        .object(bucket, key)?
-        .ok_or_else(|| S3Error::no_such_key(key))?;
+/// Bytes `start..start + len` of `o`'s data: a small object's from the blob cache, others
+/// streamed from the blob file.
+fn object_body(w: &Walrus, o: &ObjectRow, start: u64, len: u64) -> std::io::Result<RespBody> {
+    if o.size > SMALL_BLOB_MAX {
+        return file_body(w.store.blobs().path(&o.blob), start, len);
+    }
+    let data = w.store.blobs().read_small(&o.blob, o.size)?;
+    // Within `o.size` (parse_range), so within the blob's bytes: both at most SMALL_BLOB_MAX.
+    let end = start + len;
+    if end > data.len() as u64 {
+        return Err(std::io::Error::other("range outside the blob"));
+    }
+    Ok(crate::http::body::full(
+        data.slice(start as usize..end as usize),
+    ))
+}
+
+/// GET or HEAD of an object; `found` is its bucket and object if already looked up
+/// (`S3Request::found`).
+pub fn get(
+    w: &Walrus,
+    r: &S3Request,
+    found: Option<BucketObject>,
+    bucket: &str,
+    key: &str,
+    head: bool,
+) -> Result {
+    let (_, o) = w.object_for(r, found, bucket, key, Access::Read)?;
     if let Some(status) = check_conditions(&r.headers, &o)? {
         let mut resp = empty_response(status);
         object_headers(resp.headers_mut(), &o);
@@ -213,13 +235,13 @@ pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Re
     let body = if head {
         crate::http::body::empty()
     } else {
-        file_body(w.store.blobs().path(&o.blob), start, len)?
+        object_body(w, &o, start, len)?
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let hs = resp.headers_mut();
     object_headers(hs, &o);
-    set(hs, "content-length", &len.to_string());
+    hs.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     set(
         hs,
         "content-type",
