@@ -5,9 +5,10 @@
 //! by SHA-256 digest in constant time. So the store stays the one authority on keys: a
 //! deleted, disabled or rotated key is refused by that lookup before this memo is asked, and a
 //! new secret never meets a key derived from the old one. No secret is kept here. It does not
-//! look anything up or check any signature itself.
+//! look anything up or check any signature itself. The derivation ([`signing_key`]) lives here
+//! too; `sigv4` re-exports it.
 
-use super::sigv4::signing_key;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -73,6 +74,21 @@ impl SigningKeys {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// HMAC-SHA256.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// The derived signing key for one day, region and service.
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let k = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac_sha256(&k, region.as_bytes());
+    let k = hmac_sha256(&k, service.as_bytes());
+    hmac_sha256(&k, b"aws4_request")
 }
 
 #[cfg(test)]

@@ -6,12 +6,11 @@
 use super::canonical::{
     canonical_request, query_param, query_params, string_to_sign, CanonicalInput, UriMode,
 };
+pub use super::signing_keys::{hmac_sha256, signing_key};
 use super::signing_keys::{SigningKeys, CAPACITY};
 use super::time::parse_amz_date;
 use super::AuthError;
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
@@ -323,21 +322,6 @@ pub fn verify(
         scope,
         seed_signature: expected,
     })
-}
-
-/// HMAC-SHA256.
-pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// The derived signing key for one day, region and service.
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
-    let k = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k = hmac_sha256(&k, region.as_bytes());
-    let k = hmac_sha256(&k, service.as_bytes());
-    hmac_sha256(&k, b"aws4_request")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
