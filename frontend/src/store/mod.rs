@@ -1,8 +1,8 @@
 //! All persistent state: SQLite (WAL, versioned migrations) for users, buckets, objects,
 //! multipart uploads, cloud records and the audit log, plus the blob files holding object
-//! data (small ones kept in memory once read). Every state change is a function here running in one transaction; blob files are made
-//! durable before the row that names them is committed, and removed only after the row that
-//! named them is gone.
+//! data (small ones kept in memory once read). Every state change is a function here running
+//! in one transaction; blob files are made durable before the row that names them is
+//! committed, and removed only after the row that named them is gone.
 
 mod audit;
 mod blobs;
