@@ -20,16 +20,16 @@
 //! with an OpenSSH banner; the boot time to cloud-init's final line is reported as a figure.
 //! Both programs (`vmm/examples/e2e_{guest,node}.rs`, the last step in
 //! `vmm/examples/e2e/cloud_image.rs`) print one line per check; this test reads them from the
-//! node's console. A node that wedges (its kernel reports a soft lockup or an RCU stall: the
-//! nested stack under TCG, not the VMM, has stopped it scheduling) is booted once more, saying
-//! so; a second wedge fails the test.
+//! node's console. A node that wedges (its kernel reports a soft lockup or an RCU stall, or its
+//! console stays silent: the nested stack under TCG, not the VMM, has stopped it) is booted
+//! once more, saying so; a second wedge fails the test.
 
 #[path = "support/vmm_images.rs"]
 mod vmm_images;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mallee_qemu_tests::{report_figure, Images, TestDir};
+use mallee_qemu_tests::{report_figure, ConsoleError, Images, TestDir};
 use vmm_images::NodeExtras;
 
 #[test]
@@ -45,8 +45,8 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
     let (vm, done) = match run_node(&dir, &bin, &extras) {
         Ok(run) => run,
         Err(wedged) => {
-            // Seen in about one run in ten here: both node CPUs spin in KVM_RUN under TCG's
-            // emulated SVM and the node never schedules again. A second wedge fails the test.
+            // Seen in two of eight runs here (both node CPUs spinning in KVM_RUN; both halted
+            // for good), each time under TCG's emulated SVM. A second wedge fails the test.
             let kept = dir.file("node-wedged.console");
             std::fs::write(&kept, &wedged).expect("keep the wedged node's console");
             println!(
@@ -168,8 +168,14 @@ fn vmm_boots_debian_kernel_with_disks_and_net_in_a_nested_node() {
 const WEDGED: &str =
     r"watchdog: BUG: soft lockup - CPU#\d+ stuck|rcu: INFO: rcu_\w+ detected stalls";
 
+/// How long the node's console may stay silent before the node counts as wedged: the node
+/// program says how long it has waited every 30 s while a guest boots.
+const SILENCE: Duration = Duration::from_secs(150);
+
 /// Boots the node and waits for its program's exit line; `Err` with the node's console when the
-/// node wedged instead (see [`WEDGED`]).
+/// node wedged instead: its kernel said so ([`WEDGED`]), or its console stayed silent for
+/// [`SILENCE`] (seen once: both node CPUs halted for good under TCG's emulated SVM, even an
+/// injected NMI woke neither).
 fn run_node(
     dir: &TestDir,
     bin: &std::path::Path,
@@ -177,16 +183,26 @@ fn run_node(
 ) -> Result<(mallee_qemu_tests::Vm, Vec<String>), String> {
     // sysrq so that a stuck node can be asked what it is waiting on.
     let mut vm = vmm_images::debian_node(dir, bin, extras, "node", "sysrq_always_enabled");
-    let done = vm
-        .wait_for(
-            &format!(r"mallee-init: run /bin/e2e_node exit=(\d+)|({WEDGED})"),
-            Duration::from_secs(1200),
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", blocked_tasks(&mut vm)));
-    if done[2].is_empty() {
-        Ok((vm, done))
-    } else {
-        Err(vm.console().text())
+    let pattern = format!(r"mallee-init: run /bin/e2e_node exit=(\d+)|({WEDGED})");
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let (mut heard, mut last_heard) = (0, Instant::now());
+    loop {
+        match vm.wait_for(&pattern, Duration::from_secs(10)) {
+            Ok(done) if done[2].is_empty() => return Ok((vm, done)),
+            Ok(_) => return Err(vm.console().text()),
+            Err(ConsoleError::Timeout { .. }) if Instant::now() < deadline => {
+                let text = vm.console().text();
+                if text.len() != heard {
+                    (heard, last_heard) = (text.len(), Instant::now());
+                } else if last_heard.elapsed() > SILENCE {
+                    return Err(format!(
+                        "{text}\nvmm_boot: the node's console has been silent for {} s",
+                        SILENCE.as_secs()
+                    ));
+                }
+            }
+            Err(e) => panic!("{e}\n{}", blocked_tasks(&mut vm)),
+        }
     }
 }
 
