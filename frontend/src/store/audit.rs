@@ -107,17 +107,22 @@ fn prune(conn: &rusqlite::Connection, keep: i64) -> rusqlite::Result<usize> {
 }
 
 impl Store {
-    /// Appends `entry`; returns its id. Every [`PRUNE_EVERY`]-th write keeps the table to the
+    /// Appends `entry` (committed with the changes other requests make at the same moment:
+    /// [`Store::grouped`]); returns its id. Every [`PRUNE_EVERY`]-th write keeps the table to the
     /// newest [`AUDIT_KEEP`] entries.
     pub fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        let (outcome, code) = entry.outcome.parts();
         let resources = serde_json::to_string(&entry.resources)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO audit (at_ms, user, action, resources, source, outcome, code, request_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+        let prune_now =
+            (self.audit_writes.fetch_add(1, Ordering::Relaxed)).is_multiple_of(PRUNE_EVERY);
+        let entry = entry.clone();
+        self.grouped(move |conn| {
+            let (outcome, code) = entry.outcome.parts();
+            conn.prepare_cached(
+                "INSERT INTO audit (at_ms, user, action, resources, source, outcome, code, request_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
                 entry.at_ms,
                 entry.user,
                 entry.action,
@@ -126,13 +131,13 @@ impl Store {
                 outcome,
                 code,
                 entry.request_id
-            ],
-        )?;
-        let id = conn.last_insert_rowid();
-        if (self.audit_writes.fetch_add(1, Ordering::Relaxed)).is_multiple_of(PRUNE_EVERY) {
-            prune(&conn, AUDIT_KEEP)?;
-        }
-        Ok(id)
+            ])?;
+            let id = conn.last_insert_rowid();
+            if prune_now {
+                prune(conn, AUDIT_KEEP)?;
+            }
+            Ok(id)
+        })
     }
 
     /// Up to `limit` entries older than `before` (all when `None`), newest first.

@@ -147,15 +147,11 @@ impl Store {
     }
 
     /// Records `object` in `bucket`, replacing any object of the same key (whose blob is then
-    /// removed).
+    /// removed). Committed with the changes other requests make at the same moment
+    /// ([`Store::grouped`]).
     pub fn put_object(&self, bucket: &str, object: &ObjectRow) -> Result<(), StoreError> {
-        let old = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let old = insert_object(&tx, bucket, object)?;
-            tx.commit()?;
-            old
-        };
+        let (bucket, object) = (bucket.to_string(), object.clone());
+        let old = self.grouped(move |conn| insert_object(conn, &bucket, &object))?;
         self.remove_blobs(&old);
         Ok(())
     }
@@ -212,27 +208,23 @@ impl Store {
 
 /// Inserts or replaces an object inside a transaction; returns the replaced blob, if any.
 pub(super) fn insert_object(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     bucket: &str,
     o: &ObjectRow,
 ) -> Result<Vec<String>, StoreError> {
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM buckets WHERE name = ?1)",
-        [bucket],
-        |r| r.get(0),
-    )?;
+    let exists: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM buckets WHERE name = ?1)")?
+        .query_row([bucket], |r| r.get(0))?;
     if !exists {
         return Err(StoreError::NoSuchBucket(bucket.to_string()));
     }
     let old: Option<String> = tx
-        .query_row(
-            "SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2",
-            [bucket, &o.key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2")?
+        .query_row([bucket, &o.key], |r| r.get(0))
         .optional()?;
-    tx.execute(
+    tx.prepare_cached(
         &format!("INSERT OR REPLACE INTO objects (bucket, {OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+    )?.execute(
         params![
             bucket,
             o.key,

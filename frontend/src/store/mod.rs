@@ -8,6 +8,7 @@ mod audit;
 mod blobs;
 mod buckets;
 mod cloud;
+mod group_commit;
 mod migrations;
 mod multipart;
 mod sessions;
@@ -57,12 +58,16 @@ pub enum StoreError {
     NoSuchUser(String),
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
+    #[error("the change was not committed: {0}")]
+    Commit(String),
 }
 
 /// The state store: a writing SQLite connection, a few reading ones (WAL: readers never wait
 /// for a writer's fsync, nor for each other) and the blob directory.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Changes waiting to be committed together ([`Store::grouped`]).
+    group: group_commit::Queue,
     read: [Mutex<Connection>; READERS],
     blobs: BlobDir,
     dir: PathBuf,
@@ -131,6 +136,7 @@ impl Store {
         migrations::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            group: group_commit::Queue::default(),
             read: [Mutex::new(open()?), Mutex::new(open()?)],
             blobs: BlobDir::open(dir)?,
             dir: dir.to_path_buf(),
