@@ -85,10 +85,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         false => (None, None),
     };
-    let listener = std::net::TcpListener::bind(config.listen)
+    let listeners = server::Listeners::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
+    let addr = listeners.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -146,7 +145,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
     });
     rt.block_on(async move {
         let _pxe = pxe;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         match &tls {
             Some(_) => {
                 println!(
@@ -183,7 +181,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tokio::spawn(tls.clone().renew_periodically());
         }
         let acceptor = tls.as_ref().map(|t| t.acceptor());
-        server::serve(listener, apis, config.http, acceptor, upgrade).await?;
+        server::serve(listeners, apis, config.http, acceptor, upgrade).await?;
         // Only a staged upgrade stops the server: init installs it and reboots.
         println!("mallee-frontend: upgrade staged; exiting for mallee-init to install it");
         std::io::stdout().flush()?;

@@ -4,9 +4,9 @@
 //! `iam` (`identity::Service::claimed`) and to EC2 otherwise, everything else to Walrus. It bounds
 //! what one client holds ([`HttpLimits`]): connections per address (more are answered with
 //! the API's throttling error), the time to send a request head, and its size. Each request
-//! carries its client's address ([`ClientAddr`]) to the API that answers it. Connections are
-//! served on a runtime per core ([`Shards`]). With TLS on (`tls`), every connection is
-//! handshaken first and then served the same way.
+//! carries its client's address ([`ClientAddr`]) to the API that answers it. A runtime per
+//! core ([`Shards`]) accepts on its own listener ([`Listeners`]) and serves what it accepted.
+//! With TLS on (`tls`), every connection is handshaken first and then served the same way.
 
 use crate::config::HttpLimits;
 use crate::console::Console;
@@ -18,11 +18,12 @@ use crate::walrus::Walrus;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -134,22 +135,60 @@ impl Drop for ClientSlot {
     }
 }
 
-/// The runtimes accepted connections are served on, handed out in turn: one per core, each with
-/// one worker and its own I/O driver, so each core polls and answers its own connections (as
-/// nginx's worker processes do). Profiled on 4 KiB GETs over 8 keep-alive connections, one
+/// The listening sockets, one per core, all on one port with `SO_REUSEPORT`: the kernel
+/// spreads new connections over them, and each [`Shards`] runtime accepts on its own, so a
+/// connection is polled from its first byte by the runtime that serves it. Bound before root
+/// is given up (the port may be a privileged one).
+pub struct Listeners(Vec<std::net::TcpListener>);
+
+impl Listeners {
+    /// A listener per core on `addr` (port 0: one free port for all of them).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Listeners> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Listeners::bind_n(addr, cores)
+    }
+
+    /// `n` listeners on `addr`. A port something listens on is refused, as a plain bind
+    /// refuses it: one with `SO_REUSEPORT` would join another frontend run by the same user.
+    fn bind_n(addr: SocketAddr, n: usize) -> std::io::Result<Listeners> {
+        let port = std::net::TcpListener::bind(addr)?.local_addr()?.port();
+        let addr = SocketAddr::new(addr.ip(), port);
+        let listeners = (0..n.max(1))
+            .map(|_| {
+                let socket =
+                    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                // As std's bind: a restart need not wait for the old connections' TIME_WAIT.
+                socket.set_reuse_address(true)?;
+                socket.set_reuse_port(true)?;
+                socket.set_nonblocking(true)?;
+                socket.bind(&addr.into())?;
+                socket.listen(128)?;
+                Ok(socket.into())
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Listeners(listeners))
+    }
+
+    /// The address every listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0[0].local_addr()
+    }
+}
+
+/// The runtimes connections are accepted and served on: one per listener (per core), each
+/// with one worker and its own I/O driver, so each core polls and answers its own connections
+/// (as nginx's worker processes do). Profiled on 4 KiB GETs over 8 keep-alive connections, one
 /// runtime of two workers answered hardly more than one worker did: every socket's readiness
 /// woke its connection's task on the worker that polled the shared driver, and the other worker
 /// only stole some of them, paying for the hand-over. Work a request starts (`spawn_blocking`,
 /// `block_in_place`) stays on its connection's runtime.
 struct Shards {
     runtimes: Vec<tokio::runtime::Runtime>,
-    next: AtomicUsize,
 }
 
 impl Shards {
-    fn new() -> std::io::Result<Shards> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let runtimes = (0..cores)
+    fn new(n: usize) -> std::io::Result<Shards> {
+        let runtimes = (0..n)
             .map(|i| {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -158,16 +197,7 @@ impl Shards {
                     .build()
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Shards {
-            runtimes,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// The runtime to serve the next connection on.
-    fn next(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        self.runtimes[i].handle()
+        Ok(Shards { runtimes })
     }
 }
 
@@ -182,76 +212,45 @@ impl Drop for Shards {
 }
 
 /// Serves until `stop` resolves; then stops accepting, lets the requests in flight finish (a
-/// held long poll is answered early) for up to [`DRAIN`], and returns. Connections are served
-/// on [`Shards`]. With `tls`, each connection is first handshaken within the idle limit,
-/// holding its client's place while it does; a failed or stalled handshake closes the
-/// connection and is logged at debug level.
+/// held long poll is answered early) for up to [`DRAIN`], and returns. Each of [`Shards`]
+/// accepts on its own of the `listeners`. With `tls`, each connection is first handshaken
+/// within the idle limit, holding its client's place while it does; a failed or stalled
+/// handshake closes the connection and is logged at debug level.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     apis: Arc<Apis>,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let shards = Shards::new()?;
-    let clients = Arc::new(Clients::default());
-    let idle = std::time::Duration::from_secs(limits.idle_secs.max(1));
-    tokio::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
+    let shards = Shards::new(listeners.0.len())?;
+    let accepting = Arc::new(Accepting {
+        apis,
+        limits,
+        tls,
+        clients: Arc::new(Clients::default()),
+        graceful: GracefulShutdown::new(),
+    });
+    let mut loops = Vec::new();
+    for (rt, listener) in shards.runtimes.iter().zip(listeners.0) {
+        // Registered with the I/O driver of the runtime that accepts on it.
+        let listener = {
+            let _shard = rt.enter();
+            TcpListener::from_std(listener)?
         };
-        let _ = stream.set_nodelay(true);
-        let slot = clients.enter(peer.ip(), limits.connections_per_client.max(1));
-        let over = slot.is_none();
-        if over {
-            tracing::warn!(%peer, limit = limits.connections_per_client, "client over its connection limit: throttled");
-        }
-        let conn = Connection {
-            apis: apis.clone(),
-            peer,
-            over,
-            idle,
-            header_bytes: limits.header_bytes,
-        };
-        // Taken now, so a stop that comes during a handshake still waits for the connection.
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        // Registered again with the I/O driver of the runtime that serves it.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "cannot hand the connection over");
-                continue;
-            }
-        };
-        shards.next().spawn(async move {
-            let _slot = slot;
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => return tracing::warn!(%peer, error = %e, "cannot serve the connection"),
-            };
-            let Some(acceptor) = tls else {
-                return conn.serve(stream, watcher).await;
-            };
-            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => conn.serve(stream, watcher).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake not done within the idle limit"),
-            }
-        });
+        loops.push(rt.spawn(accepting.clone().run(listener)));
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    stop.await;
+    // Stopped at an await (an accept, or the pause after a failed one), a loop holds no
+    // connection half taken in; once each has ended, its listener is closed.
+    for l in &loops {
+        l.abort();
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let accepting = Arc::into_inner(accepting).expect("only the ended accept loops shared it");
+    if tokio::time::timeout(DRAIN, accepting.graceful.shutdown())
         .await
         .is_err()
     {
@@ -263,13 +262,73 @@ pub async fn serve(
     Ok(())
 }
 
+/// What every shard's accept loop serves its connections with.
+struct Accepting {
+    apis: Arc<Apis>,
+    limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
+    clients: Arc<Clients>,
+    graceful: GracefulShutdown,
+}
+
+impl Accepting {
+    /// How long a client may take to send a request head, or to finish a TLS handshake.
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.limits.idle_secs.max(1))
+    }
+
+    /// Accepts on `listener` and serves each connection on this runtime, until aborted.
+    async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let limit = self.limits.connections_per_client;
+            let slot = self.clients.enter(peer.ip(), limit.max(1));
+            let over = slot.is_none();
+            if over {
+                tracing::warn!(%peer, limit, "client over its connection limit: throttled");
+            }
+            let conn = Connection {
+                apis: self.apis.clone(),
+                peer,
+                over,
+                idle: self.idle(),
+                header_bytes: self.limits.header_bytes,
+            };
+            // Taken now, so a stop that comes during a handshake still waits for the connection.
+            let watcher = self.graceful.watcher();
+            let (tls, idle) = (self.tls.clone(), self.idle());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let Some(acceptor) = tls else {
+                    return conn.serve(stream, watcher).await;
+                };
+                match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => conn.serve(stream, watcher).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake not done within the idle limit")
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// One accepted connection and what it is served with.
 struct Connection {
     apis: Arc<Apis>,
     peer: SocketAddr,
     /// Its client is over the connection limit: one throttled answer, then close.
     over: bool,
-    idle: std::time::Duration,
+    idle: Duration,
     header_bytes: usize,
 }
 
@@ -314,4 +373,52 @@ impl Connection {
 }
 
 /// How long a stopping server waits for the requests in flight.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn loopback(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    }
+
+    #[test]
+    fn listeners_on_port_zero_all_get_one_port() {
+        let listeners = Listeners::bind_n(loopback(0), 3).unwrap();
+        let addr = listeners.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        for l in &listeners.0 {
+            assert_eq!(l.local_addr().unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn a_port_something_listens_on_is_refused() {
+        let taken = Listeners::bind_n(loopback(0), 2).unwrap();
+        let e = Listeners::bind_n(taken.local_addr().unwrap(), 2)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn connections_are_spread_over_every_listener() {
+        let listeners = Listeners::bind_n(loopback(0), 2).unwrap();
+        let addr = listeners.local_addr().unwrap();
+        // Each goes to a listener by a hash of its address: 64 all to one is a 2^-63 chance.
+        let _clients: Vec<_> = (0..64)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut accepted = [0; 2];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while accepted.iter().sum::<usize>() < 64 && std::time::Instant::now() < deadline {
+            for (l, n) in listeners.0.iter().zip(&mut accepted) {
+                *n += std::iter::from_fn(|| l.accept().ok()).count();
+            }
+        }
+        assert_eq!(accepted.iter().sum::<usize>(), 64, "{accepted:?}");
+        assert!(accepted.iter().all(|n| *n > 0), "{accepted:?}");
+    }
+}

@@ -216,16 +216,11 @@ impl Frontend {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let listener = std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let listener = {
-            let _in_runtime = rt.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
+        let listeners = server::Listeners::bind(SocketAddr::new(LOOPBACK, 0))?;
+        let addr = listeners.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = rt.spawn(server::serve(
-            listener,
+            listeners,
             apis,
             HttpLimits::default(),
             acceptor,

@@ -1,13 +1,13 @@
-//! Bodies every API shares: the response body type, whole bodies in memory, a stored file
+//! Bodies every API shares: the response body type, whole bodies in memory, a stored blob
 //! streamed out through a small bounded channel (never more than a few chunks in memory), and
 //! a request body read whole up to a limit, and how long a request body may stay idle.
 
+use crate::store::BlobDir;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -67,21 +67,16 @@ where
 }
 
 const READ_CHUNK: usize = 256 << 10;
-/// Bodies up to this size are read in one go, right where the request is answered: a
-/// page-cache read of a few pages, as quick as the store's reads (which run there too). Handing
-/// the worker to another thread for it (`block_in_place`) cost more than the read: profiled
-/// on 4 KiB GETs, that hand-off and the blocking pool's wake-ups took about 40% of the CPU.
+/// Bodies up to this size are read in one go, inline ([`BlobDir::read_at`] says why).
 const INLINE_MAX: u64 = 64 << 10;
 
-/// Streams `len` bytes of `path` from `offset`, read on a blocking thread (small bodies are
+/// Streams `len` bytes of blob `id` from `offset`, read on a blocking thread (small bodies are
 /// read at once, inline).
-pub fn file_body(path: PathBuf, offset: u64, len: u64) -> std::io::Result<RespBody> {
-    let mut file = std::fs::File::open(&path)?;
+pub fn file_body(blobs: &BlobDir, id: &str, offset: u64, len: u64) -> std::io::Result<RespBody> {
     if len <= INLINE_MAX {
-        let mut buf = vec![0u8; len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)?;
-        return Ok(full(buf));
+        return Ok(full(blobs.read_at(id, offset, len)?));
     }
+    let mut file = std::fs::File::open(blobs.path(id))?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::task::spawn_blocking(move || {
         let mut left = len;

@@ -96,11 +96,21 @@ impl BlobDir {
                 "blob {id} is {size} bytes, over the {SMALL_BLOB_MAX} of a small one"
             )));
         }
-        let mut buf = vec![0u8; size as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&File::open(self.path(id))?, &mut buf, 0)?;
-        let data = Bytes::from(buf);
+        let data = self.read_at(id, 0, size)?;
         self.small.insert(id, data.clone());
         Ok(data)
+    }
+
+    /// `len` bytes of blob `id` from `offset`, read at once on the calling thread: for small
+    /// reads only (a small object's GET, a short range of a large one), right where the request
+    /// is answered. A page-cache read of a few pages is as quick as the store's reads (which run
+    /// there too); handing the worker to another thread for it (`block_in_place`) cost more
+    /// than the read: profiled on 4 KiB GETs, that hand-off and the blocking pool's wake-ups
+    /// took about 40% of the CPU.
+    pub fn read_at(&self, id: &str, offset: u64, len: u64) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&File::open(self.path(id))?, &mut buf, offset)?;
+        Ok(Bytes::from(buf))
     }
 
     /// Removes a blob no row refers to any more; a missing file is not an error.
@@ -273,5 +283,17 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(blobs.read_small(&b.id, SMALL_BLOB_MAX + 1).is_err());
         assert_eq!(&blobs.read_small(&b.id, 3).unwrap()[..], b"abc");
+    }
+
+    #[test]
+    fn a_range_read_is_those_bytes_and_past_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut w = blobs.writer().unwrap();
+        w.write(b"abcdef").unwrap();
+        let b = w.finish().unwrap();
+        assert_eq!(&blobs.read_at(&b.id, 2, 3).unwrap()[..], b"cde");
+        let e = blobs.read_at(&b.id, 4, 3).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -223,45 +223,31 @@ impl Walrus {
 
     /// The bucket `name` if `r`'s user may access it.
     fn bucket_for(&self, r: &S3Request, name: &str, access: Access) -> Result<Bucket, S3Error> {
-        let bucket = self
-            .store
-            .bucket(name)?
-            .ok_or_else(|| S3Error::no_such_bucket(name))?;
-        if !may_access(&r.user, &bucket.owner, access) {
-            return Err(S3Error::access_denied().with_resource(name));
-        }
-        Ok(bucket)
+        permitted(r, name, self.store.bucket(name)?, access)
     }
 
     /// The bucket `name` if `r`'s user may access it, and its object `key`: the checks and
-    /// errors of [`Walrus::bucket_for`], then `NoSuchKey`. `found` is what the request's
-    /// read of the store found (`S3Request::found`), else they are looked up now.
+    /// errors of [`Walrus::bucket_for`], then `NoSuchKey`. They are what the request's read of
+    /// the store found (`S3Request::found`), else they are looked up now.
     fn object_for(
         &self,
         r: &S3Request,
-        found: Option<BucketObject>,
         name: &str,
         key: &str,
         access: Access,
     ) -> Result<(Bucket, ObjectRow), S3Error> {
-        let found = match found {
-            Some(found) => found,
+        let found = match &r.found {
+            Some(found) => found.clone(),
             None => self.store.bucket_object(name, key)?,
         };
-        let (bucket, object) = found.ok_or_else(|| S3Error::no_such_bucket(name))?;
-        if !may_access(&r.user, &bucket.owner, access) {
-            return Err(S3Error::access_denied().with_resource(name));
-        }
-        let object = object.ok_or_else(|| S3Error::no_such_key(key))?;
+        let (bucket, object) = found.unzip();
+        let bucket = permitted(r, name, bucket, access)?;
+        let object = object.flatten().ok_or_else(|| S3Error::no_such_key(key))?;
         Ok((bucket, object))
     }
 
-    async fn dispatch(
-        &self,
-        mut r: S3Request,
-        body: ReqBody,
-    ) -> Result<Response<RespBody>, S3Error> {
-        let (bucket, key, found) = (r.bucket.clone(), r.key.clone(), r.found.take());
+    async fn dispatch(&self, r: S3Request, body: ReqBody) -> Result<Response<RespBody>, S3Error> {
+        let (bucket, key) = (r.bucket.clone(), r.key.clone());
         let q = &r.query;
         match (&r.method, bucket.as_deref(), key.as_deref()) {
             (&Method::GET, None, _) => buckets::list_buckets(self, &r),
@@ -292,8 +278,8 @@ impl Walrus {
             (&Method::GET, Some(b), Some(k)) if q.has("uploadId") => {
                 multipart::list_parts(self, &r, b, k)
             }
-            (&Method::GET, Some(b), Some(k)) => objects::get(self, &r, found, b, k, false),
-            (&Method::HEAD, Some(b), Some(k)) => objects::get(self, &r, found, b, k, true),
+            (&Method::GET, Some(b), Some(k)) => objects::get(self, &r, b, k, false),
+            (&Method::HEAD, Some(b), Some(k)) => objects::get(self, &r, b, k, true),
             (&Method::DELETE, Some(b), Some(k)) if q.has("uploadId") => {
                 multipart::abort(self, &r, b, k)
             }
@@ -311,6 +297,21 @@ impl Walrus {
             )),
         }
     }
+}
+
+/// `bucket`, the one named `name` if there is one, if `r`'s user may access it: `NoSuchBucket`,
+/// then `AccessDenied`.
+fn permitted(
+    r: &S3Request,
+    name: &str,
+    bucket: Option<Bucket>,
+    access: Access,
+) -> Result<Bucket, S3Error> {
+    let bucket = bucket.ok_or_else(|| S3Error::no_such_bucket(name))?;
+    if !may_access(&r.user, &bucket.owner, access) {
+        return Err(S3Error::access_denied().with_resource(name));
+    }
+    Ok(bucket)
 }
 
 /// Whether a request on an object is a read of it (GET, HEAD), which `dispatch` hands to

@@ -8,7 +8,7 @@ use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
 use crate::http::xml::Xml;
 use crate::http::{db, empty_response, file_body, parse_range, xml_response, RespBody};
-use crate::store::{BucketObject, FinishedBlob, ObjectRow, SMALL_BLOB_MAX};
+use crate::store::{FinishedBlob, ObjectRow, SMALL_BLOB_MAX};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::{Duration, UNIX_EPOCH};
@@ -195,7 +195,7 @@ fn object_headers(headers: &mut HeaderMap, o: &ObjectRow) {
 /// streamed from the blob file.
 fn object_body(w: &Walrus, o: &ObjectRow, start: u64, len: u64) -> std::io::Result<RespBody> {
     if o.size > SMALL_BLOB_MAX {
-        return file_body(w.store.blobs().path(&o.blob), start, len);
+        return file_body(w.store.blobs(), &o.blob, start, len);
     }
     let data = w.store.blobs().read_small(&o.blob, o.size)?;
     // Within `o.size` (parse_range), so within the blob's bytes: both at most SMALL_BLOB_MAX.
@@ -208,17 +208,10 @@ fn object_body(w: &Walrus, o: &ObjectRow, start: u64, len: u64) -> std::io::Resu
     ))
 }
 
-/// GET or HEAD of an object; `found` is its bucket and object if already looked up
-/// (`S3Request::found`).
-pub fn get(
-    w: &Walrus,
-    r: &S3Request,
-    found: Option<BucketObject>,
-    bucket: &str,
-    key: &str,
-    head: bool,
-) -> Result {
-    let (_, o) = w.object_for(r, found, bucket, key, Access::Read)?;
+/// GET or HEAD of an object (its bucket and object as the request found them,
+/// `S3Request::found`).
+pub fn get(w: &Walrus, r: &S3Request, bucket: &str, key: &str, head: bool) -> Result {
+    let (_, o) = w.object_for(r, bucket, key, Access::Read)?;
     if let Some(status) = check_conditions(&r.headers, &o)? {
         let mut resp = empty_response(status);
         object_headers(resp.headers_mut(), &o);
