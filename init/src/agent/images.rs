@@ -1,9 +1,13 @@
 //! The node's image cache: one file per image, named by its SHA-256, in one directory under a
 //! size budget. A miss downloads through a [`Fetch`] into `<sha>.part` (resuming from the bytes
 //! already there when a transfer breaks), checks size and SHA-256 and renames it into place;
-//! concurrent requests for one image wait for the single download. A hit is re-verified
-//! before use, so a corrupted entry is dropped and fetched again. Room is made by evicting
-//! the least recently used entries that no launch holds ([`Pinned`]).
+//! concurrent requests for one image wait for the single download. An entry is verified
+//! again when first used after the cache opens (the node booted), and whenever its file is no
+//! longer the one last verified (another inode, size, modification or change time); a
+//! corrupted entry is dropped and fetched again. Hashing a verified, unchanged file again on
+//! every hit cost a launch the time to read the whole image (seconds for a cloud image on a
+//! node under emulation). Room is made by evicting the least recently used entries that no
+//! launch holds ([`Pinned`]).
 
 use mallee_proto::{CacheSummary, CachedImage, ImageRef, Storage};
 use sha2::{Digest, Sha256};
@@ -43,6 +47,34 @@ struct Entry {
     size: u64,
     last_used: u64,
     pins: u32,
+    /// The file as it was when its contents were last found right; `None` until then.
+    verified: Option<Stamp>,
+}
+
+/// What identifies a file's contents without reading them: the same inode, unchanged since
+/// (a write or truncation moves the modification and change times; a rename or copy over it
+/// is another inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -56,6 +88,8 @@ struct State {
     downloads: u64,
     /// Requests answered by a verified entry.
     hits: u64,
+    /// Entries whose contents were hashed again on a hit.
+    rehashes: u64,
 }
 
 struct Shared {
@@ -124,6 +158,7 @@ impl Cache {
                     size: meta.len(),
                     last_used: 0,
                     pins: 0,
+                    verified: None,
                 };
                 state.entries.insert(name, entry);
             }
@@ -162,6 +197,11 @@ impl Cache {
         self.lock().downloads
     }
 
+    /// Hits that hashed their entry again (first use after opening, or a changed file).
+    pub fn rehashes(&self) -> u64 {
+        self.lock().rehashes
+    }
+
     /// Totals for the node's report.
     pub fn summary(&self) -> CacheSummary {
         let st = self.lock();
@@ -191,15 +231,27 @@ impl Cache {
             if let Some(e) = st.entries.get_mut(&sha) {
                 e.pins += 1;
                 e.last_used = now;
+                let verified = e.verified;
                 let pinned = Pinned {
                     cache: self.clone(),
                     sha: sha.clone(),
                     path: self.path(&sha),
                 };
+                let stamp = Stamp::of(&pinned.path).ok();
+                if stamp.is_some() && stamp == verified && e.size == image.size {
+                    st.hits += 1;
+                    return Ok(pinned);
+                }
+                st.rehashes += 1;
                 drop(st);
                 match digest_file(&pinned.path) {
                     Ok((n, d)) if n == image.size && d == sha => {
-                        self.lock().hits += 1;
+                        let mut st = self.lock();
+                        st.hits += 1;
+                        if let Some(e) = st.entries.get_mut(&sha) {
+                            // Taken before the hash: a change while hashing shows next time.
+                            e.verified = stamp;
+                        }
                         return Ok(pinned);
                     }
                     found => tracing::warn!(
@@ -232,6 +284,8 @@ impl Cache {
             size: image.size,
             last_used: st.clock,
             pins: 1,
+            // `download` verified it, then renamed it into place (which moves its change time).
+            verified: Stamp::of(&self.path(&sha)).ok(),
         };
         st.entries.insert(sha.clone(), entry);
         Ok(Pinned {

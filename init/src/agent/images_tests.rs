@@ -111,17 +111,68 @@ fn least_recently_used_unpinned_entries_are_evicted() {
 }
 
 #[test]
-fn a_corrupt_entry_is_detected_on_use_and_fetched_again() {
+fn a_verified_unchanged_entry_is_not_hashed_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&[("a", vec![7; 5000])]);
     let a = image("a", &s.objects["a"]);
     let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     drop(c.get(&a, &s).unwrap());
-    let path = dir.path().join(&a.sha256);
+    for _ in 0..3 {
+        drop(c.get(&a, &s).unwrap());
+    }
+    assert_eq!(c.rehashes(), 0);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+    // After the node restarts, the entry found on disk is hashed on its first use only.
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
+    for _ in 0..3 {
+        drop(c.get(&a, &s).unwrap());
+    }
+    assert_eq!(c.rehashes(), 1);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+}
+
+/// Flips one byte of the cached file of `image`.
+fn corrupt(dir: &std::path::Path, image: &ImageRef) {
+    let path = dir.join(&image.sha256);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[4000] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn an_entry_corrupted_while_the_node_was_down_is_fetched_again_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&[("a", vec![7; 5000])]);
+    let a = image("a", &s.objects["a"]);
+    drop(
+        Cache::open(dir.path(), 1 << 20, Storage::Ram)
+            .unwrap()
+            .get(&a, &s)
+            .unwrap(),
+    );
+    corrupt(dir.path(), &a);
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     let p = c.get(&a, &s).unwrap();
+    assert_eq!(std::fs::read(&p.path).unwrap(), s.objects["a"]);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_entry_replaced_under_the_cache_is_hashed_again_and_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&[("a", vec![7; 5000])]);
+    let a = image("a", &s.objects["a"]);
+    let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
+    drop(c.get(&a, &s).unwrap());
+    // Another file (another inode) put in its place, as a copy or a rename over it would.
+    let path = dir.path().join(&a.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4000] ^= 0xff;
+    let other = dir.path().join("other");
+    std::fs::write(&other, bytes).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let p = c.get(&a, &s).unwrap();
+    assert_eq!(c.rehashes(), 1);
     assert_eq!(std::fs::read(&p.path).unwrap(), s.objects["a"]);
     assert_eq!(s.requests.load(Ordering::SeqCst), 2);
 }
