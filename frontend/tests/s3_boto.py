@@ -117,6 +117,16 @@ assert error_code(s3.list_parts, Bucket=B, Key="mp", UploadId=up) == "NoSuchUplo
 assert "Uploads" not in s3.list_multipart_uploads(Bucket=B)
 print("ok multipart list/abort/InvalidPart")
 
+# --- UploadPartCopy from a small object (its bytes live in the state database) and a range of it
+up = s3.create_multipart_upload(Bucket=B, Key="from-small")["UploadId"]
+c1 = s3.upload_part_copy(Bucket=B, Key="from-small", UploadId=up, PartNumber=1,
+                         CopySource={"Bucket": B, "Key": "hello.txt"}, CopySourceRange="bytes=6-10")
+done = {"Parts": [{"PartNumber": 1, "ETag": c1["CopyPartResult"]["ETag"]}]}
+s3.complete_multipart_upload(Bucket=B, Key="from-small", UploadId=up, MultipartUpload=done)
+assert s3.get_object(Bucket=B, Key="from-small")["Body"].read() == b"world"
+s3.delete_object(Bucket=B, Key="from-small")
+print("ok upload_part_copy from a small object")
+
 # --- aws-chunked: what botocore sends over TLS (STREAMING-UNSIGNED-PAYLOAD-TRAILER with a CRC32
 # trailer); against a plain-HTTP endpoint it is made to believe the endpoint is https
 seen = []

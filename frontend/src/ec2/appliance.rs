@@ -74,7 +74,7 @@ pub fn upgrade(ec2: &Ec2, c: &Call<'_>) -> Result<String, Ec2Error> {
             .map_err(|_| Ec2Error::invalid("Tries", &n.to_string(), "Use 1 to 9."))?,
     };
     let (_, _, obj) = walrus_object(ec2, c.user, location)?;
-    let image = ec2.store.blobs().path(&obj.blob);
+    let image = ec2.store.blob_file(&obj.blob).map_err(Ec2Error::internal)?;
     let staged = appliance
         .stage(&image, tries)
         .map_err(|e| refused(e, location))?;

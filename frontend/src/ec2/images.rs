@@ -120,7 +120,11 @@ fn root_named(what: &str, found: Result<Option<RootDevice>, String>) -> Option<R
 /// The root of the machine image Walrus holds as `obj`, read from its blob file.
 fn object_root(ec2: &Ec2, location: &str, obj: &ObjectRow) -> Option<RootDevice> {
     let path = ec2.store.blobs().path(&obj.blob);
-    let found = std::fs::File::open(&path).and_then(|f| root_device::locate(&f));
+    let found = ec2
+        .store
+        .blob_file(&obj.blob)
+        .and_then(std::fs::File::open)
+        .and_then(|f| root_device::locate(&f));
     root_named(
         location,
         found.map_err(|e| format!("{}: {e}", path.display())),

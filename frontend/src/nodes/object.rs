@@ -51,7 +51,8 @@ pub fn serve(
         Some((s, e)) => (s, e - s + 1, StatusCode::PARTIAL_CONTENT),
         None => (0, o.size, StatusCode::OK),
     };
-    let body = file_body(store.blobs(), &o.blob, start, len)
+    let body = db(|| store.blob_file(&o.blob))
+        .and_then(|_| file_body(store.blobs(), &o.blob, start, len))
         .map_err(|e| NodeError::NotFound(format!("object {bucket}/{key} unreadable: {e}")))?;
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

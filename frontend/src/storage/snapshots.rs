@@ -281,7 +281,9 @@ pub fn manifest(store: &Store, snapshot_id: &str) -> Result<Manifest, SnapshotEr
     let row = (store.object(BUCKET, &manifest_key(snapshot_id))?)
         .ok_or_else(|| SnapshotError::NoManifest(snapshot_id.to_string()))?;
     let path = store.blobs().path(&row.blob);
-    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+    let bytes = (store.blob_file(&row.blob))
+        .and_then(std::fs::read)
+        .map_err(io("reading", &path))?;
     serde_json::from_slice(&bytes).map_err(|source| SnapshotError::BadManifest {
         id: snapshot_id.to_string(),
         source,
@@ -315,7 +317,7 @@ impl<'a> SnapshotReader<'a> {
         let row = (self.store.object(BUCKET, &key))
             .map_err(std::io::Error::other)?
             .ok_or_else(|| std::io::Error::other(format!("{BUCKET}/{key} is missing")))?;
-        let file = std::fs::File::open(self.store.blobs().path(&row.blob))?;
+        let file = std::fs::File::open(self.store.blob_file(&row.blob)?)?;
         // The last chunk may be short: what it lacks up to the snapshot's size is zeros.
         let mut done = 0;
         while done < buf.len() {
@@ -375,7 +377,9 @@ pub fn restore(
             sha: sha.clone(),
         };
         let row = store.object(BUCKET, &chunk_key(sha))?.ok_or_else(bad)?;
-        let data = std::fs::read(store.blobs().path(&row.blob)).map_err(|_| bad())?;
+        let data = (store.blob_file(&row.blob))
+            .and_then(std::fs::read)
+            .map_err(|_| bad())?;
         if hex::encode(Sha256::digest(&data)) != *sha {
             return Err(bad());
         }

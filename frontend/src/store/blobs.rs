@@ -1,6 +1,8 @@
 //! Object and part data as files: written under a temporary name while MD5 and SHA-256 are
 //! computed, fsynced, then renamed into place. A blob without a row in the database is garbage
-//! (a crash between rename and commit) and is removed at start-up.
+//! (a crash between rename and commit) and is removed at start-up. A small object's blob may
+//! instead stay in memory until the state database takes it (`inline_blobs`): its id starts
+//! with `i`, where a file blob's is hex.
 
 use super::small_blobs::{self, SmallBlobs, SMALL_BLOB_MAX};
 use bytes::Bytes;
@@ -20,24 +22,49 @@ pub struct BlobDir {
     small: Arc<SmallBlobs>,
 }
 
-/// A blob written and durable, with its digests.
+/// A blob written, with its digests: a durable file, or (`inline`) bytes for the state
+/// database to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedBlob {
     pub id: String,
     pub size: u64,
     pub md5_hex: String,
     pub sha256_hex: String,
+    pub inline: Option<Bytes>,
 }
 
 /// A blob being written. Dropping it unfinished removes the temporary file.
 pub struct BlobWriter {
     dir: BlobDir,
     id: String,
-    tmp: PathBuf,
-    file: Option<File>,
+    sink: Option<Sink>,
     md5: Md5,
     sha256: Sha256,
     size: u64,
+}
+
+/// Where a blob's bytes go while it is written.
+enum Sink {
+    File {
+        tmp: PathBuf,
+        file: File,
+    },
+    /// Up to `limit` bytes kept in memory; more spill to a file.
+    Memory {
+        data: Vec<u8>,
+        limit: u64,
+    },
+}
+
+/// Whether blob `id` is kept in the state database (`inline_blobs`) rather than in a file.
+pub fn is_inline(id: &str) -> bool {
+    id.starts_with('i')
+}
+
+fn random_hex_id() -> String {
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    hex::encode(raw)
 }
 
 impl BlobDir {
@@ -67,38 +94,75 @@ impl BlobDir {
             .join(id)
     }
 
-    /// Starts a new blob.
+    /// Starts a new blob file.
     pub fn writer(&self) -> io::Result<BlobWriter> {
-        let mut raw = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let id = hex::encode(raw);
+        self.file_writer(random_hex_id())
+    }
+
+    /// Starts a new blob kept in memory while it is at most `limit` bytes (finished, it is
+    /// `inline`, for the state database), and spilled to a file like [`BlobDir::writer`]'s
+    /// once it grows past that.
+    pub fn writer_in_memory(&self, limit: u64) -> BlobWriter {
+        BlobWriter {
+            dir: self.clone(),
+            id: format!("i{}", random_hex_id()),
+            sink: Some(Sink::Memory {
+                data: Vec::new(),
+                limit,
+            }),
+            md5: Md5::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn file_writer(&self, id: String) -> io::Result<BlobWriter> {
         let tmp = self.root.join("tmp").join(&id);
         let file = File::create(&tmp)?;
         Ok(BlobWriter {
             dir: self.clone(),
             id,
-            tmp,
-            file: Some(file),
+            sink: Some(Sink::File { tmp, file }),
             md5: Md5::new(),
             sha256: Sha256::new(),
             size: 0,
         })
     }
 
-    /// The whole of blob `id`, `size` bytes long (at most [`SMALL_BLOB_MAX`]), from memory
-    /// when it was read before.
+    /// The whole of blob file `id`, `size` bytes long (at most [`SMALL_BLOB_MAX`]), from
+    /// memory when it was read before.
     pub fn read_small(&self, id: &str, size: u64) -> io::Result<Bytes> {
+        self.cached(id, || {
+            if size > SMALL_BLOB_MAX {
+                return Err(io::Error::other(format!(
+                    "blob {id} is {size} bytes, over the {SMALL_BLOB_MAX} of a small one"
+                )));
+            }
+            self.read_at(id, 0, size)
+        })
+    }
+
+    /// Small blob `id`'s bytes from memory, else from `load` (then kept).
+    pub fn cached(&self, id: &str, load: impl FnOnce() -> io::Result<Bytes>) -> io::Result<Bytes> {
         if let Some(data) = self.small.get(id) {
             return Ok(data);
         }
-        if size > SMALL_BLOB_MAX {
-            return Err(io::Error::other(format!(
-                "blob {id} is {size} bytes, over the {SMALL_BLOB_MAX} of a small one"
-            )));
-        }
-        let data = self.read_at(id, 0, size)?;
+        let data = load()?;
         self.small.insert(id, data.clone());
         Ok(data)
+    }
+
+    /// Writes `data` as the durable file of blob `id` unless it is there already: an inline
+    /// blob given a file for the readers that need one. Blocking.
+    pub fn materialize(&self, id: &str, data: &[u8]) -> io::Result<PathBuf> {
+        let path = self.path(id);
+        if !path.exists() {
+            let mut w = self.file_writer(format!("{id}.{}", random_hex_id()))?;
+            w.id = id.to_string();
+            w.write(data)?;
+            w.finish()?;
+        }
+        Ok(path)
     }
 
     /// `len` bytes of blob `id` from `offset`, read at once on the calling thread: for small
@@ -185,10 +249,29 @@ impl BlobWriter {
         self.md5.update(data);
         self.sha256.update(data);
         self.size += data.len() as u64;
-        self.file
-            .as_mut()
-            .expect("writer used after finish")
-            .write_all(data)
+        match self.sink.as_mut().expect("writer used after finish") {
+            Sink::File { file, .. } => file.write_all(data),
+            Sink::Memory { data: kept, limit } if self.size <= *limit => {
+                kept.extend_from_slice(data);
+                Ok(())
+            }
+            Sink::Memory { data: kept, .. } => {
+                // Longer than it said it would be: a file, with a file blob's id.
+                let kept = std::mem::take(kept);
+                let mut spilled = self.dir.file_writer(random_hex_id())?;
+                let file = match spilled.sink.take() {
+                    Some(Sink::File { tmp, mut file }) => {
+                        file.write_all(&kept)?;
+                        file.write_all(data)?;
+                        Sink::File { tmp, file }
+                    }
+                    _ => unreachable!("file_writer writes to a file"),
+                };
+                self.id = std::mem::take(&mut spilled.id);
+                self.sink = Some(file);
+                Ok(())
+            }
+        }
     }
 
     /// MD5 and SHA-256 (hex) of what was written so far.
@@ -204,29 +287,42 @@ impl BlobWriter {
         self.size
     }
 
-    /// Makes the blob durable under its final name.
+    /// Makes a blob file durable under its final name; an in-memory blob is handed over as
+    /// its bytes (`inline`), for the state database to make durable.
     pub fn finish(mut self) -> io::Result<FinishedBlob> {
-        let file = self.file.take().expect("finish called once");
-        file.sync_all()?;
-        drop(file);
-        let dest = self.dir.path(&self.id);
-        let parent = dest.parent().expect("blob path has a parent");
-        fs::create_dir_all(parent)?;
-        fs::rename(&self.tmp, &dest)?;
-        File::open(parent)?.sync_all()?;
+        let inline = match self.sink.take().expect("finish called once") {
+            Sink::File { tmp, file } => {
+                let finished = (|| {
+                    file.sync_all()?;
+                    drop(file);
+                    let dest = self.dir.path(&self.id);
+                    let parent = dest.parent().expect("blob path has a parent");
+                    fs::create_dir_all(parent)?;
+                    fs::rename(&tmp, &dest)?;
+                    File::open(parent)?.sync_all()
+                })();
+                if finished.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                finished?;
+                None
+            }
+            Sink::Memory { data, .. } => Some(Bytes::from(data)),
+        };
         Ok(FinishedBlob {
             id: std::mem::take(&mut self.id),
             size: self.size,
             md5_hex: hex::encode(std::mem::take(&mut self.md5).finalize()),
             sha256_hex: hex::encode(std::mem::take(&mut self.sha256).finalize()),
+            inline,
         })
     }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = fs::remove_file(&self.tmp);
+        if let Some(Sink::File { tmp, .. }) = &self.sink {
+            let _ = fs::remove_file(tmp);
         }
     }
 }
@@ -283,6 +379,28 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(blobs.read_small(&b.id, SMALL_BLOB_MAX + 1).is_err());
         assert_eq!(&blobs.read_small(&b.id, 3).unwrap()[..], b"abc");
+    }
+
+    #[test]
+    fn a_blob_in_memory_stays_inline_up_to_its_limit_and_spills_to_a_file_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(dir.path()).unwrap();
+        let mut w = blobs.writer_in_memory(6);
+        w.write(b"abc").unwrap();
+        w.write(b"def").unwrap();
+        let b = w.finish().unwrap();
+        assert!(is_inline(&b.id));
+        assert_eq!(b.inline.as_deref(), Some(&b"abcdef"[..]));
+        assert!(blobs.all_ids().unwrap().is_empty());
+
+        let mut w = blobs.writer_in_memory(4);
+        w.write(b"abc").unwrap();
+        w.write(b"def").unwrap();
+        let b = w.finish().unwrap();
+        assert!(!is_inline(&b.id) && b.inline.is_none());
+        assert_eq!(b.md5_hex, hex::encode(Md5::digest(b"abcdef")));
+        assert_eq!(fs::read(blobs.path(&b.id)).unwrap(), b"abcdef");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Buckets and the objects in them.
 
-use super::{meta_from_json, meta_to_json, now_ms, FinishedBlob, Reads, Store, StoreError};
+use super::{
+    inline_blobs, meta_from_json, meta_to_json, now_ms, FinishedBlob, Reads, Store, StoreError,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A bucket and its owner's user name.
@@ -150,8 +152,24 @@ impl Store {
     /// removed). Committed with the changes other requests make at the same moment
     /// ([`Store::grouped`]).
     pub fn put_object(&self, bucket: &str, object: &ObjectRow) -> Result<(), StoreError> {
+        self.put_object_with(bucket, object, None)
+    }
+
+    /// [`Store::put_object`] with the object's bytes when its blob is inline
+    /// ([`FinishedBlob::inline`]): they are stored in the same transaction.
+    pub fn put_object_with(
+        &self,
+        bucket: &str,
+        object: &ObjectRow,
+        inline: Option<bytes::Bytes>,
+    ) -> Result<(), StoreError> {
         let (bucket, object) = (bucket.to_string(), object.clone());
-        let old = self.grouped(move |conn| insert_object(conn, &bucket, &object))?;
+        let old = self.grouped(move |conn| {
+            if let Some(data) = &inline {
+                inline_blobs::insert(conn, &object.blob, data)?;
+            }
+            insert_object(conn, &bucket, &object)
+        })?;
         self.remove_blobs(&old);
         Ok(())
     }
@@ -174,14 +192,19 @@ impl Store {
 
     /// Deletes an object; `false` if there was none.
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
-        let blob: Option<String> = self
-            .conn()
-            .query_row(
-                "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob",
-                [bucket, key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        let blob = self.grouped(move |conn| {
+            let blob: Option<String> = conn
+                .prepare_cached(
+                    "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob",
+                )?
+                .query_row([&bucket, &key], |r| r.get(0))
+                .optional()?;
+            if let Some(b) = &blob {
+                inline_blobs::delete(conn, b)?;
+            }
+            Ok(blob)
+        })?;
         if let Some(b) = &blob {
             self.blobs.remove(b);
         }
@@ -238,7 +261,11 @@ pub(super) fn insert_object(
             o.modified_ms
         ],
     )?;
-    Ok(old.into_iter().filter(|b| *b != o.blob).collect())
+    let old: Vec<String> = old.into_iter().filter(|b| *b != o.blob).collect();
+    for b in &old {
+        inline_blobs::delete(tx, b)?;
+    }
+    Ok(old)
 }
 
 impl Reads<'_> {

@@ -86,6 +86,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX console_sessions_users ON console_sessions (user);",
     // 5: a disabled user (1) keeps its records and keys but cannot authenticate or sign in.
     "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;",
+    // 6: small objects' bytes (`inline_blobs`), by the blob id their object row names.
+    "CREATE TABLE inline_blobs (id TEXT PRIMARY KEY, data BLOB NOT NULL);",
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -1,14 +1,16 @@
 //! All persistent state: SQLite (WAL, versioned migrations) for users, buckets, objects,
 //! multipart uploads, cloud records and the audit log, plus the blob files holding object
-//! data (small ones kept in memory once read). Every state change is a function here running
-//! in one transaction; blob files are made durable before the row that names them is
-//! committed, and removed only after the row that named them is gone.
+//! data (small ones kept in memory once read, small objects' in the database itself). Every
+//! state change is a function here running in one transaction; blob files are made durable
+//! before the row that names them is committed, and removed only after the row that named them
+//! is gone.
 
 mod audit;
 mod blobs;
 mod buckets;
 mod cloud;
 mod group_commit;
+mod inline_blobs;
 mod migrations;
 mod multipart;
 mod sessions;
@@ -19,6 +21,7 @@ pub use audit::{AuditEntry, AuditPage, AuditRow, Outcome, AUDIT_KEEP};
 pub use blobs::{BlobDir, BlobWriter, FinishedBlob};
 pub use buckets::{Bucket, BucketObject, ListPage, ObjectRow};
 pub use cloud::CloudTx;
+pub use inline_blobs::INLINE_MAX;
 pub use multipart::{PartRow, Upload};
 pub use sessions::Session;
 pub use small_blobs::SMALL_BLOB_MAX;

@@ -74,7 +74,7 @@ pub async fn upload_part(
     let blob = if copying {
         copy_part_data(w, r).await?
     } else {
-        receive_blob(w, r, body).await?
+        receive_blob(w, r, body, 0).await?
     };
     let part = PartRow {
         part_number: number,
@@ -122,6 +122,8 @@ async fn copy_part_data(w: &Walrus, r: &S3Request) -> std::result::Result<Finish
     };
     let dir = w.store.blobs().clone();
     let id = src.blob.clone();
+    // Parts are files (completion joins them): an inline source gets its file first.
+    db(|| w.store.blob_file(&id))?;
     Ok(
         tokio::task::spawn_blocking(move || dir.copy_range(&id, start, len))
             .await

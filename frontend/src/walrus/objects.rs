@@ -8,7 +8,7 @@ use super::{Access, ReqBody, S3Error, S3Request, Walrus};
 use crate::auth::time::format_iso8601_millis;
 use crate::http::xml::Xml;
 use crate::http::{db, empty_response, file_body, parse_range, xml_response, RespBody};
-use crate::store::{FinishedBlob, ObjectRow, SMALL_BLOB_MAX};
+use crate::store::{FinishedBlob, ObjectRow, INLINE_MAX, SMALL_BLOB_MAX};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::{Duration, UNIX_EPOCH};
@@ -53,17 +53,23 @@ pub fn check_content_md5(r: &S3Request, md5_hex: &str) -> std::result::Result<()
 }
 
 /// Streams the request payload into a new durable blob, checking the signed SHA-256, any
-/// flexible checksum and Content-MD5 before it is made durable.
+/// flexible checksum and Content-MD5 before it is made durable. A payload declared at most
+/// `inline_up_to` bytes long is kept in memory, its blob `inline`, for the state database.
 pub async fn receive_blob(
     w: &Walrus,
     r: &S3Request,
     body: ReqBody,
+    inline_up_to: u64,
 ) -> std::result::Result<FinishedBlob, S3Error> {
-    let decoded_len = r
+    let decoded_len: Option<u64> = r
         .header("x-amz-decoded-content-length")
         .and_then(|v| v.parse().ok());
+    let declared_len = decoded_len.or_else(|| r.header("content-length")?.parse().ok());
     let mut reader = PayloadReader::new(body, &r.auth, decoded_len, false);
-    let mut writer = db(|| w.store.blobs().writer())?;
+    let mut writer = match declared_len {
+        Some(n) if n <= inline_up_to => w.store.blobs().writer_in_memory(inline_up_to),
+        _ => db(|| w.store.blobs().writer())?,
+    };
     let mut checksum = PayloadChecksum::from_headers(&r.headers);
     while let Some(chunk) = reader.next_chunk().await? {
         if let Some(c) = &mut checksum {
@@ -89,13 +95,16 @@ fn check_key(key: &str) -> std::result::Result<(), S3Error> {
     Ok(())
 }
 
-/// Stores `row` in `bucket`; on failure the new blob is removed again.
+/// Stores `row` in `bucket`, with its blob's bytes when they are `inline`; on failure the new
+/// blob is removed again.
 pub fn commit_object(
     w: &Walrus,
     bucket: &str,
     row: &ObjectRow,
+    inline: Option<bytes::Bytes>,
 ) -> std::result::Result<(), S3Error> {
-    db(|| w.store.put_object(bucket, row)).inspect_err(|_| w.store.blobs().remove(&row.blob))?;
+    db(|| w.store.put_object_with(bucket, row, inline))
+        .inspect_err(|_| w.store.blobs().remove(&row.blob))?;
     Ok(())
 }
 
@@ -110,7 +119,7 @@ fn etag_response(etag: &str) -> Response<RespBody> {
 pub async fn put(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBody) -> Result {
     w.bucket_for(r, bucket, Access::Write)?;
     check_key(key)?;
-    let blob = receive_blob(w, r, body).await?;
+    let blob = receive_blob(w, r, body, INLINE_MAX).await?;
     let ctype = r.header("content-type").map(str::to_string);
     let row = ObjectRow::new(
         key,
@@ -119,7 +128,7 @@ pub async fn put(w: &Walrus, r: &S3Request, bucket: &str, key: &str, body: ReqBo
         ctype,
         user_metadata(&r.headers),
     );
-    commit_object(w, bucket, &row)?;
+    commit_object(w, bucket, &row, blob.inline)?;
     Ok(etag_response(&row.etag))
 }
 
@@ -197,7 +206,7 @@ fn object_body(w: &Walrus, o: &ObjectRow, start: u64, len: u64) -> std::io::Resu
     if o.size > SMALL_BLOB_MAX {
         return file_body(w.store.blobs(), &o.blob, start, len);
     }
-    let data = w.store.blobs().read_small(&o.blob, o.size)?;
+    let data = w.store.read_small(&o.blob, o.size)?;
     // Within `o.size` (parse_range), so within the blob's bytes: both at most SMALL_BLOB_MAX.
     let end = start + len;
     if end > data.len() as u64 {
@@ -307,11 +316,17 @@ pub async fn copy(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
     w.bucket_for(r, bucket, Access::Write)?;
     let src = db(|| w.store.object(&src_bucket, &src_key))?
         .ok_or_else(|| S3Error::no_such_key(&src_key))?;
-    let blobs = w.store.blobs().clone();
-    let src_blob = src.blob.clone();
-    let blob = tokio::task::spawn_blocking(move || blobs.concat(&[src_blob]))
-        .await
-        .map_err(|e| S3Error::internal(e.to_string()))??;
+    let blob = if src.size <= INLINE_MAX {
+        let mut copy = w.store.blobs().writer_in_memory(INLINE_MAX);
+        copy.write(&w.store.read_small(&src.blob, src.size)?)?;
+        copy.finish()?
+    } else {
+        let blobs = w.store.blobs().clone();
+        let src_blob = src.blob.clone();
+        tokio::task::spawn_blocking(move || blobs.concat(&[src_blob]))
+            .await
+            .map_err(|e| S3Error::internal(e.to_string()))??
+    };
     let (ctype, meta) = if r.header("x-amz-metadata-directive") == Some("REPLACE") {
         (
             r.header("content-type").map(str::to_string),
@@ -321,7 +336,7 @@ pub async fn copy(w: &Walrus, r: &S3Request, bucket: &str, key: &str) -> Result 
         (src.content_type.clone(), src.metadata.clone())
     };
     let row = ObjectRow::new(key, &blob, src.etag.clone(), ctype, meta);
-    commit_object(w, bucket, &row)?;
+    commit_object(w, bucket, &row, blob.inline)?;
     let mut x = Xml::namespaced(S3_NS);
     x.open("CopyObjectResult");
     x.field("LastModified", format_iso8601_millis(row.modified_ms));
