@@ -8,10 +8,18 @@
 //! that same login reads the guest's `/proc/uptime`: the peer, measured in the same run.
 //! Prints `bench: launch debian-ssh ...` lines (the cached one the best of the cached runs)
 //! and each launch's RunInstances → running time. A launch that does not end in a login
-//! fails the benchmark; it never becomes a ratio.
+//! fails the benchmark; it never becomes a ratio. Each launch is also broken into its phases,
+//! from the node agent's console lines as they arrive (`launching`, `prepared in` with its
+//! images, disks and network steps, `running`) and the guest's own uptime at the login:
+//! `bench: launch debian-ssh phases(...)` lines.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use mallee_qemu_tests::console::Console;
+use regex::Regex;
 
 use mallee_qemu_tests::cloud::{self, Frontend, NODE_READY};
 use mallee_qemu_tests::outside::Outside;
@@ -27,6 +35,70 @@ struct Launch {
     to_login: Duration,
     /// The guest's `/proc/uptime` at that login.
     guest_up: Duration,
+    phases: Phases,
+}
+
+/// When the node agent's lines about a launch appeared on its console, from just before the
+/// `run-instances` call, and the steps its `prepared in` line names (ms).
+#[derive(Default, Clone)]
+struct Phases {
+    told: Option<Duration>,
+    prepared: Option<Duration>,
+    vmm_started: Option<Duration>,
+    images_ms: u64,
+    disks_ms: u64,
+    network_ms: u64,
+}
+
+/// Watches a console, from its present end, for the first launch's agent lines, stamping each
+/// as it arrives (polled every 20 ms) until stopped.
+struct PhaseWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Phases>,
+}
+
+impl PhaseWatch {
+    fn start(console: &Console, asked: Instant) -> PhaseWatch {
+        let console = Console::new(console.path());
+        let from = console.text().len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let launching = Regex::new(r"agent: (i-[0-9a-f]+) launching").unwrap();
+            let mut p = Phases::default();
+            while !stopped.load(Ordering::SeqCst) {
+                let text = console.text();
+                let new = text.get(from..).unwrap_or_default();
+                if let Some(c) = launching.captures(new) {
+                    let id = &c[1];
+                    p.told.get_or_insert_with(|| asked.elapsed());
+                    let prepared = Regex::new(&format!(
+                        r"agent: {id} prepared in \d+ ms: images (\d+) ms, disks (\d+) ms, network and config (\d+) ms"
+                    ))
+                    .unwrap();
+                    if let Some(c) = prepared.captures(new) {
+                        if p.prepared.is_none() {
+                            p.prepared = Some(asked.elapsed());
+                            p.images_ms = c[1].parse().unwrap_or(0);
+                            p.disks_ms = c[2].parse().unwrap_or(0);
+                            p.network_ms = c[3].parse().unwrap_or(0);
+                        }
+                    }
+                    if new.contains(&format!("agent: {id} running, mallee-vmm pid")) {
+                        p.vmm_started.get_or_insert_with(|| asked.elapsed());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p
+        });
+        PhaseWatch { stop, thread }
+    }
+
+    fn finish(self) -> Phases {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the phase watcher")
+    }
 }
 
 fn main() {
@@ -87,6 +159,8 @@ fn main() {
         .min_by_key(|l| l.to_login)
         .expect("at least one cached launch");
     print_line(&format!("cached(best of {CACHED_RUNS}) cached_ms"), best);
+    print_phases("first", &first);
+    print_phases(&format!("cached(best of {CACHED_RUNS})"), best);
     eprintln!(
         "bench-launch: done in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -122,6 +196,7 @@ fn launch(
         )
     };
     let asked = Instant::now();
+    let watch = PhaseWatch::start(node.console(), asked);
     let id = fe
         .run_instances_with(
             emi,
@@ -147,6 +222,7 @@ fn launch(
         .unwrap_or_else(|e| failed(&e));
     let to_login = asked.elapsed();
     let guest_up = uptime(&out).unwrap_or_else(|| failed(&format!("/proc/uptime said {out:?}")));
+    let phases = watch.finish();
     println!(
         "launch: {what} {id}: RunInstances -> running {:.1} s, -> SSH login {:.1} s; guest up {:.1} s at the login",
         to_running.as_secs_f64(),
@@ -157,7 +233,11 @@ fn launch(
         .unwrap_or_else(|e| failed(&e));
     fe.wait_state(&id, "terminated", Duration::from_secs(300))
         .unwrap_or_else(|e| failed(&format!("{e:#}")));
-    Launch { to_login, guest_up }
+    Launch {
+        to_login,
+        guest_up,
+        phases,
+    }
 }
 
 /// The first field of `/proc/uptime` (seconds since the guest's kernel started).
@@ -174,5 +254,28 @@ fn print_line(key: &str, l: &Launch) {
         "bench: launch debian-ssh {key}={total} guest_up_ms={up} added_ms={} ratio={:.2}",
         total - up,
         total as f64 / up as f64
+    );
+}
+
+/// `bench: launch debian-ssh phases(<which>) told_ms=.. prepared_ms=.. (images_ms=.. disks_ms=..
+/// network_ms=..) vmm_started_ms=.. guest_started_ms=.. login_ms=..`, all from RunInstances;
+/// the guest started when its uptime at the login says. A phase whose line never came is an
+/// error, not a figure.
+fn print_phases(which: &str, l: &Launch) {
+    let p = &l.phases;
+    let ms = |d: Option<Duration>, what: &str| {
+        d.unwrap_or_else(|| panic!("bench: launch {which}: no `{what}` line on the node console"))
+            .as_millis()
+    };
+    println!(
+        "bench: launch debian-ssh phases({which}) told_ms={} prepared_ms={} images_ms={} disks_ms={} network_ms={} vmm_started_ms={} guest_started_ms={} login_ms={}",
+        ms(p.told, "launching"),
+        ms(p.prepared, "prepared in"),
+        p.images_ms,
+        p.disks_ms,
+        p.network_ms,
+        ms(p.vmm_started, "running, mallee-vmm pid"),
+        l.to_login.saturating_sub(l.guest_up).as_millis(),
+        l.to_login.as_millis(),
     );
 }

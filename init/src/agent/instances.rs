@@ -119,6 +119,15 @@ impl Record {
     }
 }
 
+/// How long a launch's steps on the node took, in milliseconds: the kernel, ramdisk and image
+/// from the cache (fetched on a miss), the instance's disks, and its tap and VMM configuration.
+#[derive(Default)]
+struct Phases {
+    images_ms: u128,
+    disks_ms: u128,
+    network_ms: u128,
+}
+
 /// The node's instances; cheap to clone.
 #[derive(Clone)]
 pub struct Instances {
@@ -605,8 +614,15 @@ impl Instances {
         &self,
         spec: &InstanceSpec,
         dir: &Path,
+        phases: &mut Phases,
     ) -> Result<(PathBuf, Vec<Pinned>), LaunchError> {
         let io = |e| LaunchError::Io(dir.to_path_buf(), e);
+        let mut lap = Instant::now();
+        let mut took = move || {
+            let ms = lap.elapsed().as_millis();
+            lap = Instant::now();
+            ms
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let kref = (spec.kernel.as_ref())
             .ok_or_else(|| LaunchError::NoKernel(spec.image.image_id.clone()))?;
@@ -622,12 +638,14 @@ impl Instances {
             None => Some(cache.get(&spec.image, fetch)?),
             Some(_) => None,
         };
+        phases.images_ms = took();
         if let Some(root) = &root {
             disks::make_root(&root.path, dir)?;
         }
         if spec.ephemeral_gib > 0 {
             disks::make_ephemeral(dir, spec.ephemeral_gib)?;
         }
+        phases.disks_ms = took();
         let uplink = self.env.network.as_ref().map(|p| p.uplink());
         let images = LaunchImages {
             kernel: &kernel.path,
@@ -649,6 +667,7 @@ impl Instances {
         cfg.metadata = Some(reconcile::metadata(spec));
         let path = dir.join(VMM_CONFIG);
         std::fs::write(&path, mallee_proto::encode(&cfg)).map_err(io)?;
+        phases.network_ms = took();
         Ok((
             path,
             [Some(kernel), ramdisk, root]
@@ -694,12 +713,15 @@ impl Instances {
         reaper::spawn_watched(&mut cmd).map_err(LaunchError::Spawn)
     }
 
-    /// The instance's whole life on the node, on its own thread.
+    /// The instance's whole life on the node, on its own thread. Its launch's phases are
+    /// logged (`launching`, `prepared in`, `running`), for `just bench launch` to break down.
     fn supervise(&self, spec: InstanceSpec) {
         let id = spec.instance_id.clone();
         let dir = self.env.root.join(&id);
         let started = Instant::now();
-        let (cfg, _pins) = match self.prepare(&spec, &dir) {
+        info!("agent: {id} launching");
+        let mut phases = Phases::default();
+        let (cfg, _pins) = match self.prepare(&spec, &dir, &mut phases) {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir); // nothing half-made stays behind
@@ -707,8 +729,11 @@ impl Instances {
             }
         };
         info!(
-            "agent: {id} prepared in {} ms (image downloads so far: {})",
+            "agent: {id} prepared in {} ms: images {} ms, disks {} ms, network and config {} ms (image downloads so far: {})",
             started.elapsed().as_millis(),
+            phases.images_ms,
+            phases.disks_ms,
+            phases.network_ms,
             self.env.cache.downloads()
         );
         loop {
