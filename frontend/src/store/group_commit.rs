@@ -127,16 +127,8 @@ fn run_group(conn: &Connection, mut group: Vec<Box<dyn Queued>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ObjectRow, Role};
+    use crate::store::{test_store_with_bucket, ObjectRow};
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn store_with_bucket() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.create_user("u", Role::User).unwrap();
-        store.create_bucket("b", "u").unwrap();
-        (dir, store)
-    }
 
     fn row(key: &str) -> ObjectRow {
         ObjectRow {
@@ -189,7 +181,7 @@ mod tests {
 
     #[test]
     fn changes_asked_for_together_share_one_commit() {
-        let (_dir, store) = store_with_bucket();
+        let (_dir, store) = test_store_with_bucket();
         let commits = count_commits(&store);
         let changes = (0..8)
             .map(|i| {
@@ -207,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_failing_or_panicking_change_undoes_only_its_own_writes() {
-        let (_dir, store) = store_with_bucket();
+        let (_dir, store) = test_store_with_bucket();
         let commits = count_commits(&store);
         let changes: Vec<Change<()>> = vec![
             Box::new(|s| s.put_object("b", &row("kept"))),
@@ -239,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_group_that_cannot_commit_tells_every_change_and_keeps_nothing() {
-        let (_dir, store) = store_with_bucket();
+        let (_dir, store) = test_store_with_bucket();
         let changes: Vec<Change<()>> = vec![
             Box::new(|s| s.put_object("b", &row("first"))),
             // Ends the group's transaction under it, as SQLite itself does on a full disk.

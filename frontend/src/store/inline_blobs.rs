@@ -68,15 +68,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ObjectRow, Role};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.create_user("u", Role::User).unwrap();
-        store.create_bucket("b", "u").unwrap();
-        (dir, store)
-    }
+    use crate::store::{test_store_with_bucket, ObjectRow};
 
     /// Puts `data` as object `key` the way a small PUT does; returns its row.
     fn put_small(store: &Store, key: &str, data: &[u8]) -> ObjectRow {
@@ -98,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_small_object_lives_in_the_database_and_survives_a_restart() {
-        let (dir, store) = store();
+        let (dir, store) = test_store_with_bucket();
         let row = put_small(&store, "k", b"four");
         assert!(!store.blobs().path(&row.blob).exists());
         assert_eq!(&store.read_small(&row.blob, 4).unwrap()[..], b"four");
@@ -111,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_needs_a_file_gets_one_and_it_goes_with_the_object() {
-        let (_dir, store) = store();
+        let (_dir, store) = test_store_with_bucket();
         let row = put_small(&store, "k", b"bytes");
         let path = store.blob_file(&row.blob).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
@@ -126,7 +118,7 @@ mod tests {
 
     #[test]
     fn replacing_a_small_object_drops_the_old_bytes_in_the_same_commit() {
-        let (_dir, store) = store();
+        let (_dir, store) = test_store_with_bucket();
         let old = put_small(&store, "k", b"old");
         let new = put_small(&store, "k", b"new");
         assert_eq!(inline_rows(&store), 1);
@@ -147,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_refused_put_keeps_no_bytes() {
-        let (_dir, store) = store();
+        let (_dir, store) = test_store_with_bucket();
         let mut w = store.blobs().writer_in_memory(INLINE_MAX);
         w.write(b"lost").unwrap();
         let blob = w.finish().unwrap();

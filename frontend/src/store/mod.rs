@@ -226,6 +226,16 @@ fn meta_from_json(text: &str) -> Result<Vec<(String, String)>, rusqlite::Error> 
     })
 }
 
+/// A store in a temporary directory with user `u` and its bucket `b`, for tests.
+#[cfg(test)]
+pub(crate) fn test_store_with_bucket() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_user("u", Role::User).unwrap();
+    store.create_bucket("b", "u").unwrap();
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,11 +132,12 @@ fn a_verified_unchanged_entry_is_not_hashed_again() {
 }
 
 /// Flips one byte of the cached file of `image`.
-fn corrupt(dir: &std::path::Path, image: &ImageRef) {
+/// The cached file of `image` and its bytes with one of them flipped.
+fn corrupted(dir: &std::path::Path, image: &ImageRef) -> (std::path::PathBuf, Vec<u8>) {
     let path = dir.join(&image.sha256);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[4000] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
+    (path, bytes)
 }
 
 #[test]
@@ -150,7 +151,8 @@ fn an_entry_corrupted_while_the_node_was_down_is_fetched_again_on_first_use() {
             .get(&a, &s)
             .unwrap(),
     );
-    corrupt(dir.path(), &a);
+    let (path, bytes) = corrupted(dir.path(), &a);
+    std::fs::write(&path, bytes).unwrap();
     let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     let p = c.get(&a, &s).unwrap();
     assert_eq!(std::fs::read(&p.path).unwrap(), s.objects["a"]);
@@ -165,9 +167,7 @@ fn an_entry_replaced_under_the_cache_is_hashed_again_and_fetched_again() {
     let c = Cache::open(dir.path(), 1 << 20, Storage::Ram).unwrap();
     drop(c.get(&a, &s).unwrap());
     // Another file (another inode) put in its place, as a copy or a rename over it would.
-    let path = dir.path().join(&a.sha256);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[4000] ^= 0xff;
+    let (path, bytes) = corrupted(dir.path(), &a);
     let other = dir.path().join("other");
     std::fs::write(&other, bytes).unwrap();
     std::fs::rename(&other, &path).unwrap();
