@@ -6,12 +6,15 @@
 #   ours:    the daemon with its `[pxe]` table on serves DHCP and iPXE's boot.ipxe, kernel and
 #            initramfs over HTTP from target/images/node (the appliance's own path);
 #   dnsmasq: the same daemon with PXE off, dnsmasq serving DHCP and TFTP (the classic PXE
-#            setup) of the same kernel and initramfs with the same boot script and command line.
-# Same QEMU command line and MAC; ours and dnsmasq alternate. "registered" is when the daemon
-# logs `node registered` for the node. Prints (medians of BENCH_PXE_RUNS runs, default 3)
-#   bench: pxe kernel ours=<s> dnsmasq=<s> ratio=<dnsmasq/ours>
-#   bench: pxe ready ours=<s> dnsmasq=<s> ratio=<dnsmasq/ours>
-#   bench: pxe registered ours=<s> dnsmasq=<s> ratio=<dnsmasq/ours>
+#            setup) of the same kernel and initramfs with the same boot script and command line;
+#   dnsmasq-http: the same daemon with PXE off, dnsmasq serving DHCP (which hands iPXE the
+#            script's HTTP URL) and nginx serving boot.ipxe, kernel and initramfs over HTTP on
+#            the address and port ours uses: the same transport as ours, byte-identical script.
+# Same QEMU command line and MAC; the three alternate within each round. "registered" is when
+# the daemon logs `node registered` for the node. A run that fails is an error, never a ratio.
+# Prints (medians of BENCH_PXE_RUNS runs, default 3), for each of kernel, ready and registered:
+#   bench: pxe <phase> ours=<s> dnsmasq=<s> ratio=<dnsmasq/ours>
+#   bench: pxe <phase> ours=<s> dnsmasq-http=<s> ratio=<dnsmasq-http/ours>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -25,7 +28,7 @@ secret=bench-secret
 mac=52:54:00:21:40:01
 node_id=node-${mac//:/}
 
-for tool in qemu-system-x86_64 dnsmasq ip ss curl; do
+for tool in qemu-system-x86_64 dnsmasq nginx ip ss curl; do
     command -v "$tool" >/dev/null || { echo "bench-pxe: no $tool: run \`just setup\`" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "bench-pxe: needs root (network namespaces, taps)" >&2; exit 1; }
@@ -70,11 +73,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# tap0 also gets an IPv6 ULA prefix, in every arm alike: dnsmasq builds its router
+# advertisement from tap0's prefix (`constructor:tap0`) and sends none without one. Ours'
+# advertisement carries no prefix and ignores it.
 netns_up() {
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     ip -n "$ns" tuntap add dev tap0 mode tap
     ip -n "$ns" addr add "$server/24" dev tap0
+    ip -n "$ns" addr add fd00:214::1/64 dev tap0 nodad
     ip -n "$ns" link set tap0 up
 }
 
@@ -83,7 +90,7 @@ now() { date +%s.%N; }
 # The current run's logs, shown when a wait fails.
 run_dir=
 show_logs() {
-    for f in "$run_dir"/{console,frontend.log,dnsmasq.log,qemu.log}; do
+    for f in "$run_dir"/{console,frontend.log,dnsmasq.log,nginx-error.log,nginx-access.log,qemu.log}; do
         [ -s "$f" ] || continue
         echo "--- tail of $(basename "$f") ---" >&2
         tail -c 2000 "$f" >&2 || true
@@ -119,7 +126,7 @@ start_frontend() {
         cat <<EOF
 # bench-pxe: every other field keeps its default (frontend/src/config.rs), but for [tls]:
 # plain HTTP, because with TLS on each run's fresh data dir makes a new CA and key, which the
-# node pins on its command line, and the dnsmasq arm boots from the boot.ipxe taken in the
+# node pins on its command line, and the dnsmasq arms boot from the boot.ipxe taken in the
 # first "ours" run (another run's key).
 listen = "$server:$api_port"
 data_dir = "$run_dir/data"
@@ -147,55 +154,121 @@ EOF
 }
 
 # dnsmasq is set up as well as it can be for iPXE, as our daemon is: iPXE's `no-pxedhcp`
-# setting (option 175, setting 176) so it does not wait for a ProxyDHCP answer, and router
-# advertisements so it does not wait for an IPv6 router (without these two dnsmasq's arm is
-# ~13 s slower).
+# setting (option 175, setting 176) so it does not wait for a ProxyDHCP answer, router
+# advertisements so it does not wait for an IPv6 router (~13 s without; see netns_up), and
+# `--no-ping`, as ours does no conflict check before an offer either (with the check dnsmasq
+# leaves iPXE's first DISCOVERs unanswered for ~3 s).
 # dnsmasq's TFTP root: iPXE for plain PXE ROMs, the node bundle, and boot.ipxe — the script
 # our daemon serves (taken from it in the first "ours" run) with its HTTP URLs turned into
 # TFTP ones, so both arms boot with the same command line.
 tftp="$work/tftp"
 mkdir -p "$tftp"
 cp "$image/vmlinuz" "$image/initramfs" /usr/lib/ipxe/undionly.kpxe "$tftp/"
+# The dnsmasq-http arm: TFTP holds only iPXE for plain PXE ROMs (QEMU's virtio-net ROM is
+# iPXE already, so in this bench nothing goes over TFTP); nginx's root holds the script our
+# daemon serves, unchanged, and the node bundle under the same paths as ours
+# (`/boot.ipxe`, `/node/vmlinuz`, `/node/initramfs`), on ours' address and port.
+tftp_http="$work/tftp-http"
+www="$work/www"
+mkdir -p "$tftp_http" "$www/node"
+cp /usr/lib/ipxe/undionly.kpxe "$tftp_http/"
+cp "$image/vmlinuz" "$image/initramfs" "$www/node/"
+chmod -R a+rX "$www"
+# The base URL of ours' HTTP (`http://IP:PORT`), taken in the first "ours" run.
+ours_base=
 
+# start_dnsmasq TFTP_ROOT IPXE_BOOT: dnsmasq answers DHCP, serves TFTP from TFTP_ROOT, and
+# gives iPXE IPXE_BOOT (a file name in TFTP_ROOT, or a URL) as its boot file.
 start_dnsmasq() {
     ip netns exec "$ns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --user=root \
         --interface=tap0 --bind-interfaces \
         --dhcp-range=10.214.0.100,10.214.0.199,255.255.255.0,1h \
         --dhcp-leasefile="$run_dir/dnsmasq.leases" \
-        --enable-tftp --tftp-root="$tftp" \
+        --enable-tftp --tftp-root="$1" \
         --dhcp-userclass=set:ipxe,iPXE \
-        --dhcp-boot=tag:!ipxe,undionly.kpxe --dhcp-boot=tag:ipxe,boot.ipxe \
-        --dhcp-option=encap:175,176,1b \
+        --dhcp-boot=tag:!ipxe,undionly.kpxe --dhcp-boot="tag:ipxe,$2" \
+        --dhcp-option=encap:175,176,1b --no-ping \
         --enable-ra --dhcp-range=::,constructor:tap0,ra-only \
         >"$run_dir/dnsmasq.log" 2>&1 &
     local pid=$! deadline=$(($(date +%s) + 30))
     until ip netns exec "$ns" ss -uln | grep -q ':67 '; do
-        kill -0 "$pid" 2>/dev/null && (($(date +%s) < deadline)) || { show_logs; return 1; }
+        kill -0 "$pid" 2>/dev/null && (($(date +%s) < deadline)) || {
+            echo "bench-pxe: dnsmasq does not answer DHCP on tap0" >&2
+            show_logs
+            return 1
+        }
         sleep 0.05
     done
+    peer_pids+=("$pid")
 }
 
-# one_boot ARM RUN: boots the node once against ARM (ours or dnsmasq); sets t_kernel, t_ready
-# and t_registered (seconds from QEMU start).
+# nginx as Debian ships it, but for a config of its own: a worker per core, sendfile, keep-alive,
+# everything under the run's dir. The access log is on (three lines a boot) so the run can show
+# that the node fetched all three files from it.
+start_nginx() {
+    local port=${ours_base##*:}
+    cat >"$run_dir/nginx.conf" <<EOF
+worker_processes auto;
+pid $run_dir/nginx.pid;
+error_log $run_dir/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log $run_dir/nginx-access.log;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path $run_dir/nginx-body;
+    proxy_temp_path $run_dir/nginx-proxy;
+    fastcgi_temp_path $run_dir/nginx-fastcgi;
+    uwsgi_temp_path $run_dir/nginx-uwsgi;
+    scgi_temp_path $run_dir/nginx-scgi;
+    server { listen $server:$port; root $www; }
+}
+EOF
+    ip netns exec "$ns" nginx -e "$run_dir/nginx-error.log" -c "$run_dir/nginx.conf" \
+        -g 'daemon off;' >>"$run_dir/nginx-error.log" 2>&1 &
+    local pid=$! deadline=$(($(date +%s) + 30))
+    # Serving means answering with the script itself, checked before QEMU starts.
+    until ip netns exec "$ns" curl -fsS "$ours_base/boot.ipxe" 2>/dev/null | cmp -s - "$www/boot.ipxe"; do
+        if ! kill -0 "$pid" 2>/dev/null || (($(date +%s) > deadline)); then
+            echo "bench-pxe: nginx does not serve $ours_base/boot.ipxe" >&2
+            show_logs
+            return 1
+        fi
+        sleep 0.05
+    done
+    : >"$run_dir/nginx-access.log"
+    peer_pids+=("$pid")
+}
+
+# one_boot ARM RUN: boots the node once against ARM (ours, dnsmasq or dnsmasq-http); sets
+# t_kernel, t_ready and t_registered (seconds from QEMU start).
 one_boot() {
     run_dir="$work/$1-$2"
     mkdir -p "$run_dir"
     netns_up
-    if [ "$1" = ours ]; then
+    peer_pids=()
+    case $1 in
+    ours)
         start_frontend pxe
-        if [ ! -f "$tftp/boot.ipxe" ]; then
-            local url base
+        if [ -z "$ours_base" ]; then
+            local url
             url=$(grep -o 'pxe serving http://[^ ]*' "$run_dir/frontend.log" | cut -d' ' -f3)
-            base=${url%/boot.ipxe}
-            ip netns exec "$ns" curl -fsS "$url" |
-                sed -e "s#$base/node/#tftp://$server/#g" -e "s#$base#tftp://$server#g" \
-                    >"$tftp/boot.ipxe.new"
-            mv "$tftp/boot.ipxe.new" "$tftp/boot.ipxe"
+            ip netns exec "$ns" curl -fsS "$url" >"$www/boot.ipxe"
+            ours_base=${url%/boot.ipxe}
+            sed -e "s#$ours_base/node/#tftp://$server/#g" -e "s#$ours_base#tftp://$server#g" \
+                "$www/boot.ipxe" >"$tftp/boot.ipxe"
         fi
-    else
+        ;;
+    dnsmasq)
         start_frontend plain
-        start_dnsmasq
-    fi
+        start_dnsmasq "$tftp" boot.ipxe
+        ;;
+    dnsmasq-http)
+        start_frontend plain
+        start_nginx
+        start_dnsmasq "$tftp_http" "$ours_base/boot.ipxe"
+        ;;
+    esac
     local start
     start=$(now)
     ip netns exec "$ns" qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+svm,+npt \
@@ -204,10 +277,20 @@ one_boot() {
         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
         -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1" >"$run_dir/qemu.log" 2>&1 &
     local qemu_pid=$!
-    t_kernel=$(wait_for "$run_dir/console" 'Linux version' "$start" 300 "$qemu_pid" "$frontend_pid")
-    t_ready=$(wait_for "$run_dir/console" 'mallee-init: ready' "$start" 300 "$qemu_pid" "$frontend_pid")
+    local pids=("$qemu_pid" "$frontend_pid" "${peer_pids[@]}")
+    t_kernel=$(wait_for "$run_dir/console" 'Linux version' "$start" 300 "${pids[@]}")
+    t_ready=$(wait_for "$run_dir/console" 'mallee-init: ready' "$start" 300 "${pids[@]}")
     t_registered=$(wait_for "$run_dir/frontend.log" "node registered.*$node_id" "$start" 300 \
-        "$qemu_pid" "$frontend_pid")
+        "${pids[@]}")
+    if [ "$1" = dnsmasq-http ]; then
+        local path
+        for path in /boot.ipxe /node/vmlinuz /node/initramfs; do
+            grep -qE "\"GET $path HTTP/[0-9.]+\" 200 " "$run_dir/nginx-access.log" && continue
+            echo "bench-pxe: the node booted without fetching $path from nginx" >&2
+            show_logs
+            return 1
+        done
+    fi
     netns_down
     rm -rf "$run_dir"
 }
@@ -217,7 +300,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A times
 for i in $(seq "$runs"); do
     line="bench-pxe: run $i:"
-    for arm in ours dnsmasq; do
+    for arm in ours dnsmasq dnsmasq-http; do
         one_boot "$arm" "$i"
         times[$arm-kernel]+="$t_kernel " times[$arm-ready]+="$t_ready "
         times[$arm-registered]+="$t_registered "
@@ -226,10 +309,12 @@ for i in $(seq "$runs"); do
     echo "${line%;}" >&2
 done
 
-echo "bench-pxe: seconds from QEMU power-on, median of $runs runs; ratio = dnsmasq/ours, > 1 means ours is faster"
+echo "bench-pxe: seconds from QEMU power-on, median of $runs runs; ratio = peer/ours, > 1 means ours is faster"
 for case in kernel ready registered; do
     o=$(printf '%s\n' ${times[ours-$case]} | median)
-    d=$(printf '%s\n' ${times[dnsmasq-$case]} | median)
-    awk -v c="$case" -v o="$o" -v d="$d" \
-        'BEGIN { printf "bench: pxe %s ours=%.2f dnsmasq=%.2f ratio=%.2f\n", c, o, d, d / o }'
+    for peer in dnsmasq dnsmasq-http; do
+        p=$(printf '%s\n' ${times[$peer-$case]} | median)
+        awk -v c="$case" -v o="$o" -v peer="$peer" -v p="$p" \
+            'BEGIN { printf "bench: pxe %s ours=%.2f %s=%.2f ratio=%.2f\n", c, o, peer, p, p / o }'
+    done
 done
