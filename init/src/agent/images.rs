@@ -7,7 +7,8 @@
 //! corrupted entry is dropped and fetched again. Hashing a verified, unchanged file again on
 //! every hit cost a launch the time to read the whole image (seconds for a cloud image on a
 //! node under emulation). Room is made by evicting the least recently used entries that no
-//! launch holds ([`Pinned`]).
+//! launch holds ([`Pinned`]). Files made from an entry (`<sha>.<suffix>`, [`Cache::derived`]:
+//! an unpacked kernel) go with it.
 
 use mallee_proto::{CacheSummary, CachedImage, ImageRef, Storage};
 use sha2::{Digest, Sha256};
@@ -151,6 +152,7 @@ impl Cache {
         let io = |e| ImageError::Io(dir.to_path_buf(), e);
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut state = State::default();
+        let mut others = Vec::new();
         for ent in std::fs::read_dir(dir).map_err(io)?.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
             if let (true, Ok(meta)) = (valid_sha(&name), ent.metadata()) {
@@ -161,6 +163,17 @@ impl Cache {
                     verified: None,
                 };
                 state.entries.insert(name, entry);
+            } else {
+                others.push(name);
+            }
+        }
+        // Derived files of entries no longer there, and half-made ones; `.part` downloads
+        // resume.
+        for name in others {
+            let (sha, rest) = name.split_once('.').unwrap_or((&name, ""));
+            let orphan = valid_sha(sha) && !state.entries.contains_key(sha) && rest != "part";
+            if orphan || rest.contains(".tmp") {
+                let _ = std::fs::remove_file(dir.join(&name));
             }
         }
         Ok(Cache(Arc::new(Shared {
@@ -178,6 +191,26 @@ impl Cache {
 
     fn path(&self, sha: &str) -> PathBuf {
         self.0.dir.join(sha)
+    }
+
+    /// Where a file made from the pinned entry lives (`<sha>.<suffix>`): removed with the
+    /// entry, so it never outlives the image it was made from. Not counted in the budget.
+    pub fn derived(&self, pinned: &Pinned, suffix: &str) -> PathBuf {
+        self.0.dir.join(format!("{}.{suffix}", pinned.sha))
+    }
+
+    /// Removes entry `sha`'s file and every file derived from it.
+    fn remove_files(&self, sha: &str) {
+        let _ = std::fs::remove_file(self.path(sha));
+        let derived = format!("{sha}.");
+        if let Ok(dir) = std::fs::read_dir(&self.0.dir) {
+            for ent in dir.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&derived) && name != format!("{sha}.part") {
+                    let _ = std::fs::remove_file(ent.path());
+                }
+            }
+        }
     }
 
     /// What the cache holds, for the node's report.
@@ -261,11 +294,11 @@ impl Cache {
                 drop(pinned);
                 st = self.lock();
                 st.entries.remove(&sha);
-                let _ = std::fs::remove_file(self.path(&sha));
+                self.remove_files(&sha);
                 continue;
             }
             make_room(&mut st, self.0.budget, &sha, image.size, |s| {
-                let _ = std::fs::remove_file(self.path(s));
+                self.remove_files(s);
             })?;
             st.fetching.insert(sha.clone());
             st.reserved += image.size;

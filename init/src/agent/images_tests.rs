@@ -224,3 +224,36 @@ fn concurrent_requests_for_one_image_fetch_it_once() {
     });
     assert_eq!(s.requests.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn files_derived_from_an_entry_go_with_it_and_orphans_go_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&[("a", vec![1; 600]), ("b", vec![2; 600])]);
+    let (a, b) = (image("a", &s.objects["a"]), image("b", &s.objects["b"]));
+    let c = Cache::open(dir.path(), 1000, Storage::Ram).unwrap();
+    let pa = c.get(&a, &s).unwrap();
+    let derived = c.derived(&pa, "vmlinux");
+    assert_eq!(derived, dir.path().join(format!("{}.vmlinux", a.sha256)));
+    std::fs::write(&derived, b"unpacked").unwrap();
+    drop(pa);
+    // b needs a's room: a goes, and what was made from it.
+    drop(c.get(&b, &s).unwrap());
+    assert!(!dir.path().join(&a.sha256).exists());
+    assert!(!derived.exists());
+
+    // At open: a derived file whose entry is gone and a half-written one are removed; a
+    // download to resume and a live entry's derived file stay.
+    let pb = c.get(&b, &s).unwrap();
+    let kept = c.derived(&pb, "vmlinux");
+    std::fs::write(&kept, b"unpacked").unwrap();
+    let orphan = dir.path().join(format!("{}.vmlinux", a.sha256));
+    let half = dir.path().join(format!("{}.vmlinux.tmp42", b.sha256));
+    let part = dir.path().join(format!("{}.part", a.sha256));
+    for f in [&orphan, &half, &part] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    drop(pb);
+    Cache::open(dir.path(), 1000, Storage::Ram).unwrap();
+    assert!(kept.exists() && part.exists());
+    assert!(!orphan.exists() && !half.exists());
+}

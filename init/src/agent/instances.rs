@@ -15,6 +15,7 @@
 
 use super::images::{Cache, Fetch, ImageError, Pinned};
 use super::instance_disks::{self as disks, InstanceDiskError};
+use super::kernels;
 use super::network::{NetworkError, Plumbing};
 use super::reconcile::{self, Action, Local};
 use super::storage;
@@ -628,6 +629,15 @@ impl Instances {
             .ok_or_else(|| LaunchError::NoKernel(spec.image.image_id.clone()))?;
         let (cache, fetch) = (&self.env.cache, &*self.env.fetch);
         let kernel = cache.get(kref, fetch)?;
+        // Unpacked once per kernel image; what cannot be unpacked boots as it is.
+        let boot_kernel = kernels::unpacked(&kernel.path, &cache.derived(&kernel, "vmlinux"))
+            .unwrap_or_else(|e| {
+                warn!(
+                    "agent: {}: booting kernel {} as it is: {e}",
+                    spec.instance_id, kref.sha256
+                );
+                kernel.path.clone()
+            });
         let ramdisk = match &spec.ramdisk {
             Some(r) => Some(cache.get(r, fetch)?),
             None => None,
@@ -648,7 +658,7 @@ impl Instances {
         phases.disks_ms = took();
         let uplink = self.env.network.as_ref().map(|p| p.uplink());
         let images = LaunchImages {
-            kernel: &kernel.path,
+            kernel: &boot_kernel,
             initrd: ramdisk.as_ref().map(|p| p.path.as_path()),
             root: root.as_ref().map(|p| p.path.as_path()),
         };
