@@ -39,7 +39,11 @@ pub enum UnpackError {
 
 /// The most an unpacked kernel may be: a stripped vmlinux is tens of MiB; a payload that
 /// unpacks to more is refused, not allowed to fill the node's memory.
-pub const MAX_VMLINUX: usize = 512 << 20;
+pub const MAX_VMLINUX: usize = 256 << 20;
+
+/// The most memory the xz decoder may take (its dictionary, as the stream's header asks):
+/// kernel builds use 32 MiB; a header asking for more is refused, not allocated.
+const XZ_MEM_LIMIT_KIB: u32 = 128 << 10;
 
 /// The setup header's offsets (Documentation/arch/x86/boot.rst).
 const SETUP_SECTS: usize = 0x1f1;
@@ -95,7 +99,7 @@ pub fn unpack(bz: &[u8]) -> Result<Vec<u8>, UnpackError> {
         .map(|n| n as usize);
     let out = match payload {
         [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
-            let xz = lzma_rust2::XzReader::new(payload, false);
+            let xz = lzma_rust2::XzReader::new_mem_limit(payload, false, XZ_MEM_LIMIT_KIB);
             read_bounded(xz, "xz")?
         }
         [0x1f, 0x8b, ..] => read_bounded(flate2::read::GzDecoder::new(payload), "gzip")?,

@@ -14,7 +14,7 @@ mod console;
 pub mod images;
 mod instance_disks;
 mod instances;
-mod kernels;
+pub mod kernels;
 pub mod network;
 pub mod reconcile;
 pub mod storage;
