@@ -152,17 +152,14 @@ impl BlobDir {
         Ok(data)
     }
 
-    /// Writes `data` as the durable file of blob `id` unless it is there already: an inline
-    /// blob given a file for the readers that need one. Blocking.
+    /// Writes `data` as the durable file of blob `id`: an inline blob given a file for the
+    /// readers that need one (`Store::blob_file`, which checks for one first). Blocking.
     pub fn materialize(&self, id: &str, data: &[u8]) -> io::Result<PathBuf> {
-        let path = self.path(id);
-        if !path.exists() {
-            let mut w = self.file_writer(format!("{id}.{}", random_hex_id()))?;
-            w.id = id.to_string();
-            w.write(data)?;
-            w.finish()?;
-        }
-        Ok(path)
+        let mut w = self.file_writer(format!("{id}.{}", random_hex_id()))?;
+        w.id = id.to_string();
+        w.write(data)?;
+        w.finish()?;
+        Ok(self.path(id))
     }
 
     /// `len` bytes of blob `id` from `offset`, read at once on the calling thread: for small

@@ -302,14 +302,11 @@ fn bucket_object(conn: &Connection, name: &str, key: &str) -> Result<BucketObjec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Role;
+    use crate::store::test_store_with_bucket;
 
     #[test]
     fn bucket_object_reads_what_bucket_and_object_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.create_user("u", Role::User).unwrap();
-        store.create_bucket("b", "u").unwrap();
+        let (_dir, store) = test_store_with_bucket();
         store.create_bucket("empty", "u").unwrap();
         let mut w = store.blobs().writer().unwrap();
         w.write(b"data").unwrap();
