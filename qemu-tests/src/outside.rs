@@ -259,6 +259,21 @@ impl Outside {
         cmd
     }
 
+    /// What the outside host knows of its neighbours and routes (`ip neigh`, `ip route`), for a
+    /// failure message: whether an unreachable address failed ARP here or beyond.
+    pub fn network_state(&self) -> String {
+        let show = |what: &str| {
+            let out = Command::new("ip")
+                .args(["-n", &self.ns, what, "show"])
+                .output();
+            match out {
+                Ok(o) => format!("ip {what}:\n{}", String::from_utf8_lossy(&o.stdout)),
+                Err(e) => format!("ip {what}: {e}\n"),
+            }
+        };
+        show("neigh") + &show("route")
+    }
+
     /// `ssh` from the outside host to `login` (`user@address`) with private key `key`, running
     /// `remote`: batch mode (no prompts), host keys neither checked nor kept (each instance
     /// makes its own), a 5 s connect timeout.

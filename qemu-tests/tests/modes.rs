@@ -209,7 +209,13 @@ fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
     loop {
         match reach() {
             Ok(id) if id == a => break,
-            other => assert!(Instant::now() < deadline, "outside -> {public}: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "outside -> {public}: {other:?}\n{}\nthe frontend's gateway:\n{}\nthe node:\n{}",
+                outside.network_state(),
+                gateway_lines(fe),
+                node.console().tail(30)
+            ),
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -221,6 +227,13 @@ fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
     .unwrap_or_else(|e| panic!("{e:#}"));
     terminate(fe, &a);
     terminate(fe, &b);
+}
+
+/// The frontend console's gateway lines (what init applied, added and announced), the last 40.
+fn gateway_lines(fe: &Frontend) -> String {
+    let text = fe.vm.console().text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("gateway")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 fn system(fe: &Frontend, site: &Outside, node: &Vm, emi: &str) {
