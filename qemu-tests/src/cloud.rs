@@ -590,8 +590,16 @@ impl Frontend {
             if now == state {
                 return Ok(());
             }
+            if now == "terminated" {
+                let why = match self.state_reason(id) {
+                    Ok(Some((code, message))) => format!("{code}: {message}"),
+                    Ok(None) => "no state reason".into(),
+                    Err(e) => format!("no state reason: {e:#}"),
+                };
+                anyhow::bail!("{id} is terminated, not {state} ({why})");
+            }
             anyhow::ensure!(
-                now != "terminated" && std::time::Instant::now() < deadline,
+                std::time::Instant::now() < deadline,
                 "{id} is {now}, not {state}"
             );
             std::thread::sleep(Duration::from_millis(500));

@@ -138,20 +138,40 @@ pub struct Instances {
 }
 
 /// Why the VMM stopped, in words: its failure report when it left one, else what its exit
-/// status means (a status outside the contract: a signal, or a crash).
-pub fn exit_reason(code: i32, failure: Option<&Failure>) -> String {
+/// status means (a status outside the contract: a signal, or a crash). A failure without a
+/// report quotes the last line of the VMM's log (`log_end`), which nobody off the node can read.
+pub fn exit_reason(code: i32, failure: Option<&Failure>, log_end: Option<&str>) -> String {
     if let Some(f) = failure {
         return f.reason();
     }
     match Exit::from_code(code) {
-        Some(Exit::Error) => format!(
-            "{} without a failure report (see {VMM_LOG})",
-            Exit::Error.meaning()
-        ),
+        Some(Exit::Error) => match log_end {
+            Some(line) => format!(
+                "{} without a failure report; its log ends: {line}",
+                Exit::Error.meaning()
+            ),
+            None => format!(
+                "{} without a failure report, and its log is empty",
+                Exit::Error.meaning()
+            ),
+        },
         Some(exit) => exit.meaning().to_string(),
         None if code > 128 => format!("mallee-vmm was killed by signal {}", code - 128),
         None => format!("mallee-vmm exited with status {code}"),
     }
+}
+
+/// The last non-empty line of the log at `path` (from its last 4 KiB, at most 300 characters).
+fn log_end(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    Some(line.chars().take(300).collect())
 }
 
 /// The VMM's failure report, if it left a readable one.
@@ -783,8 +803,14 @@ impl Instances {
             if !stopped && Exit::from_code(code) == Some(Exit::PowerOff) {
                 return self.shut_down(&id);
             }
-            let why =
-                (!stopped).then(|| exit_reason(code, read_failure(&dir.join(FAILURE)).as_ref()));
+            let why = (!stopped).then(|| {
+                let failure = read_failure(&dir.join(FAILURE));
+                exit_reason(
+                    code,
+                    failure.as_ref(),
+                    log_end(&dir.join(VMM_LOG)).as_deref(),
+                )
+            });
             return self.ended(&id, why);
         }
     }

@@ -5,18 +5,43 @@ use mallee_proto::vmm::DiskSource;
 fn a_failure_report_is_the_reason() {
     let f = Failure::error("cannot start the VM: no kvm");
     assert_eq!(
-        exit_reason(1, Some(&f)),
+        exit_reason(1, Some(&f), Some("ignored")),
         "mallee-vmm failed: cannot start the VM: no kvm"
     );
 }
 
 #[test]
 fn without_a_report_the_exit_status_is_the_reason() {
-    assert_eq!(exit_reason(0, None), "the guest powered off");
-    assert_eq!(exit_reason(3, None), "mallee-vmm stopped through its API");
-    assert!(exit_reason(1, None).starts_with("mallee-vmm failed without a failure report"));
-    assert!(exit_reason(137, None).contains("signal 9"));
-    assert!(exit_reason(7, None).contains("status 7"));
+    assert_eq!(exit_reason(0, None, None), "the guest powered off");
+    assert_eq!(
+        exit_reason(3, None, None),
+        "mallee-vmm stopped through its API"
+    );
+    assert!(exit_reason(1, None, None).starts_with("mallee-vmm failed without a failure report"));
+    assert!(exit_reason(137, None, None).contains("signal 9"));
+    assert!(exit_reason(7, None, None).contains("status 7"));
+}
+
+#[test]
+fn a_failure_without_a_report_quotes_the_end_of_the_vmm_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join(VMM_LOG);
+    let mut text = "x".repeat(8000);
+    text.push_str("\nqemu-peer: reading /cfg: No such file or directory\n\n");
+    std::fs::write(&log, text).unwrap();
+    let end = log_end(&log);
+    assert_eq!(
+        end.as_deref(),
+        Some("qemu-peer: reading /cfg: No such file or directory")
+    );
+    assert_eq!(
+        exit_reason(1, None, end.as_deref()),
+        "mallee-vmm failed without a failure report; its log ends: \
+         qemu-peer: reading /cfg: No such file or directory"
+    );
+    std::fs::write(&log, "y".repeat(1000)).unwrap();
+    assert_eq!(log_end(&log).map(|l| l.len()), Some(300));
+    assert_eq!(log_end(&tmp.path().join("absent")), None);
 }
 
 #[test]
