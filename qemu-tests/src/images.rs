@@ -208,6 +208,8 @@ pub fn build_static(examples: &[&str]) -> PathBuf {
             "-p",
             "mallee-frontend",
         ]);
+    // Naming examples builds only them: `--bins` keeps the programs beside them current too.
+    cmd.arg("--bins");
     for e in examples {
         cmd.args(["--example", e]);
     }

@@ -37,7 +37,7 @@ enum PeerError {
     Config { path: PathBuf, reason: String },
     #[error("the instance's user data is not base64: {0}")]
     UserData(base64::DecodeError),
-    #[error("QEMU cannot run {0}: only file-backed disks and named taps are supported")]
+    #[error("QEMU cannot run {0}: only file-backed disks (plain or copy-on-write) and named taps are supported")]
     Unsupported(String),
     #[error("exec {program}: {source}")]
     Exec {
@@ -111,13 +111,29 @@ fn qemu_command(cfg: &VmmConfig) -> Result<Command, PeerError> {
         None => c.args(["-serial", "null"]),
     };
     for (i, disk) in cfg.disks.iter().enumerate() {
-        let DiskSource::File(path) = &disk.source else {
-            return Err(PeerError::Unsupported(format!("disk {}", disk.source)));
+        // A copy-on-write root (the cached image as base) runs over the same base with QEMU's
+        // own copy-on-write (`snapshot=on`: the writes go to a temporary overlay, the base is
+        // never written), where mallee-vmm keeps them in the instance's sparse top.
+        let (path, cow) = match &disk.source {
+            DiskSource::File(path) => (path, ""),
+            DiskSource::Overlay { base, top } => {
+                // QEMU's temporary overlay lives where the instance's own top would.
+                if let Some(dir) = top.parent() {
+                    c.env("TMPDIR", dir);
+                }
+                (base, ",snapshot=on")
+            }
+            DiskSource::Aoe { .. } => {
+                return Err(PeerError::Unsupported(format!("disk {}", disk.source)))
+            }
         };
         let ro = if disk.read_only { ",readonly=on" } else { "" };
         c.args([
             "-drive",
-            &format!("file={},if=none,id=disk{i},format=raw{ro}", path.display()),
+            &format!(
+                "file={},if=none,id=disk{i},format=raw{ro}{cow}",
+                path.display()
+            ),
         ]);
         let serial = (disk.serial.as_ref()).map_or(String::new(), |s| format!(",serial={s}"));
         c.args(["-device", &format!("virtio-blk-pci,drive=disk{i}{serial}")]);
