@@ -363,7 +363,16 @@ fn main() {
     mount("proc", "/proc", "proc");
     mount("sysfs", "/sys", "sysfs");
     console_to_stdio();
-    say("vmm-e2e-guest: up");
+    // The kernel's own clock at the marker: how long the kernel took to reach userspace,
+    // apart from what ran before it (the VMM, firmware, the decompressor).
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = (uptime.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    say(&format!(
+        "vmm-e2e-guest: up kernel_ms={}",
+        (secs * 1000.0) as u64
+    ));
     let mut ok = step("modules", load_modules().map(|n| format!("{n} loaded")));
     if io_bench::run_if_asked(wait_for) {
         power_off();

@@ -10,8 +10,18 @@ pub const GUEST_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=
 /// `mallee-vmm` booting the test guest with `cmdline`, `mem_mib` MiB and `vcpus`; callers add
 /// disks, NICs, sockets and where its output goes.
 pub fn guest_vmm(cmdline: &str, mem_mib: u64, vcpus: u32) -> std::process::Command {
+    guest_vmm_booting(GUEST_KERNEL, cmdline, mem_mib, vcpus)
+}
+
+/// [`guest_vmm`] booting `kernel` (a bzImage, or the ELF `vmlinux` a node unpacks from it).
+pub fn guest_vmm_booting(
+    kernel: &str,
+    cmdline: &str,
+    mem_mib: u64,
+    vcpus: u32,
+) -> std::process::Command {
     let mut c = std::process::Command::new("/bin/mallee-vmm");
-    c.args(["--kernel", GUEST_KERNEL, "--initrd", GUEST_INITRD])
+    c.args(["--kernel", kernel, "--initrd", GUEST_INITRD])
         .args(["--cmdline", cmdline])
         .args([
             "--mem",
