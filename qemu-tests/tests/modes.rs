@@ -211,10 +211,12 @@ fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
             Ok(id) if id == a => break,
             other => assert!(
                 Instant::now() < deadline,
-                "outside -> {public}: {other:?}\n{}\nthe frontend's gateway:\n{}\nthe node:\n{}",
+                "outside -> {public}: {other:?}\n{}\nthe frontend's gateway:\n{}\nthe node:\n{}\n\
+                 {a}'s console:\n{}",
                 outside.network_state(),
                 gateway_lines(fe),
-                node.console().tail(30)
+                node.console().tail(30),
+                console_tail(fe, &a)
             ),
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -227,6 +229,17 @@ fn novlan(fe: &Frontend, outside: &Outside, node: &Vm, emi: &str) {
     .unwrap_or_else(|e| panic!("{e:#}"));
     terminate(fe, &a);
     terminate(fe, &b);
+}
+
+/// The last 20 lines of `id`'s console (GetConsoleOutput): whether its guest is still alive.
+fn console_tail(fe: &Frontend, id: &str) -> String {
+    match fe.console_output(id) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        }
+        Err(e) => format!("no console output: {e:#}"),
+    }
 }
 
 /// The frontend console's gateway lines (what init applied, added and announced), the last 40.
