@@ -86,6 +86,17 @@ fn qemu_cmdline(cfg: &VmmConfig) -> String {
     line
 }
 
+/// The kernel QEMU boots: the bzImage, as QEMU ordinarily does. The agent hands the VMM the
+/// kernel it unpacked into its cache (`<sha>.vmlinux`, beside the bzImage `<sha>` it came
+/// from), which QEMU would boot only through PVH and its `pvh.bin` option ROM.
+fn bz_image(kernel: &Path) -> PathBuf {
+    let name = kernel.to_string_lossy();
+    match name.strip_suffix(".vmlinux").map(PathBuf::from) {
+        Some(bz) if bz.is_file() => bz,
+        _ => kernel.to_path_buf(),
+    }
+}
+
 /// The QEMU command that runs `cfg`'s guest.
 fn qemu_command(cfg: &VmmConfig) -> Result<Command, PeerError> {
     let mut c = Command::new(QEMU);
@@ -96,7 +107,7 @@ fn qemu_command(cfg: &VmmConfig) -> Result<Command, PeerError> {
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .arg("-no-reboot")
         .arg("-kernel")
-        .arg(&cfg.kernel)
+        .arg(bz_image(&cfg.kernel))
         .args(["-append", &qemu_cmdline(cfg)]);
     if let Some(initrd) = &cfg.initrd {
         c.arg("-initrd").arg(initrd);
