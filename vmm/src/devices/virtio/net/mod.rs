@@ -5,9 +5,14 @@
 //! VIRTIO_F_EVENT_IDX is offered: the guest kicks only when the device has run out of its
 //! buffers, and is interrupted only as far as it asked, which saves most exits under load.
 //! Offloads are negotiated honestly: they are offered only if the tap accepts offload settings,
-//! and the tap is told to deliver only the offloads the guest accepted. Without mergeable receive
-//! buffers a frame must fit one receive chain; a frame that does not is dropped (the guest counts
-//! a length error), as is a transmit chain that is empty or larger than a 64 KiB frame.
+//! and the tap is told to deliver only the offloads the guest accepted.
+//!
+//! VIRTIO_NET_F_MRG_RXBUF is offered: the guest posts page-sized receive buffers and a large
+//! (segmentation-offloaded) frame spans as many as it needs, the header's `num_buffers` saying
+//! how many ([`place`]). Without it a guest that takes TSO must post 64 KiB chains, so a ring
+//! holds a dozen frames of any size. Without mergeable buffers a frame must fit one receive
+//! chain; a frame that does not is dropped (the guest counts a length error), as is a transmit
+//! chain that is empty or larger than a 64 KiB frame.
 
 pub mod imds;
 pub mod metadata;
@@ -21,7 +26,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 
 use self::port::{Port, Verdict};
 use self::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
@@ -44,6 +49,10 @@ const F_GUEST_TSO4: u64 = 1 << 7;
 const F_GUEST_TSO6: u64 = 1 << 8;
 const F_HOST_TSO4: u64 = 1 << 11;
 const F_HOST_TSO6: u64 = 1 << 12;
+/// VIRTIO_NET_F_MRG_RXBUF: a received frame may span several receive chains.
+pub const F_MRG_RXBUF: u64 = 1 << 15;
+/// Where `num_buffers` sits in the virtio_net_hdr_v1 (its last two bytes, little-endian).
+const NUM_BUFFERS: std::ops::Range<usize> = VNET_HDR_LEN - 2..VNET_HDR_LEN;
 
 /// The offload features offered when the tap supports them.
 pub const OFFLOADS: u64 =
@@ -81,7 +90,7 @@ impl Net {
             .set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
             .is_ok()
             && tap.set_offload(0).is_ok();
-        let mut features = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | F_MAC;
+        let mut features = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | F_MAC | F_MRG_RXBUF;
         if offloads_work {
             features |= OFFLOADS;
         }
@@ -106,6 +115,8 @@ struct NetHandler {
     /// Transmit buffer (separate, so a pending received frame survives a transmit).
     tx_frame: Vec<u8>,
     pending: Option<usize>,
+    /// The guest accepted VIRTIO_NET_F_MRG_RXBUF.
+    mergeable: bool,
 }
 
 impl NetHandler {
@@ -125,20 +136,14 @@ impl NetHandler {
                     Err(_) => break,
                 }
             };
-            let Some(chain) = q.next_chain(mem) else {
-                // No buffer: hold the frame until the guest posts one (its notify wakes us).
-                self.pending = Some(len);
-                break;
-            };
-            let head = chain.head_index();
-            let written = match Writer::<()>::new(mem, chain) {
-                Ok(mut w) if w.available_bytes() >= len => {
-                    w.write_all(&self.frame[..len]).map_or(0, |_| len as u32)
+            match place(mem, q, &mut self.frame[..len], self.mergeable) {
+                Placed::Used => any = true,
+                Placed::NoRoom => {
+                    // Hold the frame until the guest posts buffers (its notify wakes us).
+                    self.pending = Some(len);
+                    break;
                 }
-                _ => 0,
-            };
-            let _ = q.queue.add_used(mem, head, written);
-            any = true;
+            }
         }
         if any {
             q.signal_used(mem);
@@ -180,6 +185,70 @@ impl NetHandler {
             self.receive(mem, queues);
         }
     }
+}
+
+/// What became of a received frame offered to the receive queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// Written into receive chains, or dropped into them as empty ones (a chain the device
+    /// cannot write, or a frame too big for its one chain): either way, chains were used.
+    Used,
+    /// The posted chains cannot hold it: nothing was taken; it waits for more.
+    NoRoom,
+}
+
+/// Puts `frame` (its virtio-net header first) into `q`'s posted receive chains: into one, or,
+/// when `mergeable`, over as many as it needs, the header's `num_buffers` set to their count.
+/// Chains are taken only once they can hold the whole frame, so a guest that has posted too
+/// few finds them untouched. A chain the device cannot write ends the frame: it and any taken
+/// before it are returned empty (the driver drops each as a runt), as a wire drops a frame.
+pub fn place(
+    mem: &GuestMemoryMmap,
+    q: &mut ActiveQueue,
+    frame: &mut [u8],
+    mergeable: bool,
+) -> Placed {
+    let mut taken: Vec<(u16, Writer<'_, ()>)> = Vec::new();
+    let mut room = 0;
+    while room < frame.len() && (mergeable || taken.is_empty()) {
+        let Some(chain) = q.next_chain(mem) else {
+            for _ in &taken {
+                q.queue.go_to_previous_position();
+            }
+            return Placed::NoRoom;
+        };
+        let head = chain.head_index();
+        match Writer::<()>::new(mem, chain) {
+            Ok(w) if w.available_bytes() > 0 => {
+                room += w.available_bytes();
+                taken.push((head, w));
+            }
+            _ => {
+                for h in taken.iter().map(|(h, _)| *h).chain([head]) {
+                    let _ = q.queue.add_used(mem, h, 0);
+                }
+                return Placed::Used;
+            }
+        }
+    }
+    if room < frame.len() {
+        // Without mergeable buffers, a frame larger than its chain is dropped into it.
+        let (head, _) = taken[0];
+        let _ = q.queue.add_used(mem, head, 0);
+        return Placed::Used;
+    }
+    // One chain without mergeable buffers (the spec asks for 1 then too); at most the queue's
+    // size (≤ 32768) with them.
+    let count = taken.len() as u16;
+    frame[NUM_BUFFERS].copy_from_slice(&count.to_le_bytes());
+    let mut at = 0;
+    for (head, mut w) in taken {
+        let n = w.available_bytes().min(frame.len() - at);
+        let written = w.write_all(&frame[at..at + n]).map_or(0, |_| n);
+        at += n;
+        let _ = q.queue.add_used(mem, head, written as u32);
+    }
+    Placed::Used
 }
 
 /// Answers held for a guest that posts no receive buffers (DHCP replies, the metadata
@@ -269,6 +338,7 @@ impl VirtioDevice for Net {
             frame: vec![0; MAX_FRAME],
             tx_frame: vec![0; MAX_FRAME],
             pending: None,
+            mergeable: acked_features & F_MRG_RXBUF != 0,
         };
         // The tap is edge-triggered in the worker: `receive` reads until it would block or the
         // guest has no buffers, and a guest notify resumes it.

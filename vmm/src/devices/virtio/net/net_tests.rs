@@ -13,11 +13,13 @@ use vm_memory::{Bytes, GuestAddress};
 use super::port::Port;
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
-use super::{tap_offloads, Net, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4};
+use super::{place, tap_offloads, Net, Placed, NUM_BUFFERS};
+use super::{F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4};
 use crate::devices::pci::PciDevice;
 use crate::devices::virtio::pci::msix::NoRouter;
 use crate::devices::virtio::pci::{VirtioPci, NOTIFY_MULTIPLIER, NOTIFY_OFFSET};
 use crate::devices::virtio::test_utils::{chain, memory, wait_used, Driver};
+use crate::devices::virtio::ActiveQueue;
 use crate::devices::virtio::VIRTIO_F_VERSION_1;
 
 const TAP: &str = "mvnet0";
@@ -225,4 +227,115 @@ fn tap_gets_only_the_receive_offloads_the_guest_accepted() {
         tap_offloads(F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_HOST_TSO4),
         TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
     );
+}
+
+/// A receive queue of `n` one-descriptor chains of `size` bytes at 0x10000 onwards (writable,
+/// or read-only where `read_only` says), as the device sees it once the driver posted them.
+fn posted_rx<'m>(
+    mem: &'m crate::devices::virtio::GuestMemoryMmap,
+    chains: &[(u32, bool)],
+) -> (
+    MockSplitQueue<'m, crate::devices::virtio::GuestMemoryMmap>,
+    ActiveQueue,
+) {
+    let vq = MockSplitQueue::create(mem, GuestAddress(0x1000), 16);
+    let mut at = 0x10000u64;
+    let descs: Vec<_> = (chains.iter())
+        .flat_map(|&(size, read_only)| {
+            let flags = if read_only { 0 } else { VRING_DESC_F_WRITE };
+            let d = chain(&[(at, size, flags)]);
+            at += u64::from(size);
+            d
+        })
+        .collect();
+    vq.add_desc_chains(&descs, 0).unwrap();
+    let q = ActiveQueue {
+        queue: vq.create_queue().unwrap(),
+        notify: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
+        irq: None,
+    };
+    (vq, q)
+}
+
+/// The used ring's entries as (chain head, length).
+fn used(vq: &MockSplitQueue<'_, crate::devices::virtio::GuestMemoryMmap>) -> Vec<(u32, u32)> {
+    (0..vq.used().idx().load())
+        .map(|i| {
+            let e = vq.used().ring().ref_at(usize::from(i)).unwrap().load();
+            (e.id(), e.len())
+        })
+        .collect()
+}
+
+/// A frame of `len` bytes behind a zeroed virtio-net header, its bytes counting up.
+fn rx_frame(len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; VNET_HDR_LEN];
+    f.extend((0..len).map(|i| i as u8));
+    f
+}
+
+#[test]
+fn a_mergeable_frame_spans_as_many_chains_as_it_needs_and_says_how_many() {
+    let mem = memory();
+    let (vq, mut q) = posted_rx(&mem, &[(1024, false); 4]);
+    let mut frame = rx_frame(2500 - VNET_HDR_LEN);
+    assert_eq!(place(&mem, &mut q, &mut frame, true), Placed::Used);
+    assert_eq!(used(&vq), vec![(0, 1024), (1, 1024), (2, 452)]);
+    let mut got = vec![0u8; 2500];
+    mem.read_slice(&mut got, GuestAddress(0x10000)).unwrap();
+    assert_eq!(&got[NUM_BUFFERS], &3u16.to_le_bytes(), "num_buffers");
+    assert_eq!(got[VNET_HDR_LEN..], frame[VNET_HDR_LEN..]);
+}
+
+#[test]
+fn a_frame_waits_untouched_until_the_guest_posts_enough_chains() {
+    let mem = memory();
+    let (vq, mut q) = posted_rx(&mem, &[(1024, false); 2]);
+    let mut frame = rx_frame(2500 - VNET_HDR_LEN);
+    assert_eq!(place(&mem, &mut q, &mut frame, true), Placed::NoRoom);
+    assert!(
+        used(&vq).is_empty(),
+        "nothing is used before the frame fits"
+    );
+    // The driver posts two more (avail index 2 -> 4): the frame starts in the first chain.
+    let more: Vec<_> = (2..4u64)
+        .flat_map(|i| chain(&[(0x10000 + i * 1024, 1024, VRING_DESC_F_WRITE)]))
+        .collect();
+    vq.add_desc_chains(&more, 2).unwrap();
+    vq.avail().idx().store(4);
+    assert_eq!(place(&mem, &mut q, &mut frame, true), Placed::Used);
+    assert_eq!(used(&vq), vec![(0, 1024), (1, 1024), (2, 452)]);
+}
+
+#[test]
+fn without_mergeable_buffers_a_frame_fits_one_chain_or_is_dropped_into_it() {
+    let mem = memory();
+    let (vq, mut q) = posted_rx(&mem, &[(1024, false), (4096, false)]);
+    let mut big = rx_frame(2000);
+    assert_eq!(place(&mem, &mut q, &mut big, false), Placed::Used);
+    let mut small = rx_frame(100);
+    small[NUM_BUFFERS].copy_from_slice(&[0xaa, 0xbb]); // what a tap leaves there
+    assert_eq!(place(&mem, &mut q, &mut small, false), Placed::Used);
+    assert_eq!(used(&vq), vec![(0, 0), (1, 112)]);
+    let mut header = [0u8; VNET_HDR_LEN];
+    mem.read_slice(&mut header, GuestAddress(0x10000 + 1024))
+        .unwrap();
+    assert_eq!(
+        &header[NUM_BUFFERS],
+        &1u16.to_le_bytes(),
+        "num_buffers is 1"
+    );
+}
+
+#[test]
+fn a_chain_the_device_cannot_write_drops_the_frame_into_every_chain_taken() {
+    let mem = memory();
+    let (vq, mut q) = posted_rx(&mem, &[(1024, false), (1024, true), (1024, false)]);
+    let mut frame = rx_frame(2500 - VNET_HDR_LEN);
+    assert_eq!(place(&mem, &mut q, &mut frame, true), Placed::Used);
+    assert_eq!(used(&vq), vec![(0, 0), (1, 0)]);
+    // The next frame starts at the chain after them.
+    let mut small = rx_frame(64);
+    assert_eq!(place(&mem, &mut q, &mut small, true), Placed::Used);
+    assert_eq!(used(&vq)[2], (2, 76));
 }
