@@ -10,7 +10,9 @@
 //! * `bench: vmm phases <monitor> before_kernel_ms=<v> kernel_ms=<v>` — the medians of the time
 //!   before the guest kernel's clock starts (VMM, firmware, decompressor) and of the kernel's own
 //!   time to the init marker;
-//! * `bench: vmm exits <monitor> exits=<v> io_exits=<v> ...` — KVM's exit counters, medians.
+//! * `bench: vmm exits <monitor> exits=<v> io_exits=<v> ...` — KVM's exit counters, medians;
+//! * `bench: vmm trace <monitor> exit|pio <what>=<count> ...` — one more, traced, boot's exits
+//!   by reason and port I/O by port, the most frequent first.
 
 #[path = "../tests/support/vmm_images.rs"]
 mod vmm_images;
@@ -92,6 +94,12 @@ fn main() {
             .map(|k| format!("{k}={}", r.median(k)))
             .collect();
         println!("bench: vmm exits {monitor} {}", exits.join(" "));
+    }
+    // The traced boots' breakdowns, as the node printed them.
+    for line in console.lines() {
+        if let Some(rest) = line.split("bench-node: trace ").nth(1) {
+            println!("bench: vmm trace {rest}");
+        }
     }
 }
 

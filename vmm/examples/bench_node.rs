@@ -5,7 +5,9 @@
 //! overhead (resident memory minus the guest RAM mapping's resident pages, from
 //! /proc/PID/smaps, sampled at the marker), the guest kernel's own clock at the marker (the
 //! rest is the VMM, firmware and decompressor before the kernel) and KVM's exit counters for
-//! the run (debugfs, read at the marker while the VM is the only one alive).
+//! the run (debugfs, read at the marker while the VM is the only one alive). After the timed
+//! rounds, one traced boot per monitor breaks its exits down by reason and its port I/O by
+//! port (tracefs `kvm_exit`, `kvm_pio`).
 //!
 //! `mallee-vmm` boots the kernel the way a node agent does once it has the kernel in its cache:
 //! unpacked (`/vmm-e2e/vmlinux`, made on the host from the same bzImage) when the image has it.
@@ -50,6 +52,9 @@ const EXITS: [&str; 7] = [
     "insn_emulation",
 ];
 
+/// The kernel's tracing file system, for KVM's `kvm_exit` and `kvm_pio` events.
+const TRACING: &str = "/sys/kernel/tracing";
+
 /// Mounts debugfs for KVM's counters unless it is there.
 fn mount_debugfs() {
     if std::path::Path::new(KVM_STATS).exists() {
@@ -66,6 +71,84 @@ fn mount_debugfs() {
             std::ptr::null(),
         )
     };
+}
+
+fn mount_tracefs() {
+    if std::path::Path::new(TRACING).join("events").exists() {
+        return;
+    }
+    let (src, target, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+}
+
+fn trace_set(file: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("{TRACING}/{file}"), value)
+}
+
+/// One more boot of `monitor` with KVM's `kvm_exit` and `kvm_pio` events traced (not timed:
+/// tracing slows it): its exits by reason and its port I/O by direction and port, the most
+/// frequent first, as `bench-node: trace <monitor> exit|pio name=count ...` lines.
+fn trace(monitor: &str) -> Result<Vec<String>, String> {
+    let set = |file: &str, value: &str| {
+        trace_set(file, value).map_err(|e| format!("{TRACING}/{file}: {e}"))
+    };
+    set("tracing_on", "0")?;
+    set("buffer_size_kb", "32768")?;
+    set("trace", "")?;
+    set("events/kvm/kvm_exit/enable", "1")?;
+    set("events/kvm/kvm_pio/enable", "1")?;
+    set("tracing_on", "1")?;
+    let ran = run(monitor);
+    set("tracing_on", "0")?;
+    ran?;
+    let text = std::fs::read_to_string(format!("{TRACING}/trace"))
+        .map_err(|e| format!("{TRACING}/trace: {e}"))?;
+    set("trace", "")?;
+    let mut exits: std::collections::HashMap<String, u64> = Default::default();
+    let mut pio: std::collections::HashMap<String, u64> = Default::default();
+    let mut lost = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.split("entries-in-buffer/entries-written: ").nth(1) {
+            let (kept, written) = rest.split_once('/').unwrap_or((rest, rest));
+            let written = written.split_whitespace().next().unwrap_or(written);
+            if kept != written {
+                lost = format!(" (the trace kept {kept} of {written} events)");
+            }
+        } else if let Some(rest) = line.split("kvm_exit: ").nth(1) {
+            let reason = rest
+                .split("reason ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            *exits.entry(reason.unwrap_or("?").to_string()).or_default() += 1;
+        } else if let Some(rest) = line.split("kvm_pio: ").nth(1) {
+            // "pio_write at 0x3f8 size 1 count 1 val 0x41"
+            let mut w = rest.split_whitespace();
+            let (dir, port) = (w.next().unwrap_or("?"), w.nth(1).unwrap_or("?"));
+            let dir = dir.trim_start_matches("pio_");
+            *pio.entry(format!("{dir}:{port}")).or_default() += 1;
+        }
+    }
+    let top = |counts: std::collections::HashMap<String, u64>, n: usize| {
+        let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        (v.iter().take(n))
+            .map(|(k, c)| format!("{k}={c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Ok(vec![
+        format!("bench-node: trace {monitor} exit {}{lost}", top(exits, 12)),
+        format!("bench-node: trace {monitor} pio {}", top(pio, 16)),
+    ])
 }
 
 /// KVM's exit counters now, `name=value` each; empty when debugfs has none.
@@ -183,6 +266,13 @@ fn main() {
                 )),
                 Err(e) => say(&format!("bench-node: {m} FAIL {e}")),
             }
+        }
+    }
+    mount_tracefs();
+    for m in &monitors {
+        match trace(m) {
+            Ok(lines) => lines.iter().for_each(|l| say(l)),
+            Err(e) => say(&format!("bench-node: trace {m} unavailable: {e}")),
         }
     }
     say("bench-node: done");
