@@ -6,6 +6,7 @@
 //! [`crate::boot`], or a tiny test program in the integration tests.
 
 pub mod latch;
+pub mod ram;
 pub mod routes;
 
 use std::io::Write;
@@ -46,6 +47,9 @@ pub enum VmError {
     /// Guest memory could not be allocated.
     #[error("cannot allocate {0} bytes of guest memory")]
     Memory(u64),
+    /// Guest RAM could not be mapped.
+    #[error(transparent)]
+    Ram(#[from] ram::RamError),
     /// An eventfd could not be created.
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
@@ -107,7 +111,7 @@ impl Vm {
             .into_iter()
             .map(|(a, l)| (GuestAddress(a), l as usize))
             .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|_| VmError::Memory(mem_bytes))?;
+        let mem = ram::guest_ram(&ranges).map_err(VmError::Ram)?;
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
