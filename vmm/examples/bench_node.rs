@@ -55,33 +55,16 @@ const EXITS: [&str; 7] = [
 /// The kernel's tracing file system, for KVM's `kvm_exit` and `kvm_pio` events.
 const TRACING: &str = "/sys/kernel/tracing";
 
-/// Mounts debugfs for KVM's counters unless it is there.
-fn mount_debugfs() {
-    if std::path::Path::new(KVM_STATS).exists() {
+/// Mounts the pseudo file system `fstype` on `target` unless `present` (a file it holds) is
+/// there already.
+fn mount_unless(present: &str, fstype: &std::ffi::CStr, target: &std::ffi::CStr) {
+    if std::path::Path::new(present).exists() {
         return;
     }
-    let (src, target, fstype) = (c"debugfs", c"/sys/kernel/debug", c"debugfs");
     // SAFETY: valid NUL-terminated strings; no data argument.
     unsafe {
         libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
             fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-}
-
-fn mount_tracefs() {
-    if std::path::Path::new(TRACING).join("events").exists() {
-        return;
-    }
-    let (src, target, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    unsafe {
-        libc::mount(
-            src.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
             0,
@@ -251,7 +234,7 @@ fn run(monitor: &str) -> Result<(u128, u64, u64, String), String> {
 }
 
 fn main() {
-    mount_debugfs();
+    mount_unless(KVM_STATS, c"debugfs", c"/sys/kernel/debug");
     let mut monitors = vec!["ours"];
     if std::path::Path::new(QEMU).exists() {
         monitors.extend(["qemu-microvm", "qemu-q35"]);
@@ -268,7 +251,11 @@ fn main() {
             }
         }
     }
-    mount_tracefs();
+    mount_unless(
+        &format!("{TRACING}/events"),
+        c"tracefs",
+        c"/sys/kernel/tracing",
+    );
     for m in &monitors {
         match trace(m) {
             Ok(lines) => lines.iter().for_each(|l| say(l)),

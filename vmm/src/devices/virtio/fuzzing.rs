@@ -1,5 +1,5 @@
 //! Byte-driven harnesses for the parts a guest controls: a virtio-blk request, a virtio-net
-//! transmit chain, a frame through the guest's port, what it sends the metadata service and
+//! transmit chain, the receive chains a frame is placed in, a frame through the guest's port, what it sends the metadata service and
 //! the walk of a descriptor chain. The cargo-fuzz targets in `vmm/fuzz/` and a bounded randomized unit test call
 //! the same functions, so both exercise one code path.
 //!
@@ -113,6 +113,33 @@ pub fn net_tx(data: &[u8]) {
         chains += 1;
         assert!(chains <= 256);
     }
+}
+
+/// Places received frames into every chain the input makes available, as the device does with
+/// what its tap delivers (the payload's first byte picks mergeable buffers or not, its second
+/// the frame size): no panic, and never more chains used than were posted.
+pub fn net_rx(data: &[u8]) {
+    let Some(s) = setup(data) else {
+        return;
+    };
+    let rest = &data[16 * usize::from(QUEUE) + 2..];
+    let mergeable = rest.first().is_some_and(|b| b & 1 == 1);
+    let len = super::net::tap::VNET_HDR_LEN + 64 * usize::from(rest.get(1).copied().unwrap_or(1));
+    let Ok(notify) = vmm_sys_util::eventfd::EventFd::new(0) else {
+        return;
+    };
+    let mut q = super::ActiveQueue {
+        queue: s.queue,
+        notify,
+        irq: None,
+    };
+    let mut frame = vec![0x5a; len];
+    for _ in 0..=QUEUE {
+        if super::net::place(&s.mem, &mut q, &mut frame, mergeable) == super::net::Placed::NoRoom {
+            break;
+        }
+    }
+    assert!(q.queue.next_used() <= QUEUE * 2);
 }
 
 /// One frame a guest sends through its port (the first byte picks an addressed NIC or not):

@@ -345,6 +345,7 @@ fn random_inputs_to_the_fuzz_harnesses_never_panic() {
         crate::devices::virtio::fuzzing::blk_request(&data);
         crate::devices::virtio::fuzzing::desc_chain(&data);
         crate::devices::virtio::fuzzing::net_tx(&data);
+        crate::devices::virtio::fuzzing::net_rx(&data);
         crate::devices::virtio::fuzzing::guest_port(&data);
         crate::devices::virtio::fuzzing::metadata_service(&data);
     }
