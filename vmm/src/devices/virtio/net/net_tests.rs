@@ -338,4 +338,7 @@ fn a_chain_the_device_cannot_write_drops_the_frame_into_every_chain_taken() {
     let mut small = rx_frame(64);
     assert_eq!(place(&mem, &mut q, &mut small, true), Placed::Used);
     assert_eq!(used(&vq)[2], (2, 76));
+    // Shorter than its header: dropped, no chain taken.
+    assert_eq!(place(&mem, &mut q, &mut [0u8; 4], true), Placed::Used);
+    assert_eq!(used(&vq).len(), 3);
 }
