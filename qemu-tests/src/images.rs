@@ -170,11 +170,12 @@ impl GuestImage {
     }
 }
 
-/// Builds the static `mallee-init`, `mallee-vmm`, `mallee-frontend` and `examples` (of
-/// mallee-vmm) the way `just images` builds binaries; returns the directory they are in. The
-/// package set is `scripts/images.sh`'s: the same set resolves the same features, so after
-/// `just images` the binaries are not built again (a different set rebuilt every shared crate,
-/// 1.5 min of CI).
+/// Builds the static `examples` (of mallee-vmm) the way `just images` builds binaries; returns
+/// the directory they are in, beside the binaries `just images` built (naming examples builds
+/// only them: run `just images` after changing `mallee-init` or `mallee-vmm`). The package set
+/// is `scripts/images.sh`'s: the same set resolves the same features, so the shared crates are
+/// not built again (a different set rebuilt every shared crate, 1.5 min of CI; adding `--bins`
+/// rebuilt the binaries themselves with the examples' dev-dependency features).
 pub fn build_static(examples: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = std::process::Command::new(env!("CARGO"));
@@ -208,8 +209,6 @@ pub fn build_static(examples: &[&str]) -> PathBuf {
             "-p",
             "mallee-frontend",
         ]);
-    // Naming examples builds only them: `--bins` keeps the programs beside them current too.
-    cmd.arg("--bins");
     for e in examples {
         cmd.args(["--example", e]);
     }
