@@ -80,7 +80,7 @@ impl Default for TargetConfig {
             shelf: 0,
             slot: 0,
             workers: 64,
-            receivers: 2,
+            receivers: 1,
             buffer_count: 64,
             probe_timeout: Duration::from_millis(500),
             acl: AccessControl::default(),
