@@ -28,7 +28,9 @@ pin-kernel package="":
 # Unit, integration and end-to-end (QEMU) tests.
 test: images
     rm -f target/qemu-tests/figures.txt
-    cargo test --workspace --all-targets
+    @# The figures are printed after the run, a failed one too: a failing test's own output then
+    @# opens with its panic message, not with the figures measured before it.
+    cargo test --workspace --all-targets || { cat target/qemu-tests/figures.txt 2>/dev/null; exit 1; }
     @cat target/qemu-tests/figures.txt 2>/dev/null || true
 
 # Benchmarks against peers in the same run: `just bench` (all) or `just bench aoe|vmm|ebs|api|pxe|appliance|launch|metadata|net|tls`.

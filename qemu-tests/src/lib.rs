@@ -24,8 +24,9 @@ pub use testdir::TestDir;
 pub use vm::{Nic, Vm, VmConfig, VmError};
 
 /// Records a measured figure (boot time, throughput) in `target/qemu-tests/figures.txt`, which
-/// `just test` prints after the run: test output is captured, and timings are reported, never
-/// asserted.
+/// `just test` prints after the run, a failed one too: timings are reported, never asserted. The
+/// line is not printed to the test's own output: a failing test's output then opens with its
+/// panic message, and CI's excerpt of it shows why it failed, not the figures before.
 pub fn report_figure(line: &str) {
     use std::io::Write;
     let path = testdir::root().join("figures.txt");
@@ -37,7 +38,6 @@ pub fn report_figure(line: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
-    println!("{line}");
 }
 
 /// A benchmark's whole-number setting from environment variable `name`, or `default` when it is
