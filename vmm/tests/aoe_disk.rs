@@ -231,3 +231,91 @@ fn guest_flushes_reach_the_mallee_aoe_target() {
         in_ns(&pair.b, || AoeDisk::open(&pair.b_if, 7, 4)).expect("AoE target found and opened");
     exercise(disk, &image, &content, true);
 }
+
+/// A tmpfs of 256 KiB mounted for one test, unmounted on drop: a data disk that fills.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    fn new(name: &str) -> SmallTmpfs {
+        let id = std::process::id() % 100_000;
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{id}"));
+        let _ = Command::new("umount").arg(&dir).status();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let at = dir.to_str().unwrap();
+        sh(&["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", at]);
+        SmallTmpfs(dir)
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The volume's backing disk fills while the guest writes: the write the target could not store
+/// reaches the guest as a virtio-blk I/O error (the target's ATA error, not a stall and not a
+/// success), what the guest wrote before reads back intact, and the disk keeps serving.
+#[test]
+fn a_full_backing_disk_is_an_io_error_to_the_guest_and_loses_nothing() {
+    use mallee_aoe::net::PacketSocket;
+    use mallee_aoe::target::{Backend, Target, TargetConfig};
+    let pair = Pair::new();
+    let fs = SmallTmpfs::new("aoe-full");
+    // A sparse 4 MiB volume on a 256 KiB file system.
+    let image = fs.0.join("volume.img");
+    File::create(&image).unwrap().set_len(4 << 20).unwrap();
+    let backend = Backend::open(&image).unwrap();
+    let target = in_ns(&pair.a, || {
+        let sock = PacketSocket::open(&pair.a_if).unwrap();
+        let cfg = TargetConfig {
+            shelf: 7,
+            slot: 5,
+            probe_timeout: std::time::Duration::from_millis(200),
+            ..TargetConfig::default()
+        };
+        Target::start(sock, backend, cfg).expect("start the AoE target")
+    });
+    let backend =
+        in_ns(&pair.b, || AoeDisk::open(&pair.b_if, 7, 5)).expect("AoE target found and opened");
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let mut disk = Disk {
+        backend,
+        read_only: false,
+        serial: [0; 20],
+        discard: false,
+    };
+    // 64 KiB fits and is flushed.
+    let first: Vec<u8> = (0..64 << 10).map(|i: u32| (i % 251) as u8).collect();
+    mem.write_slice(&first, GuestAddress(0x10000)).unwrap();
+    assert_eq!(
+        run_request(&mem, &mut disk, types::OUT, 0, first.len() as u32),
+        status::OK
+    );
+    assert_eq!(run_request(&mem, &mut disk, types::FLUSH, 0, 0), status::OK);
+    // Writes of 256 KiB each, further on, until the file system is full.
+    mem.write_slice(&[0xee; 256 << 10], GuestAddress(0x10000))
+        .unwrap();
+    let failed = (1..8u64).find_map(|i| {
+        let got = run_request(&mem, &mut disk, types::OUT, i * 512, 256 << 10);
+        (got != status::OK).then_some(got)
+    });
+    assert_eq!(
+        failed,
+        Some(status::IOERR),
+        "a write to a full disk must fail as an I/O error"
+    );
+    // What was stored before is intact, through the guest's path and on the disk.
+    assert_eq!(
+        run_request(&mem, &mut disk, types::IN, 0, first.len() as u32),
+        status::OK,
+        "the disk still serves reads after the failed write"
+    );
+    let mut back = vec![0u8; first.len()];
+    mem.read_slice(&mut back, GuestAddress(0x10000)).unwrap();
+    assert!(back == first, "earlier data changed after the failed write");
+    assert!(std::fs::read(&image).unwrap()[..first.len()] == first[..]);
+    assert!(target.stats().errors > 0, "the target counted no error");
+}

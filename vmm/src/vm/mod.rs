@@ -44,8 +44,8 @@ pub enum VmError {
         /// The error.
         err: kvm_ioctls::Error,
     },
-    /// Guest memory could not be allocated.
-    #[error("cannot allocate {0} bytes of guest memory")]
+    /// A region of the guest memory just made has no host address (a bug, never the guest).
+    #[error("guest memory of {0} bytes has a region without a host address")]
     Memory(u64),
     /// Guest RAM could not be mapped.
     #[error(transparent)]
@@ -111,7 +111,7 @@ impl Vm {
             .into_iter()
             .map(|(a, l)| (GuestAddress(a), l as usize))
             .collect();
-        let mem = ram::guest_ram(&ranges).map_err(VmError::Ram)?;
+        let mem = ram::guest_ram(&ranges)?;
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
