@@ -1,10 +1,11 @@
 //! ATA over Ethernet (AoE v1, EtherType 0x88A2): wire format, target and user-space initiator.
 //!
 //! `wire` is the protocol as plain parse/emit over byte slices; `net` is the AF_PACKET socket
-//! both ends share; `target` exports block backends; `initiator` is the synchronous block
+//! both ends share, `filter` what each end lets the kernel wake it for; `target` exports block backends; `initiator` is the synchronous block
 //! client the VMM uses. Nothing here knows about the frontend or the VMM.
 
 pub mod ata;
+pub mod filter;
 pub mod initiator;
 pub mod net;
 pub mod pattern;

@@ -6,7 +6,7 @@
 use crate::wire::{Mac, ETHERTYPE_AOE};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// What went wrong opening or using the packet socket.
@@ -22,6 +22,32 @@ pub enum NetError {
     Send { iface: String, source: io::Error },
     #[error("receive on {iface}: {source}")]
     Recv { iface: String, source: io::Error },
+    #[error("socket filter on {iface}: {source}")]
+    Filter { iface: String, source: io::Error },
+}
+
+/// Attaches a classic BPF program (`crate::filter`) to socket `fd`: frames it drops are never
+/// queued on the socket.
+pub(crate) fn attach_filter(fd: RawFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call (the kernel copies it).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// An AF_PACKET raw socket for AoE frames on one interface.
@@ -114,19 +140,24 @@ impl PacketSocket {
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         ] {
-            if sock.set_int_opt(force, 8 << 20).is_err() {
-                let _ = sock.set_int_opt(plain, 8 << 20);
+            if sock.set_int_opt(libc::SOL_SOCKET, force, 8 << 20).is_err() {
+                let _ = sock.set_int_opt(libc::SOL_SOCKET, plain, 8 << 20);
             }
         }
         Ok(sock)
     }
 
-    fn set_int_opt(&self, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    fn set_int_opt(
+        &self,
+        level: libc::c_int,
+        opt: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
         // SAFETY: value outlives the call and the length is that of c_int.
         let rc = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
+                level,
                 opt,
                 (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -136,6 +167,14 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Lets only the frames `program` accepts reach this socket (`crate::filter`).
+    pub fn set_filter(&self, program: &[libc::sock_filter]) -> Result<(), NetError> {
+        attach_filter(self.fd.as_raw_fd(), program).map_err(|source| NetError::Filter {
+            iface: self.iface.clone(),
+            source,
+        })
     }
 
     /// Sets how long `recv` waits before returning `None`.
@@ -228,6 +267,20 @@ impl PacketSocket {
     /// entries of `lens` were filled; a length of 0 marks a frame filtered out (sent by this
     /// host or for another host).
     pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> Result<usize, NetError> {
+        self.recv_many(bufs, lens, libc::MSG_WAITFORONE)
+    }
+
+    /// As [`Self::recv_batch`], without waiting: only frames already queued (0 when none).
+    pub fn recv_queued(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> Result<usize, NetError> {
+        self.recv_many(bufs, lens, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_many(
+        &self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+        flags: libc::c_int,
+    ) -> Result<usize, NetError> {
         let count = bufs.len().min(lens.len());
         let mut addrs: Vec<libc::sockaddr_ll> =
             (0..count).map(|_| sockaddr_ll(0, Mac::default())).collect();
@@ -258,7 +311,7 @@ impl PacketSocket {
                 self.fd.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 count as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
