@@ -212,24 +212,35 @@ fn guest_reads_and_writes_reach_a_vblade_export() {
 
 #[test]
 fn guest_flushes_reach_the_mallee_aoe_target() {
-    use mallee_aoe::net::PacketSocket;
-    use mallee_aoe::target::{Backend, Target, TargetConfig};
     let pair = Pair::new();
     let (image, content) = export_file("aoe-mallee");
-    let backend = Backend::open(&image).unwrap();
-    let _target = in_ns(&pair.a, || {
+    let (_target, disk) = mallee_export(&pair, &image, 4);
+    exercise(disk, &image, &content, true);
+}
+
+/// `image` exported by the mallee-aoe target as shelf 7 `slot` in `pair`'s first namespace,
+/// and the VMM's AoE disk on it from the second.
+fn mallee_export(
+    pair: &Pair,
+    image: &std::path::Path,
+    slot: u8,
+) -> (mallee_aoe::target::Target, AoeDisk) {
+    use mallee_aoe::net::PacketSocket;
+    use mallee_aoe::target::{Backend, Target, TargetConfig};
+    let backend = Backend::open(image).unwrap();
+    let target = in_ns(&pair.a, || {
         let sock = PacketSocket::open(&pair.a_if).unwrap();
         let cfg = TargetConfig {
             shelf: 7,
-            slot: 4,
+            slot,
             probe_timeout: std::time::Duration::from_millis(200),
             ..TargetConfig::default()
         };
         Target::start(sock, backend, cfg).expect("start the AoE target")
     });
     let disk =
-        in_ns(&pair.b, || AoeDisk::open(&pair.b_if, 7, 4)).expect("AoE target found and opened");
-    exercise(disk, &image, &content, true);
+        in_ns(&pair.b, || AoeDisk::open(&pair.b_if, 7, slot)).expect("AoE target found and opened");
+    (target, disk)
 }
 
 /// A tmpfs of 256 KiB mounted for one test, unmounted on drop: a data disk that fills.
@@ -260,26 +271,12 @@ impl Drop for SmallTmpfs {
 /// success), what the guest wrote before reads back intact, and the disk keeps serving.
 #[test]
 fn a_full_backing_disk_is_an_io_error_to_the_guest_and_loses_nothing() {
-    use mallee_aoe::net::PacketSocket;
-    use mallee_aoe::target::{Backend, Target, TargetConfig};
     let pair = Pair::new();
     let fs = SmallTmpfs::new("aoe-full");
     // A sparse 4 MiB volume on a 256 KiB file system.
     let image = fs.0.join("volume.img");
     File::create(&image).unwrap().set_len(4 << 20).unwrap();
-    let backend = Backend::open(&image).unwrap();
-    let target = in_ns(&pair.a, || {
-        let sock = PacketSocket::open(&pair.a_if).unwrap();
-        let cfg = TargetConfig {
-            shelf: 7,
-            slot: 5,
-            probe_timeout: std::time::Duration::from_millis(200),
-            ..TargetConfig::default()
-        };
-        Target::start(sock, backend, cfg).expect("start the AoE target")
-    });
-    let backend =
-        in_ns(&pair.b, || AoeDisk::open(&pair.b_if, 7, 5)).expect("AoE target found and opened");
+    let (target, backend) = mallee_export(&pair, &image, 5);
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let mut disk = Disk {
         backend,
