@@ -140,24 +140,19 @@ impl PacketSocket {
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         ] {
-            if sock.set_int_opt(libc::SOL_SOCKET, force, 8 << 20).is_err() {
-                let _ = sock.set_int_opt(libc::SOL_SOCKET, plain, 8 << 20);
+            if sock.set_int_opt(force, 8 << 20).is_err() {
+                let _ = sock.set_int_opt(plain, 8 << 20);
             }
         }
         Ok(sock)
     }
 
-    fn set_int_opt(
-        &self,
-        level: libc::c_int,
-        opt: libc::c_int,
-        value: libc::c_int,
-    ) -> io::Result<()> {
+    fn set_int_opt(&self, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
         // SAFETY: value outlives the call and the length is that of c_int.
         let rc = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
-                level,
+                libc::SOL_SOCKET,
                 opt,
                 (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,

@@ -176,8 +176,8 @@ impl Initiator {
                 return Err(InitiatorError::NoTarget { shelf, slot });
             }
         };
-        // From now on only the target's responses wake the initiator (not its own requests'
-        // copies, nor other targets' traffic on the segment).
+        // From now on only the target's responses wake the initiator, not other targets' and
+        // initiators' traffic on the segment.
         sock.set_filter(&crate::filter::responses_from(target.shelf, target.slot))?;
         sock.set_recv_timeout(RX_WAIT)?;
         let max_sectors = sectors_per_frame(sock.mtu())
