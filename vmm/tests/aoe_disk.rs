@@ -153,16 +153,22 @@ fn export_file(name: &str) -> (std::path::PathBuf, Vec<u8>) {
     (image, content)
 }
 
-/// Reads through the guest path, writes, checks the export file, and a read past the end.
-fn exercise(backend: AoeDisk, image: &std::path::Path, content: &[u8], flush: bool) {
-    assert_eq!(backend.size(), content.len() as u64);
+/// 1 MiB of guest memory and a writable virtio-blk disk on `backend`.
+fn guest(backend: AoeDisk) -> (GuestMemoryMmap, Disk<AoeDisk>) {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let mut disk = Disk {
+    let disk = Disk {
         backend,
         read_only: false,
         serial: [0; 20],
         discard: false,
     };
+    (mem, disk)
+}
+
+/// Reads through the guest path, writes, checks the export file, and a read past the end.
+fn exercise(backend: AoeDisk, image: &std::path::Path, content: &[u8], flush: bool) {
+    assert_eq!(backend.size(), content.len() as u64);
+    let (mem, mut disk) = guest(backend);
     assert_eq!(run_request(&mem, &mut disk, types::IN, 9, 4096), status::OK);
     let mut got = vec![0u8; 4096];
     mem.read_slice(&mut got, GuestAddress(0x10000)).unwrap();
@@ -277,13 +283,7 @@ fn a_full_backing_disk_is_an_io_error_to_the_guest_and_loses_nothing() {
     let image = fs.0.join("volume.img");
     File::create(&image).unwrap().set_len(4 << 20).unwrap();
     let (target, backend) = mallee_export(&pair, &image, 5);
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let mut disk = Disk {
-        backend,
-        read_only: false,
-        serial: [0; 20],
-        discard: false,
-    };
+    let (mem, mut disk) = guest(backend);
     // 64 KiB fits and is flushed.
     let first: Vec<u8> = (0..64 << 10).map(|i: u32| (i % 251) as u8).collect();
     mem.write_slice(&first, GuestAddress(0x10000)).unwrap();
