@@ -181,9 +181,18 @@ pub fn debian_image(dir: &TestDir) -> (DebianCloudImage, PathBuf) {
 }
 
 /// A fresh ed25519 key pair made on the host; its public half, which the guest gets through
-/// the metadata service.
+/// the metadata service. A pair left by an earlier boot of the same test (its retry after a
+/// wedged node) is replaced: ssh-keygen would ask before overwriting it, and fail.
 pub fn ssh_key(dir: &TestDir) -> PathBuf {
     let key = dir.file("id_ed25519");
+    for old in [key.clone(), dir.file("id_ed25519.pub")] {
+        match std::fs::remove_file(&old) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                panic!("remove {}: {e}", old.display())
+            }
+            _ => {}
+        }
+    }
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallee-e2e", "-f"])
         .arg(&key)
