@@ -265,9 +265,7 @@ impl Server {
             match self.socket.recv(&mut frames[0]) {
                 Ok(Some(len)) => {
                     if let Some(len) = self.serve(&frames[0][..len], &mut outs[0], &jobs) {
-                        if self.socket.send(&outs[0][..len]).is_ok() {
-                            self.export.stats.frame_out();
-                        }
+                        self.send(&[&outs[0][..len]]);
                     }
                 }
                 Ok(None) => continue,
@@ -321,14 +319,16 @@ impl Server {
         }
     }
 
+    /// Sends replies and counts those sent: one with a plain `send` (no batch to build, on
+    /// the path whose latency matters), more with one `sendmmsg`.
     fn send(&self, replies: &[&[u8]]) {
-        if replies.is_empty() {
-            return;
-        }
-        if let Ok(sent) = self.socket.send_batch(replies) {
-            for _ in 0..sent {
-                self.export.stats.frame_out();
-            }
+        let sent = match replies {
+            [] => return,
+            [one] => self.socket.send(one).map(|()| 1),
+            many => self.socket.send_batch(many),
+        };
+        for _ in 0..sent.unwrap_or(0) {
+            self.export.stats.frame_out();
         }
     }
 
@@ -385,8 +385,8 @@ impl Server {
     }
 
     fn reply(&self, frame: &[u8]) {
-        if self.keep_reply() && self.socket.send(frame).is_ok() {
-            self.export.stats.frame_out();
+        if self.keep_reply() {
+            self.send(&[frame]);
         }
     }
 }
